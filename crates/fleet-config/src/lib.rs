@@ -1,1 +1,187 @@
-//! stub
+//! Fleet's user-written runbook: parsing and validation into typed data.
+//!
+//! This crate owns the runbook format (see `PRODUCT.md`, "Runbook"): its keys, its defaults,
+//! and errors that name `file:line:col` and say what was expected. Every error is collected,
+//! not just the first, except YAML syntax errors, which stop parsing.
+//!
+//! It must not know how a runbook is run: no processes, no git, no database. Its only IO is
+//! reading the runbook file and checking that each `prompt_file` exists. Task graph rules
+//! (ids, parents, dependencies, cycles) belong to `fleet_core`; this crate only places their
+//! errors in the file.
+
+mod decode;
+mod duration;
+mod yaml;
+
+pub use duration::parse_duration;
+
+use fleet_core::{NodeSpec, TaskKind};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A position in the runbook, 1-based.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Location {
+    pub line: usize,
+    pub col: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.col)
+    }
+}
+
+/// One problem in a runbook, at the place it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(file: &Path, at: Location, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: file.to_path_buf(),
+            line: at.line,
+            col: at.col,
+            message: message.into(),
+        }
+    }
+
+    pub fn location(&self) -> Location {
+        Location {
+            line: self.line,
+            col: self.col,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.col,
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A valid runbook, with defaults applied to every task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Runbook {
+    /// The path as given to [`load_runbook`] or [`parse_runbook`].
+    pub path: PathBuf,
+    /// The full text.
+    pub source: String,
+    pub name: String,
+    /// As written; a relative path is relative to the runbook's directory.
+    pub repo: Option<PathBuf>,
+    /// A git revision.
+    pub base: Option<String>,
+    /// How many tasks run at once, 1 to 1024 (default 4).
+    pub concurrency: usize,
+    /// As written; a relative path is relative to the runbook's directory.
+    pub report: Option<PathBuf>,
+    /// Never empty, in the order written.
+    pub tasks: Vec<TaskSpec>,
+}
+
+impl Runbook {
+    /// The tasks as graph nodes, in the same order as [`Runbook::tasks`].
+    pub fn node_specs(&self) -> Vec<NodeSpec> {
+        self.tasks.iter().map(TaskSpec::node_spec).collect()
+    }
+}
+
+/// One task, with the runbook's `defaults` applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSpec {
+    pub id: String,
+    pub kind: TaskKind,
+    pub parent: Option<String>,
+    pub depends_on: Vec<String>,
+    pub action: Action,
+    /// Shell commands run after the task; the task's own list replaces the default one.
+    pub checks: Vec<String>,
+    /// `None`: no timeout.
+    pub timeout: Option<Duration>,
+    pub retries: u32,
+    pub retry_backoff: Duration,
+    pub workspace: Workspace,
+    /// The default environment merged with the task's own (the task wins).
+    pub env: BTreeMap<String, String>,
+    /// Where the task's mapping starts (its first key).
+    pub location: Location,
+}
+
+impl TaskSpec {
+    pub fn node_spec(&self) -> NodeSpec {
+        NodeSpec {
+            id: self.id.clone(),
+            kind: self.kind,
+            parent: self.parent.clone(),
+            depends_on: self.depends_on.clone(),
+        }
+    }
+}
+
+/// Where a task runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Workspace {
+    /// Its own git worktree and branch, merged when it passes.
+    #[default]
+    Worktree,
+    /// The repository root; nothing is merged.
+    None,
+}
+
+/// What a task does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// A shell command; exit 0 is success.
+    Command(String),
+    /// An agent run: a named `agent`, a `role` for the pool to fill, or both.
+    Agent {
+        agent: Option<String>,
+        role: Option<String>,
+        prompt: Prompt,
+    },
+    /// A container (the `parent` of other tasks); it runs nothing itself.
+    Group,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prompt {
+    Inline(String),
+    /// As written; a relative path is relative to the runbook's directory.
+    File(PathBuf),
+}
+
+/// Reads and parses the runbook at `path`.
+pub fn load_runbook(path: &Path) -> Result<Runbook, Vec<ConfigError>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let start = Location { line: 1, col: 1 };
+        vec![ConfigError::new(
+            path,
+            start,
+            format!("cannot read the runbook: {e}"),
+        )]
+    })?;
+    parse_runbook(path, &text)
+}
+
+/// Parses runbook text read from `path`. `path` names the file in errors, and its directory
+/// is where each `prompt_file` is looked for.
+pub fn parse_runbook(path: &Path, text: &str) -> Result<Runbook, Vec<ConfigError>> {
+    decode::decode(path, text)
+}

@@ -68,17 +68,50 @@ impl NodeSpec {
 /// `depends_on` list, so the caller can point at the exact place in the source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GraphError {
-    InvalidId { node: usize, id: String, error: IdError },
-    DuplicateId { node: usize, first: usize, id: String },
-    UnknownDependency { node: usize, position: usize, dep: String },
-    SelfDependency { node: usize, position: usize },
-    DuplicateDependency { node: usize, position: usize, dep: String },
-    DependsOnAncestor { node: usize, position: usize, dep: String },
-    UnknownParent { node: usize, parent: String },
+    InvalidId {
+        node: usize,
+        id: String,
+        error: IdError,
+    },
+    DuplicateId {
+        node: usize,
+        first: usize,
+        id: String,
+    },
+    UnknownDependency {
+        node: usize,
+        position: usize,
+        dep: String,
+    },
+    SelfDependency {
+        node: usize,
+        position: usize,
+    },
+    DuplicateDependency {
+        node: usize,
+        position: usize,
+        dep: String,
+    },
+    DependsOnAncestor {
+        node: usize,
+        position: usize,
+        dep: String,
+    },
+    UnknownParent {
+        node: usize,
+        parent: String,
+    },
     /// A child must be narrower than its parent (epic > phase > task > atomic).
-    BadParentKind { node: usize, kind: TaskKind, parent: usize, parent_kind: TaskKind },
+    BadParentKind {
+        node: usize,
+        kind: TaskKind,
+        parent: usize,
+        parent_kind: TaskKind,
+    },
     /// A dependency cycle; `path` lists node ids and ends where it starts.
-    Cycle { path: Vec<usize> },
+    Cycle {
+        path: Vec<usize>,
+    },
 }
 
 impl GraphError {
@@ -106,7 +139,10 @@ impl GraphError {
                 format!("duplicate id {id:?}: task #{} already uses it", first + 1)
             }
             GraphError::UnknownDependency { node, dep, .. } => {
-                format!("task {:?} depends on {dep:?}, which is not defined", id(*node))
+                format!(
+                    "task {:?} depends on {dep:?}, which is not defined",
+                    id(*node)
+                )
             }
             GraphError::SelfDependency { node, .. } => {
                 format!("task {:?} depends on itself", id(*node))
@@ -119,9 +155,17 @@ impl GraphError {
                 id(*node)
             ),
             GraphError::UnknownParent { node, parent } => {
-                format!("task {:?} has parent {parent:?}, which is not defined", id(*node))
+                format!(
+                    "task {:?} has parent {parent:?}, which is not defined",
+                    id(*node)
+                )
             }
-            GraphError::BadParentKind { node, kind, parent, parent_kind } => format!(
+            GraphError::BadParentKind {
+                node,
+                kind,
+                parent,
+                parent_kind,
+            } => format!(
                 "{} {:?} cannot be under {} {:?}; expected a child narrower than its parent (epic > phase > task > atomic)",
                 kind.as_str(),
                 id(*node),
@@ -244,11 +288,19 @@ pub fn validate(specs: &[NodeSpec]) -> Result<Graph, Vec<GraphError>> {
     let mut index: HashMap<String, usize> = HashMap::with_capacity(specs.len());
     for (node, spec) in specs.iter().enumerate() {
         if let Err(error) = validate_id(&spec.id) {
-            errors.push(GraphError::InvalidId { node, id: spec.id.clone(), error });
+            errors.push(GraphError::InvalidId {
+                node,
+                id: spec.id.clone(),
+                error,
+            });
             continue;
         }
         if let Some(&first) = index.get(&spec.id) {
-            errors.push(GraphError::DuplicateId { node, first, id: spec.id.clone() });
+            errors.push(GraphError::DuplicateId {
+                node,
+                first,
+                id: spec.id.clone(),
+            });
         } else {
             index.insert(spec.id.clone(), node);
         }
@@ -260,7 +312,10 @@ pub fn validate(specs: &[NodeSpec]) -> Result<Graph, Vec<GraphError>> {
     for (node, spec) in specs.iter().enumerate() {
         let Some(p) = &spec.parent else { continue };
         match index.get(p) {
-            None => errors.push(GraphError::UnknownParent { node, parent: p.clone() }),
+            None => errors.push(GraphError::UnknownParent {
+                node,
+                parent: p.clone(),
+            }),
             Some(&pi) if specs[pi].kind >= spec.kind => errors.push(GraphError::BadParentKind {
                 node,
                 kind: spec.kind,
@@ -285,7 +340,11 @@ pub fn validate(specs: &[NodeSpec]) -> Result<Graph, Vec<GraphError>> {
                 }),
                 Some(&d) if d == node => errors.push(GraphError::SelfDependency { node, position }),
                 Some(&d) if raw_deps[node].contains(&d) => {
-                    errors.push(GraphError::DuplicateDependency { node, position, dep: dep.clone() })
+                    errors.push(GraphError::DuplicateDependency {
+                        node,
+                        position,
+                        dep: dep.clone(),
+                    })
                 }
                 Some(&d) => raw_deps[node].push(d),
             }
@@ -372,8 +431,9 @@ pub fn validate(specs: &[NodeSpec]) -> Result<Graph, Vec<GraphError>> {
 fn topo_order(graph: &Graph) -> Vec<usize> {
     let n = graph.len();
     let mut indegree: Vec<usize> = (0..n).map(|i| graph.deps[i].len()).collect();
-    let mut ready: std::collections::BTreeSet<usize> =
-        (0..n).filter(|&i| graph.is_leaf(i) && indegree[i] == 0).collect();
+    let mut ready: std::collections::BTreeSet<usize> = (0..n)
+        .filter(|&i| graph.is_leaf(i) && indegree[i] == 0)
+        .collect();
     let mut out = Vec::with_capacity(n);
     while let Some(node) = ready.pop_first() {
         out.push(node);
@@ -468,7 +528,10 @@ mod tests {
         ];
         let errs = validate(&specs).unwrap_err();
         assert_eq!(errs.len(), 1);
-        assert_eq!(errs[0].describe(&specs), "dependency cycle: a -> c -> b -> a");
+        assert_eq!(
+            errs[0].describe(&specs),
+            "dependency cycle: a -> c -> b -> a"
+        );
         assert_eq!(errs[0].node(), 1);
     }
 
@@ -482,17 +545,38 @@ mod tests {
         ];
         let errs = validate(&specs).unwrap_err();
         let text: Vec<String> = errs.iter().map(|e| e.describe(&specs)).collect();
-        assert!(text.iter().any(|t| t.contains("duplicate id \"a\"")), "{text:?}");
-        assert!(text.iter().any(|t| t.contains("invalid id \"../x\"")), "{text:?}");
-        assert!(text.iter().any(|t| t.contains("depends on \"nope\"")), "{text:?}");
-        assert!(text.iter().any(|t| t.contains("depends on itself")), "{text:?}");
-        assert!(text.iter().any(|t| t.contains("lists dependency \"a\" twice")), "{text:?}");
+        assert!(
+            text.iter().any(|t| t.contains("duplicate id \"a\"")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter().any(|t| t.contains("invalid id \"../x\"")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter().any(|t| t.contains("depends on \"nope\"")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter().any(|t| t.contains("depends on itself")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.contains("lists dependency \"a\" twice")),
+            "{text:?}"
+        );
     }
 
     #[test]
     fn containers_expand_and_pass_on_their_dependencies() {
         let mut specs = vec![
-            NodeSpec { id: "e".into(), kind: TaskKind::Epic, parent: None, depends_on: vec![] },
+            NodeSpec {
+                id: "e".into(),
+                kind: TaskKind::Epic,
+                parent: None,
+                depends_on: vec![],
+            },
             NodeSpec {
                 id: "p1".into(),
                 kind: TaskKind::Phase,
@@ -524,7 +608,12 @@ mod tests {
     #[test]
     fn child_must_be_narrower_and_cannot_wait_for_its_parent() {
         let specs = vec![
-            NodeSpec { id: "t".into(), kind: TaskKind::Atomic, parent: None, depends_on: vec![] },
+            NodeSpec {
+                id: "t".into(),
+                kind: TaskKind::Atomic,
+                parent: None,
+                depends_on: vec![],
+            },
             NodeSpec {
                 id: "p".into(),
                 kind: TaskKind::Phase,
@@ -535,7 +624,12 @@ mod tests {
         let errs = validate(&specs).unwrap_err();
         assert!(matches!(errs[0], GraphError::BadParentKind { .. }));
         let specs = vec![
-            NodeSpec { id: "p".into(), kind: TaskKind::Phase, parent: None, depends_on: vec![] },
+            NodeSpec {
+                id: "p".into(),
+                kind: TaskKind::Phase,
+                parent: None,
+                depends_on: vec![],
+            },
             NodeSpec {
                 id: "a".into(),
                 kind: TaskKind::Atomic,

@@ -22,7 +22,10 @@ impl fmt::Display for IdError {
         match self {
             IdError::Empty => write!(f, "id is empty"),
             IdError::TooLong { len } => {
-                write!(f, "id is {len} characters long; at most {MAX_ID_LEN} are allowed")
+                write!(
+                    f,
+                    "id is {len} characters long; at most {MAX_ID_LEN} are allowed"
+                )
             }
             IdError::BadFirst { ch } => {
                 write!(f, "id starts with {ch:?}; it must start with a-z or 0-9")
@@ -73,8 +76,8 @@ mod tests {
     #[test]
     fn refuses_ids_that_escape_paths_or_refs() {
         for bad in [
-            "", "../x", "a b", "x;rm", "A", "-a", "_a", "a/b", "a..b", "a.lock", "a~1", "a^", "a:b",
-            "é", "a\n", "$(x)",
+            "", "../x", "a b", "x;rm", "A", "-a", "_a", "a/b", "a..b", "a.lock", "a~1", "a^",
+            "a:b", "é", "a\n", "$(x)",
         ] {
             assert!(validate_id(bad).is_err(), "{bad:?} should be refused");
         }

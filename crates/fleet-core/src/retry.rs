@@ -14,7 +14,12 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { retries: 0, backoff_base_ms: 1_000, backoff_factor: 2, backoff_max_ms: 60_000 }
+        RetryPolicy {
+            retries: 0,
+            backoff_base_ms: 1_000,
+            backoff_factor: 2,
+            backoff_max_ms: 60_000,
+        }
     }
 }
 
@@ -29,7 +34,11 @@ impl RetryPolicy {
         }
         let exp = failures.saturating_sub(1).min(63);
         let mult = (self.backoff_factor.max(1) as u64).saturating_pow(exp);
-        Some(self.backoff_base_ms.saturating_mul(mult).min(self.backoff_max_ms))
+        Some(
+            self.backoff_base_ms
+                .saturating_mul(mult)
+                .min(self.backoff_max_ms),
+        )
     }
 }
 
@@ -39,7 +48,12 @@ mod tests {
 
     #[test]
     fn backs_off_exponentially_and_gives_up() {
-        let p = RetryPolicy { retries: 4, backoff_base_ms: 100, backoff_factor: 2, backoff_max_ms: 500 };
+        let p = RetryPolicy {
+            retries: 4,
+            backoff_base_ms: 100,
+            backoff_factor: 2,
+            backoff_max_ms: 500,
+        };
         let delays: Vec<Option<u64>> = (1..=5).map(|f| p.next_delay(f)).collect();
         assert_eq!(delays, [Some(100), Some(200), Some(400), Some(500), None]);
     }
@@ -51,7 +65,12 @@ mod tests {
 
     #[test]
     fn huge_counts_do_not_overflow() {
-        let p = RetryPolicy { retries: u32::MAX, backoff_base_ms: u64::MAX / 2, backoff_factor: 10, backoff_max_ms: u64::MAX };
+        let p = RetryPolicy {
+            retries: u32::MAX,
+            backoff_base_ms: u64::MAX / 2,
+            backoff_factor: 10,
+            backoff_max_ms: u64::MAX,
+        };
         assert_eq!(p.next_delay(1000), Some(u64::MAX));
     }
 }

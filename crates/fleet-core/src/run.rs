@@ -5,10 +5,10 @@
 //! run killed at any moment can be restored with [`Run::restore`] and continued with
 //! [`Run::recover`].
 
+use crate::Millis;
 use crate::graph::Graph;
 use crate::retry::RetryPolicy;
 use crate::state::TaskState;
-use crate::Millis;
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
@@ -37,7 +37,13 @@ pub struct TaskRecord {
 
 impl TaskRecord {
     pub fn pending() -> TaskRecord {
-        TaskRecord { state: TaskState::Pending, attempts: 0, failures: 0, not_before: 0, reason: None }
+        TaskRecord {
+            state: TaskState::Pending,
+            attempts: 0,
+            failures: 0,
+            not_before: 0,
+            reason: None,
+        }
     }
 }
 
@@ -72,7 +78,12 @@ impl Run {
     pub fn restore(graph: Graph, plans: Vec<TaskPlan>, tasks: Vec<TaskRecord>) -> Run {
         assert_eq!(graph.len(), plans.len());
         assert_eq!(graph.len(), tasks.len());
-        let mut run = Run { graph, plans, tasks, ready: BTreeSet::new() };
+        let mut run = Run {
+            graph,
+            plans,
+            tasks,
+            ready: BTreeSet::new(),
+        };
         for node in 0..run.graph.len() {
             if run.tasks[node].state == TaskState::Ready {
                 run.ready.insert(run.key(node));
@@ -115,7 +126,9 @@ impl Run {
     }
 
     pub fn is_final(&self, node: usize) -> bool {
-        self.tasks[node].state.is_final(self.plans[node].needs_merge)
+        self.tasks[node]
+            .state
+            .is_final(self.plans[node].needs_merge)
     }
 
     /// Every leaf has reached a final state.
@@ -130,7 +143,9 @@ impl Run {
 
     /// Leaves currently in `state`.
     pub fn count(&self, state: TaskState) -> usize {
-        self.leaves().filter(|&n| self.tasks[n].state == state).count()
+        self.leaves()
+            .filter(|&n| self.tasks[n].state == state)
+            .count()
     }
 
     fn set(&mut self, node: usize, to: TaskState, reason: Option<String>) -> Transition {
@@ -151,7 +166,13 @@ impl Run {
         if reason.is_some() {
             rec.reason = reason.clone();
         }
-        Transition { task: node, from, to, attempt: rec.attempts, reason }
+        Transition {
+            task: node,
+            from,
+            to,
+            attempt: rec.attempts,
+            reason,
+        }
     }
 
     /// Makes ready every pending leaf whose dependencies are satisfied, and skips every
@@ -285,7 +306,9 @@ impl Run {
         let mut stack: Vec<usize> = self.graph.dependents(node).to_vec();
         while let Some(d) = stack.pop() {
             if self.tasks[d].state == TaskState::Pending {
-                let reason = self.blocked_reason(d).expect("a dependency just ended unsatisfied");
+                let reason = self
+                    .blocked_reason(d)
+                    .expect("a dependency just ended unsatisfied");
                 out.push(self.set(d, TaskState::Skipped, Some(reason)));
                 stack.extend(self.graph.dependents(d).iter().copied());
             }
@@ -315,7 +338,12 @@ mod tests {
     fn run(specs: &[NodeSpec], retries: u32, needs_merge: bool) -> Run {
         let g = validate(specs).unwrap();
         let plan = TaskPlan {
-            retry: RetryPolicy { retries, backoff_base_ms: 100, backoff_factor: 2, backoff_max_ms: 1000 },
+            retry: RetryPolicy {
+                retries,
+                backoff_base_ms: 100,
+                backoff_factor: 2,
+                backoff_max_ms: 1000,
+            },
             needs_merge,
         };
         Run::new(g, vec![plan; specs.len()])
@@ -323,7 +351,11 @@ mod tests {
 
     #[test]
     fn failure_retries_with_backoff_then_fails_and_skips_downstream() {
-        let specs = [NodeSpec::leaf("a", &[]), NodeSpec::leaf("b", &["a"]), NodeSpec::leaf("c", &["b"])];
+        let specs = [
+            NodeSpec::leaf("a", &[]),
+            NodeSpec::leaf("b", &["a"]),
+            NodeSpec::leaf("c", &["b"]),
+        ];
         let mut r = run(&specs, 1, false);
         r.promote_all();
         assert_eq!(r.next_to_start(0, 4), [0]);
@@ -336,8 +368,18 @@ mod tests {
         r.start(0);
         let t = r.attempt_failed(0, 2000, "exit 1");
         let states: Vec<_> = t.iter().map(|t| (t.task, t.to)).collect();
-        assert_eq!(states, [(0, TaskState::Failed), (1, TaskState::Skipped), (2, TaskState::Skipped)]);
-        assert_eq!(r.task(2).reason.as_deref(), Some("dependency `b` was skipped"));
+        assert_eq!(
+            states,
+            [
+                (0, TaskState::Failed),
+                (1, TaskState::Skipped),
+                (2, TaskState::Skipped)
+            ]
+        );
+        assert_eq!(
+            r.task(2).reason.as_deref(),
+            Some("dependency `b` was skipped")
+        );
         assert!(r.is_finished());
         assert!(!r.all_satisfied());
     }
@@ -363,7 +405,8 @@ mod tests {
         r.promote_all();
         r.start(0);
         r.begin_checks(0);
-        let mut restored = Run::restore(r.graph().clone(), vec![*r.plan(0)], vec![r.task(0).clone()]);
+        let mut restored =
+            Run::restore(r.graph().clone(), vec![*r.plan(0)], vec![r.task(0).clone()]);
         let t = restored.recover("interrupted");
         assert_eq!(t[0].to, TaskState::Ready);
         assert_eq!(restored.task(0).failures, 0);

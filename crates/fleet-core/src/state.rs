@@ -115,8 +115,12 @@ mod tests {
 
     #[test]
     fn terminal_states_have_no_way_out() {
-        for from in [TaskState::Merged, TaskState::Failed, TaskState::Skipped, TaskState::Cancelled]
-        {
+        for from in [
+            TaskState::Merged,
+            TaskState::Failed,
+            TaskState::Skipped,
+            TaskState::Cancelled,
+        ] {
             for to in TaskState::ALL {
                 assert!(!from.can_become(to), "{from} -> {to}");
             }
@@ -126,7 +130,10 @@ mod tests {
     #[test]
     fn nothing_runs_without_being_ready() {
         for from in TaskState::ALL {
-            assert_eq!(from.can_become(TaskState::Running), from == TaskState::Ready);
+            assert_eq!(
+                from.can_become(TaskState::Running),
+                from == TaskState::Ready
+            );
         }
     }
 }

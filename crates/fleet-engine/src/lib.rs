@@ -1,1 +1,71 @@
-//! stub
+//! The engine: runs a task graph for real.
+//!
+//! Owns: the coordinator loop ([`engine`]), supervised processes ([`process`]), the run's
+//! files (`events.jsonl`, task logs, `summary.md`) and the layout of a state directory.
+//! It is the only place where the core's decisions meet IO: it persists each transition
+//! through a [`fleet_store::Store`] before acting on it, and uses [`fleet_git`] for worktrees
+//! and merges.
+//!
+//! Must not know: how the user typed the command (CLI), terminal rendering, YAML syntax.
+
+pub mod engine;
+pub mod journal;
+pub mod layout;
+pub mod plan;
+pub mod process;
+pub mod summary;
+
+pub use engine::{EngineOptions, Observer, RunEnd, RunReport, resume, start};
+pub use layout::StateDir;
+pub use plan::{Plan, TaskDef, plan_from_runbook};
+
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no run {0:?} in this state directory")]
+    NoSuchRun(String),
+    #[error("run {0:?} already ended ({1}); nothing to resume")]
+    AlreadyFinished(String, String),
+    #[error("run {0:?} is being driven by another fleet process (pid {1})")]
+    Locked(String, String),
+    #[error(transparent)]
+    Git(#[from] fleet_git::GitError),
+    #[error(transparent)]
+    Store(#[from] fleet_store::StoreError),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// `2026-11-21T06:45:00.123Z`
+pub fn rfc3339(ms: impl TryInto<i64>) -> String {
+    let ms: i64 = ms.try_into().unwrap_or(0);
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+/// `850ms`, `12.3s`, `4m05s`, `2h03m`
+pub fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else if ms < 3_600_000 {
+        format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
+    } else {
+        format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60)
+    }
+}

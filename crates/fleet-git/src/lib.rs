@@ -1,1 +1,667 @@
-//! stub
+//! Git plumbing for task workspaces.
+//!
+//! This crate owns every git operation Fleet performs: opening the user's
+//! repository, creating and removing the per-task worktrees, managing task
+//! branches, committing a task's work, and merging finished tasks into a
+//! target branch without touching any worktree (`git merge-tree` +
+//! `git commit-tree` + a compare-and-swap `git update-ref`).
+//!
+//! It is implemented by running the `git` CLI synchronously, one invocation
+//! per operation wherever possible. Every invocation runs with `-C <dir>`,
+//! with `GIT_DIR`-like variables from the parent environment removed, with a
+//! fixed `Fleet <fleet@localhost>` identity (so it works where no git user is
+//! configured) and with commit signing disabled. User hooks are kept.
+//!
+//! It must not know about tasks, runs, agents or the store: callers pass
+//! plain paths, branch names, revisions and messages, and get back shas,
+//! file names and [`MergeOutcome`]s. Naming conventions such as
+//! `fleet/tasks/<run>/<task>` belong to the engine, not here.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Errors from git operations.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// The path is not inside a git repository with a working tree.
+    #[error("not a git repository: {0}")]
+    NotARepo(PathBuf),
+    /// A git command failed; `cmd` is its command line, `stderr` its
+    /// (trimmed) error output or a description of what went wrong.
+    #[error("`{cmd}` failed: {stderr}")]
+    Command { cmd: String, stderr: String },
+    /// Spawning git or accessing a file failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Result type of this crate.
+pub type Result<T> = std::result::Result<T, GitError>;
+
+/// Environment variables that would redirect git to another repository,
+/// worktree or index if leaked from a parent process (e.g. a git hook).
+const LEAKY_ENV: &[&str] = &[
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_COMMON_DIR",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_NAMESPACE",
+    "GIT_PREFIX",
+];
+
+/// Identity used for every commit Fleet creates.
+const IDENTITY_ENV: &[(&str, &str)] = &[
+    ("GIT_AUTHOR_NAME", "Fleet"),
+    ("GIT_AUTHOR_EMAIL", "fleet@localhost"),
+    ("GIT_COMMITTER_NAME", "Fleet"),
+    ("GIT_COMMITTER_EMAIL", "fleet@localhost"),
+];
+
+/// How many times `merge_into` re-reads the target tip and retries when the
+/// branch moved between reading it and updating it.
+const MERGE_RETRIES: usize = 3;
+
+/// One git invocation being built.
+struct Git {
+    cmd: Command,
+    display: String,
+}
+
+impl Git {
+    fn new(dir: &Path) -> Git {
+        let mut cmd = Command::new("git");
+        cmd.arg("-C").arg(dir).args(["-c", "commit.gpgsign=false"]);
+        for var in LEAKY_ENV {
+            cmd.env_remove(var);
+        }
+        cmd.envs(IDENTITY_ENV.iter().copied());
+        Git {
+            cmd,
+            display: format!("git -C {}", dir.display()),
+        }
+    }
+
+    fn arg(mut self, arg: impl AsRef<OsStr>) -> Git {
+        let arg = arg.as_ref();
+        self.display.push(' ');
+        self.display.push_str(&arg.to_string_lossy());
+        self.cmd.arg(arg);
+        self
+    }
+
+    fn args<I, S>(mut self, args: I) -> Git
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        for arg in args {
+            self = self.arg(arg);
+        }
+        self
+    }
+
+    /// Runs the command and returns its raw output, whatever the exit status.
+    fn output(mut self) -> Result<(String, Output)> {
+        match self.cmd.output() {
+            Ok(out) => Ok((self.display, out)),
+            Err(e) => Err(GitError::Io(io::Error::new(
+                e.kind(),
+                format!("running `{}`: {e}", self.display),
+            ))),
+        }
+    }
+
+    /// Runs the command, requires success and returns its stdout.
+    fn run(self) -> Result<String> {
+        let (display, out) = self.output()?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(failure(display, &out))
+        }
+    }
+}
+
+/// The error for a git command that exited unsuccessfully.
+fn failure(cmd: String, out: &Output) -> GitError {
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let stderr = if stderr.is_empty() {
+        match out.status.code() {
+            Some(code) => format!("exit status {code}"),
+            None => "killed by a signal".to_string(),
+        }
+    } else {
+        stderr
+    };
+    GitError::Command { cmd, stderr }
+}
+
+/// An error about a git command that did not fail by itself but whose result
+/// is unusable.
+fn bad(cmd: impl Into<String>, msg: impl Into<String>) -> GitError {
+    GitError::Command {
+        cmd: cmd.into(),
+        stderr: msg.into(),
+    }
+}
+
+fn is_oid(s: &str) -> bool {
+    (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn is_null_oid(s: &str) -> bool {
+    s.bytes().all(|b| b == b'0')
+}
+
+/// Makes `path` absolute (relative to the process's current directory)
+/// without touching the file system, so git, which runs with `-C <repo>`,
+/// interprets it the way the caller meant.
+fn absolute(path: &Path) -> Result<PathBuf> {
+    Ok(std::path::absolute(path)?)
+}
+
+/// A worktree as reported by `git worktree list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Worktree {
+    /// Absolute path of the worktree.
+    pub path: PathBuf,
+    /// Sha of its `HEAD`, `None` for a bare repository or an unborn branch.
+    pub head: Option<String>,
+    /// Short name of the checked-out branch (e.g. `fleet/tasks/r1/a`),
+    /// `None` when detached or bare.
+    pub branch: Option<String>,
+}
+
+/// The result of [`Repo::merge_into`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MergeOutcome {
+    /// A merge commit was created and the target branch now points to it.
+    Merged { commit: String },
+    /// The source was already contained in the target; nothing changed.
+    AlreadyMerged,
+    /// The merge has conflicts in these files (sorted, deduplicated); the
+    /// target branch was left unchanged.
+    Conflict { files: Vec<String> },
+}
+
+/// A git repository with a working tree.
+#[derive(Debug, Clone)]
+pub struct Repo {
+    /// Top level of the worktree the repository was opened from.
+    root: PathBuf,
+    /// The common git directory (shared by all worktrees), absolute.
+    common_dir: PathBuf,
+}
+
+impl Repo {
+    /// Opens the repository containing `path` (which may be a subdirectory).
+    ///
+    /// Fails with [`GitError::NotARepo`] if `path` is not inside a git
+    /// working tree.
+    pub fn open(path: &Path) -> Result<Repo> {
+        let (_, out) = Git::new(path)
+            .args([
+                "rev-parse",
+                "--path-format=absolute",
+                "--show-toplevel",
+                "--git-common-dir",
+            ])
+            .output()?;
+        if !out.status.success() {
+            return Err(GitError::NotARepo(path.to_path_buf()));
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let mut lines = stdout.lines();
+        match (lines.next(), lines.next()) {
+            (Some(root), Some(common)) if !root.is_empty() && !common.is_empty() => Ok(Repo {
+                root: PathBuf::from(root),
+                common_dir: PathBuf::from(common),
+            }),
+            _ => Err(GitError::NotARepo(path.to_path_buf())),
+        }
+    }
+
+    /// Top-level directory of the repository's worktree.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn git(&self) -> Git {
+        Git::new(&self.root)
+    }
+
+    /// Resolves `rev` to the full sha of the commit it names.
+    pub fn resolve(&self, rev: &str) -> Result<String> {
+        let git = self.git().args([
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "--end-of-options",
+            &format!("{rev}^{{commit}}"),
+        ]);
+        let (cmd, out) = git.output()?;
+        let sha = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() && is_oid(&sha) {
+            Ok(sha)
+        } else if out.status.code() == Some(1) {
+            Err(bad(
+                cmd,
+                format!("unknown revision or not a commit: '{rev}'"),
+            ))
+        } else {
+            Err(failure(cmd, &out))
+        }
+    }
+
+    /// The sha `refs/heads/<branch>` points to, or `None` if there is no such
+    /// branch.
+    pub fn branch_tip(&self, branch: &str) -> Result<Option<String>> {
+        // `for-each-ref` matches exactly, without rev-parse's DWIM rules, and
+        // reports a missing branch as an empty (successful) listing. Its
+        // pattern also matches refs below `<branch>/`, hence the filter.
+        let refname = format!("refs/heads/{branch}");
+        let git = self.git().args([
+            "for-each-ref",
+            "--format=%(objectname) %(refname)",
+            &refname,
+        ]);
+        let cmd = git.display.clone();
+        let out = git.run()?;
+        for line in out.lines() {
+            if let Some((sha, name)) = line.split_once(' ')
+                && name == refname
+            {
+                return if is_oid(sha) {
+                    Ok(Some(sha.to_string()))
+                } else {
+                    Err(bad(cmd, format!("unexpected output: {line:?}")))
+                };
+            }
+        }
+        Ok(None)
+    }
+
+    /// Creates `refs/heads/<branch>` at `sha`, or moves it there.
+    ///
+    /// Refuses to move a branch that is checked out in a worktree (that
+    /// would silently desynchronise the worktree from its branch).
+    pub fn set_branch(&self, branch: &str, sha: &str) -> Result<()> {
+        self.git()
+            .args(["branch", "--force", "--no-track", "--", branch, sha])
+            .run()?;
+        Ok(())
+    }
+
+    /// Deletes `refs/heads/<branch>`; succeeds if it does not exist.
+    ///
+    /// Refuses to delete a branch that is checked out in a worktree.
+    pub fn delete_branch(&self, branch: &str) -> Result<()> {
+        let (cmd, out) = self
+            .git()
+            .args(["branch", "--delete", "--force", "--", branch])
+            .output()?;
+        if out.status.success() || self.branch_tip(branch)?.is_none() {
+            Ok(())
+        } else {
+            Err(failure(cmd, &out))
+        }
+    }
+
+    /// Appends `pattern` as a line of `<git common dir>/info/exclude` unless
+    /// that line is already present.
+    pub fn exclude(&self, pattern: &str) -> Result<()> {
+        if pattern.contains(['\n', '\r']) {
+            return Err(GitError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("exclude pattern contains a line break: {pattern:?}"),
+            )));
+        }
+        let info = self.common_dir.join("info");
+        let file = info.join("exclude");
+        let existing = match fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e.into()),
+        };
+        if existing
+            .lines()
+            .any(|line| line.trim_end_matches('\r') == pattern)
+        {
+            return Ok(());
+        }
+        fs::create_dir_all(&info)?;
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&file)?;
+        let sep = if existing.is_empty() || existing.ends_with('\n') {
+            ""
+        } else {
+            "\n"
+        };
+        f.write_all(format!("{sep}{pattern}\n").as_bytes())?;
+        Ok(())
+    }
+
+    /// Creates a worktree at `path` with `branch` checked out, (re)setting
+    /// the branch to `start` (`git worktree add -B`).
+    ///
+    /// If `path` already exists as a worktree of this repository (left over
+    /// by a crashed attempt), it is force-removed first. If a stale
+    /// registration of a vanished worktree gets in the way, the worktrees are
+    /// pruned and the addition retried once.
+    pub fn add_worktree(&self, path: &Path, branch: &str, start: &str) -> Result<()> {
+        let path = absolute(path)?;
+        if path.exists() {
+            // Only the crash-recovery path pays for this extra call. If the
+            // directory is not a worktree, the removal fails and `worktree
+            // add` reports why the directory cannot be used.
+            let _ = self
+                .git()
+                .args(["worktree", "remove", "--force"])
+                .arg(&path)
+                .output()?;
+        }
+        let add = || {
+            self.git()
+                .args(["worktree", "add", "--quiet", "-B", branch, "--"])
+                .arg(&path)
+                .arg(start)
+                .run()
+        };
+        match add() {
+            Ok(_) => Ok(()),
+            Err(GitError::Command { .. }) if !path.exists() => {
+                self.prune_worktrees()?;
+                add().map(|_| ())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes the worktree at `path`, discarding any changes in it. If the
+    /// directory no longer exists, stale worktree registrations are pruned
+    /// instead.
+    pub fn remove_worktree(&self, path: &Path) -> Result<()> {
+        let path = absolute(path)?;
+        if !path.exists() {
+            return self.prune_worktrees();
+        }
+        self.git()
+            .args(["worktree", "remove", "--force"])
+            .arg(&path)
+            .run()?;
+        Ok(())
+    }
+
+    /// Forgets worktrees whose directories have vanished.
+    pub fn prune_worktrees(&self) -> Result<()> {
+        self.git().args(["worktree", "prune"]).run()?;
+        Ok(())
+    }
+
+    /// All worktrees of the repository, the main one first.
+    pub fn list_worktrees(&self) -> Result<Vec<Worktree>> {
+        let out = self
+            .git()
+            .args(["worktree", "list", "--porcelain", "-z"])
+            .run()?;
+        let mut worktrees = Vec::new();
+        let mut current: Option<Worktree> = None;
+        for field in out.split('\0') {
+            if let Some(path) = field.strip_prefix("worktree ") {
+                worktrees.extend(current.take());
+                current = Some(Worktree {
+                    path: PathBuf::from(path),
+                    head: None,
+                    branch: None,
+                });
+            } else if let Some(wt) = current.as_mut() {
+                if let Some(head) = field.strip_prefix("HEAD ") {
+                    wt.head = (!is_null_oid(head)).then(|| head.to_string());
+                } else if let Some(branch) = field.strip_prefix("branch ") {
+                    let short = branch.strip_prefix("refs/heads/").unwrap_or(branch);
+                    wt.branch = Some(short.to_string());
+                }
+            }
+        }
+        worktrees.extend(current);
+        Ok(worktrees)
+    }
+
+    /// Short names of the branches under `refs/heads/<prefix>`, sorted.
+    ///
+    /// The prefix matches whole path components: `fleet/tasks/r1` (or
+    /// `fleet/tasks/r1/`) matches `fleet/tasks/r1/a` but not
+    /// `fleet/tasks/r10/a`. An empty prefix lists all branches.
+    pub fn list_branches(&self, prefix: &str) -> Result<Vec<String>> {
+        let out = self
+            .git()
+            .args(["for-each-ref", "--format=%(refname)"])
+            .arg(format!("refs/heads/{prefix}"))
+            .run()?;
+        Ok(out
+            .lines()
+            .filter_map(|r| r.strip_prefix("refs/heads/"))
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// Stages everything in `worktree` (`git add -A`, honouring ignore
+    /// rules) and commits it with `message`. Returns the new `HEAD` sha, or
+    /// `None` if there was nothing to commit.
+    pub fn commit_all(&self, worktree: &Path, message: &str) -> Result<Option<String>> {
+        Git::new(worktree).args(["add", "-A"]).run()?;
+        let (cmd, out) = Git::new(worktree)
+            .args(["diff", "--cached", "--quiet", "--no-ext-diff"])
+            .output()?;
+        match out.status.code() {
+            Some(0) => return Ok(None),
+            Some(1) => {}
+            _ => return Err(failure(cmd, &out)),
+        }
+        Git::new(worktree)
+            .args(["commit", "--quiet", "-m", message])
+            .run()?;
+        let git = Git::new(worktree).args(["rev-parse", "--verify", "HEAD"]);
+        let cmd = git.display.clone();
+        let sha = git.run()?.trim().to_string();
+        if is_oid(&sha) {
+            Ok(Some(sha))
+        } else {
+            Err(bad(cmd, format!("unexpected output: {sha:?}")))
+        }
+    }
+
+    /// Whether `ancestor` is an ancestor of (or the same commit as)
+    /// `descendant`.
+    pub fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Result<bool> {
+        let (cmd, out) = self
+            .git()
+            .args([
+                "merge-base",
+                "--is-ancestor",
+                "--end-of-options",
+                ancestor,
+                descendant,
+            ])
+            .output()?;
+        match out.status.code() {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(failure(cmd, &out)),
+        }
+    }
+
+    /// Merges `source` into `target_branch` without touching any worktree.
+    ///
+    /// * If `source` is already contained in the target: `AlreadyMerged`
+    ///   (so re-running a merge after a crash never merges twice).
+    /// * If the merge conflicts: `Conflict` with the conflicted files; the
+    ///   target is unchanged.
+    /// * Otherwise a merge commit (always two parents, even when a
+    ///   fast-forward would be possible) is created and the branch is moved
+    ///   to it with a compare-and-swap; if the branch moved meanwhile, the
+    ///   merge is recomputed against the new tip (up to 3 times).
+    ///
+    /// Fails if the target branch does not exist, or if it is checked out in
+    /// a worktree (moving it would desynchronise that worktree from its
+    /// branch and risk the merged work being reverted by its next commit).
+    pub fn merge_into(
+        &self,
+        target_branch: &str,
+        source: &str,
+        message: &str,
+    ) -> Result<MergeOutcome> {
+        let refname = format!("refs/heads/{target_branch}");
+        let missing_target = || {
+            bad(
+                format!("git -C {} for-each-ref {refname}", self.root.display()),
+                format!("target branch '{target_branch}' does not exist"),
+            )
+        };
+        let mut tip = self.branch_tip(target_branch)?.ok_or_else(missing_target)?;
+        if let Some(wt) = self
+            .list_worktrees()?
+            .into_iter()
+            .find(|wt| wt.branch.as_deref() == Some(target_branch))
+        {
+            return Err(bad(
+                format!("git -C {} worktree list", self.root.display()),
+                format!(
+                    "target branch '{target_branch}' is checked out in worktree {}; \
+                     refusing to move it underneath that worktree",
+                    wt.path.display()
+                ),
+            ));
+        }
+        let source = self.resolve(source)?;
+        let mut attempt = 0;
+        loop {
+            if self.is_ancestor(&source, &tip)? {
+                return Ok(MergeOutcome::AlreadyMerged);
+            }
+            let tree = match self.merge_tree(&tip, &source)? {
+                Ok(tree) => tree,
+                Err(files) => return Ok(MergeOutcome::Conflict { files }),
+            };
+            let git = self.git().args([
+                "commit-tree",
+                &tree,
+                "-p",
+                &tip,
+                "-p",
+                &source,
+                "-m",
+                message,
+            ]);
+            let cmd = git.display.clone();
+            let commit = git.run()?.trim().to_string();
+            if !is_oid(&commit) {
+                return Err(bad(cmd, format!("unexpected output: {commit:?}")));
+            }
+            let reflog = format!("fleet: merge {source} into {target_branch}");
+            let (cmd, out) = self
+                .git()
+                .args(["update-ref", "-m", &reflog, &refname, &commit, &tip])
+                .output()?;
+            if out.status.success() {
+                return Ok(MergeOutcome::Merged { commit });
+            }
+            // The compare-and-swap failed: retry only if the branch moved.
+            let now = self.branch_tip(target_branch)?.ok_or_else(missing_target)?;
+            if now == tip || attempt == MERGE_RETRIES {
+                return Err(failure(cmd, &out));
+            }
+            attempt += 1;
+            tip = now;
+        }
+    }
+
+    /// Runs `git merge-tree --write-tree` on two commits. Returns the merged
+    /// tree, or the sorted, deduplicated conflicted files.
+    fn merge_tree(
+        &self,
+        ours: &str,
+        theirs: &str,
+    ) -> Result<std::result::Result<String, Vec<String>>> {
+        let (cmd, out) = self
+            .git()
+            .args([
+                "merge-tree",
+                "--write-tree",
+                "-z",
+                "--name-only",
+                "--no-messages",
+                ours,
+                theirs,
+            ])
+            .output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let mut fields = stdout.split('\0');
+        let tree = fields.next().unwrap_or_default().trim();
+        match out.status.code() {
+            Some(0) if is_oid(tree) => Ok(Ok(tree.to_string())),
+            Some(1) if is_oid(tree) => {
+                let mut files: Vec<String> = fields
+                    .filter(|f| !f.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                files.sort();
+                files.dedup();
+                Ok(Err(files))
+            }
+            _ => Err(failure(cmd, &out)),
+        }
+    }
+
+    /// `(sha, subject)` of the commits reachable from `rev`, newest first.
+    pub fn log_subjects(&self, rev: &str) -> Result<Vec<(String, String)>> {
+        let out = self
+            .git()
+            .args([
+                "log",
+                "--no-show-signature",
+                "--format=%H%x00%s",
+                "--end-of-options",
+                rev,
+                "--",
+            ])
+            .run()?;
+        Ok(out
+            .lines()
+            .filter_map(|line| line.split_once('\0'))
+            .map(|(sha, subject)| (sha.to_string(), subject.to_string()))
+            .collect())
+    }
+
+    /// Paths that differ between the trees of `from` and `to` (renames
+    /// appear as a deletion and an addition), sorted.
+    pub fn changed_files(&self, from: &str, to: &str) -> Result<Vec<String>> {
+        let out = self
+            .git()
+            .args([
+                "diff",
+                "--name-only",
+                "-z",
+                "--no-renames",
+                "--no-ext-diff",
+                "--no-textconv",
+                "--end-of-options",
+                from,
+                to,
+                "--",
+            ])
+            .run()?;
+        Ok(out
+            .split('\0')
+            .filter(|f| !f.is_empty())
+            .map(str::to_string)
+            .collect())
+    }
+}

@@ -1,1 +1,156 @@
-//! stub
+//! Durable state behind one trait.
+//!
+//! Owns: the [`Store`] trait, the rows it persists (runs, tasks, attempts, events), the
+//! SQLite implementation ([`SqliteStore`], WAL mode) and its migrations. A [`Batch`] is
+//! written in one transaction: the engine commits every transition together with its events
+//! before it acts on them, which is what makes `kill -9` at any moment recoverable.
+//!
+//! Must not know: processes, git, YAML, the scheduler's rules. A PostgreSQL store is one more
+//! `impl Store` that must pass `tests/contract.rs`.
+
+mod sqlite;
+
+pub use sqlite::{Durability, SqliteStore};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the database was written by a newer fleet (schema {found}, this build knows {known})")]
+    TooNew { found: i64, known: i64 },
+    #[error("run {0:?} already exists")]
+    RunExists(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A run of a runbook (or, later, of an epic's plan).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRow {
+    pub id: String,
+    pub name: String,
+    /// The runbook as it was when the run started; `--resume` uses this, not the file.
+    pub runbook_path: String,
+    pub runbook_source: String,
+    pub repo: String,
+    pub base_sha: String,
+    pub integration_branch: String,
+    /// `running`, `interrupted`, `passed`, `failed`, `cancelled`.
+    pub state: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// One task of a run: the core's record plus what the engine learned doing it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRow {
+    pub run_id: String,
+    /// Position in the runbook (the core's node index).
+    pub idx: u32,
+    pub id: String,
+    pub state: String,
+    pub attempts: u32,
+    pub failures: u32,
+    pub not_before: i64,
+    pub reason: Option<String>,
+    /// The task branch's commit with the task's work, once committed.
+    pub commit_sha: Option<String>,
+    /// The integration branch commit that landed it.
+    pub merge_sha: Option<String>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// One attempt of one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRow {
+    pub run_id: String,
+    pub task_id: String,
+    pub n: u32,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    /// Process group of the running command, so a restarted fleet can kill leftovers.
+    pub pgid: Option<i32>,
+    pub exit_code: Option<i32>,
+    /// `running`, `passed`, `failed`, `checks_failed`, `timed_out`, `interrupted`, `merge_conflict`.
+    pub outcome: String,
+    pub detail: Option<String>,
+}
+
+/// An event before it has a sequence number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewEvent {
+    pub at: i64,
+    pub run_id: String,
+    pub task: Option<String>,
+    pub attempt: Option<u32>,
+    pub kind: String,
+    pub data: serde_json::Value,
+}
+
+/// A persisted event; `seq` is monotonic per instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub at: i64,
+    pub run_id: String,
+    pub task: Option<String>,
+    pub attempt: Option<u32>,
+    pub kind: String,
+    pub data: serde_json::Value,
+}
+
+/// A run's new state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunStateChange {
+    pub run_id: String,
+    pub state: String,
+    pub at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// Everything that changes together, written in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub run_state: Option<RunStateChange>,
+    pub tasks: Vec<TaskRow>,
+    pub attempts: Vec<AttemptRow>,
+    pub events: Vec<NewEvent>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.run_state.is_none()
+            && self.tasks.is_empty()
+            && self.attempts.is_empty()
+            && self.events.is_empty()
+    }
+}
+
+/// Durable state. Implementations must make [`Store::commit`] atomic and durable before it
+/// returns, and hand out event sequence numbers that only grow.
+pub trait Store: Send + Sync {
+    /// Creates a run with its tasks; fails with [`StoreError::RunExists`] if the id is taken.
+    fn create_run(
+        &self,
+        run: &RunRow,
+        tasks: &[TaskRow],
+        events: &[NewEvent],
+    ) -> Result<Vec<Event>>;
+    /// Writes a batch atomically; returns its events with their sequence numbers.
+    fn commit(&self, batch: &Batch) -> Result<Vec<Event>>;
+    fn run(&self, id: &str) -> Result<Option<RunRow>>;
+    /// All runs, newest first.
+    fn runs(&self) -> Result<Vec<RunRow>>;
+    /// A run's tasks in runbook order.
+    fn tasks(&self, run_id: &str) -> Result<Vec<TaskRow>>;
+    /// A run's attempts, by task then number.
+    fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRow>>;
+    /// Events with `seq > after`, oldest first, optionally of one run only.
+    fn events(&self, run_id: Option<&str>, after: u64, limit: usize) -> Result<Vec<Event>>;
+}

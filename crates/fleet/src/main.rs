@@ -1,1 +1,359 @@
-fn main() {}
+//! The `fleet` command line: parses arguments, finds the state directory, and hands work to
+//! the engine. Rendering (progress, tables, JSON) lives here; decisions do not.
+
+mod demo;
+mod progress;
+mod views;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use fleet_engine::{EngineError, EngineOptions, RunEnd, StateDir};
+use fleet_store::{Durability, SqliteStore, Store};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Exit codes: the contract scripts rely on.
+pub mod exit {
+    pub const PASSED: u8 = 0;
+    pub const FAILED: u8 = 1;
+    pub const INVALID: u8 = 2;
+    pub const ERROR: u8 = 3;
+    pub const INTERRUPTED: u8 = 130;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "fleet",
+    version,
+    about = "Orchestrates a fleet of coding agents and commands over a task graph in git worktrees"
+)]
+struct Cli {
+    /// Instance directory (holds fleet.yaml and .fleet/). Default: the nearest directory
+    /// upward with a fleet.yaml, else the git repository's own .fleet/.
+    #[arg(long, global = true, env = "FLEET_HOME")]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create an instance here: fleet.yaml and .fleet/.
+    Init {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Run a YAML runbook: one worktree and branch per task, merged into fleet/runs/<run>.
+    Run {
+        /// The runbook file.
+        #[arg(required_unless_present = "resume", conflicts_with = "resume")]
+        file: Option<PathBuf>,
+        /// Continue an interrupted run instead.
+        #[arg(long, value_name = "RUN")]
+        resume: Option<String>,
+        /// Print nothing but errors and the final lines.
+        #[arg(long, short)]
+        quiet: bool,
+        /// fsync every commit of the store (survives power loss, slower).
+        #[arg(long)]
+        fsync: bool,
+        /// Seconds between SIGTERM and SIGKILL when a task's processes are ended.
+        #[arg(long, default_value_t = 5.0)]
+        kill_grace: f64,
+    },
+    /// List runs, newest first.
+    Runs {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a run's tasks and where things are (default: the newest run).
+    Status {
+        run: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove worktrees of runs that ended (kept for inspection after failures), and prune git.
+    Gc {
+        /// Also remove worktrees of interrupted runs (they can no longer be resumed as they were).
+        #[arg(long)]
+        interrupted: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a throwaway repository with a small project and a runbook, and run it.
+    Demo {
+        /// Where to create the demo repository (default: a new directory under the temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            let code = classify(&err);
+            eprintln!("fleet: error: {err:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Bad input is 2; anything else that stops fleet is 3.
+fn classify(err: &anyhow::Error) -> u8 {
+    if err.downcast_ref::<InvalidInput>().is_some() {
+        return exit::INVALID;
+    }
+    if let Some(e) = err.downcast_ref::<EngineError>() {
+        return match e {
+            EngineError::Invalid(_)
+            | EngineError::NoSuchRun(_)
+            | EngineError::AlreadyFinished(..)
+            | EngineError::Locked(..)
+            | EngineError::Git(fleet_git::GitError::NotARepo(_)) => exit::INVALID,
+            _ => exit::ERROR,
+        };
+    }
+    exit::ERROR
+}
+
+/// An error in what the user gave us (arguments, files); exit code 2.
+#[derive(Debug)]
+pub struct InvalidInput(pub String);
+
+impl std::fmt::Display for InvalidInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidInput {}
+
+fn real_main(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Init { dir } => init(&dir),
+        Command::Run {
+            file,
+            resume,
+            quiet,
+            fsync,
+            kill_grace,
+        } => {
+            let opts = RunFlags {
+                quiet,
+                fsync,
+                kill_grace: std::time::Duration::from_secs_f64(kill_grace.max(0.0)),
+            };
+            match (file, resume) {
+                (Some(file), None) => run_file(StateChoice::Discover(cli.home), &file, opts),
+                (None, Some(run)) => resume_run(cli.home, &run, opts),
+                _ => unreachable!("clap enforces exactly one"),
+            }
+        }
+        Command::Runs { json } => {
+            let (_, store) = open_existing_state(cli.home)?;
+            views::runs(&*store, json)?;
+            Ok(exit::PASSED)
+        }
+        Command::Status { run, json } => {
+            let (layout, store) = open_existing_state(cli.home)?;
+            views::status(&layout, &*store, run.as_deref(), json)
+        }
+        Command::Gc { interrupted, json } => {
+            let (layout, store) = open_existing_state(cli.home)?;
+            views::gc(&layout, &*store, interrupted, json)?;
+            Ok(exit::PASSED)
+        }
+        Command::Demo { dir } => demo::run(dir),
+    }
+}
+
+pub struct RunFlags {
+    pub quiet: bool,
+    pub fsync: bool,
+    pub kill_grace: std::time::Duration,
+}
+
+/// The instance directory: explicit, or the nearest ancestor of `start` holding fleet.yaml.
+fn find_home(explicit: Option<PathBuf>, start: &Path) -> Option<PathBuf> {
+    if explicit.is_some() {
+        return explicit;
+    }
+    start
+        .ancestors()
+        .find(|d| d.join("fleet.yaml").is_file())
+        .map(Path::to_path_buf)
+}
+
+fn open_store(layout: &StateDir, fsync: bool) -> anyhow::Result<Arc<dyn Store>> {
+    std::fs::create_dir_all(layout.root())
+        .with_context(|| format!("cannot create {}", layout.root().display()))?;
+    let durability = if fsync {
+        Durability::Full
+    } else {
+        Durability::Process
+    };
+    let store = SqliteStore::open(&layout.db(), durability)
+        .with_context(|| format!("cannot open {}", layout.db().display()))?;
+    Ok(Arc::new(store))
+}
+
+/// State for commands that read existing runs: the instance, else the current repository.
+fn open_existing_state(home: Option<PathBuf>) -> anyhow::Result<(StateDir, Arc<dyn Store>)> {
+    let cwd = std::env::current_dir()?;
+    let root = match find_home(home, &cwd) {
+        Some(home) => home.join(".fleet"),
+        None => {
+            let repo = fleet_git::Repo::open(&cwd).map_err(|_| {
+                InvalidInput(format!(
+                    "no fleet state here: {} is not in a fleet instance (fleet.yaml) nor a git repository",
+                    cwd.display()
+                ))
+            })?;
+            repo.root().join(".fleet")
+        }
+    };
+    if !root.join("fleet.db").exists() {
+        return Err(
+            InvalidInput(format!("no runs yet: {} has no fleet.db", root.display())).into(),
+        );
+    }
+    let layout = StateDir::new(root);
+    let store = open_store(&layout, false)?;
+    Ok((layout, store))
+}
+
+fn config_errors(errors: &[fleet_config::ConfigError]) -> anyhow::Error {
+    let text = errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let n = errors.len();
+    InvalidInput(format!(
+        "{text}\n{n} error{} in the runbook; nothing was started",
+        if n == 1 { "" } else { "s" }
+    ))
+    .into()
+}
+
+/// Where a new run keeps its state.
+pub enum StateChoice {
+    /// The instance (`--home`, or a fleet.yaml above the current directory), else the repository.
+    Discover(Option<PathBuf>),
+    /// The runbook's repository, always.
+    RepoOnly,
+}
+
+fn run_file(state: StateChoice, file: &Path, flags: RunFlags) -> anyhow::Result<u8> {
+    // Everything is checked before anything is created: bad input leaves no trace.
+    let rb = fleet_config::load_runbook(file).map_err(|e| config_errors(&e))?;
+    let plan = fleet_engine::plan_from_runbook(&rb).map_err(|e| config_errors(&e))?;
+    let repo = fleet_git::Repo::open(&plan.repo).map_err(|e| {
+        InvalidInput(format!(
+            "{}: repository {}: {e}",
+            file.display(),
+            plan.repo.display()
+        ))
+    })?;
+    let base = plan.base.as_deref().unwrap_or("HEAD");
+    repo.resolve(base).map_err(|e| {
+        InvalidInput(format!(
+            "{}: base {base:?} does not name a commit in {}: {e}",
+            file.display(),
+            repo.root().display()
+        ))
+    })?;
+    let cwd = std::env::current_dir()?;
+    let home = match state {
+        StateChoice::Discover(home) => find_home(home, &cwd),
+        StateChoice::RepoOnly => None,
+    };
+    let root = match home {
+        Some(home) => home.join(".fleet"),
+        None => repo.root().join(".fleet"),
+    };
+    let layout = StateDir::new(root);
+    let store = open_store(&layout, flags.fsync)?;
+    let rt = runtime()?;
+    let progress = progress::Progress::new(flags.quiet, plan.tasks.len());
+    let opts = EngineOptions {
+        kill_grace: flags.kill_grace,
+        observer: Some(progress.observer()),
+    };
+    let report = rt.block_on(async {
+        let ticker = progress.ticker();
+        let r = fleet_engine::start(layout, store, plan, opts).await;
+        ticker.abort();
+        r
+    });
+    finish(report, &progress)
+}
+
+fn resume_run(home: Option<PathBuf>, run: &str, flags: RunFlags) -> anyhow::Result<u8> {
+    let (layout, store) = open_existing_state(home)?;
+    let total = store.tasks(run)?.len();
+    let rt = runtime()?;
+    let progress = progress::Progress::new(flags.quiet, total);
+    progress.seed(&*store, run)?;
+    let opts = EngineOptions {
+        kill_grace: flags.kill_grace,
+        observer: Some(progress.observer()),
+    };
+    let report = rt.block_on(async {
+        let ticker = progress.ticker();
+        let r = fleet_engine::resume(layout, store, run, opts).await;
+        ticker.abort();
+        r
+    });
+    finish(report, &progress)
+}
+
+fn finish(
+    report: Result<fleet_engine::RunReport, EngineError>,
+    progress: &progress::Progress,
+) -> anyhow::Result<u8> {
+    progress.clear();
+    let report = report?;
+    let verdict = match report.end {
+        RunEnd::Passed => "passed",
+        RunEnd::Failed => "failed",
+        RunEnd::Interrupted => "interrupted",
+    };
+    println!("run {} {verdict}", report.run_id);
+    println!("summary: {}", report.summary.display());
+    println!("logs:    {}", report.logs.display());
+    println!("branch:  {}", report.integration_branch);
+    if report.end == RunEnd::Interrupted {
+        println!("resume:  fleet run --resume {}", report.run_id);
+    }
+    Ok(match report.end {
+        RunEnd::Passed => exit::PASSED,
+        RunEnd::Failed => exit::FAILED,
+        RunEnd::Interrupted => exit::INTERRUPTED,
+    })
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+fn init(dir: &Path) -> anyhow::Result<u8> {
+    std::fs::create_dir_all(dir)?;
+    let config = dir.join("fleet.yaml");
+    if config.exists() {
+        return Err(InvalidInput(format!("{} already exists", config.display())).into());
+    }
+    std::fs::write(
+        &config,
+        "# Fleet instance configuration.\nstore: sqlite\nserver: { bind: \"127.0.0.1:7420\" }\n",
+    )?;
+    std::fs::create_dir_all(dir.join(".fleet"))?;
+    println!("created {}", config.display());
+    Ok(exit::PASSED)
+}

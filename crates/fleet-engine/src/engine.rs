@@ -1,0 +1,1097 @@
+//! The coordinator: one loop that owns a run's state.
+//!
+//! It asks the pure core what to do, commits the resulting transitions and events to the store
+//! in one transaction, and only then acts — spawns a worker, starts a merge. Workers do the IO
+//! (git worktree, the command, checks, the commit) and report back over a channel; every report
+//! becomes the next transition. Merges are done one at a time, in the order tasks pass, which is
+//! dependency order because a task only starts once everything it depends on has landed.
+
+use crate::journal::Journal;
+use crate::layout::{StateDir, integration_branch, task_branch};
+use crate::plan::{Plan, TaskDef};
+use crate::process::{self, CommandSpec, Finished};
+use crate::summary;
+use crate::{EngineError, now_ms};
+use fleet_core::graph::validate;
+use fleet_core::{Run, TaskPlan, TaskRecord, TaskState, Transition};
+use fleet_git::{MergeOutcome, Repo};
+use fleet_store::{AttemptRow, Batch, Event, NewEvent, RunRow, RunStateChange, Store, TaskRow};
+use serde_json::json;
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Called with every event right after it is committed (progress display, tests).
+pub type Observer = Box<dyn Fn(&Event) + Send + Sync>;
+
+pub struct EngineOptions {
+    /// Time between SIGTERM and SIGKILL when a task's process group is ended.
+    pub kill_grace: Duration,
+    pub observer: Option<Observer>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            kill_grace: Duration::from_secs(5),
+            observer: None,
+        }
+    }
+}
+
+/// How a run ended this time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// Every task passed (and landed).
+    Passed,
+    /// Some task failed, was skipped or cancelled.
+    Failed,
+    /// Stopped by a signal before the end; `--resume` continues it.
+    Interrupted,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub run_id: String,
+    pub end: RunEnd,
+    pub integration_branch: String,
+    pub summary: PathBuf,
+    pub logs: PathBuf,
+}
+
+enum Msg {
+    Spawned {
+        task: usize,
+        pgid: i32,
+    },
+    CommandDone {
+        task: usize,
+        result: Result<Finished, String>,
+    },
+    FinishDone {
+        task: usize,
+        result: FinishResult,
+    },
+    MergeDone {
+        task: usize,
+        result: Result<MergeOutcome, String>,
+    },
+}
+
+enum FinishResult {
+    /// Checks passed; the branch tip holding the task's work (worktree tasks only).
+    Passed {
+        tip: Option<String>,
+    },
+    CheckFailed {
+        check: String,
+        finished: Finished,
+    },
+    Stopped,
+    Error(String),
+}
+
+/// What workers share.
+struct Ctx {
+    repo: Repo,
+    layout: StateDir,
+    run_id: String,
+    tasks: Vec<TaskDef>,
+    repo_root: PathBuf,
+    kill_grace: Duration,
+    tx: mpsc::UnboundedSender<Msg>,
+    stop: watch::Receiver<bool>,
+}
+
+/// Starts a new run of `plan`. The run id is `<name>-<yyyymmdd>-<hhmmss>` (plus `-N` if taken).
+pub async fn start(
+    layout: StateDir,
+    store: Arc<dyn Store>,
+    plan: Plan,
+    opts: EngineOptions,
+) -> Result<RunReport, EngineError> {
+    let repo = Repo::open(&plan.repo)?;
+    let base = repo.resolve(plan.base.as_deref().unwrap_or("HEAD"))?;
+    let graph = validate(&plan.nodes).map_err(|e| {
+        EngineError::Invalid(
+            e.iter()
+                .map(|e| e.describe(&plan.nodes))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    let run_id = new_run_id(&*store, &plan.name)?;
+    let integration = integration_branch(&run_id);
+    if layout.root().starts_with(repo.root()) {
+        repo.exclude("/.fleet/")?;
+    }
+    std::fs::create_dir_all(layout.logs_dir(&run_id))?;
+    let now = now_ms();
+    let row = RunRow {
+        id: run_id.clone(),
+        name: plan.name.clone(),
+        runbook_path: plan.runbook_path.display().to_string(),
+        runbook_source: plan.source.clone(),
+        repo: repo.root().display().to_string(),
+        base_sha: base.clone(),
+        integration_branch: integration.clone(),
+        state: "running".into(),
+        created_at: now,
+        updated_at: now,
+        finished_at: None,
+    };
+    let tasks: Vec<TaskRow> = plan
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| task_row(&run_id, i, &t.id, &TaskRecord::pending(), None))
+        .collect();
+    let mut created = vec![NewEvent {
+        at: now,
+        run_id: run_id.clone(),
+        task: None,
+        attempt: None,
+        kind: "run.started".into(),
+        data: json!({"name": plan.name, "base": base, "integration_branch": integration,
+                     "tasks": plan.tasks.len(), "concurrency": plan.concurrency}),
+    }];
+    for t in &plan.tasks {
+        created.push(NewEvent {
+            at: now,
+            run_id: run_id.clone(),
+            task: Some(t.id.clone()),
+            attempt: None,
+            kind: "task.created".into(),
+            data: json!({"command": t.command, "checks": t.checks, "worktree": t.worktree}),
+        });
+    }
+    // The run exists in the store before anything happens in git.
+    store.create_run(&row, &tasks, &created)?;
+    repo.set_branch(&integration, &base)?;
+    let run = Run::new(graph, task_plans(&plan));
+    let mut coord = Coordinator::new(layout, store, repo, plan, run_id, row, tasks, run, opts)?;
+    coord.integration_tip = base;
+    coord.drive().await
+}
+
+/// Continues a run that was interrupted or killed.
+pub async fn resume(
+    layout: StateDir,
+    store: Arc<dyn Store>,
+    run_id: &str,
+    opts: EngineOptions,
+) -> Result<RunReport, EngineError> {
+    let row = store
+        .run(run_id)?
+        .ok_or_else(|| EngineError::NoSuchRun(run_id.to_string()))?;
+    if matches!(row.state.as_str(), "passed" | "failed" | "cancelled") {
+        return Err(EngineError::AlreadyFinished(
+            run_id.to_string(),
+            row.state.clone(),
+        ));
+    }
+    let rb =
+        fleet_config::parse_runbook(std::path::Path::new(&row.runbook_path), &row.runbook_source)
+            .map_err(|e| EngineError::Invalid(join_errors(&e)))?;
+    let mut plan =
+        crate::plan::plan_from_runbook(&rb).map_err(|e| EngineError::Invalid(join_errors(&e)))?;
+    plan.repo = PathBuf::from(&row.repo);
+    let graph = validate(&plan.nodes).map_err(|_| EngineError::Invalid("stored graph".into()))?;
+    let repo = Repo::open(&plan.repo)?;
+    let tasks = store.tasks(run_id)?;
+    if tasks.len() != plan.tasks.len() {
+        return Err(EngineError::Invalid(format!(
+            "run {run_id} has {} stored tasks but its runbook has {}",
+            tasks.len(),
+            plan.tasks.len()
+        )));
+    }
+    let records = tasks
+        .iter()
+        .map(|t| {
+            Ok(TaskRecord {
+                state: TaskState::parse(&t.state)
+                    .ok_or_else(|| EngineError::Invalid(format!("unknown state {:?}", t.state)))?,
+                attempts: t.attempts,
+                failures: t.failures,
+                not_before: t.not_before.max(0) as u64,
+                reason: t.reason.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, EngineError>>()?;
+    let run = Run::restore(graph, task_plans(&plan), records);
+    let integration = row.integration_branch.clone();
+    let tip = repo
+        .branch_tip(&integration)?
+        .ok_or_else(|| EngineError::Invalid(format!("integration branch {integration} is gone")))?;
+    let mut coord = Coordinator::new(
+        layout,
+        store,
+        repo,
+        plan,
+        run_id.to_string(),
+        row,
+        tasks,
+        run,
+        opts,
+    )?;
+    coord.integration_tip = tip;
+    coord.recover()?;
+    coord.drive().await
+}
+
+fn join_errors(errors: &[fleet_config::ConfigError]) -> String {
+    errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn task_plans(plan: &Plan) -> Vec<TaskPlan> {
+    plan.tasks
+        .iter()
+        .map(|t| TaskPlan {
+            retry: t.retry,
+            needs_merge: t.worktree && t.command.is_some(),
+        })
+        .collect()
+}
+
+fn new_run_id(store: &dyn Store, name: &str) -> Result<String, EngineError> {
+    let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
+    let base = format!("{name}-{stamp}");
+    let mut id = base.clone();
+    let mut n = 2;
+    while store.run(&id)?.is_some() {
+        id = format!("{base}-{n}");
+        n += 1;
+    }
+    Ok(id)
+}
+
+fn task_row(run: &str, idx: usize, id: &str, rec: &TaskRecord, prev: Option<&TaskRow>) -> TaskRow {
+    TaskRow {
+        run_id: run.to_string(),
+        idx: idx as u32,
+        id: id.to_string(),
+        state: rec.state.as_str().to_string(),
+        attempts: rec.attempts,
+        failures: rec.failures,
+        not_before: rec.not_before as i64,
+        reason: rec.reason.clone(),
+        commit_sha: prev.and_then(|p| p.commit_sha.clone()),
+        merge_sha: prev.and_then(|p| p.merge_sha.clone()),
+        started_at: prev.and_then(|p| p.started_at),
+        finished_at: prev.and_then(|p| p.finished_at),
+    }
+}
+
+struct Coordinator {
+    store: Arc<dyn Store>,
+    ctx: Arc<Ctx>,
+    plan: Plan,
+    run: Run,
+    row: RunRow,
+    rows: Vec<TaskRow>,
+    attempts: HashMap<usize, AttemptRow>,
+    batch: Batch,
+    journal: Journal,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    stop_tx: watch::Sender<bool>,
+    /// Tasks with a worker in flight.
+    busy: usize,
+    merge_queue: VecDeque<usize>,
+    merging: bool,
+    integration_tip: String,
+    stopping: bool,
+    observer: Option<Observer>,
+    _lock: File,
+}
+
+impl Coordinator {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        layout: StateDir,
+        store: Arc<dyn Store>,
+        repo: Repo,
+        plan: Plan,
+        run_id: String,
+        row: RunRow,
+        rows: Vec<TaskRow>,
+        run: Run,
+        opts: EngineOptions,
+    ) -> Result<Coordinator, EngineError> {
+        std::fs::create_dir_all(layout.logs_dir(&run_id))?;
+        let lock = lock_run(&layout, &run_id)?;
+        let journal = Journal::open(&layout.events(&run_id), &*store, &run_id)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let ctx = Arc::new(Ctx {
+            repo_root: repo.root().to_path_buf(),
+            repo,
+            layout,
+            run_id,
+            tasks: plan.tasks.clone(),
+            kill_grace: opts.kill_grace,
+            tx,
+            stop: stop_rx,
+        });
+        Ok(Coordinator {
+            store,
+            ctx,
+            plan,
+            run,
+            row,
+            rows,
+            attempts: HashMap::new(),
+            batch: Batch::default(),
+            journal,
+            rx,
+            stop_tx,
+            busy: 0,
+            merge_queue: VecDeque::new(),
+            merging: false,
+            integration_tip: String::new(),
+            stopping: false,
+            observer: opts.observer,
+            _lock: lock,
+        })
+    }
+
+    fn run_id(&self) -> &str {
+        &self.ctx.run_id
+    }
+
+    fn event(
+        &mut self,
+        task: Option<usize>,
+        attempt: Option<u32>,
+        kind: &str,
+        data: serde_json::Value,
+    ) {
+        let task = task.map(|t| self.plan.tasks[t].id.clone());
+        self.batch.events.push(NewEvent {
+            at: now_ms(),
+            run_id: self.ctx.run_id.clone(),
+            task,
+            attempt,
+            kind: kind.to_string(),
+            data,
+        });
+    }
+
+    /// Folds transitions into the pending batch: task rows and their events.
+    fn record(&mut self, transitions: Vec<Transition>) {
+        let now = now_ms();
+        for t in transitions {
+            let i = t.task;
+            let rec = self.run.task(i).clone();
+            let mut row = task_row(
+                &self.ctx.run_id,
+                i,
+                &self.plan.tasks[i].id,
+                &rec,
+                Some(&self.rows[i]),
+            );
+            if t.to == TaskState::Running && row.started_at.is_none() {
+                row.started_at = Some(now);
+            }
+            let is_final = self.run.is_final(i);
+            if is_final {
+                row.finished_at = Some(now);
+            }
+            self.rows[i] = row.clone();
+            self.batch.tasks.push(row);
+            let attempt = (t.attempt > 0).then_some(t.attempt);
+            let (kind, data) = match (t.from, t.to) {
+                (TaskState::Pending, TaskState::Ready) => ("task.ready", json!({})),
+                (_, TaskState::Running) => ("task.started", json!({})),
+                (_, TaskState::Checking) => (
+                    "task.checks_started",
+                    json!({"checks": self.plan.tasks[i].checks}),
+                ),
+                (from, TaskState::Ready) if from.is_active() => (
+                    "task.retrying",
+                    json!({"reason": t.reason, "not_before": crate::rfc3339(rec.not_before as i64)}),
+                ),
+                (_, TaskState::Passed) => {
+                    ("task.passed", json!({"commit": self.rows[i].commit_sha}))
+                }
+                (_, TaskState::Merged) => ("task.merged", json!({"merge": self.rows[i].merge_sha})),
+                (_, TaskState::Failed) => ("task.failed", json!({"reason": t.reason})),
+                (_, TaskState::Skipped) => ("task.skipped", json!({"reason": t.reason})),
+                (_, TaskState::Cancelled) => ("task.cancelled", json!({"reason": t.reason})),
+                (from, to) => ("task.state", json!({"from": from, "to": to})),
+            };
+            self.event(Some(i), attempt, kind, data);
+            if is_final && self.run.is_satisfied(i) {
+                self.event(
+                    Some(i),
+                    attempt,
+                    "task.done",
+                    json!({"attempts": rec.attempts}),
+                );
+            }
+        }
+    }
+
+    /// Commits the pending batch; then the journal and observer see its events.
+    fn flush(&mut self) -> Result<(), EngineError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let events = self.store.commit(&batch)?;
+        self.journal.append(&events)?;
+        if let Some(obs) = &self.observer {
+            for e in &events {
+                obs(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// After a restart: ends leftover processes, closes interrupted attempts, puts their tasks
+    /// back to ready and queues merges that had not been confirmed.
+    fn recover(&mut self) -> Result<(), EngineError> {
+        let now = now_ms();
+        for mut a in self.store.attempts(&self.ctx.run_id)? {
+            if a.outcome != "running" {
+                continue;
+            }
+            if let Some(pgid) = a.pgid {
+                process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+            }
+            a.outcome = "interrupted".into();
+            a.finished_at = Some(now);
+            a.detail = Some("fleet stopped while the attempt ran".into());
+            if let Some(i) = self.plan.tasks.iter().position(|t| t.id == a.task_id) {
+                append_log(
+                    &self.ctx,
+                    i,
+                    &format!(
+                        "── attempt {} interrupted: fleet stopped while it ran ──\n",
+                        a.n
+                    ),
+                );
+                self.event(
+                    Some(i),
+                    Some(a.n),
+                    "attempt.finished",
+                    json!({"outcome": "interrupted"}),
+                );
+            }
+            self.batch.attempts.push(a);
+        }
+        self.event(None, None, "run.resumed", json!({}));
+        self.batch.run_state = Some(RunStateChange {
+            run_id: self.ctx.run_id.clone(),
+            state: "running".into(),
+            at: now,
+            finished_at: None,
+        });
+        let transitions = self
+            .run
+            .recover("interrupted: fleet stopped while the task ran");
+        self.record(transitions);
+        for &i in self.run.graph().topo_order() {
+            if self.run.state(i) == TaskState::Passed && self.run.plan(i).needs_merge {
+                self.merge_queue.push_back(i);
+            }
+        }
+        self.flush()
+    }
+
+    async fn drive(mut self) -> Result<RunReport, EngineError> {
+        let t = self.run.promote_all();
+        self.record(t);
+        self.flush()?;
+        let mut sigterm =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        loop {
+            self.start_ready()?;
+            self.start_merge();
+            if self.busy == 0 && !self.merging && (self.stopping || self.run.is_finished()) {
+                break;
+            }
+            let wake = self.run.next_wakeup(now_ms() as u64);
+            let sleep = async {
+                match wake {
+                    Some(at) if !self.stopping => {
+                        tokio::time::sleep(Duration::from_millis(
+                            at.saturating_sub(now_ms() as u64),
+                        ))
+                        .await
+                    }
+                    _ => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                msg = self.rx.recv() => {
+                    let msg = msg.expect("the coordinator holds a sender");
+                    self.handle(msg)?;
+                    while let Ok(msg) = self.rx.try_recv() {
+                        self.handle(msg)?;
+                    }
+                }
+                _ = sleep => {}
+                _ = sigint.recv() => self.stop("interrupted (SIGINT)"),
+                _ = sigterm.recv() => self.stop("terminated (SIGTERM)"),
+            }
+            self.flush()?;
+        }
+        self.finish()
+    }
+
+    fn stop(&mut self, why: &str) {
+        if !self.stopping {
+            self.stopping = true;
+            self.event(None, None, "run.stopping", json!({"reason": why}));
+            let _ = self.stop_tx.send(true);
+        }
+    }
+
+    fn start_ready(&mut self) -> Result<(), EngineError> {
+        if self.stopping {
+            return Ok(());
+        }
+        let free = self.plan.concurrency.saturating_sub(self.active_tasks());
+        if free == 0 {
+            return Ok(());
+        }
+        let now = now_ms();
+        let next = self.run.next_to_start(now as u64, free);
+        if next.is_empty() {
+            return Ok(());
+        }
+        let mut launch = Vec::with_capacity(next.len());
+        for i in next {
+            let t = self.run.start(i);
+            let n = t.attempt;
+            self.record(vec![t]);
+            let a = AttemptRow {
+                run_id: self.ctx.run_id.clone(),
+                task_id: self.plan.tasks[i].id.clone(),
+                n,
+                started_at: now,
+                finished_at: None,
+                pgid: None,
+                exit_code: None,
+                outcome: "running".into(),
+                detail: None,
+            };
+            self.batch.attempts.push(a.clone());
+            self.attempts.insert(i, a);
+            self.event(
+                Some(i),
+                Some(n),
+                "attempt.started",
+                json!({"command": self.plan.tasks[i].command}),
+            );
+            launch.push((i, n));
+        }
+        // Persist "running" before anything runs.
+        self.flush()?;
+        for (i, n) in launch {
+            self.busy += 1;
+            let fresh = n == 1
+                || !self
+                    .ctx
+                    .layout
+                    .worktree(&self.ctx.run_id, &self.plan.tasks[i].id)
+                    .exists();
+            let ctx = self.ctx.clone();
+            let tip = self.integration_tip.clone();
+            tokio::spawn(attempt_worker(ctx, i, n, fresh, tip));
+        }
+        Ok(())
+    }
+
+    fn active_tasks(&self) -> usize {
+        self.plan
+            .tasks
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| self.run.state(i).is_active())
+            .count()
+    }
+
+    fn start_merge(&mut self) {
+        if self.merging {
+            return;
+        }
+        let Some(i) = self.merge_queue.pop_front() else {
+            return;
+        };
+        self.merging = true;
+        self.busy += 1;
+        let ctx = self.ctx.clone();
+        let tip = self.rows[i].commit_sha.clone();
+        let id = self.plan.tasks[i].id.clone();
+        tokio::task::spawn_blocking(move || {
+            let target = integration_branch(&ctx.run_id);
+            let result = match tip {
+                None => Ok(MergeOutcome::AlreadyMerged),
+                Some(tip) => ctx
+                    .repo
+                    .merge_into(
+                        &target,
+                        &tip,
+                        &format!("fleet: merge task {id} (run {})", ctx.run_id),
+                    )
+                    .map_err(|e| e.to_string()),
+            };
+            let _ = ctx.tx.send(Msg::MergeDone { task: i, result });
+        });
+    }
+
+    fn finish_attempt(
+        &mut self,
+        i: usize,
+        outcome: &str,
+        code: Option<i32>,
+        detail: Option<String>,
+    ) {
+        if let Some(mut a) = self.attempts.remove(&i) {
+            a.finished_at = Some(now_ms());
+            a.outcome = outcome.to_string();
+            a.exit_code = code;
+            a.detail = detail.clone();
+            let n = a.n;
+            let ms = a.finished_at.unwrap_or(a.started_at) - a.started_at;
+            self.batch.attempts.push(a);
+            self.event(
+                Some(i),
+                Some(n),
+                "attempt.finished",
+                json!({"outcome": outcome, "exit_code": code, "detail": detail, "duration_ms": ms}),
+            );
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) -> Result<(), EngineError> {
+        let now = now_ms();
+        match msg {
+            Msg::Spawned { task, pgid } => {
+                if let Some(a) = self.attempts.get_mut(&task) {
+                    a.pgid = Some(pgid);
+                    self.batch.attempts.push(a.clone());
+                }
+            }
+            Msg::CommandDone { task, result } => {
+                self.busy -= 1;
+                match result {
+                    Err(err) => {
+                        self.finish_attempt(task, "failed", None, Some(err.clone()));
+                        let t = self.run.attempt_failed(task, now as u64, &err);
+                        self.record(t);
+                    }
+                    Ok(f) if f.stopped => self.interrupted(task),
+                    Ok(f) if f.success() => {
+                        let def = &self.plan.tasks[task];
+                        if def.checks.is_empty() && !def.worktree {
+                            self.finish_attempt(task, "passed", f.code, None);
+                            let t = self.run.attempt_passed(task);
+                            self.record(t);
+                        } else {
+                            let t = self.run.begin_checks(task);
+                            self.record(vec![t]);
+                            // Persist "checking" before the checks run.
+                            self.flush()?;
+                            self.busy += 1;
+                            tokio::spawn(finish_worker(
+                                self.ctx.clone(),
+                                task,
+                                self.run.task(task).attempts,
+                            ));
+                        }
+                    }
+                    Ok(f) => {
+                        let reason = format!("command {}", f.describe());
+                        let outcome = if f.timed_out { "timed_out" } else { "failed" };
+                        self.finish_attempt(task, outcome, f.code, Some(reason.clone()));
+                        let t = self.run.attempt_failed(task, now as u64, &reason);
+                        self.record(t);
+                    }
+                }
+            }
+            Msg::FinishDone { task, result } => {
+                self.busy -= 1;
+                match result {
+                    FinishResult::Passed { tip } => {
+                        if !self.plan.tasks[task].checks.is_empty() {
+                            let n = self.run.task(task).attempts;
+                            self.event(Some(task), Some(n), "task.checks_passed", json!({}));
+                        }
+                        self.rows[task].commit_sha = tip;
+                        self.finish_attempt(task, "passed", Some(0), None);
+                        let t = self.run.attempt_passed(task);
+                        self.record(t);
+                        if self.run.plan(task).needs_merge {
+                            self.merge_queue.push_back(task);
+                        }
+                    }
+                    FinishResult::CheckFailed { check, finished } => {
+                        let reason = format!("check `{check}` {}", finished.describe());
+                        let n = self.run.task(task).attempts;
+                        self.event(
+                            Some(task),
+                            Some(n),
+                            "task.checks_failed",
+                            json!({"check": check, "exit_code": finished.code, "timed_out": finished.timed_out}),
+                        );
+                        self.finish_attempt(
+                            task,
+                            "checks_failed",
+                            finished.code,
+                            Some(reason.clone()),
+                        );
+                        let t = self.run.attempt_failed(task, now as u64, &reason);
+                        self.record(t);
+                    }
+                    FinishResult::Stopped => self.interrupted(task),
+                    FinishResult::Error(err) => {
+                        self.finish_attempt(task, "failed", None, Some(err.clone()));
+                        let t = self.run.attempt_failed(task, now as u64, &err);
+                        self.record(t);
+                    }
+                }
+            }
+            Msg::MergeDone { task, result } => {
+                self.busy -= 1;
+                self.merging = false;
+                match result {
+                    Ok(MergeOutcome::Merged { commit }) => {
+                        self.integration_tip = commit.clone();
+                        self.rows[task].merge_sha = Some(commit);
+                        let t = self.run.merged(task);
+                        self.record(t);
+                        self.remove_worktree(task);
+                    }
+                    Ok(MergeOutcome::AlreadyMerged) => {
+                        if let Ok(Some(tip)) = self
+                            .ctx
+                            .repo
+                            .branch_tip(&integration_branch(&self.ctx.run_id))
+                        {
+                            self.integration_tip = tip;
+                        }
+                        let t = self.run.merged(task);
+                        self.record(t);
+                        self.remove_worktree(task);
+                    }
+                    Ok(MergeOutcome::Conflict { files }) => {
+                        let reason = format!("merge conflict in {}", files.join(", "));
+                        append_log(
+                            &self.ctx,
+                            task,
+                            &format!("── {reason}; the integration branch is unchanged ──\n"),
+                        );
+                        self.event(
+                            Some(task),
+                            None,
+                            "task.merge_conflict",
+                            json!({"files": files}),
+                        );
+                        let t = self.run.merge_failed(task, &reason);
+                        self.record(t);
+                    }
+                    Err(err) => {
+                        let reason = format!("merge failed: {err}");
+                        append_log(&self.ctx, task, &format!("── {reason} ──\n"));
+                        let t = self.run.merge_failed(task, &reason);
+                        self.record(t);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn interrupted(&mut self, task: usize) {
+        self.finish_attempt(task, "interrupted", None, Some("fleet was stopped".into()));
+        append_log(
+            &self.ctx,
+            task,
+            "── attempt interrupted: fleet was stopped; `fleet run --resume` continues ──\n",
+        );
+        let t = self.run.interrupt(task, "interrupted: fleet was stopped");
+        self.record(vec![t]);
+    }
+
+    fn remove_worktree(&self, task: usize) {
+        let ctx = self.ctx.clone();
+        let path = ctx.layout.worktree(&ctx.run_id, &self.plan.tasks[task].id);
+        // Best effort and off the loop: a leftover worktree is only disk space; `fleet gc` removes it.
+        tokio::task::spawn_blocking(move || {
+            if path.exists() {
+                let _ = ctx.repo.remove_worktree(&path);
+            }
+        });
+    }
+
+    fn finish(mut self) -> Result<RunReport, EngineError> {
+        let now = now_ms();
+        let end = if self.stopping && !self.run.is_finished() {
+            RunEnd::Interrupted
+        } else if self.run.all_satisfied() {
+            RunEnd::Passed
+        } else {
+            RunEnd::Failed
+        };
+        let state = match end {
+            RunEnd::Passed => "passed",
+            RunEnd::Failed => "failed",
+            RunEnd::Interrupted => "interrupted",
+        };
+        let counts: serde_json::Map<String, serde_json::Value> = TaskState::ALL
+            .iter()
+            .map(|s| (s.as_str().to_string(), json!(self.run.count(*s))))
+            .filter(|(_, v)| v != &json!(0))
+            .collect();
+        self.event(
+            None,
+            None,
+            if end == RunEnd::Interrupted {
+                "run.interrupted"
+            } else {
+                "run.finished"
+            },
+            json!({"result": state, "tasks": counts}),
+        );
+        self.batch.run_state = Some(RunStateChange {
+            run_id: self.ctx.run_id.clone(),
+            state: state.into(),
+            at: now,
+            finished_at: (end != RunEnd::Interrupted).then_some(now),
+        });
+        self.flush()?;
+        self.row.state = state.into();
+        let attempts = self.store.attempts(&self.ctx.run_id)?;
+        let text = summary::render(&self.row, &self.rows, &attempts, &self.ctx.layout, now);
+        let summary_path = self.ctx.layout.summary(&self.ctx.run_id);
+        write_atomic(&summary_path, &text)?;
+        if let Some(report) = &self.plan.report {
+            if let Some(dir) = report.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            write_atomic(report, &text)?;
+        }
+        Ok(RunReport {
+            run_id: self.ctx.run_id.clone(),
+            end,
+            integration_branch: integration_branch(&self.ctx.run_id),
+            summary: summary_path,
+            logs: self.ctx.layout.logs_dir(self.run_id()),
+        })
+    }
+}
+
+/// Writes via a temporary file and rename, so a reader never sees half a file.
+fn write_atomic(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Holds an exclusive lock on the run for as long as the file is open.
+fn lock_run(layout: &StateDir, run_id: &str) -> Result<File, EngineError> {
+    use std::os::fd::AsRawFd;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(layout.lock(run_id))?;
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let holder = std::fs::read_to_string(layout.lock(run_id)).unwrap_or_default();
+        return Err(EngineError::Locked(
+            run_id.to_string(),
+            holder.trim().to_string(),
+        ));
+    }
+    file.set_len(0)?;
+    write!(file, "{}", std::process::id())?;
+    Ok(file)
+}
+
+fn open_log(ctx: &Ctx, task: usize) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(ctx.layout.log(&ctx.run_id, &ctx.tasks[task].id))
+}
+
+fn append_log(ctx: &Ctx, task: usize, text: &str) {
+    if let Ok(mut f) = open_log(ctx, task) {
+        let _ = f.write_all(text.as_bytes());
+    }
+}
+
+fn task_env(
+    ctx: &Ctx,
+    task: usize,
+    n: u32,
+    cwd: &std::path::Path,
+) -> std::collections::BTreeMap<String, String> {
+    let def = &ctx.tasks[task];
+    let mut env = def.env.clone();
+    env.insert("FLEET_RUN".into(), ctx.run_id.clone());
+    env.insert("FLEET_TASK".into(), def.id.clone());
+    env.insert("FLEET_ATTEMPT".into(), n.to_string());
+    env.insert("FLEET_WORKDIR".into(), cwd.display().to_string());
+    env
+}
+
+fn workdir(ctx: &Ctx, task: usize) -> PathBuf {
+    if ctx.tasks[task].worktree {
+        ctx.layout.worktree(&ctx.run_id, &ctx.tasks[task].id)
+    } else {
+        ctx.repo_root.clone()
+    }
+}
+
+/// One attempt's command: prepares the worktree (fresh on a task's first attempt; as left by
+/// the previous attempt otherwise) and runs the command in it.
+async fn attempt_worker(ctx: Arc<Ctx>, task: usize, n: u32, fresh: bool, tip: String) {
+    let result = run_attempt(&ctx, task, n, fresh, tip).await;
+    let _ = ctx.tx.send(Msg::CommandDone { task, result });
+}
+
+async fn run_attempt(
+    ctx: &Arc<Ctx>,
+    task: usize,
+    n: u32,
+    fresh: bool,
+    tip: String,
+) -> Result<Finished, String> {
+    let def = &ctx.tasks[task];
+    let cwd = workdir(ctx, task);
+    if def.worktree && fresh {
+        let c = ctx.clone();
+        let path = cwd.clone();
+        tokio::task::spawn_blocking(move || {
+            let def = &c.tasks[task];
+            c.repo
+                .add_worktree(&path, &task_branch(&c.run_id, &def.id), &tip)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("could not create the worktree: {e}"))?;
+    }
+    let mut log = open_log(ctx, task).map_err(|e| format!("cannot open the task log: {e}"))?;
+    let command = def.command.as_deref().unwrap_or("true");
+    let _ = writeln!(
+        log,
+        "── attempt {n} · {} · in {} ──\n$ {command}",
+        crate::rfc3339(now_ms()),
+        cwd.display()
+    );
+    let env = task_env(ctx, task, n, &cwd);
+    let spec = CommandSpec {
+        command,
+        cwd: &cwd,
+        env: &env,
+        log: &log,
+        timeout: def.timeout,
+        kill_grace: ctx.kill_grace,
+    };
+    let tx = ctx.tx.clone();
+    let finished = process::run(spec, ctx.stop.clone(), |pgid| {
+        let _ = tx.send(Msg::Spawned { task, pgid });
+    })
+    .await
+    .map_err(|e| format!("could not run the command: {e}"))?;
+    let _ = writeln!(
+        log,
+        "── command: {} after {} ──",
+        finished.describe(),
+        crate::fmt_duration(finished.elapsed)
+    );
+    Ok(finished)
+}
+
+/// After a successful command: runs the checks in order, then commits the task's changes.
+async fn finish_worker(ctx: Arc<Ctx>, task: usize, n: u32) {
+    let result = run_finish(&ctx, task, n).await;
+    let _ = ctx.tx.send(Msg::FinishDone { task, result });
+}
+
+async fn run_finish(ctx: &Arc<Ctx>, task: usize, n: u32) -> FinishResult {
+    let def = &ctx.tasks[task];
+    let cwd = workdir(ctx, task);
+    let log = match open_log(ctx, task) {
+        Ok(l) => l,
+        Err(e) => return FinishResult::Error(format!("cannot open the task log: {e}")),
+    };
+    let env = task_env(ctx, task, n, &cwd);
+    let total = def.checks.len();
+    for (k, check) in def.checks.iter().enumerate() {
+        let _ = writeln!(&log, "── check {}/{total} ──\n$ {check}", k + 1);
+        let spec = CommandSpec {
+            command: check,
+            cwd: &cwd,
+            env: &env,
+            log: &log,
+            timeout: def.timeout,
+            kill_grace: ctx.kill_grace,
+        };
+        let finished = match process::run(spec, ctx.stop.clone(), |_| {}).await {
+            Ok(f) => f,
+            Err(e) => return FinishResult::Error(format!("could not run check `{check}`: {e}")),
+        };
+        let _ = writeln!(
+            &log,
+            "── check: {} after {} ──",
+            finished.describe(),
+            crate::fmt_duration(finished.elapsed)
+        );
+        if finished.stopped {
+            return FinishResult::Stopped;
+        }
+        if !finished.success() {
+            return FinishResult::CheckFailed {
+                check: check.clone(),
+                finished,
+            };
+        }
+    }
+    if !def.worktree {
+        return FinishResult::Passed { tip: None };
+    }
+    let c = ctx.clone();
+    let message = format!(
+        "fleet: task {} (run {})\n\n$ {}\nattempt {n}",
+        def.id,
+        ctx.run_id,
+        def.command.as_deref().unwrap_or("")
+    );
+    let committed = tokio::task::spawn_blocking(move || {
+        let def = &c.tasks[task];
+        let path = c.layout.worktree(&c.run_id, &def.id);
+        c.repo.commit_all(&path, &message)?;
+        c.repo.branch_tip(&task_branch(&c.run_id, &def.id))
+    })
+    .await;
+    match committed {
+        Ok(Ok(tip)) => {
+            let _ = writeln!(
+                &log,
+                "── committed {} ──",
+                tip.as_deref()
+                    .map(|t| &t[..t.len().min(12)])
+                    .unwrap_or("nothing")
+            );
+            FinishResult::Passed { tip }
+        }
+        Ok(Err(e)) => FinishResult::Error(format!("could not commit the task's changes: {e}")),
+        Err(e) => FinishResult::Error(e.to_string()),
+    }
+}

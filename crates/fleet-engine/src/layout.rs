@@ -1,0 +1,72 @@
+//! Where a state directory keeps things.
+//!
+//! ```text
+//! .fleet/
+//!   fleet.db                      the store (SQLite, WAL)
+//!   runs/<run>/events.jsonl       the run's events, one JSON object per line
+//!   runs/<run>/summary.md         written when the run stops
+//!   runs/<run>/logs/<task>.log    command and check output, attempt by attempt
+//!   runs/<run>/lock               held while a fleet process drives the run
+//!   worktrees/<run>/<task>        a task's git worktree while it runs (kept if it fails)
+//! ```
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(root: impl Into<PathBuf>) -> StateDir {
+        StateDir { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.root.join("fleet.db")
+    }
+
+    pub fn run_dir(&self, run: &str) -> PathBuf {
+        self.root.join("runs").join(run)
+    }
+
+    pub fn logs_dir(&self, run: &str) -> PathBuf {
+        self.run_dir(run).join("logs")
+    }
+
+    pub fn log(&self, run: &str, task: &str) -> PathBuf {
+        self.logs_dir(run).join(format!("{task}.log"))
+    }
+
+    pub fn events(&self, run: &str) -> PathBuf {
+        self.run_dir(run).join("events.jsonl")
+    }
+
+    pub fn summary(&self, run: &str) -> PathBuf {
+        self.run_dir(run).join("summary.md")
+    }
+
+    pub fn lock(&self, run: &str) -> PathBuf {
+        self.run_dir(run).join("lock")
+    }
+
+    pub fn worktrees(&self) -> PathBuf {
+        self.root.join("worktrees")
+    }
+
+    pub fn worktree(&self, run: &str, task: &str) -> PathBuf {
+        self.worktrees().join(run).join(task)
+    }
+}
+
+pub fn task_branch(run: &str, task: &str) -> String {
+    format!("fleet/tasks/{run}/{task}")
+}
+
+pub fn integration_branch(run: &str) -> String {
+    format!("fleet/runs/{run}")
+}

@@ -1,0 +1,244 @@
+//! Running one shell command under supervision: its own process group, output appended to
+//! the task log, a wall-clock timeout that ends the whole group (SIGTERM, then SIGKILL), and
+//! a stop signal for graceful shutdown.
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::Command;
+use tokio::sync::watch;
+
+/// How a supervised command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    /// Ended because Fleet was asked to stop.
+    pub stopped: bool,
+    pub elapsed: Duration,
+}
+
+impl Finished {
+    pub fn success(&self) -> bool {
+        self.code == Some(0) && !self.timed_out && !self.stopped
+    }
+
+    /// Short description for logs and reasons: "exit 1", "killed by signal 9", "timed out after 2s".
+    pub fn describe(&self) -> String {
+        if self.timed_out {
+            format!("timed out after {}", crate::fmt_duration(self.elapsed))
+        } else if self.stopped {
+            "stopped by fleet".to_string()
+        } else if let Some(code) = self.code {
+            format!("exit {code}")
+        } else if let Some(sig) = self.signal {
+            format!("killed by signal {sig}")
+        } else {
+            "ended".to_string()
+        }
+    }
+}
+
+pub struct CommandSpec<'a> {
+    pub command: &'a str,
+    pub cwd: &'a Path,
+    pub env: &'a BTreeMap<String, String>,
+    /// Receives the command's stdout and stderr.
+    pub log: &'a File,
+    pub timeout: Option<Duration>,
+    pub kill_grace: Duration,
+}
+
+/// Characters that need a shell. Without them the command is split on whitespace and executed
+/// directly, as make does, which saves a shell start per task.
+fn needs_shell(command: &str) -> bool {
+    !command
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == ' ' || "-_./=:,+@%".contains(c))
+        || command.split_whitespace().next().is_none()
+}
+
+fn build(spec: &CommandSpec<'_>) -> std::io::Result<Command> {
+    let mut cmd = if needs_shell(spec.command) {
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c").arg(spec.command);
+        c
+    } else {
+        let mut words = spec.command.split_whitespace();
+        let mut c = Command::new(words.next().expect("checked non-empty"));
+        c.args(words);
+        c
+    };
+    cmd.current_dir(spec.cwd)
+        .envs(spec.env)
+        .stdin(Stdio::null())
+        .stdout(spec.log.try_clone()?)
+        .stderr(spec.log.try_clone()?)
+        .process_group(0)
+        .kill_on_drop(false);
+    // If fleet itself dies (kill -9), the direct child goes with it; whatever it started is
+    // in its process group, which a resumed run kills by the recorded pgid.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
+/// Sends `signal` to a process group, ignoring a group that is already gone.
+pub fn signal_group(pgid: i32, signal: Signal) {
+    let _ = killpg(Pid::from_raw(pgid), signal);
+}
+
+/// Runs the command to its end. `on_spawn` gets the process group id as soon as it exists.
+/// A command that cannot be started (missing program) ends as exit 127 with the reason in
+/// the log, like a shell would.
+pub async fn run(
+    spec: CommandSpec<'_>,
+    mut stop: watch::Receiver<bool>,
+    on_spawn: impl FnOnce(i32),
+) -> std::io::Result<Finished> {
+    let started = Instant::now();
+    let mut child = match build(&spec)?.spawn() {
+        Ok(child) => child,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            use std::io::Write;
+            let mut log = spec.log;
+            writeln!(log, "fleet: cannot run {:?}: {err}", spec.command)?;
+            return Ok(Finished {
+                code: Some(127),
+                signal: None,
+                timed_out: false,
+                stopped: false,
+                elapsed: started.elapsed(),
+            });
+        }
+        Err(err) => return Err(err),
+    };
+    let pgid = child.id().expect("a child that was just spawned has a pid") as i32;
+    on_spawn(pgid);
+
+    let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut timed_out = false;
+    let mut stopped = false;
+    let status = tokio::select! {
+        status = child.wait() => status?,
+        _ = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        } => {
+            timed_out = true;
+            end_group(&mut child, pgid, spec.kill_grace).await?
+        }
+        _ = async {
+            while !*stop.borrow_and_update() {
+                if stop.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        } => {
+            stopped = true;
+            end_group(&mut child, pgid, spec.kill_grace).await?
+        }
+    };
+    // Nothing a task started may outlive it (it would hold the log and the worktree).
+    signal_group(pgid, Signal::SIGKILL);
+    Ok(Finished {
+        code: status.code(),
+        signal: status.signal(),
+        timed_out,
+        stopped,
+        elapsed: started.elapsed(),
+    })
+}
+
+async fn end_group(
+    child: &mut tokio::process::Child,
+    pgid: i32,
+    grace: Duration,
+) -> std::io::Result<std::process::ExitStatus> {
+    signal_group(pgid, Signal::SIGTERM);
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => status,
+        Err(_) => {
+            signal_group(pgid, Signal::SIGKILL);
+            child.wait().await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_is_used_only_when_needed() {
+        assert!(!needs_shell("true"));
+        assert!(!needs_shell("cargo test -q --lib"));
+        assert!(needs_shell("echo hi > f"));
+        assert!(needs_shell("a && b"));
+        assert!(needs_shell("echo 'x'"));
+        assert!(needs_shell("echo $HOME"));
+        assert!(needs_shell("   "));
+    }
+
+    async fn run_cmd(command: &str, timeout: Option<Duration>) -> (Finished, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("log");
+        let log = File::create(&log_path).unwrap();
+        let env = BTreeMap::new();
+        let (_tx, rx) = watch::channel(false);
+        let spec = CommandSpec {
+            command,
+            cwd: dir.path(),
+            env: &env,
+            log: &log,
+            timeout,
+            kill_grace: Duration::from_millis(300),
+        };
+        let f = run(spec, rx, |_| {}).await.unwrap();
+        (f, std::fs::read_to_string(log_path).unwrap())
+    }
+
+    #[tokio::test]
+    async fn captures_output_and_exit_code() {
+        let (f, log) = run_cmd("echo out; echo err >&2; exit 3", None).await;
+        assert_eq!(f.code, Some(3));
+        assert_eq!(log, "out\nerr\n");
+        let (f, log) = run_cmd("no-such-program-xyz --flag", None).await;
+        assert_eq!(f.code, Some(127));
+        assert!(log.contains("cannot run"), "{log}");
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("survivor");
+        // The grandchild ignores nothing special; it must die with the group before it writes.
+        let cmd = format!("(sleep 2; touch {}) & sleep 30", marker.display());
+        let (f, _) = run_cmd(&cmd, Some(Duration::from_millis(300))).await;
+        assert!(f.timed_out);
+        assert!(f.elapsed < Duration::from_secs(5), "{:?}", f.elapsed);
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(!marker.exists(), "a grandchild survived the timeout");
+    }
+
+    #[tokio::test]
+    async fn sigterm_ignorers_get_sigkill_after_the_grace() {
+        let (f, _) = run_cmd("trap '' TERM; sleep 30", Some(Duration::from_millis(200))).await;
+        assert!(f.timed_out);
+        assert_eq!(f.signal, Some(9));
+    }
+}

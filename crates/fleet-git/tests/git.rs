@@ -1,0 +1,522 @@
+//! Integration tests for fleet-git against real repositories in tempdirs.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use fleet_git::{GitError, MergeOutcome, Repo};
+use tempfile::TempDir;
+
+/// Runs git in `dir` with a test identity; panics on failure.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "commit.gpgsign=false"])
+        .args(args)
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .env_remove("GIT_INDEX_FILE")
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@localhost")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@localhost")
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A repository on `main` with one commit containing `f.txt` and `g.txt`,
+/// plus a directory next to it for worktrees.
+struct Fixture {
+    _tmp: TempDir,
+    root: PathBuf,
+    wts: PathBuf,
+    repo: Repo,
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().canonicalize().unwrap();
+    let root = base.join("repo");
+    let wts = base.join("worktrees");
+    fs::create_dir_all(&root).unwrap();
+    git(&root, &["init", "-q", "-b", "main"]);
+    fs::write(root.join("f.txt"), "one\ntwo\nthree\n").unwrap();
+    fs::write(root.join("g.txt"), "g\n").unwrap();
+    fs::create_dir(root.join("sub")).unwrap();
+    fs::write(root.join("sub/h.txt"), "h\n").unwrap();
+    git(&root, &["add", "-A"]);
+    git(&root, &["commit", "-q", "-m", "initial"]);
+    let repo = Repo::open(&root).unwrap();
+    Fixture {
+        _tmp: tmp,
+        root,
+        wts,
+        repo,
+    }
+}
+
+impl Fixture {
+    fn head(&self) -> String {
+        git(&self.root, &["rev-parse", "HEAD"])
+    }
+
+    /// Creates a task worktree on `branch` from `main`, writes `files` and
+    /// commits them through `commit_all`. Returns the commit sha.
+    fn task(&self, name: &str, branch: &str, files: &[(&str, &str)]) -> String {
+        let wt = self.wts.join(name);
+        self.repo.add_worktree(&wt, branch, "main").unwrap();
+        for (path, content) in files {
+            fs::write(wt.join(path), content).unwrap();
+        }
+        self.repo
+            .commit_all(&wt, &format!("task {name}"))
+            .unwrap()
+            .expect("something to commit")
+    }
+
+    fn status(&self) -> String {
+        git(&self.root, &["status", "--porcelain"])
+    }
+}
+
+#[test]
+fn open_from_subdir_finds_root() {
+    let fx = fixture();
+    let repo = Repo::open(&fx.root.join("sub")).unwrap();
+    assert_eq!(repo.root(), fx.root);
+    assert_eq!(fx.repo.root(), fx.root);
+}
+
+#[test]
+fn open_outside_a_repo_is_not_a_repo() {
+    let tmp = tempfile::tempdir().unwrap();
+    match Repo::open(tmp.path()) {
+        Err(GitError::NotARepo(p)) => assert_eq!(p, tmp.path()),
+        other => panic!("expected NotARepo, got {other:?}"),
+    }
+}
+
+#[test]
+fn resolve_known_and_unknown() {
+    let fx = fixture();
+    assert_eq!(fx.repo.resolve("main").unwrap(), fx.head());
+    assert_eq!(fx.repo.resolve("HEAD").unwrap(), fx.head());
+    let err = fx.repo.resolve("no-such-rev").unwrap_err();
+    assert!(matches!(err, GitError::Command { .. }), "{err:?}");
+    assert!(err.to_string().contains("no-such-rev"), "{err}");
+    // A tree is not a commit.
+    assert!(fx.repo.resolve("main^{tree}").is_err());
+}
+
+#[test]
+fn branch_tip_set_and_delete() {
+    let fx = fixture();
+    assert_eq!(fx.repo.branch_tip("main").unwrap(), Some(fx.head()));
+    assert_eq!(fx.repo.branch_tip("nope").unwrap(), None);
+    assert_eq!(fx.repo.branch_tip("ma").unwrap(), None);
+
+    fx.repo.set_branch("fleet/base", &fx.head()).unwrap();
+    assert_eq!(fx.repo.branch_tip("fleet/base").unwrap(), Some(fx.head()));
+    // `fleet` is a directory of refs, not a branch.
+    assert_eq!(fx.repo.branch_tip("fleet").unwrap(), None);
+
+    fs::write(fx.root.join("g.txt"), "g2\n").unwrap();
+    git(&fx.root, &["commit", "-q", "-am", "second"]);
+    let second = fx.head();
+    fx.repo.set_branch("fleet/base", &second).unwrap();
+    assert_eq!(fx.repo.branch_tip("fleet/base").unwrap(), Some(second));
+
+    fx.repo.delete_branch("fleet/base").unwrap();
+    assert_eq!(fx.repo.branch_tip("fleet/base").unwrap(), None);
+    fx.repo.delete_branch("fleet/base").unwrap();
+    // The checked-out branch is protected.
+    assert!(fx.repo.delete_branch("main").is_err());
+}
+
+#[test]
+fn add_worktree_creates_branch_at_start() {
+    let fx = fixture();
+    let first = fx.head();
+    fs::write(fx.root.join("g.txt"), "g2\n").unwrap();
+    git(&fx.root, &["commit", "-q", "-am", "second"]);
+
+    let wt = fx.wts.join("a");
+    fx.repo
+        .add_worktree(&wt, "fleet/tasks/r1/a", &first)
+        .unwrap();
+    assert_eq!(
+        fx.repo.branch_tip("fleet/tasks/r1/a").unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(fs::read_to_string(wt.join("g.txt")).unwrap(), "g\n");
+    assert_eq!(fs::read_to_string(wt.join("sub/h.txt")).unwrap(), "h\n");
+    assert_eq!(
+        git(&wt, &["rev-parse", "--abbrev-ref", "HEAD"]),
+        "fleet/tasks/r1/a"
+    );
+}
+
+#[test]
+fn add_worktree_recovers_from_leftover_worktree() {
+    let fx = fixture();
+    let wt = fx.wts.join("a");
+    fx.repo
+        .add_worktree(&wt, "fleet/tasks/r1/a", "main")
+        .unwrap();
+    // A crashed attempt left work and a dirty tree behind.
+    fs::write(wt.join("f.txt"), "half-done\n").unwrap();
+    fs::write(wt.join("new.txt"), "junk\n").unwrap();
+    git(&wt, &["add", "f.txt"]);
+    git(&wt, &["commit", "-q", "-m", "partial"]);
+    fs::write(wt.join("g.txt"), "dirty\n").unwrap();
+
+    fx.repo
+        .add_worktree(&wt, "fleet/tasks/r1/a", "main")
+        .unwrap();
+    assert_eq!(
+        fx.repo.branch_tip("fleet/tasks/r1/a").unwrap(),
+        Some(fx.head())
+    );
+    assert_eq!(git(&wt, &["status", "--porcelain"]), "");
+    assert!(!wt.join("new.txt").exists());
+    assert_eq!(
+        fs::read_to_string(wt.join("f.txt")).unwrap(),
+        "one\ntwo\nthree\n"
+    );
+    assert_eq!(fx.repo.list_worktrees().unwrap().len(), 2);
+}
+
+#[test]
+fn add_worktree_recovers_from_vanished_worktree_dir() {
+    let fx = fixture();
+    let wt = fx.wts.join("a");
+    fx.repo
+        .add_worktree(&wt, "fleet/tasks/r1/a", "main")
+        .unwrap();
+    fs::remove_dir_all(&wt).unwrap();
+    fx.repo
+        .add_worktree(&wt, "fleet/tasks/r1/a", "main")
+        .unwrap();
+    assert!(wt.join("f.txt").exists());
+}
+
+#[test]
+fn add_worktree_does_not_clobber_foreign_directory() {
+    let fx = fixture();
+    let dir = fx.wts.join("precious");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("keep.txt"), "keep\n").unwrap();
+    assert!(fx.repo.add_worktree(&dir, "fleet/x", "main").is_err());
+    assert_eq!(fs::read_to_string(dir.join("keep.txt")).unwrap(), "keep\n");
+}
+
+#[test]
+fn add_worktree_unknown_start_errors() {
+    let fx = fixture();
+    let err = fx
+        .repo
+        .add_worktree(&fx.wts.join("a"), "fleet/a", "no-such-rev")
+        .unwrap_err();
+    assert!(err.to_string().contains("worktree add"), "{err}");
+}
+
+#[test]
+fn commit_all_handles_clean_new_modified_and_deleted() {
+    let fx = fixture();
+    let wt = fx.wts.join("a");
+    fx.repo.add_worktree(&wt, "fleet/a", "main").unwrap();
+    assert_eq!(fx.repo.commit_all(&wt, "nothing").unwrap(), None);
+
+    fs::write(wt.join("new.txt"), "new\n").unwrap();
+    let c1 = fx.repo.commit_all(&wt, "add new").unwrap().unwrap();
+    assert_eq!(c1, git(&wt, &["rev-parse", "HEAD"]));
+    assert_eq!(fx.repo.branch_tip("fleet/a").unwrap(), Some(c1.clone()));
+
+    fs::remove_file(wt.join("g.txt")).unwrap();
+    fs::write(wt.join("f.txt"), "changed\n").unwrap();
+    let c2 = fx
+        .repo
+        .commit_all(&wt, "delete and modify")
+        .unwrap()
+        .unwrap();
+    assert_ne!(c1, c2);
+    assert_eq!(git(&wt, &["status", "--porcelain"]), "");
+    assert_eq!(
+        fx.repo.changed_files(&c1, &c2).unwrap(),
+        vec!["f.txt".to_string(), "g.txt".to_string()]
+    );
+    assert_eq!(
+        git(&wt, &["log", "-1", "--format=%an <%ae>"]),
+        "Fleet <fleet@localhost>"
+    );
+    assert_eq!(fx.repo.commit_all(&wt, "nothing again").unwrap(), None);
+}
+
+#[test]
+fn merge_two_tasks_cleanly() {
+    let fx = fixture();
+    fx.repo.set_branch("fleet/target", "main").unwrap();
+    let a = fx.task("a", "fleet/tasks/r1/a", &[("a.txt", "a\n")]);
+    let b = fx.task("b", "fleet/tasks/r1/b", &[("b.txt", "b\n")]);
+
+    let m1 = match fx
+        .repo
+        .merge_into("fleet/target", "fleet/tasks/r1/a", "land a")
+        .unwrap()
+    {
+        MergeOutcome::Merged { commit } => commit,
+        other => panic!("expected Merged, got {other:?}"),
+    };
+    // Always a merge commit, even though a fast-forward was possible.
+    assert_eq!(
+        git(&fx.root, &["rev-list", "--parents", "-n1", &m1]),
+        format!("{m1} {} {a}", fx.head())
+    );
+    let m2 = match fx.repo.merge_into("fleet/target", &b, "land b").unwrap() {
+        MergeOutcome::Merged { commit } => commit,
+        other => panic!("expected Merged, got {other:?}"),
+    };
+    assert_eq!(
+        fx.repo.branch_tip("fleet/target").unwrap(),
+        Some(m2.clone())
+    );
+    assert_eq!(git(&fx.root, &["show", "fleet/target:a.txt"]), "a");
+    assert_eq!(git(&fx.root, &["show", "fleet/target:b.txt"]), "b");
+    assert_eq!(
+        git(
+            &fx.root,
+            &["rev-list", "--merges", "--count", "fleet/target"]
+        ),
+        "2"
+    );
+    let subjects: Vec<String> = fx
+        .repo
+        .log_subjects("fleet/target")
+        .unwrap()
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
+    assert_eq!(subjects[..2], ["land b".to_string(), "land a".to_string()]);
+    assert_eq!(fx.repo.log_subjects("fleet/target").unwrap()[0].0, m2);
+    assert!(fx.repo.is_ancestor(&a, &m2).unwrap());
+    assert!(!fx.repo.is_ancestor(&m2, &a).unwrap());
+    let mut changed = fx.repo.changed_files("main", "fleet/target").unwrap();
+    changed.sort();
+    assert_eq!(changed, ["a.txt", "b.txt"]);
+    assert_eq!(fx.status(), "");
+}
+
+#[test]
+fn merging_twice_is_already_merged() {
+    let fx = fixture();
+    fx.repo.set_branch("fleet/target", "main").unwrap();
+    fx.task("a", "fleet/tasks/r1/a", &[("a.txt", "a\n")]);
+    assert!(matches!(
+        fx.repo
+            .merge_into("fleet/target", "fleet/tasks/r1/a", "land a")
+            .unwrap(),
+        MergeOutcome::Merged { .. }
+    ));
+    let tip = fx.repo.branch_tip("fleet/target").unwrap();
+    assert_eq!(
+        fx.repo
+            .merge_into("fleet/target", "fleet/tasks/r1/a", "land a")
+            .unwrap(),
+        MergeOutcome::AlreadyMerged
+    );
+    assert_eq!(fx.repo.branch_tip("fleet/target").unwrap(), tip);
+    // Merging the target's own base is also a no-op.
+    assert_eq!(
+        fx.repo.merge_into("fleet/target", "main", "noop").unwrap(),
+        MergeOutcome::AlreadyMerged
+    );
+}
+
+#[test]
+fn conflicting_merge_changes_nothing() {
+    let fx = fixture();
+    fx.repo.set_branch("fleet/target", "main").unwrap();
+    fx.task(
+        "a",
+        "fleet/tasks/r1/a",
+        &[("f.txt", "one\nTWO-A\nthree\n"), ("a.txt", "a\n")],
+    );
+    fx.task(
+        "b",
+        "fleet/tasks/r1/b",
+        &[("f.txt", "one\nTWO-B\nthree\n"), ("b.txt", "b\n")],
+    );
+    assert!(matches!(
+        fx.repo
+            .merge_into("fleet/target", "fleet/tasks/r1/a", "land a")
+            .unwrap(),
+        MergeOutcome::Merged { .. }
+    ));
+    let tip = fx.repo.branch_tip("fleet/target").unwrap();
+    let wt_a = fx.wts.join("a");
+    let wt_b = fx.wts.join("b");
+    let before_b = git(&wt_b, &["rev-parse", "HEAD"]);
+
+    assert_eq!(
+        fx.repo
+            .merge_into("fleet/target", "fleet/tasks/r1/b", "land b")
+            .unwrap(),
+        MergeOutcome::Conflict {
+            files: vec!["f.txt".to_string()]
+        }
+    );
+    assert_eq!(fx.repo.branch_tip("fleet/target").unwrap(), tip);
+    assert_eq!(fx.status(), "");
+    assert_eq!(git(&wt_a, &["status", "--porcelain"]), "");
+    assert_eq!(git(&wt_b, &["status", "--porcelain"]), "");
+    assert_eq!(git(&wt_b, &["rev-parse", "HEAD"]), before_b);
+    assert_eq!(
+        fs::read_to_string(wt_b.join("f.txt")).unwrap(),
+        "one\nTWO-B\nthree\n"
+    );
+}
+
+#[test]
+fn merge_into_missing_target_errors() {
+    let fx = fixture();
+    let err = fx.repo.merge_into("fleet/none", "main", "x").unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+#[test]
+fn merge_into_checked_out_branch_is_refused() {
+    let fx = fixture();
+    fx.task("a", "fleet/tasks/r1/a", &[("a.txt", "a\n")]);
+    let before = fx.head();
+    let err = fx
+        .repo
+        .merge_into("main", "fleet/tasks/r1/a", "land a")
+        .unwrap_err();
+    assert!(err.to_string().contains("checked out"), "{err}");
+    assert_eq!(fx.head(), before);
+    assert_eq!(fx.status(), "");
+}
+
+#[test]
+fn exclude_is_idempotent() {
+    let fx = fixture();
+    let file = fx.root.join(".git/info/exclude");
+    fs::remove_dir_all(fx.root.join(".git/info")).ok();
+    fx.repo.exclude("/.fleet/").unwrap();
+    fx.repo.exclude("/.fleet/").unwrap();
+    fx.repo.exclude("*.log").unwrap();
+    fx.repo.exclude("/.fleet/").unwrap();
+    assert_eq!(fs::read_to_string(&file).unwrap(), "/.fleet/\n*.log\n");
+
+    // Appending to a file without a trailing newline keeps lines separate.
+    fs::write(&file, "# comment").unwrap();
+    fx.repo.exclude("/.fleet/").unwrap();
+    assert_eq!(fs::read_to_string(&file).unwrap(), "# comment\n/.fleet/\n");
+
+    // It is effective, also from a linked worktree's Repo.
+    fs::create_dir(fx.root.join(".fleet")).unwrap();
+    fs::write(fx.root.join(".fleet/state"), "x").unwrap();
+    assert_eq!(fx.status(), "");
+    let wt = fx.wts.join("a");
+    fx.repo.add_worktree(&wt, "fleet/a", "main").unwrap();
+    Repo::open(&wt).unwrap().exclude("*.tmp").unwrap();
+    assert_eq!(
+        fs::read_to_string(&file).unwrap(),
+        "# comment\n/.fleet/\n*.tmp\n"
+    );
+}
+
+#[test]
+fn list_worktrees_and_branches() {
+    let fx = fixture();
+    fx.repo
+        .add_worktree(&fx.wts.join("a"), "fleet/tasks/r1/a", "main")
+        .unwrap();
+    fx.repo
+        .add_worktree(&fx.wts.join("b"), "fleet/tasks/r1/b", "main")
+        .unwrap();
+    fx.repo.set_branch("fleet/tasks/r10/c", "main").unwrap();
+    fx.repo.set_branch("other", "main").unwrap();
+
+    let wts = fx.repo.list_worktrees().unwrap();
+    assert_eq!(wts.len(), 3);
+    assert_eq!(wts[0].path, fx.root);
+    assert_eq!(wts[0].branch.as_deref(), Some("main"));
+    assert_eq!(wts[0].head, Some(fx.head()));
+    let a = wts.iter().find(|w| w.path == fx.wts.join("a")).unwrap();
+    assert_eq!(a.branch.as_deref(), Some("fleet/tasks/r1/a"));
+    assert_eq!(a.head, Some(fx.head()));
+
+    assert_eq!(
+        fx.repo.list_branches("fleet/tasks/r1/").unwrap(),
+        ["fleet/tasks/r1/a", "fleet/tasks/r1/b"]
+    );
+    assert_eq!(
+        fx.repo.list_branches("fleet/tasks/r1").unwrap(),
+        ["fleet/tasks/r1/a", "fleet/tasks/r1/b"]
+    );
+    assert_eq!(
+        fx.repo.list_branches("fleet/").unwrap(),
+        ["fleet/tasks/r1/a", "fleet/tasks/r1/b", "fleet/tasks/r10/c"]
+    );
+    assert_eq!(
+        fx.repo.list_branches("").unwrap(),
+        [
+            "fleet/tasks/r1/a",
+            "fleet/tasks/r1/b",
+            "fleet/tasks/r10/c",
+            "main",
+            "other"
+        ]
+    );
+    assert!(fx.repo.list_branches("nothing/").unwrap().is_empty());
+}
+
+#[test]
+fn remove_worktree_present_and_missing() {
+    let fx = fixture();
+    let a = fx.wts.join("a");
+    let b = fx.wts.join("b");
+    fx.repo.add_worktree(&a, "fleet/a", "main").unwrap();
+    fx.repo.add_worktree(&b, "fleet/b", "main").unwrap();
+    fs::write(a.join("dirty.txt"), "x").unwrap();
+
+    fx.repo.remove_worktree(&a).unwrap();
+    assert!(!a.exists());
+    // Already gone: fine.
+    fx.repo.remove_worktree(&a).unwrap();
+    fx.repo
+        .remove_worktree(&fx.wts.join("never-existed"))
+        .unwrap();
+    // Vanished directory: the registration is pruned.
+    fs::remove_dir_all(&b).unwrap();
+    fx.repo.remove_worktree(&b).unwrap();
+    assert_eq!(fx.repo.list_worktrees().unwrap().len(), 1);
+    // Branches survive worktree removal.
+    assert!(fx.repo.branch_tip("fleet/a").unwrap().is_some());
+    fx.repo.prune_worktrees().unwrap();
+}
+
+#[test]
+fn log_subjects_and_errors_carry_command() {
+    let fx = fixture();
+    let log = fx.repo.log_subjects("main").unwrap();
+    assert_eq!(log, [(fx.head(), "initial".to_string())]);
+    let err = fx.repo.log_subjects("no-such-rev").unwrap_err();
+    match err {
+        GitError::Command { cmd, stderr } => {
+            assert!(cmd.starts_with("git -C "), "{cmd}");
+            assert!(cmd.contains("log"), "{cmd}");
+            assert!(!stderr.is_empty());
+            assert_eq!(stderr, stderr.trim());
+        }
+        other => panic!("expected Command error, got {other:?}"),
+    }
+}

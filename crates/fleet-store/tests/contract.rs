@@ -1,0 +1,221 @@
+//! The contract every `Store` implementation must pass. A new backend adds one `#[test]`
+//! that calls `contract` with a fresh instance.
+
+use fleet_store::{
+    AttemptRow, Batch, Durability, NewEvent, RunRow, RunStateChange, SqliteStore, Store,
+    StoreError, TaskRow,
+};
+use serde_json::json;
+
+fn run_row(id: &str, created_at: i64) -> RunRow {
+    RunRow {
+        id: id.into(),
+        name: "demo".into(),
+        runbook_path: "runbook.yaml".into(),
+        runbook_source: "name: demo\n".into(),
+        repo: "/tmp/repo".into(),
+        base_sha: "abc".into(),
+        integration_branch: format!("fleet/runs/{id}"),
+        state: "running".into(),
+        created_at,
+        updated_at: created_at,
+        finished_at: None,
+    }
+}
+
+fn task_row(run: &str, idx: u32, id: &str, state: &str) -> TaskRow {
+    TaskRow {
+        run_id: run.into(),
+        idx,
+        id: id.into(),
+        state: state.into(),
+        attempts: 0,
+        failures: 0,
+        not_before: 0,
+        reason: None,
+        commit_sha: None,
+        merge_sha: None,
+        started_at: None,
+        finished_at: None,
+    }
+}
+
+fn event(run: &str, task: Option<&str>, kind: &str) -> NewEvent {
+    NewEvent {
+        at: 1,
+        run_id: run.into(),
+        task: task.map(Into::into),
+        attempt: None,
+        kind: kind.into(),
+        data: json!({"k": kind}),
+    }
+}
+
+fn contract(store: &dyn Store) {
+    // Creating a run stores it with its tasks and first events.
+    let created = store
+        .create_run(
+            &run_row("r1", 10),
+            &[
+                task_row("r1", 0, "a", "pending"),
+                task_row("r1", 1, "b", "pending"),
+            ],
+            &[event("r1", None, "run.started")],
+        )
+        .unwrap();
+    assert_eq!(created.len(), 1);
+    assert!(matches!(
+        store.create_run(&run_row("r1", 11), &[], &[]),
+        Err(StoreError::RunExists(_))
+    ));
+    store
+        .create_run(
+            &run_row("r2", 20),
+            &[task_row("r2", 0, "x", "pending")],
+            &[],
+        )
+        .unwrap();
+    let ids: Vec<String> = store.runs().unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(ids, ["r2", "r1"], "newest first");
+
+    // A batch lands whole: task state, attempt, run state and events.
+    let mut a = task_row("r1", 0, "a", "running");
+    a.attempts = 1;
+    a.started_at = Some(100);
+    let attempt = AttemptRow {
+        run_id: "r1".into(),
+        task_id: "a".into(),
+        n: 1,
+        started_at: 100,
+        finished_at: None,
+        pgid: Some(4242),
+        exit_code: None,
+        outcome: "running".into(),
+        detail: None,
+    };
+    let evs = store
+        .commit(&Batch {
+            run_state: Some(RunStateChange {
+                run_id: "r1".into(),
+                state: "interrupted".into(),
+                at: 101,
+                finished_at: None,
+            }),
+            tasks: vec![a.clone()],
+            attempts: vec![attempt.clone()],
+            events: vec![
+                event("r1", Some("a"), "task.started"),
+                event("r1", Some("a"), "attempt.started"),
+            ],
+        })
+        .unwrap();
+    assert_eq!(evs.len(), 2);
+    assert!(
+        evs[0].seq > created[0].seq && evs[1].seq > evs[0].seq,
+        "seq only grows"
+    );
+    assert_eq!(store.tasks("r1").unwrap()[0], a);
+    assert_eq!(store.tasks("r1").unwrap()[1].id, "b");
+    assert_eq!(store.attempts("r1").unwrap(), std::slice::from_ref(&attempt));
+    let run = store.run("r1").unwrap().unwrap();
+    assert_eq!((run.state.as_str(), run.updated_at), ("interrupted", 101));
+    assert!(store.run("nope").unwrap().is_none());
+
+    // Upserts replace the row.
+    let mut done = attempt.clone();
+    done.finished_at = Some(200);
+    done.exit_code = Some(0);
+    done.outcome = "passed".into();
+    store
+        .commit(&Batch {
+            attempts: vec![done.clone()],
+            ..Batch::default()
+        })
+        .unwrap();
+    assert_eq!(store.attempts("r1").unwrap(), [done]);
+
+    // Events: filtered by run, after a sequence number, limited, data intact.
+    store
+        .commit(&Batch {
+            events: vec![event("r2", None, "run.started")],
+            ..Batch::default()
+        })
+        .unwrap();
+    let all = store.events(None, 0, 100).unwrap();
+    assert_eq!(all.len(), 4);
+    let r1: Vec<String> = store
+        .events(Some("r1"), 0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(r1, ["run.started", "task.started", "attempt.started"]);
+    let after = store.events(Some("r1"), all[1].seq, 1).unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].kind, "attempt.started");
+    assert_eq!(after[0].data, json!({"k": "attempt.started"}));
+    assert_eq!(after[0].task.as_deref(), Some("a"));
+
+    // A batch that fails part-way leaves nothing behind.
+    let before = store.events(None, 0, 100).unwrap().len();
+    let bad = Batch {
+        tasks: vec![task_row("r1", 1, "b", "ready")],
+        attempts: vec![AttemptRow {
+            run_id: "no-such-run".into(),
+            ..attempt
+        }],
+        events: vec![event("r1", Some("b"), "task.ready")],
+        ..Batch::default()
+    };
+    assert!(store.commit(&bad).is_err());
+    assert_eq!(store.events(None, 0, 100).unwrap().len(), before);
+    assert_eq!(store.tasks("r1").unwrap()[1].state, "pending");
+}
+
+#[test]
+fn sqlite_in_memory_passes_the_contract() {
+    contract(&SqliteStore::in_memory().unwrap());
+}
+
+#[test]
+fn sqlite_file_passes_the_contract_and_keeps_data_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fleet.db");
+    {
+        let store = SqliteStore::open(&path, Durability::Full).unwrap();
+        contract(&store);
+    }
+    let store = SqliteStore::open(&path, Durability::Process).unwrap();
+    assert_eq!(store.runs().unwrap().len(), 2);
+    assert_eq!(store.events(Some("r1"), 0, 100).unwrap().len(), 3);
+    // Sequence numbers keep growing after a reopen.
+    let last = store.events(None, 0, 100).unwrap().last().unwrap().seq;
+    let new = store
+        .commit(&Batch {
+            events: vec![event("r1", None, "run.resumed")],
+            ..Batch::default()
+        })
+        .unwrap();
+    assert!(new[0].seq > last);
+    let mode: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn refuses_a_database_from_a_newer_fleet() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fleet.db");
+    drop(SqliteStore::open(&path, Durability::Process).unwrap());
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    match SqliteStore::open(&path, Durability::Process) {
+        Err(StoreError::TooNew { found: 99, .. }) => {}
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("a newer schema must be refused"),
+    }
+}

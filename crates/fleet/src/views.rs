@@ -1,0 +1,206 @@
+//! Read commands: `fleet runs`, `fleet status`, and `fleet gc`.
+
+use crate::{InvalidInput, exit};
+use fleet_engine::{StateDir, fmt_duration, rfc3339};
+use fleet_store::{RunRow, Store, TaskRow};
+use serde_json::json;
+use std::time::Duration;
+
+fn counts(tasks: &[TaskRow]) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for t in tasks {
+        let n = m.entry(t.state.clone()).or_insert(json!(0));
+        *n = json!(n.as_u64().unwrap_or(0) + 1);
+    }
+    serde_json::Value::Object(m)
+}
+
+fn run_json(r: &RunRow, tasks: &[TaskRow]) -> serde_json::Value {
+    json!({
+        "id": r.id,
+        "name": r.name,
+        "state": r.state,
+        "repo": r.repo,
+        "base": r.base_sha,
+        "integration_branch": r.integration_branch,
+        "runbook": r.runbook_path,
+        "created_at": rfc3339(r.created_at),
+        "finished_at": r.finished_at.map(rfc3339),
+        "tasks": tasks.len(),
+        "counts": counts(tasks),
+    })
+}
+
+fn wall(r: &RunRow) -> String {
+    let end = r.finished_at.unwrap_or(r.updated_at);
+    fmt_duration(Duration::from_millis((end - r.created_at).max(0) as u64))
+}
+
+pub fn runs(store: &dyn Store, json: bool) -> anyhow::Result<()> {
+    let runs = store.runs()?;
+    if json {
+        let out: Vec<serde_json::Value> = runs
+            .iter()
+            .map(|r| Ok(run_json(r, &store.tasks(&r.id)?)))
+            .collect::<anyhow::Result<_>>()?;
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    if runs.is_empty() {
+        println!("no runs yet");
+        return Ok(());
+    }
+    println!(
+        "{:<40} {:<12} {:>9} {:>9}  STARTED",
+        "RUN", "STATE", "PASSED", "TIME"
+    );
+    for r in &runs {
+        let tasks = store.tasks(&r.id)?;
+        let passed = tasks
+            .iter()
+            .filter(|t| t.state == "merged" || t.state == "passed")
+            .count();
+        println!(
+            "{:<40} {:<12} {:>9} {:>9}  {}",
+            r.id,
+            r.state,
+            format!("{passed}/{}", tasks.len()),
+            wall(r),
+            chrono::DateTime::from_timestamp_millis(r.created_at)
+                .map(|d| d
+                    .with_timezone(&chrono::Local)
+                    .format("%Y-%m-%d %H:%M:%S")
+                    .to_string())
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub fn status(
+    layout: &StateDir,
+    store: &dyn Store,
+    run: Option<&str>,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let row = match run {
+        Some(id) => store
+            .run(id)?
+            .ok_or_else(|| InvalidInput(format!("no run {id:?}")))?,
+        None => store
+            .runs()?
+            .into_iter()
+            .next()
+            .ok_or_else(|| InvalidInput("no runs yet".into()))?,
+    };
+    let tasks = store.tasks(&row.id)?;
+    let attempts = store.attempts(&row.id)?;
+    if json {
+        let mut out = run_json(&row, &tasks);
+        out["summary"] = json!(layout.summary(&row.id));
+        out["logs"] = json!(layout.logs_dir(&row.id));
+        out["task_list"] = json!(tasks
+            .iter()
+            .map(|t| json!({
+                "id": t.id,
+                "state": t.state,
+                "attempts": t.attempts,
+                "failures": t.failures,
+                "reason": t.reason,
+                "commit": t.commit_sha,
+                "merge": t.merge_sha,
+                "started_at": t.started_at.map(rfc3339),
+                "finished_at": t.finished_at.map(rfc3339),
+                "log": layout.log(&row.id, &t.id),
+                "attempt_list": attempts.iter().filter(|a| a.task_id == t.id).map(|a| json!({
+                    "n": a.n, "outcome": a.outcome, "exit_code": a.exit_code, "detail": a.detail,
+                    "started_at": rfc3339(a.started_at), "finished_at": a.finished_at.map(rfc3339),
+                })).collect::<Vec<_>>(),
+            }))
+            .collect::<Vec<_>>());
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(exit::PASSED);
+    }
+    println!("run      {} ({})", row.id, row.state);
+    println!("branch   {}", row.integration_branch);
+    println!("runbook  {}", row.runbook_path);
+    println!("time     {}", wall(&row));
+    println!("summary  {}", layout.summary(&row.id).display());
+    println!();
+    println!("{:<28} {:<10} {:>8}  NOTES", "TASK", "STATE", "ATTEMPTS");
+    for t in &tasks {
+        println!(
+            "{:<28} {:<10} {:>8}  {}",
+            t.id,
+            t.state,
+            t.attempts,
+            t.reason.as_deref().unwrap_or("")
+        );
+    }
+    Ok(exit::PASSED)
+}
+
+pub fn gc(
+    layout: &StateDir,
+    store: &dyn Store,
+    interrupted: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut removed = Vec::new();
+    let mut kept = Vec::new();
+    let root = layout.worktrees();
+    let entries = match std::fs::read_dir(&root) {
+        Ok(e) => e.collect::<Result<Vec<_>, _>>()?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let mut repos = std::collections::BTreeSet::new();
+    for run_dir in entries {
+        let run_id = run_dir.file_name().to_string_lossy().to_string();
+        let run = store.run(&run_id)?;
+        let stale = match run.as_ref().map(|r| r.state.as_str()) {
+            None => true,
+            Some("running") => false,
+            Some("interrupted") => interrupted,
+            Some(_) => true,
+        };
+        if !stale {
+            kept.push(run_id);
+            continue;
+        }
+        let repo = run
+            .as_ref()
+            .and_then(|r| fleet_git::Repo::open(std::path::Path::new(&r.repo)).ok());
+        for wt in std::fs::read_dir(run_dir.path())? {
+            let path = wt?.path();
+            match &repo {
+                Some(repo) => repo.remove_worktree(&path)?,
+                None => std::fs::remove_dir_all(&path)?,
+            }
+            removed.push(path);
+        }
+        std::fs::remove_dir_all(run_dir.path())?;
+        if let Some(repo) = repo {
+            repos.insert(repo.root().to_path_buf());
+        }
+    }
+    for r in repos {
+        fleet_git::Repo::open(&r)?.prune_worktrees()?;
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"removed": removed, "kept_runs": kept}))?
+        );
+    } else {
+        for p in &removed {
+            println!("removed {}", p.display());
+        }
+        println!(
+            "{} worktree(s) removed; {} run(s) still active or resumable kept",
+            removed.len(),
+            kept.len()
+        );
+    }
+    Ok(())
+}
