@@ -63,23 +63,25 @@ pub struct RunReport {
     pub logs: PathBuf,
 }
 
+/// What a worker reports back to the coordinator.
 enum Msg {
-    Spawned {
-        task: usize,
-        pgid: i32,
-    },
-    CommandDone {
+    Attempt {
         task: usize,
         result: Result<Finished, String>,
     },
-    FinishDone {
+    Finish {
         task: usize,
         result: FinishResult,
     },
-    MergeDone {
+    Merge {
         task: usize,
         result: Result<MergeOutcome, String>,
     },
+}
+
+enum Launch {
+    Attempt { task: usize, n: u32, fresh: bool },
+    Finish { task: usize, n: u32 },
 }
 
 enum FinishResult {
@@ -303,10 +305,14 @@ struct Coordinator {
     journal: Journal,
     rx: mpsc::UnboundedReceiver<Msg>,
     stop_tx: watch::Sender<bool>,
-    /// Tasks with a worker in flight.
+    /// Workers in flight (attempts, checks, merges).
     busy: usize,
+    /// Tasks running or checking (what `concurrency` limits).
+    active: usize,
     merge_queue: VecDeque<usize>,
     merging: bool,
+    /// Work to hand to workers once the batch that allows it is committed.
+    launches: Vec<Launch>,
     integration_tip: String,
     stopping: bool,
     observer: Option<Observer>,
@@ -341,6 +347,7 @@ impl Coordinator {
             tx,
             stop: stop_rx,
         });
+        let active = run.count(TaskState::Running) + run.count(TaskState::Checking);
         Ok(Coordinator {
             store,
             ctx,
@@ -354,8 +361,10 @@ impl Coordinator {
             rx,
             stop_tx,
             busy: 0,
+            active,
             merge_queue: VecDeque::new(),
             merging: false,
+            launches: Vec::new(),
             integration_tip: String::new(),
             stopping: false,
             observer: opts.observer,
@@ -390,6 +399,11 @@ impl Coordinator {
         let now = now_ms();
         for t in transitions {
             let i = t.task;
+            match (t.from.is_active(), t.to.is_active()) {
+                (false, true) => self.active += 1,
+                (true, false) => self.active -= 1,
+                _ => {}
+            }
             let rec = self.run.task(i).clone();
             let mut row = task_row(
                 &self.ctx.run_id,
@@ -460,12 +474,29 @@ impl Coordinator {
     /// back to ready and queues merges that had not been confirmed.
     fn recover(&mut self) -> Result<(), EngineError> {
         let now = now_ms();
+        let ghosts = process::kill_tagged("FLEET_RUN", &self.ctx.run_id);
+        // A git command killed with us may have left its locks; we hold the run lock, so
+        // anything under this run's refs and worktrees is ours to clean.
+        let mut stale = Vec::new();
+        for (i, def) in self.plan.tasks.iter().enumerate() {
+            if def.worktree && self.run.state(i).is_active() {
+                let wt = self.ctx.layout.worktree(&self.ctx.run_id, &def.id);
+                stale.extend(
+                    self.ctx.repo.clear_stale_locks(
+                        Some(&wt),
+                        &format!("fleet/tasks/{}", self.ctx.run_id),
+                    )?,
+                );
+            }
+        }
+        stale.extend(
+            self.ctx
+                .repo
+                .clear_stale_locks(None, &integration_branch(&self.ctx.run_id))?,
+        );
         for mut a in self.store.attempts(&self.ctx.run_id)? {
             if a.outcome != "running" {
                 continue;
-            }
-            if let Some(pgid) = a.pgid {
-                process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
             }
             a.outcome = "interrupted".into();
             a.finished_at = Some(now);
@@ -488,7 +519,13 @@ impl Coordinator {
             }
             self.batch.attempts.push(a);
         }
-        self.event(None, None, "run.resumed", json!({}));
+        let stale: Vec<String> = stale.iter().map(|p| p.display().to_string()).collect();
+        self.event(
+            None,
+            None,
+            "run.resumed",
+            json!({"killed_leftover_processes": ghosts, "removed_stale_git_locks": stale}),
+        );
         self.batch.run_state = Some(RunStateChange {
             run_id: self.ctx.run_id.clone(),
             state: "running".into(),
@@ -515,7 +552,11 @@ impl Coordinator {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         loop {
-            self.start_ready()?;
+            // One commit per turn: what the workers reported and what starts next are
+            // persisted together, and only then does anything new run.
+            self.start_ready();
+            self.flush()?;
+            self.launch();
             self.start_merge();
             if self.busy == 0 && !self.merging && (self.stopping || self.run.is_finished()) {
                 break;
@@ -535,16 +576,15 @@ impl Coordinator {
             tokio::select! {
                 msg = self.rx.recv() => {
                     let msg = msg.expect("the coordinator holds a sender");
-                    self.handle(msg)?;
+                    self.handle(msg);
                     while let Ok(msg) = self.rx.try_recv() {
-                        self.handle(msg)?;
+                        self.handle(msg);
                     }
                 }
                 _ = sleep => {}
                 _ = sigint.recv() => self.stop("interrupted (SIGINT)"),
                 _ = sigterm.recv() => self.stop("terminated (SIGTERM)"),
             }
-            self.flush()?;
         }
         self.finish()
     }
@@ -557,21 +597,17 @@ impl Coordinator {
         }
     }
 
-    fn start_ready(&mut self) -> Result<(), EngineError> {
+    /// Starts as many ready tasks as there are free slots (recorded, not yet launched).
+    fn start_ready(&mut self) {
         if self.stopping {
-            return Ok(());
+            return;
         }
-        let free = self.plan.concurrency.saturating_sub(self.active_tasks());
+        let free = self.plan.concurrency.saturating_sub(self.active);
         if free == 0 {
-            return Ok(());
+            return;
         }
         let now = now_ms();
-        let next = self.run.next_to_start(now as u64, free);
-        if next.is_empty() {
-            return Ok(());
-        }
-        let mut launch = Vec::with_capacity(next.len());
-        for i in next {
+        for i in self.run.next_to_start(now as u64, free) {
             let t = self.run.start(i);
             let n = t.attempt;
             self.record(vec![t]);
@@ -594,32 +630,36 @@ impl Coordinator {
                 "attempt.started",
                 json!({"command": self.plan.tasks[i].command}),
             );
-            launch.push((i, n));
-        }
-        // Persist "running" before anything runs.
-        self.flush()?;
-        for (i, n) in launch {
-            self.busy += 1;
             let fresh = n == 1
                 || !self
                     .ctx
                     .layout
                     .worktree(&self.ctx.run_id, &self.plan.tasks[i].id)
                     .exists();
-            let ctx = self.ctx.clone();
-            let tip = self.integration_tip.clone();
-            tokio::spawn(attempt_worker(ctx, i, n, fresh, tip));
+            self.launches.push(Launch::Attempt { task: i, n, fresh });
         }
-        Ok(())
     }
 
-    fn active_tasks(&self) -> usize {
-        self.plan
-            .tasks
-            .iter()
-            .enumerate()
-            .filter(|&(i, _)| self.run.state(i).is_active())
-            .count()
+    /// Hands committed work to workers.
+    fn launch(&mut self) {
+        for l in std::mem::take(&mut self.launches) {
+            self.busy += 1;
+            let ctx = self.ctx.clone();
+            match l {
+                Launch::Attempt { task, n, fresh } => {
+                    tokio::spawn(attempt_worker(
+                        ctx,
+                        task,
+                        n,
+                        fresh,
+                        self.integration_tip.clone(),
+                    ));
+                }
+                Launch::Finish { task, n } => {
+                    tokio::spawn(finish_worker(ctx, task, n));
+                }
+            }
+        }
     }
 
     fn start_merge(&mut self) {
@@ -647,7 +687,7 @@ impl Coordinator {
                     )
                     .map_err(|e| e.to_string()),
             };
-            let _ = ctx.tx.send(Msg::MergeDone { task: i, result });
+            let _ = ctx.tx.send(Msg::Merge { task: i, result });
         });
     }
 
@@ -675,16 +715,10 @@ impl Coordinator {
         }
     }
 
-    fn handle(&mut self, msg: Msg) -> Result<(), EngineError> {
+    fn handle(&mut self, msg: Msg) {
         let now = now_ms();
         match msg {
-            Msg::Spawned { task, pgid } => {
-                if let Some(a) = self.attempts.get_mut(&task) {
-                    a.pgid = Some(pgid);
-                    self.batch.attempts.push(a.clone());
-                }
-            }
-            Msg::CommandDone { task, result } => {
+            Msg::Attempt { task, result } => {
                 self.busy -= 1;
                 match result {
                     Err(err) => {
@@ -700,16 +734,11 @@ impl Coordinator {
                             let t = self.run.attempt_passed(task);
                             self.record(t);
                         } else {
+                            // "checking" is committed before the checks run (see `launch`).
                             let t = self.run.begin_checks(task);
+                            let n = t.attempt;
                             self.record(vec![t]);
-                            // Persist "checking" before the checks run.
-                            self.flush()?;
-                            self.busy += 1;
-                            tokio::spawn(finish_worker(
-                                self.ctx.clone(),
-                                task,
-                                self.run.task(task).attempts,
-                            ));
+                            self.launches.push(Launch::Finish { task, n });
                         }
                     }
                     Ok(f) => {
@@ -721,7 +750,7 @@ impl Coordinator {
                     }
                 }
             }
-            Msg::FinishDone { task, result } => {
+            Msg::Finish { task, result } => {
                 self.busy -= 1;
                 match result {
                     FinishResult::Passed { tip } => {
@@ -763,7 +792,7 @@ impl Coordinator {
                     }
                 }
             }
-            Msg::MergeDone { task, result } => {
+            Msg::Merge { task, result } => {
                 self.busy -= 1;
                 self.merging = false;
                 match result {
@@ -811,7 +840,6 @@ impl Coordinator {
                 }
             }
         }
-        Ok(())
     }
 
     fn interrupted(&mut self, task: usize) {
@@ -962,7 +990,7 @@ fn workdir(ctx: &Ctx, task: usize) -> PathBuf {
 /// the previous attempt otherwise) and runs the command in it.
 async fn attempt_worker(ctx: Arc<Ctx>, task: usize, n: u32, fresh: bool, tip: String) {
     let result = run_attempt(&ctx, task, n, fresh, tip).await;
-    let _ = ctx.tx.send(Msg::CommandDone { task, result });
+    let _ = ctx.tx.send(Msg::Attempt { task, result });
 }
 
 async fn run_attempt(
@@ -1003,12 +1031,9 @@ async fn run_attempt(
         timeout: def.timeout,
         kill_grace: ctx.kill_grace,
     };
-    let tx = ctx.tx.clone();
-    let finished = process::run(spec, ctx.stop.clone(), |pgid| {
-        let _ = tx.send(Msg::Spawned { task, pgid });
-    })
-    .await
-    .map_err(|e| format!("could not run the command: {e}"))?;
+    let finished = process::run(spec, ctx.stop.clone(), |_| {})
+        .await
+        .map_err(|e| format!("could not run the command: {e}"))?;
     let _ = writeln!(
         log,
         "── command: {} after {} ──",
@@ -1021,7 +1046,7 @@ async fn run_attempt(
 /// After a successful command: runs the checks in order, then commits the task's changes.
 async fn finish_worker(ctx: Arc<Ctx>, task: usize, n: u32) {
     let result = run_finish(&ctx, task, n).await;
-    let _ = ctx.tx.send(Msg::FinishDone { task, result });
+    let _ = ctx.tx.send(Msg::Finish { task, result });
 }
 
 async fn run_finish(ctx: &Arc<Ctx>, task: usize, n: u32) -> FinishResult {

@@ -4,7 +4,7 @@
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -64,6 +64,42 @@ fn needs_shell(command: &str) -> bool {
         || command.split_whitespace().next().is_none()
 }
 
+/// Finds a program on PATH once and remembers it: searching PATH at every spawn costs a
+/// failed `execve` per directory before the right one, which adds up over thousands of tasks.
+fn resolve_program(name: &str, env: &BTreeMap<String, String>) -> std::path::PathBuf {
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<String, std::path::PathBuf>>> = OnceLock::new();
+    if name.contains('/') || env.contains_key("PATH") {
+        return name.into();
+    }
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(p) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
+        return p.clone();
+    }
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| is_executable(p))
+    });
+    match found {
+        Some(p) => {
+            cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.to_string(), p.clone());
+            p
+        }
+        None => name.into(),
+    }
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
 fn build(spec: &CommandSpec<'_>) -> std::io::Result<Command> {
     let mut cmd = if needs_shell(spec.command) {
         let mut c = Command::new("/bin/sh");
@@ -71,7 +107,10 @@ fn build(spec: &CommandSpec<'_>) -> std::io::Result<Command> {
         c
     } else {
         let mut words = spec.command.split_whitespace();
-        let mut c = Command::new(words.next().expect("checked non-empty"));
+        let mut c = Command::new(resolve_program(
+            words.next().expect("checked non-empty"),
+            spec.env,
+        ));
         c.args(words);
         c
     };
@@ -82,17 +121,49 @@ fn build(spec: &CommandSpec<'_>) -> std::io::Result<Command> {
         .stderr(spec.log.try_clone()?)
         .process_group(0)
         .kill_on_drop(false);
-    // If fleet itself dies (kill -9), the direct child goes with it; whatever it started is
-    // in its process group, which a resumed run kills by the recorded pgid.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
     Ok(cmd)
+}
+
+/// Kills every process whose environment carries `key=value` (with its process group), and
+/// returns how many it found. Fleet tags each task's processes with `FLEET_RUN=<run>`; after
+/// fleet itself was killed, this finds what its tasks left running — grandchildren included,
+/// whatever process group they moved to — so a resumed run never races a ghost of itself.
+pub fn kill_tagged(key: &str, value: &str) -> usize {
+    let needle = format!("{key}={value}");
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut found = 0;
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ
+            .split(|&b| b == 0)
+            .any(|var| var == needle.as_bytes())
+        {
+            let pid = Pid::from_raw(pid as i32);
+            if let Ok(pgid) = nix::unistd::getpgid(Some(pid))
+                && pgid != nix::unistd::getpgrp()
+            {
+                let _ = killpg(pgid, Signal::SIGKILL);
+            }
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            found += 1;
+        }
+    }
+    found
 }
 
 /// Sends `signal` to a process group, ignoring a group that is already gone.

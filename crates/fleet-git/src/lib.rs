@@ -399,6 +399,56 @@ impl Repo {
         Ok(())
     }
 
+    /// Removes lock files a killed git left behind: the index lock of `worktree` (if given)
+    /// and ref locks under `refs/heads/<ref_prefix>`. Only call this while no other process
+    /// can be using them (the caller holds its own lock on everything under the prefix).
+    /// Returns the paths removed.
+    pub fn clear_stale_locks(
+        &self,
+        worktree: Option<&Path>,
+        ref_prefix: &str,
+    ) -> Result<Vec<PathBuf>> {
+        let mut removed = Vec::new();
+        if let Some(wt) = worktree {
+            // A linked worktree's `.git` is a file naming its private git dir.
+            if let Ok(text) = fs::read_to_string(wt.join(".git"))
+                && let Some(dir) = text.trim().strip_prefix("gitdir: ")
+            {
+                let lock = Path::new(dir).join("index.lock");
+                if lock.exists() {
+                    fs::remove_file(&lock)?;
+                    removed.push(lock);
+                }
+            }
+        }
+        let refs = self.common_dir.join("refs/heads").join(ref_prefix);
+        let mut stack = vec![refs];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "lock") {
+                    fs::remove_file(&path)?;
+                    removed.push(path);
+                }
+            }
+        }
+        // The integration branch itself: refs/heads/<prefix-parent>/<name>.lock is a sibling file.
+        let single = self
+            .common_dir
+            .join("refs/heads")
+            .join(format!("{ref_prefix}.lock"));
+        if single.exists() {
+            fs::remove_file(&single)?;
+            removed.push(single);
+        }
+        Ok(removed)
+    }
+
     /// Forgets worktrees whose directories have vanished.
     pub fn prune_worktrees(&self) -> Result<()> {
         self.git().args(["worktree", "prune"]).run()?;

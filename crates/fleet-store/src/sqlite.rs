@@ -35,7 +35,7 @@ CREATE TABLE tasks (
     started_at INTEGER,
     finished_at INTEGER,
     PRIMARY KEY (run_id, id)
-);
+) WITHOUT ROWID;
 CREATE TABLE attempts (
     run_id TEXT NOT NULL REFERENCES runs(id),
     task_id TEXT NOT NULL,
@@ -47,7 +47,7 @@ CREATE TABLE attempts (
     outcome TEXT NOT NULL,
     detail TEXT,
     PRIMARY KEY (run_id, task_id, n)
-);
+) WITHOUT ROWID;
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     at INTEGER NOT NULL,
@@ -57,7 +57,6 @@ CREATE TABLE events (
     kind TEXT NOT NULL,
     data TEXT NOT NULL
 );
-CREATE INDEX events_by_run ON events(run_id, seq);
 "#];
 
 /// How hard a commit waits for the disk.
@@ -98,6 +97,9 @@ impl SqliteStore {
             },
         )?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Checkpoint (copy the WAL back into the database, with an fsync) every ~16 MB of WAL
+        // rather than SQLite's default 4 MB: fewer stalls of the coordinator in busy runs.
+        conn.pragma_update(None, "wal_autocheckpoint", 4000)?;
         migrate(&conn)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),

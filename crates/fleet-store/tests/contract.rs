@@ -116,7 +116,10 @@ fn contract(store: &dyn Store) {
     );
     assert_eq!(store.tasks("r1").unwrap()[0], a);
     assert_eq!(store.tasks("r1").unwrap()[1].id, "b");
-    assert_eq!(store.attempts("r1").unwrap(), std::slice::from_ref(&attempt));
+    assert_eq!(
+        store.attempts("r1").unwrap(),
+        std::slice::from_ref(&attempt)
+    );
     let run = store.run("r1").unwrap().unwrap();
     assert_eq!((run.state.as_str(), run.updated_at), ("interrupted", 101));
     assert!(store.run("nope").unwrap().is_none());
