@@ -83,9 +83,9 @@ pub(crate) fn decode(path: &Path, text: &str) -> Result<Runbook, Vec<ConfigError
 }
 
 #[derive(Debug, Clone)]
-struct Spanned<T> {
-    value: T,
-    at: Location,
+pub(crate) struct Spanned<T> {
+    pub(crate) value: T,
+    pub(crate) at: Location,
 }
 
 /// A string-valued key that decides what a task does, with both positions.
@@ -97,22 +97,22 @@ struct Given {
 }
 
 /// One entry of a mapping whose key is known and given once.
-struct Field<'n> {
-    key: &'n str,
-    at: Location,
-    value: &'n Node,
+pub(crate) struct Field<'n> {
+    pub(crate) key: &'n str,
+    pub(crate) at: Location,
+    pub(crate) value: &'n Node,
 }
 
-struct Fields<'n> {
+pub(crate) struct Fields<'n> {
     /// Where the mapping starts: its first key, or the mapping itself when empty.
-    start: Location,
-    list: Vec<Field<'n>>,
+    pub(crate) start: Location,
+    pub(crate) list: Vec<Field<'n>>,
     /// How many unknown keys were reported and dropped.
     unknown: usize,
 }
 
 impl Fields<'_> {
-    fn has(&self, key: &str) -> bool {
+    pub(crate) fn has(&self, key: &str) -> bool {
         self.list.iter().any(|f| f.key == key)
     }
 }
@@ -194,15 +194,15 @@ impl RawTask {
     }
 }
 
-struct Decoder<'p> {
-    file: &'p Path,
+pub(crate) struct Decoder<'p> {
+    pub(crate) file: &'p Path,
     /// Where `prompt_file`s are looked for; `None` skips the check.
-    base_dir: Option<PathBuf>,
-    errors: Vec<ConfigError>,
+    pub(crate) base_dir: Option<PathBuf>,
+    pub(crate) errors: Vec<ConfigError>,
 }
 
 impl Decoder<'_> {
-    fn error(&mut self, at: Location, message: impl Into<String>) {
+    pub(crate) fn error(&mut self, at: Location, message: impl Into<String>) {
         self.errors.push(ConfigError::new(self.file, at, message));
     }
 
@@ -607,7 +607,12 @@ impl Decoder<'_> {
     }
 
     /// The entries of a mapping, each key once and a scalar; reports anything else.
-    fn entries<'n>(&mut self, node: &'n Node, context: &str, expected: &str) -> Option<Fields<'n>> {
+    pub(crate) fn entries<'n>(
+        &mut self,
+        node: &'n Node,
+        context: &str,
+        expected: &str,
+    ) -> Option<Fields<'n>> {
         let Value::Map(pairs) = &node.value else {
             self.error(
                 node.loc,
@@ -648,7 +653,7 @@ impl Decoder<'_> {
     }
 
     /// Like [`Self::entries`], keeping only the `known` keys and reporting the others.
-    fn fields<'n>(
+    pub(crate) fn fields<'n>(
         &mut self,
         node: &'n Node,
         known: &[&str],
@@ -679,7 +684,7 @@ impl Decoder<'_> {
     }
 
     /// A non-empty scalar, as written (numbers and booleans as their text).
-    fn text(&mut self, node: &Node, key: &str) -> Option<Spanned<String>> {
+    pub(crate) fn text(&mut self, node: &Node, key: &str) -> Option<Spanned<String>> {
         let Some(text) = node.scalar_text() else {
             self.error(
                 node.loc,
@@ -698,7 +703,7 @@ impl Decoder<'_> {
     }
 
     /// An id checked with [`validate_id`]; `what` names it in the error.
-    fn id(&mut self, node: &Node, key: &str, what: &str) -> Option<Spanned<String>> {
+    pub(crate) fn id(&mut self, node: &Node, key: &str, what: &str) -> Option<Spanned<String>> {
         let Some(id) = node.scalar_text() else {
             let found = node.describe();
             self.error(
@@ -717,7 +722,7 @@ impl Decoder<'_> {
         })
     }
 
-    fn integer(&mut self, node: &Node, key: &str, expected: &str) -> Option<i64> {
+    pub(crate) fn integer(&mut self, node: &Node, key: &str, expected: &str) -> Option<i64> {
         match node.value {
             Value::Scalar {
                 kind: ScalarKind::Int(n),
@@ -771,7 +776,7 @@ impl Decoder<'_> {
         }
     }
 
-    fn duration(&mut self, node: &Node, key: &str) -> Option<Duration> {
+    pub(crate) fn duration(&mut self, node: &Node, key: &str) -> Option<Duration> {
         let parsed = match &node.value {
             Value::Scalar {
                 kind: ScalarKind::Int(n),
@@ -793,7 +798,7 @@ impl Decoder<'_> {
         parsed
     }
 
-    fn timeout(&mut self, node: &Node) -> Option<Duration> {
+    pub(crate) fn timeout(&mut self, node: &Node) -> Option<Duration> {
         let timeout = self.duration(node, "timeout")?;
         if timeout.is_zero() {
             self.error(
@@ -851,7 +856,7 @@ impl Decoder<'_> {
         }
     }
 
-    fn checks(&mut self, node: &Node) -> Option<Vec<String>> {
+    pub(crate) fn checks(&mut self, node: &Node) -> Option<Vec<String>> {
         match &node.value {
             Value::Seq(items) => {
                 let checks: Vec<String> = items
@@ -874,7 +879,7 @@ impl Decoder<'_> {
         }
     }
 
-    fn env(&mut self, node: &Node) -> BTreeMap<String, String> {
+    pub(crate) fn env(&mut self, node: &Node) -> BTreeMap<String, String> {
         let mut env = BTreeMap::new();
         let expected = "a mapping of environment variable names to values";
         let Some(fields) = self.entries(node, "in `env`", expected) else {

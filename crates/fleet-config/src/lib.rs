@@ -11,9 +11,13 @@
 
 mod decode;
 mod duration;
+mod instance;
 mod yaml;
 
 pub use duration::parse_duration;
+pub use instance::{
+    Account, CLIS, InstanceConfig, Profile, StoreConfig, Window, load_instance, parse_instance,
+};
 
 use fleet_core::{NodeSpec, TaskKind};
 use std::collections::BTreeMap;

@@ -6,9 +6,10 @@
 //! becomes the next transition. Merges are done one at a time, in the order tasks pass, which is
 //! dependency order because a task only starts once everything it depends on has landed.
 
+use crate::agent;
 use crate::journal::Journal;
 use crate::layout::{StateDir, integration_branch, task_branch};
-use crate::plan::{Plan, TaskDef};
+use crate::plan::{Plan, TaskAction, TaskDef};
 use crate::process::{self, CommandSpec, Finished};
 use crate::summary;
 use crate::{EngineError, now_ms};
@@ -67,7 +68,17 @@ pub struct RunReport {
 enum Msg {
     Attempt {
         task: usize,
-        result: Result<Finished, String>,
+        result: Result<AttemptEnd, String>,
+    },
+    /// A landed task's worktree was removed (or could not be: it stays for `fleet gc`).
+    Cleaned {
+        task: usize,
+        result: Result<(), String>,
+    },
+    /// Normalized events of a running agent attempt.
+    Agent {
+        task: usize,
+        events: Vec<fleet_agents::AgentEvent>,
     },
     Finish {
         task: usize,
@@ -77,6 +88,36 @@ enum Msg {
         task: usize,
         result: Result<MergeOutcome, String>,
     },
+}
+
+/// How an attempt's command or agent ended.
+struct AttemptEnd {
+    finished: Finished,
+    agent: Option<agent::AgentEnd>,
+}
+
+impl AttemptEnd {
+    fn succeeded(&self) -> bool {
+        match &self.agent {
+            Some(a) => a.outcome.succeeded() && !self.finished.stopped,
+            None => self.finished.success(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.agent {
+            Some(a) => format!(
+                "agent {}{}",
+                a.outcome.class.as_str(),
+                a.outcome
+                    .detail
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            ),
+            None => format!("command {}", self.finished.describe()),
+        }
+    }
 }
 
 enum Launch {
@@ -168,7 +209,7 @@ pub async fn start(
             task: Some(t.id.clone()),
             attempt: None,
             kind: "task.created".into(),
-            data: json!({"command": t.command, "checks": t.checks, "worktree": t.worktree}),
+            data: json!({"runs": t.describe(), "checks": t.checks, "worktree": t.worktree}),
         });
     }
     // The run exists in the store before anything happens in git.
@@ -185,6 +226,7 @@ pub async fn resume(
     layout: StateDir,
     store: Arc<dyn Store>,
     run_id: &str,
+    instance: &fleet_config::InstanceConfig,
     opts: EngineOptions,
 ) -> Result<RunReport, EngineError> {
     let row = store
@@ -199,8 +241,8 @@ pub async fn resume(
     let rb =
         fleet_config::parse_runbook(std::path::Path::new(&row.runbook_path), &row.runbook_source)
             .map_err(|e| EngineError::Invalid(join_errors(&e)))?;
-    let mut plan =
-        crate::plan::plan_from_runbook(&rb).map_err(|e| EngineError::Invalid(join_errors(&e)))?;
+    let mut plan = crate::plan::plan_from_runbook(&rb, instance)
+        .map_err(|e| EngineError::Invalid(join_errors(&e)))?;
     plan.repo = PathBuf::from(&row.repo);
     let graph = validate(&plan.nodes).map_err(|_| EngineError::Invalid("stored graph".into()))?;
     let repo = Repo::open(&plan.repo)?;
@@ -259,7 +301,7 @@ fn task_plans(plan: &Plan) -> Vec<TaskPlan> {
         .iter()
         .map(|t| TaskPlan {
             retry: t.retry,
-            needs_merge: t.worktree && t.command.is_some(),
+            needs_merge: t.worktree && t.runs_something(),
         })
         .collect()
 }
@@ -339,7 +381,9 @@ impl Coordinator {
         let (stop_tx, stop_rx) = watch::channel(false);
         let ctx = Arc::new(Ctx {
             repo_root: repo.root().to_path_buf(),
-            repo,
+            // Every git fleet starts for this run carries the run's tag, like its tasks, so a
+            // resumed fleet can find what a killed one left running.
+            repo: repo.tagged("FLEET_RUN", &run_id),
             layout,
             run_id,
             tasks: plan.tasks.clone(),
@@ -532,6 +576,13 @@ impl Coordinator {
             at: now,
             finished_at: None,
         });
+        // Worktrees of tasks that landed are removed (a crash may have come first).
+        for (i, def) in self.plan.tasks.iter().enumerate() {
+            let wt = self.ctx.layout.worktree(&self.ctx.run_id, &def.id);
+            if def.worktree && self.run.is_satisfied(i) && wt.exists() {
+                self.ctx.repo.remove_worktree(&wt)?;
+            }
+        }
         let transitions = self
             .run
             .recover("interrupted: fleet stopped while the task ran");
@@ -621,6 +672,7 @@ impl Coordinator {
                 exit_code: None,
                 outcome: "running".into(),
                 detail: None,
+                ..self.agent_fields(i)
             };
             self.batch.attempts.push(a.clone());
             self.attempts.insert(i, a);
@@ -628,15 +680,15 @@ impl Coordinator {
                 Some(i),
                 Some(n),
                 "attempt.started",
-                json!({"command": self.plan.tasks[i].command}),
+                self.attempt_started_data(i),
             );
-            let fresh = n == 1
-                || !self
-                    .ctx
-                    .layout
-                    .worktree(&self.ctx.run_id, &self.plan.tasks[i].id)
-                    .exists();
-            self.launches.push(Launch::Attempt { task: i, n, fresh });
+            // A task's first attempt gets a fresh worktree; later ones continue in it as left,
+            // unless it is missing or not a real worktree (a crash mid-creation).
+            self.launches.push(Launch::Attempt {
+                task: i,
+                n,
+                fresh: n == 1,
+            });
         }
     }
 
@@ -691,6 +743,115 @@ impl Coordinator {
         });
     }
 
+    fn attempt_started_data(&self, i: usize) -> serde_json::Value {
+        let def = &self.plan.tasks[i];
+        match &def.action {
+            TaskAction::Agent(a) => json!({
+                "agent": a.profile.name, "cli": a.profile.cli, "model": a.profile.model,
+                "account": a.profile.account,
+            }),
+            _ => json!({"command": def.describe()}),
+        }
+    }
+
+    /// The attempt row's agent columns for task `i` (empty for commands).
+    fn agent_fields(&self, i: usize) -> AttemptRow {
+        match &self.plan.tasks[i].action {
+            TaskAction::Agent(a) => AttemptRow {
+                profile: Some(a.profile.name.clone()),
+                cli: Some(a.profile.cli.clone()),
+                model: a.profile.model.clone(),
+                account: a.profile.account.clone(),
+                ..AttemptRow::default()
+            },
+            _ => AttemptRow::default(),
+        }
+    }
+
+    /// Persists an agent's normalized events and folds usage and cost into its attempt.
+    fn agent_events(&mut self, task: usize, events: Vec<fleet_agents::AgentEvent>) {
+        use fleet_agents::AgentEvent as E;
+        let n = self.run.task(task).attempts;
+        let profile = match &self.plan.tasks[task].action {
+            TaskAction::Agent(a) => a.profile.clone(),
+            _ => return,
+        };
+        let reports_cost = fleet_agents::adapter(&profile.cli).is_some_and(|a| a.reports_cost());
+        let price = profile
+            .model
+            .as_deref()
+            .and_then(fleet_agents::price::lookup);
+        for e in events {
+            let (kind, data) = match &e {
+                E::Message { text } => ("agent.message", json!({"text": text})),
+                E::ToolCall { name, input } => {
+                    ("attempt.tool_call", json!({"name": name, "input": input}))
+                }
+                E::ToolResult { name, ok, output } => {
+                    let clipped: String = output.chars().take(2000).collect();
+                    (
+                        "attempt.tool_result",
+                        json!({"name": name, "ok": ok, "output": clipped}),
+                    )
+                }
+                E::Usage(u) => {
+                    let cost = if reports_cost {
+                        None
+                    } else {
+                        price.map(|p| fleet_agents::price::cost(&p, u))
+                    };
+                    if let Some(a) = self.attempts.get_mut(&task) {
+                        a.input_tokens = a.input_tokens.saturating_add(u.input_tokens);
+                        a.output_tokens = a.output_tokens.saturating_add(u.output_tokens);
+                        a.cache_read_tokens =
+                            a.cache_read_tokens.saturating_add(u.cache_read_tokens);
+                        a.cache_write_tokens =
+                            a.cache_write_tokens.saturating_add(u.cache_write_tokens);
+                        a.cost_usd += cost.unwrap_or(0.0);
+                    }
+                    (
+                        "attempt.usage",
+                        json!({"usage": u, "cost_usd": cost, "priced": cost.is_some()}),
+                    )
+                }
+                E::Cost { usd } => {
+                    if let Some(a) = self.attempts.get_mut(&task) {
+                        a.cost_usd += usd;
+                    }
+                    ("attempt.usage", json!({"cost_usd": usd, "reported": true}))
+                }
+                E::Session { id } => {
+                    if let Some(a) = self.attempts.get_mut(&task) {
+                        if a.session_id.as_deref() == Some(id.as_str()) {
+                            continue;
+                        }
+                        a.session_id = Some(id.clone());
+                    }
+                    ("attempt.session", json!({"session_id": id}))
+                }
+                E::RateLimit { resets_at, detail } => (
+                    "attempt.rate_limited",
+                    json!({"resets_at": resets_at.map(|t| crate::rfc3339(t * 1000)), "detail": detail}),
+                ),
+                E::Retrying {
+                    attempt,
+                    class,
+                    detail,
+                } => (
+                    "attempt.cli_retry",
+                    json!({"cli_attempt": attempt, "class": class, "detail": detail}),
+                ),
+                E::Error { class, message } => {
+                    ("attempt.error", json!({"class": class, "message": message}))
+                }
+            };
+            self.event(Some(task), Some(n), kind, data);
+        }
+        if let Some(a) = self.attempts.get(&task) {
+            self.batch.attempts.push(a.clone());
+        }
+    }
+
     fn finish_attempt(
         &mut self,
         i: usize,
@@ -726,11 +887,11 @@ impl Coordinator {
                         let t = self.run.attempt_failed(task, now as u64, &err);
                         self.record(t);
                     }
-                    Ok(f) if f.stopped => self.interrupted(task),
-                    Ok(f) if f.success() => {
+                    Ok(end) if end.finished.stopped => self.interrupted(task),
+                    Ok(end) if end.succeeded() => {
                         let def = &self.plan.tasks[task];
                         if def.checks.is_empty() && !def.worktree {
-                            self.finish_attempt(task, "passed", f.code, None);
+                            self.finish_attempt(task, "passed", end.finished.code, None);
                             let t = self.run.attempt_passed(task);
                             self.record(t);
                         } else {
@@ -741,13 +902,38 @@ impl Coordinator {
                             self.launches.push(Launch::Finish { task, n });
                         }
                     }
-                    Ok(f) => {
-                        let reason = format!("command {}", f.describe());
-                        let outcome = if f.timed_out { "timed_out" } else { "failed" };
-                        self.finish_attempt(task, outcome, f.code, Some(reason.clone()));
+                    Ok(end) => {
+                        let reason = end.describe();
+                        let outcome = match &end.agent {
+                            Some(a) => a.outcome.class.as_str(),
+                            None if end.finished.timed_out => "timed_out",
+                            None => "failed",
+                        };
+                        if let Some(a) = &end.agent {
+                            let n = self.run.task(task).attempts;
+                            if a.stalled {
+                                self.event(Some(task), Some(n), "attempt.stalled", json!({}));
+                            }
+                            if let Some(at) = a.outcome.resets_at {
+                                self.event(Some(task), Some(n), "attempt.rate_limited",
+                                    json!({"resets_at": crate::rfc3339(at * 1000), "class": outcome}));
+                            }
+                        }
+                        self.finish_attempt(task, outcome, end.finished.code, Some(reason.clone()));
                         let t = self.run.attempt_failed(task, now as u64, &reason);
                         self.record(t);
                     }
+                }
+            }
+            Msg::Agent { task, events } => self.agent_events(task, events),
+            Msg::Cleaned { task, result } => {
+                self.busy -= 1;
+                if let Err(e) = result {
+                    append_log(
+                        &self.ctx,
+                        task,
+                        &format!("── could not remove the worktree: {e} (`fleet gc` will) ──\n"),
+                    );
                 }
             }
             Msg::Finish { task, result } => {
@@ -804,12 +990,14 @@ impl Coordinator {
                         self.remove_worktree(task);
                     }
                     Ok(MergeOutcome::AlreadyMerged) => {
-                        if let Ok(Some(tip)) = self
-                            .ctx
-                            .repo
-                            .branch_tip(&integration_branch(&self.ctx.run_id))
-                        {
+                        // Landed before a crash (or changed nothing): record how it landed.
+                        let target = integration_branch(&self.ctx.run_id);
+                        if let Ok(Some(tip)) = self.ctx.repo.branch_tip(&target) {
                             self.integration_tip = tip;
+                        }
+                        if let Some(commit) = self.rows[task].commit_sha.clone() {
+                            self.rows[task].merge_sha =
+                                self.ctx.repo.find_merge(&target, &commit).ok().flatten();
                         }
                         let t = self.run.merged(task);
                         self.record(t);
@@ -853,14 +1041,18 @@ impl Coordinator {
         self.record(vec![t]);
     }
 
-    fn remove_worktree(&self, task: usize) {
+    /// Removes a landed task's worktree off the loop; the run does not end before it is gone.
+    fn remove_worktree(&mut self, task: usize) {
         let ctx = self.ctx.clone();
         let path = ctx.layout.worktree(&ctx.run_id, &self.plan.tasks[task].id);
-        // Best effort and off the loop: a leftover worktree is only disk space; `fleet gc` removes it.
+        self.busy += 1;
         tokio::task::spawn_blocking(move || {
-            if path.exists() {
-                let _ = ctx.repo.remove_worktree(&path);
-            }
+            let result = if path.exists() {
+                ctx.repo.remove_worktree(&path).map_err(|e| e.to_string())
+            } else {
+                Ok(())
+            };
+            let _ = ctx.tx.send(Msg::Cleaned { task, result });
         });
     }
 
@@ -937,7 +1129,16 @@ fn lock_run(layout: &StateDir, run_id: &str) -> Result<File, EngineError> {
         .read(true)
         .write(true)
         .open(layout.lock(run_id))?;
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    // A fleet killed a moment ago may still be exiting; its lock goes with it.
+    let mut tries = 0;
+    let rc = loop {
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 || tries == 60 {
+            break rc;
+        }
+        tries += 1;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     if rc != 0 {
         let holder = std::fs::read_to_string(layout.lock(run_id)).unwrap_or_default();
         return Err(EngineError::Locked(
@@ -999,48 +1200,113 @@ async fn run_attempt(
     n: u32,
     fresh: bool,
     tip: String,
-) -> Result<Finished, String> {
+) -> Result<AttemptEnd, String> {
     let def = &ctx.tasks[task];
     let cwd = workdir(ctx, task);
-    if def.worktree && fresh {
+    let mut log = open_log(ctx, task).map_err(|e| format!("cannot open the task log: {e}"))?;
+    if def.worktree {
         let c = ctx.clone();
         let path = cwd.clone();
-        tokio::task::spawn_blocking(move || {
+        let made = tokio::task::spawn_blocking(move || {
             let def = &c.tasks[task];
+            if !fresh && c.repo.is_complete_worktree(&path)? {
+                return Ok(false);
+            }
             c.repo
                 .add_worktree(&path, &task_branch(&c.run_id, &def.id), &tip)
+                .map(|_| true)
         })
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("could not create the worktree: {e}"))?;
+        .map_err(|e| e.to_string())?;
+        if let Err(e) = made {
+            let reason = format!("could not create the worktree: {e}");
+            let _ = writeln!(
+                log,
+                "── attempt {n} · {} ──\n{reason}",
+                crate::rfc3339(now_ms())
+            );
+            return Err(reason);
+        }
     }
-    let mut log = open_log(ctx, task).map_err(|e| format!("cannot open the task log: {e}"))?;
-    let command = def.command.as_deref().unwrap_or("true");
+    let env = task_env(ctx, task, n, &cwd);
+    let agent_task = match &def.action {
+        TaskAction::Agent(a) => a,
+        TaskAction::Shell(_) | TaskAction::Group => {
+            let command = match &def.action {
+                TaskAction::Shell(c) => c.as_str(),
+                _ => "true",
+            };
+            let _ = writeln!(
+                log,
+                "── attempt {n} · {} · in {} ──\n$ {command}",
+                crate::rfc3339(now_ms()),
+                cwd.display()
+            );
+            let spec = CommandSpec {
+                command,
+                cwd: &cwd,
+                env: &env,
+                log: &log,
+                timeout: def.timeout,
+                kill_grace: ctx.kill_grace,
+            };
+            let finished = process::run(spec, ctx.stop.clone(), |_| {})
+                .await
+                .map_err(|e| format!("could not run the command: {e}"))?;
+            let _ = writeln!(
+                log,
+                "── command: {} after {} ──",
+                finished.describe(),
+                crate::fmt_duration(finished.elapsed)
+            );
+            return Ok(AttemptEnd {
+                finished,
+                agent: None,
+            });
+        }
+    };
     let _ = writeln!(
         log,
-        "── attempt {n} · {} · in {} ──\n$ {command}",
+        "── attempt {n} · {} · in {} · agent {} ──",
         crate::rfc3339(now_ms()),
-        cwd.display()
+        cwd.display(),
+        agent_task.profile.name
     );
-    let env = task_env(ctx, task, n, &cwd);
-    let spec = CommandSpec {
-        command,
-        cwd: &cwd,
-        env: &env,
+    let home = ctx.layout.agent_home(&ctx.run_id, &def.id, n);
+    let transcript = ctx.layout.transcript(&ctx.run_id, &def.id, n);
+    let run = agent::AgentRun {
+        task: agent_task,
+        prompt: &agent_task.prompt,
+        workdir: &cwd,
+        home: &home,
+        transcript: &transcript,
         log: &log,
         timeout: def.timeout,
         kill_grace: ctx.kill_grace,
+        resume_session: None,
+        extra_env: &env,
     };
-    let finished = process::run(spec, ctx.stop.clone(), |_| {})
-        .await
-        .map_err(|e| format!("could not run the command: {e}"))?;
+    let tx = ctx.tx.clone();
+    let (finished, end) = agent::run(run, ctx.stop.clone(), |events| {
+        let _ = tx.send(Msg::Agent { task, events });
+    })
+    .await?;
     let _ = writeln!(
         log,
-        "── command: {} after {} ──",
+        "── agent: {}{} ({}) after {} ──",
+        end.outcome.class.as_str(),
+        end.outcome
+            .detail
+            .as_deref()
+            .map(|d| format!(": {d}"))
+            .unwrap_or_default(),
         finished.describe(),
         crate::fmt_duration(finished.elapsed)
     );
-    Ok(finished)
+    Ok(AttemptEnd {
+        finished,
+        agent: Some(end),
+    })
 }
 
 /// After a successful command: runs the checks in order, then commits the task's changes.
@@ -1096,7 +1362,7 @@ async fn run_finish(ctx: &Arc<Ctx>, task: usize, n: u32) -> FinishResult {
         "fleet: task {} (run {})\n\n$ {}\nattempt {n}",
         def.id,
         ctx.run_id,
-        def.command.as_deref().unwrap_or("")
+        def.describe()
     );
     let committed = tokio::task::spawn_blocking(move || {
         let def = &c.tasks[task];

@@ -6,7 +6,9 @@
 //!   runs/<run>/events.jsonl       the run's events, one JSON object per line
 //!   runs/<run>/summary.md         written when the run stops
 //!   runs/<run>/logs/<task>.log    command and check output, attempt by attempt
+//!   runs/<run>/transcripts/<task>-<n>.jsonl   an agent attempt's raw output (secrets redacted)
 //!   runs/<run>/lock               held while a fleet process drives the run
+//!   homes/<run>/<task>-<n>        an agent attempt's private HOME, removed when it ends
 //!   worktrees/<run>/<task>        a task's git worktree while it runs (kept if it fails)
 //! ```
 
@@ -48,6 +50,21 @@ impl StateDir {
 
     pub fn summary(&self, run: &str) -> PathBuf {
         self.run_dir(run).join("summary.md")
+    }
+
+    /// The private home of one agent attempt (removed when the attempt ends: it holds secrets).
+    pub fn agent_home(&self, run: &str, task: &str, attempt: u32) -> PathBuf {
+        self.root
+            .join("homes")
+            .join(run)
+            .join(format!("{task}-{attempt}"))
+    }
+
+    /// Everything an agent CLI printed in one attempt, secrets redacted.
+    pub fn transcript(&self, run: &str, task: &str, attempt: u32) -> PathBuf {
+        self.run_dir(run)
+            .join("transcripts")
+            .join(format!("{task}-{attempt}.jsonl"))
     }
 
     pub fn lock(&self, run: &str) -> PathBuf {

@@ -8,7 +8,9 @@
 //!
 //! Must not know: how the user typed the command (CLI), terminal rendering, YAML syntax.
 
+pub mod agent;
 pub mod engine;
+pub mod http_agent;
 pub mod journal;
 pub mod layout;
 pub mod plan;
@@ -17,7 +19,7 @@ pub mod summary;
 
 pub use engine::{EngineOptions, Observer, RunEnd, RunReport, resume, start};
 pub use layout::StateDir;
-pub use plan::{Plan, TaskDef, plan_from_runbook};
+pub use plan::{AgentProfile, AgentTask, Plan, TaskAction, TaskDef, plan_from_runbook};
 
 use std::time::Duration;
 
@@ -37,6 +39,16 @@ pub enum EngineError {
     Store(#[from] fleet_store::StoreError),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// An OpenAI-compatible base URL ends in `/v1`; a bare server address gets it.
+pub fn http_agent_base(url: &str) -> String {
+    let url = url.trim_end_matches('/');
+    if url.ends_with("/v1") || url.ends_with("/api/v1") {
+        url.to_string()
+    } else {
+        format!("{url}/v1")
+    }
 }
 
 /// Wall-clock milliseconds since the Unix epoch.

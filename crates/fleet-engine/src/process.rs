@@ -313,3 +313,252 @@ mod tests {
         assert_eq!(f.signal, Some(9));
     }
 }
+
+/// Where a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A program run with its output read line by line (agent CLIs).
+pub struct StreamSpec<'a> {
+    pub program: &'a str,
+    pub args: &'a [String],
+    pub cwd: &'a Path,
+    /// The complete environment: nothing is inherited.
+    pub env: &'a BTreeMap<String, String>,
+    pub stdin: Option<&'a str>,
+    pub timeout: Option<Duration>,
+    /// No line on stdout or stderr for this long ends the process as stalled.
+    pub stall_timeout: Option<Duration>,
+    pub kill_grace: Duration,
+}
+
+/// How a streamed process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEnd {
+    pub finished: Finished,
+    pub stalled: bool,
+}
+
+/// Longest line kept; a CLI printing megabytes without a newline is cut, not buffered forever.
+const MAX_LINE: usize = 4 << 20;
+
+/// Runs `spec`, calling `on_line` for every line of stdout and stderr as it arrives.
+pub async fn run_streaming(
+    spec: StreamSpec<'_>,
+    mut stop: watch::Receiver<bool>,
+    mut on_line: impl FnMut(Stream, &str),
+) -> std::io::Result<StreamEnd> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let started = Instant::now();
+    let mut cmd = Command::new(resolve_program(spec.program, spec.env));
+    cmd.args(spec.args)
+        .current_dir(spec.cwd)
+        .env_clear()
+        .envs(spec.env)
+        .stdin(if spec.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            on_line(
+                Stream::Stderr,
+                &format!("fleet: cannot run {:?}: {err}", spec.program),
+            );
+            let finished = Finished {
+                code: Some(127),
+                signal: None,
+                timed_out: false,
+                stopped: false,
+                elapsed: started.elapsed(),
+            };
+            return Ok(StreamEnd {
+                finished,
+                stalled: false,
+            });
+        }
+        Err(err) => return Err(err),
+    };
+    let pgid = child.id().expect("just spawned") as i32;
+    if let (Some(text), Some(mut stdin)) = (spec.stdin, child.stdin.take()) {
+        let text = text.to_string();
+        // Written off the read loop: a CLI may not read stdin before it fills its stdout pipe.
+        tokio::spawn(async move {
+            let _ = stdin.write_all(text.as_bytes()).await;
+            let _ = stdin.shutdown().await;
+        });
+    }
+    let mut out = BufReader::new(child.stdout.take().expect("piped"));
+    let mut err = BufReader::new(child.stderr.take().expect("piped"));
+    let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
+    let (mut out_open, mut err_open) = (true, true);
+    let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut last_output = tokio::time::Instant::now();
+    let mut timed_out = false;
+    let mut stalled = false;
+    let mut stopped = false;
+    let deliver = |buf: &mut Vec<u8>, stream: Stream, on_line: &mut dyn FnMut(Stream, &str)| {
+        while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            buf.pop();
+        }
+        on_line(stream, &String::from_utf8_lossy(buf));
+        buf.clear();
+    };
+    while out_open || err_open {
+        let stall_at = spec.stall_timeout.map(|s| last_output + s);
+        tokio::select! {
+            n = out.read_until(b'\n', &mut out_buf), if out_open => {
+                match n {
+                    Ok(0) | Err(_) => {
+                        if !out_buf.is_empty() { deliver(&mut out_buf, Stream::Stdout, &mut on_line); }
+                        out_open = false;
+                    }
+                    Ok(_) => {
+                        last_output = tokio::time::Instant::now();
+                        if out_buf.ends_with(b"\n") || out_buf.len() > MAX_LINE {
+                            deliver(&mut out_buf, Stream::Stdout, &mut on_line);
+                        }
+                    }
+                }
+            }
+            n = err.read_until(b'\n', &mut err_buf), if err_open => {
+                match n {
+                    Ok(0) | Err(_) => {
+                        if !err_buf.is_empty() { deliver(&mut err_buf, Stream::Stderr, &mut on_line); }
+                        err_open = false;
+                    }
+                    Ok(_) => {
+                        last_output = tokio::time::Instant::now();
+                        if err_buf.ends_with(b"\n") || err_buf.len() > MAX_LINE {
+                            deliver(&mut err_buf, Stream::Stderr, &mut on_line);
+                        }
+                    }
+                }
+            }
+            _ = sleep_until_opt(deadline) => { timed_out = true; break; }
+            _ = sleep_until_opt(stall_at) => { stalled = true; break; }
+            _ = wait_stop(&mut stop) => { stopped = true; break; }
+        }
+    }
+    let status = if timed_out || stalled || stopped {
+        end_group(&mut child, pgid, spec.kill_grace).await?
+    } else {
+        // Output closed: the process is ending (or detached its streams); give it the timeout.
+        tokio::select! {
+            s = child.wait() => s?,
+            _ = sleep_until_opt(deadline) => { timed_out = true; end_group(&mut child, pgid, spec.kill_grace).await? }
+            _ = wait_stop(&mut stop) => { stopped = true; end_group(&mut child, pgid, spec.kill_grace).await? }
+        }
+    };
+    signal_group(pgid, Signal::SIGKILL);
+    let finished = Finished {
+        code: status.code(),
+        signal: status.signal(),
+        timed_out,
+        stopped,
+        elapsed: started.elapsed(),
+    };
+    Ok(StreamEnd { finished, stalled })
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_stop(stop: &mut watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// The part of fleet's own environment an agent may see: enough to find programs and speak
+/// the user's locale, and nothing else (no other account's keys, no parent agent's markers).
+pub fn scrubbed_env() -> BTreeMap<String, String> {
+    const KEEP: &[&str] = &[
+        "PATH",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "NODE_EXTRA_CA_CERTS",
+    ];
+    std::env::vars()
+        .filter(|(k, _)| KEEP.contains(&k.as_str()) || k.starts_with("LC_"))
+        .collect()
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    async fn stream(script: &str, stall: Option<Duration>) -> (StreamEnd, Vec<(Stream, String)>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut env = scrubbed_env();
+        env.insert("SECRET_X".into(), "1".into());
+        let args = vec!["-c".to_string(), script.to_string()];
+        let (_tx, rx) = watch::channel(false);
+        let mut lines = Vec::new();
+        let spec = StreamSpec {
+            program: "sh",
+            args: &args,
+            cwd: dir.path(),
+            env: &env,
+            stdin: Some("from stdin\n"),
+            timeout: Some(Duration::from_secs(10)),
+            stall_timeout: stall,
+            kill_grace: Duration::from_millis(200),
+        };
+        let end = run_streaming(spec, rx, |s, l| lines.push((s, l.to_string())))
+            .await
+            .unwrap();
+        (end, lines)
+    }
+
+    #[tokio::test]
+    async fn lines_arrive_from_both_streams_and_stdin_is_delivered_and_closed() {
+        let (end, lines) = stream(
+            "read x; echo \"got $x\"; echo oops >&2; cat; echo \"env=${HOME:-none}\"; printf tail",
+            None,
+        )
+        .await;
+        assert_eq!(end.finished.code, Some(0));
+        // The two pipes are read concurrently: order holds within a stream, not across them.
+        let of = |which: Stream| -> Vec<&str> {
+            lines
+                .iter()
+                .filter(|(s, _)| *s == which)
+                .map(|(_, l)| l.as_str())
+                .collect()
+        };
+        // stdin was delivered then closed (cat ends), env is not inherited, a last line
+        // without a newline is kept.
+        assert_eq!(of(Stream::Stdout), ["got from stdin", "env=none", "tail"]);
+        assert_eq!(of(Stream::Stderr), ["oops"]);
+    }
+
+    #[tokio::test]
+    async fn silence_is_a_stall() {
+        let started = Instant::now();
+        let (end, _) = stream("echo start; sleep 30", Some(Duration::from_millis(400))).await;
+        assert!(end.stalled);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}

@@ -165,6 +165,35 @@ fn absolute(path: &Path) -> Result<PathBuf> {
     Ok(std::path::absolute(path)?)
 }
 
+/// File in a worktree's private git dir that [`Repo::add_worktree`] writes once it is complete.
+const COMPLETE_MARKER: &str = "fleet-complete";
+
+/// The private git directory of a linked worktree (from its `.git` file).
+fn worktree_gitdir(worktree: &Path) -> Result<PathBuf> {
+    let text = fs::read_to_string(worktree.join(".git"))?;
+    let dir = text.trim().strip_prefix("gitdir: ").ok_or_else(|| {
+        bad(
+            format!("{}/.git", worktree.display()),
+            "not a linked worktree",
+        )
+    })?;
+    let dir = Path::new(dir);
+    Ok(if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        worktree.join(dir)
+    })
+}
+
+/// Removes a file that may vanish concurrently; `true` if this call removed it.
+fn remove_if_present(path: &Path) -> Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// A worktree as reported by `git worktree list`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Worktree {
@@ -196,6 +225,11 @@ pub struct Repo {
     root: PathBuf,
     /// The common git directory (shared by all worktrees), absolute.
     common_dir: PathBuf,
+    /// Worktree administration (`worktree add/remove/prune/list`) is serialized: git reads
+    /// other worktrees' half-written admin files when these run concurrently, and fails.
+    admin: std::sync::Arc<std::sync::Mutex<()>>,
+    /// An environment variable set on every git process, so a supervisor can find them.
+    tag: Option<(String, String)>,
 }
 
 impl Repo {
@@ -221,6 +255,8 @@ impl Repo {
             (Some(root), Some(common)) if !root.is_empty() && !common.is_empty() => Ok(Repo {
                 root: PathBuf::from(root),
                 common_dir: PathBuf::from(common),
+                admin: Default::default(),
+                tag: None,
             }),
             _ => Err(GitError::NotARepo(path.to_path_buf())),
         }
@@ -232,7 +268,91 @@ impl Repo {
     }
 
     fn git(&self) -> Git {
-        Git::new(&self.root)
+        self.git_in(&self.root)
+    }
+
+    fn git_in(&self, dir: &Path) -> Git {
+        let mut g = Git::new(dir);
+        if let Some((k, v)) = &self.tag {
+            g.cmd.env(k, v);
+        }
+        g
+    }
+
+    /// The same repository, with `key=value` in the environment of every git it runs.
+    pub fn tagged(&self, key: &str, value: &str) -> Repo {
+        Repo {
+            tag: Some((key.to_string(), value.to_string())),
+            ..self.clone()
+        }
+    }
+
+    fn admin_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.admin.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `path` is the top of a worktree of this repository (not just a directory
+    /// inside some other worktree, where a commit would land on the wrong branch).
+    pub fn is_worktree_root(&self, path: &Path) -> Result<bool> {
+        let path = absolute(path)?;
+        if !path.join(".git").exists() {
+            return Ok(false);
+        }
+        let (_, out) = self
+            .git_in(&path)
+            .args([
+                "rev-parse",
+                "--path-format=absolute",
+                "--show-toplevel",
+                "--git-common-dir",
+            ])
+            .output()?;
+        if !out.status.success() {
+            return Ok(false);
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines();
+        let top = lines.next().map(PathBuf::from);
+        let common = lines.next().map(PathBuf::from);
+        let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => a == b,
+        };
+        Ok(top.is_some_and(|t| same(&t, &path))
+            && common.is_some_and(|c| same(&c, &self.common_dir)))
+    }
+
+    /// Whether `path` is a worktree that [`Repo::add_worktree`] finished creating.
+    pub fn is_complete_worktree(&self, path: &Path) -> Result<bool> {
+        let path = absolute(path)?;
+        let complete = worktree_gitdir(&path)
+            .map(|d| d.join(COMPLETE_MARKER).exists())
+            .unwrap_or(false);
+        Ok(complete && self.is_worktree_root(&path)?)
+    }
+
+    /// The merge commit on `target` whose second parent is `source`: how `source` landed.
+    pub fn find_merge(&self, target: &str, source: &str) -> Result<Option<String>> {
+        let source = self.resolve(source)?;
+        let out = self
+            .git()
+            .args([
+                "rev-list",
+                "--merges",
+                "--parents",
+                "-n",
+                "10000",
+                "--end-of-options",
+                target,
+                "--",
+            ])
+            .run()?;
+        Ok(out.lines().find_map(|l| {
+            let mut it = l.split_whitespace();
+            let commit = it.next()?;
+            let _first = it.next()?;
+            it.any(|p| p == source).then(|| commit.to_string())
+        }))
     }
 
     /// Resolves `rev` to the full sha of the commit it names.
@@ -357,13 +477,14 @@ impl Repo {
     /// pruned and the addition retried once.
     pub fn add_worktree(&self, path: &Path, branch: &str, start: &str) -> Result<()> {
         let path = absolute(path)?;
+        let _admin = self.admin_lock();
         if path.exists() {
             // Only the crash-recovery path pays for this extra call. If the
             // directory is not a worktree, the removal fails and `worktree
             // add` reports why the directory cannot be used.
             let _ = self
                 .git()
-                .args(["worktree", "remove", "--force"])
+                .args(["worktree", "remove", "--force", "--force"])
                 .arg(&path)
                 .output()?;
         }
@@ -375,25 +496,33 @@ impl Repo {
                 .run()
         };
         match add() {
-            Ok(_) => Ok(()),
+            Ok(_) => {}
             Err(GitError::Command { .. }) if !path.exists() => {
-                self.prune_worktrees()?;
-                add().map(|_| ())
+                self.git().args(["worktree", "prune"]).run()?;
+                add()?;
             }
-            Err(e) => Err(e),
+            Err(e) => return Err(e),
         }
+        // Written last: a worktree without it was cut short (a killed `worktree add` leaves a
+        // half checkout behind that would otherwise be committed as if it were the task's work).
+        let gitdir = worktree_gitdir(&path)?;
+        fs::write(gitdir.join(COMPLETE_MARKER), b"")?;
+        Ok(())
     }
 
     /// Removes the worktree at `path`, discarding any changes in it. If the
     /// directory no longer exists, stale worktree registrations are pruned
     /// instead.
+    /// (Twice forced: fleet owns its worktrees, including ones a killed `worktree add` left
+    /// locked as "initializing".)
     pub fn remove_worktree(&self, path: &Path) -> Result<()> {
         let path = absolute(path)?;
         if !path.exists() {
             return self.prune_worktrees();
         }
+        let _admin = self.admin_lock();
         self.git()
-            .args(["worktree", "remove", "--force"])
+            .args(["worktree", "remove", "--force", "--force"])
             .arg(&path)
             .run()?;
         Ok(())
@@ -411,13 +540,14 @@ impl Repo {
         let mut removed = Vec::new();
         if let Some(wt) = worktree {
             // A linked worktree's `.git` is a file naming its private git dir.
-            if let Ok(text) = fs::read_to_string(wt.join(".git"))
-                && let Some(dir) = text.trim().strip_prefix("gitdir: ")
+            if let Ok(dir) = worktree_gitdir(wt)
+                && let Ok(entries) = fs::read_dir(&dir)
             {
-                let lock = Path::new(dir).join("index.lock");
-                if lock.exists() {
-                    fs::remove_file(&lock)?;
-                    removed.push(lock);
+                for entry in entries.flatten() {
+                    let lock = entry.path();
+                    if lock.extension().is_some_and(|e| e == "lock") && remove_if_present(&lock)? {
+                        removed.push(lock);
+                    }
                 }
             }
         }
@@ -431,8 +561,8 @@ impl Repo {
                 let path = entry.path();
                 if path.is_dir() {
                     stack.push(path);
-                } else if path.extension().is_some_and(|e| e == "lock") {
-                    fs::remove_file(&path)?;
+                } else if path.extension().is_some_and(|e| e == "lock") && remove_if_present(&path)?
+                {
                     removed.push(path);
                 }
             }
@@ -442,8 +572,7 @@ impl Repo {
             .common_dir
             .join("refs/heads")
             .join(format!("{ref_prefix}.lock"));
-        if single.exists() {
-            fs::remove_file(&single)?;
+        if remove_if_present(&single)? {
             removed.push(single);
         }
         Ok(removed)
@@ -451,12 +580,14 @@ impl Repo {
 
     /// Forgets worktrees whose directories have vanished.
     pub fn prune_worktrees(&self) -> Result<()> {
+        let _admin = self.admin_lock();
         self.git().args(["worktree", "prune"]).run()?;
         Ok(())
     }
 
     /// All worktrees of the repository, the main one first.
     pub fn list_worktrees(&self) -> Result<Vec<Worktree>> {
+        let _admin = self.admin_lock();
         let out = self
             .git()
             .args(["worktree", "list", "--porcelain", "-z"])
@@ -506,8 +637,17 @@ impl Repo {
     /// rules) and commits it with `message`. Returns the new `HEAD` sha, or
     /// `None` if there was nothing to commit.
     pub fn commit_all(&self, worktree: &Path, message: &str) -> Result<Option<String>> {
-        Git::new(worktree).args(["add", "-A"]).run()?;
-        let (cmd, out) = Git::new(worktree)
+        // A directory that is not a worktree's top would commit into whatever repository
+        // contains it — possibly the user's own branch.
+        if !self.is_worktree_root(worktree)? {
+            return Err(bad(
+                format!("git -C {} commit", worktree.display()),
+                "not the top of a worktree of this repository; refusing to commit",
+            ));
+        }
+        self.git_in(worktree).args(["add", "-A"]).run()?;
+        let (cmd, out) = self
+            .git_in(worktree)
             .args(["diff", "--cached", "--quiet", "--no-ext-diff"])
             .output()?;
         match out.status.code() {
@@ -515,10 +655,12 @@ impl Repo {
             Some(1) => {}
             _ => return Err(failure(cmd, &out)),
         }
-        Git::new(worktree)
+        self.git_in(worktree)
             .args(["commit", "--quiet", "-m", message])
             .run()?;
-        let git = Git::new(worktree).args(["rev-parse", "--verify", "HEAD"]);
+        let git = self
+            .git_in(worktree)
+            .args(["rev-parse", "--verify", "HEAD"]);
         let cmd = git.display.clone();
         let sha = git.run()?.trim().to_string();
         if is_oid(&sha) {

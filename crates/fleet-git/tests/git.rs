@@ -520,3 +520,79 @@ fn log_subjects_and_errors_carry_command() {
         other => panic!("expected Command error, got {other:?}"),
     }
 }
+
+#[test]
+fn commit_all_refuses_a_directory_that_is_not_a_worktree_top() {
+    let f = fixture();
+    // A leftover directory where a worktree should have been: inside the main worktree.
+    let dir = f.root.join("not-a-worktree");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("x.txt"), "x\n").unwrap();
+    let main_before = f.head();
+    assert!(!f.repo.is_worktree_root(&dir).unwrap());
+    assert!(f.repo.commit_all(&dir, "must not land").is_err());
+    assert_eq!(f.head(), main_before, "nothing may be committed on main");
+    let wt = f.wts.join("real");
+    f.repo
+        .add_worktree(&wt, "fleet/tasks/r/real", "main")
+        .unwrap();
+    assert!(f.repo.is_worktree_root(&wt).unwrap());
+}
+
+#[test]
+fn find_merge_names_the_commit_that_landed_a_source() {
+    let f = fixture();
+    f.repo.set_branch("fleet/runs/r", &f.head()).unwrap();
+    let a = f.task("a", "fleet/tasks/r/a", &[("a.txt", "a\n")]);
+    let merged = match f.repo.merge_into("fleet/runs/r", &a, "merge a").unwrap() {
+        MergeOutcome::Merged { commit } => commit,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(f.repo.find_merge("fleet/runs/r", &a).unwrap(), Some(merged));
+    let b = f.task("b", "fleet/tasks/r/b", &[("b.txt", "b\n")]);
+    assert_eq!(f.repo.find_merge("fleet/runs/r", &b).unwrap(), None);
+}
+
+#[test]
+fn concurrent_worktree_administration_does_not_race() {
+    let f = fixture();
+    let start = f.head();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (repo, wts, start) = (f.repo.clone(), f.wts.clone(), start.clone());
+            s.spawn(move || {
+                for i in 0..6 {
+                    let path = wts.join(format!("t{t}-{i}"));
+                    repo.add_worktree(&path, &format!("fleet/tasks/r/t{t}-{i}"), &start)
+                        .unwrap();
+                    repo.list_worktrees().unwrap();
+                    if i % 2 == 0 {
+                        repo.remove_worktree(&path).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(f.repo.list_worktrees().unwrap().len(), 1 + 4 * 3);
+}
+
+#[test]
+fn a_worktree_cut_short_is_not_complete() {
+    let f = fixture();
+    let wt = f.wts.join("w");
+    f.repo.add_worktree(&wt, "fleet/tasks/r/w", "main").unwrap();
+    assert!(f.repo.is_complete_worktree(&wt).unwrap());
+    // What a killed `worktree add` leaves: the registration and a partial checkout, no marker.
+    let gitdir = fs::read_to_string(wt.join(".git")).unwrap();
+    let gitdir = PathBuf::from(gitdir.trim().strip_prefix("gitdir: ").unwrap());
+    fs::remove_file(gitdir.join("fleet-complete")).unwrap();
+    assert!(!f.repo.is_complete_worktree(&wt).unwrap());
+    assert!(
+        !f.repo
+            .is_complete_worktree(&f.wts.join("nothing-here"))
+            .unwrap()
+    );
+    // Re-adding repairs it.
+    f.repo.add_worktree(&wt, "fleet/tasks/r/w", "main").unwrap();
+    assert!(f.repo.is_complete_worktree(&wt).unwrap());
+}

@@ -67,7 +67,7 @@ pub struct TaskRow {
 }
 
 /// One attempt of one task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRow {
     pub run_id: String,
     pub task_id: String,
@@ -80,6 +80,18 @@ pub struct AttemptRow {
     /// `running`, `passed`, `failed`, `checks_failed`, `timed_out`, `interrupted`, `merge_conflict`.
     pub outcome: String,
     pub detail: Option<String>,
+    /// For agent attempts: who did it.
+    pub profile: Option<String>,
+    pub cli: Option<String>,
+    pub model: Option<String>,
+    pub account: Option<String>,
+    pub session_id: Option<String>,
+    /// What it cost (tokens from the agent's reports; USD reported or priced).
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub cost_usd: f64,
 }
 
 /// An event before it has a sequence number.

@@ -46,6 +46,16 @@ CREATE TABLE attempts (
     exit_code INTEGER,
     outcome TEXT NOT NULL,
     detail TEXT,
+    profile TEXT,
+    cli TEXT,
+    model TEXT,
+    account TEXT,
+    session_id TEXT,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, task_id, n)
 ) WITHOUT ROWID;
 CREATE TABLE events (
@@ -162,12 +172,18 @@ fn upsert_task(tx: &rusqlite::Transaction<'_>, t: &TaskRow) -> Result<()> {
 fn upsert_attempt(tx: &rusqlite::Transaction<'_>, a: &AttemptRow) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO attempts (run_id, task_id, n, started_at, finished_at, pgid, exit_code,
-                               outcome, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                               outcome, detail, profile, cli, model, account, session_id,
+                               input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
+                               cost_usd)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
          ON CONFLICT (run_id, task_id, n) DO UPDATE SET
             started_at = excluded.started_at, finished_at = excluded.finished_at,
             pgid = excluded.pgid, exit_code = excluded.exit_code,
-            outcome = excluded.outcome, detail = excluded.detail",
+            outcome = excluded.outcome, detail = excluded.detail, profile = excluded.profile,
+            cli = excluded.cli, model = excluded.model, account = excluded.account,
+            session_id = excluded.session_id, input_tokens = excluded.input_tokens,
+            output_tokens = excluded.output_tokens, cache_read_tokens = excluded.cache_read_tokens,
+            cache_write_tokens = excluded.cache_write_tokens, cost_usd = excluded.cost_usd",
     )?
     .execute(params![
         a.run_id,
@@ -178,7 +194,17 @@ fn upsert_attempt(tx: &rusqlite::Transaction<'_>, a: &AttemptRow) -> Result<()> 
         a.pgid,
         a.exit_code,
         a.outcome,
-        a.detail
+        a.detail,
+        a.profile,
+        a.cli,
+        a.model,
+        a.account,
+        a.session_id,
+        a.input_tokens.min(i64::MAX as u64) as i64,
+        a.output_tokens.min(i64::MAX as u64) as i64,
+        a.cache_read_tokens.min(i64::MAX as u64) as i64,
+        a.cache_write_tokens.min(i64::MAX as u64) as i64,
+        a.cost_usd
     ])?;
     Ok(())
 }
@@ -351,7 +377,9 @@ impl Store for SqliteStore {
     fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRow>> {
         self.with(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT run_id, task_id, n, started_at, finished_at, pgid, exit_code, outcome, detail
+                "SELECT run_id, task_id, n, started_at, finished_at, pgid, exit_code, outcome, detail,
+                        profile, cli, model, account, session_id, input_tokens, output_tokens,
+                        cache_read_tokens, cache_write_tokens, cost_usd
                  FROM attempts WHERE run_id = ?1 ORDER BY task_id, n",
             )?;
             let rows = stmt
@@ -366,6 +394,16 @@ impl Store for SqliteStore {
                         exit_code: r.get(6)?,
                         outcome: r.get(7)?,
                         detail: r.get(8)?,
+                        profile: r.get(9)?,
+                        cli: r.get(10)?,
+                        model: r.get(11)?,
+                        account: r.get(12)?,
+                        session_id: r.get(13)?,
+                        input_tokens: r.get::<_, i64>(14)? as u64,
+                        output_tokens: r.get::<_, i64>(15)? as u64,
+                        cache_read_tokens: r.get::<_, i64>(16)? as u64,
+                        cache_write_tokens: r.get::<_, i64>(17)? as u64,
+                        cost_usd: r.get(18)?,
                     })
                 })?
                 .collect::<rusqlite::Result<_>>()?;

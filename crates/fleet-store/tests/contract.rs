@@ -92,6 +92,11 @@ fn contract(store: &dyn Store) {
         exit_code: None,
         outcome: "running".into(),
         detail: None,
+        profile: Some("claude-dev".into()),
+        cli: Some("claude".into()),
+        input_tokens: 1200,
+        cost_usd: 0.125,
+        ..AttemptRow::default()
     };
     let evs = store
         .commit(&Batch {

@@ -1,6 +1,7 @@
 //! The `fleet` command line: parses arguments, finds the state directory, and hands work to
 //! the engine. Rendering (progress, tables, JSON) lives here; decisions do not.
 
+mod agents;
 mod demo;
 mod progress;
 mod views;
@@ -81,11 +82,44 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Agent CLIs: what is installed, whether profiles can run, how transcripts parse.
+    Agents {
+        #[command(subcommand)]
+        command: AgentsCommand,
+    },
     /// Make a throwaway repository with a small project and a runbook, and run it.
     Demo {
         /// Where to create the demo repository (default: a new directory under the temp dir).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentsCommand {
+    /// Installed CLIs and versions, profiles, accounts and which secrets are set (never values).
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Checks every profile; `--smoke PROFILE` also runs one short real turn of it.
+    Doctor {
+        #[arg(long, value_name = "PROFILE")]
+        smoke: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Parses a recorded stdout transcript and prints `{"outcome": …, "events": […], …}`.
+    Replay {
+        #[arg(long)]
+        cli: String,
+        file: PathBuf,
+        /// The CLI's stderr of the same run, if recorded.
+        #[arg(long)]
+        stderr: Option<PathBuf>,
+        /// The exit status the CLI ended with (137/143 = killed).
+        #[arg(long, allow_negative_numbers = true)]
+        exit_code: Option<i32>,
     },
 }
 
@@ -167,6 +201,22 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
             Ok(exit::PASSED)
         }
         Command::Demo { dir } => demo::run(dir),
+        Command::Agents { command } => {
+            let instance =
+                load_instance(find_home(cli.home, &std::env::current_dir()?).as_deref())?;
+            match command {
+                AgentsCommand::Ls { json } => agents::ls(&instance, json),
+                AgentsCommand::Doctor { smoke, json } => {
+                    agents::doctor(&instance, smoke.as_deref(), json)
+                }
+                AgentsCommand::Replay {
+                    cli,
+                    file,
+                    stderr,
+                    exit_code,
+                } => agents::replay(&cli, &file, stderr.as_deref(), exit_code),
+            }
+        }
     }
 }
 
@@ -225,6 +275,25 @@ fn open_existing_state(home: Option<PathBuf>) -> anyhow::Result<(StateDir, Arc<d
     Ok((layout, store))
 }
 
+/// The instance's `fleet.yaml`, or an empty configuration when there is no instance.
+fn load_instance(home: Option<&Path>) -> anyhow::Result<fleet_config::InstanceConfig> {
+    match home.map(|h| h.join("fleet.yaml")).filter(|p| p.is_file()) {
+        Some(path) => fleet_config::load_instance(&path).map_err(|e| {
+            let text = e
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n");
+            InvalidInput(format!(
+                "{text}\n{} error(s) in the instance configuration",
+                e.len()
+            ))
+            .into()
+        }),
+        None => Ok(fleet_config::InstanceConfig::empty()),
+    }
+}
+
 fn config_errors(errors: &[fleet_config::ConfigError]) -> anyhow::Error {
     let text = errors
         .iter()
@@ -249,8 +318,14 @@ pub enum StateChoice {
 
 fn run_file(state: StateChoice, file: &Path, flags: RunFlags) -> anyhow::Result<u8> {
     // Everything is checked before anything is created: bad input leaves no trace.
+    let cwd = std::env::current_dir()?;
+    let home = match state {
+        StateChoice::Discover(home) => find_home(home, &cwd),
+        StateChoice::RepoOnly => None,
+    };
+    let instance = load_instance(home.as_deref())?;
     let rb = fleet_config::load_runbook(file).map_err(|e| config_errors(&e))?;
-    let plan = fleet_engine::plan_from_runbook(&rb).map_err(|e| config_errors(&e))?;
+    let plan = fleet_engine::plan_from_runbook(&rb, &instance).map_err(|e| config_errors(&e))?;
     let repo = fleet_git::Repo::open(&plan.repo).map_err(|e| {
         InvalidInput(format!(
             "{}: repository {}: {e}",
@@ -266,11 +341,6 @@ fn run_file(state: StateChoice, file: &Path, flags: RunFlags) -> anyhow::Result<
             repo.root().display()
         ))
     })?;
-    let cwd = std::env::current_dir()?;
-    let home = match state {
-        StateChoice::Discover(home) => find_home(home, &cwd),
-        StateChoice::RepoOnly => None,
-    };
     let root = match home {
         Some(home) => home.join(".fleet"),
         None => repo.root().join(".fleet"),
@@ -293,6 +363,7 @@ fn run_file(state: StateChoice, file: &Path, flags: RunFlags) -> anyhow::Result<
 }
 
 fn resume_run(home: Option<PathBuf>, run: &str, flags: RunFlags) -> anyhow::Result<u8> {
+    let instance = load_instance(find_home(home.clone(), &std::env::current_dir()?).as_deref())?;
     let (layout, store) = open_existing_state(home)?;
     let total = store.tasks(run)?.len();
     let rt = runtime()?;
@@ -304,7 +375,7 @@ fn resume_run(home: Option<PathBuf>, run: &str, flags: RunFlags) -> anyhow::Resu
     };
     let report = rt.block_on(async {
         let ticker = progress.ticker();
-        let r = fleet_engine::resume(layout, store, run, opts).await;
+        let r = fleet_engine::resume(layout, store, run, &instance, opts).await;
         ticker.abort();
         r
     });

@@ -1,0 +1,272 @@
+//! opencode (`opencode run --format json --auto`).
+//!
+//! Config goes into a private `opencode.json` under the attempt's XDG config home (not the
+//! worktree): the model's provider gets the base URL; keys come from the provider's env var.
+//! Without `--auto`, permission requests are auto-rejected in non-interactive runs.
+
+use super::codex::openai_base;
+use super::{base_env, file, json_line, secret_names, str_at, u64_at};
+use crate::outcome::{Evidence, classify_text};
+use crate::{
+    Adapter, AdapterError, AgentEvent, AttemptRequest, Launch, Outcome, Parser, ProcessEnd, Stdin,
+    Usage, Verification,
+};
+use serde_json::{Value, json};
+
+pub struct Opencode;
+
+impl Adapter for Opencode {
+    fn name(&self) -> &'static str {
+        "opencode"
+    }
+    fn binary(&self) -> &'static str {
+        "opencode"
+    }
+    fn default_secrets(&self) -> &'static [&'static str] {
+        &[
+            "ANTHROPIC_API_KEY",
+            "OPENAI_API_KEY",
+            "GEMINI_API_KEY",
+            "OPENROUTER_API_KEY",
+        ]
+    }
+    fn verification(&self) -> Verification {
+        Verification::RealBinary
+    }
+    fn can_resume(&self) -> bool {
+        true
+    }
+    fn reports_cost(&self) -> bool {
+        true
+    }
+
+    fn launch(&self, req: &AttemptRequest<'_>) -> Result<Launch, AdapterError> {
+        let model = qualified_model(req.model.unwrap_or("anthropic/claude-sonnet-4-5"))?;
+        let model = model.as_str();
+        let (provider, _) = model.split_once('/').expect("qualified");
+        let mut config = json!({
+            "model": model,
+            "autoupdate": false,
+            "share": "disabled",
+        });
+        if let Some(url) = req.base_url {
+            config["provider"] =
+                json!({ provider: { "options": { "baseURL": openai_base(url) } } });
+        }
+        let mut files = Vec::new();
+        if let Some(sys) = req.system.filter(|s| !s.trim().is_empty()) {
+            let path = req.home.join("fleet-instructions.md");
+            config["instructions"] = json!([path.display().to_string()]);
+            files.push(file(path, sys.to_string(), false));
+        }
+        files.push(file(
+            req.home.join(".config/opencode/opencode.json"),
+            config.to_string(),
+            false,
+        ));
+        let mut args: Vec<String> = ["run", "--format", "json", "--auto"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(["--model".into(), model.into()]);
+        args.extend(["--dir".into(), req.workdir.display().to_string()]);
+        if let Some(id) = req.resume_session {
+            args.extend(["--session".into(), id.into()]);
+        }
+        let mut env = base_env(req);
+        env.insert("OPENCODE_DISABLE_MODELS_FETCH".into(), "1".into());
+        env.insert("OPENCODE_DISABLE_AUTOUPDATE".into(), "1".into());
+        env.insert("OPENCODE_DISABLE_SHARE".into(), "1".into());
+        Ok(Launch {
+            program: self.binary().into(),
+            args,
+            env,
+            env_remove: Vec::new(),
+            files,
+            stdin: Stdin::Text(req.prompt.to_string()),
+            secret_env: secret_names(req),
+        })
+    }
+
+    fn parser(&self) -> Box<dyn Parser> {
+        Box::new(OpencodeStream::default())
+    }
+}
+
+/// opencode wants `provider/model`; a bare well-known model name gets its provider.
+fn qualified_model(model: &str) -> Result<String, AdapterError> {
+    if model.contains('/') {
+        return Ok(model.to_string());
+    }
+    let provider = if model.starts_with("claude") {
+        "anthropic"
+    } else if model.starts_with("gpt") || model.starts_with("o3") || model.starts_with("o4") {
+        "openai"
+    } else if model.starts_with("gemini") {
+        "google"
+    } else {
+        return Err(AdapterError(format!(
+            "opencode models are `provider/model` (e.g. anthropic/claude-sonnet-4-5); got {model:?}"
+        )));
+    };
+    Ok(format!("{provider}/{model}"))
+}
+
+#[derive(Default)]
+struct OpencodeStream {
+    ev: Evidence,
+    stopped: bool,
+}
+
+impl Parser for OpencodeStream {
+    fn stdout_line(&mut self, line: &str) -> Vec<AgentEvent> {
+        let Some(v) = json_line(line) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if let Some(id) = str_at(&v, &["sessionID"])
+            && str_at(&v, &["type"]) == Some("step_start")
+        {
+            out.push(AgentEvent::Session { id: id.into() });
+        }
+        let part = v.get("part").unwrap_or(&Value::Null);
+        match str_at(&v, &["type"]).unwrap_or("") {
+            "text" => {
+                if let Some(t) = str_at(part, &["text"]).filter(|t| !t.trim().is_empty()) {
+                    out.push(AgentEvent::Message { text: t.into() });
+                }
+            }
+            "tool_use" => {
+                let state = part.get("state").unwrap_or(&Value::Null);
+                let name = str_at(part, &["tool"]).unwrap_or("?").to_string();
+                out.push(AgentEvent::ToolCall {
+                    name: name.clone(),
+                    input: state.get("input").cloned().unwrap_or(Value::Null),
+                });
+                let ok = str_at(state, &["status"]) == Some("completed");
+                let output = str_at(state, &["output"])
+                    .or(str_at(state, &["error"]))
+                    .unwrap_or("");
+                out.push(AgentEvent::ToolResult {
+                    name: Some(name),
+                    ok,
+                    output: output.into(),
+                });
+            }
+            "step_finish" => {
+                let t = part.get("tokens").unwrap_or(&Value::Null);
+                let usage = Usage {
+                    input_tokens: u64_at(t, &["input"]),
+                    output_tokens: u64_at(t, &["output"]) + u64_at(t, &["reasoning"]),
+                    cache_read_tokens: u64_at(t, &["cache", "read"]),
+                    cache_write_tokens: u64_at(t, &["cache", "write"]),
+                };
+                if !usage.is_zero() {
+                    out.push(AgentEvent::Usage(usage));
+                }
+                if let Some(c) = part
+                    .get("cost")
+                    .and_then(Value::as_f64)
+                    .filter(|c| c.is_finite() && *c > 0.0)
+                {
+                    out.push(AgentEvent::Cost { usd: c });
+                }
+                if str_at(part, &["reason"]) == Some("stop") {
+                    self.stopped = true;
+                }
+            }
+            "error" => {
+                let e = v.get("error").unwrap_or(&Value::Null);
+                let message = str_at(e, &["data", "message"])
+                    .or(str_at(e, &["message"]))
+                    .unwrap_or("error");
+                let name = str_at(e, &["name"]).unwrap_or("");
+                let status = e.pointer("/data/statusCode").and_then(Value::as_u64);
+                let text = format!(
+                    "{name} {}{message}",
+                    status.map(|s| format!("{s} ")).unwrap_or_default()
+                );
+                let class = classify_text(&text);
+                self.ev.error(class, text.trim());
+                out.push(AgentEvent::Error {
+                    class,
+                    message: message.into(),
+                });
+            }
+            _ => {}
+        }
+        out
+    }
+
+    fn stderr_line(&mut self, line: &str) -> Vec<AgentEvent> {
+        self.ev.stderr(line);
+        Vec::new()
+    }
+
+    fn finish(&mut self, end: &ProcessEnd) -> Outcome {
+        // opencode has no terminal event: a finished step and a clean exit mean success.
+        if self.stopped && end.exit_code == Some(0) && self.ev.errors.is_empty() {
+            self.ev.terminal = Some(Ok(()));
+        }
+        self.ev.classify(end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::OutcomeClass;
+    use crate::cli::testing::*;
+
+    #[test]
+    fn launch_keeps_config_out_of_the_worktree() {
+        let l = launch_model(
+            &Opencode,
+            "claude-sonnet-4-5",
+            Some("http://127.0.0.1:9/s/ok"),
+            Some("rules"),
+        );
+        assert!(
+            l.args
+                .windows(2)
+                .any(|w| w == ["--model", "anthropic/claude-sonnet-4-5"])
+        );
+        assert!(l.files.iter().all(|f| f.path.starts_with("/tmp/home")));
+        let cfg = l
+            .files
+            .iter()
+            .find(|f| f.path.ends_with("opencode.json"))
+            .unwrap();
+        assert!(
+            cfg.contents.contains("http://127.0.0.1:9/s/ok/v1"),
+            "{}",
+            cfg.contents
+        );
+        assert!(l.args.contains(&"--auto".to_string()));
+        assert_no_secret_in_argv(&l);
+    }
+
+    #[test]
+    fn steps_cost_and_errors() {
+        let r = crate::replay(
+            &Opencode,
+            "{\"type\":\"step_start\",\"sessionID\":\"ses_1\",\"part\":{}}\n\
+             {\"type\":\"tool_use\",\"sessionID\":\"ses_1\",\"part\":{\"tool\":\"write\",\"state\":{\"status\":\"completed\",\"input\":{\"filePath\":\"/a\"},\"output\":\"ok\"}}}\n\
+             {\"type\":\"step_finish\",\"sessionID\":\"ses_1\",\"part\":{\"reason\":\"tool-calls\",\"cost\":0.01,\"tokens\":{\"input\":10,\"output\":5,\"reasoning\":0,\"cache\":{\"read\":2,\"write\":0}}}}\n\
+             {\"type\":\"text\",\"sessionID\":\"ses_1\",\"part\":{\"text\":\"DONE\"}}\n\
+             {\"type\":\"step_finish\",\"sessionID\":\"ses_1\",\"part\":{\"reason\":\"stop\",\"cost\":0.02,\"tokens\":{\"input\":1,\"output\":1,\"reasoning\":0,\"cache\":{\"read\":0,\"write\":0}}}}",
+            "",
+            &ProcessEnd::from_exit_status(0),
+        );
+        assert_eq!(r.outcome.class, OutcomeClass::Succeeded);
+        assert!((r.cost_usd.unwrap() - 0.03).abs() < 1e-9);
+        assert_eq!(r.usage.input_tokens, 11);
+        let e = crate::replay(
+            &Opencode,
+            "{\"type\":\"error\",\"error\":{\"name\":\"APIError\",\"data\":{\"message\":\"Too Many Requests\",\"statusCode\":429}}}",
+            "",
+            &ProcessEnd::from_exit_status(1),
+        );
+        assert_eq!(e.outcome.class, OutcomeClass::RateLimited);
+    }
+}

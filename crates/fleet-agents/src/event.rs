@@ -1,0 +1,138 @@
+//! The normalized vocabulary every parser speaks.
+
+use serde::{Deserialize, Serialize};
+
+/// Token counts of one report. Parsers emit per-turn usage; totals are sums.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+}
+
+impl Usage {
+    pub fn add(&mut self, other: &Usage) {
+        // Saturating: a CLI reporting absurd counts must not crash the supervisor.
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cache_read_tokens = self
+            .cache_read_tokens
+            .saturating_add(other.cache_read_tokens);
+        self.cache_write_tokens = self
+            .cache_write_tokens
+            .saturating_add(other.cache_write_tokens);
+    }
+
+    pub fn total(&self) -> u64 {
+        self.input_tokens
+            .saturating_add(self.output_tokens)
+            .saturating_add(self.cache_read_tokens)
+            .saturating_add(self.cache_write_tokens)
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.total() == 0
+    }
+}
+
+/// What kind of error an agent reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    RateLimited,
+    QuotaExhausted,
+    AuthFailed,
+    Overloaded,
+    Upstream,
+    /// The request was bad, a tool failed fatally, the turn limit hit…
+    Agent,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentEvent {
+    /// What the agent said (a whole text block, not a delta).
+    Message {
+        text: String,
+    },
+    ToolCall {
+        name: String,
+        input: serde_json::Value,
+    },
+    ToolResult {
+        name: Option<String>,
+        ok: bool,
+        output: String,
+    },
+    Usage(Usage),
+    /// Cost reported by the CLI for the turn it covers.
+    Cost {
+        usd: f64,
+    },
+    Session {
+        id: String,
+    },
+    /// The vendor said we are rate limited; `resets_at` is a Unix time in seconds.
+    RateLimit {
+        resets_at: Option<i64>,
+        detail: String,
+    },
+    /// The CLI is retrying an upstream error on its own.
+    Retrying {
+        attempt: u32,
+        class: ErrorClass,
+        detail: String,
+    },
+    Error {
+        class: ErrorClass,
+        message: String,
+    },
+}
+
+impl AgentEvent {
+    /// One line for a task log: what the agent said, which tool it called.
+    pub fn readable(&self) -> String {
+        fn clip(s: &str, n: usize) -> String {
+            let one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+            if one.chars().count() > n {
+                format!("{}…", one.chars().take(n).collect::<String>())
+            } else {
+                one
+            }
+        }
+        match self {
+            AgentEvent::Message { text } => format!("agent: {}", clip(text, 400)),
+            AgentEvent::ToolCall { name, input } => {
+                format!("tool {name} {}", clip(&input.to_string(), 200))
+            }
+            AgentEvent::ToolResult { name, ok, output } => format!(
+                "tool result{}{}: {}",
+                name.as_deref().map(|n| format!(" {n}")).unwrap_or_default(),
+                if *ok { "" } else { " (error)" },
+                clip(output, 200)
+            ),
+            AgentEvent::Usage(u) => format!(
+                "usage: {} in, {} out, {} cache read, {} cache write",
+                u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens
+            ),
+            AgentEvent::Cost { usd } => format!("cost: ${usd:.6}"),
+            AgentEvent::Session { id } => format!("session {id}"),
+            AgentEvent::RateLimit { resets_at, detail } => format!(
+                "rate limited{}: {}",
+                resets_at.map(|t| format!(" until {t}")).unwrap_or_default(),
+                clip(detail, 200)
+            ),
+            AgentEvent::Retrying {
+                attempt,
+                class,
+                detail,
+            } => {
+                format!("cli retrying ({attempt}, {class:?}): {}", clip(detail, 200))
+            }
+            AgentEvent::Error { class, message } => {
+                format!("error ({class:?}): {}", clip(message, 400))
+            }
+        }
+    }
+}

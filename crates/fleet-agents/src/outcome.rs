@@ -1,0 +1,404 @@
+//! How an attempt ended, and the shared rules that decide it.
+//!
+//! Exit codes lie (claude reports `subtype: success` with `is_error: true`; qwen exits 0 on a
+//! 401; gemini exits 145), so every parser collects [`Evidence`] and classifies in this order:
+//! structured error fields, the terminal event, error text, and only then the exit code.
+
+use crate::event::ErrorClass;
+use serde::Serialize;
+
+/// How the process ended, as the supervisor saw it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcessEnd {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// Killed by fleet for exceeding its wall-clock timeout.
+    pub timed_out: bool,
+    /// Killed by fleet for producing no output for too long.
+    pub stalled: bool,
+}
+
+impl ProcessEnd {
+    /// From a shell-style exit status: 128+N means killed by signal N (137 = KILL, 143 = TERM).
+    pub fn from_exit_status(code: i32) -> ProcessEnd {
+        if code > 128 && code <= 128 + 64 {
+            ProcessEnd {
+                exit_code: None,
+                signal: Some(code - 128),
+                ..ProcessEnd::default()
+            }
+        } else {
+            ProcessEnd {
+                exit_code: Some(code),
+                ..ProcessEnd::default()
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeClass {
+    Succeeded,
+    AgentError,
+    RateLimited,
+    QuotaExhausted,
+    AuthFailed,
+    Overloaded,
+    UpstreamError,
+    Crashed,
+    Stalled,
+    TimedOut,
+    NoResult,
+}
+
+impl OutcomeClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeClass::Succeeded => "succeeded",
+            OutcomeClass::AgentError => "agent_error",
+            OutcomeClass::RateLimited => "rate_limited",
+            OutcomeClass::QuotaExhausted => "quota_exhausted",
+            OutcomeClass::AuthFailed => "auth_failed",
+            OutcomeClass::Overloaded => "overloaded",
+            OutcomeClass::UpstreamError => "upstream_error",
+            OutcomeClass::Crashed => "crashed",
+            OutcomeClass::Stalled => "stalled",
+            OutcomeClass::TimedOut => "timed_out",
+            OutcomeClass::NoResult => "no_result",
+        }
+    }
+
+    fn from_error(class: ErrorClass) -> OutcomeClass {
+        match class {
+            ErrorClass::RateLimited => OutcomeClass::RateLimited,
+            ErrorClass::QuotaExhausted => OutcomeClass::QuotaExhausted,
+            ErrorClass::AuthFailed => OutcomeClass::AuthFailed,
+            ErrorClass::Overloaded => OutcomeClass::Overloaded,
+            ErrorClass::Upstream => OutcomeClass::UpstreamError,
+            ErrorClass::Agent => OutcomeClass::AgentError,
+        }
+    }
+}
+
+/// The class of an attempt's ending, with what is known about it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outcome {
+    #[serde(rename = "outcome")]
+    pub class: OutcomeClass,
+    /// For rate limits and quotas: when the vendor said it resets (Unix seconds).
+    pub resets_at: Option<i64>,
+    pub detail: Option<String>,
+}
+
+impl Outcome {
+    pub fn new(class: OutcomeClass) -> Outcome {
+        Outcome {
+            class,
+            resets_at: None,
+            detail: None,
+        }
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Outcome {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn succeeded(&self) -> bool {
+        self.class == OutcomeClass::Succeeded
+    }
+}
+
+/// What a parser learned while reading; [`Evidence::classify`] turns it into an [`Outcome`].
+#[derive(Debug, Clone, Default)]
+pub struct Evidence {
+    /// The CLI's own terminal event: `Some(Ok(()))` success, `Some(Err(..))` a failure.
+    pub terminal: Option<Result<(), (ErrorClass, String)>>,
+    /// Errors seen along the way (retried ones included).
+    pub errors: Vec<(ErrorClass, String)>,
+    pub resets_at: Option<i64>,
+    /// Last stderr lines, for a crash's detail.
+    pub stderr_tail: Vec<String>,
+}
+
+impl Evidence {
+    pub fn error(&mut self, class: ErrorClass, message: impl Into<String>) {
+        self.errors.push((class, message.into()));
+    }
+
+    pub fn stderr(&mut self, line: &str) {
+        if line.trim().is_empty() {
+            return;
+        }
+        if self.stderr_tail.len() == 5 {
+            self.stderr_tail.remove(0);
+        }
+        self.stderr_tail.push(line.chars().take(300).collect());
+    }
+
+    /// The most telling error seen: vendor limits and auth before anything generic.
+    fn worst_error(&self) -> Option<&(ErrorClass, String)> {
+        let rank = |c: ErrorClass| match c {
+            ErrorClass::AuthFailed => 0,
+            ErrorClass::QuotaExhausted => 1,
+            ErrorClass::RateLimited => 2,
+            ErrorClass::Overloaded => 3,
+            ErrorClass::Upstream => 4,
+            ErrorClass::Agent => 5,
+        };
+        self.errors.iter().min_by_key(|(c, _)| rank(*c))
+    }
+
+    pub fn classify(&self, end: &ProcessEnd) -> Outcome {
+        let with_reset = |mut o: Outcome| {
+            if matches!(
+                o.class,
+                OutcomeClass::RateLimited | OutcomeClass::QuotaExhausted
+            ) {
+                o.resets_at = self.resets_at;
+            }
+            o
+        };
+        // A vendor limit or bad credentials explain a hang better than "stalled": CLIs retry them.
+        let decisive = self.worst_error().filter(|(c, _)| {
+            matches!(
+                c,
+                ErrorClass::AuthFailed | ErrorClass::QuotaExhausted | ErrorClass::RateLimited
+            )
+        });
+        if end.timed_out || end.stalled {
+            if let Some((c, m)) = decisive {
+                return with_reset(
+                    Outcome::new(OutcomeClass::from_error(*c)).with_detail(m.clone()),
+                );
+            }
+            let class = if end.timed_out {
+                OutcomeClass::TimedOut
+            } else {
+                OutcomeClass::Stalled
+            };
+            return Outcome::new(class);
+        }
+        match &self.terminal {
+            Some(Ok(())) => return Outcome::new(OutcomeClass::Succeeded),
+            Some(Err((class, message))) => {
+                // The terminal error may be generic ("turn failed"); an earlier specific one wins.
+                let (c, m) = match self.worst_error() {
+                    Some((c, m))
+                        if *class == ErrorClass::Agent || *class == ErrorClass::Upstream =>
+                    {
+                        if rank_specific(*c) < rank_specific(*class) {
+                            (*c, m.clone())
+                        } else {
+                            (*class, message.clone())
+                        }
+                    }
+                    _ => (*class, message.clone()),
+                };
+                return with_reset(Outcome::new(OutcomeClass::from_error(c)).with_detail(m));
+            }
+            None => {}
+        }
+        if let Some((c, m)) = self.worst_error() {
+            return with_reset(Outcome::new(OutcomeClass::from_error(*c)).with_detail(m.clone()));
+        }
+        let tail = self.stderr_tail.join(" | ");
+        match (end.exit_code, end.signal) {
+            (_, Some(sig)) => {
+                Outcome::new(OutcomeClass::Crashed).with_detail(format!("killed by signal {sig}"))
+            }
+            (Some(0), _) => Outcome::new(OutcomeClass::NoResult),
+            (Some(code), _) => {
+                Outcome::new(OutcomeClass::Crashed).with_detail(if tail.is_empty() {
+                    format!("exit {code}")
+                } else {
+                    format!("exit {code}: {tail}")
+                })
+            }
+            (None, None) => Outcome::new(OutcomeClass::NoResult),
+        }
+    }
+}
+
+fn rank_specific(c: ErrorClass) -> u8 {
+    match c {
+        ErrorClass::AuthFailed => 0,
+        ErrorClass::QuotaExhausted => 1,
+        ErrorClass::RateLimited => 2,
+        ErrorClass::Overloaded => 3,
+        ErrorClass::Upstream => 4,
+        ErrorClass::Agent => 5,
+    }
+}
+
+/// Classifies an error message by its words and HTTP status, the way vendors and CLIs phrase
+/// them. Used when a CLI gives no structured error field.
+pub fn classify_text(message: &str) -> ErrorClass {
+    let m = message.to_ascii_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| m.contains(w));
+    if has(&[
+        "401",
+        "403 ",
+        "unauthorized",
+        "unauthenticated",
+        "invalid api key",
+        "incorrect api key",
+        "invalid x-api-key",
+        "authentication",
+        "not logged in",
+        "login expired",
+        "oauth token",
+        "permission_denied",
+        "missing environment variable",
+    ]) {
+        ErrorClass::AuthFailed
+    } else if has(&[
+        "quota exceeded",
+        "insufficient_quota",
+        "usage limit",
+        "credit balance",
+        "spend limit",
+        "out of credits",
+        "402",
+        "terminalquotaerror",
+        "per day",
+        "perday",
+        "hit your weekly limit",
+        "hit your session limit",
+        "hit your limit",
+    ]) {
+        ErrorClass::QuotaExhausted
+    } else if has(&[
+        "429",
+        "rate limit",
+        "rate_limit",
+        "too many requests",
+        "resource_exhausted",
+        "ratelimit",
+    ]) {
+        ErrorClass::RateLimited
+    } else if has(&["529", "overloaded"]) {
+        ErrorClass::Overloaded
+    } else if has(&[
+        "500",
+        "502",
+        "503",
+        "504",
+        "server error",
+        "internal error",
+        "server_error",
+        "api_error",
+        "high demand",
+        "stream disconnected",
+        "connection failed",
+        "connection reset",
+        "fetch failed",
+        "timed out",
+        "unavailable",
+        "bad gateway",
+    ]) {
+        ErrorClass::Upstream
+    } else {
+        ErrorClass::Agent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_classes() {
+        assert_eq!(
+            classify_text("API Error: 401 Invalid authentication credentials"),
+            ErrorClass::AuthFailed
+        );
+        assert_eq!(
+            classify_text("Invalid API key · Fix external API key"),
+            ErrorClass::AuthFailed
+        );
+        assert_eq!(
+            classify_text("You've hit your usage limit. Try again at 3:28 PM."),
+            ErrorClass::QuotaExhausted
+        );
+        assert_eq!(
+            classify_text("API Error: Request rejected (429) · slow down"),
+            ErrorClass::RateLimited
+        );
+        assert_eq!(
+            classify_text("exceeded retry limit, last status: 429 Too Many Requests"),
+            ErrorClass::RateLimited
+        );
+        assert_eq!(
+            classify_text("API Error: 529 Overloaded."),
+            ErrorClass::Overloaded
+        );
+        assert_eq!(
+            classify_text("API Error: 500 boom. This is a server-side issue"),
+            ErrorClass::Upstream
+        );
+        assert_eq!(
+            classify_text("Maximum session turns exceeded"),
+            ErrorClass::Agent
+        );
+    }
+
+    #[test]
+    fn killed_processes_crash_unless_a_vendor_limit_explains_them() {
+        let end = ProcessEnd::from_exit_status(137);
+        assert_eq!(end.signal, Some(9));
+        let ev = Evidence::default();
+        assert_eq!(ev.classify(&end).class, OutcomeClass::Crashed);
+        let stalled = ProcessEnd {
+            stalled: true,
+            ..end
+        };
+        assert_eq!(ev.classify(&stalled).class, OutcomeClass::Stalled);
+        let mut limited = Evidence {
+            resets_at: Some(99),
+            ..Evidence::default()
+        };
+        limited.error(ErrorClass::RateLimited, "429");
+        let o = limited.classify(&stalled);
+        assert_eq!(
+            (o.class, o.resets_at),
+            (OutcomeClass::RateLimited, Some(99))
+        );
+    }
+
+    #[test]
+    fn success_needs_a_terminal_event() {
+        let ok = Evidence {
+            terminal: Some(Ok(())),
+            ..Evidence::default()
+        };
+        assert_eq!(
+            ok.classify(&ProcessEnd::from_exit_status(0)).class,
+            OutcomeClass::Succeeded
+        );
+        assert_eq!(
+            Evidence::default()
+                .classify(&ProcessEnd::from_exit_status(0))
+                .class,
+            OutcomeClass::NoResult
+        );
+        assert_eq!(
+            Evidence::default()
+                .classify(&ProcessEnd::from_exit_status(1))
+                .class,
+            OutcomeClass::Crashed
+        );
+    }
+
+    #[test]
+    fn a_generic_terminal_failure_yields_to_a_specific_earlier_error() {
+        let mut ev = Evidence {
+            terminal: Some(Err((ErrorClass::Agent, "turn failed".into()))),
+            ..Evidence::default()
+        };
+        ev.error(ErrorClass::AuthFailed, "unexpected status 401 Unauthorized");
+        let o = ev.classify(&ProcessEnd::from_exit_status(1));
+        assert_eq!(o.class, OutcomeClass::AuthFailed);
+    }
+}

@@ -1,0 +1,346 @@
+//! One agent attempt: a fresh private home, the adapter's launch, the CLI supervised (wall-clock
+//! timeout, stall detection, process-group kill), its stream parsed into normalized events as it
+//! arrives, and the outcome classified.
+
+use crate::plan::AgentTask;
+use crate::process::{self, Stream, StreamSpec};
+use fleet_agents::{AgentEvent, AttemptRequest, Outcome, ProcessEnd, Stdin};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How an agent attempt ended.
+#[derive(Debug, Clone)]
+pub struct AgentEnd {
+    pub outcome: Outcome,
+    pub stalled: bool,
+}
+
+/// Replaces every secret value in text with its name. Applied to everything fleet writes from
+/// an agent's output: logs, events, transcripts.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<(String, String)>,
+}
+
+impl Redactor {
+    pub fn new(secrets: &BTreeMap<String, String>) -> Redactor {
+        // Short values would redact ordinary words; real keys are long.
+        let mut secrets: Vec<(String, String)> = secrets
+            .iter()
+            .filter(|(_, v)| v.len() >= 8)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        secrets.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+        Redactor { secrets }
+    }
+
+    pub fn clean(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for (name, value) in &self.secrets {
+            if out.contains(value.as_str()) {
+                out = out.replace(value.as_str(), &format!("[redacted {name}]"));
+            }
+        }
+        out
+    }
+
+    pub fn clean_event(&self, e: AgentEvent) -> AgentEvent {
+        if self.secrets.is_empty() {
+            return e;
+        }
+        let json = serde_json::to_string(&e).unwrap_or_default();
+        let cleaned = self.clean(&json);
+        if cleaned == json {
+            e
+        } else {
+            serde_json::from_str(&cleaned).unwrap_or(e)
+        }
+    }
+}
+
+/// The values of the profile's secret env vars that are set in fleet's environment.
+pub fn secret_values(names: &[String]) -> BTreeMap<String, String> {
+    names
+        .iter()
+        .filter_map(|n| {
+            std::env::var(n)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(|v| (n.clone(), v))
+        })
+        .collect()
+}
+
+/// `cli: http`: fleet's own tool loop, in-process.
+async fn run_http(
+    r: &AgentRun<'_>,
+    stop: watch::Receiver<bool>,
+    secrets: &BTreeMap<String, String>,
+    redactor: &Redactor,
+    mut on_events: impl FnMut(Vec<AgentEvent>),
+) -> Result<(process::Finished, AgentEnd), String> {
+    let profile = &r.task.profile;
+    let base_url = profile.base_url.as_deref().ok_or_else(|| {
+        format!("profile {}: `cli: http` needs `base_url` (an OpenAI-compatible endpoint, e.g. http://localhost:11434/v1)", profile.name)
+    })?;
+    let model = profile
+        .model
+        .as_deref()
+        .ok_or_else(|| format!("profile {}: `cli: http` needs `model`", profile.name))?;
+    let system = format!(
+        "You are a careful coding agent working in a git worktree at {}. Use the tools to inspect and change \
+         files and to run commands there. When the task is done, reply with a short summary and no tool call.",
+        r.workdir.display()
+    );
+    let mut log = r.log;
+    let _ = writeln!(
+        log,
+        "POST {base_url}/chat/completions   (agent {} · http · model {model})",
+        profile.name
+    );
+    if let Some(dir) = r.transcript.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    let mut transcript = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(r.transcript)
+        .map_err(|e| format!("cannot open the transcript: {e}"))?;
+    let run = crate::http_agent::HttpRun {
+        base_url: &crate::http_agent_base(base_url),
+        api_key: secrets.values().next().map(String::as_str),
+        model,
+        system: &system,
+        prompt: r.prompt,
+        workdir: r.workdir,
+        max_turns: profile.max_turns,
+        request_timeout: profile.stall_timeout,
+        deadline: r
+            .timeout
+            .or(profile.timeout)
+            .map(|t| std::time::Instant::now() + t),
+        env: r.extra_env,
+    };
+    let (finished, end) = crate::http_agent::run(run, stop, redactor, |events| {
+        for e in &events {
+            let _ = writeln!(log, "  {}", e.readable());
+            let _ = writeln!(
+                transcript,
+                "{}",
+                serde_json::to_string(e).unwrap_or_default()
+            );
+        }
+        on_events(events);
+    })
+    .await;
+    Ok((finished, end))
+}
+
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct AgentRun<'a> {
+    pub task: &'a AgentTask,
+    pub prompt: &'a str,
+    pub workdir: &'a Path,
+    pub home: &'a Path,
+    pub transcript: &'a Path,
+    pub log: &'a std::fs::File,
+    pub timeout: Option<Duration>,
+    pub kill_grace: Duration,
+    pub resume_session: Option<&'a str>,
+    pub extra_env: &'a BTreeMap<String, String>,
+}
+
+/// Runs the attempt; `on_events` receives normalized events as they are parsed.
+pub async fn run(
+    r: AgentRun<'_>,
+    stop: watch::Receiver<bool>,
+    mut on_events: impl FnMut(Vec<AgentEvent>),
+) -> Result<(process::Finished, AgentEnd), String> {
+    let profile = &r.task.profile;
+    let secrets = secret_values(&profile.secrets);
+    let redactor = Redactor::new(&secrets);
+    if profile.cli == "http" {
+        return run_http(&r, stop, &secrets, &redactor, on_events).await;
+    }
+    let adapter = fleet_agents::adapter(&profile.cli)
+        .ok_or_else(|| format!("no adapter for cli {:?}", profile.cli))?;
+    let mut env = profile.env.clone();
+    env.extend(r.extra_env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if let Some(cmd) = &profile.command {
+        env.insert("FLEET_AGENT_COMMAND".into(), cmd.clone());
+    }
+    // A fresh, private home per attempt: no login state, sessions or trust prompts carry over.
+    if r.home.exists() {
+        std::fs::remove_dir_all(r.home)
+            .map_err(|e| format!("cannot clear {}: {e}", r.home.display()))?;
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(r.home.join("tmp"))
+        .map_err(|e| format!("cannot create the agent's home {}: {e}", r.home.display()))?;
+    // The home holds credentials: it goes when the attempt ends, however it ends.
+    let _home = RemoveOnDrop(r.home.to_path_buf());
+    let req = AttemptRequest {
+        prompt: r.prompt,
+        system: None,
+        model: profile.model.as_deref(),
+        workdir: r.workdir,
+        home: r.home,
+        base_url: profile.base_url.as_deref(),
+        secrets: &secrets,
+        env: &env,
+        max_turns: profile.max_turns,
+        resume_session: r.resume_session.filter(|_| adapter.can_resume()),
+    };
+    let launch = adapter
+        .launch(&req)
+        .map_err(|e| format!("{} adapter: {e}", profile.cli))?;
+    for f in &launch.files {
+        if let Some(dir) = f.path.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| e.to_string())?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(f.mode)
+            .open(&f.path)
+            .map_err(|e| format!("cannot write {}: {e}", f.path.display()))?;
+        file.write_all(f.contents.as_bytes())
+            .map_err(|e| e.to_string())?;
+    }
+    let mut full_env = process::scrubbed_env();
+    for k in &launch.env_remove {
+        full_env.remove(k);
+    }
+    full_env.extend(launch.env.clone());
+    let mut log = r.log;
+    let _ = writeln!(
+        log,
+        "$ {}   (agent {} · cli {} · model {})",
+        launch.display(),
+        profile.name,
+        profile.cli,
+        profile.model.as_deref().unwrap_or("default")
+    );
+    if let Some(dir) = r.transcript.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let mut transcript = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(r.transcript)
+        .map_err(|e| format!("cannot open the transcript: {e}"))?;
+    let mut parser = adapter.parser();
+    let stdin = match &launch.stdin {
+        Stdin::Text(t) => Some(t.as_str()),
+        Stdin::Null => None,
+    };
+    let spec = StreamSpec {
+        program: &launch.program,
+        args: &launch.args,
+        cwd: r.workdir,
+        env: &full_env,
+        stdin,
+        timeout: r.timeout.or(profile.timeout),
+        stall_timeout: Some(profile.stall_timeout),
+        kill_grace: r.kill_grace,
+    };
+    let end = process::run_streaming(spec, stop, |stream, line| {
+        let line = redactor.clean(line);
+        let _ = writeln!(
+            transcript,
+            "{}{line}",
+            if stream == Stream::Stderr {
+                "[stderr] "
+            } else {
+                ""
+            }
+        );
+        let events: Vec<AgentEvent> = match stream {
+            Stream::Stdout => parser.stdout_line(&line),
+            Stream::Stderr => parser.stderr_line(&line),
+        };
+        if events.is_empty() {
+            return;
+        }
+        for e in &events {
+            let _ = writeln!(log, "  {}", e.readable());
+        }
+        on_events(
+            events
+                .into_iter()
+                .map(|e| redactor.clean_event(e))
+                .collect(),
+        );
+    })
+    .await
+    .map_err(|e| format!("could not run {}: {e}", launch.program))?;
+    let tail = parser.flush();
+    if !tail.is_empty() {
+        for e in &tail {
+            let _ = writeln!(log, "  {}", e.readable());
+        }
+        on_events(tail);
+    }
+    let pend = ProcessEnd {
+        exit_code: end.finished.code,
+        signal: end.finished.signal,
+        timed_out: end.finished.timed_out,
+        stalled: end.stalled,
+    };
+    let outcome = parser.finish(&pend);
+    Ok((
+        end.finished,
+        AgentEnd {
+            outcome,
+            stalled: end.stalled,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_replaces_secret_values_longest_first() {
+        let mut s = BTreeMap::new();
+        s.insert("KEY".to_string(), "sk-abcdefgh".to_string());
+        s.insert("LONG".to_string(), "sk-abcdefgh-extended".to_string());
+        s.insert("SHORT".to_string(), "abc".to_string());
+        let r = Redactor::new(&s);
+        assert_eq!(
+            r.clean("a sk-abcdefgh-extended b sk-abcdefgh c abc"),
+            "a [redacted LONG] b [redacted KEY] c abc"
+        );
+        let e = r.clean_event(AgentEvent::Message {
+            text: "key=sk-abcdefgh".into(),
+        });
+        assert_eq!(
+            e,
+            AgentEvent::Message {
+                text: "key=[redacted KEY]".into()
+            }
+        );
+    }
+}
