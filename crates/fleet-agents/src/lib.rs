@@ -19,7 +19,7 @@ mod outcome;
 pub mod price;
 
 pub use event::{AgentEvent, ErrorClass, Usage};
-pub use outcome::{Evidence, Outcome, OutcomeClass, ProcessEnd, classify_text};
+pub use outcome::{Evidence, Outcome, OutcomeClass, ProcessEnd, classify_text, reset_from_text};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -78,6 +78,9 @@ pub struct Launch {
     pub stdin: Stdin,
     /// Names of `env` entries whose values are secrets (redacted wherever shown).
     pub secret_env: Vec<String>,
+    /// A directory the CLI writes log files to; the supervisor tails them into
+    /// [`Parser::stderr_line`] (qwen reports its retries only there).
+    pub side_logs: Option<PathBuf>,
 }
 
 impl Launch {
@@ -157,6 +160,11 @@ pub trait Parser: Send {
     /// Events held back until the end (e.g. usage of a run that never reported its total).
     fn flush(&mut self) -> Vec<AgentEvent> {
         Vec::new()
+    }
+    /// The attempt has already failed, though the CLI goes on (it retries a rate limit or an
+    /// outage on its own for minutes): the supervisor ends it and takes this outcome.
+    fn verdict(&self) -> Option<Outcome> {
+        None
     }
     /// Classifies the attempt once the process has ended.
     fn finish(&mut self, end: &ProcessEnd) -> Outcome;

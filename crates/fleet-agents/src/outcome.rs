@@ -16,6 +16,10 @@ pub struct ProcessEnd {
     pub timed_out: bool,
     /// Killed by fleet for producing no output for too long.
     pub stalled: bool,
+    /// When the process ended (Unix seconds) and the local UTC offset then: reset times in
+    /// error text ("try again at 3:28 PM") are relative to them.
+    pub ended_at: Option<i64>,
+    pub utc_offset_secs: i32,
 }
 
 impl ProcessEnd {
@@ -120,11 +124,60 @@ pub struct Evidence {
     pub resets_at: Option<i64>,
     /// Last stderr lines, for a crash's detail.
     pub stderr_tail: Vec<String>,
+    /// Retries the CLI reported making on its own, by class.
+    pub cli_retries: Vec<ErrorClass>,
 }
 
 impl Evidence {
     pub fn error(&mut self, class: ErrorClass, message: impl Into<String>) {
         self.errors.push((class, message.into()));
+    }
+
+    /// Whether retrying is pointless already: one retry of a rate limit, quota or auth failure
+    /// (the CLI will wait minutes for what fleet answers by swapping), or two of an outage.
+    pub fn verdict(&self) -> Option<Outcome> {
+        let n = |c: ErrorClass| self.cli_retries.iter().filter(|x| **x == c).count();
+        let class = [
+            ErrorClass::AuthFailed,
+            ErrorClass::QuotaExhausted,
+            ErrorClass::RateLimited,
+        ]
+        .into_iter()
+        .find(|c| n(*c) >= 1)
+        .or_else(|| {
+            [ErrorClass::Overloaded, ErrorClass::Upstream]
+                .into_iter()
+                .find(|c| n(*c) >= 2)
+        })?;
+        let detail = self
+            .errors
+            .iter()
+            .rev()
+            .find(|(c, _)| *c == class)
+            .map(|(_, m)| m.clone());
+        Some(Outcome {
+            class: OutcomeClass::from_error(class),
+            resets_at: self.resets_at,
+            detail,
+        })
+    }
+
+    /// Reads a CLI's "Attempt 2 failed with status 429. Retrying with backoff..." (gemini on
+    /// stderr, qwen in its debug log); records it and returns the event.
+    pub fn cli_retry_line(&mut self, line: &str) -> Option<crate::AgentEvent> {
+        let at = line.find("Attempt ")?;
+        let rest = &line[at + "Attempt ".len()..];
+        let (n, tail) = rest.split_once(" failed")?;
+        let n: u32 = n.trim().parse().ok()?;
+        let detail: String = line[at..].chars().take(300).collect();
+        let class = classify_text(tail.split("Retrying").next().unwrap_or(tail));
+        self.error(class, detail.clone());
+        self.cli_retries.push(class);
+        Some(crate::AgentEvent::Retrying {
+            attempt: n,
+            class,
+            detail,
+        })
     }
 
     pub fn stderr(&mut self, line: &str) {
@@ -156,7 +209,17 @@ impl Evidence {
                 o.class,
                 OutcomeClass::RateLimited | OutcomeClass::QuotaExhausted
             ) {
-                o.resets_at = self.resets_at;
+                o.resets_at = self.resets_at.or_else(|| {
+                    let now = end.ended_at?;
+                    let texts = self
+                        .errors
+                        .iter()
+                        .map(|(_, m)| m.as_str())
+                        .chain(o.detail.as_deref());
+                    texts
+                        .into_iter()
+                        .find_map(|t| reset_from_text(t, now, end.utc_offset_secs))
+                });
             }
             o
         };
@@ -168,7 +231,11 @@ impl Evidence {
             )
         });
         if end.timed_out || end.stalled {
-            if let Some((c, m)) = decisive {
+            // The CLI was still retrying something it had reported: that is the real cause.
+            let retried = self
+                .worst_error()
+                .filter(|(c, _)| matches!(c, ErrorClass::Overloaded | ErrorClass::Upstream));
+            if let Some((c, m)) = decisive.or(retried) {
                 return with_reset(
                     Outcome::new(OutcomeClass::from_error(*c)).with_detail(m.clone()),
                 );
@@ -255,6 +322,7 @@ pub fn classify_text(message: &str) -> ErrorClass {
         ErrorClass::AuthFailed
     } else if has(&[
         "quota exceeded",
+        "exceeded your current quota",
         "insufficient_quota",
         "usage limit",
         "credit balance",
@@ -295,6 +363,7 @@ pub fn classify_text(message: &str) -> ErrorClass {
         "connection reset",
         "fetch failed",
         "timed out",
+        "request timeout",
         "unavailable",
         "bad gateway",
     ]) {
@@ -304,9 +373,137 @@ pub fn classify_text(message: &str) -> ErrorClass {
     }
 }
 
+/// When a limit resets, read from the words CLIs use: "Try again at 3:28 PM" (local time),
+/// "resets 8:08am (UTC)", "Please retry in 3600s", "usage limit reached|1774447200".
+/// `now` is Unix seconds; a time of day without a date is its next occurrence.
+pub fn reset_from_text(text: &str, now: i64, utc_offset_secs: i32) -> Option<i64> {
+    let lower = text.to_ascii_lowercase();
+    if let Some((_, tail)) = lower.split_once("limit reached|") {
+        let digits: String = tail.chars().take_while(|c| c.is_ascii_digit()).collect();
+        if let Ok(t) = digits.parse::<i64>() {
+            return Some(if t > 100_000_000_000 { t / 1000 } else { t });
+        }
+    }
+    for key in ["retry in ", "retry after ", "try again in "] {
+        if let Some((_, tail)) = lower.split_once(key)
+            && let Some(secs) = duration_prefix(tail)
+        {
+            return Some(now + secs);
+        }
+    }
+    for key in ["try again at ", "resets at ", "resets "] {
+        let Some((_, tail)) = lower.split_once(key) else {
+            continue;
+        };
+        let utc = tail.contains("(utc)") || tail.contains(" utc");
+        if let Some(minutes) = clock_prefix(tail) {
+            let offset = if utc { 0 } else { utc_offset_secs as i64 };
+            let local_now = now + offset;
+            let day_start = local_now.div_euclid(86_400) * 86_400;
+            let mut at = day_start + minutes * 60;
+            if at <= local_now {
+                at += 86_400;
+            }
+            return Some(at - offset);
+        }
+    }
+    None
+}
+
+/// "3600s", "90 seconds", "1h2m3s", "5m" at the start of `s`, in seconds.
+fn duration_prefix(s: &str) -> Option<i64> {
+    let s = s.trim_start();
+    let mut total = 0f64;
+    let mut num = String::new();
+    let mut any = false;
+    for c in s.chars() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let n: f64 = match num.parse() {
+            Ok(n) => n,
+            Err(_) => break,
+        };
+        match c {
+            'h' => total += n * 3600.0,
+            'm' => total += n * 60.0,
+            's' | ' ' => total += n,
+            _ => break,
+        }
+        any = true;
+        num.clear();
+        if c == ' ' {
+            break;
+        }
+    }
+    any.then_some(total.ceil() as i64)
+}
+
+/// "3:28 pm", "8:08am", "12:00am", "1pm" at the start of `s`: minutes after midnight.
+fn clock_prefix(s: &str) -> Option<i64> {
+    let s = s.trim_start();
+    let digits: String = s
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == ':')
+        .collect();
+    let rest = s[digits.len()..].trim_start();
+    let (h, m) = match digits.split_once(':') {
+        Some((h, m)) => (h.parse::<i64>().ok()?, m.parse::<i64>().ok()?),
+        None => (digits.parse::<i64>().ok()?, 0),
+    };
+    let pm = rest.starts_with("pm") || rest.starts_with("p.m");
+    let am = rest.starts_with("am") || rest.starts_with("a.m");
+    if !(am || pm || digits.contains(':')) || h > 23 || m > 59 {
+        return None;
+    }
+    let h = match (am, pm) {
+        (true, _) if h == 12 => 0,
+        (_, true) if h < 12 => h + 12,
+        _ => h,
+    };
+    Some(h * 60 + m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reset_times_from_text() {
+        // 2026-11-21 07:00:00 UTC
+        let now = 1_795_244_400;
+        assert_eq!(
+            reset_from_text("resets 8:08am (UTC)", now, 0),
+            Some(now + 68 * 60)
+        );
+        assert_eq!(
+            reset_from_text(
+                "You've hit your usage limit. Try again at 8:14 AM.",
+                now,
+                3600
+            ),
+            Some(now + 14 * 60)
+        );
+        assert_eq!(
+            reset_from_text("Try again at 6:00 AM", now, 0),
+            Some(now + 23 * 3600)
+        );
+        assert_eq!(
+            reset_from_text("Please retry in 3600s.", now, 0),
+            Some(now + 3600)
+        );
+        assert_eq!(reset_from_text("retry in 1h2m3s", now, 0), Some(now + 3723));
+        assert_eq!(
+            reset_from_text("Claude AI usage limit reached|1795248000", now, 0),
+            Some(1_795_248_000)
+        );
+        assert_eq!(
+            reset_from_text("resets 12:00am", now, 0),
+            Some(now + 17 * 3600)
+        );
+        assert_eq!(reset_from_text("no time here", now, 0), None);
+    }
 
     #[test]
     fn text_classes() {

@@ -46,6 +46,8 @@ fn end() -> impl Strategy<Value = ProcessEnd> {
             signal,
             timed_out,
             stalled,
+            ended_at: Some(1_795_244_400),
+            utc_offset_secs: 0,
         })
 }
 

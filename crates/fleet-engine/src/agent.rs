@@ -160,6 +160,8 @@ pub struct AgentRun<'a> {
     pub kill_grace: Duration,
     pub resume_session: Option<&'a str>,
     pub extra_env: &'a BTreeMap<String, String>,
+    /// The profile's secrets, resolved by the caller (see [`secret_values`]).
+    pub secrets: &'a BTreeMap<String, String>,
 }
 
 /// Runs the attempt; `on_events` receives normalized events as they are parsed.
@@ -169,7 +171,7 @@ pub async fn run(
     mut on_events: impl FnMut(Vec<AgentEvent>),
 ) -> Result<(process::Finished, AgentEnd), String> {
     let profile = &r.task.profile;
-    let secrets = secret_values(&profile.secrets);
+    let secrets = r.secrets.clone();
     let redactor = Redactor::new(&secrets);
     if profile.cli == "http" {
         return run_http(&r, stop, &secrets, &redactor, on_events).await;
@@ -264,24 +266,22 @@ pub async fn run(
         timeout: r.timeout.or(profile.timeout),
         stall_timeout: Some(profile.stall_timeout),
         kill_grace: r.kill_grace,
+        side_logs: launch.side_logs.as_deref(),
     };
     let end = process::run_streaming(spec, stop, |stream, line| {
         let line = redactor.clean(line);
-        let _ = writeln!(
-            transcript,
-            "{}{line}",
-            if stream == Stream::Stderr {
-                "[stderr] "
-            } else {
-                ""
-            }
-        );
+        let prefix = match stream {
+            Stream::Stdout => "",
+            Stream::Stderr => "[stderr] ",
+            Stream::Side => "[log] ",
+        };
+        let _ = writeln!(transcript, "{prefix}{line}");
         let events: Vec<AgentEvent> = match stream {
             Stream::Stdout => parser.stdout_line(&line),
-            Stream::Stderr => parser.stderr_line(&line),
+            Stream::Stderr | Stream::Side => parser.stderr_line(&line),
         };
         if events.is_empty() {
-            return;
+            return false;
         }
         for e in &events {
             let _ = writeln!(log, "  {}", e.readable());
@@ -292,6 +292,7 @@ pub async fn run(
                 .map(|e| redactor.clean_event(e))
                 .collect(),
         );
+        parser.verdict().is_some()
     })
     .await
     .map_err(|e| format!("could not run {}: {e}", launch.program))?;
@@ -307,8 +308,13 @@ pub async fn run(
         signal: end.finished.signal,
         timed_out: end.finished.timed_out,
         stalled: end.stalled,
+        ended_at: Some(chrono::Utc::now().timestamp()),
+        utc_offset_secs: chrono::Local::now().offset().local_minus_utc(),
     };
-    let outcome = parser.finish(&pend);
+    let outcome = match parser.verdict().filter(|_| end.gave_up) {
+        Some(v) => v,
+        None => parser.finish(&pend),
+    };
     Ok((
         end.finished,
         AgentEnd {

@@ -355,6 +355,8 @@ struct Coordinator {
     merging: bool,
     /// Work to hand to workers once the batch that allows it is committed.
     launches: Vec<Launch>,
+    /// Spend of each running agent attempt: (cost the CLI reported, cost priced from tokens).
+    spend: HashMap<usize, (f64, f64)>,
     integration_tip: String,
     stopping: bool,
     observer: Option<Observer>,
@@ -409,6 +411,7 @@ impl Coordinator {
             merge_queue: VecDeque::new(),
             merging: false,
             launches: Vec::new(),
+            spend: HashMap::new(),
             integration_tip: String::new(),
             stopping: false,
             observer: opts.observer,
@@ -662,6 +665,7 @@ impl Coordinator {
             let t = self.run.start(i);
             let n = t.attempt;
             self.record(vec![t]);
+            self.spend.remove(&i);
             let a = AttemptRow {
                 run_id: self.ctx.run_id.clone(),
                 task_id: self.plan.tasks[i].id.clone(),
@@ -776,7 +780,6 @@ impl Coordinator {
             TaskAction::Agent(a) => a.profile.clone(),
             _ => return,
         };
-        let reports_cost = fleet_agents::adapter(&profile.cli).is_some_and(|a| a.reports_cost());
         let price = profile
             .model
             .as_deref()
@@ -795,19 +798,19 @@ impl Coordinator {
                     )
                 }
                 E::Usage(u) => {
-                    let cost = if reports_cost {
-                        None
-                    } else {
-                        price.map(|p| fleet_agents::price::cost(&p, u))
-                    };
+                    // Priced from the table; a cost the CLI reports itself takes precedence.
+                    let cost = price.map(|p| fleet_agents::price::cost(&p, u));
+                    let spend = self.spend.entry(task).or_default();
+                    spend.1 += cost.unwrap_or(0.0);
+                    let (reported, priced) = *spend;
                     if let Some(a) = self.attempts.get_mut(&task) {
+                        a.cost_usd = if reported > 0.0 { reported } else { priced };
                         a.input_tokens = a.input_tokens.saturating_add(u.input_tokens);
                         a.output_tokens = a.output_tokens.saturating_add(u.output_tokens);
                         a.cache_read_tokens =
                             a.cache_read_tokens.saturating_add(u.cache_read_tokens);
                         a.cache_write_tokens =
                             a.cache_write_tokens.saturating_add(u.cache_write_tokens);
-                        a.cost_usd += cost.unwrap_or(0.0);
                     }
                     (
                         "attempt.usage",
@@ -815,8 +818,11 @@ impl Coordinator {
                     )
                 }
                 E::Cost { usd } => {
+                    let spend = self.spend.entry(task).or_default();
+                    spend.0 += usd;
+                    let (reported, priced) = *spend;
                     if let Some(a) = self.attempts.get_mut(&task) {
-                        a.cost_usd += usd;
+                        a.cost_usd = if reported > 0.0 { reported } else { priced };
                     }
                     ("attempt.usage", json!({"cost_usd": usd, "reported": true}))
                 }
@@ -1285,6 +1291,7 @@ async fn run_attempt(
         kill_grace: ctx.kill_grace,
         resume_session: None,
         extra_env: &env,
+        secrets: &agent::secret_values(&agent_task.profile.secrets),
     };
     let tx = ctx.tx.clone();
     let (finished, end) = agent::run(run, ctx.stop.clone(), |events| {

@@ -71,7 +71,7 @@ fn tools() -> Value {
             &[]
         ),
         f(
-            "run_command",
+            "run_shell_command",
             "Run a shell command in the project root; returns exit code and output.",
             json!({"command": {"type": "string"}}),
             &["command"]
@@ -179,7 +179,7 @@ async fn call_tool(name: &str, args: &Value, r: &HttpRun<'_>) -> (bool, String) 
                 names.sort();
                 Ok(names.join("\n"))
             }
-            "run_command" => {
+            "run_shell_command" => {
                 let mut env = process::scrubbed_env();
                 env.extend(r.env.iter().map(|(k, v)| (k.clone(), v.clone())));
                 let out = tokio::time::timeout(

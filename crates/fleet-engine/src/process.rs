@@ -319,6 +319,8 @@ mod tests {
 pub enum Stream {
     Stdout,
     Stderr,
+    /// A log file the CLI writes on the side (see [`StreamSpec::side_logs`]).
+    Side,
 }
 
 /// A program run with its output read line by line (agent CLIs).
@@ -333,6 +335,10 @@ pub struct StreamSpec<'a> {
     /// No line on stdout or stderr for this long ends the process as stalled.
     pub stall_timeout: Option<Duration>,
     pub kill_grace: Duration,
+    /// A directory whose files the CLI appends log lines to (qwen's debug log): tailed and
+    /// delivered as [`Stream::Side`] lines, because some CLIs say only there that they are
+    /// retrying a rate limit.
+    pub side_logs: Option<&'a Path>,
 }
 
 /// How a streamed process ended.
@@ -340,6 +346,52 @@ pub struct StreamSpec<'a> {
 pub struct StreamEnd {
     pub finished: Finished,
     pub stalled: bool,
+    /// The line handler decided the attempt had already failed and it was ended early.
+    pub gave_up: bool,
+}
+
+/// New complete lines appended to the files of a directory since the last look.
+#[derive(Default)]
+struct Tail {
+    offsets: HashMap<std::path::PathBuf, u64>,
+}
+
+impl Tail {
+    fn read(&mut self, dir: &Path) -> Vec<String> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut lines = Vec::new();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return lines;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !path.is_file() {
+                continue;
+            }
+            let offset = self.offsets.entry(path.clone()).or_insert(0);
+            let Ok(mut f) = std::fs::File::open(&path) else {
+                continue;
+            };
+            if f.seek(SeekFrom::Start(*offset)).is_err() {
+                continue;
+            }
+            let mut buf = Vec::new();
+            if f.take(1 << 20).read_to_end(&mut buf).is_err() {
+                continue;
+            }
+            // Only whole lines; a partial last line is read again next time.
+            let Some(end) = buf.iter().rposition(|b| *b == b'\n') else {
+                continue;
+            };
+            *offset += end as u64 + 1;
+            lines.extend(
+                String::from_utf8_lossy(&buf[..end])
+                    .lines()
+                    .map(str::to_string),
+            );
+        }
+        lines
+    }
 }
 
 /// Longest line kept; a CLI printing megabytes without a newline is cut, not buffered forever.
@@ -349,7 +401,7 @@ const MAX_LINE: usize = 4 << 20;
 pub async fn run_streaming(
     spec: StreamSpec<'_>,
     mut stop: watch::Receiver<bool>,
-    mut on_line: impl FnMut(Stream, &str),
+    mut on_line: impl FnMut(Stream, &str) -> bool,
 ) -> std::io::Result<StreamEnd> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let started = Instant::now();
@@ -384,6 +436,7 @@ pub async fn run_streaming(
             return Ok(StreamEnd {
                 finished,
                 stalled: false,
+                gave_up: false,
             });
         }
         Err(err) => return Err(err),
@@ -406,26 +459,31 @@ pub async fn run_streaming(
     let mut timed_out = false;
     let mut stalled = false;
     let mut stopped = false;
-    let deliver = |buf: &mut Vec<u8>, stream: Stream, on_line: &mut dyn FnMut(Stream, &str)| {
-        while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-            buf.pop();
-        }
-        on_line(stream, &String::from_utf8_lossy(buf));
-        buf.clear();
-    };
+    let mut gave_up = false;
+    let deliver =
+        |buf: &mut Vec<u8>, stream: Stream, on_line: &mut dyn FnMut(Stream, &str) -> bool| {
+            while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                buf.pop();
+            }
+            let stop = on_line(stream, &String::from_utf8_lossy(buf));
+            buf.clear();
+            stop
+        };
+    let mut tail = Tail::default();
+    let mut side_tick = tokio::time::interval(Duration::from_millis(250));
     while out_open || err_open {
         let stall_at = spec.stall_timeout.map(|s| last_output + s);
         tokio::select! {
             n = out.read_until(b'\n', &mut out_buf), if out_open => {
                 match n {
                     Ok(0) | Err(_) => {
-                        if !out_buf.is_empty() { deliver(&mut out_buf, Stream::Stdout, &mut on_line); }
+                        if !out_buf.is_empty() { gave_up |= deliver(&mut out_buf, Stream::Stdout, &mut on_line); }
                         out_open = false;
                     }
                     Ok(_) => {
                         last_output = tokio::time::Instant::now();
                         if out_buf.ends_with(b"\n") || out_buf.len() > MAX_LINE {
-                            deliver(&mut out_buf, Stream::Stdout, &mut on_line);
+                            gave_up |= deliver(&mut out_buf, Stream::Stdout, &mut on_line);
                         }
                     }
                 }
@@ -433,23 +491,32 @@ pub async fn run_streaming(
             n = err.read_until(b'\n', &mut err_buf), if err_open => {
                 match n {
                     Ok(0) | Err(_) => {
-                        if !err_buf.is_empty() { deliver(&mut err_buf, Stream::Stderr, &mut on_line); }
+                        if !err_buf.is_empty() { gave_up |= deliver(&mut err_buf, Stream::Stderr, &mut on_line); }
                         err_open = false;
                     }
                     Ok(_) => {
                         last_output = tokio::time::Instant::now();
                         if err_buf.ends_with(b"\n") || err_buf.len() > MAX_LINE {
-                            deliver(&mut err_buf, Stream::Stderr, &mut on_line);
+                            gave_up |= deliver(&mut err_buf, Stream::Stderr, &mut on_line);
                         }
                     }
+                }
+            }
+            _ = side_tick.tick(), if spec.side_logs.is_some() => {
+                for line in tail.read(spec.side_logs.expect("guarded")) {
+                    last_output = tokio::time::Instant::now();
+                    gave_up |= on_line(Stream::Side, &line);
                 }
             }
             _ = sleep_until_opt(deadline) => { timed_out = true; break; }
             _ = sleep_until_opt(stall_at) => { stalled = true; break; }
             _ = wait_stop(&mut stop) => { stopped = true; break; }
         }
+        if gave_up {
+            break;
+        }
     }
-    let status = if timed_out || stalled || stopped {
+    let status = if timed_out || stalled || stopped || gave_up {
         end_group(&mut child, pgid, spec.kill_grace).await?
     } else {
         // Output closed: the process is ending (or detached its streams); give it the timeout.
@@ -467,7 +534,11 @@ pub async fn run_streaming(
         stopped,
         elapsed: started.elapsed(),
     };
-    Ok(StreamEnd { finished, stalled })
+    Ok(StreamEnd {
+        finished,
+        stalled,
+        gave_up,
+    })
 }
 
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
@@ -525,10 +596,14 @@ mod stream_tests {
             timeout: Some(Duration::from_secs(10)),
             stall_timeout: stall,
             kill_grace: Duration::from_millis(200),
+            side_logs: None,
         };
-        let end = run_streaming(spec, rx, |s, l| lines.push((s, l.to_string())))
-            .await
-            .unwrap();
+        let end = run_streaming(spec, rx, |s, l| {
+            lines.push((s, l.to_string()));
+            false
+        })
+        .await
+        .unwrap();
         (end, lines)
     }
 

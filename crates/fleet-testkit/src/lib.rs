@@ -45,3 +45,35 @@ pub use server::{Api, ModelServer, ModelServerBuilder, RecordedRequest};
 
 #[cfg(test)]
 mod http_tests;
+
+/// The directory holding the pinned real agent CLIs (`claude`, `codex`, `gemini`, `qwen`,
+/// `opencode`): `$FLEET_AGENT_BIN`, or what `scripts/install-agent-clis.sh` prints (it installs
+/// them on first use). Panics — tests must fail, not skip — when they cannot be had.
+pub fn agent_bin_dir() -> std::path::PathBuf {
+    use std::path::{Path, PathBuf};
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = match std::env::var_os("FLEET_AGENT_BIN") {
+            Some(d) => PathBuf::from(d),
+            None => {
+                let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/install-agent-clis.sh");
+                let out = std::process::Command::new("bash")
+                    .arg(&script)
+                    .stderr(std::process::Stdio::inherit())
+                    .output()
+                    .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+                assert!(out.status.success(), "{} failed ({}); the real CLIs are required", script.display(), out.status);
+                PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("").trim())
+            }
+        };
+        for cli in ["claude", "codex", "gemini", "qwen", "opencode"] {
+            assert!(
+                dir.join(cli).exists(),
+                "{cli} not found in {} (set FLEET_AGENT_BIN to the output of scripts/install-agent-clis.sh)",
+                dir.display()
+            );
+        }
+        dir
+    })
+    .clone()
+}

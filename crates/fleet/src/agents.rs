@@ -318,6 +318,7 @@ fn smoke_test(p: &AgentProfile) -> anyhow::Result<serde_json::Value> {
         kill_grace: Duration::from_secs(2),
         resume_session: None,
         extra_env: &env,
+        secrets: &fleet_engine::agent::secret_values(&p.secrets),
     };
     let started = std::time::Instant::now();
     let (_tx, rx) = tokio::sync::watch::channel(false);
@@ -370,12 +371,14 @@ pub fn replay(
         Some(p) => read(p)?,
         None => String::new(),
     };
-    let end = exit_code
+    let mut end = exit_code
         .map(ProcessEnd::from_exit_status)
         .unwrap_or(ProcessEnd {
             exit_code: Some(0),
             ..ProcessEnd::default()
         });
+    end.ended_at = Some(chrono::Utc::now().timestamp());
+    end.utc_offset_secs = chrono::Local::now().offset().local_minus_utc();
     let replay = fleet_agents::replay(&*adapter, &stdout, &stderr, &end);
     println!("{}", serde_json::to_string(&replay)?);
     Ok(exit::PASSED)

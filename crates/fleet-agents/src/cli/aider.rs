@@ -58,6 +58,7 @@ impl Adapter for Aider {
             files,
             stdin: Stdin::Null,
             secret_env: secret_names(req),
+            side_logs: None,
         })
     }
 

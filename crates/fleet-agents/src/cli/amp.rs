@@ -41,6 +41,7 @@ impl Adapter for Amp {
             files: Vec::new(),
             stdin: Stdin::Text(prompt_with_system(req)),
             secret_env: secret_names(req),
+            side_logs: None,
         })
     }
 

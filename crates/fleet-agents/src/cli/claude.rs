@@ -88,6 +88,7 @@ impl Adapter for Claude {
             files: Vec::new(),
             stdin: Stdin::Text(req.prompt.to_string()),
             secret_env: secret_names(req),
+            side_logs: None,
         })
     }
 
@@ -295,6 +296,12 @@ impl Parser for ClaudeStream {
                     }
                     _ => v.get("usage").map(Self::usage_of).unwrap_or_default(),
                 };
+                // amp's result carries no usage: its assistant messages' counts are the total.
+                let usage = if usage.is_zero() {
+                    std::mem::take(&mut self.pending_usage)
+                } else {
+                    usage
+                };
                 if !usage.is_zero() {
                     out.push(AgentEvent::Usage(usage));
                 }
@@ -367,7 +374,19 @@ impl Parser for ClaudeStream {
 
     fn stderr_line(&mut self, line: &str) -> Vec<AgentEvent> {
         self.ev.stderr(line);
+        if self.api_error_text {
+            // qwen: its debug log (tailed as side lines) is the only place it admits retrying.
+            return self.ev.cli_retry_line(line).into_iter().collect();
+        }
         Vec::new()
+    }
+
+    fn verdict(&self) -> Option<Outcome> {
+        if self.api_error_text {
+            self.ev.verdict()
+        } else {
+            None
+        }
     }
 
     fn flush(&mut self) -> Vec<AgentEvent> {

@@ -103,6 +103,7 @@ impl Adapter for Codex {
             files: vec![file(codex_home.join("config.toml"), config, false)],
             stdin: Stdin::Text(req.prompt.to_string()),
             secret_env: secret_names(req),
+            side_logs: None,
         })
     }
 

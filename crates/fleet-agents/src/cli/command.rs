@@ -46,6 +46,7 @@ impl Adapter for CommandAgent {
             files: vec![file(prompt_file, prompt.clone(), false)],
             stdin: Stdin::Text(prompt),
             secret_env: secret_names(req),
+            side_logs: None,
         })
     }
 

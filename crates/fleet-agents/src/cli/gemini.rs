@@ -57,7 +57,8 @@ impl Adapter for Gemini {
         let settings = serde_json::json!({
             "security": {"auth": {"selectedType": "gemini-api-key"}},
             "privacy": {"usageStatisticsEnabled": false},
-            "general": {"disableAutoUpdate": true, "disableUpdateNag": true},
+            // Its default retries API errors for minutes; fleet swaps agents instead.
+            "general": {"disableAutoUpdate": true, "disableUpdateNag": true, "maxAttempts": 2},
         });
         Ok(Launch {
             program: self.binary().into(),
@@ -71,6 +72,7 @@ impl Adapter for Gemini {
             )],
             stdin: Stdin::Text(prompt_with_system(req)),
             secret_env: secret_names(req),
+            side_logs: None,
         })
     }
 
@@ -179,18 +181,11 @@ impl Parser for GeminiStream {
     fn stderr_line(&mut self, line: &str) -> Vec<AgentEvent> {
         self.ev.stderr(line);
         // "Attempt 2 failed with status 429. Retrying with backoff..." — only stderr says so.
-        if let Some(rest) = line.trim().strip_prefix("Attempt ")
-            && let Some((n, tail)) = rest.split_once(" failed")
-        {
-            let class = classify_text(tail);
-            self.ev.error(class, line.trim());
-            return vec![AgentEvent::Retrying {
-                attempt: n.parse().unwrap_or(0),
-                class,
-                detail: line.trim().into(),
-            }];
-        }
-        Vec::new()
+        self.ev.cli_retry_line(line).into_iter().collect()
+    }
+
+    fn verdict(&self) -> Option<Outcome> {
+        self.ev.verdict()
     }
 
     fn flush(&mut self) -> Vec<AgentEvent> {

@@ -53,6 +53,9 @@ impl Adapter for Opencode {
             config["provider"] =
                 json!({ provider: { "options": { "baseURL": openai_base(url) } } });
         }
+        // Without these a server that never answers is waited on forever.
+        config["provider"][provider]["options"]["headerTimeout"] = json!(60_000);
+        config["provider"][provider]["options"]["chunkTimeout"] = json!(60_000);
         let mut files = Vec::new();
         if let Some(sys) = req.system.filter(|s| !s.trim().is_empty()) {
             let path = req.home.join("fleet-instructions.md");
@@ -64,10 +67,20 @@ impl Adapter for Opencode {
             config.to_string(),
             false,
         ));
-        let mut args: Vec<String> = ["run", "--format", "json", "--auto"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        // Its retries (honouring a server's Retry-After, even an hour) are silent on stdout;
+        // with its logs on stderr, fleet sees them and stops waiting.
+        let mut args: Vec<String> = [
+            "run",
+            "--format",
+            "json",
+            "--auto",
+            "--print-logs",
+            "--log-level",
+            "WARN",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         args.extend(["--model".into(), model.into()]);
         args.extend(["--dir".into(), req.workdir.display().to_string()]);
         if let Some(id) = req.resume_session {
@@ -85,6 +98,7 @@ impl Adapter for Opencode {
             files,
             stdin: Stdin::Text(req.prompt.to_string()),
             secret_env: secret_names(req),
+            side_logs: None,
         })
     }
 
@@ -187,6 +201,23 @@ impl Parser for OpencodeStream {
                     status.map(|s| format!("{s} ")).unwrap_or_default()
                 );
                 let class = classify_text(&text);
+                // The provider's response headers ride along: they say when a limit resets.
+                if let Some(h) = e.pointer("/data/responseHeaders") {
+                    let get = |k: &str| h.get(k).and_then(Value::as_str);
+                    let epoch = ["anthropic-ratelimit-unified-reset", "x-ratelimit-reset"]
+                        .iter()
+                        .find_map(|k| get(k).and_then(|v| v.trim().parse::<i64>().ok()));
+                    let stamp = [
+                        "anthropic-ratelimit-requests-reset",
+                        "anthropic-ratelimit-tokens-reset",
+                    ]
+                    .iter()
+                    .find_map(|k| get(k).and_then(|v| chrono::DateTime::parse_from_rfc3339(v).ok()))
+                    .map(|t| t.timestamp());
+                    if let Some(t) = epoch.or(stamp) {
+                        self.ev.resets_at = Some(t);
+                    }
+                }
                 self.ev.error(class, text.trim());
                 out.push(AgentEvent::Error {
                     class,
@@ -200,7 +231,32 @@ impl Parser for OpencodeStream {
 
     fn stderr_line(&mut self, line: &str) -> Vec<AgentEvent> {
         self.ev.stderr(line);
-        Vec::new()
+        // `level=ERROR … message="stream error" … error.error="AI_APICallError: <message>"`
+        if !line.contains("message=\"stream error\"") {
+            return Vec::new();
+        }
+        let Some((_, err)) = line.split_once("error.error=\"") else {
+            return Vec::new();
+        };
+        let detail: String = err
+            .split('"')
+            .next()
+            .unwrap_or(err)
+            .chars()
+            .take(300)
+            .collect();
+        let class = classify_text(&detail);
+        self.ev.error(class, detail.clone());
+        self.ev.cli_retries.push(class);
+        vec![AgentEvent::Retrying {
+            attempt: self.ev.cli_retries.len() as u32,
+            class,
+            detail,
+        }]
+    }
+
+    fn verdict(&self) -> Option<Outcome> {
+        self.ev.verdict()
     }
 
     fn finish(&mut self, end: &ProcessEnd) -> Outcome {

@@ -58,7 +58,8 @@ impl Adapter for Qwen {
         if let Some(id) = req.resume_session {
             args.extend(["--resume".into(), id.into()]);
         }
-        args.extend(["--prompt".into(), " ".into()]);
+        // --debug writes ~/.qwen/debug/<session>.txt, where qwen logs the retries it makes.
+        args.extend(["--debug".into(), "--prompt".into(), " ".into()]);
         let mut env = base_env(req);
         if key_name != "OPENAI_API_KEY" {
             env.insert("OPENAI_API_KEY".into(), key.into());
@@ -72,6 +73,8 @@ impl Adapter for Qwen {
         let settings = serde_json::json!({
             "privacy": {"usageStatisticsEnabled": false},
             "general": {"disableAutoUpdate": true, "disableUpdateNag": true},
+            // Caps its inner retries; its outer 7-attempt loop has no knob (the stall timeout ends it).
+            "model": {"generationConfig": {"timeout": 60_000, "maxRetries": 1}},
         });
         let mut secret_env = secret_names(req);
         secret_env.push("OPENAI_API_KEY".into());
@@ -87,6 +90,7 @@ impl Adapter for Qwen {
             )],
             stdin: Stdin::Text(req.prompt.to_string()),
             secret_env,
+            side_logs: Some(req.home.join(".qwen/debug")),
         })
     }
 

@@ -1,0 +1,275 @@
+//! `fleet run` with `agent:` tasks played by the five real agent CLIs against the scripted
+//! model server: each task's file, written and edited through the CLI's own tools, lands on
+//! the integration branch; tokens (and cost where the CLI reports it) are recorded.
+
+use fleet_testkit::{ModelServer, Scenario, Usage};
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+const CLIS: [&str; 5] = ["claude", "codex", "gemini", "qwen", "opencode"];
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@t")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@t")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn each_real_cli_completes_a_runbook_task_and_its_file_lands() {
+    let server = ModelServer::start();
+    for cli in CLIS {
+        server.add_scenario(
+            cli,
+            Scenario::new()
+                .write_file(format!("{cli}.txt"), format!("written by {cli}\n"))
+                .read_file(format!("{cli}.txt"))
+                .edit_file(format!("{cli}.txt"), "written", "written and edited")
+                .usage(Usage::new(1000, 50)),
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("instance");
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["commit", "-q", "--allow-empty", "-m", "init"]);
+    let path = format!(
+        "{}:/usr/local/bin:/usr/bin:/bin",
+        fleet_testkit::agent_bin_dir().display()
+    );
+    let mut yaml = String::from("agents:\n");
+    for cli in CLIS {
+        let model = match cli {
+            "claude" => "claude-sonnet-4-5",
+            "opencode" => "anthropic/claude-sonnet-4-5",
+            "gemini" => "gemini-2.5-pro",
+            _ => "gpt-5.1-codex",
+        };
+        let account = match cli {
+            "claude" | "opencode" => "anthropic",
+            "gemini" => "google",
+            _ => "openai",
+        };
+        yaml.push_str(&format!(
+            "  {cli}-dev:\n    cli: {cli}\n    model: {model}\n    account: {account}\n    base_url: \"{}\"\n    stall_timeout: 60s\n    env: {{ PATH: \"{path}\" }}\n",
+            server.base_url(cli)
+        ));
+    }
+    yaml.push_str(
+        "accounts:\n  anthropic: { secrets: [ANTHROPIC_API_KEY] }\n  google: { secrets: [GEMINI_API_KEY] }\n  openai: { secrets: [OPENAI_API_KEY] }\n",
+    );
+    std::fs::write(home.join("fleet.yaml"), yaml).unwrap();
+    let mut runbook = String::from("name: agents\nconcurrency: 2\ntasks:\n");
+    for cli in CLIS {
+        runbook.push_str(&format!(
+            "  - id: {cli}-task\n    agent: {cli}-dev\n    prompt: \"Create {cli}.txt, then edit it.\"\n    timeout: 3m\n    checks: [\"grep -qx 'written and edited by {cli}' {cli}.txt\"]\n"
+        ));
+    }
+    std::fs::write(repo.join("runbook.yaml"), runbook).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fleet"))
+        .current_dir(&repo)
+        .args(["run", "runbook.yaml"])
+        .env("FLEET_HOME", &home)
+        .env("ANTHROPIC_API_KEY", "sk-ant-test-secret-1234")
+        .env("OPENAI_API_KEY", "sk-test-secret-1234")
+        .env("GEMINI_API_KEY", "gemini-test-secret-1234")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let status = Command::new(env!("CARGO_BIN_EXE_fleet"))
+        .current_dir(&repo)
+        .args(["status", "--json"])
+        .env("FLEET_HOME", &home)
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let logs_dir = status["logs"].as_str().unwrap().to_string();
+    let mut why = String::new();
+    for cli in CLIS {
+        why.push_str(
+            &std::fs::read_to_string(Path::new(&logs_dir).join(format!("{cli}-task.log")))
+                .unwrap_or_default(),
+        );
+    }
+    assert_eq!(out.status.code(), Some(0), "{stderr}\n{why}");
+    let run = status["id"].as_str().unwrap();
+    for cli in CLIS {
+        let content = git(&repo, &["show", &format!("fleet/runs/{run}:{cli}.txt")]);
+        assert_eq!(content, format!("written and edited by {cli}\n"), "{cli}");
+        let task = status["task_list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == format!("{cli}-task"))
+            .unwrap();
+        assert_eq!(task["state"], "merged", "{cli}");
+    }
+    // Tokens and cost are on the attempts, in the store.
+    let db = home.join(".fleet/fleet.db");
+    let rows = Command::new("sqlite3")
+        .arg(&db)
+        .arg("SELECT cli, input_tokens + cache_read_tokens, output_tokens, cost_usd, session_id IS NOT NULL FROM attempts WHERE outcome = 'passed' ORDER BY cli")
+        .output()
+        .unwrap();
+    let rows = String::from_utf8_lossy(&rows.stdout).to_string();
+    for cli in CLIS {
+        let line = rows
+            .lines()
+            .find(|l| l.starts_with(&format!("{cli}|")))
+            .unwrap_or_else(|| panic!("no attempt of {cli}: {rows}"));
+        let f: Vec<&str> = line.split('|').collect();
+        let input: u64 = f[1].parse().unwrap();
+        let output: u64 = f[2].parse().unwrap();
+        let cost: f64 = f[3].parse().unwrap();
+        assert!(
+            input >= 1000 && output >= 50,
+            "{cli}: tokens not recorded: {line}"
+        );
+        assert!(
+            cost > 0.0,
+            "{cli}: no cost (reported, or priced from the model): {line}"
+        );
+        assert_eq!(f[4], "1", "{cli}: no session id: {line}");
+    }
+    // No secret value reached the logs, transcripts or events.
+    let state = home.join(".fleet");
+    let grep = Command::new("grep")
+        .args(["-r", "-l", "secret-1234"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        grep.stdout.is_empty(),
+        "secrets leaked into: {}",
+        String::from_utf8_lossy(&grep.stdout)
+    );
+}
+
+#[test]
+fn agents_ls_doctor_and_replay() {
+    let server = ModelServer::start();
+    server.add_scenario("smoke", Scenario::new().text("OK").usage(Usage::new(10, 1)));
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let bin = fleet_testkit::agent_bin_dir();
+    std::fs::write(
+        home.join("fleet.yaml"),
+        format!(
+            "agents:\n  claude-dev:\n    cli: claude\n    model: claude-sonnet-4-5\n    account: team\n    roles: [developer]\n    priority: 10\n    base_url: \"{}\"\n    stall_timeout: 60s\naccounts:\n  team:\n    secrets: [ANTHROPIC_API_KEY, SECOND_KEY]\n    window: \"22:00-06:00\"\n",
+            server.base_url("smoke")
+        ),
+    )
+    .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let fleet = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_fleet"))
+            .args(args)
+            .env("FLEET_HOME", home)
+            .env("PATH", &path)
+            .env("ANTHROPIC_API_KEY", "sk-ant-test-secret-5678")
+            .env_remove("SECOND_KEY")
+            .output()
+            .unwrap()
+    };
+    let out = fleet(&["agents", "ls", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!text.contains("secret-5678"), "a secret value was printed");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let clis = v["clis"].as_array().unwrap();
+    assert_eq!(clis.len(), 12, "ten CLIs, command and http");
+    for cli in CLIS {
+        let c = clis.iter().find(|c| c["cli"] == cli).unwrap();
+        assert!(
+            c["version"]
+                .as_str()
+                .is_some_and(|v| v.chars().any(|ch| ch.is_ascii_digit())),
+            "{c}"
+        );
+        assert_eq!(c["verification"], "real-binary");
+    }
+    assert_eq!(
+        clis.iter().find(|c| c["cli"] == "cursor").unwrap()["verification"],
+        "fixture-verified"
+    );
+    let secrets = &v["accounts"][0]["secrets"];
+    assert_eq!(
+        secrets[0],
+        serde_json::json!({"name": "ANTHROPIC_API_KEY", "present": true})
+    );
+    assert_eq!(
+        secrets[1],
+        serde_json::json!({"name": "SECOND_KEY", "present": false})
+    );
+    assert_eq!(v["accounts"][0]["window"], "22:00-06:00");
+
+    let out = fleet(&["agents", "doctor", "--smoke", "claude-dev", "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(report[0]["smoke"]["outcome"], "succeeded", "{report}");
+    assert!(
+        report[0]["smoke"]["tokens"].as_u64().unwrap() >= 11,
+        "{report}"
+    );
+    assert!(server.model_calls("smoke") >= 1);
+
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fleet-agents/fixtures/claude/429-oauth.stdout");
+    let out = fleet(&[
+        "agents",
+        "replay",
+        "--cli",
+        "claude",
+        fixture.to_str().unwrap(),
+        "--exit-code",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["outcome"], "quota_exhausted");
+    assert!(r["resets_at"].as_i64().is_some(), "{r}");
+    assert!(
+        r["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "rate_limit")
+    );
+    let out = fleet(&[
+        "agents",
+        "replay",
+        "--cli",
+        "claude",
+        fixture.to_str().unwrap(),
+        "--exit-code",
+        "137",
+    ]);
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        r["outcome"], "quota_exhausted",
+        "the vendor's word beats the kill"
+    );
+    let out = fleet(&[
+        "agents",
+        "replay",
+        "--cli",
+        "nope",
+        fixture.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
