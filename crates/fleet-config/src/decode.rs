@@ -25,6 +25,10 @@ const DEFAULTS_KEYS: &[&str] = &[
     "workspace",
     "checks",
     "env",
+    "max_attempts",
+    "escalate_after",
+    "budget_usd",
+    "max_time",
 ];
 const TASK_KEYS: &[&str] = &[
     "id",
@@ -42,6 +46,10 @@ const TASK_KEYS: &[&str] = &[
     "retry_backoff",
     "workspace",
     "env",
+    "max_attempts",
+    "escalate_after",
+    "budget_usd",
+    "max_time",
 ];
 
 const DEFAULT_CONCURRENCY: usize = 4;
@@ -120,6 +128,10 @@ impl Fields<'_> {
 /// Settings a task takes from `defaults` unless it gives its own.
 #[derive(Debug, Default)]
 struct Settings {
+    max_attempts: Option<u32>,
+    escalate_after: Option<u32>,
+    budget_usd: Option<f64>,
+    max_time: Option<Duration>,
     timeout: Option<Duration>,
     retries: Option<u32>,
     retry_backoff: Option<Duration>,
@@ -189,6 +201,10 @@ impl RawTask {
                 .unwrap_or(DEFAULT_RETRY_BACKOFF),
             workspace: own.workspace.or(defaults.workspace).unwrap_or_default(),
             env,
+            max_attempts: own.max_attempts.or(defaults.max_attempts),
+            escalate_after: own.escalate_after.or(defaults.escalate_after),
+            budget_usd: own.budget_usd.or(defaults.budget_usd),
+            max_time: own.max_time.or(defaults.max_time),
             location: self.at,
         })
     }
@@ -278,6 +294,10 @@ impl Decoder<'_> {
             "timeout" => settings.timeout = self.timeout(value),
             "retries" => settings.retries = self.retries(value),
             "retry_backoff" => settings.retry_backoff = self.duration(value, "retry_backoff"),
+            "max_attempts" => settings.max_attempts = self.positive(value, "max_attempts"),
+            "escalate_after" => settings.escalate_after = self.positive(value, "escalate_after"),
+            "budget_usd" => settings.budget_usd = self.money(value, "budget_usd"),
+            "max_time" => settings.max_time = self.timeout_named(value, "max_time"),
             "workspace" => settings.workspace = self.workspace(value),
             "checks" => settings.checks = self.checks(value),
             "env" => settings.env = self.env(value),
@@ -796,6 +816,54 @@ impl Decoder<'_> {
             );
         }
         parsed
+    }
+
+    fn positive(&mut self, node: &Node, key: &str) -> Option<u32> {
+        let n = self.integer(node, key, "a positive integer")?;
+        match u32::try_from(n) {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                self.error(
+                    node.loc,
+                    format!("`{key}`: expected a positive integer, found {n}"),
+                );
+                None
+            }
+        }
+    }
+
+    pub(crate) fn money(&mut self, node: &Node, key: &str) -> Option<f64> {
+        let value = match &node.value {
+            Value::Scalar {
+                kind: ScalarKind::Int(n),
+                ..
+            } if *n >= 0 => Some(*n as f64),
+            Value::Scalar {
+                kind: ScalarKind::Float,
+                text,
+            } => text
+                .parse::<f64>()
+                .ok()
+                .filter(|x| *x >= 0.0 && x.is_finite()),
+            _ => None,
+        };
+        if value.is_none() {
+            let found = node.describe();
+            self.error(
+                node.loc,
+                format!("`{key}`: expected an amount in USD like 2.5, found {found}"),
+            );
+        }
+        value
+    }
+
+    fn timeout_named(&mut self, node: &Node, key: &str) -> Option<Duration> {
+        let d = self.duration(node, key)?;
+        if d.is_zero() {
+            self.error(node.loc, format!("`{key}` must be longer than zero"));
+            return None;
+        }
+        Some(d)
     }
 
     pub(crate) fn timeout(&mut self, node: &Node) -> Option<Duration> {

@@ -124,6 +124,14 @@ pub struct TaskSpec {
     pub workspace: Workspace,
     /// The default environment merged with the task's own (the task wins).
     pub env: BTreeMap<String, String>,
+    /// Agent tasks: most attempts in the fail-until-done loop (default 8).
+    pub max_attempts: Option<u32>,
+    /// Agent tasks: consecutive failures on one tier before escalating (default 2).
+    pub escalate_after: Option<u32>,
+    /// Agent tasks: most the task may spend, in USD.
+    pub budget_usd: Option<f64>,
+    /// Agent tasks: wall time for the whole loop.
+    pub max_time: Option<Duration>,
     /// Where the task's mapping starts (its first key).
     pub location: Location,
 }

@@ -111,6 +111,10 @@ fn the_product_example_decodes_into_typed_values() {
                 retry_backoff: Duration::from_secs(1),
                 workspace: Workspace::Worktree,
                 env: env(&[("CI", "true"), ("RUST_LOG", "info")]),
+                max_attempts: None,
+                escalate_after: None,
+                budget_usd: None,
+                max_time: None,
                 location: Location { line: 8, col: 5 },
             },
             TaskSpec {
@@ -132,6 +136,10 @@ fn the_product_example_decodes_into_typed_values() {
                 retry_backoff: Duration::from_secs(1),
                 workspace: Workspace::Worktree,
                 env: env(&[("CI", "true"), ("PORT", "8080"), ("RUST_LOG", "debug")]),
+                max_attempts: None,
+                escalate_after: None,
+                budget_usd: None,
+                max_time: None,
                 location: Location { line: 11, col: 5 },
             },
             TaskSpec {
@@ -146,6 +154,10 @@ fn the_product_example_decodes_into_typed_values() {
                 retry_backoff: Duration::from_secs(1),
                 workspace: Workspace::None,
                 env: env(&[("CI", "true"), ("RUST_LOG", "info")]),
+                max_attempts: None,
+                escalate_after: None,
+                budget_usd: None,
+                max_time: None,
                 location: Location { line: 18, col: 5 },
             },
             TaskSpec {
@@ -164,6 +176,10 @@ fn the_product_example_decodes_into_typed_values() {
                 retry_backoff: Duration::from_millis(500),
                 workspace: Workspace::Worktree,
                 env: env(&[("CI", "true"), ("RUST_LOG", "info")]),
+                max_attempts: None,
+                escalate_after: None,
+                budget_usd: None,
+                max_time: None,
                 location: Location { line: 22, col: 5 },
             },
         ],
@@ -919,5 +935,32 @@ fn without_a_directory_prompt_files_are_not_checked() {
         2,
         41,
         "prompt file \"nowhere/at/all.md\" does not exist",
+    );
+}
+
+#[test]
+fn fail_until_done_limits_take_defaults_and_are_checked() {
+    let text = "name: x\ndefaults: { max_attempts: 5, budget_usd: 1.5, max_time: 1h }\ntasks:\n  - id: a\n    command: true\n    escalate_after: 3\n  - id: b\n    command: true\n    max_attempts: 2\n    budget_usd: 0\n";
+    let rb = fleet_config::parse_runbook(std::path::Path::new("rb.yaml"), text).unwrap();
+    assert_eq!(rb.tasks[0].max_attempts, Some(5));
+    assert_eq!(rb.tasks[0].escalate_after, Some(3));
+    assert_eq!(rb.tasks[0].budget_usd, Some(1.5));
+    assert_eq!(rb.tasks[0].max_time, Some(Duration::from_secs(3600)));
+    assert_eq!(
+        (rb.tasks[1].max_attempts, rb.tasks[1].budget_usd),
+        (Some(2), Some(0.0))
+    );
+    let bad = "name: x\ntasks:\n  - id: a\n    command: true\n    max_attempts: 0\n    budget_usd: lots\n";
+    let errs = fleet_config::parse_runbook(std::path::Path::new("rb.yaml"), bad).unwrap_err();
+    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert!(
+        text.iter()
+            .any(|e| e.starts_with("rb.yaml:5:19: `max_attempts`")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|e| e.starts_with("rb.yaml:6:17: `budget_usd`")),
+        "{text:?}"
     );
 }

@@ -10,6 +10,7 @@
 
 pub mod graph;
 pub mod id;
+pub mod pool;
 pub mod retry;
 pub mod run;
 pub mod state;

@@ -271,6 +271,36 @@ impl Run {
         }
     }
 
+    /// The attempt failed and the caller's policy (the agent pool) says try again at
+    /// `not_before`; `counted` says whether it counts as a failure (a vendor's rate limit is
+    /// not the task's failure).
+    pub fn retry_at(
+        &mut self,
+        node: usize,
+        not_before: Millis,
+        reason: &str,
+        counted: bool,
+    ) -> Transition {
+        if counted {
+            self.tasks[node].failures += 1;
+        }
+        self.tasks[node].not_before = not_before;
+        self.set(node, TaskState::Ready, Some(reason.to_string()))
+    }
+
+    /// The caller's policy gives up on the task: it fails and its dependents are skipped.
+    /// May come while the task is ready: no agent will ever be usable for it.
+    pub fn give_up(&mut self, node: usize, reason: &str) -> Vec<Transition> {
+        self.fail(node, reason)
+    }
+
+    /// A ready task cannot start before `until` (nothing can run it yet). Not a transition;
+    /// the caller persists the record.
+    pub fn defer(&mut self, node: usize, until: Millis) {
+        debug_assert_eq!(self.tasks[node].state, TaskState::Ready);
+        self.tasks[node].not_before = until;
+    }
+
     /// Passed -> merged; dependents may start.
     pub fn merged(&mut self, node: usize) -> Vec<Transition> {
         let mut out = vec![self.set(node, TaskState::Merged, None)];

@@ -7,6 +7,7 @@
 //!                        |           |
 //!                        +-----------+-> failed
 //! pending -> skipped (a dependency failed, was skipped or cancelled)
+//! ready -> failed (the agent pool can never run it)
 //! any non-terminal -> cancelled
 //! ```
 //! `passed` is terminal for a task that merges nothing (`workspace: none`).
@@ -82,6 +83,7 @@ impl TaskState {
             (Pending, Ready)
                 | (Pending, Skipped)
                 | (Ready, Running)
+                | (Ready, Failed)
                 | (Running, Checking)
                 | (Running, Passed)
                 | (Running, Ready)

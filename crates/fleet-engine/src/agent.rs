@@ -2,7 +2,7 @@
 //! timeout, stall detection, process-group kill), its stream parsed into normalized events as it
 //! arrives, and the outcome classified.
 
-use crate::plan::AgentTask;
+use crate::plan::AgentProfile;
 use crate::process::{self, Stream, StreamSpec};
 use fleet_agents::{AgentEvent, AttemptRequest, Outcome, ProcessEnd, Stdin};
 use std::collections::BTreeMap;
@@ -83,7 +83,7 @@ async fn run_http(
     redactor: &Redactor,
     mut on_events: impl FnMut(Vec<AgentEvent>),
 ) -> Result<(process::Finished, AgentEnd), String> {
-    let profile = &r.task.profile;
+    let profile = r.profile;
     let base_url = profile.base_url.as_deref().ok_or_else(|| {
         format!("profile {}: `cli: http` needs `base_url` (an OpenAI-compatible endpoint, e.g. http://localhost:11434/v1)", profile.name)
     })?;
@@ -150,7 +150,7 @@ impl Drop for RemoveOnDrop {
 }
 
 pub struct AgentRun<'a> {
-    pub task: &'a AgentTask,
+    pub profile: &'a AgentProfile,
     pub prompt: &'a str,
     pub workdir: &'a Path,
     pub home: &'a Path,
@@ -170,7 +170,7 @@ pub async fn run(
     stop: watch::Receiver<bool>,
     mut on_events: impl FnMut(Vec<AgentEvent>),
 ) -> Result<(process::Finished, AgentEnd), String> {
-    let profile = &r.task.profile;
+    let profile = r.profile;
     let secrets = r.secrets.clone();
     let redactor = Redactor::new(&secrets);
     if profile.cli == "http" {

@@ -7,13 +7,15 @@
 //! dependency order because a task only starts once everything it depends on has landed.
 
 use crate::agent;
+use crate::fix_loop::{self, AccountBook};
 use crate::journal::Journal;
 use crate::layout::{StateDir, integration_branch, task_branch};
-use crate::plan::{Plan, TaskAction, TaskDef};
+use crate::plan::{AgentProfile, Plan, TaskAction, TaskDef};
 use crate::process::{self, CommandSpec, Finished};
 use crate::summary;
 use crate::{EngineError, now_ms};
 use fleet_core::graph::validate;
+use fleet_core::pool::{self, Choice, Clock, Next, Want};
 use fleet_core::{Run, TaskPlan, TaskRecord, TaskState, Transition};
 use fleet_git::{MergeOutcome, Repo};
 use fleet_store::{AttemptRow, Batch, Event, NewEvent, RunRow, RunStateChange, Store, TaskRow};
@@ -121,8 +123,28 @@ impl AttemptEnd {
 }
 
 enum Launch {
-    Attempt { task: usize, n: u32, fresh: bool },
-    Finish { task: usize, n: u32 },
+    Attempt {
+        task: usize,
+        n: u32,
+        fresh: bool,
+        /// The agent profile playing it (agent tasks).
+        profile: Option<usize>,
+        prompt: Option<String>,
+    },
+    Finish {
+        task: usize,
+        n: u32,
+    },
+}
+
+/// What an attempt worker is given.
+struct AttemptJob {
+    task: usize,
+    n: u32,
+    fresh: bool,
+    tip: String,
+    profile: Option<usize>,
+    prompt: Option<String>,
 }
 
 enum FinishResult {
@@ -133,7 +155,11 @@ enum FinishResult {
     CheckFailed {
         check: String,
         finished: Finished,
+        /// The end of what the check printed.
+        output: String,
     },
+    /// An agent said it was done but the worktree holds no change.
+    NoChange,
     Stopped,
     Error(String),
 }
@@ -144,6 +170,7 @@ struct Ctx {
     layout: StateDir,
     run_id: String,
     tasks: Vec<TaskDef>,
+    profiles: Vec<AgentProfile>,
     repo_root: PathBuf,
     kill_grace: Duration,
     tx: mpsc::UnboundedSender<Msg>,
@@ -296,6 +323,14 @@ fn join_errors(errors: &[fleet_config::ConfigError]) -> String {
         .join("\n")
 }
 
+/// Now, with the local time zone (for accounts' windows and budget days).
+fn clock() -> Clock {
+    Clock {
+        now: now_ms() as u64,
+        utc_offset_secs: chrono::Local::now().offset().local_minus_utc(),
+    }
+}
+
 fn task_plans(plan: &Plan) -> Vec<TaskPlan> {
     plan.tasks
         .iter()
@@ -357,6 +392,16 @@ struct Coordinator {
     launches: Vec<Launch>,
     /// Spend of each running agent attempt: (cost the CLI reported, cost priced from tokens).
     spend: HashMap<usize, (f64, f64)>,
+    /// Every account's cooldown, disablement and spend today.
+    book: AccountBook,
+    /// All attempts of this run by task, finished ones included (agent history, spend).
+    past: HashMap<usize, Vec<AttemptRow>>,
+    /// The last failing check of each task: (command, exit code, output tail).
+    last_check: HashMap<usize, (String, Option<i32>, String)>,
+    /// When each agent task started its first attempt (its wall-time budget runs from there).
+    first_start: HashMap<usize, i64>,
+    /// Reset time (Unix s) a running attempt's vendor announced.
+    resets: HashMap<usize, i64>,
     integration_tip: String,
     stopping: bool,
     observer: Option<Observer>,
@@ -389,11 +434,23 @@ impl Coordinator {
             layout,
             run_id,
             tasks: plan.tasks.clone(),
+            profiles: plan.pool.profiles.clone(),
             kill_grace: opts.kill_grace,
             tx,
             stop: stop_rx,
         });
         let active = run.count(TaskState::Running) + run.count(TaskState::Checking);
+        let book = AccountBook::load(&plan.pool, &*store, &clock())?;
+        let mut past: HashMap<usize, Vec<AttemptRow>> = HashMap::new();
+        for a in store.attempts(&ctx.run_id)? {
+            if let Some(i) = plan.tasks.iter().position(|t| t.id == a.task_id) {
+                past.entry(i).or_default().push(a);
+            }
+        }
+        let first_start = past
+            .iter()
+            .filter_map(|(i, v)| v.iter().map(|a| a.started_at).min().map(|t| (*i, t)))
+            .collect();
         Ok(Coordinator {
             store,
             ctx,
@@ -412,6 +469,11 @@ impl Coordinator {
             merging: false,
             launches: Vec::new(),
             spend: HashMap::new(),
+            book,
+            past,
+            last_check: HashMap::new(),
+            first_start,
+            resets: HashMap::new(),
             integration_tip: String::new(),
             stopping: false,
             observer: opts.observer,
@@ -661,38 +723,237 @@ impl Coordinator {
             return;
         }
         let now = now_ms();
-        for i in self.run.next_to_start(now as u64, free) {
-            let t = self.run.start(i);
-            let n = t.attempt;
-            self.record(vec![t]);
-            self.spend.remove(&i);
-            let a = AttemptRow {
-                run_id: self.ctx.run_id.clone(),
-                task_id: self.plan.tasks[i].id.clone(),
-                n,
-                started_at: now,
-                finished_at: None,
-                pgid: None,
-                exit_code: None,
-                outcome: "running".into(),
-                detail: None,
-                ..self.agent_fields(i)
-            };
-            self.batch.attempts.push(a.clone());
-            self.attempts.insert(i, a);
+        let mut free = free;
+        // A task the pool cannot serve yet is deferred, freeing its slot for the next one.
+        while free > 0 {
+            let next = self.run.next_to_start(now as u64, free);
+            if next.is_empty() {
+                break;
+            }
+            for i in next {
+                let profile = match &self.plan.tasks[i].action {
+                    TaskAction::Agent(_) => match self.choose_agent(i, now) {
+                        Some(p) => Some(p),
+                        None => continue,
+                    },
+                    _ => None,
+                };
+                free -= 1;
+                self.start_attempt(i, profile, now);
+            }
+        }
+    }
+
+    /// Asks the pool who plays task `i`'s next attempt. `None`: the task waits (deferred) or
+    /// failed (nothing will ever be usable); both are recorded with their reason.
+    fn choose_agent(&mut self, i: usize, now: i64) -> Option<usize> {
+        let TaskAction::Agent(a) = &self.plan.tasks[i].action else {
+            return None;
+        };
+        let (pinned, roles, limits) = (a.pinned, a.roles.clone(), a.limits);
+        let clock = clock();
+        if let Err(e) = self.book.refresh(&self.plan.pool, &*self.store, &clock) {
             self.event(
                 Some(i),
-                Some(n),
-                "attempt.started",
-                self.attempt_started_data(i),
+                None,
+                "task.waiting",
+                json!({"reason": format!("cannot read spend: {e}")}),
             );
-            // A task's first attempt gets a fresh worktree; later ones continue in it as left,
-            // unless it is missing or not a real worktree (a crash mid-creation).
-            self.launches.push(Launch::Attempt {
-                task: i,
-                n,
-                fresh: n == 1,
-            });
+        }
+        let base = Want {
+            pinned,
+            roles,
+            ..Want::default()
+        };
+        let want = match self.next_for(i, &base, &limits, now) {
+            Next::Retry { want, .. } => want,
+            Next::GiveUp { why } => {
+                let t = self.run.give_up(i, &self.give_up_report(i, &why));
+                self.record(t);
+                return None;
+            }
+        };
+        let pool = &self.plan.pool;
+        match pool::choose(
+            &pool.policy,
+            &pool.accounts,
+            &self.book.states,
+            &clock,
+            &want,
+        ) {
+            Choice::Run { profile, why } => {
+                let previous = self
+                    .past
+                    .get(&i)
+                    .and_then(|v| v.last())
+                    .and_then(|a| a.profile.clone());
+                let name = pool.profiles[profile].name.clone();
+                if let Some(prev) = previous.filter(|p| *p != name) {
+                    self.event(
+                        Some(i),
+                        None,
+                        "attempt.swapped",
+                        json!({"from": prev, "to": name, "reason": why}),
+                    );
+                }
+                self.event(
+                    Some(i),
+                    None,
+                    "agent.selected",
+                    json!({"profile": name, "reason": why}),
+                );
+                append_log(&self.ctx, i, &format!("── fleet chose {name}: {why} ──\n"));
+                Some(profile)
+            }
+            Choice::Wait { until, why } => {
+                if self.run.task(i).not_before != until {
+                    self.run.defer(i, until);
+                    let rec = self.run.task(i).clone();
+                    self.rows[i] = task_row(
+                        &self.ctx.run_id,
+                        i,
+                        &self.plan.tasks[i].id,
+                        &rec,
+                        Some(&self.rows[i]),
+                    );
+                    self.batch.tasks.push(self.rows[i].clone());
+                    self.event(
+                        Some(i),
+                        None,
+                        "task.waiting",
+                        json!({"until": crate::rfc3339(until as i64), "reason": why}),
+                    );
+                    append_log(
+                        &self.ctx,
+                        i,
+                        &format!(
+                            "── waiting until {}: {why} ──\n",
+                            crate::rfc3339(until as i64)
+                        ),
+                    );
+                }
+                None
+            }
+            Choice::Nothing { why } => {
+                let t = self.run.give_up(i, &self.give_up_report(i, &why));
+                self.record(t);
+                None
+            }
+        }
+    }
+
+    /// What the task's attempts so far say about its next one.
+    fn next_for(&self, i: usize, base: &Want, limits: &pool::Limits, now: i64) -> Next {
+        let attempts: Vec<&AttemptRow> = self
+            .past
+            .get(&i)
+            .map(|v| v.iter().collect())
+            .unwrap_or_default();
+        let history = fix_loop::history(&self.plan.pool, &attempts);
+        let spent: f64 = attempts.iter().map(|a| a.cost_usd).sum();
+        let mut limits = *limits;
+        if let (Some(max), Some(first)) = (self.plan.tasks[i].max_time, self.first_start.get(&i)) {
+            limits.deadline = Some((*first as u64).saturating_add(max.as_millis() as u64));
+        }
+        pool::next_attempt(
+            &self.plan.pool.policy,
+            base,
+            &history,
+            &limits,
+            spent,
+            now as u64,
+        )
+    }
+
+    /// The reason a task fails with after its agents: the cause and every attempt.
+    fn give_up_report(&self, i: usize, why: &str) -> String {
+        let attempts = self.past.get(&i).map(|v| v.as_slice()).unwrap_or(&[]);
+        let list: Vec<String> = attempts
+            .iter()
+            .map(|a| {
+                format!(
+                    "#{} {}: {}",
+                    a.n,
+                    a.profile.as_deref().unwrap_or("?"),
+                    a.detail.as_deref().unwrap_or(&a.outcome)
+                )
+            })
+            .collect();
+        if list.is_empty() {
+            why.to_string()
+        } else {
+            format!("{why}; attempts: {}", list.join("; "))
+        }
+    }
+
+    /// Ready -> running for task `i`, played by `profile` for agent tasks.
+    fn start_attempt(&mut self, i: usize, profile: Option<usize>, now: i64) {
+        let t = self.run.start(i);
+        let n = t.attempt;
+        self.record(vec![t]);
+        self.spend.remove(&i);
+        self.first_start.entry(i).or_insert(now);
+        let mut a = AttemptRow {
+            run_id: self.ctx.run_id.clone(),
+            task_id: self.plan.tasks[i].id.clone(),
+            n,
+            started_at: now,
+            outcome: "running".into(),
+            ..AttemptRow::default()
+        };
+        let mut data = json!({"command": self.plan.tasks[i].describe()});
+        let mut prompt = None;
+        if let Some(pi) = profile {
+            let p = &self.plan.pool.profiles[pi];
+            a.profile = Some(p.name.clone());
+            a.cli = Some(p.cli.clone());
+            a.model = p.model.clone();
+            a.account = p.account.clone();
+            data = json!({"agent": p.name, "cli": p.cli, "model": p.model, "account": p.account});
+            prompt = Some(self.prompt_for(i));
+        }
+        self.batch.attempts.push(a.clone());
+        self.attempts.insert(i, a.clone());
+        self.past.entry(i).or_default().push(a);
+        self.event(Some(i), Some(n), "attempt.started", data);
+        // A task's first attempt gets a fresh worktree; later ones continue in it as left,
+        // unless it is missing or not a real worktree (a crash mid-creation).
+        self.launches.push(Launch::Attempt {
+            task: i,
+            n,
+            fresh: n == 1,
+            profile,
+            prompt,
+        });
+    }
+
+    /// The prompt of an agent task's next attempt: the task, then the handoff note.
+    fn prompt_for(&self, i: usize) -> String {
+        let TaskAction::Agent(a) = &self.plan.tasks[i].action else {
+            return String::new();
+        };
+        let done: Vec<(String, String, Option<String>)> = self
+            .past
+            .get(&i)
+            .map(|v| {
+                v.iter()
+                    .filter(|a| a.outcome != "running")
+                    .map(|a| {
+                        (
+                            a.profile.clone().unwrap_or_default(),
+                            a.outcome.clone(),
+                            a.detail.clone(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let note =
+            fix_loop::handoff_note(&self.plan.tasks[i].checks, &done, self.last_check.get(&i));
+        if note.is_empty() {
+            a.prompt.clone()
+        } else {
+            format!("{}\n\n---\n\n{note}", a.prompt.trim_end())
         }
     }
 
@@ -702,14 +963,22 @@ impl Coordinator {
             self.busy += 1;
             let ctx = self.ctx.clone();
             match l {
-                Launch::Attempt { task, n, fresh } => {
-                    tokio::spawn(attempt_worker(
-                        ctx,
+                Launch::Attempt {
+                    task,
+                    n,
+                    fresh,
+                    profile,
+                    prompt,
+                } => {
+                    let job = AttemptJob {
                         task,
                         n,
                         fresh,
-                        self.integration_tip.clone(),
-                    ));
+                        tip: self.integration_tip.clone(),
+                        profile,
+                        prompt,
+                    };
+                    tokio::spawn(attempt_worker(ctx, job));
                 }
                 Launch::Finish { task, n } => {
                     tokio::spawn(finish_worker(ctx, task, n));
@@ -747,43 +1016,12 @@ impl Coordinator {
         });
     }
 
-    fn attempt_started_data(&self, i: usize) -> serde_json::Value {
-        let def = &self.plan.tasks[i];
-        match &def.action {
-            TaskAction::Agent(a) => json!({
-                "agent": a.profile.name, "cli": a.profile.cli, "model": a.profile.model,
-                "account": a.profile.account,
-            }),
-            _ => json!({"command": def.describe()}),
-        }
-    }
-
-    /// The attempt row's agent columns for task `i` (empty for commands).
-    fn agent_fields(&self, i: usize) -> AttemptRow {
-        match &self.plan.tasks[i].action {
-            TaskAction::Agent(a) => AttemptRow {
-                profile: Some(a.profile.name.clone()),
-                cli: Some(a.profile.cli.clone()),
-                model: a.profile.model.clone(),
-                account: a.profile.account.clone(),
-                ..AttemptRow::default()
-            },
-            _ => AttemptRow::default(),
-        }
-    }
-
     /// Persists an agent's normalized events and folds usage and cost into its attempt.
     fn agent_events(&mut self, task: usize, events: Vec<fleet_agents::AgentEvent>) {
         use fleet_agents::AgentEvent as E;
         let n = self.run.task(task).attempts;
-        let profile = match &self.plan.tasks[task].action {
-            TaskAction::Agent(a) => a.profile.clone(),
-            _ => return,
-        };
-        let price = profile
-            .model
-            .as_deref()
-            .and_then(fleet_agents::price::lookup);
+        let model = self.attempts.get(&task).and_then(|a| a.model.clone());
+        let price = model.as_deref().and_then(fleet_agents::price::lookup);
         for e in events {
             let (kind, data) = match &e {
                 E::Message { text } => ("agent.message", json!({"text": text})),
@@ -872,27 +1110,101 @@ impl Coordinator {
             a.detail = detail.clone();
             let n = a.n;
             let ms = a.finished_at.unwrap_or(a.started_at) - a.started_at;
-            self.batch.attempts.push(a);
+            self.batch.attempts.push(a.clone());
             self.event(
                 Some(i),
                 Some(n),
                 "attempt.finished",
-                json!({"outcome": outcome, "exit_code": code, "detail": detail, "duration_ms": ms}),
+                json!({"outcome": outcome, "exit_code": code, "detail": detail, "duration_ms": ms,
+                       "cost_usd": a.cost_usd, "tokens": a.input_tokens + a.output_tokens + a.cache_read_tokens + a.cache_write_tokens}),
             );
+            self.account_after(i, &a);
+            if let Some(last) = self
+                .past
+                .get_mut(&i)
+                .and_then(|v| v.iter_mut().rev().find(|p| p.n == a.n))
+            {
+                *last = a;
+            }
+        }
+    }
+
+    /// An ended agent attempt's effect on its account: spend, budget, cooldown, disablement.
+    fn account_after(&mut self, i: usize, a: &AttemptRow) {
+        let pool = self.plan.pool.clone();
+        let pool = &*pool;
+        let Some(acc) = a
+            .account
+            .as_ref()
+            .and_then(|name| pool.accounts.iter().position(|x| &x.name == name))
+        else {
+            return;
+        };
+        let name = pool.accounts[acc].name.clone();
+        let tokens = a.input_tokens + a.output_tokens + a.cache_read_tokens + a.cache_write_tokens;
+        if self.book.spend(pool, acc, a.cost_usd, tokens) {
+            let st = &self.book.states[acc];
+            let data = json!({"account": name, "spent_usd": st.spent_usd, "spent_tokens": st.spent_tokens,
+                "budget_usd": pool.accounts[acc].budget_usd, "budget_tokens": pool.accounts[acc].budget_tokens});
+            self.event(Some(i), Some(a.n), "budget.exhausted", data.clone());
+            self.event(None, None, "alert", json!({"level": "warning", "message": format!("account {name} spent its daily budget"), "details": data}));
+        }
+        let Some(ending) = fix_loop::ending_of(&a.outcome) else {
+            return;
+        };
+        let resets_at = self.resets.remove(&i).map(|t| t as u64 * 1000);
+        let effect =
+            pool::account_effect(ending, resets_at, &self.book.states[acc], now_ms() as u64);
+        if let Some((kind, mut data)) = self.book.apply(acc, effect) {
+            data["account"] = json!(name);
+            self.event(Some(i), Some(a.n), kind, data.clone());
+            if kind == "account.disabled" {
+                self.event(None, None, "alert", json!({"level": "error",
+                    "message": format!("account {name} was disabled: its credentials were rejected"), "details": data}));
+            }
+        }
+        let rows = self.book.take_dirty(pool, now_ms());
+        self.batch.accounts.extend(rows);
+    }
+
+    /// An attempt did not pass. Agent tasks ask the pool (swap, escalate, or give up with the
+    /// whole story); command tasks follow their retry policy.
+    fn attempt_failed(&mut self, i: usize, outcome: &str, code: Option<i32>, reason: String) {
+        self.finish_attempt(i, outcome, code, Some(reason.clone()));
+        let now = now_ms();
+        let TaskAction::Agent(a) = &self.plan.tasks[i].action else {
+            let t = self.run.attempt_failed(i, now as u64, &reason);
+            self.record(t);
+            return;
+        };
+        let base = Want {
+            pinned: a.pinned,
+            roles: a.roles.clone(),
+            ..Want::default()
+        };
+        let limits = a.limits;
+        let counted = fix_loop::ending_of(outcome).is_none_or(|e| e.is_agent_failure());
+        match self.next_for(i, &base, &limits, now) {
+            Next::Retry { why, .. } => {
+                let t = self
+                    .run
+                    .retry_at(i, now as u64, &format!("{reason}; {why}"), counted);
+                self.record(vec![t]);
+            }
+            Next::GiveUp { why } => {
+                let report = self.give_up_report(i, &why);
+                let t = self.run.give_up(i, &report);
+                self.record(t);
+            }
         }
     }
 
     fn handle(&mut self, msg: Msg) {
-        let now = now_ms();
         match msg {
             Msg::Attempt { task, result } => {
                 self.busy -= 1;
                 match result {
-                    Err(err) => {
-                        self.finish_attempt(task, "failed", None, Some(err.clone()));
-                        let t = self.run.attempt_failed(task, now as u64, &err);
-                        self.record(t);
-                    }
+                    Err(err) => self.attempt_failed(task, "failed", None, err),
                     Ok(end) if end.finished.stopped => self.interrupted(task),
                     Ok(end) if end.succeeded() => {
                         let def = &self.plan.tasks[task];
@@ -921,13 +1233,12 @@ impl Coordinator {
                                 self.event(Some(task), Some(n), "attempt.stalled", json!({}));
                             }
                             if let Some(at) = a.outcome.resets_at {
+                                self.resets.insert(task, at);
                                 self.event(Some(task), Some(n), "attempt.rate_limited",
                                     json!({"resets_at": crate::rfc3339(at * 1000), "class": outcome}));
                             }
                         }
-                        self.finish_attempt(task, outcome, end.finished.code, Some(reason.clone()));
-                        let t = self.run.attempt_failed(task, now as u64, &reason);
-                        self.record(t);
+                        self.attempt_failed(task, outcome, end.finished.code, reason);
                     }
                 }
             }
@@ -958,30 +1269,29 @@ impl Coordinator {
                             self.merge_queue.push_back(task);
                         }
                     }
-                    FinishResult::CheckFailed { check, finished } => {
+                    FinishResult::CheckFailed {
+                        check,
+                        finished,
+                        output,
+                    } => {
                         let reason = format!("check `{check}` {}", finished.describe());
                         let n = self.run.task(task).attempts;
                         self.event(
                             Some(task),
                             Some(n),
                             "task.checks_failed",
-                            json!({"check": check, "exit_code": finished.code, "timed_out": finished.timed_out}),
+                            json!({"check": check, "exit_code": finished.code, "timed_out": finished.timed_out,
+                                   "output_tail": output}),
                         );
-                        self.finish_attempt(
-                            task,
-                            "checks_failed",
-                            finished.code,
-                            Some(reason.clone()),
-                        );
-                        let t = self.run.attempt_failed(task, now as u64, &reason);
-                        self.record(t);
+                        self.last_check.insert(task, (check, finished.code, output));
+                        self.attempt_failed(task, "checks_failed", finished.code, reason);
+                    }
+                    FinishResult::NoChange => {
+                        let reason = "the agent reported success but changed nothing".to_string();
+                        self.attempt_failed(task, "no_change", None, reason);
                     }
                     FinishResult::Stopped => self.interrupted(task),
-                    FinishResult::Error(err) => {
-                        self.finish_attempt(task, "failed", None, Some(err.clone()));
-                        let t = self.run.attempt_failed(task, now as u64, &err);
-                        self.record(t);
-                    }
+                    FinishResult::Error(err) => self.attempt_failed(task, "failed", None, err),
                 }
             }
             Msg::Merge { task, result } => {
@@ -1157,6 +1467,23 @@ fn lock_run(layout: &StateDir, run_id: &str) -> Result<File, EngineError> {
     Ok(file)
 }
 
+/// A file's bytes from `offset` on (lossy UTF-8), without the trailer line fleet wrote.
+fn read_from(path: &std::path::Path, offset: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut text = String::new();
+    if let Ok(mut f) = File::open(path)
+        && f.seek(SeekFrom::Start(offset)).is_ok()
+    {
+        let mut bytes = Vec::new();
+        let _ = f.take(1 << 20).read_to_end(&mut bytes);
+        text = String::from_utf8_lossy(&bytes).into_owned();
+    }
+    text.lines()
+        .filter(|l| !l.starts_with("── check:"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn open_log(ctx: &Ctx, task: usize) -> std::io::Result<File> {
     OpenOptions::new()
         .create(true)
@@ -1195,18 +1522,21 @@ fn workdir(ctx: &Ctx, task: usize) -> PathBuf {
 
 /// One attempt's command: prepares the worktree (fresh on a task's first attempt; as left by
 /// the previous attempt otherwise) and runs the command in it.
-async fn attempt_worker(ctx: Arc<Ctx>, task: usize, n: u32, fresh: bool, tip: String) {
-    let result = run_attempt(&ctx, task, n, fresh, tip).await;
+async fn attempt_worker(ctx: Arc<Ctx>, job: AttemptJob) {
+    let task = job.task;
+    let result = run_attempt(&ctx, job).await;
     let _ = ctx.tx.send(Msg::Attempt { task, result });
 }
 
-async fn run_attempt(
-    ctx: &Arc<Ctx>,
-    task: usize,
-    n: u32,
-    fresh: bool,
-    tip: String,
-) -> Result<AttemptEnd, String> {
+async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, String> {
+    let AttemptJob {
+        task,
+        n,
+        fresh,
+        tip,
+        profile,
+        prompt,
+    } = job;
     let def = &ctx.tasks[task];
     let cwd = workdir(ctx, task);
     let mut log = open_log(ctx, task).map_err(|e| format!("cannot open the task log: {e}"))?;
@@ -1235,9 +1565,9 @@ async fn run_attempt(
         }
     }
     let env = task_env(ctx, task, n, &cwd);
-    let agent_task = match &def.action {
-        TaskAction::Agent(a) => a,
-        TaskAction::Shell(_) | TaskAction::Group => {
+    let profile = match (&def.action, profile) {
+        (TaskAction::Agent(_), Some(p)) => &ctx.profiles[p],
+        _ => {
             let command = match &def.action {
                 TaskAction::Shell(c) => c.as_str(),
                 _ => "true",
@@ -1276,13 +1606,28 @@ async fn run_attempt(
         "── attempt {n} · {} · in {} · agent {} ──",
         crate::rfc3339(now_ms()),
         cwd.display(),
-        agent_task.profile.name
+        profile.name
     );
+    let mut prompt = prompt.unwrap_or_default();
+    if n > 1 && def.worktree {
+        // The handoff note ends with what the worktree holds now.
+        let c = ctx.clone();
+        let path = cwd.clone();
+        let changes = tokio::task::spawn_blocking(move || c.repo.worktree_changes(&path)).await;
+        if let Ok(Ok(changes)) = changes
+            && !changes.trim().is_empty()
+        {
+            prompt.push_str(&format!(
+                "\n## Changes in the working tree so far\n\n```\n{}\n```\n",
+                changes.trim_end()
+            ));
+        }
+    }
     let home = ctx.layout.agent_home(&ctx.run_id, &def.id, n);
     let transcript = ctx.layout.transcript(&ctx.run_id, &def.id, n);
     let run = agent::AgentRun {
-        task: agent_task,
-        prompt: &agent_task.prompt,
+        profile,
+        prompt: &prompt,
         workdir: &cwd,
         home: &home,
         transcript: &transcript,
@@ -1291,7 +1636,7 @@ async fn run_attempt(
         kill_grace: ctx.kill_grace,
         resume_session: None,
         extra_env: &env,
-        secrets: &agent::secret_values(&agent_task.profile.secrets),
+        secrets: &agent::secret_values(&profile.secrets),
     };
     let tx = ctx.tx.clone();
     let (finished, end) = agent::run(run, ctx.stop.clone(), |events| {
@@ -1330,9 +1675,25 @@ async fn run_finish(ctx: &Arc<Ctx>, task: usize, n: u32) -> FinishResult {
         Err(e) => return FinishResult::Error(format!("cannot open the task log: {e}")),
     };
     let env = task_env(ctx, task, n, &cwd);
+    if matches!(def.action, TaskAction::Agent(_)) && def.worktree {
+        // "Done" with nothing to show is not done.
+        let c = ctx.clone();
+        let path = cwd.clone();
+        let base = integration_branch(&ctx.run_id);
+        match tokio::task::spawn_blocking(move || c.repo.has_changes(&path, &base)).await {
+            Ok(Ok(false)) => {
+                let _ = writeln!(&log, "── the agent changed nothing ──");
+                return FinishResult::NoChange;
+            }
+            Ok(Err(e)) => return FinishResult::Error(format!("cannot inspect the worktree: {e}")),
+            _ => {}
+        }
+    }
     let total = def.checks.len();
     for (k, check) in def.checks.iter().enumerate() {
         let _ = writeln!(&log, "── check {}/{total} ──\n$ {check}", k + 1);
+        // The check's output goes to the log; where it starts is kept to quote it back.
+        let from = log.metadata().map(|m| m.len()).unwrap_or(0);
         let spec = CommandSpec {
             command: check,
             cwd: &cwd,
@@ -1355,9 +1716,11 @@ async fn run_finish(ctx: &Arc<Ctx>, task: usize, n: u32) -> FinishResult {
             return FinishResult::Stopped;
         }
         if !finished.success() {
+            let output = read_from(&ctx.layout.log(&ctx.run_id, &def.id), from);
             return FinishResult::CheckFailed {
                 check: check.clone(),
                 finished,
+                output: fix_loop::tail(&output, 60, 6000),
             };
         }
     }

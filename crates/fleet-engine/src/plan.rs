@@ -2,6 +2,7 @@
 //! each `agent:` resolved against the instance's profiles.
 
 use fleet_config::{Action, ConfigError, InstanceConfig, Prompt, Runbook, Workspace};
+use fleet_core::pool::{Limits, PoolAccount, PoolProfile, Window};
 use fleet_core::{NodeSpec, RetryPolicy};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,125 @@ pub struct Plan {
     pub report: Option<PathBuf>,
     pub nodes: Vec<NodeSpec>,
     pub tasks: Vec<TaskDef>,
+    /// The agent profiles tasks may draw on, and their accounts.
+    pub pool: std::sync::Arc<AgentPool>,
+}
+
+/// Profiles (from fleet.yaml, plus the default profile of every bare CLI a task names) and
+/// accounts, in the shapes the engine launches and the pure pool policy reasons about.
+#[derive(Debug, Clone, Default)]
+pub struct AgentPool {
+    pub profiles: Vec<AgentProfile>,
+    pub policy: Vec<PoolProfile>,
+    pub accounts: Vec<PoolAccount>,
+}
+
+impl AgentPool {
+    pub fn from_instance(instance: &InstanceConfig) -> AgentPool {
+        let accounts: Vec<PoolAccount> = instance
+            .accounts
+            .iter()
+            .map(|a| PoolAccount {
+                name: a.name.clone(),
+                window: a.window.map(|w| Window {
+                    start: w.start,
+                    end: w.end % (24 * 60),
+                }),
+                budget_usd: a.daily_budget_usd,
+                budget_tokens: a.daily_budget_tokens,
+                day_starts: a.day_starts,
+            })
+            .collect();
+        let mut pool = AgentPool {
+            profiles: Vec::new(),
+            policy: Vec::new(),
+            accounts,
+        };
+        for p in &instance.agents {
+            pool.push(AgentProfile::from_config(p, instance));
+        }
+        pool
+    }
+
+    fn push(&mut self, p: AgentProfile) -> usize {
+        let account = p
+            .account
+            .as_ref()
+            .and_then(|a| self.accounts.iter().position(|x| &x.name == a));
+        self.policy.push(PoolProfile {
+            name: p.name.clone(),
+            vendor: vendor_of(&p),
+            roles: p.roles.clone(),
+            priority: p.priority,
+            tier: p.tier,
+            account,
+        });
+        self.profiles.push(p);
+        self.profiles.len() - 1
+    }
+
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.profiles.iter().position(|p| p.name == name)
+    }
+
+    /// The profile `name`, adding the default profile of a bare CLI name on first use.
+    fn resolve(&mut self, name: &str) -> Option<usize> {
+        self.find(name)
+            .or_else(|| {
+                fleet_agents::adapter(name)
+                    .is_some()
+                    .then(|| self.push(AgentProfile::bare(name)))
+            })
+            .or_else(|| (name == "http").then(|| self.push(AgentProfile::bare("http"))))
+    }
+}
+
+/// Who serves a profile's model: a rate-limited task prefers another vendor next.
+pub fn vendor_of(p: &AgentProfile) -> String {
+    let by_model = |m: &str| {
+        let m = m.rsplit('/').next().unwrap_or(m);
+        if m.starts_with("claude") {
+            Some("anthropic")
+        } else if m.starts_with("gpt")
+            || m.starts_with("o3")
+            || m.starts_with("o4")
+            || m.starts_with("codex")
+        {
+            Some("openai")
+        } else if m.starts_with("gemini") {
+            Some("google")
+        } else if m.starts_with("qwen") {
+            Some("alibaba")
+        } else {
+            None
+        }
+    };
+    match p.cli.as_str() {
+        "claude" => "anthropic".into(),
+        "codex" => "openai".into(),
+        "gemini" => "google".into(),
+        "qwen" => "alibaba".into(),
+        "opencode" => p
+            .model
+            .as_deref()
+            .and_then(|m| m.split_once('/'))
+            .map(|(v, _)| v.to_string())
+            .unwrap_or("anthropic".into()),
+        "http" => p
+            .base_url
+            .as_deref()
+            .and_then(|u| u.split("://").nth(1))
+            .and_then(|h| h.split(['/', ':']).next())
+            .unwrap_or("http")
+            .to_string(),
+        "command" => format!("command:{}", p.name),
+        other => p
+            .model
+            .as_deref()
+            .and_then(by_model)
+            .map(str::to_string)
+            .unwrap_or_else(|| other.to_string()),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -34,10 +154,15 @@ pub enum TaskAction {
     Agent(Box<AgentTask>),
 }
 
+/// An agent task: which profiles may play it, and what they are asked.
 #[derive(Debug, Clone)]
 pub struct AgentTask {
-    pub profile: AgentProfile,
+    /// The profile the task names (`agent:`), tried first; index into [`AgentPool::profiles`].
+    pub pinned: Option<usize>,
+    /// Profiles with any of these roles may play it too (`role:`, or the pinned profile's roles).
+    pub roles: Vec<String>,
     pub prompt: String,
+    pub limits: Limits,
 }
 
 /// A profile from `fleet.yaml`, or the default profile of a bare CLI name.
@@ -55,6 +180,9 @@ pub struct AgentProfile {
     pub account: Option<String>,
     /// Names of the env vars holding its credentials (values are read at launch, never stored).
     pub secrets: Vec<String>,
+    pub roles: Vec<String>,
+    pub priority: i64,
+    pub tier: u32,
 }
 
 impl AgentProfile {
@@ -76,6 +204,9 @@ impl AgentProfile {
             command: p.command.clone(),
             account: p.account.clone(),
             secrets,
+            roles: p.roles.clone(),
+            priority: p.priority,
+            tier: p.tier,
         }
     }
 
@@ -93,6 +224,9 @@ impl AgentProfile {
             command: None,
             account: None,
             secrets: default_secrets(cli),
+            roles: Vec::new(),
+            priority: 0,
+            tier: 0,
         }
     }
 }
@@ -113,6 +247,8 @@ pub struct TaskDef {
     pub worktree: bool,
     pub env: BTreeMap<String, String>,
     pub retry: RetryPolicy,
+    /// Wall time for the whole task (all attempts).
+    pub max_time: Option<Duration>,
 }
 
 impl TaskDef {
@@ -121,7 +257,10 @@ impl TaskDef {
         match &self.action {
             TaskAction::Group => "(group)".into(),
             TaskAction::Shell(c) => c.clone(),
-            TaskAction::Agent(a) => format!("agent {} ({})", a.profile.name, a.profile.cli),
+            TaskAction::Agent(a) => match &a.pinned {
+                Some(_) => "agent".to_string(),
+                None => format!("agent for role {}", a.roles.join("/")),
+            },
         }
     }
 
@@ -143,6 +282,7 @@ pub fn plan_from_runbook(
         .unwrap_or_else(|| PathBuf::from("/"));
     let mut errors = Vec::new();
     let mut tasks = Vec::with_capacity(rb.tasks.len());
+    let mut pool = AgentPool::from_instance(instance);
     for t in &rb.tasks {
         let error = |message: String| ConfigError {
             file: rb.path.clone(),
@@ -158,17 +298,14 @@ pub fn plan_from_runbook(
                 role,
                 prompt,
             } => {
-                let profile = match (agent, role) {
-                    (Some(name), _) => match instance.profile(name) {
-                        Some(p) => Some(AgentProfile::from_config(p, instance)),
-                        None if fleet_agents::adapter(name).is_some() => {
-                            Some(AgentProfile::bare(name))
-                        }
+                let pinned = match agent {
+                    Some(name) => match pool.resolve(name) {
+                        Some(i) => Some(i),
                         None => {
                             let profiles: Vec<&str> =
                                 instance.agents.iter().map(|p| p.name.as_str()).collect();
                             errors.push(error(format!(
-                                "task {:?}: unknown agent {name:?}; expected a profile from fleet.yaml ({}) or a CLI name ({})",
+                                "task {:?}: unknown agent {name:?}; expected a profile from fleet.yaml ({}) or a CLI name ({}, http)",
                                 t.id,
                                 if profiles.is_empty() { "none defined".into() } else { profiles.join(", ") },
                                 fleet_agents::names().join(", ")
@@ -176,25 +313,21 @@ pub fn plan_from_runbook(
                             None
                         }
                     },
-                    (None, Some(role)) => {
-                        let best = instance
-                            .agents
-                            .iter()
-                            .filter(|p| p.roles.iter().any(|r| r == role))
-                            .max_by_key(|p| p.priority);
-                        match best {
-                            Some(p) => Some(AgentProfile::from_config(p, instance)),
-                            None => {
-                                errors.push(error(format!(
-                                    "task {:?}: no profile in fleet.yaml plays role {role:?}",
-                                    t.id
-                                )));
-                                None
-                            }
-                        }
-                    }
-                    (None, None) => unreachable!("the runbook parser requires agent or role"),
+                    None => None,
                 };
+                let roles: Vec<String> = match (role, pinned) {
+                    (Some(r), _) => vec![r.clone()],
+                    (None, Some(i)) => pool.profiles[i].roles.clone(),
+                    (None, None) => Vec::new(),
+                };
+                if let (Some(r), None) = (role, agent)
+                    && !pool.profiles.iter().any(|p| p.roles.contains(r))
+                {
+                    errors.push(error(format!(
+                        "task {:?}: no profile in fleet.yaml plays role {r:?}",
+                        t.id
+                    )));
+                }
                 let text = match prompt {
                     Prompt::Inline(s) => Some(s.clone()),
                     Prompt::File(f) => match std::fs::read_to_string(dir.join(f)) {
@@ -209,9 +342,21 @@ pub fn plan_from_runbook(
                         }
                     },
                 };
-                match (profile, text) {
-                    (Some(profile), Some(prompt)) => {
-                        TaskAction::Agent(Box::new(AgentTask { profile, prompt }))
+                let defaults = Limits::default();
+                let limits = Limits {
+                    max_attempts: t.max_attempts.unwrap_or(defaults.max_attempts),
+                    escalate_after: t.escalate_after.unwrap_or(defaults.escalate_after),
+                    budget_usd: t.budget_usd,
+                    deadline: None,
+                };
+                match text {
+                    Some(prompt) if pinned.is_some() || role.is_some() => {
+                        TaskAction::Agent(Box::new(AgentTask {
+                            pinned,
+                            roles,
+                            prompt,
+                            limits,
+                        }))
                     }
                     _ => TaskAction::Group,
                 }
@@ -232,6 +377,7 @@ pub fn plan_from_runbook(
                     .saturating_mul(32)
                     .max(1),
             },
+            max_time: t.max_time,
         });
     }
     if !errors.is_empty() {
@@ -251,6 +397,7 @@ pub fn plan_from_runbook(
         report: rb.report.as_ref().map(|r| normalize(&dir.join(r))),
         nodes: rb.node_specs(),
         tasks,
+        pool: std::sync::Arc::new(pool),
     })
 }
 

@@ -3,8 +3,8 @@
 //! timeout plus the kill grace — without waiting for a CLI's own minutes of retries.
 
 use fleet_agents::OutcomeClass;
+use fleet_engine::AgentProfile;
 use fleet_engine::agent::{self, AgentRun};
-use fleet_engine::{AgentProfile, AgentTask};
 use fleet_testkit::{Fault, ModelServer, Scenario};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -60,17 +60,15 @@ async fn attempt(server: &ModelServer, cli: &str, case: &str, scenario: Scenario
         .current_dir(&repo)
         .status()
         .unwrap();
-    let task = AgentTask {
-        profile: profile(cli, server.base_url(&name)),
-        prompt: "create hello.txt".into(),
-    };
+    let profile = profile(cli, server.base_url(&name));
+    let prompt = "create hello.txt";
     let log_path = dir.path().join("log");
     let log = std::fs::File::create(&log_path).unwrap();
     let env = BTreeMap::new();
     let secrets = secrets(cli);
     let run = AgentRun {
-        task: &task,
-        prompt: &task.prompt,
+        profile: &profile,
+        prompt,
         workdir: &repo,
         home: &dir.path().join("home"),
         transcript: &dir.path().join("transcript"),
@@ -213,10 +211,7 @@ async fn http_agent_edits_files_and_classifies_errors() {
     let repo = dir.path().join("repo");
     std::fs::create_dir(&repo).unwrap();
     let run_one = |name: &'static str| {
-        let task = AgentTask {
-            profile: http(name),
-            prompt: "write notes/hello.txt".into(),
-        };
+        let profile = http(name);
         let repo = repo.clone();
         let dir = dir.path().to_path_buf();
         async move {
@@ -227,8 +222,8 @@ async fn http_agent_edits_files_and_classifies_errors() {
                 "sk-or-test-0123456789".to_string(),
             )]);
             let run = AgentRun {
-                task: &task,
-                prompt: &task.prompt,
+                profile: &profile,
+                prompt: "write notes/hello.txt",
                 workdir: &repo,
                 home: &dir.join(format!("{name}-home")),
                 transcript: &dir.join(format!("{name}.transcript")),

@@ -331,6 +331,43 @@ impl Repo {
         Ok(complete && self.is_worktree_root(&path)?)
     }
 
+    /// What a worktree holds beyond its last commit, for a person or an agent: `git status
+    /// --short` and the diffstat of tracked changes.
+    pub fn worktree_changes(&self, worktree: &Path) -> Result<String> {
+        let status = self
+            .git_in(worktree)
+            .args(["status", "--short", "--untracked-files=all"])
+            .run()?;
+        let stat = self
+            .git_in(worktree)
+            .args(["diff", "--stat", "HEAD"])
+            .run()?;
+        Ok(format!("{status}{stat}"))
+    }
+
+    /// Whether the worktree differs from where it forked off `base`: uncommitted changes, or
+    /// commits of its own.
+    pub fn has_changes(&self, worktree: &Path, base: &str) -> Result<bool> {
+        let status = self
+            .git_in(worktree)
+            .args(["status", "--porcelain", "--untracked-files=all"])
+            .run()?;
+        if !status.trim().is_empty() {
+            return Ok(true);
+        }
+        let own = self
+            .git_in(worktree)
+            .args([
+                "rev-list",
+                "--count",
+                "--end-of-options",
+                &format!("{base}..HEAD"),
+                "--",
+            ])
+            .run()?;
+        Ok(own.trim() != "0")
+    }
+
     /// The merge commit on `target` whose second parent is `source`: how `source` landed.
     pub fn find_merge(&self, target: &str, source: &str) -> Result<Option<String>> {
         let source = self.resolve(source)?;

@@ -596,3 +596,22 @@ fn a_worktree_cut_short_is_not_complete() {
     f.repo.add_worktree(&wt, "fleet/tasks/r/w", "main").unwrap();
     assert!(f.repo.is_complete_worktree(&wt).unwrap());
 }
+
+#[test]
+fn changes_are_seen_whether_committed_or_not() {
+    let f = fixture();
+    f.repo.set_branch("fleet/runs/r", &f.head()).unwrap();
+    let wt = f.wts.join("c");
+    f.repo
+        .add_worktree(&wt, "fleet/tasks/r/c", "fleet/runs/r")
+        .unwrap();
+    assert!(!f.repo.has_changes(&wt, "fleet/runs/r").unwrap());
+    fs::write(wt.join("new.txt"), "n\n").unwrap();
+    assert!(f.repo.has_changes(&wt, "fleet/runs/r").unwrap());
+    assert!(f.repo.worktree_changes(&wt).unwrap().contains("new.txt"));
+    f.repo.commit_all(&wt, "c").unwrap();
+    assert!(
+        f.repo.has_changes(&wt, "fleet/runs/r").unwrap(),
+        "a commit of its own counts"
+    );
+}

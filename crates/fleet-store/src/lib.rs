@@ -117,6 +117,17 @@ pub struct Event {
     pub data: serde_json::Value,
 }
 
+/// The live state of an agent account (cooldown after a rate limit, disabled after an auth
+/// failure). Spend is not stored here: it is summed from the attempts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AccountRow {
+    pub name: String,
+    pub cooldown_until: Option<i64>,
+    pub backoff_level: u32,
+    pub disabled: Option<String>,
+    pub updated_at: i64,
+}
+
 /// A run's new state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunStateChange {
@@ -132,6 +143,7 @@ pub struct Batch {
     pub run_state: Option<RunStateChange>,
     pub tasks: Vec<TaskRow>,
     pub attempts: Vec<AttemptRow>,
+    pub accounts: Vec<AccountRow>,
     pub events: Vec<NewEvent>,
 }
 
@@ -140,6 +152,7 @@ impl Batch {
         self.run_state.is_none()
             && self.tasks.is_empty()
             && self.attempts.is_empty()
+            && self.accounts.is_empty()
             && self.events.is_empty()
     }
 }
@@ -163,6 +176,11 @@ pub trait Store: Send + Sync {
     fn tasks(&self, run_id: &str) -> Result<Vec<TaskRow>>;
     /// A run's attempts, by task then number.
     fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRow>>;
+    /// Every account's live state.
+    fn accounts(&self) -> Result<Vec<AccountRow>>;
+    /// Attempts of all runs that started at or after `since` (ms), oldest first: spend is
+    /// summed from them.
+    fn attempts_since(&self, since: i64) -> Result<Vec<AttemptRow>>;
     /// Events with `seq > after`, oldest first, optionally of one run only.
     fn events(&self, run_id: Option<&str>, after: u64, limit: usize) -> Result<Vec<Event>>;
 }

@@ -1,13 +1,16 @@
 //! The embedded default store: one SQLite file in WAL mode.
 
-use crate::{AttemptRow, Batch, Event, NewEvent, Result, RunRow, Store, StoreError, TaskRow};
+use crate::{
+    AccountRow, AttemptRow, Batch, Event, NewEvent, Result, RunRow, Store, StoreError, TaskRow,
+};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
 use std::sync::Mutex;
 
 /// Migrations, applied in order; the index + 1 is the schema version. Never edit a released
 /// one: append a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE runs (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -67,7 +70,18 @@ CREATE TABLE events (
     kind TEXT NOT NULL,
     data TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE accounts (
+    name TEXT PRIMARY KEY,
+    cooldown_until INTEGER,
+    backoff_level INTEGER NOT NULL DEFAULT 0,
+    disabled TEXT,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX attempts_by_start ON attempts(started_at);
+"#,
+];
 
 /// How hard a commit waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,6 +250,52 @@ fn insert_events(tx: &rusqlite::Transaction<'_>, events: &[NewEvent]) -> Result<
     Ok(out)
 }
 
+fn upsert_account(tx: &rusqlite::Transaction<'_>, a: &AccountRow) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO accounts (name, cooldown_until, backoff_level, disabled, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (name) DO UPDATE SET cooldown_until = excluded.cooldown_until,
+            backoff_level = excluded.backoff_level, disabled = excluded.disabled,
+            updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        a.name,
+        a.cooldown_until,
+        a.backoff_level,
+        a.disabled,
+        a.updated_at
+    ])?;
+    Ok(())
+}
+
+fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<AttemptRow> {
+    Ok(AttemptRow {
+        run_id: r.get(0)?,
+        task_id: r.get(1)?,
+        n: r.get(2)?,
+        started_at: r.get(3)?,
+        finished_at: r.get(4)?,
+        pgid: r.get(5)?,
+        exit_code: r.get(6)?,
+        outcome: r.get(7)?,
+        detail: r.get(8)?,
+        profile: r.get(9)?,
+        cli: r.get(10)?,
+        model: r.get(11)?,
+        account: r.get(12)?,
+        session_id: r.get(13)?,
+        input_tokens: r.get::<_, i64>(14)? as u64,
+        output_tokens: r.get::<_, i64>(15)? as u64,
+        cache_read_tokens: r.get::<_, i64>(16)? as u64,
+        cache_write_tokens: r.get::<_, i64>(17)? as u64,
+        cost_usd: r.get(18)?,
+    })
+}
+
+const ATTEMPT_COLUMNS: &str = "run_id, task_id, n, started_at, finished_at, pgid, exit_code, outcome, detail, \
+                               profile, cli, model, account, session_id, input_tokens, output_tokens, \
+                               cache_read_tokens, cache_write_tokens, cost_usd";
+
 fn run_from_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
     Ok(RunRow {
         id: r.get(0)?,
@@ -315,6 +375,9 @@ impl Store for SqliteStore {
             for a in &batch.attempts {
                 upsert_attempt(&tx, a)?;
             }
+            for a in &batch.accounts {
+                upsert_account(&tx, a)?;
+            }
             let out = insert_events(&tx, &batch.events)?;
             tx.commit()?;
             Ok(out)
@@ -376,36 +439,43 @@ impl Store for SqliteStore {
 
     fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRow>> {
         self.with(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ?1 ORDER BY task_id, n"
+            ))?;
+            let rows = stmt
+                .query_map([run_id], attempt_from_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn accounts(&self) -> Result<Vec<AccountRow>> {
+        self.with(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT run_id, task_id, n, started_at, finished_at, pgid, exit_code, outcome, detail,
-                        profile, cli, model, account, session_id, input_tokens, output_tokens,
-                        cache_read_tokens, cache_write_tokens, cost_usd
-                 FROM attempts WHERE run_id = ?1 ORDER BY task_id, n",
+                "SELECT name, cooldown_until, backoff_level, disabled, updated_at FROM accounts ORDER BY name",
             )?;
             let rows = stmt
-                .query_map([run_id], |r| {
-                    Ok(AttemptRow {
-                        run_id: r.get(0)?,
-                        task_id: r.get(1)?,
-                        n: r.get(2)?,
-                        started_at: r.get(3)?,
-                        finished_at: r.get(4)?,
-                        pgid: r.get(5)?,
-                        exit_code: r.get(6)?,
-                        outcome: r.get(7)?,
-                        detail: r.get(8)?,
-                        profile: r.get(9)?,
-                        cli: r.get(10)?,
-                        model: r.get(11)?,
-                        account: r.get(12)?,
-                        session_id: r.get(13)?,
-                        input_tokens: r.get::<_, i64>(14)? as u64,
-                        output_tokens: r.get::<_, i64>(15)? as u64,
-                        cache_read_tokens: r.get::<_, i64>(16)? as u64,
-                        cache_write_tokens: r.get::<_, i64>(17)? as u64,
-                        cost_usd: r.get(18)?,
+                .query_map([], |r| {
+                    Ok(AccountRow {
+                        name: r.get(0)?,
+                        cooldown_until: r.get(1)?,
+                        backoff_level: r.get(2)?,
+                        disabled: r.get(3)?,
+                        updated_at: r.get(4)?,
                     })
                 })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn attempts_since(&self, since: i64) -> Result<Vec<AttemptRow>> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE started_at >= ?1 ORDER BY started_at"
+            ))?;
+            let rows = stmt
+                .query_map([since], attempt_from_row)?
                 .collect::<rusqlite::Result<_>>()?;
             Ok(rows)
         })

@@ -112,6 +112,7 @@ fn contract(store: &dyn Store) {
                 event("r1", Some("a"), "task.started"),
                 event("r1", Some("a"), "attempt.started"),
             ],
+            ..Batch::default()
         })
         .unwrap();
     assert_eq!(evs.len(), 2);
@@ -226,4 +227,55 @@ fn refuses_a_database_from_a_newer_fleet() {
         Err(other) => panic!("unexpected error {other}"),
         Ok(_) => panic!("a newer schema must be refused"),
     }
+}
+
+#[test]
+fn accounts_and_spend_since() {
+    let store = SqliteStore::in_memory().unwrap();
+    store.create_run(&run_row("r", 1), &[], &[]).unwrap();
+    let acc = fleet_store::AccountRow {
+        name: "team".into(),
+        cooldown_until: Some(5000),
+        backoff_level: 2,
+        disabled: None,
+        updated_at: 10,
+    };
+    let attempt = |n: u32, started_at: i64, cost: f64| AttemptRow {
+        run_id: "r".into(),
+        task_id: "t".into(),
+        n,
+        started_at,
+        outcome: "passed".into(),
+        account: Some("team".into()),
+        cost_usd: cost,
+        input_tokens: 100,
+        ..AttemptRow::default()
+    };
+    store
+        .commit(&Batch {
+            accounts: vec![acc.clone()],
+            attempts: vec![attempt(1, 100, 0.5), attempt(2, 200, 0.25)],
+            ..Batch::default()
+        })
+        .unwrap();
+    assert_eq!(store.accounts().unwrap(), std::slice::from_ref(&acc));
+    let disabled = fleet_store::AccountRow {
+        disabled: Some("auth".into()),
+        ..acc
+    };
+    store
+        .commit(&Batch {
+            accounts: vec![disabled.clone()],
+            ..Batch::default()
+        })
+        .unwrap();
+    assert_eq!(store.accounts().unwrap(), [disabled]);
+    let since: Vec<f64> = store
+        .attempts_since(150)
+        .unwrap()
+        .iter()
+        .map(|a| a.cost_usd)
+        .collect();
+    assert_eq!(since, [0.25]);
+    assert_eq!(store.attempts_since(0).unwrap().len(), 2);
 }

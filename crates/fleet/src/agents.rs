@@ -301,15 +301,12 @@ fn smoke_test(p: &AgentProfile) -> anyhow::Result<serde_json::Value> {
         .args(["init", "-q"])
         .current_dir(&repo)
         .status()?;
-    let task = fleet_engine::AgentTask {
-        profile: p.clone(),
-        prompt: "Reply with the single word OK. Do not use any tools.".into(),
-    };
+    let prompt = "Reply with the single word OK. Do not use any tools.";
     let log = std::fs::File::create(dir.path().join("log"))?;
     let env = std::collections::BTreeMap::new();
     let run = fleet_engine::agent::AgentRun {
-        task: &task,
-        prompt: &task.prompt,
+        profile: p,
+        prompt,
         workdir: &repo,
         home: &dir.path().join("home"),
         transcript: &dir.path().join("transcript"),

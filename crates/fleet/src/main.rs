@@ -74,6 +74,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Spend today per account, profile, role and task, against the daily budgets.
+    Budget {
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove worktrees of runs that ended (kept for inspection after failures), and prune git.
     Gc {
         /// Also remove worktrees of interrupted runs (they can no longer be resumed as they were).
@@ -194,6 +199,13 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
         Command::Status { run, json } => {
             let (layout, store) = open_existing_state(cli.home)?;
             views::status(&layout, &*store, run.as_deref(), json)
+        }
+        Command::Budget { json } => {
+            let instance =
+                load_instance(find_home(cli.home.clone(), &std::env::current_dir()?).as_deref())?;
+            let (_, store) = open_existing_state(cli.home)?;
+            views::budget(&instance, &*store, json)?;
+            Ok(exit::PASSED)
         }
         Command::Gc { interrupted, json } => {
             let (layout, store) = open_existing_state(cli.home)?;

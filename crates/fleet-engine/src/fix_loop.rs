@@ -1,0 +1,269 @@
+//! The fail-until-done loop's bookkeeping around the pure pool policy: what each account has
+//! spent today and whether it cools down, the task's agent history, and the handoff note that
+//! tells the next agent what happened so far.
+
+use crate::plan::AgentPool;
+use fleet_core::Millis;
+use fleet_core::pool::{
+    AccountEffect, AccountState, Clock, Ending, PastAttempt, day_start, over_budget,
+};
+use fleet_store::{AccountRow, AttemptRow, Store, StoreError};
+
+/// The outcome string an attempt row records, as the pool's [`Ending`]. `None` for attempts
+/// the pool ignores (interrupted by fleet itself, or still running).
+pub fn ending_of(outcome: &str) -> Option<Ending> {
+    Some(match outcome {
+        "passed" => Ending::Passed,
+        "checks_failed" => Ending::ChecksFailed,
+        "no_change" => Ending::NoChange,
+        "agent_error" => Ending::AgentError,
+        "rate_limited" => Ending::RateLimited,
+        "quota_exhausted" => Ending::QuotaExhausted,
+        "auth_failed" => Ending::AuthFailed,
+        "overloaded" => Ending::Overloaded,
+        "upstream_error" => Ending::Upstream,
+        "stalled" => Ending::Stalled,
+        "timed_out" => Ending::TimedOut,
+        "crashed" | "failed" => Ending::Crashed,
+        "no_result" => Ending::NoResult,
+        _ => return None,
+    })
+}
+
+/// A task's agent attempts as the pool reasons about them.
+pub fn history(pool: &AgentPool, attempts: &[&AttemptRow]) -> Vec<PastAttempt> {
+    attempts
+        .iter()
+        .filter_map(|a| {
+            let profile = pool.find(a.profile.as_deref()?)?;
+            Some(PastAttempt {
+                profile,
+                ending: ending_of(&a.outcome)?,
+            })
+        })
+        .collect()
+}
+
+/// The live state of every account of the pool, with today's spend.
+pub struct AccountBook {
+    pub states: Vec<AccountState>,
+    /// The budget day each account's spend was summed for.
+    day: Vec<Millis>,
+    dirty: Vec<bool>,
+}
+
+impl AccountBook {
+    pub fn load(
+        pool: &AgentPool,
+        store: &dyn Store,
+        clock: &Clock,
+    ) -> Result<AccountBook, StoreError> {
+        let rows = store.accounts()?;
+        let mut book = AccountBook {
+            states: vec![AccountState::default(); pool.accounts.len()],
+            day: vec![0; pool.accounts.len()],
+            dirty: vec![false; pool.accounts.len()],
+        };
+        for (i, acc) in pool.accounts.iter().enumerate() {
+            if let Some(r) = rows.iter().find(|r| r.name == acc.name) {
+                book.states[i].cooldown_until = r.cooldown_until.map(|t| t.max(0) as Millis);
+                book.states[i].backoff_level = r.backoff_level;
+                book.states[i].disabled = r.disabled.clone();
+            }
+        }
+        book.refresh(pool, store, clock)?;
+        Ok(book)
+    }
+
+    /// Sums spend again for accounts whose budget day has turned since it was last summed.
+    pub fn refresh(
+        &mut self,
+        pool: &AgentPool,
+        store: &dyn Store,
+        clock: &Clock,
+    ) -> Result<(), StoreError> {
+        let days: Vec<Millis> = pool
+            .accounts
+            .iter()
+            .map(|a| day_start(clock, a.day_starts))
+            .collect();
+        let stale: Vec<usize> = (0..days.len())
+            .filter(|&i| days[i] != self.day[i])
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let since = stale.iter().map(|&i| days[i]).min().unwrap_or(0);
+        let attempts = store.attempts_since(since as i64)?;
+        for i in stale {
+            let name = &pool.accounts[i].name;
+            let mine = attempts
+                .iter()
+                .filter(|a| a.account.as_deref() == Some(name) && a.started_at >= days[i] as i64);
+            self.states[i].spent_usd = mine.clone().map(|a| a.cost_usd).sum();
+            self.states[i].spent_tokens = mine
+                .map(|a| {
+                    a.input_tokens + a.output_tokens + a.cache_read_tokens + a.cache_write_tokens
+                })
+                .sum();
+            self.day[i] = days[i];
+        }
+        Ok(())
+    }
+
+    /// Adds an attempt's spend; says whether that took the account over its budget.
+    pub fn spend(&mut self, pool: &AgentPool, account: usize, usd: f64, tokens: u64) -> bool {
+        let before = over_budget(&pool.accounts[account], &self.states[account]);
+        self.states[account].spent_usd += usd;
+        self.states[account].spent_tokens += tokens;
+        !before && over_budget(&pool.accounts[account], &self.states[account])
+    }
+
+    /// Applies what an attempt's ending does to its account. Returns the event to record, if
+    /// anything changed that a person should see.
+    pub fn apply(
+        &mut self,
+        account: usize,
+        effect: AccountEffect,
+    ) -> Option<(&'static str, serde_json::Value)> {
+        let st = &mut self.states[account];
+        let event = match effect {
+            AccountEffect::Nothing => None,
+            AccountEffect::Healthy => {
+                if st.backoff_level == 0 {
+                    return None;
+                }
+                st.backoff_level = 0;
+                None
+            }
+            AccountEffect::Cooldown {
+                until,
+                backoff_level,
+                why,
+            } => {
+                st.cooldown_until = Some(until.max(st.cooldown_until.unwrap_or(0)));
+                st.backoff_level = backoff_level;
+                Some((
+                    "account.cooldown",
+                    serde_json::json!({"until": crate::rfc3339(until as i64), "reason": why}),
+                ))
+            }
+            AccountEffect::Disable { reason } => {
+                st.disabled = Some(reason.clone());
+                Some(("account.disabled", serde_json::json!({"reason": reason})))
+            }
+        };
+        self.dirty[account] = true;
+        event
+    }
+
+    /// Rows of accounts whose state changed since the last call.
+    pub fn take_dirty(&mut self, pool: &AgentPool, now: i64) -> Vec<AccountRow> {
+        let mut rows = Vec::new();
+        for i in 0..self.dirty.len() {
+            if std::mem::take(&mut self.dirty[i]) {
+                rows.push(AccountRow {
+                    name: pool.accounts[i].name.clone(),
+                    cooldown_until: self.states[i].cooldown_until.map(|t| t as i64),
+                    backoff_level: self.states[i].backoff_level,
+                    disabled: self.states[i].disabled.clone(),
+                    updated_at: now,
+                });
+            }
+        }
+        rows
+    }
+}
+
+/// What the next agent is told beyond the task itself: the acceptance criteria, every earlier
+/// attempt and how it ended, and the failing check's output (so it fixes error X instead of
+/// starting blind). The current diff is added by the worker, which can see the worktree.
+pub fn handoff_note(
+    checks: &[String],
+    attempts: &[(String, String, Option<String>)],
+    last_check: Option<&(String, Option<i32>, String)>,
+) -> String {
+    let mut s = String::new();
+    if !checks.is_empty() {
+        s.push_str(
+            "## Acceptance criteria (fleet runs these after you finish; all must exit 0)\n\n",
+        );
+        for c in checks {
+            s.push_str(&format!("- `{c}`\n"));
+        }
+        s.push('\n');
+    }
+    if attempts.is_empty() {
+        return s;
+    }
+    s.push_str("## Attempts so far\n\nYou continue in the same working tree as the last attempt left it.\n\n");
+    for (i, (profile, outcome, detail)) in attempts.iter().enumerate() {
+        s.push_str(&format!(
+            "{}. {profile}: {outcome}{}\n",
+            i + 1,
+            detail
+                .as_deref()
+                .map(|d| format!(" — {d}"))
+                .unwrap_or_default()
+        ));
+    }
+    if let Some((cmd, code, output)) = last_check {
+        s.push_str(&format!(
+            "\n## The failing check\n\n`{cmd}` exited with {}. Its output (last lines):\n\n```\n{}\n```\n\nFix this error; do not start over.\n",
+            code.map(|c| c.to_string()).unwrap_or_else(|| "no exit code (killed)".into()),
+            output.trim_end()
+        ));
+    }
+    s
+}
+
+/// The last `max_lines` lines (at most `max_bytes`) of a text, for prompts and events.
+pub fn tail(text: &str, max_lines: usize, max_bytes: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = lines[lines.len().saturating_sub(max_lines)..].join("\n");
+    if out.len() > max_bytes {
+        let mut cut = out.len() - max_bytes;
+        while !out.is_char_boundary(cut) {
+            cut += 1;
+        }
+        out = format!("…{}", &out[cut..]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handoff_carries_criteria_history_and_the_failing_output() {
+        let note = handoff_note(
+            &["cargo test -q".into()],
+            &[(
+                "claude-dev".into(),
+                "checks_failed".into(),
+                Some("check `cargo test -q` exit 101".into()),
+            )],
+            Some(&(
+                "cargo test -q".into(),
+                Some(101),
+                "thread 'x' panicked at src/lib.rs:3".into(),
+            )),
+        );
+        assert!(note.contains("- `cargo test -q`"));
+        assert!(note.contains("1. claude-dev: checks_failed — check `cargo test -q` exit 101"));
+        assert!(note.contains("exited with 101"));
+        assert!(note.contains("panicked at src/lib.rs:3"));
+    }
+
+    #[test]
+    fn tail_keeps_the_end() {
+        let text: String = (1..=100).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(tail(&text, 2, 1000), "line 99\nline 100");
+        assert!(
+            tail(&text, 100, 20).starts_with('…') && tail(&text, 100, 20).ends_with("line 100")
+        );
+        assert_eq!(ending_of("rate_limited"), Some(Ending::RateLimited));
+        assert_eq!(ending_of("interrupted"), None);
+    }
+}
