@@ -93,13 +93,21 @@ pub enum AgentEvent {
 impl AgentEvent {
     /// One line for a task log: what the agent said, which tool it called.
     pub fn readable(&self) -> String {
+        /// At most `n` characters, on one line.
         fn clip(s: &str, n: usize) -> String {
-            let one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
-            if one.chars().count() > n {
-                format!("{}…", one.chars().take(n).collect::<String>())
-            } else {
-                one
+            let mut out = String::with_capacity(s.len().min(n + 4));
+            for (i, c) in s.trim().chars().enumerate() {
+                if i == n {
+                    out.push('…');
+                    break;
+                }
+                out.push(if c == '\n' || c == '\r' || c == '\t' {
+                    ' '
+                } else {
+                    c
+                });
             }
+            out
         }
         match self {
             AgentEvent::Message { text } => format!("agent: {}", clip(text, 400)),

@@ -853,7 +853,14 @@ mod tests {
             Next::GiveUp { .. }
         ));
         assert!(matches!(
-            next_attempt(&profiles, &dev(), std::slice::from_ref(&f), &limits, 0.5, 1000),
+            next_attempt(
+                &profiles,
+                &dev(),
+                std::slice::from_ref(&f),
+                &limits,
+                0.5,
+                1000
+            ),
             Next::GiveUp { .. }
         ));
         assert!(matches!(

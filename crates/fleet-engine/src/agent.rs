@@ -246,12 +246,17 @@ pub async fn run(
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    let mut transcript = std::fs::OpenOptions::new()
+    let transcript = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
         .open(r.transcript)
         .map_err(|e| format!("cannot open the transcript: {e}"))?;
+    // A chatty agent prints hundreds of lines a second: transcript and log are written in
+    // batches (at most ~200 ms old); what counts is already in the store as events.
+    let mut transcript = std::io::BufWriter::with_capacity(64 << 10, transcript);
+    let mut log = std::io::BufWriter::with_capacity(16 << 10, log);
+    let mut flushed = std::time::Instant::now();
     let mut parser = adapter.parser();
     let stdin = match &launch.stdin {
         Stdin::Text(t) => Some(t.as_str()),
@@ -280,22 +285,25 @@ pub async fn run(
             Stream::Stdout => parser.stdout_line(&line),
             Stream::Stderr | Stream::Side => parser.stderr_line(&line),
         };
-        if events.is_empty() {
-            return false;
-        }
         for e in &events {
             let _ = writeln!(log, "  {}", e.readable());
         }
-        on_events(
-            events
-                .into_iter()
-                .map(|e| redactor.clean_event(e))
-                .collect(),
-        );
+        if flushed.elapsed() > std::time::Duration::from_millis(200) {
+            let _ = transcript.flush();
+            let _ = log.flush();
+            flushed = std::time::Instant::now();
+        }
+        if events.is_empty() {
+            return false;
+        }
+        // Parsed from the already redacted line: no secret can be in them.
+        on_events(events);
         parser.verdict().is_some()
     })
     .await
     .map_err(|e| format!("could not run {}: {e}", launch.program))?;
+    let _ = transcript.flush();
+    let mut log = log.into_inner().map_err(|e| e.to_string())?;
     let tail = parser.flush();
     if !tail.is_empty() {
         for e in &tail {

@@ -28,6 +28,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
+/// How long agent observations (messages, tool calls, usage) may wait to be committed with
+/// the ones after them. Decisions are never delayed.
+const OBSERVATION_DELAY: Duration = Duration::from_millis(100);
+
 /// Called with every event right after it is committed (progress display, tests).
 pub type Observer = Box<dyn Fn(&Event) + Send + Sync>;
 
@@ -402,6 +406,11 @@ struct Coordinator {
     first_start: HashMap<usize, i64>,
     /// Reset time (Unix s) a running attempt's vendor announced.
     resets: HashMap<usize, i64>,
+    /// The pending batch holds a decision (a transition, a run or account change), so it
+    /// must be committed before anything else happens.
+    urgent: bool,
+    /// Since when the pending batch holds agent observations not yet committed.
+    observed_since: Option<std::time::Instant>,
     integration_tip: String,
     stopping: bool,
     observer: Option<Observer>,
@@ -474,6 +483,8 @@ impl Coordinator {
             last_check: HashMap::new(),
             first_start,
             resets: HashMap::new(),
+            urgent: false,
+            observed_since: None,
             integration_tip: String::new(),
             stopping: false,
             observer: opts.observer,
@@ -505,6 +516,7 @@ impl Coordinator {
 
     /// Folds transitions into the pending batch: task rows and their events.
     fn record(&mut self, transitions: Vec<Transition>) {
+        self.urgent = true;
         let now = now_ms();
         for t in transitions {
             let i = t.task;
@@ -565,6 +577,8 @@ impl Coordinator {
 
     /// Commits the pending batch; then the journal and observer see its events.
     fn flush(&mut self) -> Result<(), EngineError> {
+        self.urgent = false;
+        self.observed_since = None;
         if self.batch.is_empty() {
             return Ok(());
         }
@@ -669,24 +683,38 @@ impl Coordinator {
         let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         loop {
             // One commit per turn: what the workers reported and what starts next are
-            // persisted together, and only then does anything new run.
+            // persisted together, and only then does anything new run. A batch holding only
+            // what agents said (no decision to act on) may wait a moment for more of it, so a
+            // chatty fleet commits a few times a second instead of once per line.
             self.start_ready();
-            self.flush()?;
+            let observing_only = !self.urgent && self.launches.is_empty();
+            let due = self
+                .observed_since
+                .is_some_and(|t| t.elapsed() >= OBSERVATION_DELAY);
+            if !observing_only || due || self.stopping {
+                self.flush()?;
+            }
             self.launch();
             self.start_merge();
             if self.busy == 0 && !self.merging && (self.stopping || self.run.is_finished()) {
                 break;
             }
             let wake = self.run.next_wakeup(now_ms() as u64);
+            let observed = self
+                .observed_since
+                .map(|t| tokio::time::Instant::from_std(t + OBSERVATION_DELAY));
             let sleep = async {
-                match wake {
-                    Some(at) if !self.stopping => {
-                        tokio::time::sleep(Duration::from_millis(
-                            at.saturating_sub(now_ms() as u64),
-                        ))
-                        .await
-                    }
-                    _ => std::future::pending().await,
+                let wake = match wake {
+                    Some(at) if !self.stopping => Some(
+                        tokio::time::Instant::now()
+                            + Duration::from_millis(at.saturating_sub(now_ms() as u64)),
+                    ),
+                    _ => None,
+                };
+                match (wake, observed) {
+                    (Some(a), Some(b)) => tokio::time::sleep_until(a.min(b)).await,
+                    (Some(a), None) | (None, Some(a)) => tokio::time::sleep_until(a).await,
+                    (None, None) => std::future::pending().await,
                 }
             };
             tokio::select! {
@@ -1242,7 +1270,11 @@ impl Coordinator {
                     }
                 }
             }
-            Msg::Agent { task, events } => self.agent_events(task, events),
+            Msg::Agent { task, events } => {
+                self.observed_since
+                    .get_or_insert_with(std::time::Instant::now);
+                self.agent_events(task, events)
+            }
             Msg::Cleaned { task, result } => {
                 self.busy -= 1;
                 if let Err(e) = result {

@@ -62,8 +62,22 @@ impl Journal {
             if e.seq <= self.last_seq {
                 continue;
             }
-            serde_json::to_writer(&mut self.out, &event_json(e))?;
-            self.out.write_all(b"\n")?;
+            // The same object as `event_json`, written field by field (no intermediate copy).
+            write!(
+                self.out,
+                "{{\"at\":\"{}\",\"attempt\":",
+                crate::rfc3339(e.at)
+            )?;
+            serde_json::to_writer(&mut self.out, &e.attempt)?;
+            self.out.write_all(b",\"data\":")?;
+            serde_json::to_writer(&mut self.out, &e.data)?;
+            self.out.write_all(b",\"kind\":")?;
+            serde_json::to_writer(&mut self.out, &e.kind)?;
+            self.out.write_all(b",\"run\":")?;
+            serde_json::to_writer(&mut self.out, &e.run_id)?;
+            write!(self.out, ",\"seq\":{},\"task\":", e.seq)?;
+            serde_json::to_writer(&mut self.out, &e.task)?;
+            self.out.write_all(b"}\n")?;
             self.last_seq = e.seq;
         }
         self.out.flush()
@@ -94,4 +108,30 @@ fn scan(file: &File) -> std::io::Result<(u64, u64)> {
         }
     }
     Ok((last_seq, good_len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_exactly_event_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = fleet_store::SqliteStore::in_memory().unwrap();
+        let mut j = Journal::open(&dir.path().join("e.jsonl"), &store, "r").unwrap();
+        let e = Event {
+            seq: 7,
+            at: 1_795_219_200_123,
+            run_id: "r".into(),
+            task: Some("t\"x".into()),
+            attempt: Some(2),
+            kind: "agent.message".into(),
+            data: serde_json::json!({"text": "a\nb", "n": 1}),
+        };
+        j.append(std::slice::from_ref(&e)).unwrap();
+        let line = std::fs::read_to_string(dir.path().join("e.jsonl")).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
+        assert_eq!(parsed, event_json(&e));
+        assert_eq!(parsed["at"], "2026-11-21T00:00:00.123Z");
+    }
 }

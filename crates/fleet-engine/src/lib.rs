@@ -65,8 +65,7 @@ pub fn rfc3339(ms: impl TryInto<i64>) -> String {
     let ms: i64 = ms.try_into().unwrap_or(0);
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// `850ms`, `12.3s`, `4m05s`, `2h03m`

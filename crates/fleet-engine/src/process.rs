@@ -397,13 +397,88 @@ impl Tail {
 /// Longest line kept; a CLI printing megabytes without a newline is cut, not buffered forever.
 const MAX_LINE: usize = 4 << 20;
 
+/// How often streamed output is read.
+const TICK_MS: u64 = 50;
+
+/// Time to the next multiple of [`TICK_MS`] of the wall clock: every stream of the process
+/// wakes at the same instants.
+fn until_next_tick() -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Duration::from_millis(TICK_MS - now % TICK_MS)
+}
+
+/// The read end of a child's pipe, read without blocking.
+struct Pipe {
+    file: std::fs::File,
+    pending: Vec<u8>,
+    buf: Vec<u8>,
+    eof: bool,
+}
+
+impl Pipe {
+    fn new(fd: std::os::fd::OwnedFd) -> std::io::Result<Pipe> {
+        use std::os::fd::AsRawFd;
+        let raw = fd.as_raw_fd();
+        // SAFETY: plain fcntl on a descriptor we own.
+        unsafe {
+            let flags = libc::fcntl(raw, libc::F_GETFL);
+            if flags < 0 || libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(Pipe {
+            file: std::fs::File::from(fd),
+            pending: Vec::new(),
+            buf: vec![0; 32 << 10],
+            eof: false,
+        })
+    }
+
+    /// The complete lines available now (and, at end of file, the unterminated rest).
+    fn read_lines(&mut self) -> Vec<String> {
+        use std::io::Read;
+        while !self.eof {
+            match self.file.read(&mut self.buf) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.pending.extend_from_slice(&self.buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => self.eof = true,
+            }
+        }
+        let mut lines = Vec::new();
+        if self.pending.is_empty() {
+            return lines;
+        }
+        let mut start = 0;
+        while let Some(pos) = self.pending[start..].iter().position(|b| *b == b'\n') {
+            let end = start + pos;
+            let mut line = &self.pending[start..end];
+            if line.last() == Some(&b'\r') {
+                line = &line[..line.len() - 1];
+            }
+            lines.push(String::from_utf8_lossy(line).into_owned());
+            start = end + 1;
+        }
+        self.pending.drain(..start);
+        if self.pending.len() > MAX_LINE || (self.eof && !self.pending.is_empty()) {
+            lines.push(String::from_utf8_lossy(&self.pending).into_owned());
+            self.pending.clear();
+        }
+        lines
+    }
+}
+
 /// Runs `spec`, calling `on_line` for every line of stdout and stderr as it arrives.
 pub async fn run_streaming(
     spec: StreamSpec<'_>,
     mut stop: watch::Receiver<bool>,
     mut on_line: impl FnMut(Stream, &str) -> bool,
 ) -> std::io::Result<StreamEnd> {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::io::AsyncWriteExt;
     let started = Instant::now();
     let mut cmd = Command::new(resolve_program(spec.program, spec.env));
     cmd.args(spec.args)
@@ -450,72 +525,58 @@ pub async fn run_streaming(
             let _ = stdin.shutdown().await;
         });
     }
-    let mut out = BufReader::new(child.stdout.take().expect("piped"));
-    let mut err = BufReader::new(child.stderr.take().expect("piped"));
-    let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
-    let (mut out_open, mut err_open) = (true, true);
-    let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
-    let mut last_output = tokio::time::Instant::now();
+    let mut out = Pipe::new(child.stdout.take().expect("piped").into_owned_fd()?)?;
+    let mut err = Pipe::new(child.stderr.take().expect("piped").into_owned_fd()?)?;
+    let deadline = spec.timeout.map(|t| Instant::now() + t);
+    let mut last_output = Instant::now();
     let mut timed_out = false;
     let mut stalled = false;
     let mut stopped = false;
     let mut gave_up = false;
-    let deliver =
-        |buf: &mut Vec<u8>, stream: Stream, on_line: &mut dyn FnMut(Stream, &str) -> bool| {
-            while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                buf.pop();
-            }
-            let stop = on_line(stream, &String::from_utf8_lossy(buf));
-            buf.clear();
-            stop
-        };
     let mut tail = Tail::default();
-    let mut side_tick = tokio::time::interval(Duration::from_millis(250));
-    while out_open || err_open {
-        let stall_at = spec.stall_timeout.map(|s| last_output + s);
+    let mut ticks = 0u64;
+    // The pipes are read on a shared clock rather than on every line's arrival: a fleet of
+    // chatty agents then costs a few wake-ups per tick instead of one per line.
+    while !(out.eof && err.eof) {
         tokio::select! {
-            n = out.read_until(b'\n', &mut out_buf), if out_open => {
-                match n {
-                    Ok(0) | Err(_) => {
-                        if !out_buf.is_empty() { gave_up |= deliver(&mut out_buf, Stream::Stdout, &mut on_line); }
-                        out_open = false;
-                    }
-                    Ok(_) => {
-                        last_output = tokio::time::Instant::now();
-                        if out_buf.ends_with(b"\n") || out_buf.len() > MAX_LINE {
-                            gave_up |= deliver(&mut out_buf, Stream::Stdout, &mut on_line);
-                        }
-                    }
+            _ = tokio::time::sleep(until_next_tick()) => {}
+            _ = wait_stop(&mut stop) => { stopped = true; break; }
+        }
+        ticks += 1;
+        let mut got = false;
+        for (pipe, stream) in [(&mut out, Stream::Stdout), (&mut err, Stream::Stderr)] {
+            for line in pipe.read_lines() {
+                got = true;
+                if !gave_up {
+                    gave_up |= on_line(stream, &line);
                 }
             }
-            n = err.read_until(b'\n', &mut err_buf), if err_open => {
-                match n {
-                    Ok(0) | Err(_) => {
-                        if !err_buf.is_empty() { gave_up |= deliver(&mut err_buf, Stream::Stderr, &mut on_line); }
-                        err_open = false;
-                    }
-                    Ok(_) => {
-                        last_output = tokio::time::Instant::now();
-                        if err_buf.ends_with(b"\n") || err_buf.len() > MAX_LINE {
-                            gave_up |= deliver(&mut err_buf, Stream::Stderr, &mut on_line);
-                        }
-                    }
-                }
-            }
-            _ = side_tick.tick(), if spec.side_logs.is_some() => {
-                for line in tail.read(spec.side_logs.expect("guarded")) {
-                    last_output = tokio::time::Instant::now();
+        }
+        if let Some(dir) = spec.side_logs.filter(|_| ticks.is_multiple_of(5)) {
+            for line in tail.read(dir) {
+                got = true;
+                if !gave_up {
                     gave_up |= on_line(Stream::Side, &line);
                 }
             }
-            _ = sleep_until_opt(deadline) => { timed_out = true; break; }
-            _ = sleep_until_opt(stall_at) => { stalled = true; break; }
-            _ = wait_stop(&mut stop) => { stopped = true; break; }
+        }
+        let now = Instant::now();
+        if got {
+            last_output = now;
         }
         if gave_up {
             break;
         }
+        if deadline.is_some_and(|d| now >= d) {
+            timed_out = true;
+            break;
+        }
+        if spec.stall_timeout.is_some_and(|s| now >= last_output + s) {
+            stalled = true;
+            break;
+        }
     }
+    let deadline = deadline.map(tokio::time::Instant::from_std);
     let status = if timed_out || stalled || stopped || gave_up {
         end_group(&mut child, pgid, spec.kill_grace).await?
     } else {
