@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fleet benchmark harness (Python 3.11 stdlib only).
 
-    python3 bench/bench.py [b1|b2|b3|all] [--quick] [--no-build]
+    python3 bench/bench.py [b1|b2|b3|r2|p4|p5|all] [--quick] [--no-build]
 
 Builds the release binaries, runs the chosen benchmarks in temporary directories, prints a
 Markdown report (figures and how they were taken) and writes it to bench/results/latest.md
@@ -12,6 +12,9 @@ B1  1000-task layered DAG of `true`: `fleet run -q` (concurrency 2) vs `make -j2
 B2  per-task workspace setup on a 5000-file repo: fleet_git::Repo::add_worktree vs a bare
     `git worktree add -B`.
 B3  scheduling latency (dependency exit -> dependent spawned) with 200 tasks running.
+R2  chaos: 100 agent tasks over a pool of fake agents with faults (bench/chaos.py).
+P4  200 fake agents streaming 100 events/s each: Fleet's CPU, RSS, persistence (bench/agents.py).
+P5  real claude/codex launched by `fleet run` vs alone on a scripted task (bench/agents.py).
 """
 
 from __future__ import annotations
@@ -698,6 +701,10 @@ def build(which: list[str]) -> None:
     cmds = [["cargo", "build", "--release", "-q", "-p", "fleet"]]
     if "b2" in which:
         cmds.append(["cargo", "build", "--release", "-q", "-p", "fleet-git", "--example", "worktree_bench"])
+    if "r2" in which:
+        cmds.append(["cargo", "build", "--release", "-q", "-p", "fleet-testkit", "--bin", "fleet-fake-agent"])
+    if "p4" in which or "p5" in which:
+        cmds.append(["cargo", "build", "--release", "-q", "-p", "fleet-testkit"])
     for c in cmds:
         p = subprocess.run(c, cwd=ROOT)
         if p.returncode != 0:
@@ -727,17 +734,19 @@ def tool_versions() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("which", nargs="?", default="all", choices=["b1", "b2", "b3", "all"])
+    ap.add_argument("which", nargs="?", default="all", choices=["b1", "b2", "b3", "r2", "p4", "p5", "all"])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
     ap.add_argument("--no-build", action="store_true",
                     help="use the binaries already in target/release (skip cargo build)")
     args = ap.parse_args()
-    which = ["b1", "b2", "b3"] if args.which == "all" else [args.which]
+    which = ["b1", "b2", "b3", "r2", "p4", "p5"] if args.which == "all" else [args.which]
+    import chaos  # R2 (bench/chaos.py)
+    import agents  # P4, P5 (bench/agents.py)
     for tool in ["git", "make", "bash", "cargo"]:
         if shutil.which(tool) is None:
             sys.exit(f"bench: `{tool}` is required")
     if args.no_build:
-        for b in [FLEET] + ([WT_BENCH] if "b2" in which else []):
+        for b in [FLEET] + ([WT_BENCH] if "b2" in which else []) + ([chaos.FAKE_AGENT] if "r2" in which else []) + (agents.BINARIES if {"p4", "p5"} & set(which) else []):
             if not b.exists():
                 sys.exit(f"bench: {b} is missing; run without --no-build")
     else:
@@ -765,11 +774,11 @@ def main() -> None:
         # B2 last: its worktrees (hundreds of thousands of files) are deleted at the end.
         for b in sorted(which, key=lambda b: b == "b2"):
             t = time.perf_counter()
-            raw[b] = {"b1": b1, "b2": b2, "b3": b3}[b](work, args.quick)
+            raw[b] = {"b1": b1, "b2": b2, "b3": b3, "r2": chaos.r2, "p4": agents.p4, "p5": agents.p5}[b](work, args.quick)
             log(f"{b} took {time.perf_counter() - t:.0f} s")
         log("removing the temporary directories")
     for b in which:  # reported in order
-        report += {"b1": b1_report, "b2": b2_report, "b3": b3_report}[b](raw[b])
+        report += {"b1": b1_report, "b2": b2_report, "b3": b3_report, "r2": chaos.r2_report, "p4": agents.p4_report, "p5": agents.p5_report}[b](raw[b])
     report.append(f"_Total benchmark time {time.perf_counter() - t0:.0f} s "
                   f"(`python3 bench/bench.py {args.which}{' --quick' if args.quick else ''}`)._")
     text = "\n".join(report) + "\n"

@@ -250,6 +250,17 @@ pub fn choose(
         .filter(|&i| block(i).is_none())
         .collect();
     if usable.is_empty() {
+        // Why each account is blocked, once per account.
+        let mut reasons: Vec<String> = Vec::new();
+        for &c in &candidates {
+            if let (Some(a), Some(b)) = (profiles[c].account, block(c)) {
+                let r = b.describe(&accounts[a].name);
+                if !reasons.contains(&r) {
+                    reasons.push(r);
+                }
+            }
+        }
+        let reasons = reasons.join("; ");
         let waits: Vec<(Millis, usize)> = candidates
             .iter()
             .filter_map(|&i| block(i).and_then(|b| b.until()).map(|u| (u, i)))
@@ -260,32 +271,13 @@ pub fn choose(
                 Choice::Wait {
                     until,
                     why: format!(
-                        "no usable profile: {}; waiting for {} ({})",
-                        candidates
-                            .iter()
-                            .filter_map(|&c| {
-                                let a = profiles[c].account?;
-                                block(c).map(|b| b.describe(&accounts[a].name))
-                            })
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                        profiles[i].name,
-                        acc
+                        "no usable profile: {reasons}; waiting for {} ({acc})",
+                        profiles[i].name
                     ),
                 }
             }
             None => Choice::Nothing {
-                why: format!(
-                    "every profile for the task is unusable for good: {}",
-                    candidates
-                        .iter()
-                        .filter_map(|&c| {
-                            let a = profiles[c].account?;
-                            block(c).map(|b| b.describe(&accounts[a].name))
-                        })
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ),
+                why: format!("every profile for the task is unusable for good: {reasons}"),
             },
         };
     }
@@ -478,8 +470,9 @@ pub enum Next {
 }
 
 /// What the task wants next, given its attempts so far: escalates a tier after
-/// `escalate_after` consecutive agent failures on the current one, avoids the profile that
-/// just stalled or crashed, prefers another vendor after a limit, and gives up at the limits.
+/// `escalate_after` consecutive agent failures on the current one (at the top tier it stays
+/// there), avoids the profile that just stalled or crashed, prefers another vendor after a
+/// limit, and gives up at the limits (attempts, budget, wall time).
 pub fn next_attempt(
     profiles: &[PoolProfile],
     base: &Want,
@@ -531,16 +524,10 @@ pub fn next_attempt(
             .iter()
             .map(|&i| profiles[i].tier)
             .min();
-            match higher {
-                Some(t) => want.min_tier = t,
-                None => {
-                    return Next::GiveUp {
-                        why: format!(
-                            "{streak} consecutive failures on the top tier ({}); nothing stronger to escalate to",
-                            profiles[a.profile].name
-                        ),
-                    };
-                }
+            // At the top tier there is nothing stronger: the loop goes on there, bounded by
+            // the task's attempts, budget and time.
+            if let Some(t) = higher {
+                want.min_tier = t;
             }
             streak = 0;
         }
@@ -772,7 +759,7 @@ mod tests {
     }
 
     #[test]
-    fn critic_escalates_tier_by_tier_then_gives_up() {
+    fn critic_escalates_tier_by_tier_then_stays_on_top_until_the_limit() {
         let profiles = vec![
             profile("cheap", "openai", 5, 0, None),
             profile("cheap2", "google", 4, 0, None),
@@ -814,12 +801,18 @@ mod tests {
             f(2, Ending::NoChange),
         ];
         assert_eq!(want_after(&h).min_tier, 2);
+        // At the top tier it keeps trying there, until the attempt limit.
         let mut h = h.to_vec();
         h.extend([f(3, Ending::ChecksFailed), f(3, Ending::Stalled)]);
-        assert!(matches!(
-            next_attempt(&profiles, &dev(), &h, &limits, 0.0, 0),
-            Next::GiveUp { .. }
-        ));
+        assert_eq!(want_after(&h).min_tier, 2);
+        let tight = Limits {
+            max_attempts: h.len() as u32,
+            ..limits
+        };
+        match next_attempt(&profiles, &dev(), &h, &tight, 0.0, 0) {
+            Next::GiveUp { why } => assert!(why.contains("6 attempts made"), "{why}"),
+            other => panic!("{other:?}"),
+        }
         // A stalled profile is avoided next time.
         assert_eq!(want_after(&[f(0, Ending::Stalled)]).avoid_profile, Some(0));
     }

@@ -39,10 +39,17 @@ impl Redactor {
     }
 
     pub fn clean(&self, text: &str) -> String {
-        let mut out = text.to_string();
+        self.clean_cow(text).into_owned()
+    }
+
+    /// Like [`Redactor::clean`], copying only when there is something to redact.
+    pub fn clean_cow<'t>(&self, text: &'t str) -> std::borrow::Cow<'t, str> {
+        let mut out = std::borrow::Cow::Borrowed(text);
         for (name, value) in &self.secrets {
             if out.contains(value.as_str()) {
-                out = out.replace(value.as_str(), &format!("[redacted {name}]"));
+                out = std::borrow::Cow::Owned(
+                    out.replace(value.as_str(), &format!("[redacted {name}]")),
+                );
             }
         }
         out
@@ -274,7 +281,7 @@ pub async fn run(
         side_logs: launch.side_logs.as_deref(),
     };
     let end = process::run_streaming(spec, stop, |stream, line| {
-        let line = redactor.clean(line);
+        let line = redactor.clean_cow(line);
         let prefix = match stream {
             Stream::Stdout => "",
             Stream::Stderr => "[stderr] ",

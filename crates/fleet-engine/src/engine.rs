@@ -582,8 +582,25 @@ impl Coordinator {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::take(&mut self.batch);
-        let events = self.store.commit(&batch)?;
+        let mut batch = std::mem::take(&mut self.batch);
+        // A row changed twice in a turn is written once, as it ended.
+        dedup_last(&mut batch.tasks, |t| t.idx);
+        dedup_last(&mut batch.attempts, |a| (a.task_id.clone(), a.n));
+        let seqs = self.store.commit(&batch)?;
+        let events: Vec<Event> = batch
+            .events
+            .into_iter()
+            .zip(seqs)
+            .map(|(e, seq)| Event {
+                seq,
+                at: e.at,
+                run_id: e.run_id,
+                task: e.task,
+                attempt: e.attempt,
+                kind: e.kind,
+                data: e.data,
+            })
+            .collect();
         self.journal.append(&events)?;
         if let Some(obs) = &self.observer {
             for e in &events {
@@ -1101,10 +1118,17 @@ impl Coordinator {
                     }
                     ("attempt.session", json!({"session_id": id}))
                 }
-                E::RateLimit { resets_at, detail } => (
-                    "attempt.rate_limited",
-                    json!({"resets_at": resets_at.map(|t| crate::rfc3339(t * 1000)), "detail": detail}),
-                ),
+                E::RateLimit { resets_at, detail } => {
+                    // Cool the account down now, not when the attempt ends: no other task
+                    // should start on it meanwhile.
+                    if let Some(t) = resets_at {
+                        self.cool_down_now(task, *t);
+                    }
+                    (
+                        "attempt.rate_limited",
+                        json!({"resets_at": resets_at.map(|t| crate::rfc3339(t * 1000)), "detail": detail}),
+                    )
+                }
                 E::Retrying {
                     attempt,
                     class,
@@ -1155,6 +1179,40 @@ impl Coordinator {
                 *last = a;
             }
         }
+    }
+
+    /// The running attempt of task `i` reported a rate limit that resets at `resets_at` (Unix s).
+    fn cool_down_now(&mut self, i: usize, resets_at: i64) {
+        let pool = self.plan.pool.clone();
+        let Some(acc) = self
+            .attempts
+            .get(&i)
+            .and_then(|a| a.account.clone())
+            .and_then(|name| pool.accounts.iter().position(|x| x.name == name))
+        else {
+            return;
+        };
+        let until = (resets_at.max(0) as u64).saturating_mul(1000);
+        if self.book.states[acc]
+            .cooldown_until
+            .is_some_and(|u| u >= until)
+            || until <= now_ms() as u64
+        {
+            return;
+        }
+        let effect = pool::AccountEffect::Cooldown {
+            until,
+            backoff_level: 0,
+            why: "the vendor announced when the limit resets".into(),
+        };
+        if let Some((kind, mut data)) = self.book.apply(acc, effect) {
+            data["account"] = json!(pool.accounts[acc].name);
+            let n = self.run.task(i).attempts;
+            self.event(Some(i), Some(n), kind, data);
+        }
+        let rows = self.book.take_dirty(&pool, now_ms());
+        self.batch.accounts.extend(rows);
+        self.urgent = true;
     }
 
     /// An ended agent attempt's effect on its account: spend, budget, cooldown, disablement.
@@ -1459,6 +1517,23 @@ impl Coordinator {
             logs: self.ctx.layout.logs_dir(self.run_id()),
         })
     }
+}
+
+/// Keeps the last element for each key, in the order of those last elements.
+fn dedup_last<T, K: Eq + std::hash::Hash>(rows: &mut Vec<T>, key: impl Fn(&T) -> K) {
+    if rows.len() < 2 {
+        return;
+    }
+    let mut last = HashMap::with_capacity(rows.len());
+    for (i, r) in rows.iter().enumerate() {
+        last.insert(key(r), i);
+    }
+    let mut i = 0;
+    rows.retain(|r| {
+        let keep = last.get(&key(r)) == Some(&i);
+        i += 1;
+        keep
+    });
 }
 
 /// Writes via a temporary file and rename, so a reader never sees half a file.
@@ -1786,5 +1861,17 @@ async fn run_finish(ctx: &Arc<Ctx>, task: usize, n: u32) -> FinishResult {
         }
         Ok(Err(e)) => FinishResult::Error(format!("could not commit the task's changes: {e}")),
         Err(e) => FinishResult::Error(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dedup_last;
+
+    #[test]
+    fn dedup_keeps_the_last_of_each_key_in_order() {
+        let mut v = vec![(1, 'a'), (2, 'b'), (1, 'c'), (3, 'd'), (2, 'e')];
+        dedup_last(&mut v, |x| x.0);
+        assert_eq!(v, [(1, 'c'), (3, 'd'), (2, 'e')]);
     }
 }

@@ -141,12 +141,17 @@ impl AccountBook {
                 backoff_level,
                 why,
             } => {
-                st.cooldown_until = Some(until.max(st.cooldown_until.unwrap_or(0)));
                 st.backoff_level = backoff_level;
-                Some((
-                    "account.cooldown",
-                    serde_json::json!({"until": crate::rfc3339(until as i64), "reason": why}),
-                ))
+                if st.cooldown_until.is_some_and(|u| u >= until) {
+                    // Already cooling down that long (the stream reported it first).
+                    None
+                } else {
+                    st.cooldown_until = Some(until);
+                    Some((
+                        "account.cooldown",
+                        serde_json::json!({"until": crate::rfc3339(until as i64), "reason": why}),
+                    ))
+                }
             }
             AccountEffect::Disable { reason } => {
                 st.disabled = Some(reason.clone());

@@ -167,8 +167,8 @@ pub trait Store: Send + Sync {
         tasks: &[TaskRow],
         events: &[NewEvent],
     ) -> Result<Vec<Event>>;
-    /// Writes a batch atomically; returns its events with their sequence numbers.
-    fn commit(&self, batch: &Batch) -> Result<Vec<Event>>;
+    /// Writes a batch atomically; returns the sequence numbers given to its events, in order.
+    fn commit(&self, batch: &Batch) -> Result<Vec<u64>>;
     fn run(&self, id: &str) -> Result<Option<RunRow>>;
     /// All runs, newest first.
     fn runs(&self) -> Result<Vec<RunRow>>;

@@ -357,7 +357,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn commit(&self, batch: &Batch) -> Result<Vec<Event>> {
+    fn commit(&self, batch: &Batch) -> Result<Vec<u64>> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
@@ -378,9 +378,17 @@ impl Store for SqliteStore {
             for a in &batch.accounts {
                 upsert_account(&tx, a)?;
             }
-            let out = insert_events(&tx, &batch.events)?;
+            let mut seqs = Vec::with_capacity(batch.events.len());
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO events (at, run_id, task, attempt, kind, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for e in &batch.events {
+                stmt.execute(params![e.at, e.run_id, e.task, e.attempt, e.kind, e.data.to_string()])?;
+                seqs.push(tx.last_insert_rowid() as u64);
+            }
+            drop(stmt);
             tx.commit()?;
-            Ok(out)
+            Ok(seqs)
         })
     }
 

@@ -1,31 +1,15 @@
 //! End-to-end tests of `fleet run` and friends: the real binary, real git repositories in
 //! temp dirs, real processes, the real SQLite store.
 
+mod support;
+use support::git;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const FLEET: &str = env!("CARGO_BIN_EXE_fleet");
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@t")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@t")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// A fresh repository with one commit and the given runbook as `runbook.yaml`.
 fn repo_with(runbook: &str) -> (tempfile::TempDir, PathBuf) {

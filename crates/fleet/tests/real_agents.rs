@@ -2,31 +2,15 @@
 //! model server: each task's file, written and edited through the CLI's own tools, lands on
 //! the integration branch; tokens (and cost where the CLI reports it) are recorded.
 
+mod support;
+use support::git;
+
 use fleet_testkit::{ModelServer, Scenario, Usage};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
 const CLIS: [&str; 5] = ["claude", "codex", "gemini", "qwen", "opencode"];
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@t")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@t")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 #[test]
 fn each_real_cli_completes_a_runbook_task_and_its_file_lands() {
