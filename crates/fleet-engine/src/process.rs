@@ -180,7 +180,13 @@ pub async fn run(
     on_spawn: impl FnOnce(i32),
 ) -> std::io::Result<Finished> {
     let started = Instant::now();
-    let mut child = match build(&spec)?.spawn() {
+    // Spawning blocks until the child has exec'd (vfork); off the event loop, the coordinator
+    // goes on meanwhile.
+    let mut cmd = build(&spec)?;
+    let spawned = tokio::task::spawn_blocking(move || cmd.spawn())
+        .await
+        .map_err(std::io::Error::other)?;
+    let mut child = match spawned {
         Ok(child) => child,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             use std::io::Write;

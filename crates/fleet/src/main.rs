@@ -420,8 +420,9 @@ fn finish(
 }
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread runs the coordinator, the supervisors and the agents' stream readers (fewer
+    // cross-thread wake-ups); spawns and git work go to tokio's blocking pool.
+    Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
 }
