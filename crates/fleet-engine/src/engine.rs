@@ -1598,6 +1598,18 @@ fn open_log(ctx: &Ctx, task: usize) -> std::io::Result<File> {
         .open(ctx.layout.log(&ctx.run_id, &ctx.tasks[task].id))
 }
 
+/// Appends one line to a task's log in a single `write`: `writeln!` on a `File` issues one
+/// per formatted piece, which adds up over thousands of short tasks.
+fn write_log_line(mut log: &File, line: std::fmt::Arguments<'_>) {
+    let _ = log.write_all(format!("{line}\n").as_bytes());
+}
+
+macro_rules! log_line {
+    ($log:expr, $($arg:tt)*) => {
+        write_log_line(&$log, format_args!($($arg)*))
+    };
+}
+
 fn append_log(ctx: &Ctx, task: usize, text: &str) {
     if let Ok(mut f) = open_log(ctx, task) {
         let _ = f.write_all(text.as_bytes());
@@ -1646,7 +1658,7 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
     } = job;
     let def = &ctx.tasks[task];
     let cwd = workdir(ctx, task);
-    let mut log = open_log(ctx, task).map_err(|e| format!("cannot open the task log: {e}"))?;
+    let log = open_log(ctx, task).map_err(|e| format!("cannot open the task log: {e}"))?;
     if def.worktree {
         let c = ctx.clone();
         let path = cwd.clone();
@@ -1663,7 +1675,7 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
         .map_err(|e| e.to_string())?;
         if let Err(e) = made {
             let reason = format!("could not create the worktree: {e}");
-            let _ = writeln!(
+            log_line!(
                 log,
                 "── attempt {n} · {} ──\n{reason}",
                 crate::rfc3339(now_ms())
@@ -1679,7 +1691,7 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
                 TaskAction::Shell(c) => c.as_str(),
                 _ => "true",
             };
-            let _ = writeln!(
+            log_line!(
                 log,
                 "── attempt {n} · {} · in {} ──\n$ {command}",
                 crate::rfc3339(now_ms()),
@@ -1696,7 +1708,7 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
             let finished = process::run(spec, ctx.stop.clone(), |_| {})
                 .await
                 .map_err(|e| format!("could not run the command: {e}"))?;
-            let _ = writeln!(
+            log_line!(
                 log,
                 "── command: {} after {} ──",
                 finished.describe(),
@@ -1708,7 +1720,7 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
             });
         }
     };
-    let _ = writeln!(
+    log_line!(
         log,
         "── attempt {n} · {} · in {} · agent {} ──",
         crate::rfc3339(now_ms()),
@@ -1750,7 +1762,7 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
         let _ = tx.send(Msg::Agent { task, events });
     })
     .await?;
-    let _ = writeln!(
+    log_line!(
         log,
         "── agent: {}{} ({}) after {} ──",
         end.outcome.class.as_str(),
@@ -1789,7 +1801,7 @@ async fn run_finish(ctx: &Arc<Ctx>, task: usize, n: u32) -> FinishResult {
         let base = integration_branch(&ctx.run_id);
         match tokio::task::spawn_blocking(move || c.repo.has_changes(&path, &base)).await {
             Ok(Ok(false)) => {
-                let _ = writeln!(&log, "── the agent changed nothing ──");
+                log_line!(log, "── the agent changed nothing ──");
                 return FinishResult::NoChange;
             }
             Ok(Err(e)) => return FinishResult::Error(format!("cannot inspect the worktree: {e}")),
@@ -1798,7 +1810,7 @@ async fn run_finish(ctx: &Arc<Ctx>, task: usize, n: u32) -> FinishResult {
     }
     let total = def.checks.len();
     for (k, check) in def.checks.iter().enumerate() {
-        let _ = writeln!(&log, "── check {}/{total} ──\n$ {check}", k + 1);
+        log_line!(log, "── check {}/{total} ──\n$ {check}", k + 1);
         // The check's output goes to the log; where it starts is kept to quote it back.
         let from = log.metadata().map(|m| m.len()).unwrap_or(0);
         let spec = CommandSpec {
@@ -1813,8 +1825,8 @@ async fn run_finish(ctx: &Arc<Ctx>, task: usize, n: u32) -> FinishResult {
             Ok(f) => f,
             Err(e) => return FinishResult::Error(format!("could not run check `{check}`: {e}")),
         };
-        let _ = writeln!(
-            &log,
+        log_line!(
+            log,
             "── check: {} after {} ──",
             finished.describe(),
             crate::fmt_duration(finished.elapsed)
@@ -1850,8 +1862,8 @@ async fn run_finish(ctx: &Arc<Ctx>, task: usize, n: u32) -> FinishResult {
     .await;
     match committed {
         Ok(Ok(tip)) => {
-            let _ = writeln!(
-                &log,
+            log_line!(
+                log,
                 "── committed {} ──",
                 tip.as_deref()
                     .map(|t| &t[..t.len().min(12)])
