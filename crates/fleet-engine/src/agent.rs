@@ -148,11 +148,17 @@ async fn run_http(
     Ok((finished, end))
 }
 
-struct RemoveOnDrop(std::path::PathBuf);
+/// Removes an attempt's home when the attempt ends, however it ends, unless `keep` was set.
+struct RemoveOnDrop {
+    path: std::path::PathBuf,
+    keep: bool,
+}
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
     }
 }
 
@@ -190,8 +196,10 @@ pub async fn run(
     if let Some(cmd) = &profile.command {
         env.insert("FLEET_AGENT_COMMAND".into(), cmd.clone());
     }
-    // A fresh, private home per attempt: no login state, sessions or trust prompts carry over.
-    if r.home.exists() {
+    let resume_session = r.resume_session.filter(|_| adapter.can_resume());
+    // A fresh, private home per attempt: no login state, sessions or trust prompts carry over;
+    // except the session this attempt continues (the engine moved the previous home here).
+    if r.home.exists() && resume_session.is_none() {
         std::fs::remove_dir_all(r.home)
             .map_err(|e| format!("cannot clear {}: {e}", r.home.display()))?;
     }
@@ -200,8 +208,12 @@ pub async fn run(
         .mode(0o700)
         .create(r.home.join("tmp"))
         .map_err(|e| format!("cannot create the agent's home {}: {e}", r.home.display()))?;
-    // The home holds credentials: it goes when the attempt ends, however it ends.
-    let _home = RemoveOnDrop(r.home.to_path_buf());
+    // The home holds credentials: it goes when the attempt ends, however it ends, unless the
+    // next attempt may continue its session (the engine removes it then, or moves it on).
+    let mut home_guard = RemoveOnDrop {
+        path: r.home.to_path_buf(),
+        keep: false,
+    };
     let req = AttemptRequest {
         prompt: r.prompt,
         system: None,
@@ -212,7 +224,7 @@ pub async fn run(
         secrets: &secrets,
         env: &env,
         max_turns: profile.max_turns,
-        resume_session: r.resume_session.filter(|_| adapter.can_resume()),
+        resume_session,
     };
     let launch = adapter
         .launch(&req)
@@ -330,6 +342,9 @@ pub async fn run(
         Some(v) => v,
         None => parser.finish(&pend),
     };
+    // Only an agent that finished normally has a session worth continuing: if the checks
+    // fail, the engine may resume it on the next attempt (see `fix_loop::resume_from`).
+    home_guard.keep = outcome.succeeded() && adapter.can_resume();
     Ok((
         end.finished,
         AgentEnd {

@@ -134,6 +134,9 @@ enum Launch {
         /// The agent profile playing it (agent tasks).
         profile: Option<usize>,
         prompt: Option<String>,
+        /// The CLI session to continue and the attempt that left it (see
+        /// [`fix_loop::resume_from`]).
+        resume: Option<(String, u32)>,
     },
     Finish {
         task: usize,
@@ -149,6 +152,7 @@ struct AttemptJob {
     tip: String,
     profile: Option<usize>,
     prompt: Option<String>,
+    resume: Option<(String, u32)>,
 }
 
 enum FinishResult {
@@ -948,6 +952,7 @@ impl Coordinator {
         };
         let mut data = json!({"command": self.plan.tasks[i].describe()});
         let mut prompt = None;
+        let mut resume = None;
         if let Some(pi) = profile {
             let p = &self.plan.pool.profiles[pi];
             a.profile = Some(p.name.clone());
@@ -956,6 +961,11 @@ impl Coordinator {
             a.account = p.account.clone();
             data = json!({"agent": p.name, "cli": p.cli, "model": p.model, "account": p.account});
             prompt = Some(self.prompt_for(i));
+            let previous = self.past.get(&i).and_then(|v| v.last());
+            resume = fix_loop::resume_from(previous, &p.name).map(|(s, n)| (s.to_string(), n));
+            if let Some((session, _)) = &resume {
+                data["resume_session"] = json!(session);
+            }
         }
         self.batch.attempts.push(a.clone());
         self.attempts.insert(i, a.clone());
@@ -969,6 +979,7 @@ impl Coordinator {
             fresh: n == 1,
             profile,
             prompt,
+            resume,
         });
     }
 
@@ -1014,6 +1025,7 @@ impl Coordinator {
                     fresh,
                     profile,
                     prompt,
+                    resume,
                 } => {
                     let job = AttemptJob {
                         task,
@@ -1022,6 +1034,7 @@ impl Coordinator {
                         tip: self.integration_tip.clone(),
                         profile,
                         prompt,
+                        resume,
                     };
                     tokio::spawn(attempt_worker(ctx, job));
                 }
@@ -1498,6 +1511,11 @@ impl Coordinator {
             finished_at: (end != RunEnd::Interrupted).then_some(now),
         });
         self.flush()?;
+        // Homes kept for a session that might have been continued hold credentials: none
+        // outlives the run. (An interrupted run keeps them for `--resume`.)
+        if end != RunEnd::Interrupted {
+            let _ = std::fs::remove_dir_all(self.ctx.layout.homes_dir(&self.ctx.run_id));
+        }
         self.row.state = state.into();
         let attempts = self.store.attempts(&self.ctx.run_id)?;
         let text = summary::render(&self.row, &self.rows, &attempts, &self.ctx.layout, now);
@@ -1655,6 +1673,7 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
         tip,
         profile,
         prompt,
+        resume,
     } = job;
     let def = &ctx.tasks[task];
     let cwd = workdir(ctx, task);
@@ -1743,6 +1762,22 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
         }
     }
     let home = ctx.layout.agent_home(&ctx.run_id, &def.id, n);
+    // The previous attempt's home was kept only if its session may be continued; it moves to
+    // this attempt (or goes, if this attempt does not continue it).
+    let mut resume_session = None;
+    if n > 1 {
+        let previous = ctx.layout.agent_home(&ctx.run_id, &def.id, n - 1);
+        if let Some((session, from)) = &resume
+            && *from == n - 1
+            && previous.is_dir()
+            && std::fs::rename(&previous, &home).is_ok()
+        {
+            resume_session = Some(session.as_str());
+            log_line!(log, "   continuing the session {session} of attempt {from}");
+        } else if previous.exists() {
+            let _ = std::fs::remove_dir_all(&previous);
+        }
+    }
     let transcript = ctx.layout.transcript(&ctx.run_id, &def.id, n);
     let run = agent::AgentRun {
         profile,
@@ -1753,7 +1788,7 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
         log: &log,
         timeout: def.timeout,
         kill_grace: ctx.kill_grace,
-        resume_session: None,
+        resume_session,
         extra_env: &env,
         secrets: &agent::secret_values(&profile.secrets),
     };
@@ -1842,6 +1877,10 @@ async fn run_finish(ctx: &Arc<Ctx>, task: usize, n: u32) -> FinishResult {
                 output: fix_loop::tail(&output, 60, 6000),
             };
         }
+    }
+    if matches!(def.action, TaskAction::Agent(_)) {
+        // Checks passed: no later attempt continues this session; its home goes now.
+        let _ = std::fs::remove_dir_all(ctx.layout.agent_home(&ctx.run_id, &def.id, n));
     }
     if !def.worktree {
         return FinishResult::Passed { tip: None };

@@ -183,6 +183,24 @@ impl AccountBook {
 /// What the next agent is told beyond the task itself: the acceptance criteria, every earlier
 /// attempt and how it ended, and the failing check's output (so it fixes error X instead of
 /// starting blind). The current diff is added by the worker, which can see the worktree.
+/// The CLI session the next attempt of a task continues, if any: when the previous attempt was
+/// played by the same profile, the agent finished normally (its work only failed the checks or
+/// changed nothing) and the CLI reported a session. Then the agent keeps its whole conversation
+/// instead of reading the handoff note cold. Anything else (a limit, a crash, a stall, another
+/// profile) starts fresh.
+pub fn resume_from<'a>(previous: Option<&'a AttemptRow>, profile: &str) -> Option<(&'a str, u32)> {
+    let prev = previous?;
+    let same_profile = prev.profile.as_deref() == Some(profile);
+    let finished_normally = matches!(
+        ending_of(&prev.outcome),
+        Some(Ending::ChecksFailed | Ending::NoChange)
+    );
+    match (&prev.session_id, same_profile && finished_normally) {
+        (Some(id), true) => Some((id.as_str(), prev.n)),
+        _ => None,
+    }
+}
+
 pub fn handoff_note(
     checks: &[String],
     attempts: &[(String, String, Option<String>)],
@@ -239,6 +257,47 @@ pub fn tail(text: &str, max_lines: usize, max_bytes: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_is_continued_only_by_its_profile_after_a_normal_end() {
+        let row = |outcome: &str, session: Option<&str>| AttemptRow {
+            n: 3,
+            outcome: outcome.into(),
+            profile: Some("claude-dev".into()),
+            session_id: session.map(String::from),
+            ..AttemptRow::default()
+        };
+        let checks_failed = row("checks_failed", Some("s-1"));
+        assert_eq!(
+            resume_from(Some(&checks_failed), "claude-dev"),
+            Some(("s-1", 3))
+        );
+        assert_eq!(
+            resume_from(Some(&row("no_change", Some("s-1"))), "claude-dev"),
+            Some(("s-1", 3))
+        );
+        // Another profile, no session, a first attempt, or an abnormal end: start fresh.
+        assert_eq!(resume_from(Some(&checks_failed), "codex-dev"), None);
+        assert_eq!(
+            resume_from(Some(&row("checks_failed", None)), "claude-dev"),
+            None
+        );
+        assert_eq!(resume_from(None, "claude-dev"), None);
+        for outcome in [
+            "rate_limited",
+            "crashed",
+            "stalled",
+            "timed_out",
+            "interrupted",
+            "passed",
+        ] {
+            assert_eq!(
+                resume_from(Some(&row(outcome, Some("s-1"))), "claude-dev"),
+                None,
+                "{outcome}"
+            );
+        }
+    }
 
     #[test]
     fn handoff_carries_criteria_history_and_the_failing_output() {

@@ -8,7 +8,8 @@
 //!   runs/<run>/logs/<task>.log    command and check output, attempt by attempt
 //!   runs/<run>/transcripts/<task>-<n>.jsonl   an agent attempt's raw output (secrets redacted)
 //!   runs/<run>/lock               held while a fleet process drives the run
-//!   homes/<run>/<task>-<n>        an agent attempt's private HOME, removed when it ends
+//!   homes/<run>/<task>-<n>        an agent attempt's private HOME, removed when it ends (or,
+//!                                 kept for the next attempt to resume, when the run ends)
 //!   worktrees/<run>/<task>        a task's git worktree while it runs (kept if it fails)
 //! ```
 
@@ -52,12 +53,15 @@ impl StateDir {
         self.run_dir(run).join("summary.md")
     }
 
-    /// The private home of one agent attempt (removed when the attempt ends: it holds secrets).
+    /// The private home of one agent attempt. It holds secrets: removed when the attempt ends,
+    /// unless the next attempt may continue the agent's session (then when that one starts).
     pub fn agent_home(&self, run: &str, task: &str, attempt: u32) -> PathBuf {
-        self.root
-            .join("homes")
-            .join(run)
-            .join(format!("{task}-{attempt}"))
+        self.homes_dir(run).join(format!("{task}-{attempt}"))
+    }
+
+    /// Where a run's agent homes live; removed when the run ends.
+    pub fn homes_dir(&self, run: &str) -> PathBuf {
+        self.root.join("homes").join(run)
     }
 
     /// Everything an agent CLI printed in one attempt, secrets redacted.

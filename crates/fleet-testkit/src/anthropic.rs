@@ -20,15 +20,39 @@ pub(crate) fn tools(body: &Value) -> Vec<ToolSpec> {
         .collect()
 }
 
+/// The step index of a Messages request: the tool results in its conversation, plus the final
+/// answers (assistant turns without a tool call) already in it — there are none in a fresh
+/// conversation, but a resumed session (`claude --resume`) carries the previous run's answer,
+/// and its new user turn goes on with the next step instead of replaying the last one.
 pub(crate) fn tool_results(body: &Value) -> usize {
-    body.get("messages")
-        .and_then(Value::as_array)
+    let messages = body.get("messages").and_then(Value::as_array);
+    let blocks = |m: &Value| -> Vec<Value> {
+        m.get("content")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let is = |b: &Value, t: &str| b.get("type").and_then(Value::as_str) == Some(t);
+    let results: usize = messages
         .into_iter()
         .flatten()
-        .filter_map(|m| m.get("content").and_then(Value::as_array))
-        .flatten()
-        .filter(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
-        .count()
+        .map(|m| blocks(m).iter().filter(|b| is(b, "tool_result")).count())
+        .sum();
+    let all: Vec<&Value> = messages.into_iter().flatten().collect();
+    // An answer counts once a later user turn follows it (the request being answered now is
+    // not one of its own earlier answers).
+    let answers = all
+        .iter()
+        .enumerate()
+        .filter(|(i, m)| {
+            m.get("role").and_then(Value::as_str) == Some("assistant")
+                && !blocks(m).iter().any(|b| is(b, "tool_use"))
+                && all[i + 1..]
+                    .iter()
+                    .any(|n| n.get("role").and_then(Value::as_str) == Some("user"))
+        })
+        .count();
+    results + answers
 }
 
 /// `tool_choice: {type: "tool", name}` forces one tool.

@@ -6,8 +6,9 @@
 use serde::{Deserialize, Serialize};
 
 /// One scripted reply. The step index of a request is the number of tool results already in its
-/// conversation, so step `i` is answered with `steps[i]`; past the end the reply is the text
-/// `"DONE"` with the vendor's normal stop reason.
+/// conversation (on the Anthropic API, plus the final answers of a resumed session), so step `i`
+/// is answered with `steps[i]`; past the end the reply is the text `"DONE"` with the vendor's
+/// normal stop reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Action {
     /// Create or overwrite a file through the CLI's own write tool (fallback: `apply_patch`, then

@@ -232,12 +232,18 @@ fn chrono_secs(at: &str) -> i64 {
 #[test]
 fn a_failing_check_is_fixed_on_the_next_attempt_with_its_output_in_the_prompt() {
     let server = ModelServer::start();
-    // The same script both times: it writes "bad" on the first attempt and "good" afterwards
-    // (FLEET_ATTEMPT reaches the agent's shell tool through the CLI's environment).
+    // The same command both times: it writes "bad" on the first attempt and "good" afterwards
+    // (FLEET_ATTEMPT reaches the agent's shell tool through the CLI's environment). The second
+    // attempt continues the first one's claude session, so its conversation goes on at step 2.
+    let fix =
+        "if [ \"$FLEET_ATTEMPT\" -ge 2 ]; then echo good > out.txt; else echo bad > out.txt; fi";
     server.add_scenario(
         "claude",
         Scenario::new()
-            .shell("if [ \"$FLEET_ATTEMPT\" -ge 2 ]; then echo good > out.txt; else echo bad > out.txt; fi")
+            .shell(fix)
+            .text("DONE")
+            .shell(fix)
+            .text("DONE")
             .usage(Usage::new(300, 10)),
     );
     server.add_scenario("codex", Scenario::new().usage(Usage::new(1, 1)));
@@ -276,6 +282,34 @@ fn a_failing_check_is_fixed_on_the_next_attempt_with_its_output_in_the_prompt() 
     assert!(
         !requests[0].contains("MARKER-expected"),
         "the first prompt had no feedback"
+    );
+    // Same profile, the agent ended normally, only the check failed: the second attempt resumed
+    // the first one's session — its first request already holds the first attempt's tool call.
+    let run = status["id"].as_str().unwrap();
+    let events = inst.events(run);
+    let started: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "attempt.started" && e["task"] == "fixme")
+        .collect();
+    let session = events
+        .iter()
+        .find(|e| e["kind"] == "attempt.session" && e["attempt"] == 1)
+        .map(|e| e["data"]["session_id"].clone())
+        .expect("claude reported its session");
+    assert_eq!(started[0]["data"].get("resume_session"), None);
+    assert_eq!(started[1]["data"]["resume_session"], session, "{started:?}");
+    assert!(
+        second[0].contains("FLEET_ATTEMPT") && second[0].contains("DONE"),
+        "the resumed conversation carries the first attempt"
+    );
+    assert!(
+        inst.logs(&status).contains("continuing the session"),
+        "the task log says so"
+    );
+    // Homes hold credentials: none is left once the run is over.
+    assert!(
+        !inst.home.join(".fleet/homes").join(run).exists(),
+        "agent homes removed at the end of the run"
     );
 }
 
