@@ -12,6 +12,20 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Takes what is left of `base` out of `self` (never below zero) and shrinks `base` by as
+    /// much: for a CLI whose reports after a resume include the session's earlier runs.
+    pub fn take_out(&mut self, base: &mut Usage) {
+        fn take(v: &mut u64, b: &mut u64) {
+            let d = (*v).min(*b);
+            *v -= d;
+            *b -= d;
+        }
+        take(&mut self.input_tokens, &mut base.input_tokens);
+        take(&mut self.output_tokens, &mut base.output_tokens);
+        take(&mut self.cache_read_tokens, &mut base.cache_read_tokens);
+        take(&mut self.cache_write_tokens, &mut base.cache_write_tokens);
+    }
+
     pub fn add(&mut self, other: &Usage) {
         // Saturating: a CLI reporting absurd counts must not crash the supervisor.
         self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
@@ -142,5 +156,29 @@ impl AgentEvent {
                 format!("error ({class:?}): {}", clip(message, 400))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Usage;
+
+    #[test]
+    fn take_out_removes_the_base_once_and_never_goes_below_zero() {
+        let u = |i, o, r, w| Usage {
+            input_tokens: i,
+            output_tokens: o,
+            cache_read_tokens: r,
+            cache_write_tokens: w,
+        };
+        let mut base = u(100, 10, 5, 0);
+        let mut first = u(150, 4, 5, 7);
+        first.take_out(&mut base);
+        assert_eq!(first, u(50, 0, 0, 7));
+        assert_eq!(base, u(0, 6, 0, 0));
+        let mut second = u(30, 20, 1, 1);
+        second.take_out(&mut base);
+        assert_eq!(second, u(30, 14, 1, 1));
+        assert_eq!(base, Usage::default());
     }
 }

@@ -139,6 +139,11 @@ pub trait Adapter: Send + Sync {
     fn can_resume(&self) -> bool {
         false
     }
+    /// After a resume, the CLI's usage reports count the whole session, earlier runs included
+    /// (codex's `turn.completed` on a resumed thread); fleet then subtracts what it recorded.
+    fn usage_spans_resumed_session(&self) -> bool {
+        false
+    }
     /// The CLI reports its own cost; otherwise fleet computes it from [`price`].
     fn reports_cost(&self) -> bool {
         false

@@ -400,6 +400,11 @@ struct Coordinator {
     launches: Vec<Launch>,
     /// Spend of each running agent attempt: (cost the CLI reported, cost priced from tokens).
     spend: HashMap<usize, (f64, f64)>,
+    /// Per task: the usage its CLI session has reported in all, as of the end of its last
+    /// attempt, and, while a resumed attempt runs, what of that is still to be taken out of
+    /// the CLI's reports (see `Adapter::usage_spans_resumed_session`).
+    session_usage: HashMap<usize, fleet_agents::Usage>,
+    usage_base: HashMap<usize, (fleet_agents::Usage, fleet_agents::Usage)>,
     /// Every account's cooldown, disablement and spend today.
     book: AccountBook,
     /// All attempts of this run by task, finished ones included (agent history, spend).
@@ -482,6 +487,8 @@ impl Coordinator {
             merging: false,
             launches: Vec::new(),
             spend: HashMap::new(),
+            session_usage: HashMap::new(),
+            usage_base: HashMap::new(),
             book,
             past,
             last_check: HashMap::new(),
@@ -962,7 +969,20 @@ impl Coordinator {
             data = json!({"agent": p.name, "cli": p.cli, "model": p.model, "account": p.account});
             prompt = Some(self.prompt_for(i));
             let previous = self.past.get(&i).and_then(|v| v.last());
-            resume = fix_loop::resume_from(previous, &p.name).map(|(s, n)| (s.to_string(), n));
+            let adapter = fleet_agents::adapter(&p.cli);
+            resume = fix_loop::resume_from(previous, &p.name)
+                .filter(|_| adapter.as_ref().is_some_and(|a| a.can_resume()))
+                .map(|(s, n)| (s.to_string(), n));
+            let spans = adapter.is_some_and(|a| a.usage_spans_resumed_session());
+            match (&resume, self.session_usage.get(&i)) {
+                (Some(_), Some(total)) if spans => {
+                    self.usage_base.insert(i, (*total, *total));
+                }
+                // What the session reported before is unknown (fleet was restarted): a resume
+                // would count it again, so start afresh.
+                (Some(_), None) if spans => resume = None,
+                _ => {}
+            }
             if let Some((session, _)) = &resume {
                 data["resume_session"] = json!(session);
             }
@@ -1093,7 +1113,12 @@ impl Coordinator {
                         json!({"name": name, "ok": ok, "output": clipped}),
                     )
                 }
-                E::Usage(u) => {
+                E::Usage(reported) => {
+                    let mut u = *reported;
+                    if let Some((_, left)) = self.usage_base.get_mut(&task) {
+                        u.take_out(left);
+                    }
+                    let u = &u;
                     // Priced from the table; a cost the CLI reports itself takes precedence.
                     let cost = price.map(|p| fleet_agents::price::cost(&p, u));
                     let spend = self.spend.entry(task).or_default();
@@ -1169,6 +1194,18 @@ impl Coordinator {
         detail: Option<String>,
     ) {
         if let Some(mut a) = self.attempts.remove(&i) {
+            let mut total = self
+                .usage_base
+                .remove(&i)
+                .map(|(start, _)| start)
+                .unwrap_or_default();
+            total.add(&fleet_agents::Usage {
+                input_tokens: a.input_tokens,
+                output_tokens: a.output_tokens,
+                cache_read_tokens: a.cache_read_tokens,
+                cache_write_tokens: a.cache_write_tokens,
+            });
+            self.session_usage.insert(i, total);
             a.finished_at = Some(now_ms());
             a.outcome = outcome.to_string();
             a.exit_code = code;
@@ -1761,22 +1798,19 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
             ));
         }
     }
-    let home = ctx.layout.agent_home(&ctx.run_id, &def.id, n);
-    // The previous attempt's home was kept only if its session may be continued; it moves to
-    // this attempt (or goes, if this attempt does not continue it).
+    // One home per task, made afresh for each attempt, except when this attempt continues the
+    // previous one's session: then it is left as that attempt left it. (Same path, because
+    // CLIs record absolute paths into their home — codex cannot find a moved thread.)
+    let home = ctx.layout.agent_home(&ctx.run_id, &def.id);
     let mut resume_session = None;
-    if n > 1 {
-        let previous = ctx.layout.agent_home(&ctx.run_id, &def.id, n - 1);
-        if let Some((session, from)) = &resume
-            && *from == n - 1
-            && previous.is_dir()
-            && std::fs::rename(&previous, &home).is_ok()
-        {
-            resume_session = Some(session.as_str());
-            log_line!(log, "   continuing the session {session} of attempt {from}");
-        } else if previous.exists() {
-            let _ = std::fs::remove_dir_all(&previous);
-        }
+    if let Some((session, from)) = &resume
+        && *from + 1 == n
+        && home.is_dir()
+    {
+        resume_session = Some(session.as_str());
+        log_line!(log, "   continuing the session {session} of attempt {from}");
+    } else if let Some((session, _)) = &resume {
+        log_line!(log, "   session {session} is gone: starting afresh");
     }
     let transcript = ctx.layout.transcript(&ctx.run_id, &def.id, n);
     let run = agent::AgentRun {
@@ -1880,7 +1914,7 @@ async fn run_finish(ctx: &Arc<Ctx>, task: usize, n: u32) -> FinishResult {
     }
     if matches!(def.action, TaskAction::Agent(_)) {
         // Checks passed: no later attempt continues this session; its home goes now.
-        let _ = std::fs::remove_dir_all(ctx.layout.agent_home(&ctx.run_id, &def.id, n));
+        let _ = std::fs::remove_dir_all(ctx.layout.agent_home(&ctx.run_id, &def.id));
     }
     if !def.worktree {
         return FinishResult::Passed { tip: None };

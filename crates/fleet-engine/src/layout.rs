@@ -8,7 +8,7 @@
 //!   runs/<run>/logs/<task>.log    command and check output, attempt by attempt
 //!   runs/<run>/transcripts/<task>-<n>.jsonl   an agent attempt's raw output (secrets redacted)
 //!   runs/<run>/lock               held while a fleet process drives the run
-//!   homes/<run>/<task>-<n>        an agent attempt's private HOME, removed when it ends (or,
+//!   homes/<run>/<task>            an agent attempt's private HOME, removed when it ends (or,
 //!                                 kept for the next attempt to resume, when the run ends)
 //!   worktrees/<run>/<task>        a task's git worktree while it runs (kept if it fails)
 //! ```
@@ -53,10 +53,11 @@ impl StateDir {
         self.run_dir(run).join("summary.md")
     }
 
-    /// The private home of one agent attempt. It holds secrets: removed when the attempt ends,
-    /// unless the next attempt may continue the agent's session (then when that one starts).
-    pub fn agent_home(&self, run: &str, task: &str, attempt: u32) -> PathBuf {
-        self.homes_dir(run).join(format!("{task}-{attempt}"))
+    /// The private home of a task's agent attempts, made afresh for each one. It holds secrets:
+    /// removed when the attempt ends, unless the next attempt may continue the agent's session
+    /// (then when that one starts afresh, when the task passes, or when the run ends).
+    pub fn agent_home(&self, run: &str, task: &str) -> PathBuf {
+        self.homes_dir(run).join(task)
     }
 
     /// Where a run's agent homes live; removed when the run ends.

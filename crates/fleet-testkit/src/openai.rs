@@ -47,20 +47,40 @@ pub(crate) fn responses_tools(body: &Value) -> Vec<ToolSpec> {
     out
 }
 
+/// Tool outputs in the input, plus earlier final answers (assistant messages followed by a user
+/// message: only a resumed session has them — `codex exec resume`), as for the Messages API.
 pub(crate) fn responses_tool_results(body: &Value) -> usize {
-    body.get("input")
+    let items: Vec<&Value> = body
+        .get("input")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter(|i| {
-            matches!(
-                i.get("type").and_then(Value::as_str),
-                Some(
-                    "function_call_output" | "custom_tool_call_output" | "local_shell_call_output"
-                )
-            )
+        .collect();
+    let role = |i: &Value| i.get("role").and_then(Value::as_str).map(str::to_string);
+    let answers = items
+        .iter()
+        .enumerate()
+        .filter(|(k, i)| {
+            role(i).as_deref() == Some("assistant")
+                && items[k + 1..]
+                    .iter()
+                    .any(|n| role(n).as_deref() == Some("user"))
         })
-        .count()
+        .count();
+    answers
+        + items
+            .iter()
+            .filter(|i| {
+                matches!(
+                    i.get("type").and_then(Value::as_str),
+                    Some(
+                        "function_call_output"
+                            | "custom_tool_call_output"
+                            | "local_shell_call_output"
+                    )
+                )
+            })
+            .count()
 }
 
 /// `text.format = {type: json_schema, schema}`.

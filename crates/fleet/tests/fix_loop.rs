@@ -306,6 +306,13 @@ fn a_failing_check_is_fixed_on_the_next_attempt_with_its_output_in_the_prompt() 
         inst.logs(&status).contains("continuing the session"),
         "the task log says so"
     );
+    // Both attempts made the same model calls: the resumed session's usage is this run's only.
+    let tokens: Vec<u64> = events
+        .iter()
+        .filter(|e| e["kind"] == "attempt.finished")
+        .map(|e| e["data"]["tokens"].as_u64().unwrap_or(0))
+        .collect();
+    assert!(tokens[0] > 0 && tokens[0] == tokens[1], "{tokens:?}");
     // Homes hold credentials: none is left once the run is over.
     assert!(
         !inst.home.join(".fleet/homes").join(run).exists(),
@@ -367,4 +374,65 @@ fn a_stalling_agent_is_killed_at_its_stall_timeout_and_another_finishes() {
         ),
         (Some("claude-dev"), Some("codex-dev"))
     );
+}
+
+#[test]
+fn codex_continues_its_thread_after_failed_checks_and_counts_only_the_new_turn() {
+    let server = ModelServer::start();
+    let fix =
+        "if [ \"$FLEET_ATTEMPT\" -ge 2 ]; then echo good > out.txt; else echo bad > out.txt; fi";
+    server.add_scenario("claude", Scenario::new().usage(Usage::new(1, 1)));
+    server.add_scenario(
+        "codex",
+        Scenario::new()
+            .shell(fix)
+            .text("DONE")
+            .shell(fix)
+            .text("DONE")
+            .usage(Usage::new(1000, 10)),
+    );
+    let inst = Instance::new(&server, "claude", "codex", "60s");
+    let runbook = "name: fixcodex\ntasks:\n  - id: fixme\n    agent: codex-dev\n    prompt: \"make out.txt say good\"\n    checks: [\"grep -qx good out.txt\"]\n";
+    let (out, status) = inst.run(runbook);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        inst.logs(&status)
+    );
+    let attempts = task(&status, "fixme")["attempt_list"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert_eq!(attempts[0]["outcome"], "checks_failed");
+    assert_eq!(attempts[1]["outcome"], "passed");
+    let run = status["id"].as_str().unwrap();
+    let events = inst.events(run);
+    let started: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "attempt.started")
+        .collect();
+    let session = events
+        .iter()
+        .find(|e| e["kind"] == "attempt.session" && e["attempt"] == 1)
+        .map(|e| e["data"]["session_id"].clone())
+        .expect("codex reported its thread");
+    assert_eq!(started[1]["data"]["resume_session"], session, "{started:?}");
+    let requests = server.requests("codex");
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.contains("FLEET_ATTEMPT") && r.contains("DONE") && r.contains("-ge 2")),
+        "a request of the second attempt carries the first attempt's thread"
+    );
+    // Each attempt made the same two model calls (1000 input + 10 output tokens each): the
+    // resumed thread's usage must not count the first attempt's calls again.
+    let tokens: Vec<u64> = events
+        .iter()
+        .filter(|e| e["kind"] == "attempt.finished")
+        .map(|e| e["data"]["tokens"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(tokens, vec![2020, 2020], "{events:?}");
 }

@@ -59,6 +59,9 @@ impl Adapter for Codex {
     fn can_resume(&self) -> bool {
         true
     }
+    fn usage_spans_resumed_session(&self) -> bool {
+        true
+    }
 
     fn launch(&self, req: &AttemptRequest<'_>) -> Result<Launch, AdapterError> {
         let codex_home = req.home.join(".codex");

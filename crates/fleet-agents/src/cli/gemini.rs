@@ -29,8 +29,10 @@ impl Adapter for Gemini {
     fn verification(&self) -> Verification {
         Verification::RealBinary
     }
+    // The CLI has a resume flag (built in `launch`), but resuming it is not verified against
+    // the real binary yet (session store, usage after a resume): fleet starts it afresh.
     fn can_resume(&self) -> bool {
-        true
+        false
     }
 
     fn launch(&self, req: &AttemptRequest<'_>) -> Result<Launch, AdapterError> {
