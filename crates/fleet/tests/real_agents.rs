@@ -257,3 +257,121 @@ fn agents_ls_doctor_and_replay() {
     ]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// After failed checks, the same profile's next attempt continues the CLI's session (the
+/// conversation goes on at its next scripted step) and records only its own usage. claude and
+/// codex are covered in `fix_loop.rs`; gemini and qwen do not resume yet (see their adapters).
+#[test]
+fn opencode_continues_its_session_after_failed_checks() {
+    const RESUMING: [&str; 1] = ["opencode"];
+    let server = ModelServer::start();
+    let fix =
+        "if [ \"$FLEET_ATTEMPT\" -ge 2 ]; then echo good > out.txt; else echo bad > out.txt; fi";
+    for cli in RESUMING {
+        server.add_scenario(
+            cli,
+            Scenario::new()
+                .shell(fix)
+                .text("DONE")
+                .shell(fix)
+                .text("DONE")
+                .usage(Usage::new(1000, 10)),
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("instance");
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["commit", "-q", "--allow-empty", "-m", "init"]);
+    let path = format!(
+        "{}:/usr/local/bin:/usr/bin:/bin",
+        fleet_testkit::agent_bin_dir().display()
+    );
+    let mut yaml = String::from("agents:\n");
+    for cli in RESUMING {
+        let (model, account) = match cli {
+            "opencode" => ("anthropic/claude-sonnet-4-5", "anthropic"),
+            "gemini" => ("gemini-2.5-pro", "google"),
+            _ => ("gpt-5.1-codex", "openai"),
+        };
+        yaml.push_str(&format!(
+            "  {cli}-dev:\n    cli: {cli}\n    model: {model}\n    account: {account}\n    base_url: \"{}\"\n    stall_timeout: 60s\n    env: {{ PATH: \"{path}\" }}\n",
+            server.base_url(cli)
+        ));
+    }
+    yaml.push_str(
+        "accounts:\n  anthropic: { secrets: [ANTHROPIC_API_KEY] }\n  google: { secrets: [GEMINI_API_KEY] }\n  openai: { secrets: [OPENAI_API_KEY] }\n",
+    );
+    std::fs::write(home.join("fleet.yaml"), yaml).unwrap();
+    let mut runbook = String::from("name: resume\ntasks:\n");
+    for cli in RESUMING {
+        runbook.push_str(&format!(
+            "  - id: {cli}-task\n    agent: {cli}-dev\n    prompt: \"make out.txt say good\"\n    timeout: 3m\n    checks: [\"grep -qx good out.txt\"]\n"
+        ));
+    }
+    std::fs::write(repo.join("runbook.yaml"), runbook).unwrap();
+    let fleet = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_fleet"))
+            .current_dir(&repo)
+            .args(args)
+            .env("FLEET_HOME", &home)
+            .env("ANTHROPIC_API_KEY", "sk-ant-test-secret-1234")
+            .env("OPENAI_API_KEY", "sk-test-secret-1234")
+            .env("GEMINI_API_KEY", "gemini-test-secret-1234")
+            .output()
+            .unwrap()
+    };
+    let out = fleet(&["run", "runbook.yaml"]);
+    let status: Value = serde_json::from_slice(&fleet(&["status", "--json"]).stdout).unwrap();
+    let run = status["id"].as_str().unwrap().to_string();
+    let logs = Path::new(status["logs"].as_str().unwrap()).to_path_buf();
+    let events: Vec<Value> =
+        std::fs::read_to_string(home.join(".fleet/runs").join(&run).join("events.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let mut problems = Vec::new();
+    for cli in RESUMING {
+        let task = format!("{cli}-task");
+        let of = |kind: &str, n: u64| {
+            events
+                .iter()
+                .find(|e| e["kind"] == kind && e["task"] == task.as_str() && e["attempt"] == n)
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
+        let log = std::fs::read_to_string(logs.join(format!("{task}.log"))).unwrap_or_default();
+        let session = of("attempt.session", 1)["data"]["session_id"].clone();
+        let resumed = of("attempt.started", 2)["data"]["resume_session"].clone();
+        let outcomes = (
+            of("attempt.finished", 1)["data"]["outcome"].clone(),
+            of("attempt.finished", 2)["data"]["outcome"].clone(),
+            of("attempt.finished", 3)["data"]["outcome"].clone(),
+        );
+        let tokens = (
+            of("attempt.finished", 1)["data"]["tokens"].as_u64(),
+            of("attempt.finished", 2)["data"]["tokens"].as_u64(),
+        );
+        let ok = session.is_string()
+            && resumed == session
+            && outcomes == ("checks_failed".into(), "passed".into(), Value::Null)
+            && log.contains("continuing the session")
+            && tokens.0.is_some_and(|t| t > 0)
+            && tokens.0 == tokens.1;
+        if !ok {
+            problems.push(format!(
+                "{cli}: session {session} resumed {resumed} outcomes {outcomes:?} tokens {tokens:?}\n{log}"
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "exit {:?}\n{}",
+        out.status.code(),
+        problems.join("\n")
+    );
+    assert_eq!(out.status.code(), Some(0));
+}

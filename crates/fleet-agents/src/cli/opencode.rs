@@ -33,10 +33,8 @@ impl Adapter for Opencode {
     fn verification(&self) -> Verification {
         Verification::RealBinary
     }
-    // The CLI has a resume flag (built in `launch`), but resuming it is not verified against
-    // the real binary yet (session store, usage after a resume): fleet starts it afresh.
     fn can_resume(&self) -> bool {
-        false
+        true
     }
     fn reports_cost(&self) -> bool {
         true

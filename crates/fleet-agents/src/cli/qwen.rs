@@ -24,8 +24,9 @@ impl Adapter for Qwen {
     fn verification(&self) -> Verification {
         Verification::RealBinary
     }
-    // The CLI has a resume flag (built in `launch`), but resuming it is not verified against
-    // the real binary yet (session store, usage after a resume): fleet starts it afresh.
+    // The CLI has a resume flag (built in `launch`), but a real run did not resume cleanly
+    // (against the scripted server, the continued conversation did not go on where it left
+    // off; usage after a resume unverified): fleet starts it afresh.
     fn can_resume(&self) -> bool {
         false
     }
