@@ -198,7 +198,7 @@ pub async fn run(
     }
     let resume_session = r.resume_session.filter(|_| adapter.can_resume());
     // A fresh, private home per attempt: no login state, sessions or trust prompts carry over;
-    // except the session this attempt continues (the engine moved the previous home here).
+    // except the session this attempt continues (the previous attempt left it in this home).
     if r.home.exists() && resume_session.is_none() {
         std::fs::remove_dir_all(r.home)
             .map_err(|e| format!("cannot clear {}: {e}", r.home.display()))?;
@@ -209,7 +209,8 @@ pub async fn run(
         .create(r.home.join("tmp"))
         .map_err(|e| format!("cannot create the agent's home {}: {e}", r.home.display()))?;
     // The home holds credentials: it goes when the attempt ends, however it ends, unless the
-    // next attempt may continue its session (the engine removes it then, or moves it on).
+    // next attempt may continue its session (the engine removes it when the task passes or
+    // the run ends; a next attempt that does not resume clears it first).
     let mut home_guard = RemoveOnDrop {
         path: r.home.to_path_buf(),
         keep: false,

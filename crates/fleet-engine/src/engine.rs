@@ -970,8 +970,13 @@ impl Coordinator {
             prompt = Some(self.prompt_for(i));
             let previous = self.past.get(&i).and_then(|v| v.last());
             let adapter = fleet_agents::adapter(&p.cli);
+            // The session lives in the task's kept home (gone after a crash of fleet itself).
+            let home = self
+                .ctx
+                .layout
+                .agent_home(&self.ctx.run_id, &self.plan.tasks[i].id);
             resume = fix_loop::resume_from(previous, &p.name)
-                .filter(|_| adapter.as_ref().is_some_and(|a| a.can_resume()))
+                .filter(|_| adapter.as_ref().is_some_and(|a| a.can_resume()) && home.is_dir())
                 .map(|(s, n)| (s.to_string(), n));
             let spans = adapter.is_some_and(|a| a.usage_spans_resumed_session());
             match (&resume, self.session_usage.get(&i)) {
