@@ -29,9 +29,9 @@ impl Adapter for Gemini {
     fn verification(&self) -> Verification {
         Verification::RealBinary
     }
-    // The CLI has a resume flag (built in `launch`), but a real run did not resume cleanly
-    // (against the scripted server, the continued conversation did not go on where it left
-    // off; usage after a resume unverified): fleet starts it afresh.
+    // The CLI has a resume flag (built in `launch`) and a real run against the scripted server
+    // resumed, but the resumed history sends each earlier function response twice, which the
+    // real Gemini API may reject (it wants as many responses as calls): fleet starts it afresh.
     fn can_resume(&self) -> bool {
         false
     }

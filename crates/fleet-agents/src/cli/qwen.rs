@@ -24,9 +24,10 @@ impl Adapter for Qwen {
     fn verification(&self) -> Verification {
         Verification::RealBinary
     }
-    // The CLI has a resume flag (built in `launch`), but a real run did not resume cleanly
-    // (against the scripted server, the continued conversation did not go on where it left
-    // off; usage after a resume unverified): fleet starts it afresh.
+    // The CLI has a resume flag (built in `launch`), but in a real run against the scripted
+    // server the resumed conversation did not go on at its next step, and the resumed attempt
+    // recorded 4040 tokens against 2020 for the first (usage spanning the session, or extra
+    // calls — not yet known): fleet starts it afresh.
     fn can_resume(&self) -> bool {
         false
     }
