@@ -16,28 +16,22 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import sqlite3
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import bench
+from bench import FLEET, ROOT, children_cpu, log, machine_state, pct, yq
+
 RELEASE = ROOT / "target" / "release"
-FLEET = RELEASE / "fleet"
 FAKE_AGENT = RELEASE / "fleet-fake-agent"
 MODEL_SERVER = RELEASE / "fleet-model-server"
 BINARIES = [FLEET, FAKE_AGENT, MODEL_SERVER]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-# Variables that would send git (or fleet) somewhere else if inherited from the caller.
-LEAKY = [
-    "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE", "GIT_PREFIX", "FLEET_HOME",
-]
 # Credentials the adapters would pass on (their default secrets): never inherited from the
 # caller; the benchmarks set dummy values.
 SECRETS = {
@@ -48,22 +42,12 @@ DUMMY_SECRETS = {"ANTHROPIC_API_KEY": "sk-ant-bench-dummy", "OPENAI_API_KEY": "s
 
 
 def clean_env() -> dict[str, str]:
-    drop = set(LEAKY) | {s for v in SECRETS.values() for s in v}
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    env.update({
-        "LC_ALL": "C",
-        "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
-        "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost",
-        "GIT_CONFIG_NOSYSTEM": "1",
-    })
-    return env
+    """bench.py's environment, without the caller's agent credentials."""
+    drop = {s for v in SECRETS.values() for s in v}
+    return {k: v for k, v in bench.clean_env().items() if k not in drop}
 
 
 ENV = clean_env()
-
-
-def log(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
 def sh(cmd: list[str], cwd: Path | None = None) -> str:
@@ -79,39 +63,6 @@ def init_repo(path: Path, exclude: str = "") -> None:
         (path / ".git" / "info" / "exclude").write_text(exclude)
     sh(["git", "add", "-A"], cwd=path)
     sh(["git", "commit", "-q", "--no-gpg-sign", "-m", "init"], cwd=path)
-
-
-def pct(xs: list[float], p: float) -> float:
-    """Percentile with linear interpolation between closest ranks (numpy's default)."""
-    s = sorted(xs)
-    if not s:
-        return float("nan")
-    k = (len(s) - 1) * p / 100.0
-    lo = int(k)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-
-def cpu_pressure() -> str:
-    try:
-        return Path("/proc/pressure/cpu").read_text().splitlines()[0].replace("some ", "")
-    except OSError:
-        return "n/a"
-
-
-def machine_state() -> str:
-    la = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    return f"load average {la}; CPU pressure ({cpu_pressure()})"
-
-
-def yq(s: str) -> str:
-    """A YAML double-quoted scalar (JSON strings are valid YAML)."""
-    return json.dumps(s)
-
-
-def children_cpu() -> float:
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
 
 
 def require_binaries() -> None:
