@@ -7,10 +7,74 @@ use support::git;
 
 use fleet_testkit::{ModelServer, Scenario, Usage};
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const CLIS: [&str; 5] = ["claude", "codex", "gemini", "qwen", "opencode"];
+
+/// A temporary repository and a Fleet instance whose `fleet.yaml` has one profile `<cli>-dev`
+/// per CLI, each pointed at its scenario on `server`.
+struct Instance {
+    _tmp: tempfile::TempDir,
+    home: PathBuf,
+    repo: PathBuf,
+}
+
+impl Instance {
+    fn new(server: &ModelServer, clis: &[&str]) -> Instance {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("instance");
+        let repo = tmp.path().join("repo");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::create_dir_all(&repo).unwrap();
+        git(&repo, &["init", "-q", "-b", "main"]);
+        git(&repo, &["commit", "-q", "--allow-empty", "-m", "init"]);
+        let path = format!(
+            "{}:/usr/local/bin:/usr/bin:/bin",
+            fleet_testkit::agent_bin_dir().display()
+        );
+        let mut yaml = String::from("agents:\n");
+        for cli in clis {
+            let model = match *cli {
+                "claude" => "claude-sonnet-4-5",
+                "opencode" => "anthropic/claude-sonnet-4-5",
+                "gemini" => "gemini-2.5-pro",
+                _ => "gpt-5.1-codex",
+            };
+            let account = match *cli {
+                "claude" | "opencode" => "anthropic",
+                "gemini" => "google",
+                _ => "openai",
+            };
+            yaml.push_str(&format!(
+                "  {cli}-dev:\n    cli: {cli}\n    model: {model}\n    account: {account}\n    base_url: \"{}\"\n    stall_timeout: 60s\n    env: {{ PATH: \"{path}\" }}\n",
+                server.base_url(cli)
+            ));
+        }
+        yaml.push_str(
+            "accounts:\n  anthropic: { secrets: [ANTHROPIC_API_KEY] }\n  google: { secrets: [GEMINI_API_KEY] }\n  openai: { secrets: [OPENAI_API_KEY] }\n",
+        );
+        std::fs::write(home.join("fleet.yaml"), yaml).unwrap();
+        Instance {
+            _tmp: tmp,
+            home,
+            repo,
+        }
+    }
+
+    /// `fleet <args>` in the repository, with the accounts' (dummy) secrets set.
+    fn fleet(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_fleet"))
+            .current_dir(&self.repo)
+            .args(args)
+            .env("FLEET_HOME", &self.home)
+            .env("ANTHROPIC_API_KEY", "sk-ant-test-secret-1234")
+            .env("OPENAI_API_KEY", "sk-test-secret-1234")
+            .env("GEMINI_API_KEY", "gemini-test-secret-1234")
+            .output()
+            .unwrap()
+    }
+}
 
 #[test]
 fn each_real_cli_completes_a_runbook_task_and_its_file_lands() {
@@ -25,39 +89,8 @@ fn each_real_cli_completes_a_runbook_task_and_its_file_lands() {
                 .usage(Usage::new(1000, 50)),
         );
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("instance");
-    let repo = tmp.path().join("repo");
-    std::fs::create_dir_all(&home).unwrap();
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["commit", "-q", "--allow-empty", "-m", "init"]);
-    let path = format!(
-        "{}:/usr/local/bin:/usr/bin:/bin",
-        fleet_testkit::agent_bin_dir().display()
-    );
-    let mut yaml = String::from("agents:\n");
-    for cli in CLIS {
-        let model = match cli {
-            "claude" => "claude-sonnet-4-5",
-            "opencode" => "anthropic/claude-sonnet-4-5",
-            "gemini" => "gemini-2.5-pro",
-            _ => "gpt-5.1-codex",
-        };
-        let account = match cli {
-            "claude" | "opencode" => "anthropic",
-            "gemini" => "google",
-            _ => "openai",
-        };
-        yaml.push_str(&format!(
-            "  {cli}-dev:\n    cli: {cli}\n    model: {model}\n    account: {account}\n    base_url: \"{}\"\n    stall_timeout: 60s\n    env: {{ PATH: \"{path}\" }}\n",
-            server.base_url(cli)
-        ));
-    }
-    yaml.push_str(
-        "accounts:\n  anthropic: { secrets: [ANTHROPIC_API_KEY] }\n  google: { secrets: [GEMINI_API_KEY] }\n  openai: { secrets: [OPENAI_API_KEY] }\n",
-    );
-    std::fs::write(home.join("fleet.yaml"), yaml).unwrap();
+    let inst = Instance::new(&server, &CLIS);
+    let (home, repo) = (&inst.home, &inst.repo);
     let mut runbook = String::from("name: agents\nconcurrency: 2\ntasks:\n");
     for cli in CLIS {
         runbook.push_str(&format!(
@@ -65,22 +98,9 @@ fn each_real_cli_completes_a_runbook_task_and_its_file_lands() {
         ));
     }
     std::fs::write(repo.join("runbook.yaml"), runbook).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_fleet"))
-        .current_dir(&repo)
-        .args(["run", "runbook.yaml"])
-        .env("FLEET_HOME", &home)
-        .env("ANTHROPIC_API_KEY", "sk-ant-test-secret-1234")
-        .env("OPENAI_API_KEY", "sk-test-secret-1234")
-        .env("GEMINI_API_KEY", "gemini-test-secret-1234")
-        .output()
-        .unwrap();
+    let out = inst.fleet(&["run", "runbook.yaml"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let status = Command::new(env!("CARGO_BIN_EXE_fleet"))
-        .current_dir(&repo)
-        .args(["status", "--json"])
-        .env("FLEET_HOME", &home)
-        .output()
-        .unwrap();
+    let status = inst.fleet(&["status", "--json"]);
     let status: Value = serde_json::from_slice(&status.stdout).unwrap();
     let logs_dir = status["logs"].as_str().unwrap().to_string();
     let mut why = String::new();
@@ -93,7 +113,7 @@ fn each_real_cli_completes_a_runbook_task_and_its_file_lands() {
     assert_eq!(out.status.code(), Some(0), "{stderr}\n{why}");
     let run = status["id"].as_str().unwrap();
     for cli in CLIS {
-        let content = git(&repo, &["show", &format!("fleet/runs/{run}:{cli}.txt")]);
+        let content = git(repo, &["show", &format!("fleet/runs/{run}:{cli}.txt")]);
         assert_eq!(content, format!("written and edited by {cli}\n"), "{cli}");
         let task = status["task_list"]
             .as_array()
@@ -278,33 +298,8 @@ fn opencode_continues_its_session_after_failed_checks() {
                 .usage(Usage::new(1000, 10)),
         );
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("instance");
-    let repo = tmp.path().join("repo");
-    std::fs::create_dir_all(&home).unwrap();
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["commit", "-q", "--allow-empty", "-m", "init"]);
-    let path = format!(
-        "{}:/usr/local/bin:/usr/bin:/bin",
-        fleet_testkit::agent_bin_dir().display()
-    );
-    let mut yaml = String::from("agents:\n");
-    for cli in RESUMING {
-        let (model, account) = match cli {
-            "opencode" => ("anthropic/claude-sonnet-4-5", "anthropic"),
-            "gemini" => ("gemini-2.5-pro", "google"),
-            _ => ("gpt-5.1-codex", "openai"),
-        };
-        yaml.push_str(&format!(
-            "  {cli}-dev:\n    cli: {cli}\n    model: {model}\n    account: {account}\n    base_url: \"{}\"\n    stall_timeout: 60s\n    env: {{ PATH: \"{path}\" }}\n",
-            server.base_url(cli)
-        ));
-    }
-    yaml.push_str(
-        "accounts:\n  anthropic: { secrets: [ANTHROPIC_API_KEY] }\n  google: { secrets: [GEMINI_API_KEY] }\n  openai: { secrets: [OPENAI_API_KEY] }\n",
-    );
-    std::fs::write(home.join("fleet.yaml"), yaml).unwrap();
+    let inst = Instance::new(&server, &RESUMING);
+    let (home, repo) = (&inst.home, &inst.repo);
     let mut runbook = String::from("name: resume\ntasks:\n");
     for cli in RESUMING {
         runbook.push_str(&format!(
@@ -312,19 +307,8 @@ fn opencode_continues_its_session_after_failed_checks() {
         ));
     }
     std::fs::write(repo.join("runbook.yaml"), runbook).unwrap();
-    let fleet = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_fleet"))
-            .current_dir(&repo)
-            .args(args)
-            .env("FLEET_HOME", &home)
-            .env("ANTHROPIC_API_KEY", "sk-ant-test-secret-1234")
-            .env("OPENAI_API_KEY", "sk-test-secret-1234")
-            .env("GEMINI_API_KEY", "gemini-test-secret-1234")
-            .output()
-            .unwrap()
-    };
-    let out = fleet(&["run", "runbook.yaml"]);
-    let status: Value = serde_json::from_slice(&fleet(&["status", "--json"]).stdout).unwrap();
+    let out = inst.fleet(&["run", "runbook.yaml"]);
+    let status: Value = serde_json::from_slice(&inst.fleet(&["status", "--json"]).stdout).unwrap();
     let run = status["id"].as_str().unwrap().to_string();
     let logs = Path::new(status["logs"].as_str().unwrap()).to_path_buf();
     let events: Vec<Value> =
