@@ -96,6 +96,30 @@ fn task<'a>(status: &'a Value, id: &str) -> &'a Value {
         .unwrap()
 }
 
+/// Two rounds of the same command, each ended by "DONE": it writes "bad" on the first attempt
+/// and "good" afterwards (FLEET_ATTEMPT reaches the agent's shell tool through the CLI's
+/// environment). A resumed session goes on at step 2, a fresh one starts again at step 0:
+/// either way the second attempt fixes the file.
+fn fixed_on_the_second_attempt(usage: Usage) -> Scenario {
+    let fix =
+        "if [ \"$FLEET_ATTEMPT\" -ge 2 ]; then echo good > out.txt; else echo bad > out.txt; fi";
+    Scenario::new()
+        .shell(fix)
+        .text("DONE")
+        .shell(fix)
+        .text("DONE")
+        .usage(usage)
+}
+
+/// The tokens of each finished attempt, in order.
+fn finished_tokens(events: &[Value]) -> Vec<u64> {
+    events
+        .iter()
+        .filter(|e| e["kind"] == "attempt.finished")
+        .map(|e| e["data"]["tokens"].as_u64().unwrap_or(0))
+        .collect()
+}
+
 fn now_s() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -232,20 +256,8 @@ fn chrono_secs(at: &str) -> i64 {
 #[test]
 fn a_failing_check_is_fixed_on_the_next_attempt_with_its_output_in_the_prompt() {
     let server = ModelServer::start();
-    // The same command both times: it writes "bad" on the first attempt and "good" afterwards
-    // (FLEET_ATTEMPT reaches the agent's shell tool through the CLI's environment). The second
-    // attempt continues the first one's claude session, so its conversation goes on at step 2.
-    let fix =
-        "if [ \"$FLEET_ATTEMPT\" -ge 2 ]; then echo good > out.txt; else echo bad > out.txt; fi";
-    server.add_scenario(
-        "claude",
-        Scenario::new()
-            .shell(fix)
-            .text("DONE")
-            .shell(fix)
-            .text("DONE")
-            .usage(Usage::new(300, 10)),
-    );
+    // The second attempt continues the first one's claude session.
+    server.add_scenario("claude", fixed_on_the_second_attempt(Usage::new(300, 10)));
     server.add_scenario("codex", Scenario::new().usage(Usage::new(1, 1)));
     let inst = Instance::new(&server, "claude", "codex", "60s");
     let runbook = "name: fix\ntasks:\n  - id: fixme\n    agent: claude-dev\n    prompt: \"make out.txt say good\"\n    checks: [\"grep -qx good out.txt || { echo MARKER-expected-good-found-$(cat out.txt); exit 3; }\"]\n";
@@ -307,11 +319,7 @@ fn a_failing_check_is_fixed_on_the_next_attempt_with_its_output_in_the_prompt() 
         "the task log says so"
     );
     // Both attempts made the same model calls: the resumed session's usage is this run's only.
-    let tokens: Vec<u64> = events
-        .iter()
-        .filter(|e| e["kind"] == "attempt.finished")
-        .map(|e| e["data"]["tokens"].as_u64().unwrap_or(0))
-        .collect();
+    let tokens = finished_tokens(&events);
     assert!(tokens[0] > 0 && tokens[0] == tokens[1], "{tokens:?}");
     // Homes hold credentials: none is left once the run is over.
     assert!(
@@ -379,18 +387,8 @@ fn a_stalling_agent_is_killed_at_its_stall_timeout_and_another_finishes() {
 #[test]
 fn codex_continues_its_thread_after_failed_checks_and_counts_only_the_new_turn() {
     let server = ModelServer::start();
-    let fix =
-        "if [ \"$FLEET_ATTEMPT\" -ge 2 ]; then echo good > out.txt; else echo bad > out.txt; fi";
     server.add_scenario("claude", Scenario::new().usage(Usage::new(1, 1)));
-    server.add_scenario(
-        "codex",
-        Scenario::new()
-            .shell(fix)
-            .text("DONE")
-            .shell(fix)
-            .text("DONE")
-            .usage(Usage::new(1000, 10)),
-    );
+    server.add_scenario("codex", fixed_on_the_second_attempt(Usage::new(1000, 10)));
     let inst = Instance::new(&server, "claude", "codex", "60s");
     let runbook = "name: fixcodex\ntasks:\n  - id: fixme\n    agent: codex-dev\n    prompt: \"make out.txt say good\"\n    checks: [\"grep -qx good out.txt\"]\n";
     let (out, status) = inst.run(runbook);
@@ -429,10 +427,6 @@ fn codex_continues_its_thread_after_failed_checks_and_counts_only_the_new_turn()
     );
     // Each attempt made the same two model calls (1000 input + 10 output tokens each): the
     // resumed thread's usage must not count the first attempt's calls again.
-    let tokens: Vec<u64> = events
-        .iter()
-        .filter(|e| e["kind"] == "attempt.finished")
-        .map(|e| e["data"]["tokens"].as_u64().unwrap_or(0))
-        .collect();
+    let tokens = finished_tokens(&events);
     assert_eq!(tokens, vec![2020, 2020], "{events:?}");
 }
