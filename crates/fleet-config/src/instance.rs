@@ -1,6 +1,7 @@
 //! `fleet.yaml`: the instance configuration — store, server, agent profiles and accounts.
 
 use crate::decode::{Decoder, Field};
+use crate::routing::{self, Routing};
 use crate::yaml::{self, Node, ScalarKind, Value};
 use crate::{ConfigError, Location};
 use std::collections::BTreeMap;
@@ -14,7 +15,7 @@ pub const CLIS: &[&str] = &[
     "command", "http",
 ];
 
-const TOP_KEYS: &[&str] = &["store", "server", "agents", "accounts"];
+const TOP_KEYS: &[&str] = &["store", "server", "agents", "accounts", "routing"];
 const SERVER_KEYS: &[&str] = &["bind"];
 const PROFILE_KEYS: &[&str] = &[
     "cli",
@@ -46,6 +47,8 @@ pub struct InstanceConfig {
     /// Agent profiles in the order written.
     pub agents: Vec<Profile>,
     pub accounts: Vec<Account>,
+    /// IMR routing: the `routing:` section, or the built-in rules.
+    pub routing: Routing,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +129,7 @@ impl InstanceConfig {
             bind: "127.0.0.1:7420".into(),
             agents: Vec::new(),
             accounts: Vec::new(),
+            routing: Routing::builtin(),
         }
     }
 }
@@ -191,6 +195,7 @@ pub fn parse_instance(path: &Path, text: &str) -> Result<InstanceConfig, Vec<Con
                 }
                 "agents" => cfg.agents = profiles(&mut d, value),
                 "accounts" => cfg.accounts = accounts(&mut d, value),
+                "routing" => cfg.routing = routing::decode(&mut d, value),
                 _ => unreachable!("fields() keeps known keys only"),
             }
         }
@@ -210,12 +215,29 @@ pub fn parse_instance(path: &Path, text: &str) -> Result<InstanceConfig, Vec<Con
             );
         }
     }
+    if let Some(classifier) = &cfg.routing.classifier
+        && cfg.profile(classifier).is_none()
+        && !CLIS.contains(&classifier.as_str())
+    {
+        let at = routing_classifier_at(&root).unwrap_or(Location { line: 1, col: 1 });
+        d.error(
+            at,
+            format!(
+                "`classifier`: `{classifier}` is neither a profile under `agents` nor an agent CLI ({})",
+                CLIS.join(", ")
+            ),
+        );
+    }
     if d.errors.is_empty() {
         Ok(cfg)
     } else {
         d.errors.sort_by_key(ConfigError::location);
         Err(d.errors)
     }
+}
+
+fn routing_classifier_at(root: &Node) -> Option<Location> {
+    root.get("routing")?.get("classifier").map(|n| n.loc)
 }
 
 fn named_entries<'n>(
@@ -432,7 +454,7 @@ fn accounts(d: &mut Decoder<'_>, node: &Node) -> Vec<Account> {
     out
 }
 
-fn string_list(d: &mut Decoder<'_>, node: &Node, key: &str, ids: bool) -> Vec<String> {
+pub(crate) fn string_list(d: &mut Decoder<'_>, node: &Node, key: &str, ids: bool) -> Vec<String> {
     string_list_spanned(d, node, key)
         .into_iter()
         .filter(|(s, at)| {
@@ -446,7 +468,11 @@ fn string_list(d: &mut Decoder<'_>, node: &Node, key: &str, ids: bool) -> Vec<St
         .collect()
 }
 
-fn string_list_spanned(d: &mut Decoder<'_>, node: &Node, key: &str) -> Vec<(String, Location)> {
+pub(crate) fn string_list_spanned(
+    d: &mut Decoder<'_>,
+    node: &Node,
+    key: &str,
+) -> Vec<(String, Location)> {
     match &node.value {
         Value::Seq(items) => items
             .iter()

@@ -1,23 +1,34 @@
-//! Fleet's user-written runbook: parsing and validation into typed data.
+//! Fleet's user-written files: parsing and validation into typed data.
 //!
-//! This crate owns the runbook format (see `PRODUCT.md`, "Runbook"): its keys, its defaults,
-//! and errors that name `file:line:col` and say what was expected. Every error is collected,
-//! not just the first, except YAML syntax errors, which stop parsing.
+//! This crate owns the formats of the runbook (see `PRODUCT.md`, "Runbook"), the instance
+//! configuration `fleet.yaml` (with its IMR `routing:`, [`routing`](crate::route)), and the
+//! knowledge files — roles, bibles and skills, Markdown with YAML front matter ([`Library`]) —
+//! with the prompt templates of the built-in roles ([`render`]). Errors name `file:line:col`
+//! and say what was expected. Every error is collected, not just the first, except YAML syntax
+//! errors, which stop parsing.
 //!
 //! It must not know how a runbook is run: no processes, no git, no database. Its only IO is
-//! reading the runbook file and checking that each `prompt_file` exists. Task graph rules
-//! (ids, parents, dependencies, cycles) belong to `fleet_core`; this crate only places their
-//! errors in the file.
+//! reading the files it is given (or the `*.md` of the directories it is pointed to) and
+//! checking that each `prompt_file` exists. Task graph rules (ids, parents, dependencies,
+//! cycles) belong to `fleet_core`; this crate only places their errors in the file.
 
 mod decode;
 mod duration;
 mod instance;
+mod knowledge;
+mod routing;
+mod template;
 mod yaml;
 
 pub use duration::parse_duration;
 pub use instance::{
     Account, CLIS, InstanceConfig, Profile, StoreConfig, Window, load_instance, parse_instance,
 };
+pub use knowledge::{
+    BUILTIN_ROLES, Bible, Library, Role, Skill, parse_bible, parse_role, parse_skill, skills_text,
+};
+pub use routing::{Route, RouteSource, Routing, Rule, route};
+pub use template::{TEMPLATE_VARS, render};
 
 use fleet_core::{NodeSpec, TaskKind};
 use std::collections::BTreeMap;

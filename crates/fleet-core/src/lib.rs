@@ -1,25 +1,31 @@
 //! Fleet's pure domain core.
 //!
 //! Owns: task ids, the task graph and its validation, the task state machine, retry policy,
-//! and the scheduler's choice of what runs next. Everything here is a plain function over
+//! the scheduler's choice of what runs next, the agent pool's policy (`pool`), the plan a
+//! planner returns and its validation (`work_plan`), and an epic's life (`epic`). Everything here is a plain function over
 //! data: no IO, no clock (time is passed in as [`Millis`]), no async runtime. The engine
 //! (`fleet-engine`) feeds it what happened and persists the transitions it returns before
 //! acting on them.
 //!
 //! Must not know: SQLite, git, processes, tokio, the file system, YAML.
 
+pub mod epic;
 pub mod graph;
 pub mod id;
 pub mod pool;
 pub mod retry;
 pub mod run;
 pub mod state;
+pub mod work_plan;
 
 pub use graph::{Graph, GraphError, NodeSpec, TaskKind};
 pub use id::{IdError, validate_id};
 pub use retry::RetryPolicy;
 pub use run::{Run, TaskPlan, TaskRecord, Transition};
 pub use state::TaskState;
+pub use work_plan::{
+    PlanContext, PlanError, Review, ValidPlan, WorkPlan, validate_plan, validate_review,
+};
 
 /// Milliseconds since the Unix epoch. The core never reads a clock; callers pass `now`.
 pub type Millis = u64;

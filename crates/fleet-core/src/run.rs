@@ -308,6 +308,20 @@ impl Run {
         out
     }
 
+    /// Passed -> checking: the merge queue brought the task's work up to date with what landed
+    /// meanwhile, and its checks run again before it may land.
+    pub fn recheck(&mut self, node: usize) -> Transition {
+        self.set(node, TaskState::Checking, None)
+    }
+
+    /// Passed -> ready: the task's work conflicts with what landed meanwhile; a rework attempt
+    /// resolves it. Not counted as a failure (nobody failed), but it is a new attempt, so the
+    /// attempt limits bound it.
+    pub fn rework(&mut self, node: usize, reason: &str) -> Transition {
+        self.tasks[node].not_before = 0;
+        self.set(node, TaskState::Ready, Some(reason.to_string()))
+    }
+
     /// Passed -> failed because its work could not land (e.g. a merge conflict).
     pub fn merge_failed(&mut self, node: usize, reason: &str) -> Vec<Transition> {
         self.fail(node, reason)

@@ -2,10 +2,10 @@
 //!
 //! ```text
 //! pending -> ready -> running -> checking -> passed -> merged
-//!              ^         |           |          |
-//!              +---------+-----------+ (retry)  +-> failed (merge conflict)
-//!                        |           |
-//!                        +-----------+-> failed
+//!              ^         |           |   ^      |
+//!              +---------+-----------+---|------+ (retry; rework after a merge conflict)
+//!                        |           |   +------+ (re-check after rebasing onto what landed)
+//!                        +-----------+-> failed <- passed (its work cannot land)
 //! pending -> skipped (a dependency failed, was skipped or cancelled)
 //! ready -> failed (the agent pool can never run it)
 //! any non-terminal -> cancelled
@@ -92,6 +92,8 @@ impl TaskState {
                 | (Checking, Ready)
                 | (Checking, Failed)
                 | (Passed, Merged)
+                | (Passed, Checking)
+                | (Passed, Ready)
                 | (Passed, Failed)
                 | (Pending | Ready | Running | Checking | Passed, Cancelled)
         )

@@ -224,11 +224,13 @@ proptest! {
 enum Kind {
     /// Running or checking: the attempt passes. Awaiting a merge: the merge lands.
     Pass,
-    /// Running: the command finished, checks begin. Checking: checks pass.
+    /// Running: the command finished, checks begin. Checking: checks pass. Awaiting a merge:
+    /// rebased onto what landed meanwhile, checks run again.
     Checks,
     /// Running: the attempt fails. Checking: checks fail. Awaiting a merge: merge conflict.
     Fail,
-    /// An active task is interrupted by Fleet (no failure counted). Otherwise like `Pass`.
+    /// An active task is interrupted by Fleet (no failure counted). Awaiting a merge: a
+    /// conflict sends it back to rework. Otherwise like `Pass`.
     Interrupt,
     /// Fleet crashes: the run is rebuilt from copied records and recovered.
     Crash,
@@ -508,6 +510,12 @@ impl<'a> Sim<'a> {
     fn resolve(&mut self, node: usize, kind: Kind) -> TestCaseResult {
         let ts = match (self.mirror[node], kind) {
             (TaskState::Passed, Kind::Fail) => self.run.merge_failed(node, "merge conflict"),
+            // The merge queue: rebased onto what landed and re-checked, or sent back to rework.
+            // (A re-check takes a slot like any check: the engine starts one only when free.)
+            (TaskState::Passed, Kind::Checks) if self.active() < self.sc.concurrency => {
+                vec![self.run.recheck(node)]
+            }
+            (TaskState::Passed, Kind::Interrupt) => vec![self.run.rework(node, "merge conflict")],
             (TaskState::Passed, _) => self.run.merged(node),
             (TaskState::Running | TaskState::Checking, Kind::Interrupt) => {
                 vec![self.run.interrupt(node, "shutting down")]

@@ -92,8 +92,21 @@ enum Msg {
     },
     Merge {
         task: usize,
-        result: Result<MergeOutcome, String>,
+        result: Result<MergeStep, String>,
     },
+}
+
+/// What the merge queue did with the task at its head.
+enum MergeStep {
+    /// Landed (or found already landed).
+    Landed(MergeOutcome),
+    /// The integration branch moved since the task started: its branch was rebased onto the
+    /// new tip (or, when replaying conflicts but merging does not, merged with it) and must
+    /// pass its checks again before it may land.
+    Rebased { tip: String, how: &'static str },
+    /// Its work conflicts with what landed; the worktree holds the merge with conflict markers
+    /// for a rework attempt to resolve.
+    Rework { files: Vec<String>, onto: String },
 }
 
 /// How an attempt's command or agent ended.
@@ -180,6 +193,8 @@ struct Ctx {
     tasks: Vec<TaskDef>,
     profiles: Vec<AgentProfile>,
     repo_root: PathBuf,
+    /// The branch passed tasks land on.
+    integration: String,
     kill_grace: Duration,
     tx: mpsc::UnboundedSender<Msg>,
     stop: watch::Receiver<bool>,
@@ -203,7 +218,15 @@ pub async fn start(
         )
     })?;
     let run_id = new_run_id(&*store, &plan.name)?;
-    let integration = integration_branch(&run_id);
+    let integration = plan
+        .integration
+        .clone()
+        .unwrap_or_else(|| integration_branch(&run_id));
+    // A named integration branch that exists already is continued: the run builds on it.
+    let base = match repo.branch_tip(&integration)? {
+        Some(tip) if plan.integration.is_some() => tip,
+        _ => base,
+    };
     if layout.root().starts_with(repo.root()) {
         repo.exclude("/.fleet/")?;
     }
@@ -395,7 +418,11 @@ struct Coordinator {
     /// Tasks running or checking (what `concurrency` limits).
     active: usize,
     merge_queue: VecDeque<usize>,
+    /// The merge queue is busy: a merge runs, or its head is being re-checked.
     merging: bool,
+    /// The task at the head of the merge queue whose checks run again after a rebase; the
+    /// queue waits for it, so nothing lands under it.
+    rechecking: Option<usize>,
     /// Work to hand to workers once the batch that allows it is committed.
     launches: Vec<Launch>,
     /// Spend of each running agent attempt: (cost the CLI reported, cost priced from tokens).
@@ -446,6 +473,7 @@ impl Coordinator {
         let (stop_tx, stop_rx) = watch::channel(false);
         let ctx = Arc::new(Ctx {
             repo_root: repo.root().to_path_buf(),
+            integration: row.integration_branch.clone(),
             // Every git fleet starts for this run carries the run's tag, like its tasks, so a
             // resumed fleet can find what a killed one left running.
             repo: repo.tagged("FLEET_RUN", &run_id),
@@ -485,6 +513,7 @@ impl Coordinator {
             active,
             merge_queue: VecDeque::new(),
             merging: false,
+            rechecking: None,
             launches: Vec::new(),
             spend: HashMap::new(),
             session_usage: HashMap::new(),
@@ -643,7 +672,7 @@ impl Coordinator {
         stale.extend(
             self.ctx
                 .repo
-                .clear_stale_locks(None, &integration_branch(&self.ctx.run_id))?,
+                .clear_stale_locks(None, &self.ctx.integration)?,
         );
         for mut a in self.store.attempts(&self.ctx.run_id)? {
             if a.outcome != "running" {
@@ -774,7 +803,15 @@ impl Coordinator {
         if self.stopping {
             return;
         }
-        let free = self.plan.concurrency.saturating_sub(self.active);
+        // The merge queue's head, if it may need a re-check, keeps a slot for it.
+        let reserved = usize::from(
+            !self.merging
+                && self
+                    .merge_queue
+                    .front()
+                    .is_some_and(|&i| !self.plan.tasks[i].checks.is_empty()),
+        );
+        let free = self.plan.concurrency.saturating_sub(self.active + reserved);
         if free == 0 {
             return;
         }
@@ -1070,31 +1107,33 @@ impl Coordinator {
         }
     }
 
+    /// The merge queue: lands passed tasks one at a time, in the order they passed (FIFO).
+    /// A task whose branch does not contain the integration tip is first rebased onto it and
+    /// re-checked (tasks with checks), so what lands was checked as it lands; a conflict
+    /// becomes a rework attempt for agent tasks (the conflict in its prompt) and fails a
+    /// command task. Landing is a compare-and-swap merge that never lands a commit twice.
     fn start_merge(&mut self) {
         if self.merging {
             return;
         }
-        let Some(i) = self.merge_queue.pop_front() else {
+        let Some(&i) = self.merge_queue.front() else {
             return;
         };
+        // A task with checks may need them run again (after a rebase): that takes a slot, so
+        // it waits for one like any task does.
+        if !self.plan.tasks[i].checks.is_empty() && self.active >= self.plan.concurrency {
+            return;
+        }
+        self.merge_queue.pop_front();
         self.merging = true;
         self.busy += 1;
         let ctx = self.ctx.clone();
         let tip = self.rows[i].commit_sha.clone();
         let id = self.plan.tasks[i].id.clone();
+        let recheck = !self.plan.tasks[i].checks.is_empty();
+        let rework = matches!(self.plan.tasks[i].action, TaskAction::Agent(_));
         tokio::task::spawn_blocking(move || {
-            let target = integration_branch(&ctx.run_id);
-            let result = match tip {
-                None => Ok(MergeOutcome::AlreadyMerged),
-                Some(tip) => ctx
-                    .repo
-                    .merge_into(
-                        &target,
-                        &tip,
-                        &format!("fleet: merge task {id} (run {})", ctx.run_id),
-                    )
-                    .map_err(|e| e.to_string()),
-            };
+            let result = merge_step(&ctx, &id, tip, recheck, rework).map_err(|e| e.to_string());
             let _ = ctx.tx.send(Msg::Merge { task: i, result });
         });
     }
@@ -1400,6 +1439,13 @@ impl Coordinator {
             }
             Msg::Finish { task, result } => {
                 self.busy -= 1;
+                // A re-check after a rebase holds the merge queue until it ends; a pass lands
+                // next, ahead of the tasks that passed after it.
+                let was_rechecking = self.rechecking == Some(task);
+                if was_rechecking {
+                    self.rechecking = None;
+                    self.merging = false;
+                }
                 match result {
                     FinishResult::Passed { tip } => {
                         if !self.plan.tasks[task].checks.is_empty() {
@@ -1411,7 +1457,11 @@ impl Coordinator {
                         let t = self.run.attempt_passed(task);
                         self.record(t);
                         if self.run.plan(task).needs_merge {
-                            self.merge_queue.push_back(task);
+                            if was_rechecking {
+                                self.merge_queue.push_front(task);
+                            } else {
+                                self.merge_queue.push_back(task);
+                            }
                         }
                     }
                     FinishResult::CheckFailed {
@@ -1443,16 +1493,16 @@ impl Coordinator {
                 self.busy -= 1;
                 self.merging = false;
                 match result {
-                    Ok(MergeOutcome::Merged { commit }) => {
+                    Ok(MergeStep::Landed(MergeOutcome::Merged { commit })) => {
                         self.integration_tip = commit.clone();
                         self.rows[task].merge_sha = Some(commit);
                         let t = self.run.merged(task);
                         self.record(t);
                         self.remove_worktree(task);
                     }
-                    Ok(MergeOutcome::AlreadyMerged) => {
+                    Ok(MergeStep::Landed(MergeOutcome::AlreadyMerged)) => {
                         // Landed before a crash (or changed nothing): record how it landed.
-                        let target = integration_branch(&self.ctx.run_id);
+                        let target = self.ctx.integration.clone();
                         if let Ok(Some(tip)) = self.ctx.repo.branch_tip(&target) {
                             self.integration_tip = tip;
                         }
@@ -1464,7 +1514,63 @@ impl Coordinator {
                         self.record(t);
                         self.remove_worktree(task);
                     }
-                    Ok(MergeOutcome::Conflict { files }) => {
+                    Ok(MergeStep::Rebased { tip, how }) => {
+                        append_log(
+                            &self.ctx,
+                            task,
+                            &format!(
+                                "── brought up to date with {} by {how} (work landed meanwhile); checking again ──\n",
+                                self.ctx.integration
+                            ),
+                        );
+                        let n = self.run.task(task).attempts;
+                        self.event(
+                            Some(task),
+                            Some(n),
+                            "task.rebased",
+                            json!({"onto": self.ctx.integration, "tip": tip, "how": how}),
+                        );
+                        self.rows[task].commit_sha = Some(tip);
+                        self.merging = true;
+                        self.rechecking = Some(task);
+                        let t = self.run.recheck(task);
+                        self.record(vec![t]);
+                        self.launches.push(Launch::Finish { task, n });
+                    }
+                    Ok(MergeStep::Rework { files, onto }) => {
+                        let reason = format!("merge conflict in {}", files.join(", "));
+                        append_log(
+                            &self.ctx,
+                            task,
+                            &format!(
+                                "── {reason} with work landed meanwhile; a rework attempt resolves it ──\n"
+                            ),
+                        );
+                        self.event(
+                            Some(task),
+                            None,
+                            "task.merge_conflict",
+                            json!({"files": files, "rework": true}),
+                        );
+                        let note = format!(
+                            "Work that landed on `{}` meanwhile conflicts with this task's work in: {}.\n\
+                             The worktree holds that merge in progress ({} merged in, not yet committed); \
+                             the conflicting files contain git's conflict markers \
+                             (`<<<<<<<`, `=======`, `>>>>>>>`). Resolve every conflict so that both \
+                             changes' intentions hold, remove the markers, and make the checks pass. \
+                             Do not commit; Fleet commits and concludes the merge.",
+                            self.ctx.integration,
+                            files.join(", "),
+                            &onto[..onto.len().min(12)]
+                        );
+                        self.last_check.insert(
+                            task,
+                            (format!("merge with {}", self.ctx.integration), None, note),
+                        );
+                        let t = self.run.rework(task, &reason);
+                        self.record(vec![t]);
+                    }
+                    Ok(MergeStep::Landed(MergeOutcome::Conflict { files })) => {
                         let reason = format!("merge conflict in {}", files.join(", "));
                         append_log(
                             &self.ctx,
@@ -1572,7 +1678,7 @@ impl Coordinator {
         Ok(RunReport {
             run_id: self.ctx.run_id.clone(),
             end,
-            integration_branch: integration_branch(&self.ctx.run_id),
+            integration_branch: self.ctx.integration.clone(),
             summary: summary_path,
             logs: self.ctx.layout.logs_dir(self.run_id()),
         })
@@ -1697,6 +1803,87 @@ fn workdir(ctx: &Ctx, task: usize) -> PathBuf {
     } else {
         ctx.repo_root.clone()
     }
+}
+
+/// One turn of the merge queue for task `id` whose work is at `tip` (see
+/// [`Coordinator::start_merge`]). Runs on the blocking pool.
+fn merge_step(
+    ctx: &Ctx,
+    id: &str,
+    tip: Option<String>,
+    recheck: bool,
+    rework: bool,
+) -> Result<MergeStep, fleet_git::GitError> {
+    let Some(tip) = tip else {
+        return Ok(MergeStep::Landed(MergeOutcome::AlreadyMerged));
+    };
+    let target = &ctx.integration;
+    let message = format!("fleet: merge task {id} (run {})", ctx.run_id);
+    let head = ctx.repo.branch_tip(target)?.unwrap_or_default();
+    let landed = ctx.repo.is_ancestor(&tip, &head)?;
+    let up_to_date = head.is_empty() || ctx.repo.is_ancestor(&head, &tip)?;
+    if landed || up_to_date || !(recheck || rework) {
+        let outcome = ctx.repo.merge_into(target, &tip, &message)?;
+        return match outcome {
+            MergeOutcome::Conflict { .. } if rework => conflict_for_rework(ctx, id, &head),
+            other => Ok(MergeStep::Landed(other)),
+        };
+    }
+    // The integration branch moved since this task started.
+    let path = ctx.layout.worktree(&ctx.run_id, id);
+    if !ctx.repo.is_complete_worktree(&path)? {
+        ctx.repo
+            .add_worktree(&path, &task_branch(&ctx.run_id, id), &tip)?;
+    }
+    if !recheck {
+        // Nothing to re-check: a clean merge lands as is; a conflict goes back to the agent.
+        return match ctx.repo.merge_into(target, &tip, &message)? {
+            MergeOutcome::Conflict { .. } => conflict_for_rework(ctx, id, &head),
+            other => Ok(MergeStep::Landed(other)),
+        };
+    }
+    if let fleet_git::RebaseOutcome::Rebased { tip } = ctx.repo.rebase_onto(&path, &head)? {
+        return Ok(MergeStep::Rebased { tip, how: "rebase" });
+    }
+    // Replaying the commits one by one conflicts — also when the branch holds an earlier
+    // conflict's resolution, which a rebase would undo. Merging may still go through.
+    let files = ctx.repo.merge_for_resolution(&path, &head)?;
+    if files.is_empty() {
+        let message = format!("fleet: bring task {id} up to date with {target}");
+        ctx.repo.commit_all(&path, &message)?;
+        let tip = ctx
+            .repo
+            .branch_tip(&task_branch(&ctx.run_id, id))?
+            .unwrap_or(tip);
+        return Ok(MergeStep::Rebased { tip, how: "merge" });
+    }
+    if rework {
+        return Ok(MergeStep::Rework {
+            files,
+            onto: head.clone(),
+        });
+    }
+    ctx.repo.abort_in_progress(&path)?;
+    Ok(MergeStep::Landed(MergeOutcome::Conflict { files }))
+}
+
+/// Leaves the merge of `onto` into task `id`'s worktree in progress, conflict markers and all,
+/// for a rework attempt.
+fn conflict_for_rework(ctx: &Ctx, id: &str, onto: &str) -> Result<MergeStep, fleet_git::GitError> {
+    let path = ctx.layout.worktree(&ctx.run_id, id);
+    if !ctx.repo.is_complete_worktree(&path)? {
+        let tip = ctx.repo.branch_tip(&task_branch(&ctx.run_id, id))?;
+        ctx.repo.add_worktree(
+            &path,
+            &task_branch(&ctx.run_id, id),
+            tip.as_deref().unwrap_or(onto),
+        )?;
+    }
+    let files = ctx.repo.merge_for_resolution(&path, onto)?;
+    Ok(MergeStep::Rework {
+        files,
+        onto: onto.to_string(),
+    })
 }
 
 /// One attempt's command: prepares the worktree (fresh on a task's first attempt; as left by
@@ -1872,7 +2059,7 @@ async fn run_finish(ctx: &Arc<Ctx>, task: usize, n: u32) -> FinishResult {
         // "Done" with nothing to show is not done.
         let c = ctx.clone();
         let path = cwd.clone();
-        let base = integration_branch(&ctx.run_id);
+        let base = ctx.integration.clone();
         match tokio::task::spawn_blocking(move || c.repo.has_changes(&path, &base)).await {
             Ok(Ok(false)) => {
                 log_line!(log, "── the agent changed nothing ──");
@@ -1880,6 +2067,28 @@ async fn run_finish(ctx: &Arc<Ctx>, task: usize, n: u32) -> FinishResult {
             }
             Ok(Err(e)) => return FinishResult::Error(format!("cannot inspect the worktree: {e}")),
             _ => {}
+        }
+    }
+    if def.worktree {
+        // A merge conflict handed to the agent is resolved only when no marker is left.
+        let c = ctx.clone();
+        let path = cwd.clone();
+        let left = tokio::task::spawn_blocking(move || {
+            let files = c.repo.unmerged_files(&path)?;
+            Ok::<_, fleet_git::GitError>(c.repo.files_with_conflict_markers(&path, &files))
+        })
+        .await;
+        if let Ok(Ok(files)) = left
+            && !files.is_empty()
+        {
+            let check = "no conflict markers left".to_string();
+            let output = format!("conflict markers remain in: {}", files.join(", "));
+            log_line!(log, "── {output} ──");
+            return FinishResult::CheckFailed {
+                check,
+                finished: Finished::failed_check(),
+                output,
+            };
         }
     }
     let total = def.checks.len();

@@ -20,6 +20,9 @@ pub struct Plan {
     /// Absolute path of the repository the tasks work in.
     pub repo: PathBuf,
     pub base: Option<String>,
+    /// Where passed tasks land: `fleet/runs/<run>` unless the caller (the epic pipeline) names
+    /// a branch that outlives the run; an existing branch is continued from its tip.
+    pub integration: Option<String>,
     pub concurrency: usize,
     /// Absolute path of the extra summary copy.
     pub report: Option<PathBuf>,
@@ -393,6 +396,7 @@ pub fn plan_from_runbook(
             .map(|r| normalize(&dir.join(r)))
             .unwrap_or_else(|| dir.clone()),
         base: rb.base.clone(),
+        integration: None,
         concurrency: rb.concurrency,
         report: rb.report.as_ref().map(|r| normalize(&dir.join(r))),
         nodes: rb.node_specs(),

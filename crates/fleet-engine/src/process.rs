@@ -25,6 +25,17 @@ pub struct Finished {
 }
 
 impl Finished {
+    /// A check Fleet made itself (not a process) that failed.
+    pub fn failed_check() -> Finished {
+        Finished {
+            code: Some(1),
+            signal: None,
+            timed_out: false,
+            stopped: false,
+            elapsed: Duration::ZERO,
+        }
+    }
+
     pub fn success(&self) -> bool {
         self.code == Some(0) && !self.timed_out && !self.stopped
     }

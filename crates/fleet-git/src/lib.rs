@@ -218,6 +218,16 @@ pub enum MergeOutcome {
     Conflict { files: Vec<String> },
 }
 
+/// The result of [`Repo::rebase_onto`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RebaseOutcome {
+    /// The worktree's branch now sits on top of `onto`; its new tip.
+    Rebased { tip: String },
+    /// Replaying the branch conflicted in these files; the rebase was aborted and the
+    /// worktree is as it was.
+    Conflict { files: Vec<String> },
+}
+
 /// A git repository with a working tree.
 #[derive(Debug, Clone)]
 pub struct Repo {
@@ -237,6 +247,24 @@ impl Repo {
     ///
     /// Fails with [`GitError::NotARepo`] if `path` is not inside a git
     /// working tree.
+    /// Clones `url` (any URL or path git accepts) into `dest` and opens the clone.
+    pub fn clone_from(url: &str, dest: &Path) -> Result<Repo> {
+        let dest = absolute(dest)?;
+        let parent = dest.parent().unwrap_or(Path::new("/"));
+        fs::create_dir_all(parent)?;
+        Git::new(parent)
+            .args([
+                "clone",
+                "--quiet",
+                "--no-hardlinks",
+                "--end-of-options",
+                url,
+            ])
+            .arg(&dest)
+            .run()?;
+        Repo::open(&dest)
+    }
+
     pub fn open(path: &Path) -> Result<Repo> {
         let (_, out) = Git::new(path)
             .args([
@@ -847,6 +875,168 @@ impl Repo {
             }
             _ => Err(failure(cmd, &out)),
         }
+    }
+
+    /// Ends a rebase or merge left in progress in `worktree` (by a killed fleet, say), putting
+    /// the worktree back on its branch as it was committed.
+    pub fn abort_in_progress(&self, worktree: &Path) -> Result<()> {
+        let gitdir = worktree_gitdir(worktree)?;
+        if gitdir.join("rebase-merge").exists() || gitdir.join("rebase-apply").exists() {
+            self.git_in(worktree).args(["rebase", "--abort"]).run()?;
+        }
+        if gitdir.join("MERGE_HEAD").exists() {
+            self.git_in(worktree).args(["merge", "--abort"]).run()?;
+        }
+        Ok(())
+    }
+
+    /// Rebases the branch checked out in `worktree` onto `onto`. On a conflict the rebase is
+    /// aborted (nothing changes) and the conflicting files are reported.
+    pub fn rebase_onto(&self, worktree: &Path, onto: &str) -> Result<RebaseOutcome> {
+        self.abort_in_progress(worktree)?;
+        let (cmd, out) = self
+            .git_in(worktree)
+            .args(["rebase", "--no-autostash", "--no-verify", "--quiet", onto])
+            .output()?;
+        if out.status.success() {
+            let tip = self
+                .git_in(worktree)
+                .args(["rev-parse", "--verify", "HEAD"])
+                .run()?
+                .trim()
+                .to_string();
+            return Ok(RebaseOutcome::Rebased { tip });
+        }
+        let files = self.unmerged_files(worktree)?;
+        let gitdir = worktree_gitdir(worktree)?;
+        if gitdir.join("rebase-merge").exists() || gitdir.join("rebase-apply").exists() {
+            self.git_in(worktree).args(["rebase", "--abort"]).run()?;
+        }
+        if files.is_empty() {
+            return Err(failure(cmd, &out));
+        }
+        Ok(RebaseOutcome::Conflict { files })
+    }
+
+    /// Starts merging `onto` into the branch checked out in `worktree` and leaves the result
+    /// uncommitted for someone to resolve: conflicting files hold git's conflict markers, and
+    /// the next [`Repo::commit_all`] concludes the merge (both histories kept). Returns the
+    /// conflicting files (empty: the merge went through cleanly and awaits only its commit).
+    pub fn merge_for_resolution(&self, worktree: &Path, onto: &str) -> Result<Vec<String>> {
+        self.abort_in_progress(worktree)?;
+        let (cmd, out) = self
+            .git_in(worktree)
+            .args(["merge", "--no-ff", "--no-commit", "--no-verify", onto])
+            .output()?;
+        let files = self.unmerged_files(worktree)?;
+        if !out.status.success() && files.is_empty() {
+            return Err(failure(cmd, &out));
+        }
+        Ok(files)
+    }
+
+    /// Files in `worktree` that git considers unmerged, sorted.
+    pub fn unmerged_files(&self, worktree: &Path) -> Result<Vec<String>> {
+        let out = self
+            .git_in(worktree)
+            .args(["diff", "--name-only", "-z", "--diff-filter=U"])
+            .run()?;
+        let mut files: Vec<String> = out
+            .split('\0')
+            .filter(|f| !f.is_empty())
+            .map(str::to_string)
+            .collect();
+        files.sort();
+        files.dedup();
+        Ok(files)
+    }
+
+    /// Of `files` in `worktree`, those that still hold a conflict marker line.
+    pub fn files_with_conflict_markers(&self, worktree: &Path, files: &[String]) -> Vec<String> {
+        files
+            .iter()
+            .filter(|f| {
+                fs::read(worktree.join(f)).is_ok_and(|bytes| {
+                    bytes
+                        .split(|b| *b == b'\n')
+                        .any(|line| line.starts_with(b"<<<<<<< ") || line.starts_with(b">>>>>>> "))
+                })
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Pushes `branch` to `remote` (a remote's name or URL), creating or fast-forwarding it
+    /// there; never forced.
+    pub fn push(&self, remote: &str, branch: &str) -> Result<()> {
+        let spec = format!("refs/heads/{branch}:refs/heads/{branch}");
+        self.git()
+            .args([
+                "push",
+                "--quiet",
+                "--porcelain",
+                "--end-of-options",
+                remote,
+                &spec,
+            ])
+            .run()?;
+        Ok(())
+    }
+
+    /// The contents of `path` at commit `rev`, `None` if the commit has no such file.
+    pub fn read_file(&self, rev: &str, path: &str) -> Result<Option<String>> {
+        let (cmd, out) = self
+            .git()
+            .args(["cat-file", "-p", &format!("{rev}:{path}")])
+            .output()?;
+        if out.status.success() {
+            return Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()));
+        }
+        // A missing path is "not there"; a missing commit is an error.
+        self.resolve(rev)?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains("does not exist") || stderr.contains("exists on disk, but not in") {
+            Ok(None)
+        } else {
+            Err(failure(cmd, &out))
+        }
+    }
+
+    /// `git diff --stat` and the patch from `from` to `to`, the patch cut to `max` bytes.
+    pub fn diff(&self, from: &str, to: &str, max: usize) -> Result<String> {
+        let stat = self
+            .git()
+            .args([
+                "diff",
+                "--stat",
+                "--no-ext-diff",
+                "--end-of-options",
+                from,
+                to,
+                "--",
+            ])
+            .run()?;
+        let mut patch = self
+            .git()
+            .args([
+                "diff",
+                "--no-ext-diff",
+                "--no-color",
+                "--end-of-options",
+                from,
+                to,
+                "--",
+            ])
+            .run()?;
+        if patch.len() > max {
+            let mut cut = max;
+            while !patch.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            patch.truncate(cut);
+            patch.push_str("\n… (diff cut here)\n");
+        }
+        Ok(format!("{stat}\n{patch}"))
     }
 
     /// `(sha, subject)` of the commits reachable from `rev`, newest first.

@@ -615,3 +615,122 @@ fn changes_are_seen_whether_committed_or_not() {
         "a commit of its own counts"
     );
 }
+
+#[test]
+fn rebase_onto_a_moved_branch_then_conflict_left_for_resolution() {
+    let fx = fixture();
+    let base = fx.head();
+    fx.repo.set_branch("integ", &base).unwrap();
+    // Two tasks from the same base: `a` edits line one, `b` edits line one differently and
+    // also adds a file.
+    let wa = fx.wts.join("a");
+    fx.repo.add_worktree(&wa, "task/a", &base).unwrap();
+    fs::write(wa.join("f.txt"), "ONE-A\ntwo\nthree\n").unwrap();
+    let a = fx.repo.commit_all(&wa, "a").unwrap().unwrap();
+    let wb = fx.wts.join("b");
+    fx.repo.add_worktree(&wb, "task/b", &base).unwrap();
+    fs::write(wb.join("f.txt"), "ONE-B\ntwo\nthree\n").unwrap();
+    fs::write(wb.join("new.txt"), "b\n").unwrap();
+    let b = fx.repo.commit_all(&wb, "b").unwrap().unwrap();
+    // A third task that touches another file rebases cleanly.
+    let wc = fx.wts.join("c");
+    fx.repo.add_worktree(&wc, "task/c", &base).unwrap();
+    fs::write(wc.join("g.txt"), "g-c\n").unwrap();
+    fx.repo.commit_all(&wc, "c").unwrap().unwrap();
+
+    assert!(matches!(
+        fx.repo.merge_into("integ", &a, "land a").unwrap(),
+        MergeOutcome::Merged { .. }
+    ));
+    let tip = fx.repo.branch_tip("integ").unwrap().unwrap();
+
+    match fx.repo.rebase_onto(&wc, &tip).unwrap() {
+        fleet_git::RebaseOutcome::Rebased { tip: c2 } => {
+            assert!(fx.repo.is_ancestor(&tip, &c2).unwrap());
+            assert_eq!(
+                fs::read_to_string(wc.join("f.txt")).unwrap(),
+                "ONE-A\ntwo\nthree\n"
+            );
+            assert_eq!(fs::read_to_string(wc.join("g.txt")).unwrap(), "g-c\n");
+        }
+        other => panic!("expected a clean rebase, got {other:?}"),
+    }
+
+    // `b` conflicts: the rebase is aborted and the worktree is untouched.
+    match fx.repo.rebase_onto(&wb, &tip).unwrap() {
+        fleet_git::RebaseOutcome::Conflict { files } => assert_eq!(files, vec!["f.txt"]),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(fx.repo.branch_tip("task/b").unwrap().unwrap(), b);
+    assert_eq!(git(&wb, &["status", "--porcelain"]), "");
+
+    // Left for resolution: markers in the file, the merge concluded by the next commit.
+    let files = fx.repo.merge_for_resolution(&wb, &tip).unwrap();
+    assert_eq!(files, vec!["f.txt"]);
+    assert_eq!(
+        fx.repo.files_with_conflict_markers(&wb, &files),
+        vec!["f.txt".to_string()]
+    );
+    fs::write(wb.join("f.txt"), "ONE-A and ONE-B\ntwo\nthree\n").unwrap();
+    assert!(fx.repo.files_with_conflict_markers(&wb, &files).is_empty());
+    let resolved = fx.repo.commit_all(&wb, "resolve").unwrap().unwrap();
+    assert!(fx.repo.is_ancestor(&tip, &resolved).unwrap());
+    assert!(fx.repo.is_ancestor(&b, &resolved).unwrap());
+    assert!(matches!(
+        fx.repo.merge_into("integ", &resolved, "land b").unwrap(),
+        MergeOutcome::Merged { .. }
+    ));
+    // Both commits are on the branch, once each.
+    let log = fx.repo.log_subjects("integ").unwrap();
+    assert_eq!(log.iter().filter(|(_, s)| s == "a").count(), 1);
+    assert_eq!(log.iter().filter(|(_, s)| s == "b").count(), 1);
+}
+
+#[test]
+fn abort_in_progress_cleans_a_half_done_merge_and_push_creates_the_branch() {
+    let fx = fixture();
+    let base = fx.head();
+    let w = fx.wts.join("t");
+    fx.repo.add_worktree(&w, "task/t", &base).unwrap();
+    fs::write(w.join("f.txt"), "mine\n").unwrap();
+    let mine = fx.repo.commit_all(&w, "mine").unwrap().unwrap();
+    fs::write(fx.root.join("f.txt"), "theirs\n").unwrap();
+    git(&fx.root, &["commit", "-q", "-am", "theirs"]);
+    assert_eq!(
+        fx.repo.merge_for_resolution(&w, "main").unwrap(),
+        vec!["f.txt"]
+    );
+    fx.repo.abort_in_progress(&w).unwrap();
+    assert_eq!(git(&w, &["status", "--porcelain"]), "");
+    assert_eq!(git(&w, &["rev-parse", "HEAD"]), mine);
+
+    let remote = fx._tmp.path().join("remote.git");
+    git(
+        fx._tmp.path(),
+        &["init", "-q", "--bare", remote.to_str().unwrap()],
+    );
+    fx.repo.push(remote.to_str().unwrap(), "task/t").unwrap();
+    assert_eq!(git(&remote, &["rev-parse", "refs/heads/task/t"]), mine);
+    // Never forced: a push that would drop remote commits fails.
+    fx.repo.set_branch("other", &base).unwrap();
+    git(&remote, &["branch", "other", &mine]);
+    assert!(fx.repo.push(remote.to_str().unwrap(), "other").is_err());
+    assert_eq!(git(&remote, &["rev-parse", "refs/heads/other"]), mine);
+}
+
+#[test]
+fn read_file_and_diff_between_commits() {
+    let fx = fixture();
+    let base = fx.head();
+    let tip = fx.task("t", "task/t", &[("new.txt", "hello\n")]);
+    assert_eq!(
+        fx.repo.read_file(&tip, "new.txt").unwrap().as_deref(),
+        Some("hello\n")
+    );
+    assert_eq!(fx.repo.read_file(&base, "new.txt").unwrap(), None);
+    assert!(fx.repo.read_file("no-such-rev", "new.txt").is_err());
+    let d = fx.repo.diff(&base, &tip, 10_000).unwrap();
+    assert!(d.contains("new.txt") && d.contains("+hello"), "{d}");
+    let short = fx.repo.diff(&base, &tip, 5).unwrap();
+    assert!(short.contains("diff cut here"), "{short}");
+}

@@ -24,6 +24,8 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("run {0:?} already exists")]
     RunExists(String),
+    #[error("{0} {1:?} already exists")]
+    Exists(&'static str, String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -128,6 +130,63 @@ pub struct AccountRow {
     pub updated_at: i64,
 }
 
+/// A registered project: the repository Fleet works in and how its results are delivered.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProjectRow {
+    pub name: String,
+    /// As given: a local path or a remote URL.
+    pub repo: String,
+    /// The local git repository Fleet works in (the path itself, or its clone of the URL).
+    pub path: String,
+    pub default_branch: String,
+    /// Commands that define "green" for every task of the project.
+    pub checks: Vec<String>,
+    /// How results are delivered (see `fleet project add --help`), as JSON.
+    pub delivery: serde_json::Value,
+    pub bible: Option<String>,
+    pub created_at: i64,
+}
+
+/// One stage of an epic's life (research, architect, plan, implement, review, deliver), with
+/// the engine run that did it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StageRow {
+    pub stage: String,
+    pub cycle: u32,
+    pub run_id: Option<String>,
+    /// `running`, `passed`, `failed`.
+    pub state: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    /// What came out of it: the plan's task ids, the review's verdict, the PR's URL, why it failed.
+    pub detail: Option<String>,
+}
+
+/// An epic: a person's request and everything Fleet did with it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EpicRow {
+    pub id: String,
+    pub project: String,
+    pub request: String,
+    /// Where the epic is: a stage name, `awaiting_acceptance`, `done`, `failed`, `cancelled`.
+    pub state: String,
+    /// Plan -> result cycles so far (a review rejection or a person's rejection starts one).
+    pub cycle: u32,
+    /// The branch holding the epic's work.
+    pub branch: String,
+    pub base_sha: String,
+    pub intent: Option<String>,
+    pub roles: Vec<String>,
+    pub stages: Vec<StageRow>,
+    /// Stage outputs and bookkeeping (plan, reviews, delivery, feedback), as JSON.
+    pub data: serde_json::Value,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
 /// A run's new state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunStateChange {
@@ -183,4 +242,15 @@ pub trait Store: Send + Sync {
     fn attempts_since(&self, since: i64) -> Result<Vec<AttemptRow>>;
     /// Events with `seq > after`, oldest first, optionally of one run only.
     fn events(&self, run_id: Option<&str>, after: u64, limit: usize) -> Result<Vec<Event>>;
+    /// Registers a project; fails with [`StoreError::Exists`] if the name is taken.
+    fn add_project(&self, project: &ProjectRow) -> Result<()>;
+    fn project(&self, name: &str) -> Result<Option<ProjectRow>>;
+    /// All projects by name.
+    fn projects(&self) -> Result<Vec<ProjectRow>>;
+    /// Creates or replaces an epic and appends its events, in one transaction; returns the
+    /// events' sequence numbers.
+    fn save_epic(&self, epic: &EpicRow, events: &[NewEvent]) -> Result<Vec<u64>>;
+    fn epic(&self, id: &str) -> Result<Option<EpicRow>>;
+    /// All epics, oldest first.
+    fn epics(&self) -> Result<Vec<EpicRow>>;
 }

@@ -1,7 +1,8 @@
 //! The embedded default store: one SQLite file in WAL mode.
 
 use crate::{
-    AccountRow, AttemptRow, Batch, Event, NewEvent, Result, RunRow, Store, StoreError, TaskRow,
+    AccountRow, AttemptRow, Batch, EpicRow, Event, NewEvent, ProjectRow, Result, RunRow, Store,
+    StoreError, TaskRow,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
@@ -80,6 +81,21 @@ CREATE TABLE accounts (
     updated_at INTEGER NOT NULL
 );
 CREATE INDEX attempts_by_start ON attempts(started_at);
+"#,
+    r#"
+CREATE TABLE projects (
+    name TEXT PRIMARY KEY,
+    doc TEXT NOT NULL
+);
+CREATE TABLE epics (
+    id TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX epics_by_created ON epics(created_at, id);
 "#,
 ];
 
@@ -315,7 +331,91 @@ fn run_from_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
 const RUN_COLUMNS: &str = "id, name, runbook_path, runbook_source, repo, base_sha, \
                            integration_branch, state, created_at, updated_at, finished_at";
 
+fn from_doc<T: serde::de::DeserializeOwned>(what: &str, doc: &str) -> Result<T> {
+    serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn to_doc<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("rows serialize")
+}
+
 impl Store for SqliteStore {
+    fn add_project(&self, project: &ProjectRow) -> Result<()> {
+        self.with(|conn| {
+            let n = conn.execute(
+                "INSERT INTO projects (name, doc) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+                params![project.name, to_doc(project)],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Exists("project", project.name.clone()));
+            }
+            Ok(())
+        })
+    }
+
+    fn project(&self, name: &str) -> Result<Option<ProjectRow>> {
+        self.with(|conn| {
+            let doc: Option<String> = conn
+                .query_row("SELECT doc FROM projects WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            doc.map(|d| from_doc("project", &d)).transpose()
+        })
+    }
+
+    fn projects(&self) -> Result<Vec<ProjectRow>> {
+        self.with(|conn| {
+            let mut st = conn.prepare("SELECT doc FROM projects ORDER BY name")?;
+            let docs = st
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            docs.iter().map(|d| from_doc("project", d)).collect()
+        })
+    }
+
+    fn save_epic(&self, epic: &EpicRow, events: &[NewEvent]) -> Result<Vec<u64>> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO epics (id, project, state, created_at, updated_at, doc)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (id) DO UPDATE SET project = excluded.project,
+                    state = excluded.state, updated_at = excluded.updated_at, doc = excluded.doc",
+                params![
+                    epic.id,
+                    epic.project,
+                    epic.state,
+                    epic.created_at,
+                    epic.updated_at,
+                    to_doc(epic)
+                ],
+            )?;
+            let out = insert_events(&tx, events)?;
+            tx.commit()?;
+            Ok(out.into_iter().map(|e| e.seq).collect())
+        })
+    }
+
+    fn epic(&self, id: &str) -> Result<Option<EpicRow>> {
+        self.with(|conn| {
+            let doc: Option<String> = conn
+                .query_row("SELECT doc FROM epics WHERE id = ?1", [id], |r| r.get(0))
+                .optional()?;
+            doc.map(|d| from_doc("epic", &d)).transpose()
+        })
+    }
+
+    fn epics(&self) -> Result<Vec<EpicRow>> {
+        self.with(|conn| {
+            let mut st = conn.prepare("SELECT doc FROM epics ORDER BY created_at, id")?;
+            let docs = st
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            docs.iter().map(|d| from_doc("epic", d)).collect()
+        })
+    }
+
     fn create_run(
         &self,
         run: &RunRow,

@@ -176,6 +176,7 @@ fn contract(store: &dyn Store) {
     assert!(store.commit(&bad).is_err());
     assert_eq!(store.events(None, 0, 100).unwrap().len(), before);
     assert_eq!(store.tasks("r1").unwrap()[1].state, "pending");
+    projects_and_epics(store);
 }
 
 #[test]
@@ -275,4 +276,83 @@ fn accounts_and_spend_since() {
         .collect();
     assert_eq!(since, [0.25]);
     assert_eq!(store.attempts_since(0).unwrap().len(), 2);
+}
+
+/// Projects are created once; epics are replaced whole with their events in one transaction.
+fn projects_and_epics(store: &dyn Store) {
+    use fleet_store::{EpicRow, ProjectRow, StageRow, StoreError};
+    let p = ProjectRow {
+        name: "web".into(),
+        repo: "/src/web".into(),
+        path: "/src/web".into(),
+        default_branch: "main".into(),
+        checks: vec!["make test".into()],
+        delivery: serde_json::json!({"kind": "pull_request", "repo": "o/web"}),
+        bible: Some("internal-apps".into()),
+        created_at: 1,
+    };
+    store.add_project(&p).unwrap();
+    assert!(matches!(
+        store.add_project(&p),
+        Err(StoreError::Exists("project", _))
+    ));
+    let mut q = p.clone();
+    q.name = "api".into();
+    store.add_project(&q).unwrap();
+    assert_eq!(store.project("web").unwrap(), Some(p.clone()));
+    assert_eq!(store.project("nope").unwrap(), None);
+    let names: Vec<String> = store
+        .projects()
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["api", "web"]);
+
+    let mut e = EpicRow {
+        id: "e1".into(),
+        project: "web".into(),
+        request: "add a login page".into(),
+        state: "plan".into(),
+        cycle: 1,
+        branch: "fleet/epics/e1".into(),
+        created_at: 10,
+        updated_at: 10,
+        ..EpicRow::default()
+    };
+    let before = store.events(None, 0, 10_000).unwrap().len();
+    let seqs = store
+        .save_epic(&e, &[event("e1", None, "epic.created")])
+        .unwrap();
+    assert_eq!(seqs.len(), 1);
+    e.stages.push(StageRow {
+        stage: "plan".into(),
+        cycle: 1,
+        run_id: Some("e1-plan-1".into()),
+        state: "passed".into(),
+        started_at: 11,
+        finished_at: Some(12),
+        detail: Some("3 tasks".into()),
+    });
+    e.state = "implement".into();
+    e.updated_at = 12;
+    let more = store
+        .save_epic(
+            &e,
+            &[
+                event("e1", None, "epic.stage"),
+                event("e1", None, "epic.stage"),
+            ],
+        )
+        .unwrap();
+    assert!(more[0] > seqs[0] && more[1] > more[0]);
+    assert_eq!(store.epic("e1").unwrap(), Some(e.clone()));
+    let mut e2 = e.clone();
+    e2.id = "e2".into();
+    e2.created_at = 20;
+    store.save_epic(&e2, &[]).unwrap();
+    let ids: Vec<String> = store.epics().unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(ids, ["e1", "e2"]);
+    assert_eq!(store.events(Some("e1"), 0, 100).unwrap().len(), 3);
+    assert_eq!(store.events(None, 0, 10_000).unwrap().len(), before + 3);
 }

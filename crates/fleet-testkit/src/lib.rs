@@ -33,6 +33,7 @@
 //! ```
 
 mod anthropic;
+pub mod forge;
 mod gemini;
 mod openai;
 mod scenario;

@@ -3,6 +3,7 @@
 
 mod agents;
 mod demo;
+mod epics;
 mod progress;
 mod views;
 
@@ -92,11 +93,145 @@ enum Command {
         #[command(subcommand)]
         command: AgentsCommand,
     },
+    /// Projects: the repositories requests are delivered into.
+    Project {
+        #[command(subcommand)]
+        command: ProjectCommand,
+    },
+    /// Requests (epics): planned, implemented, reviewed and delivered by the fleet.
+    Task {
+        #[command(subcommand)]
+        command: TaskCommand,
+    },
+    /// Checks an artifact an agent wrote (the stages' acceptance checks run this).
+    #[command(hide = true)]
+    Artifact {
+        #[command(subcommand)]
+        command: ArtifactCommand,
+    },
     /// Make a throwaway repository with a small project and a runbook, and run it.
     Demo {
         /// Where to create the demo repository (default: a new directory under the temp dir).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+}
+
+// Parsed once per process; boxing the big variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+enum ProjectCommand {
+    /// Register a project: a git repository (path or URL), its checks and its delivery.
+    Add {
+        name: String,
+        /// A local repository, or a URL to clone into .fleet/repos/<name>.
+        #[arg(long)]
+        repo: String,
+        /// The branch results build on and are delivered into (default: the checked-out one).
+        #[arg(long)]
+        branch: Option<String>,
+        /// A command that defines "green" for every task (repeatable).
+        #[arg(long = "check", value_name = "COMMAND")]
+        checks: Vec<String>,
+        /// branch | pull_request | deploy.
+        #[arg(long, default_value = "branch")]
+        delivery: String,
+        /// Pull requests: github | gitlab.
+        #[arg(long)]
+        forge: Option<String>,
+        /// The forge's API (default: api.github.com / gitlab.com/api/v4).
+        #[arg(long)]
+        api_url: Option<String>,
+        /// OWNER/NAME on GitHub, the project path on GitLab.
+        #[arg(long)]
+        forge_repo: Option<String>,
+        /// Name of the env var holding the forge token (default GITHUB_TOKEN / GITLAB_TOKEN).
+        #[arg(long)]
+        token_env: Option<String>,
+        /// The git remote the branch is pushed to (default origin).
+        #[arg(long)]
+        remote: Option<String>,
+        /// Deploys: the command; the last URL it prints is the result.
+        #[arg(long)]
+        deploy_command: Option<String>,
+        /// The bible (bibles/<name>.md) the project follows.
+        #[arg(long)]
+        bible: Option<String>,
+    },
+    /// List projects.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TaskCommand {
+    /// Submit a request to a project; works on it until it awaits acceptance.
+    Add {
+        request: String,
+        #[arg(long)]
+        project: String,
+        /// Only record the request (a server or `fleet task resume` works on it).
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// List epics.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The whole story of an epic: stages, agents, cycles, reviews, spend.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept the delivered result.
+    Accept { id: String },
+    /// Reject the delivered result: the comment becomes fix tasks of the next cycle.
+    Reject {
+        id: String,
+        #[arg(long)]
+        comment: String,
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Cancel an epic.
+    Cancel { id: String },
+    /// Continue working on an epic (after a stop, or one submitted with --no-wait).
+    Resume {
+        id: String,
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Read new review comments on the epic's pull request; they become rework.
+    Sync {
+        id: String,
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long, short)]
+        quiet: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ArtifactCommand {
+    /// Validate a plan.json or review.json; exit 1 with the errors.
+    Check {
+        /// plan | review
+        kind: String,
+        file: PathBuf,
+        /// Roles tasks may have (comma-separated).
+        #[arg(long, default_value = "")]
+        roles: String,
+        /// Task ids that exist already (comma-separated).
+        #[arg(long, default_value = "")]
+        existing: String,
     },
 }
 
@@ -213,6 +348,76 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
             Ok(exit::PASSED)
         }
         Command::Demo { dir } => demo::run(dir),
+        Command::Artifact {
+            command:
+                ArtifactCommand::Check {
+                    kind,
+                    file,
+                    roles,
+                    existing,
+                },
+        } => epics::artifact_check(&kind, &file, &roles, &existing),
+        Command::Project { command } => {
+            let home = epics::instance_home(cli.home)?;
+            match command {
+                ProjectCommand::Add {
+                    name,
+                    repo,
+                    branch,
+                    checks,
+                    delivery,
+                    forge,
+                    api_url,
+                    forge_repo,
+                    token_env,
+                    remote,
+                    deploy_command,
+                    bible,
+                } => epics::project_add(
+                    &home,
+                    epics::NewProject {
+                        name,
+                        repo,
+                        branch,
+                        checks,
+                        delivery,
+                        forge,
+                        api_url,
+                        forge_repo,
+                        token_env,
+                        remote,
+                        deploy_command,
+                        bible,
+                    },
+                ),
+                ProjectCommand::Ls { json } => epics::project_ls(&home, json),
+            }
+        }
+        Command::Task { command } => {
+            let home = epics::instance_home(cli.home)?;
+            match command {
+                TaskCommand::Add {
+                    request,
+                    project,
+                    no_wait,
+                    quiet,
+                } => epics::add(&home, &project, &request, !no_wait, quiet),
+                TaskCommand::Ls { json } => epics::ls(&home, json),
+                TaskCommand::Show { id, json } => epics::show(&home, &id, json),
+                TaskCommand::Accept { id } => epics::accept(&home, &id),
+                TaskCommand::Reject {
+                    id,
+                    comment,
+                    no_wait,
+                    quiet,
+                } => epics::reject(&home, &id, &comment, !no_wait, quiet),
+                TaskCommand::Cancel { id } => epics::cancel(&home, &id),
+                TaskCommand::Resume { id, quiet } => epics::resume(&home, &id, quiet),
+                TaskCommand::Sync { id, no_wait, quiet } => {
+                    epics::sync(&home, &id, !no_wait, quiet)
+                }
+            }
+        }
         Command::Agents { command } => {
             let instance =
                 load_instance(find_home(cli.home, &std::env::current_dir()?).as_deref())?;

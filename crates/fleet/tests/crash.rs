@@ -997,10 +997,12 @@ fn verify(
                 "task {id}: terminal events {terminal:?}, expected exactly [{want_terminal}]"
             ));
         }
-        if matches!(expected[id], "merged" | "passed") && of_task("task.passed") != 1 {
+        // Once, plus once more for each time the merge queue rebased it onto work that landed
+        // meanwhile and checked it again (a re-check cut short by a kill passes no more).
+        let (passes, rebases) = (of_task("task.passed"), of_task("task.rebased"));
+        if matches!(expected[id], "merged" | "passed") && !(1..=1 + rebases).contains(&passes) {
             problems.push(format!(
-                "task {id}: {} task.passed events, expected 1",
-                of_task("task.passed")
+                "task {id}: {passes} task.passed events, expected 1 (+ up to {rebases} re-checks)"
             ));
         }
         let merged_events = of_task("task.merged");

@@ -1,0 +1,379 @@
+//! An epic's life: Research -> (Architect) -> Plan -> Implement -> Review -> Deliver ->
+//! awaiting acceptance, with its cycles and its recurring-problem ladder.
+//!
+//! ```text
+//! research -> [architect] -> plan -> implement -> review -> deliver -> awaiting_acceptance -> done
+//!                 ^            ^  \      |          |                      |
+//!                 |            |   +-----+ (tasks failed: re-plan them)    |
+//!                 |            +--------------------+ (review rejected: fix tasks, next cycle)
+//!                 |            +-------------------------------------------+ (person rejected /
+//!                 +------------ (re-planning did not help: re-plan the architecture)  PR comments)
+//! any -> failed (a limit was reached, with the reason); any -> cancelled
+//! ```
+//! Plain functions over data: the pipeline runs a stage, reports how it ended, and persists
+//! the [`Step`] this module returns before acting on it.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Research,
+    Architect,
+    Plan,
+    Implement,
+    Review,
+    Deliver,
+    AwaitingAcceptance,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 10] = [
+        Stage::Research,
+        Stage::Architect,
+        Stage::Plan,
+        Stage::Implement,
+        Stage::Review,
+        Stage::Deliver,
+        Stage::AwaitingAcceptance,
+        Stage::Done,
+        Stage::Failed,
+        Stage::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Research => "research",
+            Stage::Architect => "architect",
+            Stage::Plan => "plan",
+            Stage::Implement => "implement",
+            Stage::Review => "review",
+            Stage::Deliver => "deliver",
+            Stage::AwaitingAcceptance => "awaiting_acceptance",
+            Stage::Done => "done",
+            Stage::Failed => "failed",
+            Stage::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Nothing more happens to the epic.
+    pub fn is_final(self) -> bool {
+        matches!(self, Stage::Done | Stage::Failed | Stage::Cancelled)
+    }
+
+    /// Fleet works on it (as opposed to waiting for a person or having ended).
+    pub fn is_working(self) -> bool {
+        !self.is_final() && self != Stage::AwaitingAcceptance
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Limits of the loops (from the project or instance config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Plan -> result cycles (the first included) before the epic gives up.
+    pub max_cycles: u32,
+    /// Re-plans of failed tasks within one cycle before re-planning the architecture.
+    pub max_replans: u32,
+    /// Times the architecture may be re-planned over the epic's life.
+    pub max_rearchitects: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_cycles: 4,
+            max_replans: 1,
+            max_rearchitects: 1,
+        }
+    }
+}
+
+/// Where the epic stands, as the pure machine needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpicState {
+    pub stage: Stage,
+    /// Plan -> result cycles begun (1 from the first plan on).
+    pub cycle: u32,
+    /// Re-plans of failed tasks in the current cycle.
+    pub replans: u32,
+    pub rearchitects: u32,
+    /// The project has a context file already (no research needed).
+    pub has_context: bool,
+    /// The request needs an architecture note before planning.
+    pub needs_design: bool,
+}
+
+impl EpicState {
+    pub fn new(has_context: bool, needs_design: bool) -> EpicState {
+        EpicState {
+            stage: if has_context {
+                if needs_design {
+                    Stage::Architect
+                } else {
+                    Stage::Plan
+                }
+            } else {
+                Stage::Research
+            },
+            cycle: 0,
+            replans: 0,
+            rearchitects: 0,
+            has_context,
+            needs_design,
+        }
+    }
+}
+
+/// How a stage (or a person) ended the current step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The stage did its job (research written, plan valid, every task landed, delivered).
+    Passed,
+    /// The stage's agent could not produce its artifact, after its own retries and swaps.
+    Failed {
+        why: String,
+    },
+    /// Implement: some tasks failed after every swap and escalation.
+    TasksFailed {
+        tasks: Vec<String>,
+    },
+    /// Review: approved.
+    Approved,
+    /// Review: rejected with a bug report.
+    Rejected,
+    /// A person accepted the delivered result.
+    Accepted,
+    /// A person rejected it (or review comments arrived on its pull request).
+    Reworked,
+    Cancel,
+}
+
+/// What happens next, and why (the why is an event and shows in `fleet task show`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub state: EpicState,
+    pub why: String,
+}
+
+/// The next stage after `outcome` of the current one.
+pub fn next(state: &EpicState, outcome: &Outcome, limits: &Limits) -> Step {
+    let mut s = state.clone();
+    fn go(mut s: EpicState, stage: Stage, why: String) -> Step {
+        s.stage = stage;
+        Step { state: s, why }
+    }
+    if *outcome == Outcome::Cancel {
+        return go(s, Stage::Cancelled, "cancelled".into());
+    }
+    if let Outcome::Failed { why } = outcome
+        && state.stage.is_working()
+    {
+        return go(
+            s,
+            Stage::Failed,
+            format!("{} could not finish: {why}", state.stage),
+        );
+    }
+    let new_cycle = |s: &EpicState, why: &str| -> Step {
+        if s.cycle >= limits.max_cycles {
+            let mut f = s.clone();
+            f.stage = Stage::Failed;
+            return Step {
+                state: f,
+                why: format!("{why}, but {} cycles were spent (limit)", s.cycle),
+            };
+        }
+        let mut n = s.clone();
+        n.stage = Stage::Plan;
+        n.cycle += 1;
+        n.replans = 0;
+        Step {
+            state: n,
+            why: format!("{why}: planning fix tasks (cycle {})", s.cycle + 1),
+        }
+    };
+    match (state.stage, outcome) {
+        (Stage::Research, Outcome::Passed) => {
+            s.has_context = true;
+            if s.needs_design {
+                go(
+                    s,
+                    Stage::Architect,
+                    "context written; the request needs design".into(),
+                )
+            } else {
+                go(s, Stage::Plan, "context written".into())
+            }
+        }
+        (Stage::Architect, Outcome::Passed) => {
+            go(s, Stage::Plan, "architecture note written".into())
+        }
+        (Stage::Plan, Outcome::Passed) => {
+            if s.cycle == 0 {
+                s.cycle = 1;
+            }
+            go(s, Stage::Implement, "the plan is valid and atomic".into())
+        }
+        (Stage::Implement, Outcome::Passed) => go(
+            s,
+            Stage::Review,
+            "every task passed its checks and landed".into(),
+        ),
+        (Stage::Implement, Outcome::TasksFailed { tasks }) => {
+            let list = tasks.join(", ");
+            if s.replans < limits.max_replans {
+                s.replans += 1;
+                go(
+                    s,
+                    Stage::Plan,
+                    format!("{list} failed after every agent tried: re-planning them"),
+                )
+            } else if s.rearchitects < limits.max_rearchitects {
+                s.rearchitects += 1;
+                s.replans = 0;
+                s.needs_design = true;
+                go(
+                    s,
+                    Stage::Architect,
+                    format!("{list} failed again after re-planning: re-planning the architecture"),
+                )
+            } else {
+                go(
+                    s,
+                    Stage::Failed,
+                    format!("{list} failed after re-planning the tasks and the architecture"),
+                )
+            }
+        }
+        (Stage::Review, Outcome::Approved) => go(s, Stage::Deliver, "the review approved".into()),
+        (Stage::Review, Outcome::Rejected) => new_cycle(state, "the review sent it back"),
+        (Stage::Deliver, Outcome::Passed) => go(
+            s,
+            Stage::AwaitingAcceptance,
+            "delivered; waiting for a person to accept".into(),
+        ),
+        (Stage::AwaitingAcceptance, Outcome::Accepted) => go(s, Stage::Done, "accepted".into()),
+        (Stage::AwaitingAcceptance, Outcome::Reworked) => {
+            new_cycle(state, "a person asked for changes")
+        }
+        (stage, outcome) => Step {
+            state: state.clone(),
+            why: format!("{outcome:?} does not apply to an epic in {stage}; nothing changes"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(stage: Stage) -> EpicState {
+        let mut s = EpicState::new(true, false);
+        s.stage = stage;
+        s.cycle = 1;
+        s
+    }
+
+    #[test]
+    fn starts_with_research_only_without_context() {
+        assert_eq!(EpicState::new(false, false).stage, Stage::Research);
+        assert_eq!(EpicState::new(true, false).stage, Stage::Plan);
+        assert_eq!(EpicState::new(true, true).stage, Stage::Architect);
+        let l = Limits::default();
+        let s = next(&EpicState::new(false, true), &Outcome::Passed, &l).state;
+        assert_eq!((s.stage, s.has_context), (Stage::Architect, true));
+    }
+
+    #[test]
+    fn the_happy_path_ends_awaiting_acceptance_then_done() {
+        let l = Limits::default();
+        let mut s = EpicState::new(false, false);
+        for (o, want) in [
+            (Outcome::Passed, Stage::Plan),
+            (Outcome::Passed, Stage::Implement),
+            (Outcome::Passed, Stage::Review),
+            (Outcome::Approved, Stage::Deliver),
+            (Outcome::Passed, Stage::AwaitingAcceptance),
+            (Outcome::Accepted, Stage::Done),
+        ] {
+            s = next(&s, &o, &l).state;
+            assert_eq!(s.stage, want);
+        }
+        assert_eq!(s.cycle, 1);
+    }
+
+    #[test]
+    fn rejections_start_counted_cycles_until_the_limit() {
+        let l = Limits {
+            max_cycles: 2,
+            ..Limits::default()
+        };
+        let s = next(&at(Stage::Review), &Outcome::Rejected, &l);
+        assert_eq!((s.state.stage, s.state.cycle), (Stage::Plan, 2));
+        assert!(s.why.contains("cycle 2"), "{}", s.why);
+        let mut waiting = s.state.clone();
+        waiting.stage = Stage::AwaitingAcceptance;
+        let f = next(&waiting, &Outcome::Reworked, &l);
+        assert_eq!(f.state.stage, Stage::Failed);
+        assert!(f.why.contains("2 cycles"), "{}", f.why);
+    }
+
+    #[test]
+    fn failing_tasks_climb_the_ladder_replan_then_architecture_then_fail() {
+        let l = Limits::default();
+        let failed = Outcome::TasksFailed {
+            tasks: vec!["api".into()],
+        };
+        let s1 = next(&at(Stage::Implement), &failed, &l).state;
+        assert_eq!((s1.stage, s1.replans), (Stage::Plan, 1));
+        let mut s2 = s1.clone();
+        s2.stage = Stage::Implement;
+        let s3 = next(&s2, &failed, &l);
+        assert_eq!(s3.state.stage, Stage::Architect);
+        assert!(s3.why.contains("architecture"));
+        let mut s4 = s3.state.clone();
+        s4.stage = Stage::Implement;
+        s4.replans = 1;
+        assert_eq!(next(&s4, &failed, &l).state.stage, Stage::Failed);
+    }
+
+    #[test]
+    fn a_stage_failure_fails_the_epic_with_its_reason_and_odd_outcomes_change_nothing() {
+        let l = Limits::default();
+        let f = next(
+            &at(Stage::Plan),
+            &Outcome::Failed {
+                why: "plan invalid 3 times".into(),
+            },
+            &l,
+        );
+        assert_eq!(f.state.stage, Stage::Failed);
+        assert!(f.why.contains("plan could not finish"));
+        let s = at(Stage::Done);
+        assert_eq!(next(&s, &Outcome::Approved, &l).state, s);
+        assert_eq!(
+            next(&at(Stage::Review), &Outcome::Cancel, &l).state.stage,
+            Stage::Cancelled
+        );
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in Stage::ALL {
+            assert_eq!(Stage::parse(s.as_str()), Some(s));
+        }
+    }
+}

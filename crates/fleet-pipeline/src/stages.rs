@@ -1,0 +1,885 @@
+//! Each stage as an engine run: the runbook it generates, how its artifact is read back, and
+//! what the pure machine is told about how it ended.
+
+use crate::{DeliverySpec, EpicData, EpicTask, Pipeline, PipelineError, Result, ReviewRecord};
+use fleet_core::epic::{Outcome, Stage};
+use fleet_core::work_plan::{
+    PlanContext, Review, Verdict, WorkPlan, validate_plan, validate_review,
+};
+use fleet_store::{EpicRow, ProjectRow, RunRow};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Where agents of non-code roles leave what they return.
+const OUT: &str = ".fleet-out";
+const MAX_TASKS: usize = 50;
+
+/// `fleet artifact check KIND FILE`: what a stage's acceptance check runs on the artifact an
+/// agent wrote, so an invalid plan or review goes back to the agent with the errors (the
+/// Do -> Check -> Fix loop) before it ever reaches the pipeline.
+pub fn artifact_check(
+    kind: &str,
+    text: &str,
+    roles: &[String],
+    existing: &[String],
+) -> std::result::Result<(), Vec<String>> {
+    match kind {
+        "plan" => {
+            let plan: WorkPlan = serde_json::from_str(text)
+                .map_err(|e| vec![format!("plan.json is not a valid plan: {e}")])?;
+            let ctx = PlanContext {
+                known_roles: roles.to_vec(),
+                existing: existing.to_vec(),
+                max_tasks: MAX_TASKS,
+            };
+            validate_plan(&plan, &ctx)
+                .map(|_| ())
+                .map_err(|errs| errs.iter().map(|e| e.to_string()).collect())
+        }
+        "review" => {
+            let review: Review = serde_json::from_str(text)
+                .map_err(|e| vec![format!("review.json is not a valid review: {e}")])?;
+            validate_review(&review).map_err(|errs| errs.iter().map(|e| e.to_string()).collect())
+        }
+        other => Err(vec![format!(
+            "unknown artifact kind {other:?} (expected plan or review)"
+        )]),
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The roles atomic tasks may be given: every role that writes code.
+fn code_roles(p: &Pipeline) -> Vec<String> {
+    p.library
+        .roles
+        .values()
+        .filter(|r| r.writes_code)
+        .map(|r| r.name.clone())
+        .collect()
+}
+
+/// What defines "green" for every task: the project's checks, then its bible's defaults.
+fn project_checks(p: &Pipeline, project: &ProjectRow) -> Vec<String> {
+    let mut checks = project.checks.clone();
+    if let Some(b) = project.bible.as_deref().and_then(|b| p.library.bible(b)) {
+        for c in &b.checks {
+            if !checks.contains(c) {
+                checks.push(c.clone());
+            }
+        }
+    }
+    checks
+}
+
+fn bullet(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|i| format!("- {i}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The variables every role template may use.
+fn vars(
+    p: &Pipeline,
+    epic: &EpicRow,
+    data: &EpicData,
+    project: &ProjectRow,
+) -> BTreeMap<&'static str, String> {
+    let mut v: BTreeMap<&'static str, String> = BTreeMap::new();
+    for k in fleet_config::TEMPLATE_VARS {
+        v.insert(k, String::new());
+    }
+    let mut request = epic.request.clone();
+    if let Some(intent) = &epic.intent {
+        request.push_str(&format!(
+            "\n\n(Fleet routed this request as `{intent}`; roles for its work: {}.)",
+            epic.roles.join(", ")
+        ));
+    }
+    v.insert("request", request);
+    v.insert("project", project.name.clone());
+    let bible = project.bible.as_deref().and_then(|b| p.library.bible(b));
+    v.insert("bible", bible.map(|b| b.prompt_text()).unwrap_or_default());
+    v.insert(
+        "context",
+        std::fs::read_to_string(p.context_file(&project.name)).unwrap_or_default(),
+    );
+    v.insert("architecture", data.architecture.clone());
+    v.insert("feedback", data.feedback.clone());
+    v.insert("cycle", epic.cycle.max(1).to_string());
+    v.insert(
+        "existing_tasks",
+        data.tasks
+            .iter()
+            .map(|t| format!("- {} ({}, cycle {}): {}", t.id, t.state, t.cycle, t.title))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    v
+}
+
+fn render(
+    p: &Pipeline,
+    role: &str,
+    vars: &BTreeMap<&'static str, String>,
+    bible: Option<&str>,
+) -> Result<String> {
+    let r = p
+        .library
+        .role(role)
+        .ok_or_else(|| PipelineError::Invalid(format!("no role {role:?}")))?;
+    let mut vars = vars.clone();
+    let skills = p.library.skills_for(role, bible);
+    vars.insert("skills", fleet_config::skills_text(&skills));
+    let borrowed: BTreeMap<&str, String> = vars.into_iter().collect();
+    r.render(&borrowed)
+        .map_err(|e| PipelineError::Other(format!("role {role}: {e}")))
+}
+
+/// Starts (or, after a crash, resumes or reads back) the engine run `name` of `runbook`.
+async fn run(
+    p: &Pipeline,
+    epic: &EpicRow,
+    name: &str,
+    runbook: Value,
+    integration: Option<&str>,
+) -> Result<RunRow> {
+    if let Some(row) = p.store.runs()?.into_iter().find(|r| r.name == name) {
+        if !matches!(row.state.as_str(), "passed" | "failed" | "cancelled") {
+            fleet_engine::resume(
+                p.layout.clone(),
+                p.store.clone(),
+                &row.id,
+                &p.instance,
+                p.engine_options(),
+            )
+            .await?;
+        }
+        return finished(p, &row.id);
+    }
+    let source = serde_json::to_string_pretty(&runbook).expect("runbooks serialize");
+    let dir = p.layout.root().join("epics").join(&epic.id);
+    std::fs::create_dir_all(&dir).map_err(|e| PipelineError::Other(e.to_string()))?;
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, &source).map_err(|e| PipelineError::Other(e.to_string()))?;
+    let rb = fleet_config::parse_runbook(&path, &source).map_err(|e| {
+        PipelineError::Other(
+            e.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    let mut plan = fleet_engine::plan_from_runbook(&rb, &p.instance).map_err(|e| {
+        PipelineError::Invalid(
+            e.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    plan.integration = integration.map(str::to_string);
+    let report =
+        fleet_engine::start(p.layout.clone(), p.store.clone(), plan, p.engine_options()).await?;
+    finished(p, &report.run_id)
+}
+
+fn finished(p: &Pipeline, run_id: &str) -> Result<RunRow> {
+    let row = p
+        .store
+        .run(run_id)?
+        .ok_or_else(|| PipelineError::Other(format!("run {run_id} vanished")))?;
+    if row.state == "interrupted" || row.state == "running" {
+        return Err(PipelineError::Interrupted(run_id.to_string()));
+    }
+    Ok(row)
+}
+
+fn base_runbook(
+    p: &Pipeline,
+    epic: &EpicRow,
+    project: &ProjectRow,
+    name: &str,
+    tasks: Vec<Value>,
+) -> Value {
+    let concurrency = p.concurrency;
+    json!({
+        "name": name,
+        "repo": project.path,
+        "base": epic.branch,
+        "concurrency": concurrency,
+        "tasks": tasks,
+    })
+}
+
+/// A stage whose one agent writes one artifact, checked by `check`. Returns the run and the
+/// artifact's text (`None` when the agent never produced a valid one).
+#[allow(clippy::too_many_arguments)]
+async fn artifact_stage(
+    p: &Pipeline,
+    epic: &EpicRow,
+    project: &ProjectRow,
+    name: &str,
+    role: &str,
+    prompt: String,
+    artifact: &str,
+    check: String,
+) -> Result<(RunRow, Option<String>)> {
+    let task = json!({
+        "id": role,
+        "role": role,
+        "prompt": prompt,
+        "checks": [check],
+    });
+    let rb = base_runbook(p, epic, project, name, vec![task]);
+    let row = run(p, epic, name, rb, None).await?;
+    if row.state != "passed" {
+        return Ok((row, None));
+    }
+    let repo = fleet_git::Repo::open(Path::new(&project.path))?;
+    let text = repo.read_file(&row.integration_branch, &format!("{OUT}/{artifact}"))?;
+    Ok((row, text))
+}
+
+/// Why the run's tasks did not pass, for stage details.
+fn run_failure(p: &Pipeline, row: &RunRow) -> String {
+    p.store
+        .tasks(&row.id)
+        .map(|ts| {
+            ts.iter()
+                .filter(|t| t.state != "merged" && t.state != "passed")
+                .map(|t| {
+                    format!(
+                        "{} {}: {}",
+                        t.id,
+                        t.state,
+                        t.reason.as_deref().unwrap_or("")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_default()
+}
+
+type StageEnd = (Outcome, String, Option<String>);
+
+pub(crate) async fn run_stage(
+    p: &Pipeline,
+    epic: &mut EpicRow,
+    data: &mut EpicData,
+    project: &ProjectRow,
+    stage: Stage,
+    name: &str,
+) -> Result<StageEnd> {
+    let v = vars(p, epic, data, project);
+    let bible = project.bible.as_deref();
+    match stage {
+        Stage::Research => {
+            let prompt = render(p, "researcher", &v, bible)?;
+            let (row, text) = artifact_stage(
+                p,
+                epic,
+                project,
+                name,
+                "researcher",
+                prompt,
+                "context.md",
+                format!("test -s {OUT}/context.md"),
+            )
+            .await?;
+            let Some(text) = text else {
+                return Ok(fail(
+                    format!("no context file: {}", run_failure(p, &row)),
+                    &row,
+                ));
+            };
+            let path = p.context_file(&project.name);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| PipelineError::Other(e.to_string()))?;
+            }
+            std::fs::write(&path, &text).map_err(|e| PipelineError::Other(e.to_string()))?;
+            Ok((
+                Outcome::Passed,
+                format!("context written to {}", path.display()),
+                Some(row.id),
+            ))
+        }
+        Stage::Architect => {
+            let prompt = render(p, "architect", &v, bible)?;
+            let (row, text) = artifact_stage(
+                p,
+                epic,
+                project,
+                name,
+                "architect",
+                prompt,
+                "architecture.md",
+                format!("test -s {OUT}/architecture.md"),
+            )
+            .await?;
+            let Some(text) = text else {
+                return Ok(fail(
+                    format!("no architecture note: {}", run_failure(p, &row)),
+                    &row,
+                ));
+            };
+            data.architecture = text;
+            Ok((
+                Outcome::Passed,
+                "architecture note written".into(),
+                Some(row.id),
+            ))
+        }
+        Stage::Plan => {
+            let roles = code_roles(p);
+            let existing: Vec<String> = data.tasks.iter().map(|t| t.id.clone()).collect();
+            let check = format!(
+                "{} artifact check plan {OUT}/plan.json --roles {} --existing {}",
+                shell_quote(&p.fleet_exe.display().to_string()),
+                shell_quote(&roles.join(",")),
+                shell_quote(&existing.join(","))
+            );
+            let prompt = render(p, "planner", &v, bible)?;
+            let (row, text) = artifact_stage(
+                p,
+                epic,
+                project,
+                name,
+                "planner",
+                prompt,
+                "plan.json",
+                check,
+            )
+            .await?;
+            let Some(text) = text else {
+                return Ok(fail(
+                    format!("no valid plan: {}", run_failure(p, &row)),
+                    &row,
+                ));
+            };
+            let plan: WorkPlan = serde_json::from_str(&text)
+                .map_err(|e| PipelineError::Other(format!("plan.json: {e}")))?;
+            let ctx = PlanContext {
+                known_roles: roles,
+                existing,
+                max_tasks: MAX_TASKS,
+            };
+            let valid = validate_plan(&plan, &ctx).map_err(|e| {
+                PipelineError::Other(format!(
+                    "the plan passed its check but not validation: {}",
+                    e.iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ))
+            })?;
+            let cycle = epic.cycle.max(1);
+            data.plan_summary = valid.summary().to_string();
+            let mut ids = Vec::new();
+            for t in valid.into_tasks() {
+                ids.push(t.id.clone());
+                data.tasks.push(EpicTask {
+                    id: t.id,
+                    phase: t.phase,
+                    title: t.title,
+                    role: t.role,
+                    description: t.description,
+                    depends_on: t.depends_on,
+                    commands: t.commands,
+                    statements: t.statements,
+                    cycle,
+                    state: "planned".into(),
+                    run_id: None,
+                    reason: None,
+                });
+            }
+            data.feedback.clear();
+            Ok((
+                Outcome::Passed,
+                format!("{} atomic tasks: {}", ids.len(), ids.join(", ")),
+                Some(row.id),
+            ))
+        }
+        Stage::Implement => implement(p, epic, data, project, name, &v).await,
+        Stage::Review => review(p, epic, data, project, name, &v).await,
+        Stage::Deliver => deliver(p, epic, data, project).await,
+        other => Ok((
+            Outcome::Failed {
+                why: format!("{other} is not a stage Fleet runs"),
+            },
+            String::new(),
+            None,
+        )),
+    }
+}
+
+fn fail(why: String, row: &RunRow) -> StageEnd {
+    (
+        Outcome::Failed { why: why.clone() },
+        why,
+        Some(row.id.clone()),
+    )
+}
+
+async fn implement(
+    p: &Pipeline,
+    epic: &EpicRow,
+    data: &mut EpicData,
+    project: &ProjectRow,
+    name: &str,
+    v: &BTreeMap<&'static str, String>,
+) -> Result<StageEnd> {
+    let planned: Vec<usize> = (0..data.tasks.len())
+        .filter(|&i| data.tasks[i].state == "planned")
+        .collect();
+    if planned.is_empty() {
+        return Ok((Outcome::Passed, "nothing left to implement".into(), None));
+    }
+    let in_run: Vec<String> = planned.iter().map(|&i| data.tasks[i].id.clone()).collect();
+    let green = project_checks(p, project);
+    let mut tasks = Vec::new();
+    for &i in &planned {
+        let t = &data.tasks[i];
+        let mut v = v.clone();
+        v.insert(
+            "task",
+            format!("{} ({})\n\n{}", t.title, t.id, t.description),
+        );
+        let mut acceptance: Vec<String> = t
+            .commands
+            .iter()
+            .map(|c| format!("`{c}` exits 0"))
+            .collect();
+        acceptance.extend(t.statements.iter().cloned());
+        acceptance.extend(
+            project
+                .checks
+                .iter()
+                .map(|c| format!("`{c}` exits 0 (project check)")),
+        );
+        v.insert("acceptance", bullet(&acceptance));
+        let prompt = render(p, &t.role, &v, project.bible.as_deref())?;
+        let mut checks = t.commands.clone();
+        checks.extend(green.iter().cloned());
+        // Tasks of earlier cycles have landed already; only this run's order matters.
+        let deps: Vec<&String> = t.depends_on.iter().filter(|d| in_run.contains(d)).collect();
+        tasks.push(json!({
+            "id": t.id,
+            "role": t.role,
+            "prompt": prompt,
+            "checks": checks,
+            "depends_on": deps,
+        }));
+    }
+    let rb = base_runbook(p, epic, project, name, tasks);
+    let row = run(p, epic, name, rb, Some(&epic.branch)).await?;
+    let rows = p.store.tasks(&row.id)?;
+    let mut failed = Vec::new();
+    for r in &rows {
+        if let Some(t) = data
+            .tasks
+            .iter_mut()
+            .find(|t| t.id == r.id && t.state == "planned")
+        {
+            t.state = r.state.clone();
+            t.run_id = Some(row.id.clone());
+            t.reason = r.reason.clone();
+            if r.state != "merged" {
+                failed.push(r.id.clone());
+            }
+        }
+    }
+    if failed.is_empty() {
+        return Ok((
+            Outcome::Passed,
+            format!("{} tasks landed on {}", rows.len(), epic.branch),
+            Some(row.id),
+        ));
+    }
+    data.feedback = format!(
+        "These tasks could not be done, after every agent tried (re-plan them as new, smaller \
+         tasks with new ids; what landed stays):\n{}",
+        rows.iter()
+            .filter(|r| failed.contains(&r.id))
+            .map(|r| format!(
+                "- {} ({}): {}",
+                r.id,
+                r.state,
+                r.reason.as_deref().unwrap_or("")
+            ))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    Ok((
+        Outcome::TasksFailed {
+            tasks: failed.clone(),
+        },
+        format!("failed: {}", failed.join(", ")),
+        Some(row.id),
+    ))
+}
+
+async fn review(
+    p: &Pipeline,
+    epic: &EpicRow,
+    data: &mut EpicData,
+    project: &ProjectRow,
+    name: &str,
+    v: &BTreeMap<&'static str, String>,
+) -> Result<StageEnd> {
+    let repo = fleet_git::Repo::open(Path::new(&project.path))?;
+    let mut commands: Vec<String> = Vec::new();
+    let mut statements: Vec<String> = Vec::new();
+    for t in &data.tasks {
+        for c in &t.commands {
+            if !commands.contains(c) {
+                commands.push(c.clone());
+            }
+        }
+        statements.extend(t.statements.iter().map(|s| format!("{} ({})", s, t.id)));
+    }
+    for c in project_checks(p, project) {
+        if !commands.contains(&c) {
+            commands.push(c);
+        }
+    }
+    let mut v = v.clone();
+    // The reviewer gets no developer context: the request, the criteria and the diff.
+    v.insert("feedback", String::new());
+    v.insert("architecture", String::new());
+    let mut acceptance: Vec<String> = commands.iter().map(|c| format!("`{c}` exits 0")).collect();
+    acceptance.extend(statements.iter().cloned());
+    v.insert("acceptance", bullet(&acceptance));
+    v.insert("diff", repo.diff(&epic.base_sha, &epic.branch, 40_000)?);
+    v.insert(
+        "plan",
+        data.tasks
+            .iter()
+            .map(|t| format!("- {}: {} [{}]", t.id, t.title, t.state))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    let prompt = render(p, "reviewer", &v, project.bible.as_deref())?;
+    let check = format!(
+        "{} artifact check review {OUT}/review.json",
+        shell_quote(&p.fleet_exe.display().to_string())
+    );
+    // Fleet runs every acceptance command itself, in a fresh worktree of the epic's branch.
+    let verify = json!({"id": "verify", "command": "true", "checks": commands, "retries": 0});
+    let reviewer = json!({"id": "review", "role": "reviewer", "prompt": prompt, "checks": [check]});
+    let rb = base_runbook(p, epic, project, name, vec![verify, reviewer]);
+    let row = run(p, epic, name, rb, None).await?;
+    let rows = p.store.tasks(&row.id)?;
+    let state_of = |id: &str| rows.iter().find(|r| r.id == id).cloned();
+    let verify_row = state_of("verify");
+    let checks_passed = verify_row
+        .as_ref()
+        .is_some_and(|r| r.state == "merged" || r.state == "passed");
+    let review_ok = state_of("review").is_some_and(|r| r.state == "merged");
+    let review: Option<Review> = if review_ok {
+        repo.read_file(&row.integration_branch, &format!("{OUT}/review.json"))?
+            .and_then(|t| serde_json::from_str(&t).ok())
+    } else {
+        None
+    };
+    let cycle = epic.cycle.max(1);
+    let Some(review) = review else {
+        return Ok(fail(
+            format!("no valid review: {}", run_failure(p, &row)),
+            &row,
+        ));
+    };
+    let mut bugs: Vec<String> = review
+        .bugs
+        .iter()
+        .map(|b| {
+            let at = b
+                .file
+                .as_deref()
+                .map(|f| format!(" ({f})"))
+                .unwrap_or_default();
+            format!("{}{at}: {}", b.title, b.details)
+        })
+        .collect();
+    if !checks_passed {
+        bugs.push(format!(
+            "acceptance checks fail on {}: {}",
+            epic.branch,
+            verify_row.and_then(|r| r.reason).unwrap_or_default()
+        ));
+    }
+    let approved = review.verdict == Verdict::Approve && checks_passed;
+    data.reviews.push(ReviewRecord {
+        cycle,
+        verdict: if approved { "approve" } else { "reject" }.into(),
+        summary: review.summary.clone(),
+        bugs: bugs.clone(),
+        checks_passed,
+    });
+    if approved {
+        return Ok((
+            Outcome::Approved,
+            format!("approved: {}", review.summary),
+            Some(row.id),
+        ));
+    }
+    data.feedback = format!(
+        "An independent review of cycle {cycle} sent the work back. Plan fix tasks (new ids) \
+         for this bug report:\n{}\n\nReview summary: {}",
+        bullet(&bugs),
+        review.summary
+    );
+    let ev = vec![p.emit(
+        epic,
+        "task.review_rejected",
+        json!({"cycle": cycle, "bugs": bugs, "checks_passed": checks_passed}),
+    )];
+    p.record(epic, ev)?;
+    Ok((
+        Outcome::Rejected,
+        format!("rejected: {} bug(s)", bugs.len()),
+        Some(row.id),
+    ))
+}
+
+pub(crate) fn delivery_spec(project: &ProjectRow) -> Result<DeliverySpec> {
+    serde_json::from_value(project.delivery.clone())
+        .map_err(|e| PipelineError::Invalid(format!("project {}: delivery: {e}", project.name)))
+}
+
+/// The forge client for a project delivering pull requests (token read from its env var).
+pub(crate) fn forge_of(project: &ProjectRow) -> Result<fleet_deliver::Forge> {
+    let spec = delivery_spec(project)?;
+    let token_env = spec.token_env.clone().unwrap_or_else(|| {
+        match spec.forge.as_deref() {
+            Some("gitlab") => "GITLAB_TOKEN",
+            _ => "GITHUB_TOKEN",
+        }
+        .into()
+    });
+    let token = fleet_deliver::Token::from_env(&token_env).ok_or_else(|| {
+        PipelineError::Invalid(format!(
+            "project {}: the forge token env var {token_env} is not set",
+            project.name
+        ))
+    })?;
+    let repo = spec.repo.clone().ok_or_else(|| {
+        PipelineError::Invalid(format!("project {}: delivery has no repo", project.name))
+    })?;
+    Ok(match spec.forge.as_deref().unwrap_or("github") {
+        "gitlab" => {
+            let mut g = fleet_deliver::GitLab::new(repo, token);
+            if let Some(u) = &spec.api_url {
+                g = g.with_api_url(u.clone());
+            }
+            fleet_deliver::Forge::GitLab(g)
+        }
+        "github" => {
+            let (owner, name) = repo.split_once('/').ok_or_else(|| {
+                PipelineError::Invalid(format!(
+                    "project {}: GitHub repo must be owner/name, got {repo:?}",
+                    project.name
+                ))
+            })?;
+            let mut g = fleet_deliver::GitHub::new(owner, name, token);
+            if let Some(u) = &spec.api_url {
+                g = g.with_api_url(u.clone());
+            }
+            fleet_deliver::Forge::GitHub(g)
+        }
+        other => {
+            return Err(PipelineError::Invalid(format!(
+                "project {}: unknown forge {other:?} (github or gitlab)",
+                project.name
+            )));
+        }
+    })
+}
+
+async fn deliver(
+    p: &Pipeline,
+    epic: &EpicRow,
+    data: &mut EpicData,
+    project: &ProjectRow,
+) -> Result<StageEnd> {
+    let spec = delivery_spec(project)?;
+    let repo = fleet_git::Repo::open(Path::new(&project.path))?;
+    let tip = repo
+        .branch_tip(&epic.branch)?
+        .ok_or_else(|| PipelineError::Other(format!("branch {} is gone", epic.branch)))?;
+    let mut delivery = data.delivery.clone().unwrap_or_default();
+    delivery.kind = spec.kind.clone();
+    match spec.kind.as_str() {
+        "branch" | "" => {
+            if let Some(remote) = &spec.remote {
+                repo.push(remote, &epic.branch)?;
+                delivery.pushed = Some(tip.clone());
+            }
+            data.delivery = Some(delivery);
+            Ok((
+                Outcome::Passed,
+                format!("the result is branch {}", epic.branch),
+                None,
+            ))
+        }
+        "pull_request" => {
+            let remote = spec.remote.clone().unwrap_or_else(|| "origin".into());
+            if let Err(e) = repo.push(&remote, &epic.branch) {
+                let why = format!("could not push {} to {remote}: {e}", epic.branch);
+                return Ok((Outcome::Failed { why: why.clone() }, why, None));
+            }
+            delivery.pushed = Some(tip.clone());
+            let forge = forge_of(project)?;
+            let title = format!(
+                "{} [fleet {}]",
+                epic.request
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .chars()
+                    .take(72)
+                    .collect::<String>(),
+                epic.id
+            );
+            let body = fleet_deliver::pull_request_body(&summary(epic, data, project));
+            match forge
+                .open(&epic.branch, &project.default_branch, &title, &body)
+                .await
+            {
+                Ok(pr) => {
+                    delivery.url = Some(pr.url.clone());
+                    delivery.number = Some(pr.number);
+                    data.delivery = Some(delivery);
+                    Ok((Outcome::Passed, format!("pull request {}", pr.url), None))
+                }
+                Err(e) => {
+                    data.delivery = Some(delivery);
+                    let why = format!("could not open the pull request: {e}");
+                    Ok((Outcome::Failed { why: why.clone() }, why, None))
+                }
+            }
+        }
+        "deploy" => {
+            let command = spec.command.clone().ok_or_else(|| {
+                PipelineError::Invalid(format!("project {}: deploy needs a command", project.name))
+            })?;
+            let path = p.layout.worktrees().join(format!("{}-deploy", epic.id));
+            let branch = format!("fleet/deploy/{}", epic.id);
+            repo.add_worktree(&path, &branch, &tip)?;
+            let result = fleet_deliver::deploy(
+                &command,
+                &path,
+                std::iter::empty::<(String, String)>(),
+                std::time::Duration::from_secs(1800),
+            )
+            .await;
+            let _ = repo.remove_worktree(&path);
+            match result {
+                Ok(d) => {
+                    delivery.url = Some(d.url.clone());
+                    data.delivery = Some(delivery);
+                    Ok((Outcome::Passed, format!("deployed at {}", d.url), None))
+                }
+                Err(e) => {
+                    let why = format!("the deploy failed: {e}");
+                    Ok((Outcome::Failed { why: why.clone() }, why, None))
+                }
+            }
+        }
+        other => Err(PipelineError::Invalid(format!(
+            "project {}: unknown delivery {other:?} (branch, pull_request, deploy)",
+            project.name
+        ))),
+    }
+}
+
+/// What a pull request says: the plan, every task and how it went, every review.
+fn summary(
+    epic: &EpicRow,
+    data: &EpicData,
+    project: &ProjectRow,
+) -> fleet_deliver::PullRequestSummary {
+    let mut checks: Vec<String> = Vec::new();
+    for c in data
+        .tasks
+        .iter()
+        .flat_map(|t| t.commands.iter())
+        .chain(project.checks.iter())
+    {
+        if !checks.contains(c) {
+            checks.push(c.clone());
+        }
+    }
+    fleet_deliver::PullRequestSummary {
+        request: epic.request.clone(),
+        plan: data.plan_summary.clone(),
+        tasks: data
+            .tasks
+            .iter()
+            .map(|t| fleet_deliver::TaskLine {
+                id: t.id.clone(),
+                title: t.title.clone(),
+                status: t.state.clone(),
+                attempts: 0,
+                agents: Vec::new(),
+            })
+            .collect(),
+        reviews: data
+            .reviews
+            .iter()
+            .map(|r| fleet_deliver::ReviewCycle {
+                cycle: r.cycle,
+                verdict: r.verdict.clone(),
+                summary: r.summary.clone(),
+            })
+            .collect(),
+        checks,
+        run_id: Some(epic.id.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifact_check_reports_every_plan_error_and_accepts_a_good_plan() {
+        let roles = vec!["developer".to_string()];
+        let bad = r#"{"summary":"s","phases":[{"id":"p","title":"P","tasks":[
+            {"id":"a","title":"A","role":"wizard","description":"d","depends_on":["b"],"acceptance":{}},
+            {"id":"b","title":"B","role":"developer","description":"d","depends_on":["a"],"acceptance":{"commands":["true"]}}]}]}"#;
+        let errs = artifact_check("plan", bad, &roles, &[]).unwrap_err();
+        let text = errs.join("\n");
+        assert!(text.contains("wizard"), "{text}");
+        assert!(text.contains("acceptance"), "{text}");
+        let good = r#"{"summary":"s","phases":[{"id":"p","title":"P","tasks":[
+            {"id":"a","title":"A","role":"developer","description":"d","acceptance":{"commands":["true"]}}]}]}"#;
+        assert_eq!(artifact_check("plan", good, &roles, &[]), Ok(()));
+        assert!(artifact_check("plan", good, &roles, &["a".into()]).is_err());
+        assert!(artifact_check("plan", "not json", &roles, &[]).is_err());
+        assert!(
+            artifact_check("review", r#"{"verdict":"reject","summary":"s"}"#, &[], &[]).is_err()
+        );
+        assert_eq!(
+            artifact_check(
+                "review",
+                r#"{"verdict":"approve","summary":"fine"}"#,
+                &[],
+                &[]
+            ),
+            Ok(())
+        );
+        assert!(artifact_check("poem", "{}", &[], &[]).is_err());
+    }
+
+    #[test]
+    fn quoting_survives_quotes() {
+        assert_eq!(shell_quote("a'b"), r"'a'\''b'");
+    }
+}

@@ -1,0 +1,481 @@
+//! From one sentence to a pull request, with the real claude CLI against the scripted model
+//! server playing every role, and a local double of GitHub's REST API:
+//! research -> plan (3 tasks, one dependency) -> implement -> review rejects -> fix task ->
+//! review approves -> pull request -> awaiting acceptance; then a person rejects with a
+//! comment, a fix task runs and lands; a review comment on the pull request does the same; and
+//! the person accepts.
+
+mod support;
+use support::git;
+
+use fleet_testkit::forge::ForgeDouble;
+use fleet_testkit::{ModelServer, Scenario};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+const TOKEN: &str = "ghp_testtoken0123456789";
+
+fn plan(phase: &str, tasks: &[(&str, &str, &[&str])]) -> String {
+    let tasks: Vec<Value> = tasks
+        .iter()
+        .map(|(id, title, deps)| {
+            serde_json::json!({
+                "id": id, "title": title, "role": "developer",
+                "description": format!("Create {id}.txt saying that {id} is done."),
+                "depends_on": deps,
+                "acceptance": {"commands": [format!("test -s {id}.txt")],
+                               "statements": [format!("{id}.txt names its task")]}
+            })
+        })
+        .collect();
+    serde_json::json!({"summary": format!("{phase}: small files, one per task"),
+                       "phases": [{"id": phase, "title": phase, "tasks": tasks}]})
+    .to_string()
+}
+
+/// The planner looks at the repository and plans what is missing: the first plan, then the
+/// fix the review asked for, then the fix the person asked for, then the fix a pull request
+/// review comment asked for.
+fn planner_script() -> String {
+    let p1 = plan(
+        "build",
+        &[
+            ("a", "Add a", &[]),
+            ("b", "Add b after a", &["a"]),
+            ("c", "Add c", &[]),
+        ],
+    );
+    let p2 = plan(
+        "review-fixes",
+        &[("fix-review", "Add what the review asked", &[])],
+    );
+    let p3 = plan(
+        "person-fixes",
+        &[("fix-accept", "Add what the person asked", &[])],
+    );
+    let p4 = plan(
+        "comment-fixes",
+        &[("fix-comment", "Add what the PR comment asked", &[])],
+    );
+    format!(
+        "mkdir -p .fleet-out && if [ -f fix-accept.txt ]; then printf '%s' '{p4}'; \
+         elif [ -f fix-review.txt ]; then printf '%s' '{p3}'; \
+         elif [ -f a.txt ]; then printf '%s' '{p2}'; else printf '%s' '{p1}'; fi > .fleet-out/plan.json"
+    )
+}
+
+/// The reviewer rejects until the fix it asks for is on the branch.
+fn reviewer_script() -> String {
+    let reject = serde_json::json!({"verdict": "reject", "summary": "fix-review.txt is missing",
+        "bugs": [{"title": "no fix-review.txt", "details": "the release needs fix-review.txt", "file": "fix-review.txt"}]})
+    .to_string();
+    let approve =
+        serde_json::json!({"verdict": "approve", "summary": "all criteria hold"}).to_string();
+    format!(
+        "mkdir -p .fleet-out && if [ -f fix-review.txt ]; then printf '%s' '{approve}'; \
+         else printf '%s' '{reject}'; fi > .fleet-out/review.json"
+    )
+}
+
+struct Instance {
+    _tmp: tempfile::TempDir,
+    home: PathBuf,
+    repo: PathBuf,
+    remote: PathBuf,
+}
+
+impl Instance {
+    fn new(server: &ModelServer) -> Instance {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("instance");
+        let repo = tmp.path().join("shop");
+        let remote = tmp.path().join("origin.git");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::create_dir_all(&repo).unwrap();
+        git(&repo, &["init", "-q", "-b", "main"]);
+        std::fs::write(repo.join("README.md"), "# shop\n").unwrap();
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-q", "-m", "init"]);
+        git(
+            tmp.path(),
+            &["init", "-q", "--bare", remote.to_str().unwrap()],
+        );
+        git(
+            &repo,
+            &["remote", "add", "origin", remote.to_str().unwrap()],
+        );
+        let path = format!(
+            "{}:/usr/local/bin:/usr/bin:/bin",
+            fleet_testkit::agent_bin_dir().display()
+        );
+        let profile = |name: &str, role: &str, scenario: &str| {
+            format!(
+                "  {name}:\n    cli: claude\n    model: claude-sonnet-4-5\n    roles: [{role}]\n    account: anthropic\n    base_url: \"{}\"\n    stall_timeout: 60s\n    env: {{ PATH: \"{path}\" }}\n",
+                server.base_url(scenario)
+            )
+        };
+        let yaml = format!(
+            "agents:\n{}{}{}{}accounts:\n  anthropic: {{ secrets: [CLAUDE_CODE_OAUTH_TOKEN], daily_budget_usd: 100 }}\n",
+            profile("researcher-claude", "researcher", "researcher"),
+            profile("planner-claude", "planner", "planner"),
+            profile("dev-claude", "developer", "developer"),
+            profile("reviewer-claude", "reviewer", "reviewer"),
+        );
+        std::fs::write(home.join("fleet.yaml"), yaml).unwrap();
+        Instance {
+            _tmp: tmp,
+            home,
+            repo,
+            remote,
+        }
+    }
+
+    fn fleet(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_fleet"))
+            .current_dir(&self.repo)
+            .args(args)
+            .env("FLEET_HOME", &self.home)
+            .env("CLAUDE_CODE_OAUTH_TOKEN", "sk-ant-oat01-test-secret-0001")
+            .env("GITHUB_TOKEN", TOKEN)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.fleet(args);
+        assert!(
+            out.status.success(),
+            "fleet {args:?} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn show(&self, id: &str) -> Value {
+        serde_json::from_str(&self.ok(&["task", "show", id, "--json"])).unwrap()
+    }
+
+    fn file_on_branch(&self, file: &str) -> Option<String> {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&self.repo)
+            .args(["show", &format!("fleet/epics/e1:{file}")])
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+fn stage_list(show: &Value) -> Vec<String> {
+    show["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{}{}:{}",
+                s["stage"].as_str().unwrap(),
+                s["cycle"],
+                s["state"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// The scripted model server with every role's scenario.
+fn scripted_server() -> ModelServer {
+    let server = ModelServer::start();
+    server.add_scenario(
+        "researcher",
+        Scenario::new().write_file(
+            ".fleet-out/context.md",
+            "# shop\nLayout: README.md only. Build: none. Test: `test -s <file>`.\n",
+        ),
+    );
+    server.add_scenario("planner", Scenario::new().shell(planner_script()));
+    server.add_scenario(
+        "developer",
+        Scenario::new().shell("echo \"$FLEET_TASK is done\" > \"$FLEET_TASK.txt\""),
+    );
+    server.add_scenario("reviewer", Scenario::new().shell(reviewer_script()));
+    server
+}
+
+#[test]
+fn a_deploy_project_records_the_url_its_deploy_command_printed() {
+    let server = scripted_server();
+    let inst = Instance::new(&server);
+    // The reviewer profile gets its role from the instance's role file, not from fleet.yaml.
+    let yaml = std::fs::read_to_string(inst.home.join("fleet.yaml")).unwrap();
+    std::fs::write(
+        inst.home.join("fleet.yaml"),
+        yaml.replace("roles: [reviewer]", "roles: []"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(inst.home.join("roles")).unwrap();
+    std::fs::write(
+        inst.home.join("roles/reviewer.md"),
+        "---\ndescription: our reviewer\nartifacts: [review.json]\nprofiles: [reviewer-claude]\n---\n\
+         Review this change for {{request}}.\n\nCriteria:\n{{acceptance}}\n\nDiff:\n{{diff}}\n\
+         Write .fleet-out/review.json.\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(inst.home.join("bibles")).unwrap();
+    std::fs::write(
+        inst.home.join("bibles/internal.md"),
+        "---\nvalues: [ship small, keep it readable]\nconstraints: [no external services]\n\
+         checks: [\"test -s README.md\"]\n---\nInternal apps for the sales team.\n",
+    )
+    .unwrap();
+    inst.ok(&[
+        "project", "add", "site", "--bible", "internal", "--repo", inst.repo.to_str().unwrap(), "--delivery", "deploy",
+        "--deploy-command",
+        "test -s a.txt && test -s fix-review.txt && echo \"preview ready: http://127.0.0.1:8099/site/$(git rev-parse --short HEAD)\"",
+    ]);
+    let out = inst.ok(&[
+        "task",
+        "add",
+        "Build a landing page with a, b and c",
+        "--project",
+        "site",
+    ]);
+    assert!(out.contains("epic e1 awaiting_acceptance"), "{out}");
+    let show = inst.show("e1");
+    assert_eq!(show["intent"], "new_app", "routed by the built-in rules");
+    let short = git(&inst.repo, &["rev-parse", "--short", "fleet/epics/e1"]);
+    assert_eq!(show["delivery"]["kind"], "deploy");
+    assert_eq!(
+        show["delivery"]["url"].as_str().unwrap(),
+        format!("http://127.0.0.1:8099/site/{}", short.trim())
+    );
+    // The bible reaches the agents, and its default checks are part of every task's checks.
+    assert!(
+        server
+            .requests("developer")
+            .iter()
+            .any(|r| r.contains("Internal apps for the sales team")
+                && r.contains("no external services"))
+    );
+    let runbooks: String = std::fs::read_dir(inst.home.join(".fleet/epics/e1"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("-implement-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    assert!(runbooks.contains("test -s README.md"), "{runbooks}");
+    let reviewer = server.requests("reviewer");
+    assert!(
+        reviewer
+            .iter()
+            .any(|r| r.contains("Review this change for Build a landing page")),
+        "the instance's role file replaced the built-in reviewer template"
+    );
+    // The deploy worktree is gone; a failing deploy would have failed the epic instead.
+    assert!(!inst.home.join(".fleet/worktrees/e1-deploy").exists());
+}
+
+#[test]
+fn one_sentence_to_a_reviewed_pull_request_then_a_rejection_becomes_a_fix_that_lands() {
+    let server = scripted_server();
+    let forge = ForgeDouble::start(TOKEN);
+    forge.add_repo("acme", "shop");
+    let inst = Instance::new(&server);
+
+    inst.ok(&[
+        "project",
+        "add",
+        "shop",
+        "--repo",
+        inst.repo.to_str().unwrap(),
+        "--check",
+        "test -s README.md",
+        "--delivery",
+        "pull_request",
+        "--forge",
+        "github",
+        "--api-url",
+        &forge.base_url(),
+        "--forge-repo",
+        "acme/shop",
+    ]);
+    let out = inst.ok(&[
+        "task",
+        "add",
+        "Add the a, b and c files to the shop",
+        "--project",
+        "shop",
+    ]);
+    assert!(out.contains("epic e1 awaiting_acceptance"), "{out}");
+
+    let show = inst.show("e1");
+    assert_eq!(show["state"], "awaiting_acceptance");
+    assert_eq!(show["cycle"], 2, "two review cycles");
+    assert_eq!(
+        stage_list(&show),
+        [
+            "research1:passed",
+            "plan1:passed",
+            "implement1:passed",
+            "review1:failed",
+            "plan2:passed",
+            "implement2:passed",
+            "review2:passed",
+            "deliver2:passed",
+        ]
+    );
+    let reviews = show["reviews"].as_array().unwrap();
+    assert_eq!(reviews.len(), 2);
+    assert_eq!(reviews[0]["verdict"], "reject");
+    assert_eq!(reviews[1]["verdict"], "approve");
+    assert!(reviews.iter().all(|r| r["checks_passed"] == true));
+    // Every role was played by its agent, and the spend is attributed.
+    let agents: Vec<&str> = show["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["attempts"].as_array().unwrap().iter())
+        .filter_map(|a| a["agent"].as_str())
+        .collect();
+    for who in [
+        "researcher-claude",
+        "planner-claude",
+        "dev-claude",
+        "reviewer-claude",
+    ] {
+        assert!(agents.contains(&who), "{who} played: {agents:?}");
+    }
+
+    // The branch holds the work of both cycles and none of the agents' artifacts.
+    for f in ["a", "b", "c", "fix-review"] {
+        assert_eq!(
+            inst.file_on_branch(&format!("{f}.txt")).as_deref(),
+            Some(format!("{f} is done\n").as_str()),
+            "{f}.txt on the epic branch"
+        );
+    }
+    assert!(inst.file_on_branch(".fleet-out/plan.json").is_none());
+    // b started only after a landed: its worktree was made from a branch holding a.txt.
+    let log = git(&inst.repo, &["log", "--format=%s", "fleet/epics/e1"]);
+    let pos = |s: &str| log.lines().position(|l| l.starts_with(s)).unwrap();
+    assert!(
+        pos("fleet: merge task b ") < pos("fleet: merge task a "),
+        "{log}"
+    );
+
+    // The context the researcher wrote is kept for later agents.
+    let ctx = std::fs::read_to_string(inst.home.join(".fleet/context/shop.md")).unwrap();
+    assert!(ctx.contains("Layout: README.md only"));
+    // The second plan was made from the review's bug report.
+    let planner = server.requests("planner");
+    assert!(
+        planner
+            .iter()
+            .any(|r| r.contains("the release needs fix-review.txt"))
+    );
+
+    // The pull request: opened once on the double, with a body built from the plan and reviews.
+    let prs = forge.pull_requests();
+    assert_eq!(prs.len(), 1);
+    assert_eq!(
+        (prs[0].head.as_str(), prs[0].base.as_str()),
+        ("acme:fleet/epics/e1", "main")
+    );
+    assert!(
+        prs[0].body.contains("Add the a, b and c files"),
+        "{}",
+        prs[0].body
+    );
+    assert!(prs[0].body.contains("fix-review"), "{}", prs[0].body);
+    assert_eq!(
+        show["delivery"]["url"].as_str().unwrap(),
+        "https://github.com/acme/shop/pull/1"
+    );
+    let pushed = git(&inst.remote, &["rev-parse", "refs/heads/fleet/epics/e1"]);
+    assert_eq!(
+        pushed.trim(),
+        git(&inst.repo, &["rev-parse", "fleet/epics/e1"]).trim()
+    );
+
+    // A person rejects: the comment becomes a fix task that runs and lands.
+    let out = inst.ok(&[
+        "task",
+        "reject",
+        "e1",
+        "--comment",
+        "Please also add fix-accept.txt for the release notes",
+    ]);
+    assert!(out.contains("epic e1 awaiting_acceptance"), "{out}");
+    let show = inst.show("e1");
+    assert_eq!(show["cycle"], 3);
+    let fix = show["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "fix-accept")
+        .expect("a fix task was planned");
+    assert_eq!(fix["state"], "merged");
+    assert_eq!(fix["cycle"], 3);
+    assert_eq!(
+        inst.file_on_branch("fix-accept.txt").as_deref(),
+        Some("fix-accept is done\n")
+    );
+    assert!(
+        server
+            .requests("planner")
+            .iter()
+            .any(|r| r.contains("Please also add fix-accept.txt"))
+    );
+    assert_eq!(
+        forge.pull_requests().len(),
+        1,
+        "the same pull request, updated"
+    );
+    let pushed = git(&inst.remote, &["rev-parse", "refs/heads/fleet/epics/e1"]);
+    assert_eq!(
+        pushed.trim(),
+        git(&inst.repo, &["rev-parse", "fleet/epics/e1"]).trim()
+    );
+
+    // A review comment on the pull request becomes rework too.
+    assert!(
+        inst.ok(&["task", "sync", "e1"])
+            .contains("0 new review comment(s)")
+    );
+    forge.add_review_comment(
+        "acme/shop",
+        1,
+        "octocat",
+        "Please add fix-comment.txt as well",
+        "README.md",
+        Some(1),
+    );
+    let out = inst.ok(&["task", "sync", "e1"]);
+    assert!(
+        out.contains("1 new review comment(s)") && out.contains("awaiting_acceptance"),
+        "{out}"
+    );
+    assert_eq!(inst.show("e1")["cycle"], 4);
+    assert!(inst.file_on_branch("fix-comment.txt").is_some());
+    assert!(
+        server
+            .requests("planner")
+            .iter()
+            .any(|r| r.contains("octocat on README.md:1: Please add fix-comment.txt as well"))
+    );
+    // Seen comments are not turned into work twice.
+    assert!(
+        inst.ok(&["task", "sync", "e1"])
+            .contains("0 new review comment(s)")
+    );
+
+    inst.ok(&["task", "accept", "e1"]);
+    assert_eq!(inst.show("e1")["state"], "done");
+    // Nothing secret leaked into the state directory's events.
+    let events = inst.ok(&["task", "show", "e1"]);
+    assert!(!events.contains(TOKEN));
+}
