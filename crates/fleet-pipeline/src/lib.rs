@@ -115,6 +115,8 @@ pub struct EpicData {
     /// How the request was routed (IMR).
     pub routed_by: String,
     pub matched: Option<String>,
+    /// The classifier agent was asked (when no rule matched and one is configured).
+    pub classified: bool,
 }
 
 /// How a project delivers (the `delivery` JSON of its row).
@@ -304,6 +306,33 @@ impl Pipeline {
             let repo = fleet_git::Repo::open(std::path::Path::new(&project.path))?;
             if repo.branch_tip(&epic.branch)?.is_none() {
                 repo.set_branch(&epic.branch, &epic.base_sha)?;
+            }
+            // No routing rule matched: the classifier agent, if configured, names the intent.
+            if data.routed_by == "default"
+                && !data.classified
+                && let Some(profile) = self.instance.routing.classifier.clone()
+            {
+                let route = stages::classify(self, &epic, &project, &profile).await?;
+                data.classified = true;
+                let mut events = Vec::new();
+                if let Some(r) = route {
+                    epic.intent = r.intent.clone();
+                    epic.roles = r.roles.clone();
+                    data.routed_by = "classifier".into();
+                    events.push(self.emit(
+                        &epic,
+                        "epic.routed",
+                        json!({"by": "classifier", "profile": profile, "intent": r.intent, "roles": r.roles}),
+                    ));
+                } else {
+                    events.push(self.emit(
+                        &epic,
+                        "epic.routed",
+                        json!({"by": "default", "profile": profile, "roles": epic.roles,
+                               "why": "the classifier named no known intent"}),
+                    ));
+                }
+                self.save(&mut epic, &data, events)?;
             }
             let stage = machine.stage;
             // The stage is recorded before it runs; a resumed drive continues its run.

@@ -269,6 +269,36 @@ fn run_failure(p: &Pipeline, row: &RunRow) -> String {
 
 type StageEnd = (Outcome, String, Option<String>);
 
+/// Asks the classifier `profile` for the request's intent (IMR, when no rule matched). `None`:
+/// it named no known intent, or could not answer; the default route stands.
+pub(crate) async fn classify(
+    p: &Pipeline,
+    epic: &EpicRow,
+    project: &ProjectRow,
+    profile: &str,
+) -> Result<Option<fleet_config::Route>> {
+    let prompt = format!(
+        "{}\nWrite your answer — the intent name only — to `{OUT}/intent.txt`; that file is the \
+         only one you may create.\n",
+        p.instance.routing.classifier_prompt(&epic.request)
+    );
+    let name = format!("{}-classify", epic.id);
+    let task = json!({
+        "id": "classify",
+        "agent": profile,
+        "prompt": prompt,
+        "checks": [format!("test -s {OUT}/intent.txt")],
+    });
+    let rb = base_runbook(p, epic, project, &name, vec![task]);
+    let row = run(p, epic, &name, rb, None).await?;
+    if row.state != "passed" {
+        return Ok(None);
+    }
+    let repo = fleet_git::Repo::open(Path::new(&project.path))?;
+    let answer = repo.read_file(&row.integration_branch, &format!("{OUT}/intent.txt"))?;
+    Ok(answer.and_then(|a| p.instance.routing.classify(&a)))
+}
+
 pub(crate) async fn run_stage(
     p: &Pipeline,
     epic: &mut EpicRow,

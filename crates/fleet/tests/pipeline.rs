@@ -116,11 +116,12 @@ impl Instance {
             )
         };
         let yaml = format!(
-            "agents:\n{}{}{}{}accounts:\n  anthropic: {{ secrets: [CLAUDE_CODE_OAUTH_TOKEN], daily_budget_usd: 100 }}\n",
+            "agents:\n{}{}{}{}{}accounts:\n  anthropic: {{ secrets: [CLAUDE_CODE_OAUTH_TOKEN], daily_budget_usd: 100 }}\nrouting:\n  classifier: classifier-claude\n",
             profile("researcher-claude", "researcher", "researcher"),
             profile("planner-claude", "planner", "planner"),
             profile("dev-claude", "developer", "developer"),
             profile("reviewer-claude", "reviewer", "reviewer"),
+            profile("classifier-claude", "classifier", "classifier"),
         );
         std::fs::write(home.join("fleet.yaml"), yaml).unwrap();
         Instance {
@@ -203,6 +204,10 @@ fn scripted_server() -> ModelServer {
         Scenario::new().shell("echo \"$FLEET_TASK is done\" > \"$FLEET_TASK.txt\""),
     );
     server.add_scenario("reviewer", Scenario::new().shell(reviewer_script()));
+    server.add_scenario(
+        "classifier",
+        Scenario::new().write_file(".fleet-out/intent.txt", "db_issue\n"),
+    );
     server
 }
 
@@ -247,6 +252,10 @@ fn a_deploy_project_records_the_url_its_deploy_command_printed() {
     assert!(out.contains("epic e1 awaiting_acceptance"), "{out}");
     let show = inst.show("e1");
     assert_eq!(show["intent"], "new_app", "routed by the built-in rules");
+    assert!(
+        server.requests("classifier").is_empty(),
+        "a rule matched: no classifier"
+    );
     let short = git(&inst.repo, &["rev-parse", "--short", "fleet/epics/e1"]);
     assert_eq!(show["delivery"]["kind"], "deploy");
     assert_eq!(
@@ -315,6 +324,15 @@ fn one_sentence_to_a_reviewed_pull_request_then_a_rejection_becomes_a_fix_that_l
     let show = inst.show("e1");
     assert_eq!(show["state"], "awaiting_acceptance");
     assert_eq!(show["cycle"], 2, "two review cycles");
+    // No routing rule matches the request: the classifier agent named its intent.
+    assert_eq!(show["intent"], "db_issue");
+    assert_eq!(show["roles"], serde_json::json!(["db"]));
+    assert!(
+        server
+            .requests("classifier")
+            .iter()
+            .any(|r| r.contains("Add the a, b and c files to the shop") && r.contains("db_issue"))
+    );
     assert_eq!(
         stage_list(&show),
         [
