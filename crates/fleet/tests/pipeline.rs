@@ -139,6 +139,7 @@ impl Instance {
             .env("FLEET_HOME", &self.home)
             .env("CLAUDE_CODE_OAUTH_TOKEN", "sk-ant-oat01-test-secret-0001")
             .env("GITHUB_TOKEN", TOKEN)
+            .env("GITLAB_TOKEN", TOKEN)
             .output()
             .unwrap()
     }
@@ -496,4 +497,61 @@ fn one_sentence_to_a_reviewed_pull_request_then_a_rejection_becomes_a_fix_that_l
     // Nothing secret leaked into the state directory's events.
     let events = inst.ok(&["task", "show", "e1"]);
     assert!(!events.contains(TOKEN));
+}
+
+#[test]
+fn a_gitlab_project_gets_a_merge_request() {
+    let server = scripted_server();
+    let forge = ForgeDouble::start(TOKEN);
+    forge.add_gitlab_project("acme/site");
+    let inst = Instance::new(&server);
+    inst.ok(&[
+        "project",
+        "add",
+        "site",
+        "--repo",
+        inst.repo.to_str().unwrap(),
+        "--delivery",
+        "pull_request",
+        "--forge",
+        "gitlab",
+        "--api-url",
+        &forge.gitlab_url(),
+        "--forge-repo",
+        "acme/site",
+        "--token-env",
+        "GITLAB_TOKEN",
+    ]);
+    let out = inst.ok(&[
+        "task",
+        "add",
+        "Add the a, b and c files",
+        "--project",
+        "site",
+    ]);
+    assert!(out.contains("epic e1 awaiting_acceptance"), "{out}");
+    let mrs = forge.merge_requests();
+    assert_eq!(mrs.len(), 1);
+    assert_eq!(
+        (mrs[0].head.as_str(), mrs[0].base.as_str()),
+        ("fleet/epics/e1", "main")
+    );
+    assert!(
+        mrs[0].body.contains("Add the a, b and c files"),
+        "{}",
+        mrs[0].body
+    );
+    let show = inst.show("e1");
+    assert_eq!(
+        show["delivery"]["url"],
+        format!(
+            "https://gitlab.com/acme/site/-/merge_requests/{}",
+            mrs[0].number
+        )
+    );
+    let pushed = git(&inst.remote, &["rev-parse", "refs/heads/fleet/epics/e1"]);
+    assert_eq!(
+        pushed.trim(),
+        git(&inst.repo, &["rev-parse", "fleet/epics/e1"]).trim()
+    );
 }
