@@ -566,7 +566,9 @@ async fn review(
     let repo = fleet_git::Repo::open(Path::new(&project.path))?;
     let mut commands: Vec<String> = Vec::new();
     let mut statements: Vec<String> = Vec::new();
-    for t in &data.tasks {
+    // The criteria of what landed: a task that failed for good was re-planned, and the tasks
+    // that replaced it carry the criteria now.
+    for t in data.tasks.iter().filter(|t| t.state == "merged") {
         for c in &t.commands {
             if !commands.contains(c) {
                 commands.push(c.clone());
@@ -839,6 +841,7 @@ fn summary(
     for c in data
         .tasks
         .iter()
+        .filter(|t| t.state == "merged")
         .flat_map(|t| t.commands.iter())
         .chain(project.checks.iter())
     {

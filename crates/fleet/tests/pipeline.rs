@@ -555,3 +555,72 @@ fn a_gitlab_project_gets_a_merge_request() {
         git(&inst.repo, &["rev-parse", "fleet/epics/e1"]).trim()
     );
 }
+
+#[test]
+fn tasks_that_fail_after_every_attempt_are_re_planned_and_the_epic_still_delivers() {
+    let mark = tempfile::tempdir().unwrap();
+    let mark = mark.path().join("planned-once");
+    let bad =
+        plan("build", &[("x", "Add x", &[])]).replace("test -s x.txt", "test -s never-there.txt");
+    let good = plan(
+        "replanned",
+        &[
+            ("y", "Add y instead", &[]),
+            ("fix-review", "Add fix-review", &[]),
+        ],
+    );
+    let server = scripted_server();
+    server.add_scenario(
+        "planner",
+        Scenario::new().shell(format!(
+            "mkdir -p .fleet-out && if [ -f '{m}' ]; then printf '%s' '{good}'; \
+             else touch '{m}'; printf '%s' '{bad}'; fi > .fleet-out/plan.json",
+            m = mark.display()
+        )),
+    );
+    let inst = Instance::new(&server);
+    inst.ok(&[
+        "project",
+        "add",
+        "shop",
+        "--repo",
+        inst.repo.to_str().unwrap(),
+    ]);
+    let out = inst.ok(&["task", "add", "Add x to the shop", "--project", "shop"]);
+    assert!(out.contains("epic e1 awaiting_acceptance"), "{out}");
+    let show = inst.show("e1");
+    assert_eq!(
+        stage_list(&show),
+        [
+            "research1:passed",
+            "plan1:passed",
+            "implement1:failed",
+            "plan1:passed",
+            "implement1:passed",
+            "review1:passed",
+            "deliver1:passed",
+        ]
+    );
+    let state = |id: &str| {
+        show["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == id)
+            .map(|t| t["state"].as_str().unwrap().to_string())
+    };
+    assert_eq!(state("x").as_deref(), Some("failed"));
+    assert_eq!(state("y").as_deref(), Some("merged"));
+    assert!(
+        inst.file_on_branch("x.txt").is_none(),
+        "a failed task's work does not land"
+    );
+    assert!(inst.file_on_branch("y.txt").is_some());
+    // The re-plan was asked with the failed task and why it failed.
+    assert!(
+        server
+            .requests("planner")
+            .iter()
+            .any(|r| r.contains("These tasks could not be done") && r.contains("- x (failed)"))
+    );
+}
