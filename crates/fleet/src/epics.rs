@@ -183,6 +183,12 @@ pub fn project_add(home: &Path, p: NewProject) -> anyhow::Result<u8> {
             .map(|b| b.trim_start_matches("refs/heads/").to_string())
             .unwrap_or_else(|| "main".into()),
     };
+    if repo.resolve(&branch).is_err() {
+        // A clone has only the remote's default branch locally; others are origin/<branch>.
+        if let Ok(sha) = repo.resolve(&format!("origin/{branch}")) {
+            repo.set_branch(&branch, &sha)?;
+        }
+    }
     repo.resolve(&branch)
         .map_err(|e| InvalidInput(format!("--branch {branch}: {e}")))?;
     if let Some(b) = &p.bible {

@@ -116,12 +116,13 @@ impl Instance {
             )
         };
         let yaml = format!(
-            "agents:\n{}{}{}{}{}accounts:\n  anthropic: {{ secrets: [CLAUDE_CODE_OAUTH_TOKEN], daily_budget_usd: 100 }}\nrouting:\n  classifier: classifier-claude\n",
+            "agents:\n{}{}{}{}{}{}accounts:\n  anthropic: {{ secrets: [CLAUDE_CODE_OAUTH_TOKEN], daily_budget_usd: 100 }}\nrouting:\n  classifier: classifier-claude\n",
             profile("researcher-claude", "researcher", "researcher"),
             profile("planner-claude", "planner", "planner"),
             profile("dev-claude", "developer", "developer"),
             profile("reviewer-claude", "reviewer", "reviewer"),
             profile("classifier-claude", "classifier", "classifier"),
+            profile("architect-claude", "architect", "architect"),
         );
         std::fs::write(home.join("fleet.yaml"), yaml).unwrap();
         Instance {
@@ -206,6 +207,13 @@ fn scripted_server() -> ModelServer {
     );
     server.add_scenario("reviewer", Scenario::new().shell(reviewer_script()));
     server.add_scenario(
+        "architect",
+        Scenario::new().write_file(
+            ".fleet-out/architecture.md",
+            "# Architecture\nOne static page per file; no build step.\n",
+        ),
+    );
+    server.add_scenario(
         "classifier",
         Scenario::new().write_file(".fleet-out/intent.txt", "db_issue\n"),
     );
@@ -246,13 +254,25 @@ fn a_deploy_project_records_the_url_its_deploy_command_printed() {
     let out = inst.ok(&[
         "task",
         "add",
-        "Build a landing page with a, b and c",
+        "Design and build a landing page with a, b and c",
         "--project",
         "site",
     ]);
     assert!(out.contains("epic e1 awaiting_acceptance"), "{out}");
     let show = inst.show("e1");
     assert_eq!(show["intent"], "new_app", "routed by the built-in rules");
+    // The request asks for design: an architecture note comes before the plan and reaches it.
+    let stages = stage_list(&show);
+    assert_eq!(
+        stages[..3],
+        ["research1:passed", "architect1:passed", "plan1:passed"]
+    );
+    assert!(
+        server
+            .requests("planner")
+            .iter()
+            .any(|r| r.contains("One static page per file; no build step."))
+    );
     assert!(
         server.requests("classifier").is_empty(),
         "a rule matched: no classifier"
@@ -282,7 +302,7 @@ fn a_deploy_project_records_the_url_its_deploy_command_printed() {
     assert!(
         reviewer
             .iter()
-            .any(|r| r.contains("Review this change for Build a landing page")),
+            .any(|r| r.contains("Review this change for Design and build a landing page")),
         "the instance's role file replaced the built-in reviewer template"
     );
     // The deploy worktree is gone; a failing deploy would have failed the epic instead.
@@ -623,4 +643,38 @@ fn tasks_that_fail_after_every_attempt_are_re_planned_and_the_epic_still_deliver
             .iter()
             .any(|r| r.contains("These tasks could not be done") && r.contains("- x (failed)"))
     );
+}
+
+#[test]
+fn a_project_registered_by_url_is_cloned_into_the_instance() {
+    let server = scripted_server();
+    let inst = Instance::new(&server);
+    git(&inst.repo, &["push", "-q", "origin", "main"]);
+    let url = format!("file://{}", inst.remote.display());
+    inst.ok(&["project", "add", "web", "--repo", &url, "--branch", "main"]);
+    let list: Value = serde_json::from_str(&inst.ok(&["project", "ls", "--json"])).unwrap();
+    let path = PathBuf::from(list[0]["path"].as_str().unwrap());
+    assert_eq!(
+        path,
+        inst.home.join(".fleet/repos/web").canonicalize().unwrap()
+    );
+    // The remote's HEAD names no branch here; `main` exists locally all the same.
+    assert_eq!(git(&path, &["show", "main:README.md"]), "# shop\n");
+    // Bad input is refused with a clear error and exit 2, and nothing is registered.
+    let out = inst.fleet(&["project", "add", "bad", "--repo", "/no/such/dir"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such directory"));
+    let out = inst.fleet(&[
+        "project",
+        "add",
+        "../x",
+        "--repo",
+        inst.repo.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = inst.fleet(&["task", "add", "anything", "--project", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no project \"nope\""));
+    let list: Value = serde_json::from_str(&inst.ok(&["project", "ls", "--json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
 }
