@@ -470,18 +470,39 @@ pub fn resume(home: &Path, id: &str, quiet: bool) -> anyhow::Result<u8> {
     drive(&p, id)
 }
 
-/// Reads new review comments on the epic's pull request; new ones start a rework cycle.
-pub fn sync(home: &Path, id: &str, wait: bool, quiet: bool) -> anyhow::Result<u8> {
+/// Reads new review comments on the epic's pull request; new ones start a rework cycle. With
+/// `every`, keeps polling while the epic awaits acceptance.
+pub fn sync(
+    home: &Path,
+    id: &str,
+    wait: bool,
+    every: Option<u64>,
+    quiet: bool,
+) -> anyhow::Result<u8> {
     let p = pipeline(home, quiet)?;
     let rt = crate::runtime()?;
-    let n = rt
-        .block_on(p.poll_review_comments(id))
-        .map_err(pipeline_error)?;
-    println!("{n} new review comment(s)");
-    if n == 0 || !wait {
-        return Ok(exit::PASSED);
+    loop {
+        let n = rt
+            .block_on(p.poll_review_comments(id))
+            .map_err(pipeline_error)?;
+        println!("{n} new review comment(s)");
+        let mut code = exit::PASSED;
+        if n > 0 && wait {
+            code = drive_on(&rt, &p, id)?;
+        }
+        let Some(secs) = every else {
+            return Ok(code);
+        };
+        std::thread::sleep(std::time::Duration::from_secs(secs.max(1)));
+        let (epic, _) = p.epic(id).map_err(pipeline_error)?;
+        if epic.state != "awaiting_acceptance" {
+            println!(
+                "epic {} {}: no longer awaiting acceptance",
+                epic.id, epic.state
+            );
+            return Ok(code);
+        }
     }
-    drive_on(&rt, &p, id)
 }
 
 /// `fleet artifact check KIND FILE`: exit 0 when valid, 1 with the errors otherwise.

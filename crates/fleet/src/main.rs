@@ -214,6 +214,10 @@ enum TaskCommand {
         id: String,
         #[arg(long)]
         no_wait: bool,
+        /// Keep polling every N seconds while the epic awaits acceptance (ends when it is
+        /// accepted, cancelled or fails).
+        #[arg(long, value_name = "SECONDS")]
+        every: Option<u64>,
         #[arg(long, short)]
         quiet: bool,
     },
@@ -413,9 +417,12 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
                 } => epics::reject(&home, &id, &comment, !no_wait, quiet),
                 TaskCommand::Cancel { id } => epics::cancel(&home, &id),
                 TaskCommand::Resume { id, quiet } => epics::resume(&home, &id, quiet),
-                TaskCommand::Sync { id, no_wait, quiet } => {
-                    epics::sync(&home, &id, !no_wait, quiet)
-                }
+                TaskCommand::Sync {
+                    id,
+                    no_wait,
+                    every,
+                    quiet,
+                } => epics::sync(&home, &id, !no_wait, every, quiet),
             }
         }
         Command::Agents { command } => {

@@ -133,16 +133,19 @@ impl Instance {
         }
     }
 
-    fn fleet(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_fleet"))
-            .current_dir(&self.repo)
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_fleet"));
+        c.current_dir(&self.repo)
             .args(args)
             .env("FLEET_HOME", &self.home)
             .env("CLAUDE_CODE_OAUTH_TOKEN", "sk-ant-oat01-test-secret-0001")
             .env("GITHUB_TOKEN", TOKEN)
-            .env("GITLAB_TOKEN", TOKEN)
-            .output()
-            .unwrap()
+            .env("GITLAB_TOKEN", TOKEN);
+        c
+    }
+
+    fn fleet(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -485,6 +488,12 @@ fn one_sentence_to_a_reviewed_pull_request_then_a_rejection_becomes_a_fix_that_l
         inst.ok(&["task", "sync", "e1"])
             .contains("0 new review comment(s)")
     );
+    // A watcher polls the pull request while the epic awaits acceptance.
+    let mut watcher = inst
+        .command(&["task", "sync", "e1", "--every", "1", "--quiet"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     forge.add_review_comment(
         "acme/shop",
         1,
@@ -493,12 +502,18 @@ fn one_sentence_to_a_reviewed_pull_request_then_a_rejection_becomes_a_fix_that_l
         "README.md",
         Some(1),
     );
-    let out = inst.ok(&["task", "sync", "e1"]);
-    assert!(
-        out.contains("1 new review comment(s)") && out.contains("awaiting_acceptance"),
-        "{out}"
-    );
-    assert_eq!(inst.show("e1")["cycle"], 4);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        let s = inst.show("e1");
+        if s["cycle"] == 4 && s["state"] == "awaiting_acceptance" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watcher never turned the comment into a cycle: {s:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     assert!(inst.file_on_branch("fix-comment.txt").is_some());
     assert!(
         server
@@ -514,6 +529,23 @@ fn one_sentence_to_a_reviewed_pull_request_then_a_rejection_becomes_a_fix_that_l
 
     inst.ok(&["task", "accept", "e1"]);
     assert_eq!(inst.show("e1")["state"], "done");
+    // The watcher stops once the epic no longer awaits acceptance.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while watcher.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watcher did not stop"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = watcher.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 new review comment(s)"), "{text}");
+    assert!(
+        text.contains("epic e1 done: no longer awaiting acceptance"),
+        "{text}"
+    );
     // Nothing secret leaked into the state directory's events.
     let events = inst.ok(&["task", "show", "e1"]);
     assert!(!events.contains(TOKEN));
