@@ -336,7 +336,7 @@ impl Pipeline {
             }
             let stage = machine.stage;
             // The stage is recorded before it runs; a resumed drive continues its run.
-            let name = stage_run_name(&epic.id, stage, machine.cycle, &data, &machine);
+            let name = stage_run_name(&epic.id, stage, &machine);
             if !epic
                 .stages
                 .last()
@@ -578,13 +578,13 @@ fn needs_design(request: &str) -> bool {
     .any(|w| r.contains(w))
 }
 
-/// The engine run name of a stage: unique per epic, stage, cycle and re-plan.
-fn stage_run_name(epic: &str, stage: Stage, cycle: u32, data: &EpicData, m: &EpicState) -> String {
-    let _ = data;
+/// The engine run name of a stage: unique per epic, stage, cycle, re-plan and re-architecture,
+/// so a resumed drive finds the run it had started.
+fn stage_run_name(epic: &str, stage: Stage, m: &EpicState) -> String {
     format!(
         "{epic}-{}-c{}r{}a{}",
         stage.as_str(),
-        cycle.max(1),
+        m.cycle.max(1),
         m.replans,
         m.rearchitects
     )
