@@ -1,7 +1,7 @@
 //! GitHub's REST API (v3, `X-GitHub-Api-Version: 2022-11-28`): pull requests and their comments.
 
 use reqwest::Method;
-use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue, USER_AGENT};
+use reqwest::header::{ACCEPT, AUTHORIZATION, USER_AGENT};
 use serde_json::{Value, json};
 
 use crate::http::{Call, MAX_PAGES, Reply, client, encode, str_of};
@@ -59,16 +59,7 @@ impl GitHub {
             request: format!("{method} {}", path.split('?').next().unwrap_or(path)),
         };
         let url = format!("{}{path}", self.api_url.trim_end_matches('/'));
-        let mut auth =
-            HeaderValue::from_str(&format!("Bearer {}", self.token.value())).map_err(|_| {
-                ForgeError::Auth {
-                    forge: ForgeKind::GitHub,
-                    status: 0,
-                    token_name: self.token.name().map(str::to_string),
-                    message: "the token contains characters not allowed in an HTTP header".into(),
-                }
-            })?;
-        auth.set_sensitive(true);
+        let auth = call.credential(&format!("Bearer {}", self.token.value()))?;
         let mut req = client()
             .request(method, &url)
             .header(AUTHORIZATION, auth)

@@ -1,7 +1,7 @@
 //! GitLab's REST API (v4): merge requests and their notes.
 
 use reqwest::Method;
-use reqwest::header::{ACCEPT, HeaderValue, USER_AGENT};
+use reqwest::header::{ACCEPT, USER_AGENT};
 use serde_json::{Value, json};
 
 use crate::http::{Call, MAX_PAGES, Reply, client, encode, str_of};
@@ -56,14 +56,7 @@ impl GitLab {
             request: format!("{method} {}", path.split('?').next().unwrap_or(path)),
         };
         let url = format!("{}{path}", self.api());
-        let mut token =
-            HeaderValue::from_str(self.token.value()).map_err(|_| ForgeError::Auth {
-                forge: ForgeKind::GitLab,
-                status: 0,
-                token_name: self.token.name().map(str::to_string),
-                message: "the token contains characters not allowed in an HTTP header".into(),
-            })?;
-        token.set_sensitive(true);
+        let token = call.credential(self.token.value())?;
         let mut req = client()
             .request(method, &url)
             .header("PRIVATE-TOKEN", token)

@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use reqwest::header::HeaderMap;
+use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::Value;
 
 use crate::{ForgeError, ForgeKind, Token};
@@ -71,6 +71,19 @@ pub(crate) struct Call<'a> {
 }
 
 impl Call<'_> {
+    /// The header value carrying the token (`value` is the whole value, e.g. `Bearer …`),
+    /// marked sensitive so it is never logged.
+    pub(crate) fn credential(&self, value: &str) -> Result<HeaderValue, ForgeError> {
+        let mut header = HeaderValue::from_str(value).map_err(|_| ForgeError::Auth {
+            forge: self.forge,
+            status: 0,
+            token_name: self.token.name().map(str::to_string),
+            message: "the token contains characters not allowed in an HTTP header".into(),
+        })?;
+        header.set_sensitive(true);
+        Ok(header)
+    }
+
     /// Sends `req` (already carrying its headers) and reads the whole answer.
     pub async fn send(&self, req: reqwest::RequestBuilder, url: &str) -> Result<Reply, ForgeError> {
         let transport = |e: reqwest::Error| ForgeError::Transport {

@@ -1822,7 +1822,9 @@ fn merge_step(
     let head = ctx.repo.branch_tip(target)?.unwrap_or_default();
     let landed = ctx.repo.is_ancestor(&tip, &head)?;
     let up_to_date = head.is_empty() || ctx.repo.is_ancestor(&head, &tip)?;
-    if landed || up_to_date || !(recheck || rework) {
+    // Up to date, or nothing to re-check: a clean merge lands as is; a conflict goes back to
+    // the agent (agent tasks) or fails the task.
+    if landed || up_to_date || !recheck {
         let outcome = ctx.repo.merge_into(target, &tip, &message)?;
         return match outcome {
             MergeOutcome::Conflict { .. } if rework => conflict_for_rework(ctx, id, &head),
@@ -1830,18 +1832,7 @@ fn merge_step(
         };
     }
     // The integration branch moved since this task started.
-    let path = ctx.layout.worktree(&ctx.run_id, id);
-    if !ctx.repo.is_complete_worktree(&path)? {
-        ctx.repo
-            .add_worktree(&path, &task_branch(&ctx.run_id, id), &tip)?;
-    }
-    if !recheck {
-        // Nothing to re-check: a clean merge lands as is; a conflict goes back to the agent.
-        return match ctx.repo.merge_into(target, &tip, &message)? {
-            MergeOutcome::Conflict { .. } => conflict_for_rework(ctx, id, &head),
-            other => Ok(MergeStep::Landed(other)),
-        };
-    }
+    let path = task_worktree(ctx, id, &tip)?;
     if let fleet_git::RebaseOutcome::Rebased { tip } = ctx.repo.rebase_onto(&path, &head)? {
         return Ok(MergeStep::Rebased { tip, how: "rebase" });
     }
@@ -1867,18 +1858,23 @@ fn merge_step(
     Ok(MergeStep::Landed(MergeOutcome::Conflict { files }))
 }
 
+/// Task `id`'s worktree, made again on its branch (or at `fallback` if the branch is gone)
+/// when a crash left it missing or half-made.
+fn task_worktree(ctx: &Ctx, id: &str, fallback: &str) -> Result<PathBuf, fleet_git::GitError> {
+    let path = ctx.layout.worktree(&ctx.run_id, id);
+    if !ctx.repo.is_complete_worktree(&path)? {
+        let branch = task_branch(&ctx.run_id, id);
+        let tip = ctx.repo.branch_tip(&branch)?;
+        ctx.repo
+            .add_worktree(&path, &branch, tip.as_deref().unwrap_or(fallback))?;
+    }
+    Ok(path)
+}
+
 /// Leaves the merge of `onto` into task `id`'s worktree in progress, conflict markers and all,
 /// for a rework attempt.
 fn conflict_for_rework(ctx: &Ctx, id: &str, onto: &str) -> Result<MergeStep, fleet_git::GitError> {
-    let path = ctx.layout.worktree(&ctx.run_id, id);
-    if !ctx.repo.is_complete_worktree(&path)? {
-        let tip = ctx.repo.branch_tip(&task_branch(&ctx.run_id, id))?;
-        ctx.repo.add_worktree(
-            &path,
-            &task_branch(&ctx.run_id, id),
-            tip.as_deref().unwrap_or(onto),
-        )?;
-    }
+    let path = task_worktree(ctx, id, onto)?;
     let files = ctx.repo.merge_for_resolution(&path, onto)?;
     Ok(MergeStep::Rework {
         files,

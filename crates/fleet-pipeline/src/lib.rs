@@ -171,24 +171,10 @@ impl Pipeline {
     fn save(&self, epic: &mut EpicRow, data: &EpicData, events: Vec<NewEvent>) -> Result<()> {
         epic.updated_at = now_ms();
         epic.data = serde_json::to_value(data).map_err(|e| PipelineError::Other(e.to_string()))?;
-        let seqs = self.store.save_epic(epic, &events)?;
-        if let Some(obs) = &self.observer {
-            for (e, seq) in events.into_iter().zip(seqs) {
-                obs(&Event {
-                    seq,
-                    at: e.at,
-                    run_id: e.run_id,
-                    task: e.task,
-                    attempt: e.attempt,
-                    kind: e.kind,
-                    data: e.data,
-                });
-            }
-        }
-        Ok(())
+        self.record(epic, events)
     }
 
-    /// Appends events about the epic without changing it.
+    /// Writes `epic` as it is with `events`, then shows them to the observer.
     fn record(&self, epic: &EpicRow, events: Vec<NewEvent>) -> Result<()> {
         let seqs = self.store.save_epic(epic, &events)?;
         if let Some(obs) = &self.observer {

@@ -718,28 +718,26 @@ fn github(
                 },
                 ("GET", ["pulls", n, "comments"]) => match number(n) {
                     Some(n) => {
-                        let db = shared.db();
-                        let all: Vec<Value> = db
-                            .review_comments
-                            .iter()
-                            .filter(|c| c.repo == key && c.number == n)
-                            .map(|c| review_comment_json(shared, c))
-                            .collect();
-                        drop(db);
+                        let all = comments_json(
+                            shared,
+                            &key,
+                            n,
+                            |db| &db.review_comments,
+                            review_comment_json,
+                        );
                         github_page(shared, all, query, path_and_query)
                     }
                     None => github_error(404, "Not Found"),
                 },
                 ("GET", ["issues", n, "comments"]) => match number(n) {
                     Some(n) => {
-                        let db = shared.db();
-                        let all: Vec<Value> = db
-                            .issue_comments
-                            .iter()
-                            .filter(|c| c.repo == key && c.number == n)
-                            .map(|c| issue_comment_json(shared, c))
-                            .collect();
-                        drop(db);
+                        let all = comments_json(
+                            shared,
+                            &key,
+                            n,
+                            |db| &db.issue_comments,
+                            issue_comment_json,
+                        );
                         github_page(shared, all, query, path_and_query)
                     }
                     None => github_error(404, "Not Found"),
@@ -886,6 +884,22 @@ fn pull_json(shared: &Shared, p: &Pull) -> Value {
         "author_association": "OWNER",
         "auto_merge": null,
     })
+}
+
+/// The comments of pull request `number` of `repo` in one of the double's lists, as JSON.
+fn comments_json(
+    shared: &Shared,
+    repo: &str,
+    number: u64,
+    list: impl Fn(&Db) -> &Vec<Comment>,
+    to_json: fn(&Shared, &Comment) -> Value,
+) -> Vec<Value> {
+    let db = shared.db();
+    list(&db)
+        .iter()
+        .filter(|c| c.repo == repo && c.number == number)
+        .map(|c| to_json(shared, c))
+        .collect()
 }
 
 fn review_comment_json(shared: &Shared, c: &Comment) -> Value {

@@ -37,27 +37,24 @@ pub fn instance_home(home: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     })
 }
 
+/// Errors in the user's files, one per line (exit 2).
+fn invalid_files(errors: &[fleet_config::ConfigError]) -> anyhow::Error {
+    let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    InvalidInput(lines.join("\n")).into()
+}
+
+/// The instance's roles, bibles and skills over the built-in ones.
+fn load_library(home: &Path) -> anyhow::Result<fleet_config::Library> {
+    fleet_config::Library::load(Some(home)).map_err(|e| invalid_files(&e))
+}
+
 pub fn pipeline(home: &Path, quiet: bool) -> anyhow::Result<Pipeline> {
     let mut instance = crate::load_instance(Some(home))?;
-    let library = fleet_config::Library::load(Some(home)).map_err(|e| {
-        InvalidInput(
-            e.iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("\n"),
-        )
-    })?;
+    let library = load_library(home)?;
     let mut errors = instance.routing.unknown_roles(&library);
     errors.extend(library.unknown_profiles(&instance));
     if !errors.is_empty() {
-        return Err(InvalidInput(
-            errors
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("\n"),
-        )
-        .into());
+        return Err(invalid_files(&errors));
     }
     // A role file's `profiles:` lets those profiles play it, beside fleet.yaml's `roles:`.
     for role in library.roles.values() {
@@ -192,14 +189,7 @@ pub fn project_add(home: &Path, p: NewProject) -> anyhow::Result<u8> {
     repo.resolve(&branch)
         .map_err(|e| InvalidInput(format!("--branch {branch}: {e}")))?;
     if let Some(b) = &p.bible {
-        let lib = fleet_config::Library::load(Some(home)).map_err(|e| {
-            InvalidInput(
-                e.iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            )
-        })?;
+        let lib = load_library(home)?;
         if lib.bible(b).is_none() {
             return Err(InvalidInput(format!("--bible {b}: no bibles/{b}.md")).into());
         }
