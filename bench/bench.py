@@ -703,7 +703,7 @@ def build(which: list[str]) -> None:
         cmds.append(["cargo", "build", "--release", "-q", "-p", "fleet-git", "--example", "worktree_bench"])
     if "r2" in which:
         cmds.append(["cargo", "build", "--release", "-q", "-p", "fleet-testkit", "--bin", "fleet-fake-agent"])
-    if "p4" in which or "p5" in which:
+    if "p4" in which or "p5" in which or "p6" in which:
         cmds.append(["cargo", "build", "--release", "-q", "-p", "fleet-testkit"])
     for c in cmds:
         p = subprocess.run(c, cwd=ROOT)
@@ -734,19 +734,20 @@ def tool_versions() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("which", nargs="?", default="all", choices=["b1", "b2", "b3", "r2", "p4", "p5", "all"])
+    ap.add_argument("which", nargs="?", default="all", choices=["b1", "b2", "b3", "r2", "p4", "p5", "p6", "all"])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
     ap.add_argument("--no-build", action="store_true",
                     help="use the binaries already in target/release (skip cargo build)")
     args = ap.parse_args()
-    which = ["b1", "b2", "b3", "r2", "p4", "p5"] if args.which == "all" else [args.which]
+    which = ["b1", "b2", "b3", "r2", "p4", "p5", "p6"] if args.which == "all" else [args.which]
     import chaos  # R2 (bench/chaos.py)
     import agents  # P4, P5 (bench/agents.py)
+    import server  # P6 (bench/server.py)
     for tool in ["git", "make", "bash", "cargo"]:
         if shutil.which(tool) is None:
             sys.exit(f"bench: `{tool}` is required")
     if args.no_build:
-        for b in [FLEET] + ([WT_BENCH] if "b2" in which else []) + ([chaos.FAKE_AGENT] if "r2" in which else []) + (agents.BINARIES if {"p4", "p5"} & set(which) else []):
+        for b in [FLEET] + ([WT_BENCH] if "b2" in which else []) + ([chaos.FAKE_AGENT] if "r2" in which else []) + (agents.BINARIES if {"p4", "p5"} & set(which) else []) + (server.BINARIES if "p6" in which else []):
             if not b.exists():
                 sys.exit(f"bench: {b} is missing; run without --no-build")
     else:
@@ -774,11 +775,11 @@ def main() -> None:
         # B2 last: its worktrees (hundreds of thousands of files) are deleted at the end.
         for b in sorted(which, key=lambda b: b == "b2"):
             t = time.perf_counter()
-            raw[b] = {"b1": b1, "b2": b2, "b3": b3, "r2": chaos.r2, "p4": agents.p4, "p5": agents.p5}[b](work, args.quick)
+            raw[b] = {"b1": b1, "b2": b2, "b3": b3, "r2": chaos.r2, "p4": agents.p4, "p5": agents.p5, "p6": server.p6}[b](work, args.quick)
             log(f"{b} took {time.perf_counter() - t:.0f} s")
         log("removing the temporary directories")
     for b in which:  # reported in order
-        report += {"b1": b1_report, "b2": b2_report, "b3": b3_report, "r2": chaos.r2_report, "p4": agents.p4_report, "p5": agents.p5_report}[b](raw[b])
+        report += {"b1": b1_report, "b2": b2_report, "b3": b3_report, "r2": chaos.r2_report, "p4": agents.p4_report, "p5": agents.p5_report, "p6": server.p6_report}[b](raw[b])
     report.append(f"_Total benchmark time {time.perf_counter() - t0:.0f} s "
                   f"(`python3 bench/bench.py {args.which}{' --quick' if args.quick else ''}`)._")
     text = "\n".join(report) + "\n"

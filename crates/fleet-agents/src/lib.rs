@@ -44,6 +44,29 @@ pub struct AttemptRequest<'a> {
     pub max_turns: Option<u32>,
     /// Continue this CLI session instead of starting a new one (where the CLI supports it).
     pub resume_session: Option<&'a str>,
+    /// Fleet's MCP server (`fleet mcp`), given to CLIs that take MCP servers in their config.
+    pub mcp: Option<&'a McpServer>,
+}
+
+/// A stdio MCP server an agent should have (Fleet's own: `report_progress`, `read_context`…).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct McpServer {
+    pub name: String,
+    pub command: String,
+    pub args: Vec<String>,
+    /// Not secret (which run, task and attempt; where the instance is).
+    pub env: BTreeMap<String, String>,
+}
+
+impl McpServer {
+    /// `{"mcpServers": {name: {command, args, env}}}`: claude's `--mcp-config` file, and the
+    /// `mcpServers` entry of gemini's and qwen's settings.
+    pub fn json_entry(&self) -> (String, serde_json::Value) {
+        (
+            self.name.clone(),
+            serde_json::json!({"command": self.command, "args": self.args, "env": self.env}),
+        )
+    }
 }
 
 /// How the prompt reaches the process.

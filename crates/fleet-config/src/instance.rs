@@ -1,6 +1,8 @@
-//! `fleet.yaml`: the instance configuration — store, server, agent profiles and accounts.
+//! `fleet.yaml`: the instance configuration — store, server, agent profiles and accounts,
+//! notifications and the Telegram bot (those two in `notify.rs`).
 
 use crate::decode::{Decoder, Field};
+use crate::notify::{self, NotifyRetry, NotifySpec, TelegramSpec};
 use crate::routing::{self, Routing};
 use crate::yaml::{self, Node, ScalarKind, Value};
 use crate::{ConfigError, Location};
@@ -15,8 +17,17 @@ pub const CLIS: &[&str] = &[
     "command", "http",
 ];
 
-const TOP_KEYS: &[&str] = &["store", "server", "agents", "accounts", "routing"];
-const SERVER_KEYS: &[&str] = &["bind"];
+const TOP_KEYS: &[&str] = &[
+    "store",
+    "server",
+    "agents",
+    "accounts",
+    "routing",
+    "notifications",
+    "notify_retry",
+    "telegram",
+];
+const SERVER_KEYS: &[&str] = &["bind", "public_url"];
 const PROFILE_KEYS: &[&str] = &[
     "cli",
     "model",
@@ -49,6 +60,15 @@ pub struct InstanceConfig {
     pub accounts: Vec<Account>,
     /// IMR routing: the `routing:` section, or the built-in rules.
     pub routing: Routing,
+    /// `server.public_url`: the base of links in notifications, without a trailing `/`
+    /// (see [`InstanceConfig::link_base`] for the default).
+    pub public_url: Option<String>,
+    /// `notifications:`, in the order written.
+    pub notifications: Vec<NotifySpec>,
+    /// `notify_retry:`, or its defaults.
+    pub notify_retry: NotifyRetry,
+    /// `telegram:`: the bot that takes requests, when configured.
+    pub telegram: Option<TelegramSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +141,14 @@ impl InstanceConfig {
         self.accounts.iter().find(|a| a.name == name)
     }
 
+    /// The base of links to the web UI: `public_url`, or `http://{bind}`.
+    pub fn link_base(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.clone(),
+            None => format!("http://{}", self.bind),
+        }
+    }
+
     /// An instance with nothing configured (`fleet run` without a `fleet.yaml`).
     pub fn empty() -> InstanceConfig {
         InstanceConfig {
@@ -130,6 +158,10 @@ impl InstanceConfig {
             agents: Vec::new(),
             accounts: Vec::new(),
             routing: Routing::builtin(),
+            public_url: None,
+            notifications: Vec::new(),
+            notify_retry: NotifyRetry::default(),
+            telegram: None,
         }
     }
 }
@@ -187,8 +219,16 @@ pub fn parse_instance(path: &Path, text: &str) -> Result<InstanceConfig, Vec<Con
                         d.fields(value, SERVER_KEYS, "in `server`", "a mapping with `bind`")
                     {
                         for field in &f.list {
-                            if let Some(b) = d.text(field.value, "bind") {
-                                cfg.bind = b.value;
+                            match field.key {
+                                "bind" => {
+                                    if let Some(b) = d.text(field.value, "bind") {
+                                        cfg.bind = b.value;
+                                    }
+                                }
+                                "public_url" => {
+                                    cfg.public_url = notify::public_url(&mut d, field.value)
+                                }
+                                _ => unreachable!("fields() keeps known keys only"),
                             }
                         }
                     }
@@ -196,6 +236,11 @@ pub fn parse_instance(path: &Path, text: &str) -> Result<InstanceConfig, Vec<Con
                 "agents" => cfg.agents = profiles(&mut d, value),
                 "accounts" => cfg.accounts = accounts(&mut d, value),
                 "routing" => cfg.routing = routing::decode(&mut d, value),
+                "notifications" => cfg.notifications = notify::notifications(&mut d, value),
+                "notify_retry" => {
+                    cfg.notify_retry = notify::retry(&mut d, value).unwrap_or_default()
+                }
+                "telegram" => cfg.telegram = notify::telegram(&mut d, value),
                 _ => unreachable!("fields() keeps known keys only"),
             }
         }
@@ -591,6 +636,249 @@ accounts:
                 .message
                 .contains("account `nope`, which is not defined"),
             "{errs:?}"
+        );
+    }
+
+    const NOTIFY: &str = r#"server:
+  bind: 127.0.0.1:7420
+  public_url: http://fleet.example:7420/
+notifications:
+  - kind: webhook
+    url: https://example.com/hook
+    on: [awaiting_acceptance, failed]
+  - kind: slack
+    url_env: FLEET_SLACK_WEBHOOK
+  - kind: telegram
+    token_env: FLEET_TELEGRAM_TOKEN
+    chat_id: -100123
+    api_url: http://127.0.0.1:9999
+  - kind: email
+    host: smtp.example
+    tls: tls
+    username: fleet
+    password_env: SMTP_PASSWORD
+    from: Fleet <fleet@example.com>
+    to: [a@example.com, b@example.com]
+notify_retry: { tries: 3, backoff_ms: 50 }
+telegram:
+  token_env: FLEET_TELEGRAM_TOKEN
+  allowed_chats: [12345, -100123]
+  default_project: shop
+"#;
+
+    #[test]
+    fn decodes_notifications_and_the_bot() {
+        let cfg = parse_instance(Path::new("fleet.yaml"), NOTIFY).unwrap();
+        assert_eq!(cfg.public_url.as_deref(), Some("http://fleet.example:7420"));
+        assert_eq!(cfg.link_base(), "http://fleet.example:7420");
+        assert_eq!(cfg.notifications.len(), 4);
+        let n = &cfg.notifications;
+        assert_eq!(
+            n[0].kind,
+            crate::NotifyKind::Webhook {
+                url: crate::UrlSource::Url("https://example.com/hook".into())
+            }
+        );
+        assert_eq!(n[0].on, ["awaiting_acceptance", "failed"]);
+        assert!(n[0].wants("failed") && !n[0].wants("auth_failed"));
+        assert_eq!(n[0].location, Location { line: 5, col: 5 });
+        assert_eq!(
+            n[1].kind,
+            crate::NotifyKind::Slack {
+                url_env: "FLEET_SLACK_WEBHOOK".into()
+            }
+        );
+        assert_eq!(
+            n[1].on,
+            crate::NOTIFY_EVENTS,
+            "`on` defaults to every event"
+        );
+        assert_eq!(
+            n[2].kind,
+            crate::NotifyKind::Telegram {
+                token_env: "FLEET_TELEGRAM_TOKEN".into(),
+                chat_id: -100123,
+                api_url: "http://127.0.0.1:9999".into()
+            }
+        );
+        assert_eq!(
+            n[3].kind,
+            crate::NotifyKind::Email(crate::EmailSpec {
+                host: "smtp.example".into(),
+                port: 465,
+                tls: crate::EmailTls::Tls,
+                username: Some("fleet".into()),
+                password_env: Some("SMTP_PASSWORD".into()),
+                from: "Fleet <fleet@example.com>".into(),
+                to: vec!["a@example.com".into(), "b@example.com".into()],
+            })
+        );
+        assert_eq!(
+            cfg.notify_retry,
+            NotifyRetry {
+                tries: 3,
+                backoff_ms: 50
+            }
+        );
+        let bot = cfg.telegram.unwrap();
+        assert_eq!(bot.token_env, "FLEET_TELEGRAM_TOKEN");
+        assert_eq!(bot.api_url, crate::DEFAULT_TELEGRAM_API);
+        assert_eq!(bot.allowed_chats, [12345, -100123]);
+        assert_eq!(bot.default_project.as_deref(), Some("shop"));
+    }
+
+    #[test]
+    fn notification_defaults() {
+        let cfg = parse_instance(
+            Path::new("fleet.yaml"),
+            "server: { bind: \"0.0.0.0:80\" }\nnotifications:\n  - kind: email\n    host: h\n    from: f@x\n    to: t@x\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.link_base(), "http://0.0.0.0:80");
+        assert_eq!(cfg.notify_retry, NotifyRetry::default());
+        let crate::NotifyKind::Email(e) = &cfg.notifications[0].kind else {
+            panic!("{:?}", cfg.notifications)
+        };
+        assert_eq!((e.port, e.tls), (587, crate::EmailTls::StartTls));
+        assert_eq!(e.to, ["t@x"]);
+        assert!(cfg.telegram.is_none());
+        assert!(InstanceConfig::empty().notifications.is_empty());
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        parse_instance(Path::new("fleet.yaml"), text)
+            .unwrap_err()
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    fn has(all: &[String], prefix: &str, part: &str) -> bool {
+        all.iter()
+            .any(|e| e.starts_with(prefix) && e.contains(part))
+    }
+
+    #[test]
+    fn notification_errors_are_located() {
+        let all = errors(
+            "notifications:\n  - kind: pager\n    url: x\n  - kind: webhook\n    url: https://h/x\n    on: [failed, exploded]\n  - kind: email\n    host: smtp\n    from: a@b\n  - kind: telegram\n    token_env: T\n    chat_id: twelve\n    colour: red\n",
+        );
+        assert!(
+            has(
+                &all,
+                "fleet.yaml:2:11: `kind`: unknown notification kind \"pager\"",
+                "webhook, slack, telegram, email"
+            ),
+            "{all:?}"
+        );
+        assert!(
+            has(
+                &all,
+                "fleet.yaml:6:18: `on`: unknown event \"exploded\"",
+                "awaiting_acceptance"
+            ),
+            "{all:?}"
+        );
+        assert!(
+            has(
+                &all,
+                "fleet.yaml:7:5: an `email` notification needs `to`",
+                "recipients"
+            ),
+            "{all:?}"
+        );
+        assert!(
+            has(
+                &all,
+                "fleet.yaml:12:14: `chat_id`: expected a numeric Telegram chat id",
+                "twelve"
+            ),
+            "{all:?}"
+        );
+        assert!(
+            has(
+                &all,
+                "fleet.yaml:13:5: unknown key `colour` in a `telegram` notification",
+                "chat_id"
+            ),
+            "{all:?}"
+        );
+        assert_eq!(all.len(), 5, "{all:?}");
+    }
+
+    #[test]
+    fn secrets_are_named_not_written() {
+        let token = "123456789:AAFakeTelegramTokenValue_xyz";
+        let hook = "https://hooks.slack.com/services/T000/B000/SecretPart";
+        let text = format!(
+            "notifications:\n  - kind: slack\n    url: {hook}\n  - kind: telegram\n    token_env: \"{token}\"\n    chat_id: 1\n  - kind: webhook\n    on: []\ntelegram:\n  token_env: TOKEN\n  allowed_chats: []\nnotify_retry: {{ tries: 0 }}\nserver: {{ public_url: \"ftp://x\" }}\n"
+        );
+        let all = errors(&text);
+        assert!(
+            has(
+                &all,
+                "fleet.yaml:3:5: a Slack webhook URL is a secret",
+                "url_env"
+            ),
+            "{all:?}"
+        );
+        assert!(
+            has(
+                &all,
+                "fleet.yaml:5:16: `token_env` names the environment variable",
+                "not a variable name"
+            ),
+            "{all:?}"
+        );
+        assert!(
+            has(
+                &all,
+                "fleet.yaml:7:5: a `webhook` notification needs `url`",
+                "url_env"
+            ),
+            "{all:?}"
+        );
+        assert!(
+            has(&all, "fleet.yaml:8:9: `on` is empty", "failed"),
+            "{all:?}"
+        );
+        assert!(
+            has(&all, "fleet.yaml:11:18: `allowed_chats` is empty", "only"),
+            "{all:?}"
+        );
+        assert!(
+            has(
+                &all,
+                "fleet.yaml:12:24: `tries`: expected a number of tries from 1 to 20",
+                "found 0"
+            ),
+            "{all:?}"
+        );
+        assert!(
+            has(
+                &all,
+                "fleet.yaml:13:23: `public_url`: expected an http:// or https:// URL",
+                ""
+            ),
+            "{all:?}"
+        );
+        assert!(
+            all.iter()
+                .all(|e| !e.contains("AAFake") && !e.contains("SecretPart")),
+            "a secret was echoed: {all:?}"
+        );
+    }
+
+    #[test]
+    fn the_bot_needs_a_token_and_chats() {
+        let all = errors("telegram:\n  default_project: shop\n");
+        assert!(
+            has(&all, "fleet.yaml:2:3: `telegram` needs `token_env`", ""),
+            "{all:?}"
+        );
+        assert!(
+            has(&all, "fleet.yaml:2:3: `telegram` needs `allowed_chats`", ""),
+            "{all:?}"
         );
     }
 

@@ -1,7 +1,8 @@
 //! Fleet's user-written files: parsing and validation into typed data.
 //!
 //! This crate owns the formats of the runbook (see `PRODUCT.md`, "Runbook"), the instance
-//! configuration `fleet.yaml` (with its IMR `routing:`, [`routing`](crate::route)), and the
+//! configuration `fleet.yaml` (with its IMR `routing:`, [`routing`](crate::route), and who is
+//! notified of what, [`NotifySpec`], with the Telegram bot's [`TelegramSpec`]), and the
 //! knowledge files — roles, bibles and skills, Markdown with YAML front matter ([`Library`]) —
 //! with the prompt templates of the built-in roles ([`render`]). Errors name `file:line:col`
 //! and say what was expected. Every error is collected, not just the first, except YAML syntax
@@ -16,6 +17,7 @@ mod decode;
 mod duration;
 mod instance;
 mod knowledge;
+mod notify;
 mod routing;
 mod template;
 mod yaml;
@@ -26,6 +28,10 @@ pub use instance::{
 };
 pub use knowledge::{
     BUILTIN_ROLES, Bible, Library, Role, Skill, parse_bible, parse_role, parse_skill, skills_text,
+};
+pub use notify::{
+    DEFAULT_TELEGRAM_API, EmailSpec, EmailTls, NOTIFY_EVENTS, NOTIFY_KINDS, NotifyKind,
+    NotifyRetry, NotifySpec, TelegramSpec, UrlSource,
 };
 pub use routing::{Route, RouteSource, Routing, Rule, route};
 pub use template::{TEMPLATE_VARS, render};

@@ -175,6 +175,8 @@ pub struct AgentRun<'a> {
     pub extra_env: &'a BTreeMap<String, String>,
     /// The profile's secrets, resolved by the caller (see [`secret_values`]).
     pub secrets: &'a BTreeMap<String, String>,
+    /// Fleet's MCP server for this run; the attempt's identity is added to its env.
+    pub mcp: Option<&'a fleet_agents::McpServer>,
 }
 
 /// Runs the attempt; `on_events` receives normalized events as they are parsed.
@@ -215,6 +217,15 @@ pub async fn run(
         path: r.home.to_path_buf(),
         keep: false,
     };
+    let mcp = r.mcp.map(|m| {
+        let mut m = m.clone();
+        for k in ["FLEET_RUN", "FLEET_TASK", "FLEET_ATTEMPT"] {
+            if let Some(v) = r.extra_env.get(k) {
+                m.env.insert(k.into(), v.clone());
+            }
+        }
+        m
+    });
     let req = AttemptRequest {
         prompt: r.prompt,
         system: None,
@@ -226,6 +237,7 @@ pub async fn run(
         env: &env,
         max_turns: profile.max_turns,
         resume_session,
+        mcp: mcp.as_ref(),
     };
     let launch = adapter
         .launch(&req)

@@ -39,6 +39,12 @@ pub struct EngineOptions {
     /// Time between SIGTERM and SIGKILL when a task's process group is ended.
     pub kill_grace: Duration,
     pub observer: Option<Observer>,
+    /// Fleet's MCP server, put in the MCP config of the agents this run launches (each
+    /// attempt's copy also names the run, task and attempt in its env).
+    pub mcp: Option<fleet_agents::McpServer>,
+    /// Raised from outside (a person cancelled the work): the run stops as on SIGTERM —
+    /// running attempts end, state is kept, the run is `interrupted`.
+    pub stop: Option<watch::Receiver<bool>>,
 }
 
 impl Default for EngineOptions {
@@ -46,6 +52,8 @@ impl Default for EngineOptions {
         EngineOptions {
             kill_grace: Duration::from_secs(5),
             observer: None,
+            mcp: None,
+            stop: None,
         }
     }
 }
@@ -185,6 +193,20 @@ enum FinishResult {
     Error(String),
 }
 
+/// Resolves when an outside stop is raised; never when there is none (or it was dropped).
+async fn external_stop(stop: &mut Option<watch::Receiver<bool>>) {
+    match stop {
+        Some(rx) => {
+            while !*rx.borrow_and_update() {
+                if rx.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// What workers share.
 struct Ctx {
     repo: Repo,
@@ -196,6 +218,7 @@ struct Ctx {
     /// The branch passed tasks land on.
     integration: String,
     kill_grace: Duration,
+    mcp: Option<fleet_agents::McpServer>,
     tx: mpsc::UnboundedSender<Msg>,
     stop: watch::Receiver<bool>,
 }
@@ -413,6 +436,8 @@ struct Coordinator {
     journal: Journal,
     rx: mpsc::UnboundedReceiver<Msg>,
     stop_tx: watch::Sender<bool>,
+    /// [`EngineOptions::stop`].
+    external_stop: Option<watch::Receiver<bool>>,
     /// Workers in flight (attempts, checks, merges).
     busy: usize,
     /// Tasks running or checking (what `concurrency` limits).
@@ -482,6 +507,7 @@ impl Coordinator {
             tasks: plan.tasks.clone(),
             profiles: plan.pool.profiles.clone(),
             kill_grace: opts.kill_grace,
+            mcp: opts.mcp.clone(),
             tx,
             stop: stop_rx,
         });
@@ -509,6 +535,7 @@ impl Coordinator {
             journal,
             rx,
             stop_tx,
+            external_stop: opts.stop.clone(),
             busy: 0,
             active,
             merge_queue: VecDeque::new(),
@@ -785,12 +812,14 @@ impl Coordinator {
                 _ = sleep => {}
                 _ = sigint.recv() => self.stop("interrupted (SIGINT)"),
                 _ = sigterm.recv() => self.stop("terminated (SIGTERM)"),
+                _ = external_stop(&mut self.external_stop) => self.stop("stopped: the work was cancelled"),
             }
         }
         self.finish()
     }
 
     fn stop(&mut self, why: &str) {
+        self.external_stop = None;
         if !self.stopping {
             self.stopping = true;
             self.event(None, None, "run.stopping", json!({"reason": why}));
@@ -2013,6 +2042,7 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
         resume_session,
         extra_env: &env,
         secrets: &agent::secret_values(&profile.secrets),
+        mcp: ctx.mcp.as_ref(),
     };
     let tx = ctx.tx.clone();
     let (finished, end) = agent::run(run, ctx.stop.clone(), |events| {

@@ -76,6 +76,7 @@ async fn attempt(server: &ModelServer, cli: &str, case: &str, scenario: Scenario
         timeout: Some(Duration::from_secs(120)),
         kill_grace: GRACE,
         resume_session: None,
+        mcp: None,
         extra_env: &env,
         secrets: &secrets,
     };
@@ -231,6 +232,7 @@ async fn http_agent_edits_files_and_classifies_errors() {
                 timeout: Some(Duration::from_secs(60)),
                 kill_grace: GRACE,
                 resume_session: None,
+                mcp: None,
                 extra_env: &env,
                 secrets: &secrets,
             };

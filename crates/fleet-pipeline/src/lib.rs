@@ -35,6 +35,11 @@ pub enum PipelineError {
     /// The request or a name in it is wrong (exit 2 at the CLI).
     #[error("{0}")]
     Invalid(String),
+    /// The request is fine but clashes with the state of things: accepting an epic that is
+    /// not awaiting acceptance, cancelling one that ended, a project name that is taken
+    /// (exit 2 at the CLI, 409 over HTTP).
+    #[error("{0}")]
+    NotNow(String),
     #[error("no epic {0:?}")]
     NoSuchEpic(String),
     #[error(transparent)]
@@ -43,6 +48,10 @@ pub enum PipelineError {
     Git(#[from] fleet_git::GitError),
     #[error(transparent)]
     Engine(#[from] fleet_engine::EngineError),
+    /// Someone else changed the epic meanwhile (a person cancelled, accepted or rejected it,
+    /// another process worked on it); nothing was written.
+    #[error("epic {0} was changed meanwhile; nothing was written (try again)")]
+    Conflict(String),
     /// Fleet was stopped while a stage's run was going; driving the epic again resumes it.
     #[error("interrupted during run {0}; `fleet task resume` continues")]
     Interrupted(String),
@@ -100,6 +109,32 @@ pub struct Delivery {
     pub seen_conversation_comment: Option<u64>,
 }
 
+/// A project to register (`fleet project add`, `POST /api/v1/projects`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NewProject {
+    pub name: String,
+    /// A local repository, or a URL to clone.
+    pub repo: String,
+    /// The branch results build on (default: the checked-out one).
+    pub branch: Option<String>,
+    pub checks: Vec<String>,
+    /// `branch` (the default), `pull_request` or `deploy`.
+    #[serde(default = "branch_delivery")]
+    pub delivery: String,
+    pub forge: Option<String>,
+    pub api_url: Option<String>,
+    pub forge_repo: Option<String>,
+    pub token_env: Option<String>,
+    pub remote: Option<String>,
+    pub deploy_command: Option<String>,
+    pub bible: Option<String>,
+}
+
+fn branch_delivery() -> String {
+    "branch".into()
+}
+
 /// The epic's data column.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -149,6 +184,9 @@ pub struct Pipeline {
     /// Tasks of a stage run at once.
     pub concurrency: usize,
     pub observer: Option<Observer>,
+    /// Raised when the process is stopping (`fleet serve` shutting down): stage runs stop as
+    /// on SIGTERM and resume on the next start.
+    pub shutdown: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 fn now_ms() -> i64 {
@@ -169,14 +207,42 @@ impl Pipeline {
 
     /// Saves the epic with `events` in one transaction, then shows them to the observer.
     fn save(&self, epic: &mut EpicRow, data: &EpicData, events: Vec<NewEvent>) -> Result<()> {
-        epic.updated_at = now_ms();
         epic.data = serde_json::to_value(data).map_err(|e| PipelineError::Other(e.to_string()))?;
         self.record(epic, events)
     }
 
-    /// Writes `epic` as it is with `events`, then shows them to the observer.
-    fn record(&self, epic: &EpicRow, events: Vec<NewEvent>) -> Result<()> {
-        let seqs = self.store.save_epic(epic, &events)?;
+    /// Writes `epic` as it is with `events` — only if nobody changed it since it was read
+    /// (compare-and-swap on `updated_at`; [`PipelineError::Conflict`] otherwise) — then shows
+    /// them to the observer.
+    fn record(&self, epic: &mut EpicRow, events: Vec<NewEvent>) -> Result<()> {
+        let expected = epic.updated_at;
+        epic.updated_at = now_ms().max(expected + 1);
+        let seqs = match self.store.update_epic(epic, expected, &events) {
+            Ok(seqs) => seqs,
+            Err(fleet_store::StoreError::Conflict(..)) => {
+                epic.updated_at = expected;
+                return Err(PipelineError::Conflict(epic.id.clone()));
+            }
+            Err(e) => {
+                epic.updated_at = expected;
+                return Err(e.into());
+            }
+        };
+        self.publish(events, seqs);
+        Ok(())
+    }
+
+    /// Writes events that change no epic, then shows them to the observer.
+    fn record_events(&self, events: Vec<NewEvent>) -> Result<()> {
+        let seqs = self.store.commit(&fleet_store::Batch {
+            events: events.clone(),
+            ..fleet_store::Batch::default()
+        })?;
+        self.publish(events, seqs);
+        Ok(())
+    }
+
+    fn publish(&self, events: Vec<NewEvent>, seqs: Vec<u64>) {
         if let Some(obs) = &self.observer {
             for (e, seq) in events.into_iter().zip(seqs) {
                 obs(&Event {
@@ -190,7 +256,6 @@ impl Pipeline {
                 });
             }
         }
-        Ok(())
     }
 
     pub fn project(&self, name: &str) -> Result<ProjectRow> {
@@ -206,6 +271,116 @@ impl Pipeline {
             .ok_or_else(|| PipelineError::NoSuchEpic(id.to_string()))?;
         let data: EpicData = serde_json::from_value(epic.data.clone()).unwrap_or_default();
         Ok((epic, data))
+    }
+
+    /// Registers a project: a local repository or a URL to clone into `.fleet/repos/<name>`,
+    /// its checks and how its results are delivered. Nothing is stored unless all of it is
+    /// valid.
+    pub fn add_project(&self, p: NewProject) -> Result<ProjectRow> {
+        fleet_core::validate_id(&p.name)
+            .map_err(|e| PipelineError::Invalid(format!("project name {:?}: {e}", p.name)))?;
+        let delivery = match p.delivery.as_str() {
+            "branch" => json!({"kind": "branch", "remote": p.remote}),
+            "pull_request" | "pr" => {
+                let forge = p.forge.clone().unwrap_or_else(|| "github".into());
+                let repo = p.forge_repo.clone().or_else(|| {
+                    fleet_deliver::parse_remote(&p.repo).map(|(_, o, r)| format!("{o}/{r}"))
+                });
+                let Some(repo) = repo else {
+                    return Err(PipelineError::Invalid(
+                        "--delivery pull_request needs --forge-repo OWNER/NAME (or a GitHub/GitLab --repo URL)".into(),
+                    )
+                    );
+                };
+                json!({"kind": "pull_request", "forge": forge, "api_url": p.api_url, "repo": repo,
+                       "token_env": p.token_env, "remote": p.remote.clone().unwrap_or_else(|| "origin".into())})
+            }
+            "deploy" => {
+                let Some(cmd) = &p.deploy_command else {
+                    return Err(PipelineError::Invalid(
+                        "--delivery deploy needs --deploy-command".into(),
+                    ));
+                };
+                json!({"kind": "deploy", "command": cmd})
+            }
+            other => {
+                return Err(PipelineError::Invalid(format!(
+                    "--delivery {other:?}: expected branch, pull_request or deploy"
+                )));
+            }
+        };
+        // A password or token in the URL would be stored and shown to every reader of the
+        // project: credentials belong to git's credential helper or an SSH key.
+        if let Some((scheme, rest)) = p.repo.split_once("://") {
+            let authority = rest.split('/').next().unwrap_or("");
+            if let Some((userinfo, _)) = authority.rsplit_once('@')
+                && userinfo.contains(':')
+            {
+                return Err(PipelineError::Invalid(format!(
+                    "repo {scheme}://…: the URL carries a password or token; use a credential \
+                     helper or an SSH URL instead (the URL is stored and shown)"
+                )));
+            }
+        }
+        let layout = &self.layout;
+        let store = &self.store;
+        if store.project(&p.name)?.is_some() {
+            return Err(PipelineError::NotNow(format!(
+                "project {:?} already exists",
+                p.name
+            )));
+        }
+        let local = std::path::Path::new(&p.repo);
+        let repo = if local.exists() {
+            fleet_git::Repo::open(local)
+                .map_err(|e| PipelineError::Invalid(format!("--repo {}: {e}", p.repo)))?
+        } else if p.repo.contains("://") || p.repo.contains('@') {
+            let dest = layout.root().join("repos").join(&p.name);
+            fleet_git::Repo::clone_from(&p.repo, &dest)
+                .map_err(|e| PipelineError::Invalid(format!("cannot clone {}: {e}", p.repo)))?
+        } else {
+            return Err(PipelineError::Invalid(format!(
+                "--repo {}: no such directory, and not a URL",
+                p.repo
+            )));
+        };
+        let branch = match p.branch {
+            Some(b) => b,
+            None => repo
+                .list_worktrees()?
+                .into_iter()
+                .find(|w| w.path == repo.root())
+                .and_then(|w| w.branch)
+                .map(|b| b.trim_start_matches("refs/heads/").to_string())
+                .unwrap_or_else(|| "main".into()),
+        };
+        if repo.resolve(&branch).is_err() {
+            // A clone has only the remote's default branch locally; others are origin/<branch>.
+            if let Ok(sha) = repo.resolve(&format!("origin/{branch}")) {
+                repo.set_branch(&branch, &sha)?;
+            }
+        }
+        repo.resolve(&branch)
+            .map_err(|e| PipelineError::Invalid(format!("--branch {branch}: {e}")))?;
+        if let Some(b) = &p.bible
+            && self.library.bible(b).is_none()
+        {
+            return Err(PipelineError::Invalid(format!(
+                "--bible {b}: no bibles/{b}.md"
+            )));
+        }
+        let row = ProjectRow {
+            name: p.name.clone(),
+            repo: p.repo.clone(),
+            path: repo.root().display().to_string(),
+            default_branch: branch,
+            checks: p.checks,
+            delivery,
+            bible: p.bible,
+            created_at: fleet_engine::now_ms(),
+        };
+        store.add_project(&row)?;
+        Ok(row)
     }
 
     /// The project's context file, written by the researcher and read by every later agent.
@@ -231,14 +406,17 @@ impl Pipeline {
             ))
         })?;
         let route = fleet_config::route(request, &self.instance.routing);
-        let n = self.store.epics()?.len() + 1;
-        let mut id = format!("e{n}");
-        while self.store.epic(&id)?.is_some() {
-            id.push('x');
-        }
+        // Counted, not loaded: an instance may hold many thousands of epics.
+        let n = self
+            .store
+            .epic_page(&fleet_store::EpicQuery::default())?
+            .total
+            + 1;
+        let mut n = n;
         let needs_design = needs_design(request);
         let machine = EpicState::new(self.context_file(project).is_file(), needs_design);
         let now = now_ms();
+        let id = format!("e{n}");
         let mut epic = EpicRow {
             id: id.clone(),
             project: project.to_string(),
@@ -260,14 +438,32 @@ impl Pipeline {
             matched: route.matched.clone(),
             ..EpicData::default()
         };
-        let created = self.emit(
+        let mut created = self.emit(
             &epic,
             "task.created",
             json!({"kind": "epic", "project": project, "request": request,
                    "intent": route.intent, "roles": route.roles, "matched": route.matched,
                    "next": machine.stage.as_str()}),
         );
-        self.save(&mut epic, &data, vec![created])?;
+        epic.data = serde_json::to_value(&data).map_err(|e| PipelineError::Other(e.to_string()))?;
+        // Ids are taken by inserting: two requests filed at once get two epics, never one.
+        let seqs = loop {
+            match self
+                .store
+                .create_epic(&epic, std::slice::from_ref(&created))
+            {
+                Ok(seqs) => break seqs,
+                Err(fleet_store::StoreError::Exists(..)) => {
+                    n += 1;
+                    epic.id = format!("e{n}");
+                    epic.branch = format!("fleet/epics/{}", epic.id);
+                    created.run_id = epic.id.clone();
+                    created.task = Some(epic.id.clone());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        self.publish(vec![created], seqs);
         // The epic's branch exists from the start: every stage builds on it.
         if repo.branch_tip(&epic.branch)?.is_none() {
             repo.set_branch(&epic.branch, &base)?;
@@ -275,8 +471,36 @@ impl Pipeline {
         Ok(epic)
     }
 
-    /// Works on the epic until it needs a person (awaiting acceptance) or ends.
+    /// Works on the epic until it needs a person (awaiting acceptance) or ends. When another
+    /// process (a `fleet serve`, another CLI) is working on it, waits for that to finish.
     pub async fn drive(&self, id: &str) -> Result<EpicRow> {
+        let path = self.epic_lock(id)?;
+        let _lease = tokio::task::spawn_blocking(move || EpicLease::take(&path, true))
+            .await
+            .map_err(|e| PipelineError::Other(e.to_string()))??
+            .ok_or_else(|| PipelineError::Other("the epic's lease was not taken".into()))?;
+        self.drive_leased(id).await
+    }
+
+    /// As [`Pipeline::drive`], but `Ok(None)` at once when another process is working on the
+    /// epic (the server's driver skips it).
+    pub async fn try_drive(&self, id: &str) -> Result<Option<EpicRow>> {
+        let path = self.epic_lock(id)?;
+        let Some(_lease) = EpicLease::take(&path, false)? else {
+            return Ok(None);
+        };
+        self.drive_leased(id).await.map(Some)
+    }
+
+    fn epic_lock(&self, id: &str) -> Result<PathBuf> {
+        fleet_core::validate_id(id)
+            .map_err(|e| PipelineError::Invalid(format!("epic {id:?}: {e}")))?;
+        let dir = self.layout.root().join("locks");
+        std::fs::create_dir_all(&dir).map_err(|e| PipelineError::Other(e.to_string()))?;
+        Ok(dir.join(format!("epic-{id}.lock")))
+    }
+
+    async fn drive_leased(&self, id: &str) -> Result<EpicRow> {
         loop {
             let (mut epic, mut data) = self.epic(id)?;
             let machine = data
@@ -318,7 +542,9 @@ impl Pipeline {
                                "why": "the classifier named no known intent"}),
                     ));
                 }
-                self.save(&mut epic, &data, events)?;
+                if self.saved(&mut epic, &data, events)? {
+                    continue;
+                }
             }
             let stage = machine.stage;
             // The stage is recorded before it runs; a resumed drive continues its run.
@@ -342,7 +568,9 @@ impl Pipeline {
                     "epic.stage_started",
                     json!({"stage": stage.as_str(), "cycle": machine.cycle.max(1)}),
                 );
-                self.save(&mut epic, &data, vec![ev])?;
+                if self.saved(&mut epic, &data, vec![ev])? {
+                    continue;
+                }
             }
             let ended = stages::run_stage(self, &mut epic, &mut data, &project, stage, &name).await;
             let (outcome, detail, run_id) = match ended {
@@ -382,7 +610,17 @@ impl Pipeline {
             epic.state = step.state.stage.as_str().into();
             epic.cycle = step.state.cycle;
             data.machine = Some(step.state);
-            self.save(&mut epic, &data, events)?;
+            self.saved(&mut epic, &data, events)?;
+        }
+    }
+
+    /// [`Pipeline::save`] for the driving loop: `Ok(true)` when someone changed the epic
+    /// meanwhile (a cancellation, usually), so the loop reads it again and obeys.
+    fn saved(&self, epic: &mut EpicRow, data: &EpicData, events: Vec<NewEvent>) -> Result<bool> {
+        match self.save(epic, data, events) {
+            Ok(()) => Ok(false),
+            Err(PipelineError::Conflict(_)) => Ok(true),
+            Err(e) => Err(e),
         }
     }
 
@@ -510,7 +748,7 @@ impl Pipeline {
         let (mut epic, mut data) = self.epic(id)?;
         let machine = data.machine.clone().unwrap_or(EpicState::new(true, false));
         if machine.stage.is_final() {
-            return Err(PipelineError::Invalid(format!(
+            return Err(PipelineError::NotNow(format!(
                 "epic {id} has already ended ({})",
                 machine.stage
             )));
@@ -530,7 +768,7 @@ impl Pipeline {
     fn awaiting(&self, epic: &EpicRow, data: &EpicData) -> Result<EpicState> {
         let machine = data.machine.clone().unwrap_or(EpicState::new(true, false));
         if machine.stage != Stage::AwaitingAcceptance {
-            return Err(PipelineError::Invalid(format!(
+            return Err(PipelineError::NotNow(format!(
                 "epic {} is not awaiting acceptance (it is {})",
                 epic.id, machine.stage
             )));
@@ -538,14 +776,113 @@ impl Pipeline {
         Ok(machine)
     }
 
-    fn engine_options(&self) -> EngineOptions {
+    /// The options of a stage run of `epic`. The guard watches the epic while the run goes:
+    /// when a person cancels it (here, or from another process), the run is stopped.
+    fn engine_options(&self, epic: &str) -> (EngineOptions, CancelWatch) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let store = self.store.clone();
+        let id = epic.to_string();
+        let mut shutdown = self.shutdown.clone();
+        let watcher = tokio::spawn(async move {
+            loop {
+                let stopping = async {
+                    match shutdown.as_mut() {
+                        Some(s) => {
+                            let _ = s.wait_for(|stop| *stop).await;
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                    _ = stopping => {
+                        let _ = tx.send(true);
+                        return;
+                    }
+                }
+                let s = store.clone();
+                let i = id.clone();
+                let state = tokio::task::spawn_blocking(move || s.epic(&i))
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
+                    .flatten()
+                    .map(|e| e.state);
+                if state.as_deref() == Some(Stage::Cancelled.as_str()) {
+                    let _ = tx.send(true);
+                    return;
+                }
+            }
+        });
+        let mut opts = self.engine_options_base();
+        opts.stop = Some(rx);
+        (opts, CancelWatch(watcher))
+    }
+
+    fn engine_options_base(&self) -> EngineOptions {
         EngineOptions {
             observer: self.observer.clone().map(|o| {
                 let b: fleet_engine::Observer = Box::new(move |e: &Event| o(e));
                 b
             }),
+            // Agents report progress and problems through `fleet mcp` of this instance.
+            mcp: self
+                .layout
+                .root()
+                .parent()
+                .map(|home| mcp_server(&self.fleet_exe, home)),
             ..EngineOptions::default()
         }
+    }
+}
+
+/// One process works on an epic at a time: an exclusive `flock` on its lock file, released
+/// when this is dropped or the process dies.
+struct EpicLease(#[allow(dead_code)] std::fs::File);
+
+impl EpicLease {
+    /// Takes the lease; with `wait`, blocks until it is free, else `None` when it is held.
+    fn take(path: &std::path::Path, wait: bool) -> Result<Option<EpicLease>> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| PipelineError::Other(format!("{}: {e}", path.display())))?;
+        let flags = if wait {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_EX | libc::LOCK_NB
+        };
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), flags) } != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Ok(None);
+            }
+            return Err(PipelineError::Other(format!("{}: {err}", path.display())));
+        }
+        Ok(Some(EpicLease(file)))
+    }
+}
+
+/// Stops watching an epic for cancellation when dropped.
+pub(crate) struct CancelWatch(tokio::task::JoinHandle<()>);
+
+impl Drop for CancelWatch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Fleet's MCP server (`fleet mcp` of the instance at `home`) for the agents Fleet launches.
+pub fn mcp_server(fleet_exe: &std::path::Path, home: &std::path::Path) -> fleet_agents::McpServer {
+    fleet_agents::McpServer {
+        name: "fleet".into(),
+        command: fleet_exe.display().to_string(),
+        args: vec!["mcp".into()],
+        env: [("FLEET_HOME".to_string(), home.display().to_string())].into(),
     }
 }
 

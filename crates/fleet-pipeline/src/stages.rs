@@ -151,12 +151,13 @@ async fn run(
 ) -> Result<RunRow> {
     if let Some(row) = p.store.runs()?.into_iter().find(|r| r.name == name) {
         if !matches!(row.state.as_str(), "passed" | "failed" | "cancelled") {
+            let (opts, _watch) = p.engine_options(&epic.id);
             fleet_engine::resume(
                 p.layout.clone(),
                 p.store.clone(),
                 &row.id,
                 &p.instance,
-                p.engine_options(),
+                opts,
             )
             .await?;
         }
@@ -184,8 +185,8 @@ async fn run(
         )
     })?;
     plan.integration = integration.map(str::to_string);
-    let report =
-        fleet_engine::start(p.layout.clone(), p.store.clone(), plan, p.engine_options()).await?;
+    let (opts, _watch) = p.engine_options(&epic.id);
+    let report = fleet_engine::start(p.layout.clone(), p.store.clone(), plan, opts).await?;
     finished(p, &report.run_id)
 }
 
@@ -672,7 +673,7 @@ async fn review(
         "task.review_rejected",
         json!({"cycle": cycle, "bugs": bugs, "checks_passed": checks_passed}),
     )];
-    p.record(epic, ev)?;
+    p.record_events(ev)?;
     Ok((
         Outcome::Rejected,
         format!("rejected: {} bug(s)", bugs.len()),

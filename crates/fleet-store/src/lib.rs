@@ -26,6 +26,9 @@ pub enum StoreError {
     RunExists(String),
     #[error("{0} {1:?} already exists")]
     Exists(&'static str, String),
+    /// A compare-and-swap lost: someone else changed the row since it was read.
+    #[error("{0} {1:?} was changed meanwhile")]
+    Conflict(&'static str, String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -231,6 +234,9 @@ pub trait Store: Send + Sync {
     fn run(&self, id: &str) -> Result<Option<RunRow>>;
     /// All runs, newest first.
     fn runs(&self) -> Result<Vec<RunRow>>;
+    /// Runs whose name starts with `prefix`, oldest first (an epic's stage runs are named
+    /// `<epic>-<stage>-…`).
+    fn runs_named(&self, prefix: &str) -> Result<Vec<RunRow>>;
     /// A run's tasks in runbook order.
     fn tasks(&self, run_id: &str) -> Result<Vec<TaskRow>>;
     /// A run's attempts, by task then number.
@@ -242,6 +248,8 @@ pub trait Store: Send + Sync {
     fn attempts_since(&self, since: i64) -> Result<Vec<AttemptRow>>;
     /// Events with `seq > after`, oldest first, optionally of one run only.
     fn events(&self, run_id: Option<&str>, after: u64, limit: usize) -> Result<Vec<Event>>;
+    /// The newest `limit` events of these runs, oldest first.
+    fn latest_events(&self, run_ids: &[String], limit: usize) -> Result<Vec<Event>>;
     /// Registers a project; fails with [`StoreError::Exists`] if the name is taken.
     fn add_project(&self, project: &ProjectRow) -> Result<()>;
     fn project(&self, name: &str) -> Result<Option<ProjectRow>>;
@@ -250,7 +258,84 @@ pub trait Store: Send + Sync {
     /// Creates or replaces an epic and appends its events, in one transaction; returns the
     /// events' sequence numbers.
     fn save_epic(&self, epic: &EpicRow, events: &[NewEvent]) -> Result<Vec<u64>>;
+    /// Creates an epic with its events; fails with [`StoreError::Exists`] if the id is taken.
+    fn create_epic(&self, epic: &EpicRow, events: &[NewEvent]) -> Result<Vec<u64>>;
+    /// Replaces an epic only if its stored `updated_at` is still `expected` (it was not changed
+    /// since it was read), with its events; [`StoreError::Conflict`] otherwise.
+    fn update_epic(&self, epic: &EpicRow, expected: i64, events: &[NewEvent]) -> Result<Vec<u64>>;
     fn epic(&self, id: &str) -> Result<Option<EpicRow>>;
     /// All epics, oldest first.
     fn epics(&self) -> Result<Vec<EpicRow>>;
+    /// One page of epics, newest first, with the total and the count per state (the board).
+    fn epic_page(&self, query: &EpicQuery) -> Result<EpicPage>;
+    /// Stores an API token (by its hash); fails with [`StoreError::Exists`] if the name is taken.
+    fn add_token(&self, token: &TokenRow) -> Result<()>;
+    /// The live (not revoked) token with this hash.
+    fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>>;
+    /// All tokens, revoked ones included, by creation.
+    fn tokens(&self) -> Result<Vec<TokenRow>>;
+    /// Revokes the named token; returns whether one was live.
+    fn revoke_token(&self, name: &str, at: i64) -> Result<bool>;
+    /// The newest event's `seq` (0 when there is none).
+    fn newest_seq(&self) -> Result<u64>;
+    /// Whole-instance counters for `/metrics`.
+    fn totals(&self) -> Result<Totals>;
+    /// A small durable value (cursors of background services).
+    fn meta(&self, key: &str) -> Result<Option<String>>;
+    fn set_meta(&self, key: &str, value: &str) -> Result<()>;
+}
+
+/// What [`Store::epic_page`] selects.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EpicQuery {
+    /// Any of these states (all when empty).
+    pub states: Vec<String>,
+    pub project: Option<String>,
+    /// A substring of the request or the id, case-insensitive for ASCII letters.
+    pub text: Option<String>,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+/// An epic without its stages and data: what lists show.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpicBrief {
+    pub id: String,
+    pub project: String,
+    pub request: String,
+    pub state: String,
+    pub cycle: u32,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpicPage {
+    /// Epics matching the whole query but `limit`/`offset`.
+    pub total: u64,
+    /// Per state, over epics matching `project` and `text` (not `states`).
+    pub counts: std::collections::BTreeMap<String, u64>,
+    pub epics: Vec<EpicBrief>,
+}
+
+/// Whole-instance counters (monotonic but for the task states).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Tasks of all runs (runbooks and epics' stage runs) by state.
+    pub tasks_by_state: std::collections::BTreeMap<String, u64>,
+    pub attempts_by_outcome: std::collections::BTreeMap<String, u64>,
+    /// Per account (`""` for attempts without one): USD and tokens, all time.
+    pub spend_by_account: std::collections::BTreeMap<String, (f64, u64)>,
+}
+
+/// An API token. Only the SHA-256 of the secret is stored; the secret is shown once.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenRow {
+    pub name: String,
+    /// `admin`, `submit` or `read`.
+    pub scope: String,
+    /// Hex SHA-256 of the token.
+    pub hash: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
 }

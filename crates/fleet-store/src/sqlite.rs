@@ -1,8 +1,8 @@
 //! The embedded default store: one SQLite file in WAL mode.
 
 use crate::{
-    AccountRow, AttemptRow, Batch, EpicRow, Event, NewEvent, ProjectRow, Result, RunRow, Store,
-    StoreError, TaskRow,
+    AccountRow, AttemptRow, Batch, EpicBrief, EpicPage, EpicQuery, EpicRow, Event, NewEvent,
+    ProjectRow, Result, RunRow, Store, StoreError, TaskRow, TokenRow, Totals,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
@@ -97,6 +97,34 @@ CREATE TABLE epics (
 );
 CREATE INDEX epics_by_created ON epics(created_at, id);
 "#,
+    r#"
+CREATE INDEX epics_by_state ON epics(state, created_at, id);
+CREATE TABLE tokens (
+    name TEXT PRIMARY KEY,
+    scope TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"#,
+    // Lists and searches read these without parsing every epic's document.
+    r#"
+ALTER TABLE epics ADD COLUMN request TEXT NOT NULL DEFAULT '';
+ALTER TABLE epics ADD COLUMN cycle INTEGER NOT NULL DEFAULT 0;
+UPDATE epics SET request = coalesce(json_extract(doc, '$.request'), ''),
+                 cycle = coalesce(json_extract(doc, '$.cycle'), 0);
+-- Covers the board's counts, with or without a text search, without reading the documents.
+CREATE INDEX epics_counts ON epics(state, project, id, request);
+"#,
+    // A run's (an epic's) latest events without scanning the whole log.
+    r#"
+CREATE INDEX events_by_run ON events(run_id, seq);
+CREATE INDEX runs_by_name ON runs(name);
+"#,
 ];
 
 /// How hard a commit waits for the disk.
@@ -149,6 +177,40 @@ impl SqliteStore {
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut conn)
+    }
+
+    /// Runs one epic write (`sql` binds the epic's columns as ?1..?8 and `expected` as ?9)
+    /// with its events in one transaction; `None`, and nothing written, when it changed no row.
+    fn write_epic(
+        &self,
+        sql: &str,
+        epic: &EpicRow,
+        expected: Option<i64>,
+        events: &[NewEvent],
+    ) -> Result<Option<Vec<u64>>> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let doc = to_doc(epic);
+            let mut args: Vec<&dyn rusqlite::ToSql> = vec![
+                &epic.id,
+                &epic.project,
+                &epic.state,
+                &epic.created_at,
+                &epic.updated_at,
+                &doc,
+                &epic.request,
+                &epic.cycle,
+            ];
+            if let Some(v) = &expected {
+                args.push(v);
+            }
+            if tx.execute(sql, args.as_slice())? == 0 {
+                return Ok(None);
+            }
+            let out = insert_events(&tx, events)?;
+            tx.commit()?;
+            Ok(Some(out.into_iter().map(|e| e.seq).collect()))
+        })
     }
 }
 
@@ -339,7 +401,241 @@ fn to_doc<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("rows serialize")
 }
 
+fn params_of(args: &[Box<dyn rusqlite::ToSql>]) -> Vec<&dyn rusqlite::ToSql> {
+    args.iter().map(|a| a.as_ref()).collect()
+}
+
+/// An event row, its data still text.
+fn event_row(r: &Row<'_>) -> rusqlite::Result<(Event, String)> {
+    Ok((
+        Event {
+            seq: r.get::<_, i64>(0)? as u64,
+            at: r.get(1)?,
+            run_id: r.get(2)?,
+            task: r.get(3)?,
+            attempt: r.get(4)?,
+            kind: r.get(5)?,
+            data: serde_json::Value::Null,
+        },
+        r.get(6)?,
+    ))
+}
+
+fn event_data((mut e, data): (Event, String)) -> Result<Event> {
+    e.data = serde_json::from_str(&data)
+        .map_err(|err| StoreError::Corrupt(format!("event {}: {err}", e.seq)))?;
+    Ok(e)
+}
+
+/// The WHERE clause shared by the page, its total and its counts.
+fn epic_filter(q: &EpicQuery, with_states: bool) -> (String, Vec<Box<dyn rusqlite::ToSql>>) {
+    let mut clauses: Vec<String> = Vec::new();
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+    if let Some(p) = &q.project {
+        args.push(Box::new(p.clone()));
+        clauses.push(format!("project = ?{}", args.len()));
+    }
+    if let Some(t) = q.text.as_deref().filter(|t| !t.is_empty()) {
+        let escaped = t
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        args.push(Box::new(format!("%{escaped}%")));
+        let n = args.len();
+        clauses.push(format!(
+            "(id LIKE ?{n} ESCAPE '\\' OR request LIKE ?{n} ESCAPE '\\')"
+        ));
+    }
+    if with_states && !q.states.is_empty() {
+        let mut marks = Vec::new();
+        for st in &q.states {
+            args.push(Box::new(st.clone()));
+            marks.push(format!("?{}", args.len()));
+        }
+        clauses.push(format!("state IN ({})", marks.join(", ")));
+    }
+    let sql = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    (sql, args)
+}
+
+fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRow> {
+    Ok(TokenRow {
+        name: r.get(0)?,
+        scope: r.get(1)?,
+        hash: r.get(2)?,
+        created_at: r.get(3)?,
+        revoked_at: r.get(4)?,
+    })
+}
+
 impl Store for SqliteStore {
+    fn epic_page(&self, q: &EpicQuery) -> Result<EpicPage> {
+        self.with(|conn| {
+            let (filter, args) = epic_filter(q, false);
+            let mut counts = std::collections::BTreeMap::new();
+            let mut st = conn.prepare_cached(&format!(
+                "SELECT state, count(*) FROM epics {filter} GROUP BY state"
+            ))?;
+            let rows = st.query_map(params_of(&args).as_slice(), |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })?;
+            for row in rows {
+                let (state, n) = row?;
+                counts.insert(state, n as u64);
+            }
+            // The total is the counts of the selected states: one scan, not two.
+            let total: u64 = counts
+                .iter()
+                .filter(|(s, _)| q.states.is_empty() || q.states.contains(s))
+                .map(|(_, n)| *n)
+                .sum();
+            let (filter, mut args) = epic_filter(q, true);
+            args.push(Box::new(q.limit as i64));
+            args.push(Box::new(q.offset as i64));
+            let n = args.len();
+            let mut st = conn.prepare_cached(&format!(
+                "SELECT id, project, request, state, cycle, created_at, updated_at
+                 FROM epics {filter} ORDER BY created_at DESC, id DESC LIMIT ?{} OFFSET ?{n}",
+                n - 1
+            ))?;
+            let epics = st
+                .query_map(params_of(&args).as_slice(), |r| {
+                    Ok(EpicBrief {
+                        id: r.get(0)?,
+                        project: r.get(1)?,
+                        request: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                        state: r.get(3)?,
+                        cycle: r.get::<_, Option<u32>>(4)?.unwrap_or(0),
+                        created_at: r.get(5)?,
+                        updated_at: r.get(6)?,
+                    })
+                })?
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Ok(EpicPage {
+                total,
+                counts,
+                epics,
+            })
+        })
+    }
+
+    fn add_token(&self, t: &TokenRow) -> Result<()> {
+        self.with(|conn| {
+            let n = conn.execute(
+                "INSERT INTO tokens (name, scope, hash, created_at, revoked_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                params![t.name, t.scope, t.hash, t.created_at, t.revoked_at],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Exists("token", t.name.clone()));
+            }
+            Ok(())
+        })
+    }
+
+    fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>> {
+        self.with(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT name, scope, hash, created_at, revoked_at FROM tokens
+                     WHERE hash = ?1 AND revoked_at IS NULL",
+                )?
+                .query_row([hash], token_row)
+                .optional()?)
+        })
+    }
+
+    fn tokens(&self) -> Result<Vec<TokenRow>> {
+        self.with(|conn| {
+            let mut st = conn.prepare(
+                "SELECT name, scope, hash, created_at, revoked_at FROM tokens ORDER BY created_at, name",
+            )?;
+            let rows = st
+                .query_map([], token_row)?
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn revoke_token(&self, name: &str, at: i64) -> Result<bool> {
+        self.with(|conn| {
+            let n = conn.execute(
+                "UPDATE tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+                params![name, at],
+            )?;
+            Ok(n > 0)
+        })
+    }
+
+    fn newest_seq(&self) -> Result<u64> {
+        self.with(|conn| {
+            let n: i64 =
+                conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))?;
+            Ok(n as u64)
+        })
+    }
+
+    fn totals(&self) -> Result<Totals> {
+        self.with(|conn| {
+            let mut t = Totals::default();
+            let count = |sql: &str| -> Result<std::collections::BTreeMap<String, u64>> {
+                let mut st = conn.prepare_cached(sql)?;
+                let rows =
+                    st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+                let mut m = std::collections::BTreeMap::new();
+                for row in rows {
+                    let (k, n) = row?;
+                    m.insert(k, n as u64);
+                }
+                Ok(m)
+            };
+            t.tasks_by_state = count("SELECT state, count(*) FROM tasks GROUP BY state")?;
+            t.attempts_by_outcome =
+                count("SELECT outcome, count(*) FROM attempts GROUP BY outcome")?;
+            let mut st = conn.prepare_cached(
+                "SELECT coalesce(account, ''), sum(cost_usd),
+                        sum(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens)
+                 FROM attempts WHERE profile IS NOT NULL GROUP BY 1",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, f64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (a, usd, tokens) = row?;
+                t.spend_by_account.insert(a, (usd, tokens as u64));
+            }
+            Ok(t)
+        })
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>> {
+        self.with(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+                .query_row([key], |r| r.get(0))
+                .optional()?)
+        })
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.with(|conn| {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )?;
+            Ok(())
+        })
+    }
+
     fn add_project(&self, project: &ProjectRow) -> Result<()> {
         self.with(|conn| {
             let n = conn.execute(
@@ -375,26 +671,40 @@ impl Store for SqliteStore {
     }
 
     fn save_epic(&self, epic: &EpicRow, events: &[NewEvent]) -> Result<Vec<u64>> {
-        self.with(|conn| {
-            let tx = conn.transaction()?;
-            tx.execute(
-                "INSERT INTO epics (id, project, state, created_at, updated_at, doc)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (id) DO UPDATE SET project = excluded.project,
-                    state = excluded.state, updated_at = excluded.updated_at, doc = excluded.doc",
-                params![
-                    epic.id,
-                    epic.project,
-                    epic.state,
-                    epic.created_at,
-                    epic.updated_at,
-                    to_doc(epic)
-                ],
-            )?;
-            let out = insert_events(&tx, events)?;
-            tx.commit()?;
-            Ok(out.into_iter().map(|e| e.seq).collect())
-        })
+        self.write_epic(
+            "INSERT INTO epics (id, project, state, created_at, updated_at, doc, request, cycle)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (id) DO UPDATE SET project = excluded.project,
+                state = excluded.state, updated_at = excluded.updated_at, doc = excluded.doc,
+                request = excluded.request, cycle = excluded.cycle",
+            epic,
+            None,
+            events,
+        )?
+        .ok_or_else(|| StoreError::Corrupt(format!("epic {:?} was not written", epic.id)))
+    }
+
+    fn create_epic(&self, epic: &EpicRow, events: &[NewEvent]) -> Result<Vec<u64>> {
+        self.write_epic(
+            "INSERT INTO epics (id, project, state, created_at, updated_at, doc, request, cycle)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO NOTHING",
+            epic,
+            None,
+            events,
+        )?
+        .ok_or_else(|| StoreError::Exists("epic", epic.id.clone()))
+    }
+
+    fn update_epic(&self, epic: &EpicRow, expected: i64, events: &[NewEvent]) -> Result<Vec<u64>> {
+        self.write_epic(
+            "UPDATE epics SET project = ?2, state = ?3, created_at = ?4, updated_at = ?5,
+                    doc = ?6, request = ?7, cycle = ?8
+             WHERE id = ?1 AND updated_at = ?9",
+            epic,
+            Some(expected),
+            events,
+        )?
+        .ok_or_else(|| StoreError::Conflict("epic", epic.id.clone()))
     }
 
     fn epic(&self, id: &str) -> Result<Option<EpicRow>> {
@@ -516,6 +826,21 @@ impl Store for SqliteStore {
         })
     }
 
+    fn runs_named(&self, prefix: &str) -> Result<Vec<RunRow>> {
+        // A range on the name (not LIKE, whose wildcards a prefix could contain) uses the index.
+        let end = format!("{prefix}\u{10FFFF}");
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE name >= ?1 AND name < ?2
+                 ORDER BY created_at, id"
+            ))?;
+            let rows = stmt
+                .query_map(params![prefix, end], run_from_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+    }
+
     fn tasks(&self, run_id: &str) -> Result<Vec<TaskRow>> {
         self.with(|conn| {
             let mut stmt = conn.prepare_cached(
@@ -591,34 +916,44 @@ impl Store for SqliteStore {
 
     fn events(&self, run_id: Option<&str>, after: u64, limit: usize) -> Result<Vec<Event>> {
         self.with(|conn| {
-            let mut stmt = conn.prepare_cached(
+            // Two statements, so one run's events come from the `events_by_run` index.
+            let rows = match run_id {
+                Some(run) => conn
+                    .prepare_cached(
+                        "SELECT seq, at, run_id, task, attempt, kind, data FROM events
+                         WHERE run_id = ?2 AND seq > ?1 ORDER BY seq LIMIT ?3",
+                    )?
+                    .query_map(params![after as i64, run, limit as i64], event_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?,
+                None => conn
+                    .prepare_cached(
+                        "SELECT seq, at, run_id, task, attempt, kind, data FROM events
+                         WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                    )?
+                    .query_map(params![after as i64, limit as i64], event_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?,
+            };
+            rows.into_iter().map(event_data).collect()
+        })
+    }
+
+    fn latest_events(&self, run_ids: &[String], limit: usize) -> Result<Vec<Event>> {
+        self.with(|conn| {
+            let mut rows = Vec::new();
+            let mut st = conn.prepare_cached(
                 "SELECT seq, at, run_id, task, attempt, kind, data FROM events
-                 WHERE seq > ?1 AND (?2 IS NULL OR run_id = ?2) ORDER BY seq LIMIT ?3",
+                 WHERE run_id = ?1 ORDER BY seq DESC LIMIT ?2",
             )?;
-            let rows = stmt
-                .query_map(params![after as i64, run_id, limit as i64], |r| {
-                    let data: String = r.get(6)?;
-                    Ok((
-                        Event {
-                            seq: r.get::<_, i64>(0)? as u64,
-                            at: r.get(1)?,
-                            run_id: r.get(2)?,
-                            task: r.get(3)?,
-                            attempt: r.get(4)?,
-                            kind: r.get(5)?,
-                            data: serde_json::Value::Null,
-                        },
-                        data,
-                    ))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            rows.into_iter()
-                .map(|(mut e, data)| {
-                    e.data = serde_json::from_str(&data)
-                        .map_err(|err| StoreError::Corrupt(format!("event {}: {err}", e.seq)))?;
-                    Ok(e)
-                })
-                .collect()
+            for run in run_ids {
+                rows.extend(
+                    st.query_map(params![run, limit as i64], event_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()?,
+                );
+            }
+            rows.sort_by_key(|(e, _)| e.seq);
+            rows.dedup_by_key(|(e, _)| e.seq);
+            let skip = rows.len().saturating_sub(limit);
+            rows.into_iter().skip(skip).map(event_data).collect()
         })
     }
 }

@@ -193,7 +193,11 @@ fn sqlite_file_passes_the_contract_and_keeps_data_across_reopen() {
         contract(&store);
     }
     let store = SqliteStore::open(&path, Durability::Process).unwrap();
-    assert_eq!(store.runs().unwrap().len(), 2);
+    assert_eq!(
+        store.runs().unwrap().len(),
+        5,
+        "r1, r2 and the three named runs"
+    );
     assert_eq!(store.events(Some("r1"), 0, 100).unwrap().len(), 3);
     // Sequence numbers keep growing after a reopen.
     let last = store.events(None, 0, 100).unwrap().last().unwrap().seq;
@@ -355,4 +359,193 @@ fn projects_and_epics(store: &dyn Store) {
     assert_eq!(ids, ["e1", "e2"]);
     assert_eq!(store.events(Some("e1"), 0, 100).unwrap().len(), 3);
     assert_eq!(store.events(None, 0, 10_000).unwrap().len(), before + 3);
+    epic_pages(store);
+    tokens_and_meta(store);
+    epics_compare_and_swap(store);
+}
+
+fn epics_compare_and_swap(store: &dyn Store) {
+    use fleet_store::{EpicRow, StoreError};
+    let mut e = EpicRow {
+        id: "cas".into(),
+        project: "web".into(),
+        request: "first".into(),
+        state: "research".into(),
+        created_at: 1000,
+        updated_at: 1000,
+        ..EpicRow::default()
+    };
+    store
+        .create_epic(&e, &[event("cas", None, "task.created")])
+        .unwrap();
+    assert!(matches!(
+        store.create_epic(&e, &[]),
+        Err(StoreError::Exists("epic", _))
+    ));
+    let before = store.events(Some("cas"), 0, 100).unwrap().len();
+    // Two writers read version 1000; the first wins, the second learns it lost.
+    e.state = "plan".into();
+    e.updated_at = 1001;
+    store
+        .update_epic(&e, 1000, &[event("cas", None, "a")])
+        .unwrap();
+    let mut stale = e.clone();
+    stale.state = "cancelled".into();
+    stale.updated_at = 1002;
+    assert!(matches!(
+        store.update_epic(&stale, 1000, &[event("cas", None, "b")]),
+        Err(StoreError::Conflict("epic", _))
+    ));
+    assert_eq!(store.epic("cas").unwrap().unwrap().state, "plan");
+    assert_eq!(
+        store.events(Some("cas"), 0, 100).unwrap().len(),
+        before + 1,
+        "a lost write adds no events"
+    );
+    let page = store
+        .epic_page(&fleet_store::EpicQuery {
+            text: Some("first".into()),
+            limit: 5,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(page.epics[0].state, "plan");
+    // The latest events of some runs, oldest first.
+    for i in 0..5 {
+        store
+            .commit(&fleet_store::Batch {
+                events: vec![event("cas-r1", None, &format!("k{i}"))],
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    let latest = store
+        .latest_events(&["cas".to_string(), "cas-r1".to_string()], 3)
+        .unwrap();
+    let kinds: Vec<&str> = latest.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["k2", "k3", "k4"]);
+    assert!(latest.windows(2).all(|w| w[0].seq < w[1].seq));
+    // An epic's runs by name prefix: e1's, not e10's.
+    for (id, name, at) in [
+        ("x1", "e1-plan-c1r0a0", 1),
+        ("x2", "e10-plan-c1r0a0", 2),
+        ("x3", "e1-review-c1r0a0", 3),
+    ] {
+        let mut r = run_row(id, at);
+        r.name = name.into();
+        store.create_run(&r, &[], &[]).unwrap();
+    }
+    let names: Vec<String> = store
+        .runs_named("e1-")
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["e1-plan-c1r0a0", "e1-review-c1r0a0"]);
+}
+
+fn epic_pages(store: &dyn Store) {
+    use fleet_store::{EpicQuery, EpicRow};
+    // e1 (implement, web) and e2 (implement, web) exist; add more across states and projects.
+    for (i, (state, project, request)) in [
+        ("review", "api", "Fix the 100% CPU_bug"),
+        ("done", "web", "Dark mode"),
+        ("implement", "api", "Add rate limits"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let e = EpicRow {
+            id: format!("p{i}"),
+            project: project.into(),
+            request: request.into(),
+            state: state.into(),
+            cycle: i as u32,
+            created_at: 100 + i as i64,
+            updated_at: 100 + i as i64,
+            ..EpicRow::default()
+        };
+        store.save_epic(&e, &[]).unwrap();
+    }
+    let all = store
+        .epic_page(&EpicQuery {
+            limit: 2,
+            ..EpicQuery::default()
+        })
+        .unwrap();
+    assert_eq!(all.total, 5);
+    let ids: Vec<&str> = all.epics.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["p2", "p1"], "newest first, limited");
+    assert_eq!(all.epics[0].request, "Add rate limits");
+    assert_eq!(all.epics[0].cycle, 2);
+    assert_eq!(all.counts.get("implement"), Some(&3));
+    assert_eq!(all.counts.get("review"), Some(&1));
+    let next = store
+        .epic_page(&EpicQuery {
+            limit: 2,
+            offset: 2,
+            ..EpicQuery::default()
+        })
+        .unwrap();
+    let ids: Vec<&str> = next.epics.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["p0", "e2"]);
+    let q = EpicQuery {
+        states: vec!["implement".into(), "review".into()],
+        project: Some("api".into()),
+        limit: 10,
+        ..EpicQuery::default()
+    };
+    let page = store.epic_page(&q).unwrap();
+    let ids: Vec<&str> = page.epics.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["p2", "p0"]);
+    assert_eq!(page.total, 2);
+    // Counts ignore the state filter but keep the project filter.
+    assert_eq!(page.counts.get("implement"), Some(&1));
+    assert_eq!(page.counts.get("done"), None);
+    // Text search is case-insensitive and treats % and _ literally.
+    let find = |t: &str| -> Vec<String> {
+        let q = EpicQuery {
+            text: Some(t.into()),
+            limit: 10,
+            ..EpicQuery::default()
+        };
+        store
+            .epic_page(&q)
+            .unwrap()
+            .epics
+            .into_iter()
+            .map(|e| e.id)
+            .collect()
+    };
+    assert_eq!(find("cpu_BUG"), ["p0"]);
+    assert_eq!(find("100%"), ["p0"]);
+    assert!(find("_x%").is_empty());
+    assert_eq!(find("P1"), ["p1"]);
+}
+
+fn tokens_and_meta(store: &dyn Store) {
+    use fleet_store::{StoreError, TokenRow};
+    let t = TokenRow {
+        name: "ci".into(),
+        scope: "submit".into(),
+        hash: "ab".repeat(32),
+        created_at: 5,
+        revoked_at: None,
+    };
+    store.add_token(&t).unwrap();
+    assert!(matches!(
+        store.add_token(&t),
+        Err(StoreError::Exists("token", _))
+    ));
+    assert_eq!(store.token_by_hash(&t.hash).unwrap(), Some(t.clone()));
+    assert_eq!(store.token_by_hash("cd").unwrap(), None);
+    assert!(store.revoke_token("ci", 9).unwrap());
+    assert!(!store.revoke_token("ci", 10).unwrap(), "already revoked");
+    assert_eq!(store.token_by_hash(&t.hash).unwrap(), None);
+    assert_eq!(store.tokens().unwrap()[0].revoked_at, Some(9));
+
+    assert_eq!(store.meta("notify.cursor").unwrap(), None);
+    store.set_meta("notify.cursor", "41").unwrap();
+    store.set_meta("notify.cursor", "42").unwrap();
+    assert_eq!(store.meta("notify.cursor").unwrap().as_deref(), Some("42"));
 }

@@ -201,9 +201,6 @@ impl ForgeDouble {
     pub fn start(token: &str) -> ForgeDouble {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("fleet-testkit: bind the forge double");
-        listener
-            .set_nonblocking(true)
-            .expect("fleet-testkit: nonblocking listener");
         let addr = listener.local_addr().expect("fleet-testkit: local address");
         let shared = Arc::new(Shared {
             token: token.to_string(),
@@ -217,40 +214,14 @@ impl ForgeDouble {
                 ..Db::default()
             }),
         });
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let app = Router::new().fallback(handle).with_state(shared.clone());
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("fleet-testkit: a runtime for the forge double");
-        let thread = std::thread::Builder::new()
-            .name("fleet-forge-double".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            eprintln!("fleet-forge-double: {e}");
-                            return;
-                        }
-                    };
-                    tokio::select! {
-                        r = axum::serve(listener, app) => {
-                            if let Err(e) = r {
-                                eprintln!("fleet-forge-double: {e}");
-                            }
-                        }
-                        _ = stop_rx => {}
-                    }
-                });
-                runtime.shutdown_background();
-            })
+        let served = crate::background::serve_on("fleet-forge-double", listener, app)
             .expect("fleet-testkit: start the forge double");
         ForgeDouble {
             addr,
             shared,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            stop: Some(served.stop),
+            thread: Some(served.thread),
         }
     }
 
@@ -1342,42 +1313,10 @@ fn redact_headers(headers: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
+use crate::codec::percent_decode as decode;
+
 fn parse_query(q: &str) -> BTreeMap<String, String> {
-    q.split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (decode_form(k), decode_form(v))
-        })
-        .collect()
-}
-
-fn decode_form(s: &str) -> String {
-    decode(&s.replace('+', " "))
-}
-
-/// Percent-decoding (invalid escapes are kept as they are).
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push(h * 16 + l);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
+    crate::codec::form_pairs(q).into_iter().collect()
 }
 
 fn fake_sha(seed: &str) -> String {
@@ -1434,6 +1373,7 @@ fn iso(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::form_decode as decode_form;
 
     #[test]
     fn iso_dates() {

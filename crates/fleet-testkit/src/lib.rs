@@ -33,12 +33,18 @@
 //! ```
 
 mod anthropic;
+mod background;
+mod codec;
 pub mod forge;
 mod gemini;
 mod openai;
 mod scenario;
 mod server;
+pub mod smtp;
+pub mod telegram;
 mod tools;
+pub mod webdriver;
+pub mod webhook;
 mod wire;
 
 pub use scenario::{Action, Fault, LoadError, Scenario, Usage, parse_scenarios};

@@ -9,14 +9,21 @@ use crate::wire::{Ctx, ErrorReply, StatusSpec, reason, sse};
 // ---------------------------------------------------------------------------------------------
 // Responses API
 
+/// Tools of a `namespace` (codex groups each MCP server's tools in one) are named
+/// `<namespace>::<tool>` here; a call to one is answered with its `namespace` field.
+const NAMESPACE_SEP: &str = "::";
+
 pub(crate) fn responses_tools(body: &Value) -> Vec<ToolSpec> {
-    fn collect(tools: &[Value], out: &mut Vec<ToolSpec>) {
+    fn collect(tools: &[Value], ns: Option<&str>, out: &mut Vec<ToolSpec>) {
         for t in tools {
             match t.get("type").and_then(Value::as_str) {
                 Some("function") => {
                     if let Some(name) = t.get("name").and_then(Value::as_str) {
                         out.push(ToolSpec {
-                            name: name.to_string(),
+                            name: match ns {
+                                Some(ns) => format!("{ns}{NAMESPACE_SEP}{name}"),
+                                None => name.to_string(),
+                            },
                             schema: t.get("parameters").cloned().unwrap_or(Value::Null),
                             custom: false,
                         });
@@ -33,7 +40,7 @@ pub(crate) fn responses_tools(body: &Value) -> Vec<ToolSpec> {
                 }
                 Some("namespace") => {
                     if let Some(inner) = t.get("tools").and_then(Value::as_array) {
-                        collect(inner, out);
+                        collect(inner, t.get("name").and_then(Value::as_str), out);
                     }
                 }
                 _ => {}
@@ -42,7 +49,7 @@ pub(crate) fn responses_tools(body: &Value) -> Vec<ToolSpec> {
     }
     let mut out = Vec::new();
     if let Some(tools) = body.get("tools").and_then(Value::as_array) {
-        collect(tools, &mut out);
+        collect(tools, None, &mut out);
     }
     out
 }
@@ -115,10 +122,17 @@ fn responses_item(plan: &Plan, ctx: &Ctx) -> Value {
             "type": "message", "id": format!("msg_fleet_{seq}"), "role": "assistant",
             "status": "completed",
             "content": [{"type": "output_text", "text": t, "annotations": []}]}),
-        Plan::Call(Call::Function { name, args }) => json!({
-            "type": "function_call", "id": format!("fc_fleet_{seq}"),
-            "call_id": format!("call_fleet_{seq}"), "name": name,
-            "arguments": args.to_string(), "status": "completed"}),
+        Plan::Call(Call::Function { name, args }) => {
+            let mut item = json!({
+                "type": "function_call", "id": format!("fc_fleet_{seq}"),
+                "call_id": format!("call_fleet_{seq}"), "name": name,
+                "arguments": args.to_string(), "status": "completed"});
+            if let Some((ns, tool)) = name.split_once(NAMESPACE_SEP) {
+                item["namespace"] = json!(ns);
+                item["name"] = json!(tool);
+            }
+            item
+        }
         Plan::Call(Call::Custom { name, input }) => json!({
             "type": "custom_tool_call", "id": format!("ctc_fleet_{seq}"),
             "call_id": format!("call_fleet_{seq}"), "name": name, "input": input,

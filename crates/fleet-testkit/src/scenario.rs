@@ -26,6 +26,9 @@ pub enum Action {
     ReadFile { path: String },
     /// Run a command through the CLI's shell tool.
     Shell { command: String },
+    /// Call the offered tool whose name ends with `tool` (an MCP tool appears as e.g.
+    /// `mcp__fleet__report_progress`), with `args` (a JSON object, as text).
+    Tool { tool: String, args: String },
     /// Final answer: plain text with the vendor's end-of-turn stop reason.
     Text(String),
 }
@@ -264,6 +267,14 @@ impl Scenario {
     pub fn shell(self, command: impl Into<String>) -> Scenario {
         self.step(Action::Shell {
             command: command.into(),
+        })
+    }
+
+    /// Calls an MCP (or any other) tool by the end of its name.
+    pub fn tool(self, tool: impl Into<String>, args: serde_json::Value) -> Scenario {
+        self.step(Action::Tool {
+            tool: tool.into(),
+            args: args.to_string(),
         })
     }
 

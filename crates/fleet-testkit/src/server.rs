@@ -652,7 +652,6 @@ impl ModelServerBuilder {
     /// Bind and serve on a background thread with its own tokio runtime.
     pub fn start(self) -> std::io::Result<ModelServer> {
         let listener = std::net::TcpListener::bind(self.addr)?;
-        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let record = match &self.record_path {
             Some(p) => Some(Mutex::new(
@@ -668,39 +667,13 @@ impl ModelServerBuilder {
             auto_scenarios: self.auto_scenarios,
             record,
         });
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let app = Router::new().fallback(handle).with_state(shared.clone());
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let thread = std::thread::Builder::new()
-            .name("fleet-model-server".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            eprintln!("fleet-model-server: {e}");
-                            return;
-                        }
-                    };
-                    tokio::select! {
-                        r = axum::serve(listener, app) => {
-                            if let Err(e) = r {
-                                eprintln!("fleet-model-server: {e}");
-                            }
-                        }
-                        _ = stop_rx => {}
-                    }
-                });
-                // Drops hanging connections instead of waiting for them.
-                runtime.shutdown_background();
-            })?;
+        let served = crate::background::serve_on("fleet-model-server", listener, app)?;
         Ok(ModelServer {
             addr,
             shared,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            stop: Some(served.stop),
+            thread: Some(served.thread),
         })
     }
 }

@@ -293,6 +293,17 @@ pub(crate) fn plan(action: &Action, tools: &[ToolSpec], cwd: Option<&str>) -> Pl
             }
         }
         Action::Shell { command } => shell.map(|tool| shell_call(tool, command)),
+        Action::Tool { tool, args } => tools
+            .iter()
+            .find(|t| {
+                t.name == *tool
+                    || t.name.ends_with(&format!("_{tool}"))
+                    || t.name.ends_with(&format!("::{tool}"))
+            })
+            .map(|t| Call::Function {
+                name: t.name.clone(),
+                args: serde_json::from_str(args).unwrap_or_else(|_| json!({})),
+            }),
     };
     match call {
         Some(c) => Plan::Call(c),

@@ -314,6 +314,7 @@ fn smoke_test(p: &AgentProfile) -> anyhow::Result<serde_json::Value> {
         timeout: Some(Duration::from_secs(120)),
         kill_grace: Duration::from_secs(2),
         resume_session: None,
+        mcp: None,
         extra_env: &env,
         secrets: &fleet_engine::agent::secret_values(&p.secrets),
     };

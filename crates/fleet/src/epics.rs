@@ -4,26 +4,12 @@
 use crate::{InvalidInput, exit, open_store};
 use fleet_engine::StateDir;
 use fleet_pipeline::{EpicData, Pipeline, PipelineError};
-use fleet_store::{EpicRow, Event, ProjectRow};
+use fleet_store::{EpicRow, Event};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// What `fleet project add` was given.
-pub struct NewProject {
-    pub name: String,
-    pub repo: String,
-    pub branch: Option<String>,
-    pub checks: Vec<String>,
-    pub delivery: String,
-    pub forge: Option<String>,
-    pub api_url: Option<String>,
-    pub forge_repo: Option<String>,
-    pub token_env: Option<String>,
-    pub remote: Option<String>,
-    pub deploy_command: Option<String>,
-    pub bible: Option<String>,
-}
+pub use fleet_pipeline::NewProject;
 
 /// The instance a pipeline command works in: it must exist (`fleet init`).
 pub fn instance_home(home: Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -46,6 +32,11 @@ fn invalid_files(errors: &[fleet_config::ConfigError]) -> anyhow::Error {
 /// The instance's roles, bibles and skills over the built-in ones.
 fn load_library(home: &Path) -> anyhow::Result<fleet_config::Library> {
     fleet_config::Library::load(Some(home)).map_err(|e| invalid_files(&e))
+}
+
+/// The instance's store.
+pub fn store(home: &Path) -> anyhow::Result<Arc<dyn fleet_store::Store>> {
+    open_store(&StateDir::new(home.join(".fleet")), false)
 }
 
 pub fn pipeline(home: &Path, quiet: bool) -> anyhow::Result<Pipeline> {
@@ -86,6 +77,7 @@ pub fn pipeline(home: &Path, quiet: bool) -> anyhow::Result<Pipeline> {
         limits: fleet_core::epic::Limits::default(),
         concurrency: 4,
         observer,
+        shutdown: None,
     })
 }
 
@@ -113,98 +105,16 @@ fn heartbeat(e: &Event) -> Option<String> {
 
 fn pipeline_error(e: PipelineError) -> anyhow::Error {
     match e {
-        PipelineError::Invalid(m) => InvalidInput(m).into(),
+        PipelineError::Invalid(m) | PipelineError::NotNow(m) => InvalidInput(m).into(),
         PipelineError::NoSuchEpic(id) => InvalidInput(format!("no epic {id:?}")).into(),
         other => other.into(),
     }
 }
 
 pub fn project_add(home: &Path, p: NewProject) -> anyhow::Result<u8> {
-    fleet_core::validate_id(&p.name)
-        .map_err(|e| InvalidInput(format!("project name {:?}: {e}", p.name)))?;
-    let delivery = match p.delivery.as_str() {
-        "branch" => json!({"kind": "branch", "remote": p.remote}),
-        "pull_request" | "pr" => {
-            let forge = p.forge.clone().unwrap_or_else(|| "github".into());
-            let repo = p.forge_repo.clone().or_else(|| {
-                fleet_deliver::parse_remote(&p.repo).map(|(_, o, r)| format!("{o}/{r}"))
-            });
-            let Some(repo) = repo else {
-                return Err(InvalidInput(
-                    "--delivery pull_request needs --forge-repo OWNER/NAME (or a GitHub/GitLab --repo URL)".into(),
-                )
-                .into());
-            };
-            json!({"kind": "pull_request", "forge": forge, "api_url": p.api_url, "repo": repo,
-                   "token_env": p.token_env, "remote": p.remote.clone().unwrap_or_else(|| "origin".into())})
-        }
-        "deploy" => {
-            let Some(cmd) = &p.deploy_command else {
-                return Err(InvalidInput("--delivery deploy needs --deploy-command".into()).into());
-            };
-            json!({"kind": "deploy", "command": cmd})
-        }
-        other => {
-            return Err(InvalidInput(format!(
-                "--delivery {other:?}: expected branch, pull_request or deploy"
-            ))
-            .into());
-        }
-    };
-    let layout = StateDir::new(home.join(".fleet"));
-    let store = open_store(&layout, false)?;
-    if store.project(&p.name)?.is_some() {
-        return Err(InvalidInput(format!("project {:?} already exists", p.name)).into());
-    }
-    let local = Path::new(&p.repo);
-    let repo = if local.exists() {
-        fleet_git::Repo::open(local).map_err(|e| InvalidInput(format!("--repo {}: {e}", p.repo)))?
-    } else if p.repo.contains("://") || p.repo.contains('@') {
-        let dest = layout.root().join("repos").join(&p.name);
-        fleet_git::Repo::clone_from(&p.repo, &dest)
-            .map_err(|e| InvalidInput(format!("cannot clone {}: {e}", p.repo)))?
-    } else {
-        return Err(InvalidInput(format!(
-            "--repo {}: no such directory, and not a URL",
-            p.repo
-        ))
-        .into());
-    };
-    let branch = match p.branch {
-        Some(b) => b,
-        None => repo
-            .list_worktrees()?
-            .into_iter()
-            .find(|w| w.path == repo.root())
-            .and_then(|w| w.branch)
-            .map(|b| b.trim_start_matches("refs/heads/").to_string())
-            .unwrap_or_else(|| "main".into()),
-    };
-    if repo.resolve(&branch).is_err() {
-        // A clone has only the remote's default branch locally; others are origin/<branch>.
-        if let Ok(sha) = repo.resolve(&format!("origin/{branch}")) {
-            repo.set_branch(&branch, &sha)?;
-        }
-    }
-    repo.resolve(&branch)
-        .map_err(|e| InvalidInput(format!("--branch {branch}: {e}")))?;
-    if let Some(b) = &p.bible {
-        let lib = load_library(home)?;
-        if lib.bible(b).is_none() {
-            return Err(InvalidInput(format!("--bible {b}: no bibles/{b}.md")).into());
-        }
-    }
-    let row = ProjectRow {
-        name: p.name.clone(),
-        repo: p.repo.clone(),
-        path: repo.root().display().to_string(),
-        default_branch: branch,
-        checks: p.checks,
-        delivery,
-        bible: p.bible,
-        created_at: fleet_engine::now_ms(),
-    };
-    store.add_project(&row)?;
+    let row = pipeline(home, true)?
+        .add_project(p)
+        .map_err(pipeline_error)?;
     println!(
         "project {} added ({} on {})",
         row.name, row.path, row.default_branch
@@ -213,8 +123,7 @@ pub fn project_add(home: &Path, p: NewProject) -> anyhow::Result<u8> {
 }
 
 pub fn project_ls(home: &Path, json_out: bool) -> anyhow::Result<u8> {
-    let layout = StateDir::new(home.join(".fleet"));
-    let store = open_store(&layout, false)?;
+    let store = store(home)?;
     let projects = store.projects()?;
     if json_out {
         println!("{}", serde_json::to_string_pretty(&projects)?);
@@ -269,8 +178,7 @@ pub fn add(
 }
 
 pub fn ls(home: &Path, json_out: bool) -> anyhow::Result<u8> {
-    let layout = StateDir::new(home.join(".fleet"));
-    let store = open_store(&layout, false)?;
+    let store = store(home)?;
     let epics = store.epics()?;
     if json_out {
         let list: Vec<_> = epics.iter().map(epic_json_brief).collect();
@@ -297,8 +205,7 @@ fn epic_json_brief(e: &EpicRow) -> serde_json::Value {
 
 /// Everything about an epic: stages, cycles, agents per stage, tasks, reviews, spend.
 pub fn show(home: &Path, id: &str, json_out: bool) -> anyhow::Result<u8> {
-    let layout = StateDir::new(home.join(".fleet"));
-    let store = open_store(&layout, false)?;
+    let store = store(home)?;
     let epic = store
         .epic(id)?
         .ok_or_else(|| InvalidInput(format!("no epic {id:?}")))?;

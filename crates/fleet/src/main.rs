@@ -5,6 +5,7 @@ mod agents;
 mod demo;
 mod epics;
 mod progress;
+mod serve;
 mod views;
 
 use anyhow::Context;
@@ -109,6 +110,31 @@ enum Command {
         #[command(subcommand)]
         command: ArtifactCommand,
     },
+    /// Serve the API, dashboard, live events and MCP on one port, and work on every submitted
+    /// task around the clock (default bind: fleet.yaml's server.bind, 127.0.0.1:7420).
+    Serve {
+        /// Address to listen on (`127.0.0.1:0` picks a free port).
+        #[arg(long)]
+        bind: Option<String>,
+        /// Base URL of links sent to people (default: server.public_url, else http://<bind>).
+        #[arg(long)]
+        public_url: Option<String>,
+        /// Epics worked on at once (0: serve only, work on nothing).
+        #[arg(long, default_value_t = 2)]
+        epics: usize,
+        /// Seconds between checks of delivered pull requests for review comments.
+        #[arg(long, default_value_t = 60)]
+        pr_poll: u64,
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// API tokens for `fleet serve` (bearer tokens with a scope; stored hashed).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Fleet's MCP server on stdin/stdout (agents launched by Fleet get it in their MCP config).
+    Mcp,
     /// Make a throwaway repository with a small project and a runbook, and run it.
     Demo {
         /// Where to create the demo repository (default: a new directory under the temp dir).
@@ -221,6 +247,26 @@ enum TaskCommand {
         #[arg(long, short)]
         quiet: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token; prints it as the last line (shown once: only its hash is kept).
+    Create {
+        /// admin | submit | read (each includes the ones after it).
+        #[arg(long)]
+        scope: String,
+        /// A name to list and revoke it by (default: <scope>-<n>).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List tokens (names and scopes, never the tokens).
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token.
+    Revoke { name: String },
 }
 
 #[derive(Subcommand)]
@@ -352,6 +398,31 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
             Ok(exit::PASSED)
         }
         Command::Demo { dir } => demo::run(dir),
+        Command::Serve {
+            bind,
+            public_url,
+            epics,
+            pr_poll,
+            quiet,
+        } => serve::serve(
+            &epics::instance_home(cli.home)?,
+            serve::ServeFlags {
+                bind,
+                public_url,
+                epics,
+                pr_poll,
+                quiet,
+            },
+        ),
+        Command::Token { command } => {
+            let home = epics::instance_home(cli.home)?;
+            match command {
+                TokenCommand::Create { scope, name } => serve::token_create(&home, &scope, name),
+                TokenCommand::Ls { json } => serve::token_ls(&home, json),
+                TokenCommand::Revoke { name } => serve::token_revoke(&home, &name),
+            }
+        }
+        Command::Mcp => serve::mcp(&epics::instance_home(cli.home)?),
         Command::Artifact {
             command:
                 ArtifactCommand::Check {
@@ -565,6 +636,7 @@ fn run_file(state: StateChoice, file: &Path, flags: RunFlags) -> anyhow::Result<
             repo.root().display()
         ))
     })?;
+    let mcp = home.as_deref().and_then(|h| mcp_server(h).ok());
     let root = match home {
         Some(home) => home.join(".fleet"),
         None => repo.root().join(".fleet"),
@@ -576,6 +648,8 @@ fn run_file(state: StateChoice, file: &Path, flags: RunFlags) -> anyhow::Result<
     let opts = EngineOptions {
         kill_grace: flags.kill_grace,
         observer: Some(progress.observer()),
+        mcp,
+        stop: None,
     };
     let report = rt.block_on(async {
         let ticker = progress.ticker();
@@ -586,8 +660,16 @@ fn run_file(state: StateChoice, file: &Path, flags: RunFlags) -> anyhow::Result<
     finish(report, &progress)
 }
 
+/// Fleet's MCP server of the instance at `home`, for the agents a run launches: `fleet mcp`
+/// needs an instance (fleet.yaml) to find its store.
+fn mcp_server(home: &Path) -> anyhow::Result<fleet_agents::McpServer> {
+    Ok(fleet_pipeline::mcp_server(&std::env::current_exe()?, home))
+}
+
 fn resume_run(home: Option<PathBuf>, run: &str, flags: RunFlags) -> anyhow::Result<u8> {
-    let instance = load_instance(find_home(home.clone(), &std::env::current_dir()?).as_deref())?;
+    let found = find_home(home.clone(), &std::env::current_dir()?);
+    let mcp = found.as_deref().and_then(|h| mcp_server(h).ok());
+    let instance = load_instance(found.as_deref())?;
     let (layout, store) = open_existing_state(home)?;
     let total = store.tasks(run)?.len();
     let rt = runtime()?;
@@ -596,6 +678,8 @@ fn resume_run(home: Option<PathBuf>, run: &str, flags: RunFlags) -> anyhow::Resu
     let opts = EngineOptions {
         kill_grace: flags.kill_grace,
         observer: Some(progress.observer()),
+        mcp,
+        stop: None,
     };
     let report = rt.block_on(async {
         let ticker = progress.ticker();

@@ -212,96 +212,12 @@ pub fn budget(
     store: &dyn Store,
     json_out: bool,
 ) -> anyhow::Result<()> {
-    use fleet_core::pool::{Clock, day_start};
-    use std::collections::BTreeMap;
-    let clock = Clock {
-        now: fleet_engine::now_ms() as u64,
-        utc_offset_secs: chrono::Local::now().offset().local_minus_utc(),
-    };
-    let day_of = |day_starts: u32| day_start(&clock, day_starts) as i64;
-    // Accounts not in fleet.yaml (bare CLIs) count from local midnight.
-    let since = instance
-        .accounts
-        .iter()
-        .map(|a| day_of(a.day_starts))
-        .chain([day_of(0)])
-        .min()
-        .unwrap_or(0);
-    let attempts = store.attempts_since(since)?;
-    let states = store.accounts()?;
-    let in_day = |a: &fleet_store::AttemptRow| {
-        let start = a
-            .account
-            .as_ref()
-            .and_then(|n| instance.account(n))
-            .map(|acc| day_of(acc.day_starts))
-            .unwrap_or(day_of(0));
-        a.started_at >= start
-    };
-    #[derive(Default, Clone, Copy, serde::Serialize)]
-    struct Spend {
-        usd: f64,
-        tokens: u64,
-        attempts: u64,
-    }
-    fn add(map: &mut BTreeMap<String, Spend>, key: &str, a: &fleet_store::AttemptRow) {
-        let s = map.entry(key.to_string()).or_default();
-        s.usd += a.cost_usd;
-        s.tokens += a.input_tokens + a.output_tokens + a.cache_read_tokens + a.cache_write_tokens;
-        s.attempts += 1;
-    }
-    let (mut by_account, mut by_profile, mut by_role, mut by_task) = (
-        BTreeMap::new(),
-        BTreeMap::new(),
-        BTreeMap::new(),
-        BTreeMap::new(),
-    );
-    for a in attempts.iter().filter(|a| a.profile.is_some() && in_day(a)) {
-        let profile = a.profile.as_deref().unwrap_or("?");
-        add(&mut by_account, a.account.as_deref().unwrap_or("(none)"), a);
-        add(&mut by_profile, profile, a);
-        for role in instance
-            .profile(profile)
-            .map(|p| p.roles.clone())
-            .unwrap_or_default()
-        {
-            add(&mut by_role, &role, a);
-        }
-        add(&mut by_task, &format!("{}/{}", a.run_id, a.task_id), a);
-    }
-    let accounts: Vec<serde_json::Value> = instance
-        .accounts
-        .iter()
-        .map(|acc| {
-            let s = by_account.get(&acc.name).copied().unwrap_or_default();
-            let st = states.iter().find(|r| r.name == acc.name);
-            let cooldown = st
-                .and_then(|r| r.cooldown_until)
-                .filter(|t| *t > clock.now as i64);
-            json!({
-                "account": acc.name,
-                "spent_usd": s.usd,
-                "spent_tokens": s.tokens,
-                "attempts": s.attempts,
-                "budget_usd": acc.daily_budget_usd,
-                "budget_tokens": acc.daily_budget_tokens,
-                "left_usd": acc.daily_budget_usd.map(|b| (b - s.usd).max(0.0)),
-                "left_tokens": acc.daily_budget_tokens.map(|b| b.saturating_sub(s.tokens)),
-                "day_started": rfc3339(day_of(acc.day_starts)),
-                "cooldown_until": cooldown.map(rfc3339),
-                "disabled": st.and_then(|r| r.disabled.clone()),
-            })
-        })
-        .collect();
+    let report = fleet_server::report::budget(instance, store)?;
     if json_out {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "accounts": accounts, "profiles": by_profile, "roles": by_role, "tasks": by_task,
-            }))?
-        );
+        println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
+    let accounts = report["accounts"].as_array().cloned().unwrap_or_default();
     println!(
         "{:<20} {:>12} {:>12} {:>12} {:>10}  STATE",
         "ACCOUNT", "SPENT", "BUDGET", "LEFT", "TOKENS"
@@ -323,14 +239,14 @@ pub fn budget(
             a["spent_tokens"]
         );
     }
-    for (title, map) in [
-        ("PROFILE", &by_profile),
-        ("ROLE", &by_role),
-        ("TASK", &by_task),
+    for (title, key) in [
+        ("PROFILE", "profiles"),
+        ("ROLE", "roles"),
+        ("TASK", "tasks"),
     ] {
-        if map.is_empty() {
+        let Some(map) = report[key].as_object().filter(|m| !m.is_empty()) else {
             continue;
-        }
+        };
         println!(
             "\n{:<40} {:>12} {:>10} {:>8}",
             title, "SPENT", "TOKENS", "TRIES"
@@ -338,9 +254,9 @@ pub fn budget(
         for (k, s) in map {
             println!(
                 "{k:<40} {:>12} {:>10} {:>8}",
-                format!("${:.4}", s.usd),
-                s.tokens,
-                s.attempts
+                format!("${:.4}", s["usd"].as_f64().unwrap_or(0.0)),
+                s["tokens"],
+                s["attempts"]
             );
         }
     }

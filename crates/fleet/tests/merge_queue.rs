@@ -133,10 +133,20 @@ fn a_conflict_is_reworked_and_a_clean_late_task_is_rebased_and_rechecked_then_al
         serde_json::json!(["shared.txt"])
     );
     assert_eq!(conflicts[0]["data"]["rework"], true);
-    assert_eq!(of("b", "attempt.started").len(), 2);
     let log =
         std::fs::read_to_string(PathBuf::from(status["logs"].as_str().unwrap()).join("b.log"))
             .unwrap();
+    // What happened, in order, to quote when an assertion fails.
+    let story: Vec<String> = events
+        .iter()
+        .map(|e| format!("{} {} {}", e["task"], e["kind"], e["data"]))
+        .collect();
+    let story = story.join("\n");
+    assert_eq!(
+        of("b", "attempt.started").len(),
+        2,
+        "b's attempts:\n{story}\n--- b.log ---\n{log}"
+    );
     assert!(log.contains("resolved the conflict"), "{log}");
     assert!(
         log.contains("conflicts with this task's work in: shared.txt")
@@ -146,12 +156,12 @@ fn a_conflict_is_reworked_and_a_clean_late_task_is_rebased_and_rechecked_then_al
 
     // c did not conflict: rebased onto what landed, its checks ran again, no second attempt.
     assert_eq!(of("c", "task.rebased").len(), 1, "{events:#?}");
-    assert_eq!(of("c", "attempt.started").len(), 1);
+    assert_eq!(of("c", "attempt.started").len(), 1, "{story}");
     let c_checks = std::fs::read_to_string(&c_log).unwrap_or_default();
     assert_eq!(
         c_checks.lines().count(),
         2,
-        "c's checks ran before and after the rebase"
+        "c's checks ran before and after the rebase:\n{story}"
     );
 
     // Everything landed, once: walk the integration branch.

@@ -61,6 +61,14 @@ impl Adapter for Claude {
         if let Some(id) = req.resume_session {
             args.extend(["--resume".into(), id.into()]);
         }
+        let mut files = Vec::new();
+        if let Some(mcp) = req.mcp {
+            let path = req.home.join("fleet-mcp.json");
+            let (name, entry) = mcp.json_entry();
+            let config = serde_json::json!({"mcpServers": {name: entry}});
+            files.push(super::file(path.clone(), config.to_string(), false));
+            args.extend(["--mcp-config".into(), path.display().to_string()]);
+        }
         let mut env = base_env(req);
         env.insert(
             "CLAUDE_CONFIG_DIR".into(),
@@ -85,7 +93,7 @@ impl Adapter for Claude {
             args,
             env,
             env_remove: vec!["CLAUDECODE".into(), "CLAUDE_CODE_ENTRYPOINT".into()],
-            files: Vec::new(),
+            files,
             stdin: Stdin::Text(req.prompt.to_string()),
             secret_env: secret_names(req),
             side_logs: None,

@@ -85,6 +85,21 @@ impl Adapter for Codex {
             toml_str(&base),
             toml_str(key_name)
         ));
+        if let Some(mcp) = req.mcp {
+            let env: Vec<String> = mcp
+                .env
+                .iter()
+                .map(|(k, v)| format!("{} = {}", toml_str(k), toml_str(v)))
+                .collect();
+            let args: Vec<String> = mcp.args.iter().map(|a| toml_str(a)).collect();
+            config.push_str(&format!(
+                "\n[mcp_servers.{}]\ncommand = {}\nargs = [{}]\nenv = {{ {} }}\n",
+                mcp.name,
+                toml_str(&mcp.command),
+                args.join(", "),
+                env.join(", ")
+            ));
+        }
         let mut args: Vec<String> = vec![
             "exec".into(),
             "--json".into(),

@@ -57,12 +57,16 @@ impl Adapter for Gemini {
                 url.trim_end_matches('/').into(),
             );
         }
-        let settings = serde_json::json!({
+        let mut settings = serde_json::json!({
             "security": {"auth": {"selectedType": "gemini-api-key"}},
             "privacy": {"usageStatisticsEnabled": false},
             // Its default retries API errors for minutes; fleet swaps agents instead.
             "general": {"disableAutoUpdate": true, "disableUpdateNag": true, "maxAttempts": 2},
         });
+        if let Some(mcp) = req.mcp {
+            let (name, entry) = mcp.json_entry();
+            settings["mcpServers"] = serde_json::json!({name: entry});
+        }
         Ok(Launch {
             program: self.binary().into(),
             args,

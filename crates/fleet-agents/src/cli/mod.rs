@@ -182,6 +182,7 @@ pub(crate) mod testing {
             env: &env,
             max_turns: Some(20),
             resume_session: None,
+            mcp: None,
         };
         adapter.launch(&req).unwrap()
     }

@@ -74,12 +74,16 @@ impl Adapter for Qwen {
         if let Some(m) = req.model {
             env.insert("OPENAI_MODEL".into(), m.into());
         }
-        let settings = serde_json::json!({
+        let mut settings = serde_json::json!({
             "privacy": {"usageStatisticsEnabled": false},
             "general": {"disableAutoUpdate": true, "disableUpdateNag": true},
             // Caps its inner retries; its outer 7-attempt loop has no knob (the stall timeout ends it).
             "model": {"generationConfig": {"timeout": 60_000, "maxRetries": 1}},
         });
+        if let Some(mcp) = req.mcp {
+            let (name, entry) = mcp.json_entry();
+            settings["mcpServers"] = serde_json::json!({name: entry});
+        }
         let mut secret_env = secret_names(req);
         secret_env.push("OPENAI_API_KEY".into());
         Ok(Launch {

@@ -1,5 +1,8 @@
 //! Helpers shared by the `fleet` binary's integration tests.
 
+pub mod epics;
+pub mod server;
+
 use std::path::Path;
 use std::process::Command;
 

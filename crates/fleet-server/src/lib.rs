@@ -1,0 +1,124 @@
+//! `fleet serve`: one port for people and tools — the REST API, the live event stream (SSE),
+//! the dashboard, MCP over streamable HTTP, `/metrics` — plus the background services of a
+//! running fleet: driving epics, watching pull requests, notifications, the Telegram bot.
+//!
+//! Owns: HTTP routing and auth (bearer tokens with scopes, stored hashed), the read models the
+//! API and dashboard show (`report`), the MCP tools (`mcp`, also served on stdio by
+//! `fleet mcp`), and the supervisor loop (`services`).
+//!
+//! Must not know: how a stage runs or what an agent is (it calls [`fleet_pipeline::Pipeline`]),
+//! SQL (it calls [`fleet_store::Store`]), how a notification is delivered (`fleet-notify`).
+//! Every state change goes through the pipeline or the store first, so the server holds no
+//! state a crash could lose: the event cursor of a client is the event's `seq`.
+
+pub mod alerts;
+mod api;
+pub mod auth;
+mod events;
+pub mod mcp;
+pub mod report;
+pub mod services;
+
+use fleet_pipeline::Pipeline;
+use fleet_store::Store;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+pub use auth::{Scope, create_token};
+
+/// What every handler and service shares.
+#[derive(Clone)]
+pub struct Fleet {
+    pub pipeline: Arc<Pipeline>,
+    /// Raised (with the newest `seq`) whenever this process commits events: wakes the SSE
+    /// streams and the services. Events written by other processes are found by polling.
+    pub events: watch::Sender<u64>,
+    /// Raised when an epic needs driving (submitted, rejected, polled back to work).
+    pub work: Arc<tokio::sync::Notify>,
+    /// Base URL for links sent to people (notifications, bot replies).
+    pub public_url: String,
+    pub started_at: i64,
+    /// Raised once when the server is stopping: services and event streams end.
+    pub stop: watch::Sender<bool>,
+}
+
+/// The wake-up channel of a server, and the pipeline observer that raises it: build the
+/// pipeline with the observer, then [`Fleet::new`] with the channel.
+pub fn event_channel() -> (watch::Sender<u64>, fleet_pipeline::Observer) {
+    let (tx, _) = watch::channel(0u64);
+    let raise = tx.clone();
+    let observer: fleet_pipeline::Observer = Arc::new(move |e: &fleet_store::Event| {
+        raise.send_if_modified(|cur| {
+            let newer = e.seq > *cur;
+            if newer {
+                *cur = e.seq;
+            }
+            newer
+        });
+    });
+    (tx, observer)
+}
+
+impl Fleet {
+    pub fn new(pipeline: Arc<Pipeline>, events: watch::Sender<u64>, public_url: String) -> Fleet {
+        Fleet {
+            pipeline,
+            events,
+            work: Arc::new(tokio::sync::Notify::new()),
+            public_url: public_url.trim_end_matches('/').to_string(),
+            started_at: fleet_engine::now_ms(),
+            stop: watch::channel(false).0,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.pipeline.store
+    }
+
+    /// The page of a task on the dashboard.
+    pub fn task_url(&self, id: &str) -> String {
+        format!("{}/#/tasks/{id}", self.public_url)
+    }
+
+    /// Tells the streams and services that events up to `seq` are committed.
+    pub fn published(&self, seq: u64) {
+        self.events.send_if_modified(|cur| {
+            if seq > *cur {
+                *cur = seq;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+/// The whole HTTP surface.
+pub fn router(fleet: Fleet) -> axum::Router {
+    api::router(fleet)
+}
+
+/// How long open requests get to finish once the server is stopping.
+const GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves until [`Fleet::stop`] is raised; then event streams end, open requests get a few
+/// seconds, and the services stop.
+pub async fn serve(fleet: Fleet, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    let stopping = stopped(fleet.stop.subscribe());
+    let app = router(fleet.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(stopped(fleet.stop.subscribe()));
+    tokio::select! {
+        r = server => r,
+        _ = async { stopping.await; tokio::time::sleep(GRACE).await } => Ok(()),
+    }
+}
+
+/// Resolves once `stop` is raised (or its sender is gone).
+pub async fn stopped(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Serving a double: an axum app on its own thread and tokio runtime, so tests (sync or
+//! async) can start one anywhere and stop it by dropping the handle.
+
+use axum::Router;
+use std::net::SocketAddr;
+
+/// A double's server: dropping `stop` (or sending on it) ends it; `thread` then returns.
+pub(crate) struct Served {
+    pub addr: SocketAddr,
+    pub stop: tokio::sync::oneshot::Sender<()>,
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+/// Serves `app` on `listener` (already bound) from a thread named `name`.
+pub(crate) fn serve_on(
+    name: &str,
+    listener: std::net::TcpListener,
+    app: Router,
+) -> std::io::Result<Served> {
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let label = name.to_string();
+    let thread = std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        eprintln!("{label}: {e}");
+                        return;
+                    }
+                };
+                tokio::select! {
+                    r = axum::serve(listener, app) => {
+                        if let Err(e) = r {
+                            eprintln!("{label}: {e}");
+                        }
+                    }
+                    _ = stop_rx => {}
+                }
+            });
+            // Drops hanging connections instead of waiting for them.
+            runtime.shutdown_background();
+        })?;
+    Ok(Served { addr, stop, thread })
+}
+
+/// Serves `app` on a free port of `127.0.0.1`; panics (a test cannot go on) if it cannot.
+pub(crate) fn serve_local(name: &str, app: Router) -> Served {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| serve_on(name, l, app))
+        .unwrap_or_else(|e| panic!("fleet-testkit: start the {name}: {e}"))
+}
