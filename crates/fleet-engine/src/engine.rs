@@ -162,6 +162,8 @@ enum Launch {
     Finish {
         task: usize,
         n: u32,
+        /// Checking again after a rebase, not after an attempt of the agent.
+        recheck: bool,
     },
 }
 
@@ -1129,8 +1131,8 @@ impl Coordinator {
                     };
                     tokio::spawn(attempt_worker(ctx, job));
                 }
-                Launch::Finish { task, n } => {
-                    tokio::spawn(finish_worker(ctx, task, n));
+                Launch::Finish { task, n, recheck } => {
+                    tokio::spawn(finish_worker(ctx, task, n, recheck));
                 }
             }
         }
@@ -1426,7 +1428,11 @@ impl Coordinator {
                             let t = self.run.begin_checks(task);
                             let n = t.attempt;
                             self.record(vec![t]);
-                            self.launches.push(Launch::Finish { task, n });
+                            self.launches.push(Launch::Finish {
+                                task,
+                                n,
+                                recheck: false,
+                            });
                         }
                     }
                     Ok(end) => {
@@ -1539,6 +1545,16 @@ impl Coordinator {
                             self.rows[task].merge_sha =
                                 self.ctx.repo.find_merge(&target, &commit).ok().flatten();
                         }
+                        if self.rows[task].merge_sha.is_none() {
+                            append_log(
+                                &self.ctx,
+                                task,
+                                &format!(
+                                    "── nothing to merge: {} already has all of this task's branch ──\n",
+                                    self.ctx.integration
+                                ),
+                            );
+                        }
                         let t = self.run.merged(task);
                         self.record(t);
                         self.remove_worktree(task);
@@ -1564,7 +1580,11 @@ impl Coordinator {
                         self.rechecking = Some(task);
                         let t = self.run.recheck(task);
                         self.record(vec![t]);
-                        self.launches.push(Launch::Finish { task, n });
+                        self.launches.push(Launch::Finish {
+                            task,
+                            n,
+                            recheck: true,
+                        });
                     }
                     Ok(MergeStep::Rework { files, onto }) => {
                         let reason = format!("merge conflict in {}", files.join(", "));
@@ -2068,12 +2088,12 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
 }
 
 /// After a successful command: runs the checks in order, then commits the task's changes.
-async fn finish_worker(ctx: Arc<Ctx>, task: usize, n: u32) {
-    let result = run_finish(&ctx, task, n).await;
+async fn finish_worker(ctx: Arc<Ctx>, task: usize, n: u32, recheck: bool) {
+    let result = run_finish(&ctx, task, n, recheck).await;
     let _ = ctx.tx.send(Msg::Finish { task, result });
 }
 
-async fn run_finish(ctx: &Arc<Ctx>, task: usize, n: u32) -> FinishResult {
+async fn run_finish(ctx: &Arc<Ctx>, task: usize, n: u32, recheck: bool) -> FinishResult {
     let def = &ctx.tasks[task];
     let cwd = workdir(ctx, task);
     let log = match open_log(ctx, task) {
@@ -2081,8 +2101,9 @@ async fn run_finish(ctx: &Arc<Ctx>, task: usize, n: u32) -> FinishResult {
         Err(e) => return FinishResult::Error(format!("cannot open the task log: {e}")),
     };
     let env = task_env(ctx, task, n, &cwd);
-    if matches!(def.action, TaskAction::Agent(_)) && def.worktree {
-        // "Done" with nothing to show is not done.
+    if matches!(def.action, TaskAction::Agent(_)) && def.worktree && !recheck {
+        // "Done" with nothing to show is not done. (After a rebase the branch may match what
+        // landed meanwhile — the same change made twice: that lands as already merged.)
         let c = ctx.clone();
         let path = cwd.clone();
         let base = ctx.integration.clone();

@@ -38,6 +38,41 @@ pub(crate) fn tool_results(body: &Value) -> usize {
         .count()
 }
 
+/// Why the real Gemini API would refuse this conversation, if it would: every model turn with
+/// function calls must be followed by a user turn with exactly as many function responses.
+pub(crate) fn invalid_history(body: &Value) -> Option<&'static str> {
+    let contents: Vec<&Value> = body
+        .get("contents")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .collect();
+    let count = |c: &Value, key: &str| {
+        c.get("parts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|p| p.get(key).is_some())
+            .count()
+    };
+    for (i, c) in contents.iter().enumerate() {
+        let calls = count(c, "functionCall");
+        if c.get("role").and_then(Value::as_str) != Some("model") || calls == 0 {
+            continue;
+        }
+        // (A history that ends on the calls has nothing to pair yet.)
+        if let Some(next) = contents.get(i + 1)
+            && count(next, "functionResponse") != calls
+        {
+            return Some(
+                "Please ensure that the number of function response parts is equal to the number \
+                 of function call parts of the function call turn.",
+            );
+        }
+    }
+    None
+}
+
 /// `generationConfig.responseJsonSchema` / `responseSchema` (gemini-cli's router and
 /// next-speaker check use these).
 pub(crate) fn schema(body: &Value) -> Option<Value> {

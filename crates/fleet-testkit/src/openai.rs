@@ -263,13 +263,37 @@ pub(crate) fn chat_tools(body: &Value) -> Vec<ToolSpec> {
         .collect()
 }
 
+/// The step index of a Chat Completions request: the `tool` messages in its conversation, plus
+/// the final answers already in it — assistant messages without tool calls that come after
+/// tool work and before a later user message. A fresh conversation has none (CLIs such as qwen
+/// open with an assistant acknowledging the environment, before any tool ran); a resumed
+/// session (`qwen --resume`) carries the previous run's answer, and its new user turn goes on
+/// with the next step instead of replaying the last one.
 pub(crate) fn chat_tool_results(body: &Value) -> usize {
-    body.get("messages")
+    let all: Vec<&Value> = body
+        .get("messages")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter(|m| m.get("role").and_then(Value::as_str) == Some("tool"))
-        .count()
+        .collect();
+    let role = |m: &Value| m.get("role").and_then(Value::as_str).map(str::to_string);
+    let is_tool = |m: &Value| role(m).as_deref() == Some("tool");
+    let results = all.iter().filter(|m| is_tool(m)).count();
+    let answers = all
+        .iter()
+        .enumerate()
+        .filter(|(i, m)| {
+            role(m).as_deref() == Some("assistant")
+                && m.get("tool_calls")
+                    .and_then(Value::as_array)
+                    .is_none_or(|c| c.is_empty())
+                && all[..*i].iter().any(|p| is_tool(p))
+                && all[i + 1..]
+                    .iter()
+                    .any(|n| role(n).as_deref() == Some("user"))
+        })
+        .count();
+    results + answers
 }
 
 /// `tool_choice: {type: function, function: {name}}` forces one tool.
@@ -459,4 +483,40 @@ pub(crate) fn error(spec: &StatusSpec, ctx: &Ctx) -> ErrorReply {
 pub(crate) fn models(model: &str) -> Value {
     json!({"object": "list", "data": [{"id": model, "object": "model", "created": 1_767_225_600u64,
                                         "owned_by": "fleet-testkit"}]})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chat_tool_results;
+    use serde_json::json;
+
+    fn step(messages: serde_json::Value) -> usize {
+        chat_tool_results(&json!({ "messages": messages }))
+    }
+
+    #[test]
+    fn a_chat_step_counts_tool_results_and_earlier_answers_after_tool_work() {
+        let opening = json!([
+            {"role": "system", "content": "You are qwen"},
+            {"role": "user", "content": "This is the environment"},
+            {"role": "assistant", "content": "Got it. Thanks for the context!"},
+            {"role": "user", "content": "make out.txt say good"},
+        ]);
+        // A fresh conversation: the acknowledgement before any tool work is not an answer.
+        assert_eq!(step(opening.clone()), 0);
+        let mut after_tool = opening.as_array().unwrap().clone();
+        after_tool.extend([
+            json!({"role": "assistant", "content": null,
+                   "tool_calls": [{"id": "c1", "type": "function",
+                                   "function": {"name": "run_shell_command", "arguments": "{}"}}]}),
+            json!({"role": "tool", "tool_call_id": "c1", "content": "ok"}),
+        ]);
+        assert_eq!(step(json!(after_tool)), 1);
+        // The answer that ended the first run, then the resumed session's new prompt.
+        let mut resumed = after_tool.clone();
+        resumed.push(json!({"role": "assistant", "content": "DONE"}));
+        assert_eq!(step(json!(resumed)), 1, "no user turn after it yet");
+        resumed.push(json!({"role": "user", "content": "the checks failed: fix it"}));
+        assert_eq!(step(json!(resumed)), 2);
+    }
 }

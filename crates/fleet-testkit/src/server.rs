@@ -360,6 +360,31 @@ impl Shared {
                             },
                         )
                     }
+                    None if matches!(api, Api::GeminiGenerate | Api::GeminiStream)
+                        && gemini::invalid_history(&body).is_some() =>
+                    {
+                        // As the real API does: refused before any model work, nothing billed.
+                        let spec = StatusSpec {
+                            code: 400,
+                            retry_after_secs: None,
+                            reset_at: None,
+                            error_type: None,
+                            message: gemini::invalid_history(&body).map(str::to_string),
+                        };
+                        let ErrorReply {
+                            status,
+                            headers,
+                            body: reply_body,
+                        } = gemini::error(&spec, &ctx);
+                        (
+                            "invalid_request 400".to_string(),
+                            Decision::Json {
+                                status,
+                                headers,
+                                body: reply_body,
+                            },
+                        )
+                    }
                     None => {
                         let (plan, s) = script(api, &body, &slot.scenario);
                         step = s;

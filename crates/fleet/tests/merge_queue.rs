@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The agent: a shell script playing one (`cli: command`). Its prompt's first line says which
-/// line to add to `shared.txt` (or which file to write). Tasks other than `a` wait until `a`
+/// line to add to `shared.txt` (or which file to write, with the task's id or with `same`). Tasks other than `a` wait until `a`
 /// has landed, so the order is fixed: `b` and `c` start from the old base and must catch up.
 /// Given a worktree with conflict markers, it resolves them by keeping both sides.
 const AGENT: &str = r#"#!/bin/sh
@@ -35,6 +35,7 @@ what=$(head -n1 "$FLEET_PROMPT_FILE")
 case "$what" in
   line:*) echo "${what#line: }" >> shared.txt ;;
   file:*) echo "$FLEET_TASK" > "${what#file: }" ;;
+  same:*) echo same > "${what#same: }" ;;
 esac
 echo "did: $what"
 "#;
@@ -202,4 +203,65 @@ fn a_conflict_is_reworked_and_a_clean_late_task_is_rebased_and_rechecked_then_al
         b_commits, 2,
         "b's first commit and its resolution:\n{subjects}"
     );
+}
+
+/// Two tasks make the same change. The second, rebased onto what the first landed, has nothing
+/// left to add: it lands as already merged, without a merge commit and without being sent back
+/// to its agent for "changing nothing".
+#[test]
+fn a_task_whose_change_landed_meanwhile_lands_as_already_merged() {
+    let inst = Instance::new();
+    std::fs::write(
+        inst.repo.join("runbook.yaml"),
+        "name: twins\nconcurrency: 2\ntasks:\n\
+         - { id: a, agent: scripted, prompt: \"same: twin.txt\", checks: [\"grep -qx same twin.txt\"] }\n\
+         - { id: d, agent: scripted, prompt: \"same: twin.txt\", checks: [\"grep -qx same twin.txt\"] }\n",
+    )
+    .unwrap();
+    let out = inst.fleet(&["run", "runbook.yaml"]);
+    let status: Value = serde_json::from_slice(&inst.fleet(&["status", "--json"]).stdout).unwrap();
+    let run = status["id"].as_str().unwrap().to_string();
+    let branch = status["integration_branch"].as_str().unwrap().to_string();
+    let events = inst.events(&run);
+    let story: Vec<String> = events
+        .iter()
+        .map(|e| format!("{} {} {}", e["task"], e["kind"], e["data"]))
+        .collect();
+    let story = story.join("\n");
+    assert!(
+        out.status.success(),
+        "run failed: {}\n{story}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let of = |task: &str, kind: &str| {
+        events
+            .iter()
+            .filter(|e| e["task"] == task && e["kind"] == kind)
+            .count()
+    };
+    assert_eq!(of("d", "task.rebased"), 1, "{story}");
+    assert_eq!(
+        of("d", "attempt.started"),
+        1,
+        "one attempt, not sent back: {story}"
+    );
+    assert_eq!(of("d", "task.merged"), 1, "{story}");
+    let log =
+        std::fs::read_to_string(PathBuf::from(status["logs"].as_str().unwrap()).join("d.log"))
+            .unwrap();
+    assert!(
+        log.contains("already has all of this task's branch"),
+        "{log}"
+    );
+    assert!(!log.contains("changed nothing"), "{log}");
+    let subjects = git(&inst.repo, &["log", "--format=%s", &branch]);
+    assert_eq!(
+        subjects
+            .lines()
+            .filter(|s| s.starts_with("fleet: merge task "))
+            .count(),
+        1,
+        "only a's merge:\n{subjects}"
+    );
+    assert_eq!(read_at(&inst.repo, &branch, "twin.txt").trim(), "same");
 }

@@ -29,9 +29,11 @@ impl Adapter for Gemini {
     fn verification(&self) -> Verification {
         Verification::RealBinary
     }
-    // The CLI has a resume flag (built in `launch`) and a real run against the scripted server
-    // resumed, but the resumed history sends each earlier function response twice, which the
-    // real Gemini API may reject (it wants as many responses as calls): fleet starts it afresh.
+    // The CLI has a resume flag (built in `launch`), but the pinned release (and the newest,
+    // 0.61.0) replays each earlier tool result twice in a resumed history
+    // (google-gemini/gemini-cli#29365), which the Gemini API refuses with 400: fleet starts it
+    // afresh, with the handoff note. `gemini_resume_still_replays_tool_results_twice` in
+    // `crates/fleet/tests/real_agents.rs` fails once a release fixes it.
     fn can_resume(&self) -> bool {
         false
     }

@@ -24,12 +24,15 @@ impl Adapter for Qwen {
     fn verification(&self) -> Verification {
         Verification::RealBinary
     }
-    // The CLI has a resume flag (built in `launch`), but in a real run against the scripted
-    // server the resumed conversation did not go on at its next step, and the resumed attempt
-    // recorded 4040 tokens against 2020 for the first (usage spanning the session, or extra
-    // calls — not yet known): fleet starts it afresh.
+    // `--resume <session>` continues the conversation in the same home (verified with the real
+    // binary: `crates/fleet/tests/real_agents.rs`).
     fn can_resume(&self) -> bool {
-        false
+        true
+    }
+    // A resumed session's `result` reports the whole session's usage (seen with the real
+    // binary: 2,000 input tokens fresh, 4,000 after one resumed run of the same size).
+    fn usage_spans_resumed_session(&self) -> bool {
+        true
     }
 
     fn launch(&self, req: &AttemptRequest<'_>) -> Result<Launch, AdapterError> {
