@@ -92,6 +92,15 @@ impl Instance {
     }
 }
 
+/// What happened, in order, one event a line: quoted when an assertion fails.
+fn story(events: &[Value]) -> String {
+    let lines: Vec<String> = events
+        .iter()
+        .map(|e| format!("{} {} {}", e["task"], e["kind"], e["data"]))
+        .collect();
+    lines.join("\n")
+}
+
 fn read_at(repo: &Path, rev: &str, file: &str) -> String {
     git(repo, &["show", &format!("{rev}:{file}")])
 }
@@ -137,12 +146,7 @@ fn a_conflict_is_reworked_and_a_clean_late_task_is_rebased_and_rechecked_then_al
     let log =
         std::fs::read_to_string(PathBuf::from(status["logs"].as_str().unwrap()).join("b.log"))
             .unwrap();
-    // What happened, in order, to quote when an assertion fails.
-    let story: Vec<String> = events
-        .iter()
-        .map(|e| format!("{} {} {}", e["task"], e["kind"], e["data"]))
-        .collect();
-    let story = story.join("\n");
+    let story = story(&events);
     assert_eq!(
         of("b", "attempt.started").len(),
         2,
@@ -223,11 +227,7 @@ fn a_task_whose_change_landed_meanwhile_lands_as_already_merged() {
     let run = status["id"].as_str().unwrap().to_string();
     let branch = status["integration_branch"].as_str().unwrap().to_string();
     let events = inst.events(&run);
-    let story: Vec<String> = events
-        .iter()
-        .map(|e| format!("{} {} {}", e["task"], e["kind"], e["data"]))
-        .collect();
-    let story = story.join("\n");
+    let story = story(&events);
     assert!(
         out.status.success(),
         "run failed: {}\n{story}",

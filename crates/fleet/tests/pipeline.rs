@@ -110,23 +110,7 @@ fn one_sentence_to_a_reviewed_pull_request_then_a_rejection_becomes_a_fix_that_l
     forge.add_repo("acme", "shop");
     let inst = Instance::new(&server);
 
-    inst.ok(&[
-        "project",
-        "add",
-        "shop",
-        "--repo",
-        inst.repo.to_str().unwrap(),
-        "--check",
-        "test -s README.md",
-        "--delivery",
-        "pull_request",
-        "--forge",
-        "github",
-        "--api-url",
-        &forge.base_url(),
-        "--forge-repo",
-        "acme/shop",
-    ]);
+    inst.add_shop_on_github(&forge.base_url());
     let out = inst.ok(&[
         "task",
         "add",

@@ -522,23 +522,7 @@ fn a_review_comment_on_the_pull_request_sends_the_task_back_to_work_while_servin
     let forge = fleet_testkit::forge::ForgeDouble::start(support::epics::TOKEN);
     forge.add_repo("acme", "shop");
     let inst = Instance::new(&server);
-    inst.ok(&[
-        "project",
-        "add",
-        "shop",
-        "--repo",
-        inst.repo.to_str().unwrap(),
-        "--check",
-        "test -s README.md",
-        "--delivery",
-        "pull_request",
-        "--forge",
-        "github",
-        "--api-url",
-        &forge.base_url(),
-        "--forge-repo",
-        "acme/shop",
-    ]);
+    inst.add_shop_on_github(&forge.base_url());
     let submit = token(&inst, "submit", "ci");
     let served = Served::start(&inst, "127.0.0.1", &[]);
     let http = Http::new();

@@ -168,6 +168,27 @@ impl Instance {
         ]);
     }
 
+    /// `shop`, delivered as a pull request to `acme/shop` on the GitHub double at `api_url`.
+    pub fn add_shop_on_github(&self, api_url: &str) {
+        self.ok(&[
+            "project",
+            "add",
+            "shop",
+            "--repo",
+            self.repo.to_str().unwrap(),
+            "--check",
+            "test -s README.md",
+            "--delivery",
+            "pull_request",
+            "--forge",
+            "github",
+            "--api-url",
+            api_url,
+            "--forge-repo",
+            "acme/shop",
+        ]);
+    }
+
     /// The instance's store, opened beside a running fleet (SQLite in WAL mode allows that).
     pub fn store(&self) -> fleet_store::SqliteStore {
         fleet_store::SqliteStore::open(
