@@ -244,7 +244,8 @@ pub trait Store: Send + Sync {
     /// Every account's live state.
     fn accounts(&self) -> Result<Vec<AccountRow>>;
     /// Attempts of all runs that started at or after `since` (ms), oldest first: spend is
-    /// summed from them.
+    /// summed from them. A run's `finished_at` is never before any of its attempts started
+    /// (a resumed run clears it), so a store may skip runs that finished before `since`.
     fn attempts_since(&self, since: i64) -> Result<Vec<AttemptRow>>;
     /// Events with `seq > after`, oldest first, optionally of one run only.
     fn events(&self, run_id: Option<&str>, after: u64, limit: usize) -> Result<Vec<Event>>;

@@ -125,6 +125,28 @@ CREATE INDEX epics_counts ON epics(state, project, id, request);
 CREATE INDEX events_by_run ON events(run_id, seq);
 CREATE INDEX runs_by_name ON runs(name);
 "#,
+    // Fewer pages per commit (a scheduling turn commits once): no AUTOINCREMENT bookkeeping
+    // row (events are never deleted, so max(seq) + 1 never hands out a seq twice), and no
+    // index on attempts' start, which every attempt paid for; `attempts_since` finds recent
+    // attempts through the runs that had not finished by then.
+    r#"
+CREATE TABLE events_v2 (
+    seq INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    run_id TEXT NOT NULL,
+    task TEXT,
+    attempt INTEGER,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+INSERT INTO events_v2 (seq, at, run_id, task, attempt, kind, data)
+    SELECT seq, at, run_id, task, attempt, kind, data FROM events ORDER BY seq;
+DROP TABLE events;
+ALTER TABLE events_v2 RENAME TO events;
+CREATE INDEX events_by_run ON events(run_id, seq);
+DELETE FROM sqlite_sequence WHERE name = 'events';
+DROP INDEX attempts_by_start;
+"#,
 ];
 
 /// How hard a commit waits for the disk.
@@ -905,7 +927,10 @@ impl Store for SqliteStore {
     fn attempts_since(&self, since: i64) -> Result<Vec<AttemptRow>> {
         self.with(|conn| {
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE started_at >= ?1 ORDER BY started_at"
+                "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id IN
+                     (SELECT id FROM runs WHERE finished_at IS NULL OR finished_at >= ?1)
+                   AND started_at >= ?1
+                 ORDER BY started_at"
             ))?;
             let rows = stmt
                 .query_map([since], attempt_from_row)?
@@ -955,5 +980,72 @@ impl Store for SqliteStore {
             let skip = rows.len().saturating_sub(limit);
             rows.into_iter().skip(skip).map(event_data).collect()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database written before events lost AUTOINCREMENT keeps its events and their seqs,
+    /// and goes on numbering after the highest one.
+    #[test]
+    fn the_events_rebuild_keeps_every_event_and_its_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fleet.db");
+        let conn = Connection::open(&path).unwrap();
+        let before = MIGRATIONS.len() - 1;
+        for sql in &MIGRATIONS[..before] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", before as i64)
+            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO runs VALUES ('r', 'demo', 'rb.yaml', '', '/repo', 'abc', 'fleet/runs/r',
+                                      'running', 1, 1, NULL);
+             INSERT INTO events (at, run_id, task, attempt, kind, data)
+                 VALUES (1, 'r', NULL, NULL, 'run.started', '{}'),
+                        (2, 'r', 'a', 1, 'task.started', '{\"x\":1}'),
+                        (3, 'r', 'a', 1, 'task.passed', '{}');
+             INSERT INTO attempts (run_id, task_id, n, started_at, outcome, account, cost_usd)
+                 VALUES ('r', 'a', 1, 2, 'passed', 'team', 0.5);",
+        )
+        .unwrap();
+        drop(conn);
+
+        let store = SqliteStore::open(&path, Durability::Process).unwrap();
+        let events = store.events(None, 0, 10).unwrap();
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        assert_eq!(events[1].data, serde_json::json!({"x": 1}));
+        assert_eq!(store.events(Some("r"), 1, 10).unwrap().len(), 2);
+        let next = store
+            .commit(&Batch {
+                events: vec![NewEvent {
+                    at: 4,
+                    run_id: "r".into(),
+                    task: None,
+                    attempt: None,
+                    kind: "run.finished".into(),
+                    data: serde_json::json!({}),
+                }],
+                ..Batch::default()
+            })
+            .unwrap();
+        assert_eq!(next, [4]);
+        assert_eq!(store.attempts_since(0).unwrap().len(), 1);
+        store
+            .with(|conn| {
+                let left: i64 = conn.query_row(
+                    "SELECT count(*) FROM sqlite_master
+                     WHERE name IN ('attempts_by_start', 'events_v2')
+                        OR sql LIKE '%AUTOINCREMENT%'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                assert_eq!(left, 0, "old index, temporary table or AUTOINCREMENT left");
+                Ok(())
+            })
+            .unwrap();
     }
 }

@@ -280,6 +280,30 @@ fn accounts_and_spend_since() {
         .collect();
     assert_eq!(since, [0.25]);
     assert_eq!(store.attempts_since(0).unwrap().len(), 2);
+
+    // A finished run's attempts count while `since` is before the run ended.
+    let done = RunRow {
+        state: "passed".into(),
+        finished_at: Some(400),
+        ..run_row("done", 300)
+    };
+    store.create_run(&done, &[], &[]).unwrap();
+    store
+        .commit(&Batch {
+            attempts: vec![AttemptRow {
+                run_id: "done".into(),
+                ..attempt(1, 350, 2.0)
+            }],
+            ..Batch::default()
+        })
+        .unwrap();
+    let costs = |since| -> Vec<f64> {
+        let rows = store.attempts_since(since).unwrap();
+        rows.iter().map(|a| a.cost_usd).collect()
+    };
+    assert_eq!(costs(150), [0.25, 2.0]);
+    assert_eq!(costs(350), [2.0]);
+    assert_eq!(costs(351), Vec::<f64>::new());
 }
 
 /// Projects are created once; epics are replaced whole with their events in one transaction.
