@@ -6,7 +6,9 @@ use crate::{
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 /// Migrations, applied in order; the index + 1 is the schema version. Never edit a released
 /// one: append a new one.
@@ -161,21 +163,107 @@ pub enum Durability {
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Set for a database file (not for an in-memory one).
+    checkpointer: Option<Checkpointer>,
+}
+
+/// How often the checkpointer looks for new commits to copy into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// WAL pages at which a commit checkpoints by itself: only if the checkpointer has fallen far
+/// behind (say, readers kept it from finishing), so the WAL stays bounded (~256 MB).
+const WAL_LIMIT_PAGES: u32 = 65_536;
+
+/// Copies the WAL back into the database file on its own thread and connection. SQLite's
+/// automatic checkpoint runs inside the commit that crosses its threshold, with two fsyncs, so
+/// every few thousand pages the coordinator's turn (and every task waiting on it) would stall
+/// for tens of milliseconds; this one runs beside it (`PASSIVE`: it never blocks a writer).
+struct Checkpointer {
+    /// Store calls since it opened; the thread checkpoints when this moved (after reads
+    /// only, the checkpoint finds nothing to copy and costs next to nothing).
+    calls: Arc<AtomicU64>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// `None` if no thread could be started: commits then checkpoint by themselves.
+    fn start(path: &Path) -> Result<Option<Checkpointer>> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        let calls = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let (seen, stopping) = (calls.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("fleet-checkpoint".into())
+            .spawn(move || {
+                // The first tick copies what opening wrote (migrations) too.
+                let mut done = u64::MAX;
+                loop {
+                    let (lock, wake) = &*stopping;
+                    let stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+                    let (stopped, _) = wake
+                        .wait_timeout_while(stopped, CHECKPOINT_EVERY, |s| !*s)
+                        .unwrap_or_else(|e| e.into_inner());
+                    if *stopped {
+                        return;
+                    }
+                    drop(stopped);
+                    let now = seen.load(Ordering::Relaxed);
+                    // A busy or failed checkpoint is tried again on the next tick; the data
+                    // is safe in the WAL meanwhile.
+                    if now != done
+                        && conn
+                            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                            .is_ok()
+                    {
+                        done = now;
+                    }
+                }
+            });
+        Ok(thread.ok().map(|thread| Checkpointer {
+            calls,
+            stop,
+            thread: Some(thread),
+        }))
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        let (lock, wake) = &*self.stop;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub fn open(path: &Path, durability: Durability) -> Result<SqliteStore> {
-        let conn = Connection::open(path)?;
-        Self::init(conn, durability)
+        let conn = Self::init(Connection::open(path)?, durability)?;
+        let checkpointer = Checkpointer::start(path)?;
+        if checkpointer.is_none() {
+            conn.pragma_update(None, "wal_autocheckpoint", 1000)?;
+        }
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            checkpointer,
+        })
     }
 
     /// A private in-memory database (tests).
     pub fn in_memory() -> Result<SqliteStore> {
-        Self::init(Connection::open_in_memory()?, Durability::Process)
+        let conn = Self::init(Connection::open_in_memory()?, Durability::Process)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            checkpointer: None,
+        })
     }
 
-    fn init(conn: Connection, durability: Durability) -> Result<SqliteStore> {
+    fn init(conn: Connection, durability: Durability) -> Result<Connection> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         conn.pragma_update(
@@ -187,18 +275,19 @@ impl SqliteStore {
             },
         )?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        // Checkpoint (copy the WAL back into the database, with an fsync) every ~16 MB of WAL
-        // rather than SQLite's default 4 MB: fewer stalls of the coordinator in busy runs.
-        conn.pragma_update(None, "wal_autocheckpoint", 4000)?;
+        // The `Checkpointer` copies the WAL back; a commit does only as a last resort.
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_LIMIT_PAGES)?;
         migrate(&conn)?;
-        Ok(SqliteStore {
-            conn: Mutex::new(conn),
-        })
+        Ok(conn)
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut conn)
+        let out = f(&mut conn);
+        if let Some(c) = &self.checkpointer {
+            c.calls.fetch_add(1, Ordering::Relaxed);
+        }
+        out
     }
 
     /// Runs one epic write (`sql` binds the epic's columns as ?1..?8 and `expected` as ?9)
@@ -986,6 +1075,46 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Commits land in the WAL; the checkpointer, not the commits, copies them into the
+    /// database file (no commit here comes near `WAL_LIMIT_PAGES`).
+    #[test]
+    fn the_checkpointer_copies_commits_into_the_database_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fleet.db");
+        let store = SqliteStore::open(&path, Durability::Process).unwrap();
+        let events: Vec<NewEvent> = (0..2000)
+            .map(|i| NewEvent {
+                at: i,
+                run_id: "r".into(),
+                task: Some(format!("task-{i}")),
+                attempt: Some(1),
+                kind: "agent.message".into(),
+                data: serde_json::json!({"text": "x".repeat(200)}),
+            })
+            .collect();
+        store
+            .commit(&Batch {
+                events,
+                ..Batch::default()
+            })
+            .unwrap();
+        let logical = store
+            .with(|conn| {
+                let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+                let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+                Ok((pages * size) as u64)
+            })
+            .unwrap();
+        assert!(logical > 400_000, "the batch spans many pages: {logical}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let file_len = || std::fs::metadata(&path).unwrap().len();
+        while file_len() < logical && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(file_len(), logical, "the database file holds every page");
+        assert_eq!(store.events(Some("r"), 1990, 100).unwrap().len(), 10);
+    }
 
     /// A database written before events lost AUTOINCREMENT keeps its events and their seqs,
     /// and goes on numbering after the highest one.
