@@ -4,11 +4,37 @@
 use axum::Router;
 use std::net::SocketAddr;
 
-/// A double's server: dropping `stop` (or sending on it) ends it; `thread` then returns.
+/// A double's server thread: dropping this stops it and waits for the thread to end.
 pub(crate) struct Served {
     pub addr: SocketAddr,
-    pub stop: tokio::sync::oneshot::Sender<()>,
-    pub thread: std::thread::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Served {
+    /// For a double that runs its own loop: `thread` must end once `stop` fires (or drops).
+    pub fn new(
+        addr: SocketAddr,
+        stop: tokio::sync::oneshot::Sender<()>,
+        thread: std::thread::JoinHandle<()>,
+    ) -> Served {
+        Served {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Serves `app` on `listener` (already bound) from a thread named `name`.
@@ -47,7 +73,7 @@ pub(crate) fn serve_on(
             // Drops hanging connections instead of waiting for them.
             runtime.shutdown_background();
         })?;
-    Ok(Served { addr, stop, thread })
+    Ok(Served::new(addr, stop, thread))
 }
 
 /// Serves `app` on a free port of `127.0.0.1`; panics (a test cannot go on) if it cannot.

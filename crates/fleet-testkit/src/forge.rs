@@ -192,8 +192,8 @@ impl Shared {
 pub struct ForgeDouble {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Dropping it stops the server.
+    _served: crate::background::Served,
 }
 
 impl ForgeDouble {
@@ -220,8 +220,7 @@ impl ForgeDouble {
         ForgeDouble {
             addr,
             shared,
-            stop: Some(served.stop),
-            thread: Some(served.thread),
+            _served: served,
         }
     }
 
@@ -450,17 +449,6 @@ impl ForgeDouble {
             .db()
             .faults
             .push_back((status, body.to_string()));
-    }
-}
-
-impl Drop for ForgeDouble {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

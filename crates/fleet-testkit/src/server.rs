@@ -697,8 +697,7 @@ impl ModelServerBuilder {
         Ok(ModelServer {
             addr,
             shared,
-            stop: Some(served.stop),
-            thread: Some(served.thread),
+            _served: served,
         })
     }
 }
@@ -707,8 +706,8 @@ impl ModelServerBuilder {
 pub struct ModelServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Dropping it stops the server.
+    _served: crate::background::Served,
 }
 
 impl std::fmt::Debug for ModelServer {
@@ -791,17 +790,6 @@ impl ModelServer {
         let mut names: Vec<String> = slots.keys().cloned().collect();
         names.sort();
         names
-    }
-}
-
-impl Drop for ModelServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

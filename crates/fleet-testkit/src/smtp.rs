@@ -106,8 +106,8 @@ impl Shared {
 pub struct SmtpDouble {
     port: u16,
     shared: Arc<Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Dropping it stops the server.
+    _served: crate::background::Served,
 }
 
 impl SmtpDouble {
@@ -170,11 +170,11 @@ impl SmtpDouble {
                 runtime.shutdown_background();
             })
             .expect("fleet-testkit: start the SMTP double");
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         SmtpDouble {
             port,
             shared,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            _served: crate::background::Served::new(addr, stop_tx, thread),
         }
     }
 
@@ -217,17 +217,6 @@ impl SmtpDouble {
                 got.len()
             );
             std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for SmtpDouble {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }

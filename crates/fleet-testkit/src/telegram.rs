@@ -80,8 +80,8 @@ impl Shared {
 pub struct TelegramDouble {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Dropping it stops the server.
+    _served: crate::background::Served,
 }
 
 impl TelegramDouble {
@@ -97,13 +97,11 @@ impl TelegramDouble {
             news: tokio::sync::Notify::new(),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
-        let crate::background::Served { addr, stop, thread } =
-            crate::background::serve_local("fleet-telegram-double", app);
+        let served = crate::background::serve_local("fleet-telegram-double", app);
         TelegramDouble {
-            addr,
+            addr: served.addr,
             shared,
-            stop: Some(stop),
-            thread: Some(thread),
+            _served: served,
         }
     }
 
@@ -214,17 +212,6 @@ impl TelegramDouble {
             .book()
             .faults
             .extend(std::iter::repeat_n((status, retry_after), n));
-    }
-}
-
-impl Drop for TelegramDouble {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -69,8 +69,8 @@ impl Shared {
 pub struct WebhookDouble {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Dropping it stops the server.
+    _served: crate::background::Served,
 }
 
 impl WebhookDouble {
@@ -80,13 +80,11 @@ impl WebhookDouble {
             state: Mutex::new(Book::default()),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
-        let crate::background::Served { addr, stop, thread } =
-            crate::background::serve_local("fleet-webhook-double", app);
+        let served = crate::background::serve_local("fleet-webhook-double", app);
         WebhookDouble {
-            addr,
+            addr: served.addr,
             shared,
-            stop: Some(stop),
-            thread: Some(thread),
+            _served: served,
         }
     }
 
@@ -139,17 +137,6 @@ impl WebhookDouble {
                 got.len()
             );
             std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for WebhookDouble {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }
