@@ -122,6 +122,23 @@ def machine_state() -> str:
 # --------------------------------------------------------------------------------------------
 # B1: 1000-task DAG, fleet vs make
 
+
+def file_creation_us(where: Path, n: int = 200) -> float:
+    """Median microseconds to create (and close) an empty file in a new directory under `where`.
+
+    Fleet creates a log per task; make creates nothing. On journal-less ext4 (this machine), a
+    creation shortly after many deletions scans past each recently freed inode, so this varies a
+    lot from run to run. The files are left in place: deleting them would slow the next
+    creations the same way."""
+    d = Path(tempfile.mkdtemp(prefix="probe-", dir=where))
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        with open(d / f"f{i}", "w"):
+            pass
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e6
+
 B1_WIDTH, B1_LAYERS, B1_FANIN, B1_SEED = 50, 20, 3, 20240601
 
 
@@ -185,6 +202,7 @@ def b1(work: Path, quick: bool) -> dict:
     for name in names:
         one(name)  # warm-up (page cache, binary load); discarded
     state_before = machine_state()
+    create_before = file_creation_us(work)
     t_start = time.perf_counter()
     reps = 0
     while reps < max_reps and (reps < min_reps or time.perf_counter() - t_start < budget):
@@ -201,6 +219,7 @@ def b1(work: Path, quick: bool) -> dict:
         "samples": samples, "names": names,
         "elapsed": time.perf_counter() - t_start,
         "state_before": state_before, "state_after": machine_state(),
+        "create_us": [create_before, file_creation_us(work)],
     }
 
 
@@ -256,7 +275,11 @@ def b1_report(r: dict) -> list[str]:
         "`fleet run --resume` case) but not necessarily a power loss; `--fsync` "
         "(synchronous=FULL, every commit fsynced) also survives power loss. Make keeps no state. "
         f"Ratio range: Fleet's time divided by make's in the same rep, min–max over reps. "
-        f"Machine before: {r['state_before']}; after: {r['state_after']}.",
+        f"Machine before: {r['state_before']}; after: {r['state_after']}. "
+        f"Creating an empty file in the benchmark's directory took {r['create_us'][0]:.0f} µs "
+        f"before the reps and {r['create_us'][1]:.0f} µs after (median of 200; Fleet creates one "
+        "log per task, make none; on this machine's journal-less ext4 a creation right after many "
+        "deletions scans past every recently freed inode and can take ten times as long).",
         "",
     ]
     return out

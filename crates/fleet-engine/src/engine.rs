@@ -10,6 +10,7 @@ use crate::agent;
 use crate::fix_loop::{self, AccountBook};
 use crate::journal::Journal;
 use crate::layout::{StateDir, integration_branch, task_branch};
+use crate::log_maker::LogMaker;
 use crate::plan::{AgentProfile, Plan, TaskAction, TaskDef};
 use crate::process::{self, CommandSpec, Finished};
 use crate::summary;
@@ -234,6 +235,19 @@ pub async fn start(
 ) -> Result<RunReport, EngineError> {
     let repo = Repo::open(&plan.repo)?;
     let base = repo.resolve(plan.base.as_deref().unwrap_or("HEAD"))?;
+    start_in(repo, base, layout, store, plan, opts).await
+}
+
+/// [`start`] for a caller that has already opened `plan.repo` and resolved the run's base
+/// (`plan.base`, else `HEAD`) to the commit `base`: no git process is run twice.
+pub async fn start_in(
+    repo: Repo,
+    base: String,
+    layout: StateDir,
+    store: Arc<dyn Store>,
+    plan: Plan,
+    opts: EngineOptions,
+) -> Result<RunReport, EngineError> {
     let graph = validate(&plan.nodes).map_err(|e| {
         EngineError::Invalid(
             e.iter()
@@ -248,9 +262,10 @@ pub async fn start(
         .clone()
         .unwrap_or_else(|| integration_branch(&run_id));
     // A named integration branch that exists already is continued: the run builds on it.
-    let base = match repo.branch_tip(&integration)? {
-        Some(tip) if plan.integration.is_some() => tip,
-        _ => base,
+    // (A run's own `fleet/runs/<run>` is new, or a leftover of a forgotten run: it is reset.)
+    let base = match &plan.integration {
+        Some(named) => repo.branch_tip(named)?.unwrap_or(base),
+        None => base,
     };
     if layout.root().starts_with(repo.root()) {
         repo.exclude("/.fleet/")?;
@@ -477,6 +492,8 @@ struct Coordinator {
     integration_tip: String,
     stopping: bool,
     observer: Option<Observer>,
+    /// Creates the logs of tasks that became ready, before they start.
+    logs: LogMaker,
     _lock: File,
 }
 
@@ -557,6 +574,7 @@ impl Coordinator {
             integration_tip: String::new(),
             stopping: false,
             observer: opts.observer,
+            logs: LogMaker::start(),
             _lock: lock,
         })
     }
@@ -593,6 +611,13 @@ impl Coordinator {
                 (false, true) => self.active += 1,
                 (true, false) => self.active -= 1,
                 _ => {}
+            }
+            if (t.from, t.to) == (TaskState::Pending, TaskState::Ready) {
+                let log = self
+                    .ctx
+                    .layout
+                    .log(&self.ctx.run_id, &self.plan.tasks[i].id);
+                self.logs.want(log);
             }
             let rec = self.run.task(i).clone();
             let mut row = task_row(
@@ -646,6 +671,7 @@ impl Coordinator {
 
     /// Commits the pending batch; then the journal and observer see its events.
     fn flush(&mut self) -> Result<(), EngineError> {
+        self.logs.send();
         self.urgent = false;
         self.observed_since = None;
         if self.batch.is_empty() {
@@ -1951,25 +1977,41 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
     } = job;
     let def = &ctx.tasks[task];
     let cwd = workdir(ctx, task);
-    let log = open_log(ctx, task).map_err(|e| format!("cannot open the task log: {e}"))?;
+    let cannot_log = |e: std::io::Error| format!("cannot open the task log: {e}");
+    // The log is created off the event loop (creating a file can be slow), in a hand-off the
+    // attempt makes anyway: the worktree's, else the command's spawn.
+    let mut log = None;
     if def.worktree {
         let c = ctx.clone();
         let path = cwd.clone();
-        let made = tokio::task::spawn_blocking(move || {
-            let def = &c.tasks[task];
-            if !fresh && c.repo.is_complete_worktree(&path)? {
-                return Ok(false);
+        let (opened, made) = tokio::task::spawn_blocking(move || {
+            let opened = open_log(&c, task);
+            if opened.is_err() {
+                return (opened, Ok(false));
             }
-            c.repo
-                .add_worktree(&path, &task_branch(&c.run_id, &def.id), &tip)
-                .map(|_| true)
+            let def = &c.tasks[task];
+            let complete = if fresh {
+                Ok(false)
+            } else {
+                c.repo.is_complete_worktree(&path)
+            };
+            let made = match complete {
+                Ok(true) => Ok(false),
+                Ok(false) => c
+                    .repo
+                    .add_worktree(&path, &task_branch(&c.run_id, &def.id), &tip)
+                    .map(|_| true),
+                Err(e) => Err(e),
+            };
+            (opened, made)
         })
         .await
         .map_err(|e| e.to_string())?;
+        let opened = log.insert(opened.map_err(cannot_log)?);
         if let Err(e) = made {
             let reason = format!("could not create the worktree: {e}");
             log_line!(
-                log,
+                opened,
                 "── attempt {n} · {} ──\n{reason}",
                 crate::rfc3339(now_ms())
             );
@@ -1984,9 +2026,8 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
                 TaskAction::Shell(c) => c.as_str(),
                 _ => "true",
             };
-            log_line!(
-                log,
-                "── attempt {n} · {} · in {} ──\n$ {command}",
+            let header = format!(
+                "── attempt {n} · {} · in {} ──\n$ {command}\n",
                 crate::rfc3339(now_ms()),
                 cwd.display()
             );
@@ -1994,13 +2035,29 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
                 command,
                 cwd: &cwd,
                 env: &env,
-                log: &log,
                 timeout: def.timeout,
                 kill_grace: ctx.kill_grace,
             };
-            let finished = process::run(spec, ctx.stop.clone(), |_| {})
-                .await
-                .map_err(|e| format!("could not run the command: {e}"))?;
+            let stop = ctx.stop.clone();
+            let (log, finished) = match log {
+                Some(log) => {
+                    let _ = (&log).write_all(header.as_bytes());
+                    let finished = process::run(spec, &log, stop, |_| {}).await;
+                    (log, finished)
+                }
+                None => {
+                    let c = ctx.clone();
+                    let open = move || {
+                        let log = open_log(&c, task)?;
+                        (&log).write_all(header.as_bytes())?;
+                        Ok(log)
+                    };
+                    process::run_opening_log(spec, open, stop, |_| {})
+                        .await
+                        .map_err(cannot_log)?
+                }
+            };
+            let finished = finished.map_err(|e| format!("could not run the command: {e}"))?;
             log_line!(
                 log,
                 "── command: {} after {} ──",
@@ -2012,6 +2069,10 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
                 agent: None,
             });
         }
+    };
+    let log = match log {
+        Some(log) => log,
+        None => open_log(ctx, task).map_err(cannot_log)?,
     };
     log_line!(
         log,
@@ -2147,11 +2208,10 @@ async fn run_finish(ctx: &Arc<Ctx>, task: usize, n: u32, recheck: bool) -> Finis
             command: check,
             cwd: &cwd,
             env: &env,
-            log: &log,
             timeout: def.timeout,
             kill_grace: ctx.kill_grace,
         };
-        let finished = match process::run(spec, ctx.stop.clone(), |_| {}).await {
+        let finished = match process::run(spec, &log, ctx.stop.clone(), |_| {}).await {
             Ok(f) => f,
             Err(e) => return FinishResult::Error(format!("could not run check `{check}`: {e}")),
         };

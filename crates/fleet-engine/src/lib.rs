@@ -14,11 +14,12 @@ mod fix_loop;
 pub mod http_agent;
 pub mod journal;
 pub mod layout;
+mod log_maker;
 pub mod plan;
 pub mod process;
 pub mod summary;
 
-pub use engine::{EngineOptions, Observer, RunEnd, RunReport, resume, start};
+pub use engine::{EngineOptions, Observer, RunEnd, RunReport, resume, start, start_in};
 pub use layout::StateDir;
 pub use plan::{AgentProfile, AgentTask, Plan, TaskAction, TaskDef, plan_from_runbook};
 

@@ -56,12 +56,11 @@ impl Finished {
     }
 }
 
+/// A command to run; its stdout and stderr go to a log file given beside it.
 pub struct CommandSpec<'a> {
     pub command: &'a str,
     pub cwd: &'a Path,
     pub env: &'a BTreeMap<String, String>,
-    /// Receives the command's stdout and stderr.
-    pub log: &'a File,
     pub timeout: Option<Duration>,
     pub kill_grace: Duration,
 }
@@ -111,7 +110,7 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-fn build(spec: &CommandSpec<'_>) -> std::io::Result<Command> {
+fn build(spec: &CommandSpec<'_>) -> Command {
     let mut cmd = if needs_shell(spec.command) {
         let mut c = Command::new("/bin/sh");
         c.arg("-c").arg(spec.command);
@@ -128,11 +127,29 @@ fn build(spec: &CommandSpec<'_>) -> std::io::Result<Command> {
     cmd.current_dir(spec.cwd)
         .envs(spec.env)
         .stdin(Stdio::null())
-        .stdout(spec.log.try_clone()?)
-        .stderr(spec.log.try_clone()?)
         .process_group(0)
         .kill_on_drop(false);
-    Ok(cmd)
+    cmd
+}
+
+/// Opens the log (`open_log`) and spawns `cmd` with its output going there, on the blocking
+/// pool: spawning blocks until the child has exec'd (vfork), and creating a file can take a
+/// while on some file systems, so neither holds up the event loop. One hand-off does both.
+/// The outer error is the log's; the inner one the spawn's.
+async fn spawn_logged(
+    mut cmd: Command,
+    open_log: impl FnOnce() -> std::io::Result<File> + Send + 'static,
+) -> std::io::Result<(File, std::io::Result<tokio::process::Child>)> {
+    tokio::task::spawn_blocking(move || {
+        let log = open_log()?;
+        let spawned = log.try_clone().and_then(|out| {
+            cmd.stdout(out).stderr(log.try_clone()?);
+            cmd.spawn()
+        });
+        Ok((log, spawned))
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// Kills every process whose environment carries `key=value` (with its process group), and
@@ -182,26 +199,50 @@ pub fn signal_group(pgid: i32, signal: Signal) {
     let _ = killpg(Pid::from_raw(pgid), signal);
 }
 
-/// Runs the command to its end. `on_spawn` gets the process group id as soon as it exists.
-/// A command that cannot be started (missing program) ends as exit 127 with the reason in
-/// the log, like a shell would.
+/// Runs the command to its end, its output appended to `log`. `on_spawn` gets the process
+/// group id as soon as it exists. A command that cannot be started (missing program) ends as
+/// exit 127 with the reason in the log, like a shell would.
 pub async fn run(
     spec: CommandSpec<'_>,
-    mut stop: watch::Receiver<bool>,
+    log: &File,
+    stop: watch::Receiver<bool>,
     on_spawn: impl FnOnce(i32),
 ) -> std::io::Result<Finished> {
     let started = Instant::now();
-    // Spawning blocks until the child has exec'd (vfork); off the event loop, the coordinator
-    // goes on meanwhile.
-    let mut cmd = build(&spec)?;
-    let spawned = tokio::task::spawn_blocking(move || cmd.spawn())
-        .await
-        .map_err(std::io::Error::other)?;
+    let log = log.try_clone()?;
+    let (log, spawned) = spawn_logged(build(&spec), move || Ok(log)).await?;
+    supervise(&spec, &log, started, spawned, stop, on_spawn).await
+}
+
+/// [`run`] for a command whose log is not open yet: `open_log` opens it (and may write a
+/// header) on the blocking pool, in the hand-off that spawns the command. Returns the log
+/// with the outcome; the outer error means the log could not be opened and nothing ran.
+pub async fn run_opening_log(
+    spec: CommandSpec<'_>,
+    open_log: impl FnOnce() -> std::io::Result<File> + Send + 'static,
+    stop: watch::Receiver<bool>,
+    on_spawn: impl FnOnce(i32),
+) -> std::io::Result<(File, std::io::Result<Finished>)> {
+    let started = Instant::now();
+    let (log, spawned) = spawn_logged(build(&spec), open_log).await?;
+    let finished = supervise(&spec, &log, started, spawned, stop, on_spawn).await;
+    Ok((log, finished))
+}
+
+/// Waits for a spawned command to end, within its timeout and until `stop`.
+async fn supervise(
+    spec: &CommandSpec<'_>,
+    log: &File,
+    started: Instant,
+    spawned: std::io::Result<tokio::process::Child>,
+    mut stop: watch::Receiver<bool>,
+    on_spawn: impl FnOnce(i32),
+) -> std::io::Result<Finished> {
     let mut child = match spawned {
         Ok(child) => child,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             use std::io::Write;
-            let mut log = spec.log;
+            let mut log = log;
             writeln!(log, "fleet: cannot run {:?}: {err}", spec.command)?;
             return Ok(Finished {
                 code: Some(127),
@@ -292,11 +333,10 @@ mod tests {
             command,
             cwd: dir.path(),
             env: &env,
-            log: &log,
             timeout,
             kill_grace: Duration::from_millis(300),
         };
-        let f = run(spec, rx, |_| {}).await.unwrap();
+        let f = run(spec, &log, rx, |_| {}).await.unwrap();
         (f, std::fs::read_to_string(log_path).unwrap())
     }
 

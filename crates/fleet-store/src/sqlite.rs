@@ -6,9 +6,9 @@ use crate::{
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Migrations, applied in order; the index + 1 is the schema version. Never edit a released
 /// one: append a new one.
@@ -163,53 +163,106 @@ pub enum Durability {
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
-    /// Set for a database file (not for an in-memory one).
-    checkpointer: Option<Checkpointer>,
+    /// Set for a database file (not for an in-memory one); held for its `Drop`, which stops
+    /// the thread after `conn` closed, so the thread's connection is the last one and makes
+    /// the final checkpoint.
+    _checkpointer: Option<Checkpointer>,
 }
 
 /// How often the checkpointer looks for new commits to copy into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
+/// WAL pages at which a commit wakes the checkpointer before its tick. The WAL file only grows
+/// (a checkpoint lets the next commit start it over), and what is in it costs at close: the
+/// last checkpoint copies it and deleting the file frees every block. Kept to about a megabyte.
+const WAKE_AT_PAGES: i32 = 256;
+
+/// The least time between two checkpoints woken by commits: if a reader keeps a checkpoint
+/// from finishing, the WAL stays long and every commit would wake the thread again.
+const WAKE_GAP: Duration = Duration::from_millis(20);
+
 /// WAL pages at which a commit checkpoints by itself: only if the checkpointer has fallen far
 /// behind (say, readers kept it from finishing), so the WAL stays bounded (~256 MB).
-const WAL_LIMIT_PAGES: u32 = 65_536;
+const WAL_LIMIT_PAGES: i32 = 65_536;
 
 /// Copies the WAL back into the database file on its own thread and connection. SQLite's
 /// automatic checkpoint runs inside the commit that crosses its threshold, with two fsyncs, so
 /// every few thousand pages the coordinator's turn (and every task waiting on it) would stall
 /// for tens of milliseconds; this one runs beside it (`PASSIVE`: it never blocks a writer).
+/// It runs every [`CHECKPOINT_EVERY`] after commits, and sooner when the WAL grows past
+/// [`WAKE_AT_PAGES`].
 struct Checkpointer {
-    /// Store calls since it opened; the thread checkpoints when this moved (after reads
-    /// only, the checkpoint finds nothing to copy and costs next to nothing).
-    calls: Arc<AtomicU64>,
-    stop: Arc<(Mutex<bool>, Condvar)>,
+    shared: Arc<CheckpointSignal>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// What the store's commits (through the WAL hook) tell the checkpointer thread.
+#[derive(Default)]
+struct CheckpointSignal {
+    /// Commits so far; the thread checkpoints when this moved.
+    commits: AtomicU64,
+    /// A commit found the WAL long: checkpoint without waiting for the tick.
+    long: AtomicBool,
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl CheckpointSignal {
+    /// Called after every commit of the store's connection, with the WAL's length in pages.
+    fn committed(&self, wal_pages: i32) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        if wal_pages >= WAKE_AT_PAGES && !self.long.swap(true, Ordering::AcqRel) {
+            let _held = self.stop.lock().unwrap_or_else(|e| e.into_inner());
+            self.wake.notify_one();
+        }
+    }
+
+    /// Sleeps until the tick (`every` from now), or a long WAL (no sooner than `earliest`);
+    /// false once stopped.
+    fn wait(&self, every: Duration, earliest: Instant) -> bool {
+        let tick = Instant::now() + every;
+        let mut stopped = self.stop.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if *stopped {
+                return false;
+            }
+            let now = Instant::now();
+            let long = self.long.load(Ordering::Acquire);
+            if now >= tick || (long && now >= earliest) {
+                break;
+            }
+            let until = if long { earliest.min(tick) } else { tick };
+            stopped = self
+                .wake
+                .wait_timeout(stopped, until - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        self.long.store(false, Ordering::Release);
+        true
+    }
+}
+
 impl Checkpointer {
-    /// `None` if no thread could be started: commits then checkpoint by themselves.
-    fn start(path: &Path) -> Result<Option<Checkpointer>> {
+    /// Starts the thread and hooks `store_conn`'s commits to it. `None` if no thread could be
+    /// started: commits then checkpoint by themselves.
+    fn start(
+        path: &Path,
+        store_conn: &mut Connection,
+        every: Duration,
+    ) -> Result<Option<Checkpointer>> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
-        let calls = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let (seen, stopping) = (calls.clone(), stop.clone());
+        let shared = Arc::new(CheckpointSignal::default());
+        let signal = shared.clone();
         let thread = std::thread::Builder::new()
             .name("fleet-checkpoint".into())
             .spawn(move || {
                 // The first tick copies what opening wrote (migrations) too.
                 let mut done = u64::MAX;
-                loop {
-                    let (lock, wake) = &*stopping;
-                    let stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
-                    let (stopped, _) = wake
-                        .wait_timeout_while(stopped, CHECKPOINT_EVERY, |s| !*s)
-                        .unwrap_or_else(|e| e.into_inner());
-                    if *stopped {
-                        return;
-                    }
-                    drop(stopped);
-                    let now = seen.load(Ordering::Relaxed);
+                let mut earliest = Instant::now();
+                while signal.wait(every, earliest) {
+                    let now = signal.commits.load(Ordering::Relaxed);
                     // A busy or failed checkpoint is tried again on the next tick; the data
                     // is safe in the WAL meanwhile.
                     if now != done
@@ -219,11 +272,23 @@ impl Checkpointer {
                     {
                         done = now;
                     }
+                    earliest = Instant::now() + WAKE_GAP;
                 }
             });
-        Ok(thread.ok().map(|thread| Checkpointer {
-            calls,
-            stop,
+        let Ok(thread) = thread else {
+            return Ok(None);
+        };
+        let signal = shared.clone();
+        // Replaces SQLite's own automatic checkpoint (also a WAL hook); it stays the last resort.
+        store_conn.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: i32| {
+            signal.committed(pages);
+            if pages >= WAL_LIMIT_PAGES {
+                wal.checkpoint()?;
+            }
+            Ok(())
+        }))?;
+        Ok(Some(Checkpointer {
+            shared,
             thread: Some(thread),
         }))
     }
@@ -231,9 +296,8 @@ impl Checkpointer {
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
-        let (lock, wake) = &*self.stop;
-        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        wake.notify_all();
+        *self.shared.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.shared.wake.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -243,14 +307,23 @@ impl Drop for Checkpointer {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub fn open(path: &Path, durability: Durability) -> Result<SqliteStore> {
-        let conn = Self::init(Connection::open(path)?, durability)?;
-        let checkpointer = Checkpointer::start(path)?;
+        Self::open_checkpointing(path, durability, CHECKPOINT_EVERY)
+    }
+
+    /// [`SqliteStore::open`] with the checkpointer's tick set (tests).
+    fn open_checkpointing(
+        path: &Path,
+        durability: Durability,
+        every: Duration,
+    ) -> Result<SqliteStore> {
+        let mut conn = Self::init(Connection::open(path)?, durability)?;
+        let checkpointer = Checkpointer::start(path, &mut conn, every)?;
         if checkpointer.is_none() {
             conn.pragma_update(None, "wal_autocheckpoint", 1000)?;
         }
         Ok(SqliteStore {
             conn: Mutex::new(conn),
-            checkpointer,
+            _checkpointer: checkpointer,
         })
     }
 
@@ -259,7 +332,7 @@ impl SqliteStore {
         let conn = Self::init(Connection::open_in_memory()?, Durability::Process)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
-            checkpointer: None,
+            _checkpointer: None,
         })
     }
 
@@ -283,11 +356,7 @@ impl SqliteStore {
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        let out = f(&mut conn);
-        if let Some(c) = &self.checkpointer {
-            c.calls.fetch_add(1, Ordering::Relaxed);
-        }
-        out
+        f(&mut conn)
     }
 
     /// Runs one epic write (`sql` binds the epic's columns as ?1..?8 and `expected` as ?9)
@@ -343,32 +412,51 @@ fn migrate(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
-fn upsert_task(tx: &rusqlite::Transaction<'_>, t: &TaskRow) -> Result<()> {
+/// A task row's columns, as `?1..?12` in the order of the `tasks` table.
+macro_rules! task_params {
+    ($t:expr) => {
+        params![
+            $t.run_id,
+            $t.idx,
+            $t.id,
+            $t.state,
+            $t.attempts,
+            $t.failures,
+            $t.not_before,
+            $t.reason,
+            $t.commit_sha,
+            $t.merge_sha,
+            $t.started_at,
+            $t.finished_at
+        ]
+    };
+}
+
+fn insert_task(tx: &rusqlite::Transaction<'_>, t: &TaskRow) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO tasks (run_id, idx, id, state, attempts, failures, not_before, reason,
                             commit_sha, merge_sha, started_at, finished_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-         ON CONFLICT (run_id, id) DO UPDATE SET
-            idx = excluded.idx, state = excluded.state, attempts = excluded.attempts,
-            failures = excluded.failures, not_before = excluded.not_before,
-            reason = excluded.reason, commit_sha = excluded.commit_sha,
-            merge_sha = excluded.merge_sha, started_at = excluded.started_at,
-            finished_at = excluded.finished_at",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
-    .execute(params![
-        t.run_id,
-        t.idx,
-        t.id,
-        t.state,
-        t.attempts,
-        t.failures,
-        t.not_before,
-        t.reason,
-        t.commit_sha,
-        t.merge_sha,
-        t.started_at,
-        t.finished_at
-    ])?;
+    .execute(task_params!(t))?;
+    Ok(())
+}
+
+/// Writes a task row, inserting it if it is new. A task's row exists from its run's creation
+/// on and changes at every transition: an update finds it with one search, where an upsert
+/// (`INSERT .. ON CONFLICT DO UPDATE`) searches to insert, then again to update.
+fn upsert_task(tx: &rusqlite::Transaction<'_>, t: &TaskRow) -> Result<()> {
+    let updated = tx
+        .prepare_cached(
+            "UPDATE tasks SET idx = ?2, state = ?4, attempts = ?5, failures = ?6,
+                not_before = ?7, reason = ?8, commit_sha = ?9, merge_sha = ?10,
+                started_at = ?11, finished_at = ?12
+             WHERE run_id = ?1 AND id = ?3",
+        )?
+        .execute(task_params!(t))?;
+    if updated == 0 {
+        insert_task(tx, t)?;
+    }
     Ok(())
 }
 
@@ -870,7 +958,7 @@ impl Store for SqliteStore {
                 ],
             )?;
             for t in tasks {
-                upsert_task(&tx, t)?;
+                insert_task(&tx, t)?;
             }
             let out = insert_events(&tx, events)?;
             tx.commit()?;
@@ -1076,14 +1164,10 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
-    /// Commits land in the WAL; the checkpointer, not the commits, copies them into the
-    /// database file (no commit here comes near `WAL_LIMIT_PAGES`).
-    #[test]
-    fn the_checkpointer_copies_commits_into_the_database_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("fleet.db");
-        let store = SqliteStore::open(&path, Durability::Process).unwrap();
-        let events: Vec<NewEvent> = (0..2000)
+    /// Commits `n` events of about 200 bytes each in one batch; returns the database's
+    /// logical size in bytes.
+    fn commit_events(store: &SqliteStore, n: i64) -> u64 {
+        let events: Vec<NewEvent> = (0..n)
             .map(|i| NewEvent {
                 at: i,
                 run_id: "r".into(),
@@ -1099,21 +1183,66 @@ mod tests {
                 ..Batch::default()
             })
             .unwrap();
-        let logical = store
+        store
             .with(|conn| {
                 let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
                 let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
                 Ok((pages * size) as u64)
             })
-            .unwrap();
-        assert!(logical > 400_000, "the batch spans many pages: {logical}");
+            .unwrap()
+    }
+
+    /// Waits (at most 10 s) for the database file to hold `logical` bytes; returns its size.
+    fn file_reaches(path: &Path, logical: u64) -> u64 {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let file_len = || std::fs::metadata(&path).unwrap().len();
+        let file_len = || std::fs::metadata(path).unwrap().len();
         while file_len() < logical && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
-        assert_eq!(file_len(), logical, "the database file holds every page");
-        assert_eq!(store.events(Some("r"), 1990, 100).unwrap().len(), 10);
+        file_len()
+    }
+
+    /// Commits land in the WAL; the checkpointer, not the commits, copies them into the
+    /// database file at its tick (no commit here comes near `WAL_LIMIT_PAGES`, nor near
+    /// `WAKE_AT_PAGES`).
+    #[test]
+    fn the_checkpointer_copies_commits_into_the_database_file_at_its_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fleet.db");
+        let store =
+            SqliteStore::open_checkpointing(&path, Durability::Process, Duration::from_millis(200))
+                .unwrap();
+        let logical = commit_events(&store, 100);
+        let wal_pages = std::fs::metadata(dir.path().join("fleet.db-wal"))
+            .unwrap()
+            .len()
+            / 4096;
+        assert!(wal_pages < WAKE_AT_PAGES as u64, "{wal_pages} pages");
+        assert_eq!(file_reaches(&path, logical), logical);
+        assert_eq!(store.events(Some("r"), 90, 100).unwrap().len(), 10);
+    }
+
+    /// A commit that leaves the WAL long wakes the checkpointer at once (its tick here is an
+    /// hour away), so the WAL file stays small.
+    #[test]
+    fn a_long_wal_wakes_the_checkpointer_before_its_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fleet.db");
+        let store =
+            SqliteStore::open_checkpointing(&path, Durability::Process, Duration::from_secs(3600))
+                .unwrap();
+        let logical = commit_events(&store, 5000);
+        let wal_pages = std::fs::metadata(dir.path().join("fleet.db-wal"))
+            .unwrap()
+            .len()
+            / 4096;
+        assert!(wal_pages > WAKE_AT_PAGES as u64, "{wal_pages} pages");
+        assert_eq!(
+            file_reaches(&path, logical),
+            logical,
+            "the database file holds every page"
+        );
+        assert_eq!(store.events(Some("r"), 4990, 100).unwrap().len(), 10);
     }
 
     /// A database written before events lost AUTOINCREMENT keeps its events and their seqs,

@@ -140,6 +140,18 @@ fn contract(store: &dyn Store) {
         .unwrap();
     assert_eq!(store.attempts("r1").unwrap(), [done]);
 
+    // A batch's task row updates the task's row, or adds it if the run did not have it.
+    let added = task_row("r2", 1, "y", "ready");
+    let mut x = task_row("r2", 0, "x", "ready");
+    x.reason = Some("deps passed".into());
+    store
+        .commit(&Batch {
+            tasks: vec![added.clone(), x.clone()],
+            ..Batch::default()
+        })
+        .unwrap();
+    assert_eq!(store.tasks("r2").unwrap(), [x, added]);
+
     // Events: filtered by run, after a sequence number, limited, data intact.
     store
         .commit(&Batch {

@@ -629,7 +629,7 @@ fn run_file(state: StateChoice, file: &Path, flags: RunFlags) -> anyhow::Result<
         ))
     })?;
     let base = plan.base.as_deref().unwrap_or("HEAD");
-    repo.resolve(base).map_err(|e| {
+    let base_sha = repo.resolve(base).map_err(|e| {
         InvalidInput(format!(
             "{}: base {base:?} does not name a commit in {}: {e}",
             file.display(),
@@ -653,7 +653,7 @@ fn run_file(state: StateChoice, file: &Path, flags: RunFlags) -> anyhow::Result<
     };
     let report = rt.block_on(async {
         let ticker = progress.ticker();
-        let r = fleet_engine::start(layout, store, plan, opts).await;
+        let r = fleet_engine::start_in(repo, base_sha, layout, store, plan, opts).await;
         ticker.abort();
         r
     });

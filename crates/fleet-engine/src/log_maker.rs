@@ -1,0 +1,85 @@
+//! Task logs made ahead of the attempts that write them.
+//!
+//! A task's start waits for its log to exist (the command's output goes there), and creating
+//! a file is not always cheap: on ext4 without a journal, right after many files were deleted,
+//! every creation scans past each recently freed inode (hundreds of microseconds apiece);
+//! network and overlay file systems are slow at it too. So the log of a task that became ready
+//! is created on a thread of its own while the task waits for a slot, and its attempt only
+//! opens it. An attempt opens its log with `O_CREAT` anyway: a log not made yet is made then,
+//! and two creations of one path meet at the same file, so the thread never decides anything.
+
+use std::fs::OpenOptions;
+use std::path::PathBuf;
+use std::sync::mpsc;
+
+pub(crate) struct LogMaker {
+    /// `None` if the thread could not be started: attempts then create their logs.
+    tx: Option<mpsc::Sender<Vec<PathBuf>>>,
+    wanted: Vec<PathBuf>,
+}
+
+impl LogMaker {
+    pub(crate) fn start() -> LogMaker {
+        let (tx, rx) = mpsc::channel::<Vec<PathBuf>>();
+        let thread = std::thread::Builder::new()
+            .name("fleet-logs".into())
+            .spawn(move || {
+                // Ends when the coordinator drops its sender.
+                for paths in rx {
+                    for path in paths {
+                        let _ = OpenOptions::new().create(true).append(true).open(&path);
+                    }
+                }
+            });
+        LogMaker {
+            tx: thread.is_ok().then_some(tx),
+            wanted: Vec::new(),
+        }
+    }
+
+    /// Notes a log to make with the next [`LogMaker::send`].
+    pub(crate) fn want(&mut self, path: PathBuf) {
+        if self.tx.is_some() {
+            self.wanted.push(path);
+        }
+    }
+
+    /// Hands the logs noted so far to the thread (one wake-up per batch).
+    pub(crate) fn send(&mut self) {
+        if let Some(tx) = &self.tx
+            && !self.wanted.is_empty()
+        {
+            let _ = tx.send(std::mem::take(&mut self.wanted));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn makes_the_logs_it_is_sent_and_leaves_existing_ones_as_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = dir.path().join("kept.log");
+        std::fs::write(&kept, "attempt 1\n").unwrap();
+        let fresh: Vec<PathBuf> = (0..20)
+            .map(|i| dir.path().join(format!("t{i}.log")))
+            .collect();
+        let mut maker = LogMaker::start();
+        // The existing log goes first: once the fresh ones exist, the thread has been by it.
+        for p in std::iter::once(&kept).chain(&fresh) {
+            maker.want(p.clone());
+        }
+        maker.send();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !fresh.iter().all(|p| p.exists()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for p in &fresh {
+            assert_eq!(std::fs::read(p).unwrap(), b"", "{}", p.display());
+        }
+        assert_eq!(std::fs::read_to_string(&kept).unwrap(), "attempt 1\n");
+    }
+}
