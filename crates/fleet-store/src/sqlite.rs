@@ -1192,6 +1192,22 @@ mod tests {
             .unwrap()
     }
 
+    /// A store in a fresh directory whose checkpointer ticks `every`.
+    fn store_ticking(every: Duration) -> (tempfile::TempDir, std::path::PathBuf, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fleet.db");
+        let store = SqliteStore::open_checkpointing(&path, Durability::Process, every).unwrap();
+        (dir, path, store)
+    }
+
+    /// Pages in the WAL file next to the database at `path`.
+    fn wal_pages(path: &Path) -> u64 {
+        std::fs::metadata(path.with_extension("db-wal"))
+            .unwrap()
+            .len()
+            / 4096
+    }
+
     /// Waits (at most 10 s) for the database file to hold `logical` bytes; returns its size.
     fn file_reaches(path: &Path, logical: u64) -> u64 {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -1207,17 +1223,10 @@ mod tests {
     /// `WAKE_AT_PAGES`).
     #[test]
     fn the_checkpointer_copies_commits_into_the_database_file_at_its_tick() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("fleet.db");
-        let store =
-            SqliteStore::open_checkpointing(&path, Durability::Process, Duration::from_millis(200))
-                .unwrap();
+        let (_dir, path, store) = store_ticking(Duration::from_millis(200));
         let logical = commit_events(&store, 100);
-        let wal_pages = std::fs::metadata(dir.path().join("fleet.db-wal"))
-            .unwrap()
-            .len()
-            / 4096;
-        assert!(wal_pages < WAKE_AT_PAGES as u64, "{wal_pages} pages");
+        let wal = wal_pages(&path);
+        assert!(wal < WAKE_AT_PAGES as u64, "{wal} pages");
         assert_eq!(file_reaches(&path, logical), logical);
         assert_eq!(store.events(Some("r"), 90, 100).unwrap().len(), 10);
     }
@@ -1226,17 +1235,10 @@ mod tests {
     /// hour away), so the WAL file stays small.
     #[test]
     fn a_long_wal_wakes_the_checkpointer_before_its_tick() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("fleet.db");
-        let store =
-            SqliteStore::open_checkpointing(&path, Durability::Process, Duration::from_secs(3600))
-                .unwrap();
+        let (_dir, path, store) = store_ticking(Duration::from_secs(3600));
         let logical = commit_events(&store, 5000);
-        let wal_pages = std::fs::metadata(dir.path().join("fleet.db-wal"))
-            .unwrap()
-            .len()
-            / 4096;
-        assert!(wal_pages > WAKE_AT_PAGES as u64, "{wal_pages} pages");
+        let wal = wal_pages(&path);
+        assert!(wal > WAKE_AT_PAGES as u64, "{wal} pages");
         assert_eq!(
             file_reaches(&path, logical),
             logical,
