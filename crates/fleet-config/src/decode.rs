@@ -319,11 +319,13 @@ impl Decoder<'_> {
             self.error(node.loc, "`tasks` is empty; expected at least one task");
             return Vec::new();
         }
-        let raw: Vec<RawTask> = items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, item)| self.task(item, i))
-            .collect();
+        let mut raw: Vec<RawTask> = Vec::with_capacity(items.len());
+        raw.extend(
+            items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, item)| self.task(item, i)),
+        );
         let broken_parent = self.check_graph(&raw);
 
         // A task named as another's `parent` is a container. When that `parent` is in error,

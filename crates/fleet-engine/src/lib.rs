@@ -21,7 +21,9 @@ pub mod summary;
 
 pub use engine::{EngineOptions, Observer, RunEnd, RunReport, resume, start, start_in};
 pub use layout::StateDir;
-pub use plan::{AgentProfile, AgentTask, Plan, TaskAction, TaskDef, plan_from_runbook};
+pub use plan::{
+    AgentProfile, AgentTask, Plan, TaskAction, TaskDef, plan_from_runbook, runbook_dir,
+};
 
 use std::time::Duration;
 

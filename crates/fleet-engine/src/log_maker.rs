@@ -12,6 +12,9 @@ use std::fs::OpenOptions;
 use std::path::PathBuf;
 use std::sync::mpsc;
 
+/// Logs handed to the thread at once.
+const BATCH: usize = 32;
+
 pub(crate) struct LogMaker {
     /// `None` if the thread could not be started: attempts then create their logs.
     tx: Option<mpsc::Sender<Vec<PathBuf>>>,
@@ -44,10 +47,12 @@ impl LogMaker {
         }
     }
 
-    /// Hands the logs noted so far to the thread (one wake-up per batch).
+    /// Hands the logs noted so far to the thread once there are [`BATCH`] of them: waking it
+    /// costs the coordinator a system call, too much to pay per task. Logs still waiting when
+    /// their task starts are made by the attempt.
     pub(crate) fn send(&mut self) {
         if let Some(tx) = &self.tx
-            && !self.wanted.is_empty()
+            && self.wanted.len() >= BATCH
         {
             let _ = tx.send(std::mem::take(&mut self.wanted));
         }
@@ -64,7 +69,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let kept = dir.path().join("kept.log");
         std::fs::write(&kept, "attempt 1\n").unwrap();
-        let fresh: Vec<PathBuf> = (0..20)
+        let fresh: Vec<PathBuf> = (0..BATCH)
             .map(|i| dir.path().join(format!("t{i}.log")))
             .collect();
         let mut maker = LogMaker::start();
@@ -81,5 +86,22 @@ mod tests {
             assert_eq!(std::fs::read(p).unwrap(), b"", "{}", p.display());
         }
         assert_eq!(std::fs::read_to_string(&kept).unwrap(), "attempt 1\n");
+    }
+
+    #[test]
+    fn waits_for_a_whole_batch_before_waking_the_thread() {
+        let mut maker = LogMaker::start();
+        for i in 0..BATCH - 1 {
+            maker.want(PathBuf::from(format!("/nonexistent/t{i}.log")));
+        }
+        maker.send();
+        assert_eq!(
+            maker.wanted.len(),
+            BATCH - 1,
+            "sent before the batch was full"
+        );
+        maker.want(PathBuf::from("/nonexistent/last.log"));
+        maker.send();
+        assert!(maker.wanted.is_empty());
     }
 }

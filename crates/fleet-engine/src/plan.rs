@@ -279,10 +279,7 @@ pub fn plan_from_runbook(
     instance: &InstanceConfig,
 ) -> Result<Plan, Vec<ConfigError>> {
     let runbook_path = absolute(&rb.path);
-    let dir = runbook_path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("/"));
+    let dir = runbook_dir(&rb.path);
     let mut errors = Vec::new();
     let mut tasks = Vec::with_capacity(rb.tasks.len());
     let mut pool = AgentPool::from_instance(instance);
@@ -403,6 +400,15 @@ pub fn plan_from_runbook(
         tasks,
         pool: std::sync::Arc::new(pool),
     })
+}
+
+/// The directory a runbook's relative paths are resolved from; its repository unless the
+/// runbook names another (`repo:`).
+pub fn runbook_dir(runbook: &Path) -> PathBuf {
+    absolute(runbook)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 fn absolute(p: &Path) -> PathBuf {

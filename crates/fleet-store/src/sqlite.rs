@@ -173,24 +173,36 @@ pub struct SqliteStore {
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// WAL pages at which a commit wakes the checkpointer before its tick. The WAL file only grows
-/// (a checkpoint lets the next commit start it over), and what is in it costs at close: the
-/// last checkpoint copies it and deleting the file frees every block. Kept to about a megabyte.
+/// until a commit finds all of it copied and starts it over, and a long one costs: each new
+/// page of it is a new page of the file to allocate, and deleting it at close frees every
+/// block (milliseconds for a few tens of megabytes).
 const WAKE_AT_PAGES: i32 = 256;
+
+/// Checkpoint passes the thread makes per wake-up to end between two commits (see `catch_up`).
+const CATCH_UP_PASSES: usize = 8;
+
+/// WAL pages at which the store's own commit copies what came after the thread's last pass:
+/// under a writer that never pauses, the thread's passes never end between two commits, and
+/// only a checkpoint on the writer's own connection lets its next commit start the WAL over.
+/// Cheap there: the thread has just copied all but the last few commits.
+const CATCH_UP_AT_PAGES: i32 = 4 * WAKE_AT_PAGES;
 
 /// The least time between two checkpoints woken by commits: if a reader keeps a checkpoint
 /// from finishing, the WAL stays long and every commit would wake the thread again.
 const WAKE_GAP: Duration = Duration::from_millis(20);
 
-/// WAL pages at which a commit checkpoints by itself: only if the checkpointer has fallen far
-/// behind (say, readers kept it from finishing), so the WAL stays bounded (~256 MB).
-const WAL_LIMIT_PAGES: i32 = 65_536;
+/// WAL pages at which a commit checkpoints by itself, whatever the thread did: when the thread
+/// falls behind (a loaded machine, a slow disk), this bounds the WAL file (8 MB). A checkpoint
+/// the thread is making meanwhile, or readers, only put it off to a later commit.
+const WAL_LIMIT_PAGES: i32 = 2 * CATCH_UP_AT_PAGES;
 
 /// Copies the WAL back into the database file on its own thread and connection. SQLite's
 /// automatic checkpoint runs inside the commit that crosses its threshold, with two fsyncs, so
 /// every few thousand pages the coordinator's turn (and every task waiting on it) would stall
 /// for tens of milliseconds; this one runs beside it (`PASSIVE`: it never blocks a writer).
 /// It runs every [`CHECKPOINT_EVERY`] after commits, and sooner when the WAL grows past
-/// [`WAKE_AT_PAGES`].
+/// [`WAKE_AT_PAGES`]; its passes (`catch_up`) let the next commit start the WAL over, and
+/// [`CATCH_UP_AT_PAGES`] bounds it when they cannot.
 struct Checkpointer {
     shared: Arc<CheckpointSignal>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -203,6 +215,8 @@ struct CheckpointSignal {
     commits: AtomicU64,
     /// A commit found the WAL long: checkpoint without waiting for the tick.
     long: AtomicBool,
+    /// The thread finished a checkpoint since the store's connection last made one.
+    caught_up: AtomicBool,
     stop: Mutex<bool>,
     wake: Condvar,
 }
@@ -212,6 +226,8 @@ impl CheckpointSignal {
     fn committed(&self, wal_pages: i32) {
         self.commits.fetch_add(1, Ordering::Relaxed);
         if wal_pages >= WAKE_AT_PAGES && !self.long.swap(true, Ordering::AcqRel) {
+            // Only a pass made from now on leaves the store's own catch-up little to copy.
+            self.caught_up.store(false, Ordering::Release);
             let _held = self.stop.lock().unwrap_or_else(|e| e.into_inner());
             self.wake.notify_one();
         }
@@ -265,12 +281,9 @@ impl Checkpointer {
                     let now = signal.commits.load(Ordering::Relaxed);
                     // A busy or failed checkpoint is tried again on the next tick; the data
                     // is safe in the WAL meanwhile.
-                    if now != done
-                        && conn
-                            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                            .is_ok()
-                    {
+                    if now != done && catch_up(&conn) {
                         done = now;
+                        signal.caught_up.store(true, Ordering::Release);
                     }
                     earliest = Instant::now() + WAKE_GAP;
                 }
@@ -282,8 +295,12 @@ impl Checkpointer {
         // Replaces SQLite's own automatic checkpoint (also a WAL hook); it stays the last resort.
         store_conn.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: i32| {
             signal.committed(pages);
-            if pages >= WAL_LIMIT_PAGES {
-                wal.checkpoint()?;
+            let behind =
+                pages >= CATCH_UP_AT_PAGES && signal.caught_up.swap(false, Ordering::AcqRel);
+            if behind || pages >= WAL_LIMIT_PAGES {
+                // The commit is done: a checkpoint that is busy (the thread's) or fails is
+                // only tried again later, never reported as the commit's error.
+                let _ = wal.checkpoint();
             }
             Ok(())
         }))?;
@@ -292,6 +309,30 @@ impl Checkpointer {
             thread: Some(thread),
         }))
     }
+}
+
+/// Copies the WAL into the database file (`PASSIVE`: never blocks a writer). A commit starts
+/// the WAL over only if it finds all of it copied, and commits keep coming while a checkpoint
+/// copies; so after the first pass, shorter ones copy what came meanwhile until a pass finds
+/// nothing new (it ended between two commits) or [`CATCH_UP_PASSES`] were made. False if a
+/// checkpoint failed or readers held it back.
+fn catch_up(conn: &Connection) -> bool {
+    let mut seen = -1;
+    for _ in 0..CATCH_UP_PASSES {
+        let pass = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        });
+        match pass {
+            Ok((0, frames, copied)) if frames == copied && frames == seen => break,
+            Ok((0, frames, _)) => seen = frames,
+            _ => return false,
+        }
+    }
+    true
 }
 
 impl Drop for Checkpointer {
@@ -412,6 +453,21 @@ fn migrate(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Runs `f` in a transaction: committed if `f` succeeds, rolled back otherwise. `BEGIN` and
+/// `COMMIT` are cached statements: the engine commits once per scheduling turn, and
+/// `Connection::transaction` parses both again every time.
+fn in_transaction<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    conn.prepare_cached("BEGIN")?.execute([])?;
+    let done = f(conn).and_then(|value| {
+        conn.prepare_cached("COMMIT")?.execute([])?;
+        Ok(value)
+    });
+    if done.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    done
+}
+
 /// A task row's columns, as `?1..?12` in the order of the `tasks` table.
 macro_rules! task_params {
     ($t:expr) => {
@@ -432,7 +488,7 @@ macro_rules! task_params {
     };
 }
 
-fn insert_task(tx: &rusqlite::Transaction<'_>, t: &TaskRow) -> Result<()> {
+fn insert_task(tx: &Connection, t: &TaskRow) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO tasks (run_id, idx, id, state, attempts, failures, not_before, reason,
                             commit_sha, merge_sha, started_at, finished_at)
@@ -445,7 +501,7 @@ fn insert_task(tx: &rusqlite::Transaction<'_>, t: &TaskRow) -> Result<()> {
 /// Writes a task row, inserting it if it is new. A task's row exists from its run's creation
 /// on and changes at every transition: an update finds it with one search, where an upsert
 /// (`INSERT .. ON CONFLICT DO UPDATE`) searches to insert, then again to update.
-fn upsert_task(tx: &rusqlite::Transaction<'_>, t: &TaskRow) -> Result<()> {
+fn upsert_task(tx: &Connection, t: &TaskRow) -> Result<()> {
     let updated = tx
         .prepare_cached(
             "UPDATE tasks SET idx = ?2, state = ?4, attempts = ?5, failures = ?6,
@@ -460,7 +516,7 @@ fn upsert_task(tx: &rusqlite::Transaction<'_>, t: &TaskRow) -> Result<()> {
     Ok(())
 }
 
-fn upsert_attempt(tx: &rusqlite::Transaction<'_>, a: &AttemptRow) -> Result<()> {
+fn upsert_attempt(tx: &Connection, a: &AttemptRow) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO attempts (run_id, task_id, n, started_at, finished_at, pgid, exit_code,
                                outcome, detail, profile, cli, model, account, session_id,
@@ -500,7 +556,7 @@ fn upsert_attempt(tx: &rusqlite::Transaction<'_>, a: &AttemptRow) -> Result<()> 
     Ok(())
 }
 
-fn insert_events(tx: &rusqlite::Transaction<'_>, events: &[NewEvent]) -> Result<Vec<Event>> {
+fn insert_events(tx: &Connection, events: &[NewEvent]) -> Result<Vec<Event>> {
     let mut out = Vec::with_capacity(events.len());
     let mut stmt = tx.prepare_cached(
         "INSERT INTO events (at, run_id, task, attempt, kind, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -527,7 +583,7 @@ fn insert_events(tx: &rusqlite::Transaction<'_>, events: &[NewEvent]) -> Result<
     Ok(out)
 }
 
-fn upsert_account(tx: &rusqlite::Transaction<'_>, a: &AccountRow) -> Result<()> {
+fn upsert_account(tx: &Connection, a: &AccountRow) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO accounts (name, cooldown_until, backoff_level, disabled, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5)
@@ -971,33 +1027,32 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         self.with(|conn| {
-            let tx = conn.transaction()?;
-            if let Some(change) = &batch.run_state {
-                tx.execute(
-                    "UPDATE runs SET state = ?2, updated_at = ?3, finished_at = ?4 WHERE id = ?1",
-                    params![change.run_id, change.state, change.at, change.finished_at],
+            in_transaction(conn, |tx| {
+                if let Some(change) = &batch.run_state {
+                    tx.execute(
+                        "UPDATE runs SET state = ?2, updated_at = ?3, finished_at = ?4 WHERE id = ?1",
+                        params![change.run_id, change.state, change.at, change.finished_at],
+                    )?;
+                }
+                for t in &batch.tasks {
+                    upsert_task(tx, t)?;
+                }
+                for a in &batch.attempts {
+                    upsert_attempt(tx, a)?;
+                }
+                for a in &batch.accounts {
+                    upsert_account(tx, a)?;
+                }
+                let mut seqs = Vec::with_capacity(batch.events.len());
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO events (at, run_id, task, attempt, kind, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?;
-            }
-            for t in &batch.tasks {
-                upsert_task(&tx, t)?;
-            }
-            for a in &batch.attempts {
-                upsert_attempt(&tx, a)?;
-            }
-            for a in &batch.accounts {
-                upsert_account(&tx, a)?;
-            }
-            let mut seqs = Vec::with_capacity(batch.events.len());
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO events (at, run_id, task, attempt, kind, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for e in &batch.events {
-                stmt.execute(params![e.at, e.run_id, e.task, e.attempt, e.kind, e.data.to_string()])?;
-                seqs.push(tx.last_insert_rowid() as u64);
-            }
-            drop(stmt);
-            tx.commit()?;
-            Ok(seqs)
+                for e in &batch.events {
+                    stmt.execute(params![e.at, e.run_id, e.task, e.attempt, e.kind, e.data.to_string()])?;
+                    seqs.push(tx.last_insert_rowid() as u64);
+                }
+                Ok(seqs)
+            })
         })
     }
 
@@ -1245,6 +1300,37 @@ mod tests {
             "the database file holds every page"
         );
         assert_eq!(store.events(Some("r"), 4990, 100).unwrap().len(), 10);
+    }
+
+    /// Under a writer that never pauses, the WAL still starts over (its header counts the
+    /// restarts), and the file stays within `WAL_LIMIT_PAGES` and what comes while a
+    /// checkpoint of the thread's holds one off, instead of growing with every commit (to
+    /// over 10,000 pages here).
+    #[test]
+    fn the_wal_starts_over_under_a_writer_that_never_pauses() {
+        let (_dir, path, store) = store_ticking(Duration::from_secs(3600));
+        for i in 0..5000 {
+            let event = |kind: &str| NewEvent {
+                at: i,
+                run_id: "r".into(),
+                task: Some(format!("task-{i}")),
+                attempt: Some(1),
+                kind: kind.into(),
+                data: serde_json::json!({"n": i}),
+            };
+            store
+                .commit(&Batch {
+                    events: vec![event("task.started"), event("task.done")],
+                    ..Batch::default()
+                })
+                .unwrap();
+        }
+        let header = std::fs::read(path.with_extension("db-wal")).unwrap();
+        let restarts = u32::from_be_bytes(header[12..16].try_into().unwrap());
+        let wal = wal_pages(&path);
+        assert!(restarts >= 1, "the WAL never started over ({wal} pages)");
+        assert!(wal <= 2 * WAL_LIMIT_PAGES as u64, "{wal} pages");
+        assert_eq!(store.events(Some("r"), 0, 20_000).unwrap().len(), 10_000);
     }
 
     /// A database written before events lost AUTOINCREMENT keeps its events and their seqs,

@@ -188,6 +188,14 @@ fn contract(store: &dyn Store) {
     assert!(store.commit(&bad).is_err());
     assert_eq!(store.events(None, 0, 100).unwrap().len(), before);
     assert_eq!(store.tasks("r1").unwrap()[1].state, "pending");
+    // ... and the store takes the next batch (no transaction was left open).
+    store
+        .commit(&Batch {
+            tasks: vec![task_row("r1", 1, "b", "ready")],
+            ..Batch::default()
+        })
+        .unwrap();
+    assert_eq!(store.tasks("r1").unwrap()[1].state, "ready");
     projects_and_epics(store);
 }
 

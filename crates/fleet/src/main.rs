@@ -618,24 +618,44 @@ fn run_file(state: StateChoice, file: &Path, flags: RunFlags) -> anyhow::Result<
         StateChoice::Discover(home) => find_home(home, &cwd),
         StateChoice::RepoOnly => None,
     };
-    let instance = load_instance(home.as_deref())?;
-    let rb = fleet_config::load_runbook(file).map_err(|e| config_errors(&e))?;
-    let plan = fleet_engine::plan_from_runbook(&rb, &instance).map_err(|e| config_errors(&e))?;
-    let repo = fleet_git::Repo::open(&plan.repo).map_err(|e| {
-        InvalidInput(format!(
-            "{}: repository {}: {e}",
-            file.display(),
-            plan.repo.display()
-        ))
-    })?;
+    // Most runbooks run in their own directory's repository at HEAD: git (read-only, nothing
+    // created) finds them while the runbook is parsed, and the plan uses them if it agrees.
+    let guessed_dir = fleet_engine::runbook_dir(file);
+    let guess = std::thread::spawn({
+        let dir = guessed_dir.clone();
+        move || {
+            let repo = fleet_git::Repo::open(&dir).ok()?;
+            let head = repo.resolve("HEAD").ok()?;
+            Some((repo, head))
+        }
+    });
+    let planned = load_instance(home.as_deref()).and_then(|instance| {
+        let rb = fleet_config::load_runbook(file).map_err(|e| config_errors(&e))?;
+        fleet_engine::plan_from_runbook(&rb, &instance).map_err(|e| config_errors(&e))
+    });
+    let guessed = guess.join().ok().flatten();
+    let plan = planned?;
     let base = plan.base.as_deref().unwrap_or("HEAD");
-    let base_sha = repo.resolve(base).map_err(|e| {
-        InvalidInput(format!(
-            "{}: base {base:?} does not name a commit in {}: {e}",
-            file.display(),
-            repo.root().display()
-        ))
-    })?;
+    let (repo, base_sha) = match guessed {
+        Some(found) if plan.repo == guessed_dir && base == "HEAD" => found,
+        _ => {
+            let repo = fleet_git::Repo::open(&plan.repo).map_err(|e| {
+                InvalidInput(format!(
+                    "{}: repository {}: {e}",
+                    file.display(),
+                    plan.repo.display()
+                ))
+            })?;
+            let base_sha = repo.resolve(base).map_err(|e| {
+                InvalidInput(format!(
+                    "{}: base {base:?} does not name a commit in {}: {e}",
+                    file.display(),
+                    repo.root().display()
+                ))
+            })?;
+            (repo, base_sha)
+        }
+    };
     let mcp = home.as_deref().and_then(|h| mcp_server(h).ok());
     let root = match home {
         Some(home) => home.join(".fleet"),
