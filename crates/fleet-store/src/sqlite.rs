@@ -315,7 +315,8 @@ impl Checkpointer {
 /// the WAL over only if it finds all of it copied, and commits keep coming while a checkpoint
 /// copies; so after the first pass, shorter ones copy what came meanwhile until a pass finds
 /// nothing new (it ended between two commits) or [`CATCH_UP_PASSES`] were made. False if a
-/// checkpoint failed or readers held it back.
+/// checkpoint failed or was busy (another was running); frames that readers still need are
+/// left for a later wake-up.
 fn catch_up(conn: &Connection) -> bool {
     let mut seen = -1;
     for _ in 0..CATCH_UP_PASSES {
