@@ -1978,8 +1978,9 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
     let def = &ctx.tasks[task];
     let cwd = workdir(ctx, task);
     let cannot_log = |e: std::io::Error| format!("cannot open the task log: {e}");
-    // The log is created off the event loop (creating a file can be slow), in a hand-off the
-    // attempt makes anyway: the worktree's, else the command's spawn.
+    // The log is created off the event loop (creating a file can be slow): in the worktree's
+    // hand-off, else by the log maker ahead of the attempt or, if it has not yet, in the
+    // command's spawn (`process::run_opening_log`).
     let mut log = None;
     if def.worktree {
         let c = ctx.clone();
@@ -2046,13 +2047,8 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
                     (log, finished)
                 }
                 None => {
-                    let c = ctx.clone();
-                    let open = move || {
-                        let log = open_log(&c, task)?;
-                        (&log).write_all(header.as_bytes())?;
-                        Ok(log)
-                    };
-                    process::run_opening_log(spec, open, stop, |_| {})
+                    let path = ctx.layout.log(&ctx.run_id, &def.id);
+                    process::run_opening_log(spec, path, header, stop, |_| {})
                         .await
                         .map_err(cannot_log)?
                 }

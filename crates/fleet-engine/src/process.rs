@@ -143,24 +143,12 @@ fn build(spec: &CommandSpec<'_>) -> Command {
     cmd
 }
 
-/// Opens the log (`open_log`) and spawns `cmd` with its output going there, on the blocking
-/// pool: spawning blocks until the child has exec'd (vfork), and creating a file can take a
-/// while on some file systems, so neither holds up the event loop. One hand-off does both.
-/// The outer error is the log's; the inner one the spawn's.
-async fn spawn_logged(
-    mut cmd: Command,
-    open_log: impl FnOnce() -> std::io::Result<File> + Send + 'static,
-) -> std::io::Result<(File, std::io::Result<tokio::process::Child>)> {
-    tokio::task::spawn_blocking(move || {
-        let log = open_log()?;
-        let spawned = log.try_clone().and_then(|out| {
-            cmd.stdout(out).stderr(log.try_clone()?);
-            cmd.spawn()
-        });
-        Ok((log, spawned))
-    })
-    .await
-    .map_err(std::io::Error::other)?
+/// Spawns `cmd` with its output going to `log`, on the calling thread: spawning blocks only
+/// until the child has exec'd (vfork), and handing it to the blocking pool cost more than that
+/// (a thread wake-up each way; B1 in docs/BENCHMARKS.md).
+fn spawn_into(mut cmd: Command, log: &File) -> std::io::Result<tokio::process::Child> {
+    cmd.stdout(log.try_clone()?).stderr(log.try_clone()?);
+    cmd.spawn()
 }
 
 /// Kills every process whose environment carries `key=value` (with its process group), and
@@ -220,24 +208,55 @@ pub async fn run(
     on_spawn: impl FnOnce(i32),
 ) -> std::io::Result<Finished> {
     let started = Instant::now();
-    let log = log.try_clone()?;
-    let (log, spawned) = spawn_logged(build(&spec), move || Ok(log)).await?;
-    supervise(&spec, &log, started, spawned, stop, on_spawn).await
+    let spawned = spawn_into(build(&spec), log);
+    supervise(&spec, log, started, spawned, stop, on_spawn).await
 }
 
-/// [`run`] for a command whose log is not open yet: `open_log` opens it (and may write a
-/// header) on the blocking pool, in the hand-off that spawns the command. Returns the log
-/// with the outcome; the outer error means the log could not be opened and nothing ran.
+/// [`run`] for a command whose log is not open yet: opens the log at `log_path`, appends
+/// `header` and runs the command. Returns the log with the outcome; the outer error means the
+/// log could not be opened and nothing ran.
+///
+/// A log that exists (made ahead, see `log_maker`) is opened on the event loop. One that does
+/// not is created on the blocking pool, spawn included: creating a file can take a while on
+/// some file systems (see `log_maker`).
 pub async fn run_opening_log(
     spec: CommandSpec<'_>,
-    open_log: impl FnOnce() -> std::io::Result<File> + Send + 'static,
+    log_path: std::path::PathBuf,
+    header: String,
     stop: watch::Receiver<bool>,
     on_spawn: impl FnOnce(i32),
 ) -> std::io::Result<(File, std::io::Result<Finished>)> {
     let started = Instant::now();
-    let (log, spawned) = spawn_logged(build(&spec), open_log).await?;
+    let cmd = build(&spec);
+    let (log, spawned) = match open_with_header(&log_path, &header, false) {
+        Ok(log) => {
+            let spawned = spawn_into(cmd, &log);
+            (log, spawned)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tokio::task::spawn_blocking(move || {
+                let log = open_with_header(&log_path, &header, true)?;
+                let spawned = spawn_into(cmd, &log);
+                Ok::<_, std::io::Error>((log, spawned))
+            })
+            .await
+            .map_err(std::io::Error::other)??
+        }
+        Err(e) => return Err(e),
+    };
     let finished = supervise(&spec, &log, started, spawned, stop, on_spawn).await;
     Ok((log, finished))
+}
+
+/// Opens a log for appending (creating it if `create`) and appends `header`.
+fn open_with_header(path: &Path, header: &str, create: bool) -> std::io::Result<File> {
+    use std::io::Write;
+    let log = std::fs::OpenOptions::new()
+        .create(create)
+        .append(true)
+        .open(path)?;
+    (&log).write_all(header.as_bytes())?;
+    Ok(log)
 }
 
 /// Waits for a spawned command to end, within its timeout and until `stop`.
@@ -372,6 +391,53 @@ mod tests {
         assert!(f.elapsed < Duration::from_secs(5), "{:?}", f.elapsed);
         tokio::time::sleep(Duration::from_millis(2500)).await;
         assert!(!marker.exists(), "a grandchild survived the timeout");
+    }
+
+    #[tokio::test]
+    async fn a_log_made_ahead_is_appended_to_and_a_missing_one_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = BTreeMap::new();
+        let (_tx, rx) = watch::channel(false);
+        let made = dir.path().join("made.log");
+        std::fs::write(&made, "attempt 1\n").unwrap();
+        let missing = dir.path().join("missing.log");
+        for path in [&made, &missing] {
+            let spec = CommandSpec {
+                command: "echo out; echo err >&2",
+                cwd: dir.path(),
+                env: &env,
+                timeout: None,
+                kill_grace: Duration::from_millis(300),
+            };
+            let (_, finished) =
+                run_opening_log(spec, path.clone(), "$ cmd\n".into(), rx.clone(), |_| {})
+                    .await
+                    .unwrap();
+            assert_eq!(finished.unwrap().code, Some(0));
+        }
+        assert_eq!(
+            std::fs::read_to_string(&made).unwrap(),
+            "attempt 1\n$ cmd\nout\nerr\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&missing).unwrap(),
+            "$ cmd\nout\nerr\n"
+        );
+        // A log that cannot be made is the outer error: nothing runs.
+        let spec = CommandSpec {
+            command: "touch ran",
+            cwd: dir.path(),
+            env: &env,
+            timeout: None,
+            kill_grace: Duration::from_millis(300),
+        };
+        let no_dir = dir.path().join("no-such-dir").join("x.log");
+        assert!(
+            run_opening_log(spec, no_dir, String::new(), rx, |_| {})
+                .await
+                .is_err()
+        );
+        assert!(!dir.path().join("ran").exists());
     }
 
     #[tokio::test]
