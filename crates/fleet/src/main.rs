@@ -736,8 +736,9 @@ fn finish(
 }
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    // One thread runs the coordinator, the supervisors and the agents' stream readers (fewer
-    // cross-thread wake-ups); spawns and git work go to tokio's blocking pool.
+    // One thread runs the coordinator, the supervisors, the spawns and the agents' stream
+    // readers (fewer cross-thread wake-ups); git work and file creation go to tokio's
+    // blocking pool.
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
