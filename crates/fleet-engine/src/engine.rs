@@ -312,10 +312,23 @@ pub async fn start_in(
     }
     // The run exists in the store before anything happens in git.
     store.create_run(&row, &tasks, &created)?;
-    repo.set_branch(&integration, &base)?;
+    // Tasks with worktrees start from the branch and land on it: it is made before them. A
+    // run without any only needs it when it ends, so git makes it while the tasks run (a
+    // process killed before it exists leaves nothing landed: `resume` makes it again). A
+    // named branch may be refused (checked out somewhere): that is found out before any task.
+    let branch = if plan.integration.is_some() || plan.tasks.iter().any(|t| t.worktree) {
+        repo.set_branch(&integration, &base)?;
+        None
+    } else {
+        let (repo, base) = (repo.clone(), base.clone());
+        Some(tokio::task::spawn_blocking(move || {
+            repo.set_branch(&integration, &base)
+        }))
+    };
     let run = Run::new(graph, task_plans(&plan));
     let mut coord = Coordinator::new(layout, store, repo, plan, run_id, row, tasks, run, opts)?;
     coord.integration_tip = base;
+    coord.branch = branch;
     coord.drive().await
 }
 
@@ -367,9 +380,20 @@ pub async fn resume(
         .collect::<Result<Vec<_>, EngineError>>()?;
     let run = Run::restore(graph, task_plans(&plan), records);
     let integration = row.integration_branch.clone();
-    let tip = repo
-        .branch_tip(&integration)?
-        .ok_or_else(|| EngineError::Invalid(format!("integration branch {integration} is gone")))?;
+    let tip = match repo.branch_tip(&integration)? {
+        Some(tip) => tip,
+        // Killed before the branch was made (see `start_in`), or it was deleted before
+        // anything landed on it: made again where it started, nothing is lost.
+        None if tasks.iter().all(|t| t.merge_sha.is_none()) => {
+            repo.set_branch(&integration, &row.base_sha)?;
+            row.base_sha.clone()
+        }
+        None => {
+            return Err(EngineError::Invalid(format!(
+                "integration branch {integration} is gone, with the work of the tasks that landed on it"
+            )));
+        }
+    };
     let mut coord = Coordinator::new(
         layout,
         store,
@@ -451,6 +475,8 @@ struct Coordinator {
     attempts: HashMap<usize, AttemptRow>,
     batch: Batch,
     journal: Journal,
+    /// Events committed this turn, for `publish`.
+    committed: Vec<Event>,
     rx: mpsc::UnboundedReceiver<Msg>,
     stop_tx: watch::Sender<bool>,
     /// [`EngineOptions::stop`].
@@ -490,6 +516,8 @@ struct Coordinator {
     /// Since when the pending batch holds agent observations not yet committed.
     observed_since: Option<std::time::Instant>,
     integration_tip: String,
+    /// Making the integration branch, when the run's tasks do not need it until the end.
+    branch: Option<tokio::task::JoinHandle<Result<(), fleet_git::GitError>>>,
     stopping: bool,
     observer: Option<Observer>,
     /// Creates the logs of tasks that became ready, before they start.
@@ -552,6 +580,7 @@ impl Coordinator {
             attempts: HashMap::new(),
             batch: Batch::default(),
             journal,
+            committed: Vec::new(),
             rx,
             stop_tx,
             external_stop: opts.stop.clone(),
@@ -572,6 +601,7 @@ impl Coordinator {
             urgent: false,
             observed_since: None,
             integration_tip: String::new(),
+            branch: None,
             stopping: false,
             observer: opts.observer,
             logs: LogMaker::start(),
@@ -671,6 +701,12 @@ impl Coordinator {
 
     /// Commits the pending batch; then the journal and observer see its events.
     fn flush(&mut self) -> Result<(), EngineError> {
+        self.commit()?;
+        self.publish()
+    }
+
+    /// Commits the pending batch. Its events wait in `committed` for [`Coordinator::publish`].
+    fn commit(&mut self) -> Result<(), EngineError> {
         self.logs.send();
         self.urgent = false;
         self.observed_since = None;
@@ -696,6 +732,18 @@ impl Coordinator {
                 data: e.data,
             })
             .collect();
+        self.committed.extend(events);
+        Ok(())
+    }
+
+    /// Appends the committed events to events.jsonl and shows them. A turn does this after
+    /// its launches, off the path from a task's end to the next start: the store has the
+    /// events already, and a journal left behind by a crash catches up from it.
+    fn publish(&mut self) -> Result<(), EngineError> {
+        if self.committed.is_empty() {
+            return Ok(());
+        }
+        let events = std::mem::take(&mut self.committed);
         self.journal.append(&events)?;
         if let Some(obs) = &self.observer {
             for e in &events {
@@ -804,10 +852,11 @@ impl Coordinator {
                 .observed_since
                 .is_some_and(|t| t.elapsed() >= OBSERVATION_DELAY);
             if !observing_only || due || self.stopping {
-                self.flush()?;
+                self.commit()?;
             }
             self.launch();
             self.start_merge();
+            self.publish()?;
             if self.busy == 0 && !self.merging && (self.stopping || self.run.is_finished()) {
                 break;
             }
@@ -842,6 +891,10 @@ impl Coordinator {
                 _ = sigterm.recv() => self.stop("terminated (SIGTERM)"),
                 _ = external_stop(&mut self.external_stop) => self.stop("stopped: the work was cancelled"),
             }
+        }
+        // The run is not recorded as ended before its branch exists.
+        if let Some(making) = self.branch.take() {
+            making.await.map_err(std::io::Error::other)??;
         }
         self.finish()
     }

@@ -445,12 +445,17 @@ fn migrate(conn: &Connection) -> Result<()> {
             known,
         });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)?;
-        tx.commit()?;
+    if version == known {
+        return Ok(());
     }
+    // All pending migrations in one transaction: a failed upgrade leaves the database as it
+    // was, and a new one is made with one commit instead of one per migration.
+    let tx = conn.unchecked_transaction()?;
+    for sql in &MIGRATIONS[version as usize..] {
+        tx.execute_batch(sql)?;
+    }
+    tx.pragma_update(None, "user_version", known)?;
+    tx.commit()?;
     Ok(())
 }
 
@@ -1332,6 +1337,38 @@ mod tests {
         assert!(restarts >= 1, "the WAL never started over ({wal} pages)");
         assert!(wal <= 2 * WAL_LIMIT_PAGES as u64, "{wal} pages");
         assert_eq!(store.events(Some("r"), 0, 20_000).unwrap().len(), 10_000);
+    }
+
+    /// An upgrade that fails part-way leaves the database at its old version: the migrations
+    /// that went through before the failing one are undone with it.
+    #[test]
+    fn a_failed_upgrade_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fleet.db");
+        let conn = Connection::open(&path).unwrap();
+        let at = MIGRATIONS.len() - 2;
+        for sql in &MIGRATIONS[..at] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", at as i64).unwrap();
+        // The last migration creates this table: it fails after the one before it ran.
+        conn.execute_batch("CREATE TABLE events_v2 (x)").unwrap();
+        drop(conn);
+
+        assert!(SqliteStore::open(&path, Durability::Process).is_err());
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, at as i64);
+        let index: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'runs_by_name'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(index, 0, "the migration before the failing one was kept");
     }
 
     /// A database written before events lost AUTOINCREMENT keeps its events and their seqs,

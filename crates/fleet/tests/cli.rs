@@ -428,31 +428,31 @@ fn chrono_ms(at: &str) -> i64 {
     ((h * 60 + m) * 60 + s) * 1000 + ms
 }
 
-#[test]
-fn ctrl_c_stops_gracefully_and_resume_finishes_the_run() {
-    let (_tmp, repo) = repo_with(
-        "name: stop\ntasks:\n  - id: long\n    command: \"sleep ${LONG_TASK_SECS:-30}\"\n  - id: after\n    depends_on: [long]\n    command: \"echo after > after.txt\"\n",
-    );
+/// Starts `fleet run runbook.yaml` in `repo` and stops it with SIGINT once task `task` runs
+/// (its log shows `$ sleep`); the run is left interrupted. Returns fleet's output.
+fn interrupt_once_running(repo: &Path, task: &str) -> Output {
     let child = Command::new(FLEET)
-        .current_dir(&repo)
+        .current_dir(repo)
         .args(["run", "runbook.yaml"])
+        .env_remove("FLEET_HOME")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the long task runs, then interrupt.
     let log = repo.join(".fleet/runs");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let started = std::fs::read_dir(&log)
             .ok()
             .and_then(|mut d| d.next())
-            .and_then(|r| std::fs::read_to_string(r.unwrap().path().join("logs/long.log")).ok())
+            .and_then(|r| {
+                std::fs::read_to_string(r.unwrap().path().join(format!("logs/{task}.log"))).ok()
+            })
             .is_some_and(|l| l.contains("$ sleep "));
         if started {
             break;
         }
-        assert!(Instant::now() < deadline, "the long task never started");
+        assert!(Instant::now() < deadline, "task {task} never started");
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(200));
@@ -464,6 +464,15 @@ fn ctrl_c_stops_gracefully_and_resume_finishes_the_run() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
     assert!(stopped_at.elapsed() < Duration::from_secs(10));
+    out
+}
+
+#[test]
+fn ctrl_c_stops_gracefully_and_resume_finishes_the_run() {
+    let (_tmp, repo) = repo_with(
+        "name: stop\ntasks:\n  - id: long\n    command: \"sleep ${LONG_TASK_SECS:-30}\"\n  - id: after\n    depends_on: [long]\n    command: \"echo after > after.txt\"\n",
+    );
+    let out = interrupt_once_running(&repo, "long");
     assert!(
         text(&out.stdout).contains("fleet run --resume"),
         "{}",
@@ -496,6 +505,51 @@ fn ctrl_c_stops_gracefully_and_resume_finishes_the_run() {
     // A finished run cannot be resumed again.
     let out = fleet(&repo, &["run", "--resume", &run]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn resume_makes_a_missing_integration_branch_again_unless_work_had_landed_on_it() {
+    // A run without worktrees makes its branch while its tasks run: a fleet killed before
+    // that leaves a run without one. Deleting the branch stands in for that kill.
+    let (_tmp, repo) = repo_with(
+        "name: nobranch\ndefaults:\n  workspace: none\ntasks:\n  - id: long\n    command: \"sleep ${LONG_TASK_SECS:-30}\"\n",
+    );
+    interrupt_once_running(&repo, "long");
+    let run = only_run(&repo);
+    let branch = format!("fleet/runs/{run}");
+    git(&repo, &["branch", "-D", &branch]);
+    let out = Command::new(FLEET)
+        .current_dir(&repo)
+        .args(["run", "--resume", &run, "-q"])
+        .env_remove("FLEET_HOME")
+        .env("LONG_TASK_SECS", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(status_json(&repo, &run)["state"], "passed");
+    assert_eq!(
+        git(&repo, &["rev-parse", &branch]),
+        git(&repo, &["rev-parse", "main"]),
+        "made again at the run's base"
+    );
+
+    // Once a task's work has landed on it, a missing branch would lose that work: refused.
+    let (_tmp, repo) = repo_with(
+        "name: landed\ntasks:\n  - id: first\n    command: \"echo one > one.txt\"\n  - id: long\n    depends_on: [first]\n    command: \"sleep ${LONG_TASK_SECS:-30}\"\n",
+    );
+    interrupt_once_running(&repo, "long");
+    let run = only_run(&repo);
+    let branch = format!("fleet/runs/{run}");
+    git(&repo, &["show", &format!("{branch}:one.txt")]);
+    git(&repo, &["branch", "-D", &branch]);
+    let out = fleet(&repo, &["run", "--resume", &run]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("integration branch {branch} is gone")),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(status_json(&repo, &run)["state"], "interrupted");
 }
 
 #[test]
