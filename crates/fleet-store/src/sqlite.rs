@@ -1339,18 +1339,26 @@ mod tests {
         assert_eq!(store.events(Some("r"), 0, 20_000).unwrap().len(), 10_000);
     }
 
+    /// A database at schema `version`, as a release that knew only the first `version`
+    /// migrations left it.
+    fn database_at(path: &Path, version: usize) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        for sql in &MIGRATIONS[..version] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", version as i64)
+            .unwrap();
+        conn
+    }
+
     /// An upgrade that fails part-way leaves the database at its old version: the migrations
     /// that went through before the failing one are undone with it.
     #[test]
     fn a_failed_upgrade_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fleet.db");
-        let conn = Connection::open(&path).unwrap();
         let at = MIGRATIONS.len() - 2;
-        for sql in &MIGRATIONS[..at] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.pragma_update(None, "user_version", at as i64).unwrap();
+        let conn = database_at(&path, at);
         // The last migration creates this table: it fails after the one before it ran.
         conn.execute_batch("CREATE TABLE events_v2 (x)").unwrap();
         drop(conn);
@@ -1377,13 +1385,7 @@ mod tests {
     fn the_events_rebuild_keeps_every_event_and_its_seq() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fleet.db");
-        let conn = Connection::open(&path).unwrap();
-        let before = MIGRATIONS.len() - 1;
-        for sql in &MIGRATIONS[..before] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.pragma_update(None, "user_version", before as i64)
-            .unwrap();
+        let conn = database_at(&path, MIGRATIONS.len() - 1);
         conn.execute_batch(
             "INSERT INTO runs VALUES ('r', 'demo', 'rb.yaml', '', '/repo', 'abc', 'fleet/runs/r',
                                       'running', 1, 1, NULL);
