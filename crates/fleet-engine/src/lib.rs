@@ -17,6 +17,7 @@ pub mod layout;
 mod log_maker;
 pub mod plan;
 pub mod process;
+mod spawn;
 pub mod summary;
 
 pub use engine::{EngineOptions, Observer, RunEnd, RunReport, resume, start, start_in};

@@ -2,10 +2,12 @@
 //! the task log, a wall-clock timeout that ends the whole group (SIGTERM, then SIGKILL), and
 //! a stop signal for graceful shutdown.
 
+use crate::spawn;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Stdio;
@@ -74,81 +76,37 @@ fn needs_shell(command: &str) -> bool {
         || command.split_whitespace().next().is_none()
 }
 
-/// Finds a program on PATH once and remembers it: searching PATH at every spawn costs a
-/// failed `execve` per directory before the right one, which adds up over thousands of tasks.
-fn resolve_program(name: &str, env: &BTreeMap<String, String>) -> std::path::PathBuf {
-    use std::sync::{Mutex, OnceLock};
-    static CACHE: OnceLock<Mutex<HashMap<String, std::path::PathBuf>>> = OnceLock::new();
-    if name.contains('/') || env.contains_key("PATH") {
-        return name.into();
-    }
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(p) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
-        return p.clone();
-    }
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(name))
-            .find(|p| is_executable(p))
-    });
-    match found {
-        Some(p) => {
-            cache
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(name.to_string(), p.clone());
-            p
-        }
-        None => name.into(),
-    }
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
-}
-
-/// Empty standard input: a copy of one `/dev/null` opened once, rather than an `open` per
-/// spawn (`Stdio::null`), which thousands of short commands pay for.
-fn null_input() -> Stdio {
+/// Empty standard input: `/dev/null`, opened once rather than once per spawn.
+fn null_input() -> std::io::Result<BorrowedFd<'static>> {
     static DEV_NULL: std::sync::OnceLock<Option<File>> = std::sync::OnceLock::new();
     DEV_NULL
         .get_or_init(|| File::open("/dev/null").ok())
         .as_ref()
-        .and_then(|f| f.try_clone().ok())
-        .map_or_else(Stdio::null, Stdio::from)
+        .map(|f| f.as_fd())
+        .ok_or_else(|| std::io::Error::other("cannot open /dev/null"))
 }
 
-fn build(spec: &CommandSpec<'_>) -> Command {
-    let mut cmd = if needs_shell(spec.command) {
-        let mut c = Command::new("/bin/sh");
-        c.arg("-c").arg(spec.command);
-        c
+/// Starts `spec` in its own process group, its output going to `log`, on the calling thread:
+/// spawning blocks only until the child has exec'd (vfork), and handing it to the blocking
+/// pool cost more than that (a thread wake-up each way; B1 in docs/BENCHMARKS.md).
+fn spawn_into(spec: &CommandSpec<'_>, log: &File) -> std::io::Result<spawn::Child> {
+    let shell = ["-c", spec.command];
+    let words: Vec<&str>;
+    let (program, args): (&str, &[&str]) = if needs_shell(spec.command) {
+        ("/bin/sh", &shell)
     } else {
-        let mut words = spec.command.split_whitespace();
-        let mut c = Command::new(resolve_program(
-            words.next().expect("checked non-empty"),
-            spec.env,
-        ));
-        c.args(words);
-        c
+        words = spec.command.split_whitespace().collect();
+        (words[0], &words[1..])
     };
-    cmd.current_dir(spec.cwd)
-        .envs(spec.env)
-        .stdin(null_input())
-        .process_group(0)
-        .kill_on_drop(false);
-    cmd
-}
-
-/// Spawns `cmd` with its output going to `log`, on the calling thread: spawning blocks only
-/// until the child has exec'd (vfork), and handing it to the blocking pool cost more than that
-/// (a thread wake-up each way; B1 in docs/BENCHMARKS.md).
-fn spawn_into(mut cmd: Command, log: &File) -> std::io::Result<tokio::process::Child> {
-    cmd.stdout(log.try_clone()?).stderr(log.try_clone()?);
-    cmd.spawn()
+    spawn::spawn(&spawn::Spec {
+        program,
+        args,
+        env: spec.env,
+        cwd: Some(spec.cwd),
+        stdin: null_input()?,
+        stdout: log.as_fd(),
+        stderr: log.as_fd(),
+    })
 }
 
 /// Kills every process whose environment carries `key=value` (with its process group), and
@@ -208,7 +166,7 @@ pub async fn run(
     on_spawn: impl FnOnce(i32),
 ) -> std::io::Result<Finished> {
     let started = Instant::now();
-    let spawned = spawn_into(build(&spec), log);
+    let spawned = spawn_into(&spec, log);
     supervise(&spec, log, started, spawned, stop, on_spawn).await
 }
 
@@ -217,8 +175,8 @@ pub async fn run(
 /// log could not be opened and nothing ran.
 ///
 /// A log that exists (made ahead, see `log_maker`) is opened on the event loop. One that does
-/// not is created on the blocking pool, spawn included: creating a file can take a while on
-/// some file systems (see `log_maker`).
+/// not is created on the blocking pool: creating a file can take a while on some file systems
+/// (see `log_maker`).
 pub async fn run_opening_log(
     spec: CommandSpec<'_>,
     log_path: std::path::PathBuf,
@@ -227,23 +185,16 @@ pub async fn run_opening_log(
     on_spawn: impl FnOnce(i32),
 ) -> std::io::Result<(File, std::io::Result<Finished>)> {
     let started = Instant::now();
-    let cmd = build(&spec);
-    let (log, spawned) = match open_with_header(&log_path, &header, false) {
-        Ok(log) => {
-            let spawned = spawn_into(cmd, &log);
-            (log, spawned)
-        }
+    let log = match open_with_header(&log_path, &header, false) {
+        Ok(log) => log,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            tokio::task::spawn_blocking(move || {
-                let log = open_with_header(&log_path, &header, true)?;
-                let spawned = spawn_into(cmd, &log);
-                Ok::<_, std::io::Error>((log, spawned))
-            })
-            .await
-            .map_err(std::io::Error::other)??
+            tokio::task::spawn_blocking(move || open_with_header(&log_path, &header, true))
+                .await
+                .map_err(std::io::Error::other)??
         }
         Err(e) => return Err(e),
     };
+    let spawned = spawn_into(&spec, &log);
     let finished = supervise(&spec, &log, started, spawned, stop, on_spawn).await;
     Ok((log, finished))
 }
@@ -264,7 +215,7 @@ async fn supervise(
     spec: &CommandSpec<'_>,
     log: &File,
     started: Instant,
-    spawned: std::io::Result<tokio::process::Child>,
+    spawned: std::io::Result<spawn::Child>,
     mut stop: watch::Receiver<bool>,
     on_spawn: impl FnOnce(i32),
 ) -> std::io::Result<Finished> {
@@ -284,7 +235,7 @@ async fn supervise(
         }
         Err(err) => return Err(err),
     };
-    let pgid = child.id().expect("a child that was just spawned has a pid") as i32;
+    let pgid = child.id();
     on_spawn(pgid);
 
     let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
@@ -323,8 +274,25 @@ async fn supervise(
     })
 }
 
+/// A started process that can be waited for: one of ours, or a `tokio::process` one.
+trait Wait {
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus>;
+}
+
+impl Wait for spawn::Child {
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        spawn::Child::wait(self).await
+    }
+}
+
+impl Wait for tokio::process::Child {
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        tokio::process::Child::wait(self).await
+    }
+}
+
 async fn end_group(
-    child: &mut tokio::process::Child,
+    child: &mut impl Wait,
     pgid: i32,
     grace: Duration,
 ) -> std::io::Result<std::process::ExitStatus> {
@@ -614,7 +582,9 @@ pub async fn run_streaming(
 ) -> std::io::Result<StreamEnd> {
     use tokio::io::AsyncWriteExt;
     let started = Instant::now();
-    let mut cmd = Command::new(resolve_program(spec.program, spec.env));
+    // A program that is not found is left to the spawn, which says so.
+    let program = spawn::resolve(spec.program, spec.env).unwrap_or_else(|_| spec.program.into());
+    let mut cmd = Command::new(program);
     cmd.args(spec.args)
         .current_dir(spec.cwd)
         .env_clear()
