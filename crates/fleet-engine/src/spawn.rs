@@ -236,15 +236,9 @@ impl Child {
 
     /// Waits for the command to end and reaps it.
     pub(crate) async fn wait(&mut self) -> io::Result<ExitStatus> {
-        while let Some(pidfd) = &self.pidfd {
-            let mut ready = pidfd.readable().await?;
-            match try_reap(self.pid)? {
-                Some(status) => {
-                    self.status = Some(status);
-                    self.pidfd = None;
-                }
-                None => ready.clear_ready(),
-            }
+        if let Some(pidfd) = &self.pidfd {
+            self.status = Some(reap_when_ended(self.pid, pidfd).await?);
+            self.pidfd = None;
         }
         Ok(self.status.expect("reaped with a status"))
     }
@@ -258,13 +252,19 @@ impl Drop for Child {
         let pid = self.pid;
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                while let Ok(mut ready) = pidfd.readable().await {
-                    match try_reap(pid) {
-                        Ok(None) => ready.clear_ready(),
-                        _ => return,
-                    }
-                }
+                let _ = reap_when_ended(pid, &pidfd).await;
             });
+        }
+    }
+}
+
+/// Waits until the pidfd says the child ended, then reaps it.
+async fn reap_when_ended(pid: i32, pidfd: &AsyncFd<OwnedFd>) -> io::Result<ExitStatus> {
+    loop {
+        let mut ready = pidfd.readable().await?;
+        match try_reap(pid)? {
+            Some(status) => return Ok(status),
+            None => ready.clear_ready(),
         }
     }
 }
