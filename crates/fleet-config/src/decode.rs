@@ -25,6 +25,7 @@ const DEFAULTS_KEYS: &[&str] = &[
     "workspace",
     "checks",
     "env",
+    "pass_env",
     "max_attempts",
     "escalate_after",
     "budget_usd",
@@ -46,6 +47,7 @@ const TASK_KEYS: &[&str] = &[
     "retry_backoff",
     "workspace",
     "env",
+    "pass_env",
     "max_attempts",
     "escalate_after",
     "budget_usd",
@@ -138,6 +140,7 @@ struct Settings {
     workspace: Option<Workspace>,
     checks: Option<Vec<String>>,
     env: BTreeMap<String, String>,
+    pass_env: Vec<String>,
 }
 
 /// A task as decoded, before defaults and before knowing whether it is a container.
@@ -183,6 +186,10 @@ impl RawTask {
         let own = self.settings;
         let mut env = defaults.env.clone();
         env.extend(own.env);
+        let mut pass_env = defaults.pass_env.clone();
+        pass_env.extend(own.pass_env);
+        pass_env.sort();
+        pass_env.dedup();
         Some(TaskSpec {
             id: self.id?.value,
             kind: node.kind,
@@ -201,6 +208,7 @@ impl RawTask {
                 .unwrap_or(DEFAULT_RETRY_BACKOFF),
             workspace: own.workspace.or(defaults.workspace).unwrap_or_default(),
             env,
+            pass_env,
             max_attempts: own.max_attempts.or(defaults.max_attempts),
             escalate_after: own.escalate_after.or(defaults.escalate_after),
             budget_usd: own.budget_usd.or(defaults.budget_usd),
@@ -301,6 +309,7 @@ impl Decoder<'_> {
             "workspace" => settings.workspace = self.workspace(value),
             "checks" => settings.checks = self.checks(value),
             "env" => settings.env = self.env(value),
+            "pass_env" => settings.pass_env = self.env_names(value),
             _ => return false,
         }
         true
@@ -949,6 +958,40 @@ impl Decoder<'_> {
         }
     }
 
+    /// A list of environment variable names (`pass_env`).
+    fn env_names(&mut self, node: &Node) -> Vec<String> {
+        let expected = "a list of environment variable names";
+        let Value::Seq(items) = &node.value else {
+            let found = node.describe();
+            self.error(
+                node.loc,
+                format!("`pass_env`: expected {expected}, found {found}"),
+            );
+            return Vec::new();
+        };
+        let mut names = Vec::new();
+        for item in items {
+            match item.scalar_text() {
+                Some(name) if is_env_name(name) => names.push(name.to_string()),
+                Some(name) => self.error(
+                    item.loc,
+                    format!(
+                        "`pass_env`: invalid environment variable name {name:?}; expected letters, \
+                         digits and `_`, not starting with a digit"
+                    ),
+                ),
+                None => {
+                    let found = item.describe();
+                    self.error(
+                        item.loc,
+                        format!("`pass_env`: expected a name, found {found}"),
+                    );
+                }
+            }
+        }
+        names
+    }
+
     pub(crate) fn env(&mut self, node: &Node) -> BTreeMap<String, String> {
         let mut env = BTreeMap::new();
         let expected = "a mapping of environment variable names to values";
@@ -965,6 +1008,18 @@ impl Decoder<'_> {
                 continue;
             }
             match value.scalar_text() {
+                Some(text) if literal_secret(key, text).is_some() => {
+                    // Never echo the value: it may be a real key.
+                    let what = literal_secret(key, text).unwrap_or_default();
+                    self.error(
+                        value.loc,
+                        format!(
+                            "`env.{key}` holds {what}; a secret never goes in a file (it would reach logs, \
+                             events and git): keep it in Fleet's environment and name the variable in \
+                             `pass_env:` (runbooks) or in its account's `secrets:` (agent profiles)"
+                        ),
+                    );
+                }
                 Some(text) => {
                     env.insert(key.to_string(), text.to_string());
                 }
@@ -1014,6 +1069,18 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
+}
+
+/// What a literal `env:` entry would leak, if it looks like a secret: a value of the shape of
+/// a known credential, or a long value under a name that says it is secret (`*_TOKEN`,
+/// `*_API_KEY`, …). Short values under such names are test placeholders, not secrets.
+fn literal_secret(name: &str, value: &str) -> Option<String> {
+    if let Some(kind) = fleet_secrets::token_shape(value) {
+        return Some(format!("what looks like a {kind}"));
+    }
+    (fleet_secrets::looks_like_secret_name(name)
+        && value.trim().len() >= fleet_secrets::MIN_SECRET_LEN)
+        .then(|| "a literal value under a secret's name".to_string())
 }
 
 #[cfg(test)]

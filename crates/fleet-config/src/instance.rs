@@ -133,6 +133,33 @@ pub struct Account {
 }
 
 impl InstanceConfig {
+    /// The names of every environment variable this configuration says holds a secret:
+    /// accounts' `secrets`, notification channels' and the bot's tokens, URLs and passwords.
+    /// Fleet's redactor takes their values out of everything it stores, sends or shows.
+    pub fn secret_names(&self) -> Vec<String> {
+        use crate::notify::{NotifyKind, UrlSource};
+        let mut names: Vec<String> = self
+            .accounts
+            .iter()
+            .flat_map(|a| a.secrets.iter().cloned())
+            .collect();
+        for n in &self.notifications {
+            match &n.kind {
+                NotifyKind::Webhook {
+                    url: UrlSource::Env(v),
+                }
+                | NotifyKind::Slack { url_env: v }
+                | NotifyKind::Telegram { token_env: v, .. } => names.push(v.clone()),
+                NotifyKind::Email(e) => names.extend(e.password_env.clone()),
+                NotifyKind::Webhook { .. } => {}
+            }
+        }
+        names.extend(self.telegram.as_ref().map(|t| t.token_env.clone()));
+        names.sort();
+        names.dedup();
+        names
+    }
+
     pub fn profile(&self, name: &str) -> Option<&Profile> {
         self.agents.iter().find(|p| p.name == name)
     }

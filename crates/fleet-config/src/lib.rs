@@ -141,6 +141,9 @@ pub struct TaskSpec {
     pub workspace: Workspace,
     /// The default environment merged with the task's own (the task wins).
     pub env: BTreeMap<String, String>,
+    /// Names of variables of Fleet's own environment the task's command and checks see
+    /// (defaults' and the task's together); nothing else of it passes but a fixed allow-list.
+    pub pass_env: Vec<String>,
     /// Agent tasks: most attempts in the fail-until-done loop (default 8).
     pub max_attempts: Option<u32>,
     /// Agent tasks: consecutive failures on one tier before escalating (default 2).

@@ -111,6 +111,7 @@ fn the_product_example_decodes_into_typed_values() {
                 retry_backoff: Duration::from_secs(1),
                 workspace: Workspace::Worktree,
                 env: env(&[("CI", "true"), ("RUST_LOG", "info")]),
+                pass_env: vec![],
                 max_attempts: None,
                 escalate_after: None,
                 budget_usd: None,
@@ -136,6 +137,7 @@ fn the_product_example_decodes_into_typed_values() {
                 retry_backoff: Duration::from_secs(1),
                 workspace: Workspace::Worktree,
                 env: env(&[("CI", "true"), ("PORT", "8080"), ("RUST_LOG", "debug")]),
+                pass_env: vec![],
                 max_attempts: None,
                 escalate_after: None,
                 budget_usd: None,
@@ -154,6 +156,7 @@ fn the_product_example_decodes_into_typed_values() {
                 retry_backoff: Duration::from_secs(1),
                 workspace: Workspace::None,
                 env: env(&[("CI", "true"), ("RUST_LOG", "info")]),
+                pass_env: vec![],
                 max_attempts: None,
                 escalate_after: None,
                 budget_usd: None,
@@ -176,6 +179,7 @@ fn the_product_example_decodes_into_typed_values() {
                 retry_backoff: Duration::from_millis(500),
                 workspace: Workspace::Worktree,
                 env: env(&[("CI", "true"), ("RUST_LOG", "info")]),
+                pass_env: vec![],
                 max_attempts: None,
                 escalate_after: None,
                 budget_usd: None,
@@ -963,4 +967,53 @@ fn fail_until_done_limits_take_defaults_and_are_checked() {
             .any(|e| e.starts_with("rb.yaml:6:17: `budget_usd`")),
         "{text:?}"
     );
+}
+
+#[test]
+fn pass_env_names_variables_from_defaults_and_the_task() {
+    let rb = parse(
+        "name: p\ndefaults:\n  pass_env: [CARGO_TARGET_DIR, DEPLOY_TOKEN]\ntasks:\n  - id: a\n    command: make\n    pass_env: [NPM_CONFIG_CACHE, CARGO_TARGET_DIR]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        rb.tasks[0].pass_env,
+        ["CARGO_TARGET_DIR", "DEPLOY_TOKEN", "NPM_CONFIG_CACHE"]
+    );
+    assert_only_error(
+        "name: p\ntasks:\n  - id: a\n    command: make\n    pass_env: [OK, 1BAD]\n",
+        5,
+        20,
+        "invalid environment variable name \"1BAD\"",
+    );
+}
+
+#[test]
+fn a_literal_secret_in_env_is_refused_without_echoing_it() {
+    let key = "ghp_abcdefghijklmnopqrstuvwxyz0123456789";
+    let errors = errors_of(&format!(
+        "name: p\ntasks:\n  - id: a\n    command: make\n    env:\n      LABEL: {key}\n      API_TOKEN: not-a-placeholder-value\n      TEST_TOKEN: x\n"
+    ));
+    assert_error(
+        &errors,
+        6,
+        14,
+        "`env.LABEL` holds what looks like a GitHub token",
+    );
+    assert_error(
+        &errors,
+        7,
+        18,
+        "`env.API_TOKEN` holds a literal value under a secret's name",
+    );
+    assert_eq!(
+        errors.len(),
+        2,
+        "a short placeholder is not a secret: {errors:#?}"
+    );
+    let all: String = errors.iter().map(ToString::to_string).collect();
+    assert!(
+        !all.contains(key) && !all.contains("not-a-placeholder"),
+        "{all}"
+    );
+    assert!(all.contains("pass_env"), "{all}");
 }

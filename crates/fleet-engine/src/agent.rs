@@ -19,54 +19,15 @@ pub struct AgentEnd {
     pub stalled: bool,
 }
 
-/// Replaces every secret value in text with its name. Applied to everything fleet writes from
-/// an agent's output: logs, events, transcripts.
-#[derive(Debug, Clone, Default)]
-pub struct Redactor {
-    secrets: Vec<(String, String)>,
-}
+pub use fleet_secrets::Redactor;
 
-impl Redactor {
-    pub fn new(secrets: &BTreeMap<String, String>) -> Redactor {
-        // Short values would redact ordinary words; real keys are long.
-        let mut secrets: Vec<(String, String)> = secrets
-            .iter()
-            .filter(|(_, v)| v.len() >= 8)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        secrets.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
-        Redactor { secrets }
-    }
-
-    pub fn clean(&self, text: &str) -> String {
-        self.clean_cow(text).into_owned()
-    }
-
-    /// Like [`Redactor::clean`], copying only when there is something to redact.
-    pub fn clean_cow<'t>(&self, text: &'t str) -> std::borrow::Cow<'t, str> {
-        let mut out = std::borrow::Cow::Borrowed(text);
-        for (name, value) in &self.secrets {
-            if out.contains(value.as_str()) {
-                out = std::borrow::Cow::Owned(
-                    out.replace(value.as_str(), &format!("[redacted {name}]")),
-                );
-            }
-        }
-        out
-    }
-
-    pub fn clean_event(&self, e: AgentEvent) -> AgentEvent {
-        if self.secrets.is_empty() {
-            return e;
-        }
-        let json = serde_json::to_string(&e).unwrap_or_default();
-        let cleaned = self.clean(&json);
-        if cleaned == json {
-            e
-        } else {
-            serde_json::from_str(&cleaned).unwrap_or(e)
-        }
-    }
+/// An agent event without secrets (they may sit in any of its strings).
+pub fn clean_event(redactor: &Redactor, e: AgentEvent) -> AgentEvent {
+    let Ok(mut json) = serde_json::to_value(&e) else {
+        return e;
+    };
+    redactor.clean_json(&mut json);
+    serde_json::from_value(json).unwrap_or(e)
 }
 
 /// The values of the profile's secret env vars that are set in fleet's environment.
@@ -175,6 +136,9 @@ pub struct AgentRun<'a> {
     pub extra_env: &'a BTreeMap<String, String>,
     /// The profile's secrets, resolved by the caller (see [`secret_values`]).
     pub secrets: &'a BTreeMap<String, String>,
+    /// Every secret Fleet knows of (the profile's are added to it): nothing the agent prints
+    /// reaches a log, an event or the transcript before it passes this.
+    pub redactor: &'a Redactor,
     /// Fleet's MCP server for this run; the attempt's identity is added to its env.
     pub mcp: Option<&'a fleet_agents::McpServer>,
 }
@@ -187,7 +151,8 @@ pub async fn run(
 ) -> Result<(process::Finished, AgentEnd), String> {
     let profile = r.profile;
     let secrets = r.secrets.clone();
-    let redactor = Redactor::new(&secrets);
+    let mut redactor = r.redactor.clone();
+    redactor.add(secrets.clone());
     if profile.cli == "http" {
         return run_http(&r, stop, &secrets, &redactor, on_events).await;
     }
@@ -306,7 +271,7 @@ pub async fn run(
         side_logs: launch.side_logs.as_deref(),
     };
     let end = process::run_streaming(spec, stop, |stream, line| {
-        let line = redactor.clean_cow(line);
+        let line = redactor.clean(line);
         let prefix = match stream {
             Stream::Stdout => "",
             Stream::Stderr => "[stderr] ",
@@ -372,19 +337,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redaction_replaces_secret_values_longest_first() {
-        let mut s = BTreeMap::new();
-        s.insert("KEY".to_string(), "sk-abcdefgh".to_string());
-        s.insert("LONG".to_string(), "sk-abcdefgh-extended".to_string());
-        s.insert("SHORT".to_string(), "abc".to_string());
-        let r = Redactor::new(&s);
-        assert_eq!(
-            r.clean("a sk-abcdefgh-extended b sk-abcdefgh c abc"),
-            "a [redacted LONG] b [redacted KEY] c abc"
+    fn events_are_cleaned_of_every_known_secret() {
+        let r = Redactor::new([("KEY".to_string(), "sk-abcdefgh".to_string())]);
+        let e = clean_event(
+            &r,
+            AgentEvent::Message {
+                text: "key=sk-abcdefgh".into(),
+            },
         );
-        let e = r.clean_event(AgentEvent::Message {
-            text: "key=sk-abcdefgh".into(),
-        });
         assert_eq!(
             e,
             AgentEvent::Message {

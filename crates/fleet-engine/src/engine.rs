@@ -33,6 +33,10 @@ use tokio::sync::{mpsc, watch};
 /// the ones after them. Decisions are never delayed.
 const OBSERVATION_DELAY: Duration = Duration::from_millis(100);
 
+/// How long after an attempt or its checks end Fleet looks for processes they left running
+/// outside their process group. One look covers every attempt that ended meanwhile.
+const LEFTOVER_SWEEP_DELAY: Duration = Duration::from_secs(1);
+
 /// Called with every event right after it is committed (progress display, tests).
 pub type Observer = Box<dyn Fn(&Event) + Send + Sync>;
 
@@ -46,6 +50,9 @@ pub struct EngineOptions {
     /// Raised from outside (a person cancelled the work): the run stops as on SIGTERM —
     /// running attempts end, state is kept, the run is `interrupted`.
     pub stop: Option<watch::Receiver<bool>>,
+    /// Every secret the caller knows of (an instance's accounts, forges, bots); the run adds
+    /// its agents' own. Everything the run stores, logs or hands an agent passes it.
+    pub redactor: fleet_secrets::Redactor,
 }
 
 impl Default for EngineOptions {
@@ -55,6 +62,7 @@ impl Default for EngineOptions {
             observer: None,
             mcp: None,
             stop: None,
+            redactor: fleet_secrets::Redactor::from_process_env(&[]),
         }
     }
 }
@@ -224,6 +232,9 @@ struct Ctx {
     mcp: Option<fleet_agents::McpServer>,
     tx: mpsc::UnboundedSender<Msg>,
     stop: watch::Receiver<bool>,
+    redactor: fleet_secrets::Redactor,
+    /// What commands and checks see of Fleet's environment (`process::command_env`).
+    command_env: std::collections::BTreeMap<String, String>,
 }
 
 /// Starts a new run of `plan`. The run id is `<name>-<yyyymmdd>-<hhmmss>` (plus `-N` if taken).
@@ -276,6 +287,7 @@ pub async fn start_in(
         id: run_id.clone(),
         name: plan.name.clone(),
         runbook_path: plan.runbook_path.display().to_string(),
+        // Kept verbatim: `resume` runs it again (config refuses literal secrets in `env:`).
         runbook_source: plan.source.clone(),
         repo: repo.root().display().to_string(),
         base_sha: base.clone(),
@@ -309,6 +321,9 @@ pub async fn start_in(
             kind: "task.created".into(),
             data: json!({"runs": t.describe(), "checks": t.checks, "worktree": t.worktree}),
         });
+    }
+    for e in &mut created {
+        opts.redactor.clean_json(&mut e.data);
     }
     // The run exists in the store before anything happens in git.
     store.create_run(&row, &tasks, &created)?;
@@ -519,6 +534,8 @@ struct Coordinator {
     /// Making the integration branch, when the run's tasks do not need it until the end.
     branch: Option<tokio::task::JoinHandle<Result<(), fleet_git::GitError>>>,
     stopping: bool,
+    /// When to look for processes that ended attempts left behind (see `sweep_leftovers`).
+    sweep_at: Option<std::time::Instant>,
     observer: Option<Observer>,
     /// Creates the logs of tasks that became ready, before they start.
     logs: LogMaker,
@@ -557,6 +574,8 @@ impl Coordinator {
             mcp: opts.mcp.clone(),
             tx,
             stop: stop_rx,
+            redactor: run_redactor(opts.redactor.clone(), &plan),
+            command_env: process::command_env(&[]),
         });
         let active = run.count(TaskState::Running) + run.count(TaskState::Checking);
         let book = AccountBook::load(&plan.pool, &*store, &clock())?;
@@ -603,6 +622,7 @@ impl Coordinator {
             integration_tip: String::new(),
             branch: None,
             stopping: false,
+            sweep_at: None,
             observer: opts.observer,
             logs: LogMaker::start(),
             _lock: lock,
@@ -717,6 +737,9 @@ impl Coordinator {
         // A row changed twice in a turn is written once, as it ended.
         dedup_last(&mut batch.tasks, |t| t.idx);
         dedup_last(&mut batch.attempts, |a| (a.task_id.clone(), a.n));
+        // The one door to the store, so the one place secrets are taken out of what it keeps
+        // (and so of the journal, the API, the stream and every notification built from it).
+        redact_batch(&self.ctx.redactor, &mut batch);
         let seqs = self.store.commit(&batch)?;
         let events: Vec<Event> = batch
             .events
@@ -838,9 +861,7 @@ impl Coordinator {
         let t = self.run.promote_all();
         self.record(t);
         self.flush()?;
-        let mut sigterm =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        let mut signals = crate::signals::Listener::new()?;
         loop {
             // One commit per turn: what the workers reported and what starts next are
             // persisted together, and only then does anything new run. A batch holding only
@@ -857,13 +878,17 @@ impl Coordinator {
             self.launch();
             self.start_merge();
             self.publish()?;
+            self.sweep_leftovers();
             if self.busy == 0 && !self.merging && (self.stopping || self.run.is_finished()) {
                 break;
             }
             let wake = self.run.next_wakeup(now_ms() as u64);
             let observed = self
                 .observed_since
-                .map(|t| tokio::time::Instant::from_std(t + OBSERVATION_DELAY));
+                .map(|t| tokio::time::Instant::from_std(t + OBSERVATION_DELAY))
+                .into_iter()
+                .chain(self.sweep_at.map(tokio::time::Instant::from_std))
+                .min();
             let sleep = async {
                 let wake = match wake {
                     Some(at) if !self.stopping => Some(
@@ -887,16 +912,54 @@ impl Coordinator {
                     }
                 }
                 _ = sleep => {}
-                _ = sigint.recv() => self.stop("interrupted (SIGINT)"),
-                _ = sigterm.recv() => self.stop("terminated (SIGTERM)"),
+                why = signals.recv() => self.stop(why),
                 _ = external_stop(&mut self.external_stop) => self.stop("stopped: the work was cancelled"),
             }
         }
+        // Nothing an attempt started outlives the run, a `setsid` daemon included.
+        let run_id = self.ctx.run_id.clone();
+        tokio::task::spawn_blocking(move || process::kill_leftovers(&run_id, |_, _| false))
+            .await
+            .map_err(std::io::Error::other)?;
         // The run is not recorded as ended before its branch exists.
         if let Some(making) = self.branch.take() {
             making.await.map_err(std::io::Error::other)??;
         }
         self.finish()
+    }
+
+    /// Once due, kills (on the blocking pool) the processes of attempts that have ended — what
+    /// escaped their process group, like a `setsid` daemon. Attempts that run, and any later
+    /// attempt of a task, are left alone: a task's attempt `n` is over once the task is in
+    /// neither `running` nor `checking` with attempt `n`.
+    fn sweep_leftovers(&mut self) {
+        if self
+            .sweep_at
+            .is_none_or(|at| std::time::Instant::now() < at)
+        {
+            return;
+        }
+        self.sweep_at = None;
+        // Per task id: attempts below this number are over.
+        let over_below: HashMap<String, u32> = (0..self.plan.tasks.len())
+            .map(|i| {
+                let rec = self.run.task(i);
+                let below = match rec.state {
+                    TaskState::Running | TaskState::Checking => rec.attempts,
+                    _ => rec.attempts + 1,
+                };
+                (self.plan.tasks[i].id.clone(), below)
+            })
+            .collect();
+        let run_id = self.ctx.run_id.clone();
+        tokio::task::spawn_blocking(move || {
+            process::kill_leftovers(&run_id, |task, attempt| {
+                match (over_below.get(task), attempt.parse::<u32>()) {
+                    (Some(below), Ok(n)) => n >= *below,
+                    _ => true,
+                }
+            })
+        });
     }
 
     fn stop(&mut self, why: &str) {
@@ -1143,12 +1206,16 @@ impl Coordinator {
         self.attempts.insert(i, a.clone());
         self.past.entry(i).or_default().push(a);
         self.event(Some(i), Some(n), "attempt.started", data);
-        // A task's first attempt gets a fresh worktree; later ones continue in it as left,
-        // unless it is missing or not a real worktree (a crash mid-creation).
+        // A task's first attempt gets a fresh worktree, and so does every attempt of a command:
+        // a command is not idempotent (`echo x >> f`), so it must start from a known state, not
+        // on top of what an interrupted or failed run of it left. An agent's later attempts
+        // continue in the worktree as left (its handoff names that partial change), unless it
+        // is missing or not a real worktree (a crash mid-creation).
+        let is_agent = matches!(self.plan.tasks[i].action, TaskAction::Agent(_));
         self.launches.push(Launch::Attempt {
             task: i,
             n,
-            fresh: n == 1,
+            fresh: n == 1 || !is_agent,
             profile,
             prompt,
             resume,
@@ -1490,6 +1557,11 @@ impl Coordinator {
     }
 
     fn handle(&mut self, msg: Msg) {
+        if matches!(msg, Msg::Attempt { .. } | Msg::Finish { .. }) {
+            // Processes or checks ended: look for what they left running, soon.
+            self.sweep_at
+                .get_or_insert_with(|| std::time::Instant::now() + LEFTOVER_SWEEP_DELAY);
+        }
         match msg {
             Msg::Attempt { task, result } => {
                 self.busy -= 1;
@@ -1814,6 +1886,31 @@ impl Coordinator {
 }
 
 /// Keeps the last element for each key, in the order of those last elements.
+/// The caller's redactor plus the secrets of every agent profile the run may launch.
+fn run_redactor(mut redactor: fleet_secrets::Redactor, plan: &Plan) -> fleet_secrets::Redactor {
+    for p in &plan.pool.profiles {
+        redactor.add(agent::secret_values(&p.secrets));
+    }
+    redactor
+}
+
+/// Takes secrets out of every text a batch writes: event data, attempt details, task reasons.
+fn redact_batch(redactor: &fleet_secrets::Redactor, batch: &mut Batch) {
+    for e in &mut batch.events {
+        redactor.clean_json(&mut e.data);
+    }
+    for a in &mut batch.attempts {
+        if let Some(d) = a.detail.take() {
+            a.detail = Some(redactor.clean_string(d));
+        }
+    }
+    for t in &mut batch.tasks {
+        if let Some(r) = t.reason.take() {
+            t.reason = Some(redactor.clean_string(r));
+        }
+    }
+}
+
 fn dedup_last<T, K: Eq + std::hash::Hash>(rows: &mut Vec<T>, key: impl Fn(&T) -> K) {
     if rows.len() < 2 {
         return;
@@ -1924,6 +2021,109 @@ fn task_env(
     env.insert("FLEET_WORKDIR".into(), cwd.display().to_string());
     env
 }
+
+/// The whole environment of a task's command and checks: what Fleet lets commands see of its
+/// own, the variables the runbook passes by name, the task's `env:`, and Fleet's markers.
+fn command_env(
+    ctx: &Ctx,
+    task: usize,
+    n: u32,
+    cwd: &std::path::Path,
+) -> std::collections::BTreeMap<String, String> {
+    let mut env = ctx.command_env.clone();
+    for name in &ctx.tasks[task].pass_env {
+        if let Ok(value) = std::env::var(name) {
+            env.insert(name.clone(), value);
+        }
+    }
+    env.extend(task_env(ctx, task, n, cwd));
+    env
+}
+
+/// Rewrites what a command appended to its log since `from` without secrets, if it printed
+/// any (the command writes the file itself, so this is the first point Fleet sees it).
+fn redact_log_since(ctx: &Ctx, task: usize, log: &File, from: u64) {
+    use std::io::{Read, Seek, SeekFrom};
+    if log.metadata().map_or(true, |m| m.len() <= from) {
+        return; // It printed nothing (most commands): no file to open.
+    }
+    let path = ctx.layout.log(&ctx.run_id, &ctx.tasks[task].id);
+    let Ok(mut reader) = File::open(&path) else {
+        return;
+    };
+    if reader.seek(SeekFrom::Start(from)).is_err() {
+        return;
+    }
+    let mut bytes = Vec::new();
+    if reader.read_to_end(&mut bytes).is_err() {
+        return;
+    }
+    let mut text = String::from_utf8_lossy(&bytes);
+    let cut = bytes.len() > 2 * LOG_KEEP;
+    if cut {
+        let (head, tail) = (
+            String::from_utf8_lossy(&bytes[..LOG_KEEP]),
+            String::from_utf8_lossy(&bytes[bytes.len() - LOG_KEEP..]),
+        );
+        let cut = bytes.len() - 2 * LOG_KEEP;
+        text = std::borrow::Cow::Owned(format!(
+            "{head}\n[… {cut} bytes of output cut: the first and last {} kept …]\n{tail}",
+            LOG_KEEP
+        ));
+    }
+    let clean = ctx.redactor.clean(&text);
+    if cut || matches!(clean, std::borrow::Cow::Owned(_)) {
+        // The log is opened for appending: cut it back, then write the clean text.
+        if log.set_len(from).is_ok() {
+            let _ = (&*log).write_all(clean.as_bytes());
+        }
+    }
+}
+
+/// Scans what task `task` would commit for secrets: the values Fleet knows and the shapes of
+/// well-known credentials. A hit fails the attempt like a failing check (the agent is told
+/// where, never what), so nothing of it lands.
+async fn secrets_in_change(ctx: &Arc<Ctx>, task: usize, log: &File) -> Option<FinishResult> {
+    let c = ctx.clone();
+    let path = workdir(ctx, task);
+    let added = tokio::task::spawn_blocking(move || c.repo.added_lines(&path, &c.integration))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    let added = match added {
+        Ok(lines) => lines,
+        Err(e) => {
+            return Some(FinishResult::Error(format!(
+                "cannot inspect the change: {e}"
+            )));
+        }
+    };
+    let mut found = Vec::new();
+    for (file, line, text) in &added {
+        for f in ctx.redactor.scan(text) {
+            found.push(format!("{file}:{line}: {}", f.what));
+        }
+    }
+    if found.is_empty() {
+        return None;
+    }
+    found.truncate(20);
+    let output = format!(
+        "the change holds secrets, so it cannot be committed:\n{}\nRemove them; code reads \
+         secrets from environment variables, never from files in the repository.",
+        found.join("\n")
+    );
+    log_line!(log, "── {output} ──");
+    Some(FinishResult::CheckFailed {
+        check: "no secrets in the change".into(),
+        finished: Finished::failed_check(),
+        output,
+    })
+}
+
+/// How much of a command's output a task log keeps at its head and at its tail when the
+/// output is longer than twice that.
+const LOG_KEEP: usize = 1 << 20;
 
 fn workdir(ctx: &Ctx, task: usize) -> PathBuf {
     if ctx.tasks[task].worktree {
@@ -2076,6 +2276,7 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
     let profile = match (&def.action, profile) {
         (TaskAction::Agent(_), Some(p)) => &ctx.profiles[p],
         _ => {
+            let env = command_env(ctx, task, n, &cwd);
             let command = match &def.action {
                 TaskAction::Shell(c) => c.as_str(),
                 _ => "true",
@@ -2093,11 +2294,12 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
                 kill_grace: ctx.kill_grace,
             };
             let stop = ctx.stop.clone();
-            let (log, finished) = match log {
+            let (log, from, finished) = match log {
                 Some(log) => {
                     let _ = (&log).write_all(header.as_bytes());
+                    let from = log.metadata().map(|m| m.len()).unwrap_or(0);
                     let finished = process::run(spec, &log, stop, |_| {}).await;
-                    (log, finished)
+                    (log, from, finished)
                 }
                 None => {
                     let path = ctx.layout.log(&ctx.run_id, &def.id);
@@ -2107,6 +2309,7 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
                 }
             };
             let finished = finished.map_err(|e| format!("could not run the command: {e}"))?;
+            redact_log_since(ctx, task, &log, from);
             log_line!(
                 log,
                 "── command: {} after {} ──",
@@ -2135,7 +2338,24 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
         // The handoff note ends with what the worktree holds now.
         let c = ctx.clone();
         let path = cwd.clone();
-        let changes = tokio::task::spawn_blocking(move || c.repo.worktree_changes(&path)).await;
+        // Commits an earlier attempt left on the task's branch count too: the work they hold
+        // is done and must not be done again (a crash can come between commit and landing).
+        let changes = tokio::task::spawn_blocking(move || {
+            let branch = task_branch(&c.run_id, &c.tasks[task].id);
+            let own = c
+                .repo
+                .log_subjects(&format!("{}..{branch}", c.integration))
+                .unwrap_or_default();
+            let mut text: String = own
+                .iter()
+                .map(|(sha, subject)| {
+                    format!("committed {} {subject}\n", &sha[..sha.len().min(12)])
+                })
+                .collect();
+            text.push_str(&c.repo.worktree_changes(&path)?);
+            Ok::<_, fleet_git::GitError>(text)
+        })
+        .await;
         if let Ok(Ok(changes)) = changes
             && !changes.trim().is_empty()
         {
@@ -2160,6 +2380,8 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
         log_line!(log, "   session {session} is gone: starting afresh");
     }
     let transcript = ctx.layout.transcript(&ctx.run_id, &def.id, n);
+    // The handoff quotes check output and the worktree's changes: whatever a secret got into.
+    let prompt = ctx.redactor.clean_string(prompt);
     let run = agent::AgentRun {
         profile,
         prompt: &prompt,
@@ -2172,6 +2394,7 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
         resume_session,
         extra_env: &env,
         secrets: &agent::secret_values(&profile.secrets),
+        redactor: &ctx.redactor,
         mcp: ctx.mcp.as_ref(),
     };
     let tx = ctx.tx.clone();
@@ -2210,7 +2433,7 @@ async fn run_finish(ctx: &Arc<Ctx>, task: usize, n: u32, recheck: bool) -> Finis
         Ok(l) => l,
         Err(e) => return FinishResult::Error(format!("cannot open the task log: {e}")),
     };
-    let env = task_env(ctx, task, n, &cwd);
+    let env = command_env(ctx, task, n, &cwd);
     if matches!(def.action, TaskAction::Agent(_)) && def.worktree && !recheck {
         // "Done" with nothing to show is not done. (After a rebase the branch may match what
         // landed meanwhile — the same change made twice: that lands as already merged.)
@@ -2264,6 +2487,7 @@ async fn run_finish(ctx: &Arc<Ctx>, task: usize, n: u32, recheck: bool) -> Finis
             Ok(f) => f,
             Err(e) => return FinishResult::Error(format!("could not run check `{check}`: {e}")),
         };
+        redact_log_since(ctx, task, &log, from);
         log_line!(
             log,
             "── check: {} after {} ──",
@@ -2288,6 +2512,9 @@ async fn run_finish(ctx: &Arc<Ctx>, task: usize, n: u32, recheck: bool) -> Finis
     }
     if !def.worktree {
         return FinishResult::Passed { tip: None };
+    }
+    if let Some(refused) = secrets_in_change(ctx, task, &log).await {
+        return refused;
     }
     let c = ctx.clone();
     let message = format!(

@@ -343,7 +343,7 @@ pub async fn run(
                 );
             }
             Err(e) => {
-                let msg = redactor.clean(&e.to_string());
+                let msg = redactor.clean(&e.to_string()).into_owned();
                 on_events(vec![AgentEvent::Error {
                     class: ErrorClass::Upstream,
                     message: msg.clone(),
@@ -392,12 +392,14 @@ pub async fn run(
                 .and_then(Value::as_u64)
                 .map(|c| c as u16)
                 .unwrap_or(status);
-            let message = redactor.clean(
-                api_error
-                    .and_then(|e| e.get("message"))
-                    .and_then(Value::as_str)
-                    .unwrap_or(text.as_str()),
-            );
+            let message = redactor
+                .clean(
+                    api_error
+                        .and_then(|e| e.get("message"))
+                        .and_then(Value::as_str)
+                        .unwrap_or(text.as_str()),
+                )
+                .into_owned();
             let class = http_error_class(if status == 200 { code } else { status }, &message);
             let mut events = vec![AgentEvent::Error {
                 class,
@@ -472,7 +474,7 @@ pub async fn run(
             .filter(|t| !t.trim().is_empty())
         {
             events.push(AgentEvent::Message {
-                text: redactor.clean(t),
+                text: redactor.clean(t).into_owned(),
             });
         }
         let calls = msg
@@ -510,7 +512,7 @@ pub async fn run(
             } else {
                 call_tool(&name, &args, &r).await
             };
-            let output = redactor.clean(&output);
+            let output = redactor.clean(&output).into_owned();
             events.push(AgentEvent::ToolResult {
                 name: Some(name),
                 ok,

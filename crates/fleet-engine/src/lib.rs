@@ -17,6 +17,7 @@ pub mod layout;
 mod log_maker;
 pub mod plan;
 pub mod process;
+pub mod signals;
 mod spawn;
 pub mod summary;
 

@@ -249,6 +249,9 @@ pub struct TaskDef {
     /// Runs in its own worktree and lands on the integration branch.
     pub worktree: bool,
     pub env: BTreeMap<String, String>,
+    /// Variables of Fleet's environment its command and checks see (see
+    /// [`crate::process::command_env`]).
+    pub pass_env: Vec<String>,
     pub retry: RetryPolicy,
     /// Wall time for the whole task (all attempts).
     pub max_time: Option<Duration>,
@@ -369,6 +372,7 @@ pub fn plan_from_runbook(
             timeout: t.timeout,
             worktree: t.workspace == Workspace::Worktree,
             env: t.env.clone(),
+            pass_env: t.pass_env.clone(),
             retry: RetryPolicy {
                 retries: t.retries,
                 backoff_base_ms: t.retry_backoff.as_millis() as u64,

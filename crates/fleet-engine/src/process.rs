@@ -115,6 +115,34 @@ fn spawn_into(spec: &CommandSpec<'_>, log: &File) -> std::io::Result<spawn::Chil
 /// whatever process group they moved to — so a resumed run never races a ghost of itself.
 pub fn kill_tagged(key: &str, value: &str) -> usize {
     let needle = format!("{key}={value}");
+    kill_where(|vars| vars.contains(&needle.as_bytes()))
+}
+
+/// Kills what the attempts of run `run` left behind: every process tagged with the run and a
+/// task attempt (`FLEET_TASK`, `FLEET_ATTEMPT`) for which `live(task, attempt)` is false —
+/// a daemon that left its attempt's process group (`setsid`) included. Fleet's own git
+/// processes carry no task tag and are never touched.
+pub fn kill_leftovers(run: &str, live: impl Fn(&str, &str) -> bool) -> usize {
+    let run_tag = format!("FLEET_RUN={run}");
+    kill_where(|vars| {
+        if !vars.contains(&run_tag.as_bytes()) {
+            return false;
+        }
+        let value = |key: &[u8]| {
+            vars.iter()
+                .find_map(|v| v.strip_prefix(key))
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        match (value(b"FLEET_TASK="), value(b"FLEET_ATTEMPT=")) {
+            (Some(task), Some(attempt)) => !live(&task, &attempt),
+            _ => false,
+        }
+    })
+}
+
+/// Kills (SIGKILL, with its process group unless that is Fleet's) every other process whose
+/// environment `doomed` picks; returns how many.
+fn kill_where(doomed: impl Fn(&[&[u8]]) -> bool) -> usize {
     let me = std::process::id();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0;
@@ -134,10 +162,8 @@ pub fn kill_tagged(key: &str, value: &str) -> usize {
         let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
             continue;
         };
-        if environ
-            .split(|&b| b == 0)
-            .any(|var| var == needle.as_bytes())
-        {
+        let vars: Vec<&[u8]> = environ.split(|&b| b == 0).collect();
+        if doomed(&vars) {
             let pid = Pid::from_raw(pid as i32);
             if let Ok(pgid) = nix::unistd::getpgid(Some(pid))
                 && pgid != nix::unistd::getpgrp()
@@ -171,8 +197,8 @@ pub async fn run(
 }
 
 /// [`run`] for a command whose log is not open yet: opens the log at `log_path`, appends
-/// `header` and runs the command. Returns the log with the outcome; the outer error means the
-/// log could not be opened and nothing ran.
+/// `header` and runs the command. Returns the log, where the command's output in it starts,
+/// and the outcome; the outer error means the log could not be opened and nothing ran.
 ///
 /// A log that exists (made ahead, see `log_maker`) is opened on the event loop. One that does
 /// not is created on the blocking pool: creating a file can take a while on some file systems
@@ -183,7 +209,7 @@ pub async fn run_opening_log(
     header: String,
     stop: watch::Receiver<bool>,
     on_spawn: impl FnOnce(i32),
-) -> std::io::Result<(File, std::io::Result<Finished>)> {
+) -> std::io::Result<(File, u64, std::io::Result<Finished>)> {
     let started = Instant::now();
     let log = match open_with_header(&log_path, &header, false) {
         Ok(log) => log,
@@ -194,9 +220,10 @@ pub async fn run_opening_log(
         }
         Err(e) => return Err(e),
     };
+    let from = log.metadata()?.len();
     let spawned = spawn_into(&spec, &log);
     let finished = supervise(&spec, &log, started, spawned, stop, on_spawn).await;
-    Ok((log, finished))
+    Ok((log, from, finished))
 }
 
 /// Opens a log for appending (creating it if `create`) and appends `header`.
@@ -377,7 +404,7 @@ mod tests {
                 timeout: None,
                 kill_grace: Duration::from_millis(300),
             };
-            let (_, finished) =
+            let (_, _, finished) =
                 run_opening_log(spec, path.clone(), "$ cmd\n".into(), rx.clone(), |_| {})
                     .await
                     .unwrap();
@@ -574,6 +601,10 @@ impl Pipe {
     }
 }
 
+/// How long the pipes of an agent that has exited are still read: what was in flight when it
+/// ended arrives well within this.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(1);
+
 /// Runs `spec`, calling `on_line` for every line of stdout and stderr as it arrives.
 pub async fn run_streaming(
     spec: StreamSpec<'_>,
@@ -639,6 +670,8 @@ pub async fn run_streaming(
     let mut gave_up = false;
     let mut tail = Tail::default();
     let mut ticks = 0u64;
+    // When the agent itself ended, while something it started may still hold its pipes open.
+    let mut exited: Option<(Instant, std::process::ExitStatus)> = None;
     // The pipes are read on a shared clock rather than on every line's arrival: a fleet of
     // chatty agents then costs a few wake-ups per tick instead of one per line.
     while !(out.eof && err.eof) {
@@ -679,9 +712,21 @@ pub async fn run_streaming(
             stalled = true;
             break;
         }
+        if exited.is_none()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            exited = Some((now, status));
+        }
+        // A background process it left (`sleep 1000 &`) holds the pipes open: what it still
+        // prints is not the agent's; the attempt is over once the rest has been read.
+        if exited.is_some_and(|(at, _)| now >= at + DRAIN_AFTER_EXIT) {
+            break;
+        }
     }
     let deadline = deadline.map(tokio::time::Instant::from_std);
-    let status = if timed_out || stalled || stopped || gave_up {
+    let status = if let Some((_, status)) = exited {
+        status
+    } else if timed_out || stalled || stopped || gave_up {
         end_group(&mut child, pgid, spec.kill_grace).await?
     } else {
         // Output closed: the process is ending (or detached its streams); give it the timeout.
@@ -739,6 +784,56 @@ pub fn scrubbed_env() -> BTreeMap<String, String> {
     std::env::vars()
         .filter(|(k, _)| KEEP.contains(&k.as_str()) || k.starts_with("LC_"))
         .collect()
+}
+
+/// What commands and checks may see of Fleet's own environment besides [`scrubbed_env`]'s:
+/// where programs, the home and temporary files are, the terminal, toolchain homes, proxies.
+/// Documented in the README ("What a command sees"); a runbook passes more by name.
+const COMMAND_KEEP: &[&str] = &[
+    "HOME",
+    "TERM",
+    "TMPDIR",
+    "CI",
+    "CARGO_HOME",
+    "RUSTUP_HOME",
+    "RUSTUP_TOOLCHAIN",
+    "GOPATH",
+    "GOROOT",
+    "GOCACHE",
+    "GOMODCACHE",
+    "JAVA_HOME",
+    "NVM_DIR",
+    "PYTHONPATH",
+    "VIRTUAL_ENV",
+    "PKG_CONFIG_PATH",
+    "LD_LIBRARY_PATH",
+    "CC",
+    "CXX",
+    "XDG_CACHE_HOME",
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+];
+
+/// The environment a task's command and its checks start from: the allow-list above (never
+/// a variable whose name says it holds a secret) plus the variables the runbook names in
+/// `pass_env`, which pass whatever their names. Checks run code an agent wrote: Fleet's own
+/// keys and tokens must not be there to print.
+pub fn command_env(pass: &[String]) -> BTreeMap<String, String> {
+    let mut env = scrubbed_env();
+    for (k, v) in std::env::vars() {
+        if pass.contains(&k)
+            || (COMMAND_KEEP.contains(&k.as_str()) && !fleet_secrets::looks_like_secret_name(&k))
+        {
+            env.insert(k, v);
+        }
+    }
+    env
 }
 
 #[cfg(test)]

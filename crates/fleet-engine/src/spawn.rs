@@ -14,7 +14,7 @@
 //!
 //! The child gets a pidfd from `clone` itself: it is the wake-up for [`Child::wait`] (so this
 //! needs Linux 5.3 or later, as `tokio::process` does to wait without a SIGCHLD handler).
-//! The inherited environment is read once, on the first spawn (Fleet never changes its own).
+//! The child inherits nothing of Fleet's environment: it gets exactly the one it is given.
 //! Commands with pipes (agents) go through `tokio::process`; this is for output to a file.
 
 use std::ffi::{CString, OsStr, OsString};
@@ -36,7 +36,8 @@ const STACK: usize = 64 << 10;
 pub(crate) struct Spec<'a> {
     pub program: &'a str,
     pub args: &'a [&'a str],
-    /// Set (or replaced) on top of Fleet's own environment.
+    /// The child's whole environment: nothing of Fleet's own is inherited (its keys and
+    /// tokens must not reach commands an agent may have written).
     pub env: &'a std::collections::BTreeMap<String, String>,
     /// `None`: Fleet's own working directory.
     pub cwd: Option<&'a Path>,
@@ -81,12 +82,7 @@ pub(crate) fn spawn(spec: &Spec<'_>) -> io::Result<Child> {
         .iter()
         .map(|(k, v)| CString::new(format!("{k}={v}")))
         .collect::<Result<_, _>>()?;
-    let mut envp: Vec<*const libc::c_char> = inherited_env()
-        .iter()
-        .filter(|(key, _)| key.to_str().is_none_or(|k| !spec.env.contains_key(k)))
-        .map(|(_, pair)| pair.as_ptr())
-        .chain(set.iter().map(|s| s.as_ptr()))
-        .collect();
+    let mut envp: Vec<*const libc::c_char> = set.iter().map(|s| s.as_ptr()).collect();
     envp.push(std::ptr::null());
     let cwd = spec
         .cwd
@@ -297,21 +293,6 @@ fn reap(pid: i32) {
     {}
 }
 
-/// Fleet's environment as `KEY=VALUE` strings, read on the first spawn.
-fn inherited_env() -> &'static [(OsString, CString)] {
-    static ENV: OnceLock<Vec<(OsString, CString)>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        std::env::vars_os()
-            .filter_map(|(k, v)| {
-                let mut pair = k.as_bytes().to_vec();
-                pair.push(b'=');
-                pair.extend_from_slice(v.as_bytes());
-                Some((k, CString::new(pair).ok()?))
-            })
-            .collect()
-    })
-}
-
 /// The file `program` names: itself if it has a `/`, else the first executable of that name
 /// on the PATH (the task's own, if it sets one). Not found: `NotFound`, like `execvp`.
 pub(crate) fn resolve(
@@ -339,15 +320,19 @@ pub(crate) fn resolve(
             .map(|dir| dir.join(program))
             .find(|p| is_executable(p))
     };
-    if let Some(path) = env.get("PATH") {
+    static OWN_PATH: OnceLock<OsString> = OnceLock::new();
+    let own = OWN_PATH.get_or_init(|| {
+        std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into())
+    });
+    // Only lookups on Fleet's own PATH (which it never changes) are remembered.
+    if let Some(path) = env.get("PATH").filter(|p| OsStr::new(p) != own) {
         return search(OsStr::new(path)).ok_or_else(not_found);
     }
     let found = FOUND.get_or_init(Default::default);
     if let Some(p) = found.lock().unwrap_or_else(|e| e.into_inner()).get(program) {
         return Ok(p.clone());
     }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    let p = search(&path).ok_or_else(not_found)?;
+    let p = search(own).ok_or_else(not_found)?;
     found
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -397,7 +382,7 @@ mod tests {
     use std::os::fd::AsFd;
 
     #[tokio::test]
-    async fn the_child_gets_the_environment_with_the_tasks_variables_on_top() {
+    async fn the_child_gets_exactly_the_environment_it_is_given() {
         let env = BTreeMap::from([
             (
                 "FLEET_SPAWN_TEST".to_string(),
@@ -411,9 +396,8 @@ mod tests {
         assert!(lines.contains(&"FLEET_SPAWN_TEST=set by the task"), "{out}");
         assert!(lines.contains(&"HOME=/replaced"), "{out}");
         assert_eq!(lines.iter().filter(|l| l.starts_with("HOME=")).count(), 1);
-        // Inherited: PATH is not set by the task.
-        let path = std::env::var("PATH").unwrap();
-        assert!(lines.contains(&format!("PATH={path}").as_str()), "{out}");
+        // Nothing of Fleet's own environment is inherited, PATH included.
+        assert_eq!(lines.len(), 2, "{out}");
     }
 
     #[tokio::test]

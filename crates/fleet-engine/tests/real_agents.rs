@@ -79,6 +79,7 @@ async fn attempt(server: &ModelServer, cli: &str, case: &str, scenario: Scenario
         mcp: None,
         extra_env: &env,
         secrets: &secrets,
+        redactor: &fleet_secrets::Redactor::default(),
     };
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let started = Instant::now();
@@ -235,6 +236,7 @@ async fn http_agent_edits_files_and_classifies_errors() {
                 mcp: None,
                 extra_env: &env,
                 secrets: &secrets,
+                redactor: &fleet_secrets::Redactor::default(),
             };
             let (_tx, rx) = tokio::sync::watch::channel(false);
             let mut events = Vec::new();

@@ -373,6 +373,35 @@ impl Repo {
         Ok(format!("{status}{stat}"))
     }
 
+    /// Every line the worktree adds to where it forked off `base` (committed or not, new files
+    /// included), as `(path, line number in the new file, text)`: what would land. New files
+    /// are only marked as to be added (`git add -N`): their content is read from the worktree,
+    /// never written into the repository's objects, where a secret would outlive a refusal.
+    pub fn added_lines(&self, worktree: &Path, base: &str) -> Result<Vec<(String, usize, String)>> {
+        self.git_in(worktree)
+            .args(["add", "--intent-to-add", "--all"])
+            .run()?;
+        let fork = self
+            .git_in(worktree)
+            .args(["merge-base", "--end-of-options", "HEAD", base])
+            .run()?;
+        let patch = self
+            .git_in(worktree)
+            .args([
+                "diff",
+                "--no-ext-diff",
+                "--no-color",
+                "--no-renames",
+                "--text",
+                "--unified=0",
+                "--end-of-options",
+                fork.trim(),
+                "--",
+            ])
+            .run()?;
+        Ok(added_lines_of(&patch))
+    }
+
     /// Whether the worktree differs from where it forked off `base`: uncommitted changes, or
     /// commits of its own.
     pub fn has_changes(&self, worktree: &Path, base: &str) -> Result<bool> {
@@ -1083,4 +1112,28 @@ impl Repo {
             .map(str::to_string)
             .collect())
     }
+}
+
+/// The added lines of a `--unified=0` patch with their file and line number.
+fn added_lines_of(patch: &str) -> Vec<(String, usize, String)> {
+    let mut out = Vec::new();
+    let mut file = String::new();
+    let mut line = 0usize;
+    for l in patch.lines() {
+        if let Some(path) = l.strip_prefix("+++ ") {
+            file = path.strip_prefix("b/").unwrap_or(path).to_string();
+        } else if let Some(hunk) = l.strip_prefix("@@ ") {
+            // `@@ -a,b +c,d @@`: the new side starts at line c.
+            line = hunk
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix('+'))
+                .and_then(|w| w.split(',').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+        } else if let Some(text) = l.strip_prefix('+') {
+            out.push((file.clone(), line, text.to_string()));
+            line += 1;
+        }
+    }
+    out
 }

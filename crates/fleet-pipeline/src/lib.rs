@@ -831,6 +831,8 @@ impl Pipeline {
                 .root()
                 .parent()
                 .map(|home| mcp_server(&self.fleet_exe, home)),
+            // Forge tokens are named `*_TOKEN` (see `looks_like_secret_name`): covered too.
+            redactor: fleet_secrets::Redactor::from_process_env(&self.instance.secret_names()),
             ..EngineOptions::default()
         }
     }

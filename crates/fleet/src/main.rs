@@ -612,6 +612,8 @@ pub enum StateChoice {
 }
 
 fn run_file(state: StateChoice, file: &Path, flags: RunFlags) -> anyhow::Result<u8> {
+    // From here a stop signal waits for the run's loop (see `fleet_engine::signals`).
+    fleet_engine::signals::hold();
     // Everything is checked before anything is created: bad input leaves no trace.
     let cwd = std::env::current_dir()?;
     let home = match state {
@@ -631,10 +633,12 @@ fn run_file(state: StateChoice, file: &Path, flags: RunFlags) -> anyhow::Result<
     });
     let planned = load_instance(home.as_deref()).and_then(|instance| {
         let rb = fleet_config::load_runbook(file).map_err(|e| config_errors(&e))?;
-        fleet_engine::plan_from_runbook(&rb, &instance).map_err(|e| config_errors(&e))
+        let plan =
+            fleet_engine::plan_from_runbook(&rb, &instance).map_err(|e| config_errors(&e))?;
+        Ok((plan, instance.secret_names()))
     });
     let guessed = guess.join().ok().flatten();
-    let plan = planned?;
+    let (plan, secret_names) = planned?;
     let base = plan.base.as_deref().unwrap_or("HEAD");
     let (repo, base_sha) = match guessed {
         Some(found) if plan.repo == guessed_dir && base == "HEAD" => found,
@@ -670,6 +674,7 @@ fn run_file(state: StateChoice, file: &Path, flags: RunFlags) -> anyhow::Result<
         observer: Some(progress.observer()),
         mcp,
         stop: None,
+        redactor: fleet_secrets::Redactor::from_process_env(&secret_names),
     };
     let report = rt.block_on(async {
         let ticker = progress.ticker();
@@ -687,6 +692,7 @@ fn mcp_server(home: &Path) -> anyhow::Result<fleet_agents::McpServer> {
 }
 
 fn resume_run(home: Option<PathBuf>, run: &str, flags: RunFlags) -> anyhow::Result<u8> {
+    fleet_engine::signals::hold();
     let found = find_home(home.clone(), &std::env::current_dir()?);
     let mcp = found.as_deref().and_then(|h| mcp_server(h).ok());
     let instance = load_instance(found.as_deref())?;
@@ -700,6 +706,7 @@ fn resume_run(home: Option<PathBuf>, run: &str, flags: RunFlags) -> anyhow::Resu
         observer: Some(progress.observer()),
         mcp,
         stop: None,
+        redactor: fleet_secrets::Redactor::from_process_env(&instance.secret_names()),
     };
     let report = rt.block_on(async {
         let ticker = progress.ticker();

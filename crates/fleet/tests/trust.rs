@@ -1,0 +1,305 @@
+//! Trust under faults, one fault at a time: a command killed mid-run and resumed lands its
+//! effect once; a failed attempt's leftovers never meet the next attempt; a stop signal at any
+//! moment of a run's life leaves no run shown running and no process behind; a background
+//! process holding an agent's output does not hold its attempt; a daemon that left its
+//! process group does not outlive its task.
+
+mod support;
+use support::git;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const FLEET: &str = env!("CARGO_BIN_EXE_fleet");
+
+struct Repo {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Repo {
+    fn new() -> Repo {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("repo");
+        std::fs::create_dir_all(&dir).unwrap();
+        git(&dir, &["init", "-q", "-b", "main"]);
+        git(&dir, &["commit", "-q", "--allow-empty", "-m", "init"]);
+        Repo { _tmp: tmp, dir }
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.dir.join(name), text).unwrap();
+    }
+
+    fn fleet(&self, args: &[&str]) -> Output {
+        Command::new(FLEET)
+            .current_dir(&self.dir)
+            .args(args)
+            .env_remove("FLEET_HOME")
+            .output()
+            .unwrap()
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        Command::new(FLEET)
+            .current_dir(&self.dir)
+            .args(args)
+            .env_remove("FLEET_HOME")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The runs in `.fleet/runs`, by id.
+    fn runs(&self) -> Vec<String> {
+        match std::fs::read_dir(self.dir.join(".fleet/runs")) {
+            Ok(d) => d
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn status(&self, run: &str) -> serde_json::Value {
+        let out = self.fleet(&["status", run, "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Pids of live processes whose environment holds `mark` (`KEY=VALUE`).
+fn marked(mark: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(env) = std::fs::read(e.path().join("environ"))
+            && env.split(|&b| b == 0).any(|v| v == mark.as_bytes())
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("fleet did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The file `path` on the run's integration branch.
+fn landed(repo: &Repo, run: &str, path: &str) -> String {
+    git(&repo.dir, &["show", &format!("fleet/runs/{run}:{path}")])
+}
+
+#[test]
+fn a_command_killed_mid_run_and_resumed_lands_its_effect_once() {
+    let repo = Repo::new();
+    let mark = "TRUST_MARK=killed-mid-run";
+    repo.write(
+        "runbook.yaml",
+        "name: append\ntasks:\n  - id: a\n    command: \"echo line >> f.txt; sleep 2\"\n    env: { TRUST_MARK: killed-mid-run }\n",
+    );
+    let mut fleet = repo.spawn(&["run", "runbook.yaml"]);
+    // Killed (as by the OOM killer) while the command runs: it wrote its line already.
+    wait_until("the command to run", Duration::from_secs(30), || {
+        !marked(mark).is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    fleet.kill().unwrap();
+    let _ = fleet.wait();
+    let run = repo.runs().pop().expect("the run exists");
+    let out = repo.fleet(&["run", "--resume", &run]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        landed(&repo, &run, "f.txt"),
+        "line\n",
+        "the effect landed twice"
+    );
+}
+
+#[test]
+fn a_retried_command_starts_from_a_clean_worktree() {
+    let repo = Repo::new();
+    repo.write(
+        "runbook.yaml",
+        "name: retry\ntasks:\n  - id: a\n    command: \"echo line >> f.txt; echo junk > junk-$FLEET_ATTEMPT.txt\"\n    checks: [\"test $FLEET_ATTEMPT -ge 2\"]\n    retries: 1\n    retry_backoff: 10ms\n",
+    );
+    let out = repo.fleet(&["run", "runbook.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let run = repo.runs().pop().unwrap();
+    assert_eq!(
+        landed(&repo, &run, "f.txt"),
+        "line\n",
+        "attempt 2 ran on attempt 1's work"
+    );
+    let files = git(
+        &repo.dir,
+        &["ls-tree", "--name-only", &format!("fleet/runs/{run}")],
+    );
+    assert_eq!(
+        files, "f.txt\njunk-2.txt\n",
+        "a failed attempt's junk landed"
+    );
+}
+
+/// Sends `signal` to a fresh `fleet run` `after` its start; checks what is left.
+fn stop_at(repo: &Repo, signal: &str, after: Duration, n: usize) {
+    let mark = format!("TRUST_MARK=stop-{signal}-{n}");
+    repo.write(
+        "runbook.yaml",
+        &format!(
+            "name: stop\ntasks:\n  - id: long\n    command: \"sleep 20\"\n    env: {{ TRUST_MARK: stop-{signal}-{n} }}\n"
+        ),
+    );
+    let before = repo.runs();
+    let mut fleet = repo.spawn(&["run", "runbook.yaml"]);
+    std::thread::sleep(after);
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &fleet.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = wait_exit(&mut fleet, Duration::from_secs(30));
+    let what = format!("{signal} after {after:?}: {status:?}");
+    let new: Vec<String> = repo
+        .runs()
+        .into_iter()
+        .filter(|r| !before.contains(r))
+        .collect();
+    match status.code() {
+        // Stopped the ordinary way: the run is interrupted, to be resumed.
+        Some(130) => {
+            assert_eq!(new.len(), 1, "{what}");
+            let s = repo.status(&new[0]);
+            assert_eq!(s["state"], "interrupted", "{what}: {s:#}");
+        }
+        // Only before anything exists may a signal end fleet by its default action.
+        None => assert!(new.is_empty(), "{what}: killed after run {new:?} existed"),
+        other => panic!("{what}: exit {other:?}"),
+    }
+    // Whatever happened, nothing of the run is left running.
+    wait_until(
+        &format!("{what}: the task's processes to end"),
+        Duration::from_secs(5),
+        || marked(&mark).is_empty(),
+    );
+}
+
+#[test]
+fn a_stop_signal_at_any_moment_leaves_no_run_running_and_no_process() {
+    let repo = Repo::new();
+    let mut n = 0;
+    for signal in ["TERM", "HUP", "INT"] {
+        for ms in [0, 3, 8, 15, 30, 60, 120, 250, 500] {
+            n += 1;
+            stop_at(&repo, signal, Duration::from_millis(ms), n);
+        }
+    }
+}
+
+/// An instance whose only developer is `cli: command` running `command`.
+fn instance_with_agent(command: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("instance");
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["commit", "-q", "--allow-empty", "-m", "init"]);
+    std::fs::write(
+        home.join("fleet.yaml"),
+        format!(
+            "agents:\n  dev:\n    cli: command\n    command: {command:?}\n    roles: [developer]\n    stall_timeout: 60s\n    env: {{ TRUST_MARK: agent }}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("runbook.yaml"),
+        "name: bg\ntasks:\n  - id: a\n    role: developer\n    prompt: \"Write out.txt.\"\n",
+    )
+    .unwrap();
+    (tmp, home, repo)
+}
+
+fn run_in(home: &Path, repo: &Path) -> (Output, Duration) {
+    let started = Instant::now();
+    let out = Command::new(FLEET)
+        .current_dir(repo)
+        .args(["run", "runbook.yaml"])
+        .env("FLEET_HOME", home)
+        .output()
+        .unwrap();
+    (out, started.elapsed())
+}
+
+#[test]
+fn a_background_process_holding_the_agents_output_does_not_hold_the_attempt() {
+    let (_tmp, home, repo) = instance_with_agent("echo done > out.txt; sleep 300 & echo started");
+    let (out, took) = run_in(&home, &repo);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // The stall timeout is 60 s: the attempt ended when the agent did, not then.
+    assert!(
+        took < Duration::from_secs(30),
+        "the attempt waited for its background child: {took:?}"
+    );
+    wait_until(
+        "the background child to be gone",
+        Duration::from_secs(5),
+        || marked("TRUST_MARK=agent").is_empty(),
+    );
+}
+
+#[test]
+fn a_daemon_that_left_its_process_group_does_not_outlive_its_task() {
+    let repo = Repo::new();
+    let mark = "TRUST_MARK=daemon";
+    repo.write(
+        "runbook.yaml",
+        "name: daemon\ntasks:\n  - id: a\n    command: \"setsid sleep 300 > /dev/null 2>&1 < /dev/null & sleep 1\"\n    env: { TRUST_MARK: daemon }\n  - id: b\n    depends_on: [a]\n    command: \"sleep 8\"\n",
+    );
+    let mut fleet = repo.spawn(&["run", "runbook.yaml"]);
+    // Task a ended at once; its daemon is gone while b still runs, not only when the run ends.
+    wait_until("task b to run", Duration::from_secs(30), || {
+        repo.runs().pop().is_some_and(|run| {
+            std::fs::read_to_string(repo.dir.join(format!(".fleet/runs/{run}/events.jsonl")))
+                .is_ok_and(|e| {
+                    e.lines()
+                        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                        .any(|v| v["task"] == "b" && v["kind"] == "task.started")
+                })
+        })
+    });
+    wait_until("the daemon to be gone", Duration::from_secs(6), || {
+        marked(mark).is_empty()
+    });
+    let status = wait_exit(&mut fleet, Duration::from_secs(30));
+    assert!(status.success());
+    assert!(marked(mark).is_empty());
+}
