@@ -157,7 +157,7 @@ pub fn ls(
             "{:<20} {:>12} {:>10}  {}",
             a["name"].as_str().unwrap_or(""),
             format!("${:.4}", a["spent_usd"].as_f64().unwrap_or(0.0)),
-            a["spent_tokens"],
+            a["spent_tokens"].as_u64().unwrap_or(0),
             describe(a)
         );
     }

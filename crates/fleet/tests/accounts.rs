@@ -236,3 +236,53 @@ fn two_hanging_profiles_do_not_take_turns_while_a_good_one_is_never_tried() {
     assert_eq!(list[1]["outcome"], "stalled");
     assert_eq!(list[2]["outcome"], "passed");
 }
+
+#[test]
+fn a_cooldown_is_shown_everywhere_and_cleared_by_hand() {
+    let limited = r#"echo "Error: 429 rate limit exceeded" >&2; exit 1"#;
+    let inst = Instance::new(&format!(
+        "agents:\n  limited:\n    cli: command\n    command: {}\n    roles: [developer]\n    account: acme\naccounts:\n  acme: {{ secrets: [ACME_KEY] }}\n",
+        serde_json::to_string(limited).unwrap()
+    ));
+    let runbook = "name: limited\ntasks:\n  - id: work\n    role: developer\n    max_attempts: 1\n    prompt: \"write done.txt\"\n";
+    let (out, status) = inst.run("good-key", runbook);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(attempts(&status, "work")[0]["outcome"], "rate_limited");
+    let ls = inst.json("good-key", &["accounts", "ls", "--json"]);
+    assert_eq!(account(&ls, "acme")["state"], "cooling_down", "{ls}");
+    let table = inst.fleet("good-key", &["accounts", "ls"]);
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains("cooling down until"),
+        "{}",
+        text(&table)
+    );
+    // A cooldown delays the profile's attempts; doctor notes it without failing.
+    let doctor = inst.fleet("good-key", &["agents", "doctor"]);
+    assert_eq!(doctor.status.code(), Some(0), "{}", text(&doctor));
+    assert!(
+        String::from_utf8_lossy(&doctor.stdout).contains("note: account acme: cooling down until"),
+        "{}",
+        text(&doctor)
+    );
+    let agents = inst.json("good-key", &["agents", "ls", "--json"]);
+    assert_eq!(agents["accounts"][0]["state"], "cooling_down", "{agents}");
+    let enable = inst.fleet("good-key", &["accounts", "enable", "acme"]);
+    assert_eq!(enable.status.code(), Some(0), "{}", text(&enable));
+    assert!(
+        String::from_utf8_lossy(&enable.stdout).contains("was cooling down until"),
+        "{}",
+        text(&enable)
+    );
+    let ls = inst.json("good-key", &["accounts", "ls", "--json"]);
+    assert_eq!(account(&ls, "acme")["state"], "usable", "{ls}");
+    let enabled = inst.events("account.enabled");
+    assert_eq!(enabled.len(), 1, "{enabled:?}");
+    assert!(
+        enabled[0].data["was_cooling_down_until"].is_string(),
+        "{enabled:?}"
+    );
+    // Nothing left to clear: said so, nothing recorded.
+    let again = inst.fleet("good-key", &["accounts", "enable", "acme"]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert_eq!(inst.events("account.enabled").len(), 1);
+}
