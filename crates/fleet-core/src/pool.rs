@@ -91,6 +91,10 @@ pub struct AccountState {
     /// Consecutive limits without a known reset time; sets the next backoff.
     pub backoff_level: u32,
     pub disabled: Option<String>,
+    /// When disabled because its credentials were rejected: a salted fingerprint of the secret
+    /// values that were rejected (never the values). `None`: unknown, or disabled for another
+    /// reason; then only a person can enable it again.
+    pub rejected_secrets: Option<String>,
     /// Spend since the start of the account's current budget day.
     pub spent_usd: f64,
     pub spent_tokens: u64,
@@ -182,6 +186,10 @@ pub struct Want {
     pub min_tier: u32,
     /// Soft: prefer anyone but this profile (it just stalled, crashed or kept failing).
     pub avoid_profile: Option<usize>,
+    /// Soft, but before tier and priority: profiles that stalled, crashed, timed out, gave no
+    /// result or kept failing on this task. Any other usable profile of the role is chosen
+    /// first, so two bad profiles cannot take turns while a good one is never tried.
+    pub failed_here: Vec<usize>,
     /// Soft: prefer another vendor (this one just rate-limited us).
     pub avoid_vendor: Option<String>,
 }
@@ -281,6 +289,11 @@ pub fn choose(
             },
         };
     }
+    // A profile that already did badly on this task yields to any other usable one, even
+    // on a higher tier: trying it again would most likely waste the attempt the same way.
+    if usable.iter().any(|i| !want.failed_here.contains(i)) {
+        usable.retain(|i| !want.failed_here.contains(i));
+    }
     let lowest_tier = usable
         .iter()
         .map(|&i| profiles[i].tier)
@@ -318,6 +331,9 @@ pub fn choose(
         && a != pick
     {
         why.push_str(&format!("; swapped away from {}", profiles[a].name));
+    }
+    if want.failed_here.contains(&pick) {
+        why.push_str("; it did badly on this task before, but no other usable profile is left");
     }
     Choice::Run { profile: pick, why }
 }
@@ -385,6 +401,12 @@ pub enum AccountEffect {
     },
     Disable {
         reason: String,
+        /// The fingerprint of the rejected secrets (see [`AccountState::rejected_secrets`]).
+        rejected_secrets: Option<String>,
+    },
+    /// Usable again: clears a disablement, a cooldown and the backoff.
+    Enable {
+        why: String,
     },
 }
 
@@ -393,11 +415,14 @@ pub fn limit_backoff(level: u32) -> Millis {
     (30_000u64 << level.min(20)).min(3_600_000)
 }
 
+/// What an attempt's ending does to its account. `secrets` is the fingerprint of the secret
+/// values the attempt ran with: kept when they are rejected, so that a changed key is noticed.
 pub fn account_effect(
     ending: Ending,
     resets_at: Option<Millis>,
     state: &AccountState,
     now: Millis,
+    secrets: Option<&str>,
 ) -> AccountEffect {
     match ending {
         Ending::RateLimited | Ending::QuotaExhausted => match resets_at.filter(|t| *t > now) {
@@ -425,10 +450,25 @@ pub fn account_effect(
         }
         Ending::AuthFailed => AccountEffect::Disable {
             reason: "its credentials were rejected".into(),
+            rejected_secrets: secrets.map(String::from),
         },
         Ending::Passed | Ending::ChecksFailed | Ending::NoChange => AccountEffect::Healthy,
         _ => AccountEffect::Nothing,
     }
+}
+
+/// Whether a disabled account is tried again by itself, given the fingerprint of its secret
+/// values now: yes when its credentials were rejected and the secrets now set are not the ones
+/// that were (someone fixed the key). The next attempt on it then probes the new key; another
+/// rejection disables it again. The same secrets, none set, an unknown fingerprint or another
+/// reason for the disablement: it stays disabled until a person enables it.
+pub fn reprobe(state: &AccountState, secrets_now: Option<&str>) -> Option<AccountEffect> {
+    state.disabled.as_ref()?;
+    let rejected = state.rejected_secrets.as_deref()?;
+    let now = secrets_now?;
+    (now != rejected).then(|| AccountEffect::Enable {
+        why: "its secrets changed since they were rejected; trying it again".into(),
+    })
 }
 
 /// One earlier attempt of the task, as the pool sees it.
@@ -469,10 +509,35 @@ pub enum Next {
     GiveUp { why: String },
 }
 
+/// Profiles that did badly on a task, in order of their first attempt: each one that stalled,
+/// timed out, crashed or gave no result at least once, or failed (its checks, or otherwise)
+/// `kept_failing` times. A single failed check is not enough: the next attempt usually fixes
+/// it, in the same session.
+pub fn failed_here(history: &[PastAttempt], kept_failing: u32) -> Vec<usize> {
+    let mut out: Vec<usize> = Vec::new();
+    for a in history {
+        if out.contains(&a.profile) {
+            continue;
+        }
+        let hung = matches!(
+            a.ending,
+            Ending::Stalled | Ending::TimedOut | Ending::Crashed | Ending::NoResult
+        );
+        let failures = history
+            .iter()
+            .filter(|b| b.profile == a.profile && b.ending.is_agent_failure())
+            .count() as u32;
+        if hung || failures >= kept_failing.max(1) {
+            out.push(a.profile);
+        }
+    }
+    out
+}
+
 /// What the task wants next, given its attempts so far: escalates a tier after
 /// `escalate_after` consecutive agent failures on the current one (at the top tier it stays
-/// there), avoids the profile that just stalled or crashed, prefers another vendor after a
-/// limit, and gives up at the limits (attempts, budget, wall time).
+/// there), avoids the profile that just stalled or crashed and every profile that did badly on
+/// the task ([`failed_here`]), prefers another vendor after a limit, and gives up at the limits (attempts, budget, wall time).
 pub fn next_attempt(
     profiles: &[PoolProfile],
     base: &Want,
@@ -532,6 +597,7 @@ pub fn next_attempt(
             streak = 0;
         }
     }
+    want.failed_here = failed_here(history, limits.escalate_after);
     let last = history.last();
     let mut why = String::new();
     if let Some(l) = last {
@@ -868,7 +934,7 @@ mod tests {
             backoff_level: 2,
             ..AccountState::default()
         };
-        match account_effect(Ending::RateLimited, Some(5000), &st, 1000) {
+        match account_effect(Ending::RateLimited, Some(5000), &st, 1000, None) {
             AccountEffect::Cooldown {
                 until,
                 backoff_level,
@@ -876,7 +942,7 @@ mod tests {
             } => assert_eq!((until, backoff_level), (5000, 0)),
             other => panic!("{other:?}"),
         }
-        match account_effect(Ending::RateLimited, None, &st, 1000) {
+        match account_effect(Ending::RateLimited, None, &st, 1000, None) {
             AccountEffect::Cooldown {
                 until,
                 backoff_level,
@@ -885,17 +951,87 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(limit_backoff(40), 3_600_000);
-        assert!(matches!(
-            account_effect(Ending::AuthFailed, None, &st, 0),
-            AccountEffect::Disable { .. }
-        ));
+        match account_effect(Ending::AuthFailed, None, &st, 0, Some("fp-1")) {
+            AccountEffect::Disable {
+                rejected_secrets, ..
+            } => assert_eq!(rejected_secrets.as_deref(), Some("fp-1")),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(
-            account_effect(Ending::Passed, None, &st, 0),
+            account_effect(Ending::Passed, None, &st, 0, None),
             AccountEffect::Healthy
         );
         assert_eq!(
-            account_effect(Ending::Stalled, None, &st, 0),
+            account_effect(Ending::Stalled, None, &st, 0, None),
             AccountEffect::Nothing
+        );
+    }
+
+    #[test]
+    fn a_rejected_account_is_reprobed_only_when_its_secrets_changed() {
+        let rejected = AccountState {
+            disabled: Some("its credentials were rejected".into()),
+            rejected_secrets: Some("fp-old".into()),
+            ..AccountState::default()
+        };
+        assert!(matches!(
+            reprobe(&rejected, Some("fp-new")),
+            Some(AccountEffect::Enable { .. })
+        ));
+        // The same key, no key at all, or no fingerprint kept: a person has to enable it.
+        assert_eq!(reprobe(&rejected, Some("fp-old")), None);
+        assert_eq!(reprobe(&rejected, None), None);
+        let unknown = AccountState {
+            rejected_secrets: None,
+            ..rejected.clone()
+        };
+        assert_eq!(reprobe(&unknown, Some("fp-new")), None);
+        // Not disabled: nothing to do.
+        assert_eq!(reprobe(&AccountState::default(), Some("fp-new")), None);
+    }
+
+    #[test]
+    fn two_stalling_profiles_do_not_take_turns_while_a_good_one_is_untried() {
+        let profiles = vec![
+            profile("hang-a", "x", 10, 0, None),
+            profile("hang-b", "y", 9, 0, None),
+            profile("good", "z", 1, 0, None),
+        ];
+        let limits = Limits::default();
+        let mut history = Vec::new();
+        let mut picked = Vec::new();
+        for _ in 0..3 {
+            let want = match next_attempt(&profiles, &dev(), &history, &limits, 0.0, 0) {
+                Next::Retry { want, .. } => want,
+                other => panic!("{other:?}"),
+            };
+            let Choice::Run { profile, .. } = choose(&profiles, &[], &[], &clock(12, 0), &want)
+            else {
+                panic!("nothing chosen")
+            };
+            picked.push(profile);
+            history.push(PastAttempt {
+                profile,
+                ending: Ending::Stalled,
+            });
+        }
+        assert_eq!(picked, vec![0, 1, 2]);
+        // Failing the checks once keeps the profile (its session goes on); twice, it yields.
+        let f = |p, e| PastAttempt {
+            profile: p,
+            ending: e,
+        };
+        assert!(failed_here(&[f(0, Ending::ChecksFailed)], 2).is_empty());
+        assert_eq!(
+            failed_here(
+                &[
+                    f(0, Ending::ChecksFailed),
+                    f(1, Ending::RateLimited),
+                    f(0, Ending::NoChange)
+                ],
+                2
+            ),
+            vec![0]
         );
     }
 }

@@ -1026,6 +1026,7 @@ impl Coordinator {
                 json!({"reason": format!("cannot read spend: {e}")}),
             );
         }
+        self.reprobe_accounts(i);
         let base = Want {
             pinned,
             roles,
@@ -1486,6 +1487,25 @@ impl Coordinator {
         self.urgent = true;
     }
 
+    /// Disabled accounts that come back before task `i` chooses: enabled by another process,
+    /// or their rejected key was replaced (`fix_loop::AccountBook::reprobe_changed`).
+    fn reprobe_accounts(&mut self, i: usize) {
+        let pool = self.plan.pool.clone();
+        if let Err(e) = self.book.sync_enabled(&pool, &*self.store) {
+            self.event(
+                Some(i),
+                None,
+                "task.waiting",
+                json!({"reason": format!("cannot read the accounts: {e}")}),
+            );
+        }
+        for (_, data) in self.book.reprobe_changed(&pool) {
+            self.event(None, None, "account.enabled", data);
+        }
+        let rows = self.book.take_dirty(&pool, now_ms());
+        self.batch.accounts.extend(rows);
+    }
+
     /// An ended agent attempt's effect on its account: spend, budget, cooldown, disablement.
     fn account_after(&mut self, i: usize, a: &AttemptRow) {
         let pool = self.plan.pool.clone();
@@ -1510,8 +1530,33 @@ impl Coordinator {
             return;
         };
         let resets_at = self.resets.remove(&i).map(|t| t as u64 * 1000);
-        let effect =
-            pool::account_effect(ending, resets_at, &self.book.states[acc], now_ms() as u64);
+        // Only a rejected key is fingerprinted: then a replaced key is noticed.
+        let secrets = (ending == pool::Ending::AuthFailed)
+            .then(|| {
+                let names = fix_loop::account_secrets(pool, acc);
+                fix_loop::fingerprint(&crate::agent::secret_values(&names), None)
+            })
+            .flatten();
+        let effect = pool::account_effect(
+            ending,
+            resets_at,
+            &self.book.states[acc],
+            now_ms() as u64,
+            secrets.as_deref(),
+        );
+        if let (pool::AccountEffect::Disable { .. }, Some(fp)) = (&effect, &secrets)
+            && let Err(e) = fix_loop::save_rejection(&*self.store, &name, now_ms(), fp)
+        {
+            let message = format!(
+                "cannot keep the fingerprint of {name}'s rejected key ({e}); `fleet accounts enable {name}` brings it back"
+            );
+            self.event(
+                None,
+                None,
+                "alert",
+                json!({"level": "warning", "message": message}),
+            );
+        }
         if let Some((kind, mut data)) = self.book.apply(acc, effect) {
             data["account"] = json!(name);
             self.event(Some(i), Some(a.n), kind, data.clone());

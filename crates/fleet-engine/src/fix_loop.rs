@@ -1,13 +1,112 @@
 //! The fail-until-done loop's bookkeeping around the pure pool policy: what each account has
 //! spent today and whether it cools down, the task's agent history, and the handoff note that
 //! tells the next agent what happened so far.
+//!
+//! An account disabled because its key was rejected keeps a salted fingerprint of the rejected
+//! secret values in `meta` (key [`REJECTED_PREFIX`]`<account>`: when, and the fingerprint;
+//! never a value). When the secrets set now fingerprint differently, the pool's
+//! [`fleet_core::pool::reprobe`] enables it again for the next attempt.
 
 use crate::plan::AgentPool;
 use fleet_core::Millis;
 use fleet_core::pool::{
-    AccountEffect, AccountState, Clock, Ending, PastAttempt, day_start, over_budget,
+    AccountEffect, AccountState, Clock, Ending, PastAttempt, day_start, over_budget, reprobe,
 };
 use fleet_store::{AccountRow, AttemptRow, Store, StoreError};
+use std::collections::BTreeMap;
+
+/// `meta` key prefix of an account's rejected credentials: `{"since": ms, "secrets": fp}`.
+pub const REJECTED_PREFIX: &str = "account.rejected.";
+
+/// Names of the env vars holding an account's secrets (those of the profiles drawing on it).
+pub fn account_secrets(pool: &AgentPool, account: usize) -> Vec<String> {
+    let name = &pool.accounts[account].name;
+    let mut names: Vec<String> = pool
+        .profiles
+        .iter()
+        .filter(|p| p.account.as_ref() == Some(name))
+        .flat_map(|p| p.secrets.iter().cloned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// A fingerprint of secret values: `v1:<salt>:<HMAC-SHA256 keyed by the salt over every name
+/// and value>`, hex. The salt is random per fingerprint, so equal keys of two accounts or two
+/// disablements look unrelated and no precomputed table helps; a vendor's key has far too
+/// much entropy to be searched for from its fingerprint. With `salt` `None` a fresh one is
+/// drawn; to compare with a stored fingerprint, pass that one's salt ([`salt_of`]).
+pub fn fingerprint(values: &BTreeMap<String, String>, salt: Option<&[u8]>) -> Option<String> {
+    use ring::rand::SecureRandom;
+    let mut fresh = [0u8; 16];
+    let salt = match salt {
+        Some(s) => s,
+        None => {
+            ring::rand::SystemRandom::new().fill(&mut fresh).ok()?;
+            &fresh
+        }
+    };
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, salt);
+    let mut ctx = ring::hmac::Context::with_key(&key);
+    for (name, value) in values {
+        // Lengths first: no two different sets of names and values hash the same bytes.
+        ctx.update(&(name.len() as u64).to_be_bytes());
+        ctx.update(name.as_bytes());
+        ctx.update(&(value.len() as u64).to_be_bytes());
+        ctx.update(value.as_bytes());
+    }
+    Some(format!("v1:{}:{}", hex(salt), hex(ctx.sign().as_ref())))
+}
+
+/// The salt of a stored fingerprint.
+pub fn salt_of(fingerprint: &str) -> Option<Vec<u8>> {
+    let salt = fingerprint.strip_prefix("v1:")?.split(':').next()?;
+    (0..salt.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(salt.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The fingerprint of the account's secrets as set now, salted like `stored`; `None` when
+/// none of them is set (nothing new to try) or `stored` is not a fingerprint.
+pub fn secrets_now_like(pool: &AgentPool, account: usize, stored: &str) -> Option<String> {
+    let values = crate::agent::secret_values(&account_secrets(pool, account));
+    if values.is_empty() {
+        return None;
+    }
+    fingerprint(&values, Some(&salt_of(stored)?))
+}
+
+/// What `meta` says about an account's rejected credentials: since when, and the fingerprint.
+pub fn rejection(store: &dyn Store, account: &str) -> Result<Option<(i64, String)>, StoreError> {
+    let Some(text) = store.meta(&format!("{REJECTED_PREFIX}{account}"))? else {
+        return Ok(None);
+    };
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    Ok(v["secrets"]
+        .as_str()
+        .map(|fp| (v["since"].as_i64().unwrap_or(0), fp.to_string())))
+}
+
+/// Records the fingerprint of rejected credentials. Written before the disablement is
+/// committed: a crash in between leaves a fingerprint nothing refers to, never a disabled
+/// account whose key change would go unnoticed.
+pub fn save_rejection(
+    store: &dyn Store,
+    account: &str,
+    since: i64,
+    fingerprint: &str,
+) -> Result<(), StoreError> {
+    store.set_meta(
+        &format!("{REJECTED_PREFIX}{account}"),
+        &serde_json::json!({"since": since, "secrets": fingerprint}).to_string(),
+    )
+}
 
 /// The outcome string an attempt row records, as the pool's [`Ending`]. `None` for attempts
 /// the pool ignores (interrupted by fleet itself, or still running).
@@ -50,6 +149,9 @@ pub struct AccountBook {
     /// The budget day each account's spend was summed for.
     day: Vec<Millis>,
     dirty: Vec<bool>,
+    /// When each account's row was last written as this book knows it (`updated_at`): a row
+    /// in the store that is newer was written by another process.
+    changed_at: Vec<i64>,
 }
 
 impl AccountBook {
@@ -63,12 +165,17 @@ impl AccountBook {
             states: vec![AccountState::default(); pool.accounts.len()],
             day: vec![0; pool.accounts.len()],
             dirty: vec![false; pool.accounts.len()],
+            changed_at: vec![0; pool.accounts.len()],
         };
         for (i, acc) in pool.accounts.iter().enumerate() {
             if let Some(r) = rows.iter().find(|r| r.name == acc.name) {
                 book.states[i].cooldown_until = r.cooldown_until.map(|t| t.max(0) as Millis);
                 book.states[i].backoff_level = r.backoff_level;
                 book.states[i].disabled = r.disabled.clone();
+                book.changed_at[i] = r.updated_at;
+                if r.disabled.is_some() {
+                    book.states[i].rejected_secrets = rejection(store, &acc.name)?.map(|r| r.1);
+                }
             }
         }
         book.refresh(pool, store, clock)?;
@@ -153,13 +260,78 @@ impl AccountBook {
                     ))
                 }
             }
-            AccountEffect::Disable { reason } => {
+            AccountEffect::Disable {
+                reason,
+                rejected_secrets,
+            } => {
                 st.disabled = Some(reason.clone());
+                st.rejected_secrets = rejected_secrets;
                 Some(("account.disabled", serde_json::json!({"reason": reason})))
+            }
+            AccountEffect::Enable { why } => {
+                let was = st.disabled.take();
+                st.rejected_secrets = None;
+                st.cooldown_until = None;
+                st.backoff_level = 0;
+                Some((
+                    "account.enabled",
+                    serde_json::json!({"reason": why, "was_disabled": was}),
+                ))
             }
         };
         self.dirty[account] = true;
         event
+    }
+
+    /// Enables again every disabled account whose rejected secrets were replaced since (the
+    /// decision is [`reprobe`]'s). Reads the environment only for such accounts. Returns the
+    /// events to record.
+    pub fn reprobe_changed(&mut self, pool: &AgentPool) -> Vec<(usize, serde_json::Value)> {
+        let mut events = Vec::new();
+        for i in 0..self.states.len() {
+            let Some(stored) = self.states[i]
+                .rejected_secrets
+                .clone()
+                .filter(|_| self.states[i].disabled.is_some())
+            else {
+                continue;
+            };
+            let now = secrets_now_like(pool, i, &stored);
+            if let Some(effect) = reprobe(&self.states[i], now.as_deref())
+                && let Some((_, mut data)) = self.apply(i, effect)
+            {
+                data["account"] = serde_json::json!(pool.accounts[i].name);
+                events.push((i, data));
+            }
+        }
+        events
+    }
+
+    /// Takes in enablements made by another process (`fleet accounts enable`) while this one
+    /// holds the account disabled. Reads the store only while some account is disabled.
+    pub fn sync_enabled(&mut self, pool: &AgentPool, store: &dyn Store) -> Result<(), StoreError> {
+        if self.states.iter().all(|s| s.disabled.is_none()) {
+            return Ok(());
+        }
+        let rows = store.accounts()?;
+        for (i, acc) in pool.accounts.iter().enumerate() {
+            // Only a newer row: ours may still wait in the batch of this turn.
+            let enabled_since = rows.iter().any(|r| {
+                r.name == acc.name && r.disabled.is_none() && r.updated_at > self.changed_at[i]
+            });
+            if self.states[i].disabled.is_some() && enabled_since {
+                self.changed_at[i] = rows
+                    .iter()
+                    .find(|r| r.name == acc.name)
+                    .map_or(0, |r| r.updated_at);
+                let st = &mut self.states[i];
+                st.disabled = None;
+                st.rejected_secrets = None;
+                st.cooldown_until = None;
+                st.backoff_level = 0;
+            }
+        }
+        Ok(())
     }
 
     /// Rows of accounts whose state changed since the last call.
@@ -167,6 +339,7 @@ impl AccountBook {
         let mut rows = Vec::new();
         for i in 0..self.dirty.len() {
             if std::mem::take(&mut self.dirty[i]) {
+                self.changed_at[i] = now;
                 rows.push(AccountRow {
                     name: pool.accounts[i].name.clone(),
                     cooldown_until: self.states[i].cooldown_until.map(|t| t as i64),
@@ -318,6 +491,30 @@ mod tests {
         assert!(note.contains("1. claude-dev: checks_failed — check `cargo test -q` exit 101"));
         assert!(note.contains("exited with 101"));
         assert!(note.contains("panicked at src/lib.rs:3"));
+    }
+
+    #[test]
+    fn a_fingerprint_tells_keys_apart_without_holding_them() {
+        let keys = |v: &str| BTreeMap::from([("ACME_KEY".to_string(), v.to_string())]);
+        let fp = fingerprint(&keys("sk-secret-value-1"), None).unwrap();
+        assert!(!fp.contains("sk-secret") && fp.starts_with("v1:"), "{fp}");
+        let salt = salt_of(&fp).unwrap();
+        assert_eq!(salt.len(), 16);
+        // Same salt, same key: equal; another key, or the value under another name: not.
+        assert_eq!(
+            fingerprint(&keys("sk-secret-value-1"), Some(&salt)),
+            Some(fp.clone())
+        );
+        assert_ne!(
+            fingerprint(&keys("sk-secret-value-2"), Some(&salt)),
+            Some(fp.clone())
+        );
+        let renamed = BTreeMap::from([("OTHER".to_string(), "sk-secret-value-1".to_string())]);
+        assert_ne!(fingerprint(&renamed, Some(&salt)), Some(fp.clone()));
+        // A fresh salt each time: two fingerprints of one key do not match.
+        assert_ne!(fingerprint(&keys("sk-secret-value-1"), None), Some(fp));
+        assert_eq!(salt_of("not a fingerprint"), None);
+        assert_eq!(salt_of("v1:zz:00"), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 pub mod agent;
 pub mod engine;
-mod fix_loop;
+pub mod fix_loop;
 pub mod http_agent;
 pub mod journal;
 pub mod layout;

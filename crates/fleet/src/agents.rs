@@ -5,6 +5,7 @@ use crate::{InvalidInput, exit};
 use fleet_agents::{ProcessEnd, Verification};
 use fleet_config::InstanceConfig;
 use fleet_engine::plan::AgentProfile;
+use fleet_store::Store;
 use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
@@ -45,7 +46,12 @@ fn profiles(instance: &InstanceConfig) -> Vec<AgentProfile> {
         .collect()
 }
 
-pub fn ls(instance: &InstanceConfig, json_out: bool) -> anyhow::Result<u8> {
+pub fn ls(
+    instance: &InstanceConfig,
+    store: Option<&dyn Store>,
+    json_out: bool,
+) -> anyhow::Result<u8> {
+    let states = crate::accounts::states(instance, store)?;
     let mut clis = Vec::new();
     for a in fleet_agents::cli::all() {
         let installed = on_path(a.binary());
@@ -86,8 +92,11 @@ pub fn ls(instance: &InstanceConfig, json_out: bool) -> anyhow::Result<u8> {
                 .iter()
                 .map(|s| json!({"name": s, "present": std::env::var_os(s).is_some_and(|v| !v.is_empty())}))
                 .collect();
+            let state = states.iter().find(|s| s["name"] == a.name.as_str());
             json!({
                 "name": a.name,
+                "state": state.map(|s| s["state"].clone()),
+                "state_text": state.map(crate::accounts::describe),
                 "secrets": secrets,
                 "daily_budget_usd": a.daily_budget_usd,
                 "daily_budget_tokens": a.daily_budget_tokens,
@@ -144,7 +153,7 @@ pub fn ls(instance: &InstanceConfig, json_out: bool) -> anyhow::Result<u8> {
     }
     if !accounts.is_empty() {
         println!(
-            "\n{:<20} {:<10} {:<12}  SECRETS",
+            "\n{:<20} {:<10} {:<12}  SECRETS / STATE",
             "ACCOUNT", "BUDGET", "WINDOW"
         );
         for a in &accounts {
@@ -174,6 +183,11 @@ pub fn ls(instance: &InstanceConfig, json_out: bool) -> anyhow::Result<u8> {
                 a["window"].as_str().unwrap_or("always"),
                 secrets.join(", ")
             );
+            println!(
+                "{:<20} {}",
+                "",
+                a["state_text"].as_str().unwrap_or("usable")
+            );
         }
     }
     Ok(exit::PASSED)
@@ -183,9 +197,11 @@ pub fn ls(instance: &InstanceConfig, json_out: bool) -> anyhow::Result<u8> {
 /// one short real turn of that profile in a scratch repository.
 pub fn doctor(
     instance: &InstanceConfig,
+    store: Option<&dyn Store>,
     smoke: Option<&str>,
     json_out: bool,
 ) -> anyhow::Result<u8> {
+    let states = crate::accounts::states(instance, store)?;
     let mut report = Vec::new();
     let mut healthy = true;
     let mut all = profiles(instance);
@@ -224,7 +240,26 @@ pub fn doctor(
         {
             problems.push(format!("base_url {url} is not reachable: {e}"));
         }
-        let mut entry = json!({"profile": p.name, "cli": p.cli, "ok": problems.is_empty(), "problems": problems});
+        // A disabled account fails every attempt of the profile; a cooldown or a spent budget
+        // only delays them.
+        let mut notes = Vec::new();
+        if let Some(st) = p
+            .account
+            .as_ref()
+            .and_then(|a| states.iter().find(|s| s["name"] == a.as_str()))
+        {
+            let line = format!(
+                "account {}: {}",
+                st["name"].as_str().unwrap_or(""),
+                crate::accounts::describe(st)
+            );
+            match st["state"].as_str() {
+                Some("disabled") => problems.push(line),
+                Some("usable") | None => {}
+                _ => notes.push(line),
+            }
+        }
+        let mut entry = json!({"profile": p.name, "cli": p.cli, "ok": problems.is_empty(), "problems": problems, "notes": notes});
         if smoke == Some(p.name.as_str()) {
             let result = smoke_test(p)?;
             if result["outcome"] != "succeeded" {
@@ -252,6 +287,9 @@ pub fn doctor(
             );
             for p in r["problems"].as_array().into_iter().flatten() {
                 println!("    - {}", p.as_str().unwrap_or(""));
+            }
+            for n in r["notes"].as_array().into_iter().flatten() {
+                println!("    note: {}", n.as_str().unwrap_or(""));
             }
             if let Some(s) = r.get("smoke") {
                 println!(

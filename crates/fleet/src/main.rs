@@ -1,6 +1,7 @@
 //! The `fleet` command line: parses arguments, finds the state directory, and hands work to
 //! the engine. Rendering (progress, tables, JSON) lives here; decisions do not.
 
+mod accounts;
 mod agents;
 mod demo;
 mod epics;
@@ -93,6 +94,12 @@ enum Command {
     Agents {
         #[command(subcommand)]
         command: AgentsCommand,
+    },
+    /// Accounts: each one's state (usable, cooling down, disabled, over budget) and today's
+    /// spend; `enable NAME` brings a disabled or cooling-down account back.
+    Accounts {
+        #[command(subcommand)]
+        command: AccountsCommand,
     },
     /// Projects: the repositories requests are delivered into.
     Project {
@@ -283,6 +290,17 @@ enum ArtifactCommand {
         #[arg(long, default_value = "")]
         existing: String,
     },
+}
+
+#[derive(Subcommand)]
+enum AccountsCommand {
+    /// Every account of fleet.yaml: state and today's spend.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Clears a disablement or a cooldown (recorded as an `account.enabled` event).
+    Enable { name: String },
 }
 
 #[derive(Subcommand)]
@@ -496,13 +514,25 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
                 } => epics::sync(&home, &id, !no_wait, every, quiet),
             }
         }
+        Command::Accounts { command } => {
+            let instance =
+                load_instance(find_home(cli.home.clone(), &std::env::current_dir()?).as_deref())?;
+            match command {
+                AccountsCommand::Ls { json } => {
+                    let store = accounts::store_if_any(cli.home)?;
+                    accounts::ls(&instance, store.as_deref(), json)
+                }
+                AccountsCommand::Enable { name } => accounts::enable(&instance, cli.home, &name),
+            }
+        }
         Command::Agents { command } => {
             let instance =
-                load_instance(find_home(cli.home, &std::env::current_dir()?).as_deref())?;
+                load_instance(find_home(cli.home.clone(), &std::env::current_dir()?).as_deref())?;
+            let store = || accounts::store_if_any(cli.home.clone());
             match command {
-                AgentsCommand::Ls { json } => agents::ls(&instance, json),
+                AgentsCommand::Ls { json } => agents::ls(&instance, store()?.as_deref(), json),
                 AgentsCommand::Doctor { smoke, json } => {
-                    agents::doctor(&instance, smoke.as_deref(), json)
+                    agents::doctor(&instance, store()?.as_deref(), smoke.as_deref(), json)
                 }
                 AgentsCommand::Replay {
                     cli,
