@@ -107,6 +107,27 @@ fn runbooks_that_are_not_regular_files_or_too_big_are_refused_at_once() {
     }
 }
 
+/// The planner's acceptance check reads a file an agent wrote: a FIFO there fails the check
+/// at once instead of hanging the attempt.
+#[test]
+fn an_artifact_that_is_not_a_regular_file_fails_its_check_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    mkfifo(&dir.path().join("plan.json"));
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("review.json")).unwrap();
+    for (kind, file, why) in [
+        ("plan", "plan.json", "FIFO"),
+        ("review", "review.json", "device"),
+    ] {
+        let out = run_bounded(
+            command(dir.path(), &["artifact", "check", kind, file]),
+            Duration::from_secs(60),
+        );
+        let said = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{said}{}", text(&out.stderr));
+        assert!(said.contains(why), "{said}");
+    }
+}
+
 #[test]
 fn a_fleet_yaml_that_is_not_a_regular_file_is_refused_not_ignored() {
     let (tmp, repo) = repo_with(ONE_TASK);
