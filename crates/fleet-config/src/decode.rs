@@ -261,7 +261,7 @@ impl Decoder<'_> {
                         runbook.concurrency = n;
                     }
                 }
-                "report" => runbook.report = self.text(value, "report").map(|s| s.value.into()),
+                "report" => runbook.report = self.report(value),
                 "defaults" => defaults = self.defaults(value),
                 "tasks" => tasks = Some(*value),
                 _ => unreachable!("fields() keeps known keys only"),
@@ -565,6 +565,19 @@ impl Decoder<'_> {
                 None
             }
         }
+    }
+
+    /// `report:`, refused at once if the summary could not be written there at the end.
+    fn report(&mut self, node: &Node) -> Option<PathBuf> {
+        let report = self.text(node, "report")?;
+        if let Some(dir) = &self.base_dir
+            && let Some(problem) = crate::output::report_problem(&dir.join(&report.value))
+        {
+            let message = format!("`report: {}`: {problem}", report.value);
+            self.error(report.at, message);
+            return None;
+        }
+        Some(report.value.into())
     }
 
     /// `None` (and an error) if the prompt file is missing.

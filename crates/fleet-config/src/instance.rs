@@ -194,13 +194,7 @@ impl InstanceConfig {
 }
 
 pub fn load_instance(path: &Path) -> Result<InstanceConfig, Vec<ConfigError>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        vec![ConfigError::new(
-            path,
-            Location { line: 1, col: 1 },
-            format!("cannot read the instance configuration: {e}"),
-        )]
-    })?;
+    let text = crate::read_text(path, "the instance configuration").map_err(|e| vec![e])?;
     parse_instance(path, &text)
 }
 

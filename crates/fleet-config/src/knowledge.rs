@@ -387,13 +387,7 @@ impl Library {
 }
 
 fn read(path: &Path) -> Result<String, Vec<ConfigError>> {
-    std::fs::read_to_string(path).map_err(|e| {
-        vec![ConfigError::new(
-            path,
-            Location { line: 1, col: 1 },
-            format!("cannot read the file: {e}"),
-        )]
-    })
+    crate::read_text(path, "the file").map_err(|e| vec![e])
 }
 
 /// The `*.md` files of `dir`, sorted; none when it does not exist.

@@ -18,6 +18,8 @@ mod duration;
 mod instance;
 mod knowledge;
 mod notify;
+mod output;
+mod read;
 mod routing;
 mod template;
 mod yaml;
@@ -33,6 +35,7 @@ pub use notify::{
     DEFAULT_TELEGRAM_API, EmailSpec, EmailTls, NOTIFY_EVENTS, NOTIFY_KINDS, NotifyKind,
     NotifyRetry, NotifySpec, TelegramSpec, UrlSource,
 };
+pub use read::{MAX_FILE_BYTES, read_text};
 pub use routing::{Route, RouteSource, Routing, Rule, route};
 pub use template::{TEMPLATE_VARS, render};
 
@@ -199,16 +202,9 @@ pub enum Prompt {
     File(PathBuf),
 }
 
-/// Reads and parses the runbook at `path`.
+/// Reads and parses the runbook at `path`: a regular file of at most [`MAX_FILE_BYTES`].
 pub fn load_runbook(path: &Path) -> Result<Runbook, Vec<ConfigError>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        let start = Location { line: 1, col: 1 };
-        vec![ConfigError::new(
-            path,
-            start,
-            format!("cannot read the runbook: {e}"),
-        )]
-    })?;
+    let text = read_text(path, "the runbook").map_err(|e| vec![e])?;
     parse_runbook(path, &text)
 }
 

@@ -9,10 +9,15 @@ use saphyr::Scalar;
 use saphyr_parser::{Event, Marker, Parser, ScanError};
 use std::collections::HashMap;
 
-/// Deepest nesting accepted; a runbook needs about five levels.
+/// Deepest nesting accepted, aliases expanded included; a runbook needs about five levels.
+/// Also what keeps the recursive walks over the tree (decoding, dropping) off the stack's end.
 const MAX_DEPTH: usize = 128;
 /// Most nodes a document may expand to (guards against alias bombs).
 const MAX_NODES: usize = 100_000;
+/// Most scalar bytes a document may expand to, anchored copies included: an alias of a long
+/// scalar costs its length, not one node, or a 1 MiB text aliased 100,000 times would need
+/// 100 GB. Four times the largest file read, so expansion can at most quadruple a document.
+const MAX_BYTES: usize = 4 * crate::MAX_FILE_BYTES as usize;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Node {
@@ -83,13 +88,37 @@ impl Node {
         }
     }
 
-    fn count(&self) -> usize {
-        1 + match &self.value {
-            Value::Scalar { .. } => 0,
-            Value::Seq(items) => items.iter().map(Node::count).sum(),
-            Value::Map(entries) => entries.iter().map(|(k, v)| k.count() + v.count()).sum(),
+    /// What the node holds: its values, scalar bytes and levels of containers.
+    fn size(&self) -> Size {
+        let mut size = Size {
+            nodes: 1,
+            bytes: 0,
+            depth: usize::from(!matches!(self.value, Value::Scalar { .. })),
+        };
+        let mut add = |child: &Node| {
+            let c = child.size();
+            size.nodes += c.nodes;
+            size.bytes += c.bytes;
+            size.depth = size.depth.max(c.depth + 1);
+        };
+        match &self.value {
+            Value::Scalar { text, .. } => size.bytes = text.len(),
+            Value::Seq(items) => items.iter().for_each(add),
+            Value::Map(entries) => entries.iter().for_each(|(k, v)| {
+                add(k);
+                add(v)
+            }),
         }
+        size
     }
+}
+
+/// What a node costs to hold; see [`Node::size`].
+#[derive(Debug, Clone, Copy)]
+struct Size {
+    nodes: usize,
+    bytes: usize,
+    depth: usize,
 }
 
 /// A YAML error that stops parsing.
@@ -151,6 +180,7 @@ struct Builder {
     root: Option<Node>,
     documents: usize,
     nodes: usize,
+    bytes: usize,
 }
 
 impl Builder {
@@ -184,6 +214,7 @@ impl Builder {
                             ));
                         }
                     };
+                let bytes = text.len();
                 let node = Node {
                     loc,
                     value: Value::Scalar {
@@ -191,18 +222,25 @@ impl Builder {
                         kind,
                     },
                 };
-                self.add(node, anchor, 1)?;
+                self.add(node, anchor, (1, bytes))?;
             }
             Event::Alias(id) => {
-                let Some(anchored) = self.anchors.get(&id) else {
+                // Measured before it is copied: the copy is what an alias bomb would explode.
+                let Some(size) = self.anchors.get(&id).map(Node::size) else {
                     return Err(SyntaxError::new(loc, "alias to an unknown anchor"));
                 };
+                self.charge(loc, size.nodes, size.bytes)?;
+                if self.stack.len() + size.depth > MAX_DEPTH {
+                    return Err(SyntaxError::new(
+                        loc,
+                        format!("the alias nests deeper than {MAX_DEPTH} levels"),
+                    ));
+                }
                 let node = Node {
                     loc,
-                    value: anchored.value.clone(),
+                    value: self.anchors[&id].value.clone(),
                 };
-                let cost = node.count();
-                self.add(node, 0, cost)?;
+                self.add(node, 0, (0, 0))?;
             }
             Event::SequenceStart(anchor, _) => self.open(loc, anchor, Open::Seq(Vec::new()))?,
             Event::MappingStart(anchor, _) => {
@@ -224,7 +262,7 @@ impl Builder {
                         value,
                     },
                     frame.anchor,
-                    1,
+                    (1, 0),
                 )?;
             }
         }
@@ -242,16 +280,34 @@ impl Builder {
         Ok(())
     }
 
-    /// Adds a finished node to the open container; `cost` is how many values it adds.
-    fn add(&mut self, node: Node, anchor: usize, cost: usize) -> Result<(), SyntaxError> {
-        self.nodes += cost;
+    /// Counts `nodes` values and `bytes` scalar bytes more against the document's limits.
+    fn charge(&mut self, loc: Location, nodes: usize, bytes: usize) -> Result<(), SyntaxError> {
+        self.nodes = self.nodes.saturating_add(nodes);
+        self.bytes = self.bytes.saturating_add(bytes);
         if self.nodes > MAX_NODES {
             return Err(SyntaxError::new(
-                node.loc,
+                loc,
                 format!("the document expands to more than {MAX_NODES} values (aliases?)"),
             ));
         }
+        if self.bytes > MAX_BYTES {
+            let mib = MAX_BYTES / (1024 * 1024);
+            return Err(SyntaxError::new(
+                loc,
+                format!("the document expands to more than {mib} MiB of text (aliases?)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Adds a finished node to the open container; `cost` is how many values and scalar
+    /// bytes it adds that were not counted yet.
+    fn add(&mut self, node: Node, anchor: usize, cost: (usize, usize)) -> Result<(), SyntaxError> {
+        self.charge(node.loc, cost.0, cost.1)?;
         if anchor > 0 {
+            // The anchor keeps a copy of its own: it is paid for like one more alias.
+            let size = node.size();
+            self.charge(node.loc, size.nodes, size.bytes)?;
             self.anchors.insert(anchor, node.clone());
         }
         match self.stack.last_mut() {

@@ -169,12 +169,23 @@ pub fn router(fleet: Fleet) -> Router {
         .merge(
             Router::new()
                 .nest_service("/mcp", mcp)
-                .layer(axum::middleware::from_fn_with_state(
+                // route_layer: only /mcp itself is guarded. A layer would also wrap the
+                // fallback, and every unknown route would answer 401 instead of 404.
+                .route_layer(axum::middleware::from_fn_with_state(
                     fleet.clone(),
                     guard_mcp,
                 )),
         )
+        .fallback(not_found)
         .with_state(fleet)
+}
+
+/// A route that does not exist is 404 for everyone: no credentials are asked for it.
+async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        format!("no such route: {method} {}", uri.path()),
+    )
 }
 
 /// `/mcp` is a tower service of rmcp's, so its scope is checked here: MCP tools change state

@@ -53,16 +53,17 @@ pub async fn stream(
         }
     };
     // A reconnect's Last-Event-ID wins over the URL's `after`, which the browser keeps.
-    let start = match last_id.or(q.after) {
-        Some(n) => n,
-        // A new client starts live: from the newest event now.
-        None => {
-            let store = fleet.store().clone();
-            tokio::task::spawn_blocking(move || newest(&*store))
-                .await
-                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??
-        }
+    // A new client starts live: from the newest event now. So does one that claims to have
+    // seen an event past the newest (another instance's id, or 2^63 and up, which the store
+    // would read as negative and replay everything from): nothing to replay, live from now,
+    // and no later event skipped. Text that is not a number is refused above (400).
+    let newest = {
+        let store = fleet.store().clone();
+        tokio::task::spawn_blocking(move || newest(&*store))
+            .await
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??
     };
+    let start = last_id.or(q.after).map_or(newest, |seen| seen.min(newest));
     struct Cursor {
         fleet: Fleet,
         after: u64,

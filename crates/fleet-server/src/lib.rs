@@ -102,15 +102,86 @@ pub fn router(fleet: Fleet) -> axum::Router {
 /// How long open requests get to finish once the server is stopping.
 const GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How long a client may take to send a request's head (request line and headers). A client
+/// that sends half a head and waits (slowloris) would otherwise hold its connection, and a
+/// task, forever; a real client sends its head at once, so a few seconds are plenty even on
+/// a slow link.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves until [`Fleet::stop`] is raised; then event streams end, open requests get a few
-/// seconds, and the services stop.
+/// seconds, and the services stop. Every connection must send each request head within
+/// [`HEADER_READ_TIMEOUT`].
 pub async fn serve(fleet: Fleet, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    let app = router(fleet.clone());
+    // Each connection holds a receiver: when all are gone, every connection has ended.
+    let (open_tx, open_rx) = watch::channel(());
     let stopping = stopped(fleet.stop.subscribe());
-    let app = router(fleet.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(stopped(fleet.stop.subscribe()));
+    tokio::pin!(stopping);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            _ = &mut stopping => break,
+        };
+        tokio::spawn(connection(
+            app.clone(),
+            stream,
+            peer,
+            fleet.stop.subscribe(),
+            open_rx.clone(),
+        ));
+    }
+    drop(listener);
+    drop(open_rx);
+    let _ = tokio::time::timeout(GRACE, open_tx.closed()).await;
+    Ok(())
+}
+
+/// One HTTP/1 connection, ended gracefully (the request in flight finishes) on stop.
+async fn connection(
+    app: axum::Router,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    stop: watch::Receiver<bool>,
+    _open: watch::Receiver<()>,
+) {
+    use tower::ServiceExt;
+    // Handlers learn the peer (loopback reads need no token) as axum's ConnectInfo.
+    let service = app.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        req
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(
+            hyper_util::rt::TokioIo::new(stream),
+            hyper_util::service::TowerToHyperService::new(service),
+        );
+    tokio::pin!(conn);
     tokio::select! {
-        r = server => r,
-        _ = async { stopping.await; tokio::time::sleep(GRACE).await } => Ok(()),
+        _ = conn.as_mut() => return,
+        _ = stopped(stop) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
+}
+
+/// A failed accept: a client that gave up is nothing; anything else (out of file
+/// descriptors) is waited out briefly rather than spun on, as axum::serve does.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if !matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
 

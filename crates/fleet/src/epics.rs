@@ -411,12 +411,15 @@ pub fn artifact_check(kind: &str, file: &Path, roles: &str, existing: &str) -> a
             .map(str::to_string)
             .collect()
     };
-    let text = match std::fs::read_to_string(file) {
+    // An agent wrote it: a FIFO, a link to a device or a runaway file must not hang or
+    // exhaust the check, so it is read like a runbook (regular, at most 4 MiB).
+    let text = match fleet_config::read_text(file, "it") {
         Ok(t) => t,
         Err(e) => {
             println!(
-                "{}: cannot read it: {e}; write it there as the instructions say",
-                file.display()
+                "{}: {}; write it there as the instructions say",
+                file.display(),
+                e.message
             );
             return Ok(exit::FAILED);
         }

@@ -332,6 +332,7 @@ enum AgentsCommand {
 }
 
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     match real_main(cli) {
         Ok(code) => ExitCode::from(code),
@@ -341,6 +342,32 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// A reader that went away (`fleet status --json | head`) ends the command quietly with
+/// exit 0, as `git log | head` ends. Rust ignores SIGPIPE, so `println!` panics on EPIPE
+/// (exit 101); this hook, the one place every command prints through, turns exactly that
+/// panic into a quiet exit, from any thread. SIGPIPE stays ignored rather than reset to its
+/// default: `fleet run` and `fleet serve` write to agents' stdin pipes and to sockets, where
+/// a peer going away is an error to handle, not a reason for the whole fleet to die (the
+/// engine's children get the default SIGPIPE back before `execve`).
+fn quiet_on_closed_stdout() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        // std's words: "failed printing to stdout: Broken pipe (os error 32)".
+        if message.starts_with("failed printing to stdout: ")
+            && message.to_ascii_lowercase().contains("broken pipe")
+        {
+            std::process::exit(exit::PASSED.into());
+        }
+        report(info)
+    }));
 }
 
 /// Bad input is 2; anything else that stops fleet is 3.
@@ -373,7 +400,15 @@ impl std::fmt::Display for InvalidInput {
 
 impl std::error::Error for InvalidInput {}
 
-fn real_main(cli: Cli) -> anyhow::Result<u8> {
+fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
+    // Agents run in their worktrees: every path made from the home (MCP config, CODEX_HOME,
+    // prompt files) must mean the same there, so a relative --home / FLEET_HOME is made
+    // absolute once, here.
+    if let Some(home) = cli.home.take() {
+        let abs = std::path::absolute(&home)
+            .map_err(|e| InvalidInput(format!("--home {}: {e}", home.display())))?;
+        cli.home = Some(abs);
+    }
     match cli.command {
         Command::Init { dir } => init(&dir),
         Command::Run {
@@ -558,7 +593,9 @@ fn find_home(explicit: Option<PathBuf>, start: &Path) -> Option<PathBuf> {
     }
     start
         .ancestors()
-        .find(|d| d.join("fleet.yaml").is_file())
+        // Anything named fleet.yaml counts (a FIFO or a device is refused when read, not
+        // silently skipped).
+        .find(|d| d.join("fleet.yaml").symlink_metadata().is_ok())
         .map(Path::to_path_buf)
 }
 
@@ -602,7 +639,10 @@ fn open_existing_state(home: Option<PathBuf>) -> anyhow::Result<(StateDir, Arc<d
 
 /// The instance's `fleet.yaml`, or an empty configuration when there is no instance.
 fn load_instance(home: Option<&Path>) -> anyhow::Result<fleet_config::InstanceConfig> {
-    match home.map(|h| h.join("fleet.yaml")).filter(|p| p.is_file()) {
+    match home
+        .map(|h| h.join("fleet.yaml"))
+        .filter(|p| p.symlink_metadata().is_ok())
+    {
         Some(path) => fleet_config::load_instance(&path).map_err(|e| {
             let text = e
                 .iter()
@@ -758,13 +798,18 @@ fn finish(
         RunEnd::Failed => "failed",
         RunEnd::Interrupted => "interrupted",
     };
-    println!("run {} {verdict}", report.run_id);
-    println!("summary: {}", report.summary.display());
-    println!("logs:    {}", report.logs.display());
-    println!("branch:  {}", report.integration_branch);
+    let mut text = format!(
+        "run {} {verdict}\nsummary: {}\nlogs:    {}\nbranch:  {}\n",
+        report.run_id,
+        report.summary.display(),
+        report.logs.display(),
+        report.integration_branch
+    );
     if report.end == RunEnd::Interrupted {
-        println!("resume:  fleet run --resume {}", report.run_id);
+        text.push_str(&format!("resume:  fleet run --resume {}\n", report.run_id));
     }
+    // A reader that went away does not change how the run ended: the exit code says it.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
     Ok(match report.end {
         RunEnd::Passed => exit::PASSED,
         RunEnd::Failed => exit::FAILED,
