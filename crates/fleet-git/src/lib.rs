@@ -28,7 +28,7 @@ pub use repair::{Repair, STALE_LOCK_AGE};
 
 /// The file in the common git directory whose `flock` serializes Fleet's worktree and ref
 /// administration across processes (see [`Repo::admin_lock`]).
-const ADMIN_LOCK_FILE: &str = "fleet-admin.lock";
+const ADMIN_LOCK_FILE: &str = "fleet-admin.flock";
 
 /// Errors from git operations.
 #[derive(Debug, thiserror::Error)]
@@ -341,7 +341,7 @@ impl Repo {
     }
 
     /// Takes the repository-wide admin lock: this process's mutex, then an exclusive `flock`
-    /// on `<git common dir>/fleet-admin.lock`, which every Fleet process working on the
+    /// on `<git common dir>/fleet-admin.flock` (not `*.lock`: it is no git lock and stays), which every Fleet process working on the
     /// repository takes too, so two of them never add, remove or prune worktrees, or update
     /// refs they share, at the same time (the mutex first: threads of one process queue on
     /// it rather than each holding a descriptor). Released when the guard drops.
@@ -524,6 +524,26 @@ impl Repo {
             .args(["branch", "--force", "--no-track", "--", branch, sha])
             .run()?;
         Ok(())
+    }
+
+    /// Creates `refs/heads/<branch>` at `sha` only if no such branch exists (a compare-and-swap
+    /// against "absent", so of two processes creating it at once exactly one does). `false`,
+    /// and nothing changed, if it existed.
+    pub fn create_branch(&self, branch: &str, sha: &str) -> Result<bool> {
+        let refname = format!("refs/heads/{branch}");
+        let sha = self.resolve(sha)?;
+        let _admin = self.admin_lock()?;
+        let (cmd, out) = self
+            .git()
+            .args(["update-ref", "-m", "fleet: create", &refname, &sha, ""])
+            .output()?;
+        if out.status.success() {
+            return Ok(true);
+        }
+        match self.branch_tip(branch)? {
+            Some(_) => Ok(false),
+            None => Err(failure(cmd, &out)),
+        }
     }
 
     /// Deletes `refs/heads/<branch>`; succeeds if it does not exist.

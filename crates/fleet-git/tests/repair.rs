@@ -227,3 +227,19 @@ fn two_fleets_administering_one_repository_do_not_collide() {
     let (ok, out) = git(&f.root, &["fsck", "--no-progress"]);
     assert!(ok, "{out}");
 }
+
+#[test]
+fn create_branch_never_moves_an_existing_branch() {
+    let f = fixture();
+    let first = git(&f.root, &["rev-parse", "HEAD"]).1.trim().to_string();
+    fs::write(f.root.join("f.txt"), "two\n").unwrap();
+    assert!(git(&f.root, &["commit", "-qam", "second"]).0);
+    assert!(f.repo.create_branch("fleet/epics/x/e1", &first).unwrap());
+    assert!(!f.repo.create_branch("fleet/epics/x/e1", "HEAD").unwrap());
+    assert_eq!(
+        f.repo.branch_tip("fleet/epics/x/e1").unwrap(),
+        Some(first),
+        "the branch stays where its maker put it"
+    );
+    assert!(f.repo.create_branch("bad..name", "HEAD").is_err());
+}
