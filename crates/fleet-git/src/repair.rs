@@ -228,7 +228,7 @@ impl Repo {
             }
             if ours {
                 done.locks
-                    .extend(remove_stale_locks(&entry.dir, false, &mut procs)?);
+                    .extend(remove_stale_locks(&entry.dir, None, &mut procs)?);
             }
             registered.extend(spellings(&folder));
         }
@@ -237,9 +237,13 @@ impl Repo {
         if is_stale_lock(&packed, &mut procs) && remove_if_present(&packed)? {
             done.locks.push(packed);
         }
+        // Not `fleet/tasks/`: one ref per task of every run ever made (thousands of files to
+        // list at every start), and a run's own are cleared when it resumes
+        // (`clear_stale_locks`); the branches others build on are these.
         let fleet_refs = self.common_dir.join("refs/heads/fleet");
+        let skip = fleet_refs.join("tasks");
         done.locks
-            .extend(remove_stale_locks(&fleet_refs, true, &mut procs)?);
+            .extend(remove_stale_locks(&fleet_refs, Some(&skip), &mut procs)?);
         Ok(done)
     }
 
@@ -295,15 +299,20 @@ fn is_stale_lock(path: &Path, procs: &mut Processes) -> bool {
     meta.is_file() && old && !procs.has_open(path)
 }
 
-/// Removes the stale `*.lock` files in `dir` (and below it, if `deep`).
-fn remove_stale_locks(dir: &Path, deep: bool, procs: &mut Processes) -> Result<Vec<PathBuf>> {
+/// Removes the stale `*.lock` files in `dir`, and below it if `deep` names a directory not to
+/// descend into (`None`: `dir` alone).
+fn remove_stale_locks(
+    dir: &Path,
+    deep: Option<&Path>,
+    procs: &mut Processes,
+) -> Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
             let path = entry.path();
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                if deep {
+                if deep.is_some_and(|skip| path != skip) {
                     stack.push(path);
                 }
             } else if path.extension().is_some_and(|e| e == "lock")

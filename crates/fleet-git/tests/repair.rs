@@ -142,14 +142,14 @@ fn a_folder_holding_only_dot_git_does_not_block_its_worktree() {
 #[test]
 fn repair_removes_stale_locks_and_orphans_but_not_live_ones() {
     let f = fixture();
-    assert!(git(&f.root, &["branch", "fleet/tasks/r/a"]).0);
+    assert!(git(&f.root, &["branch", "fleet/epics/r/a"]).0);
     assert!(git(&f.root, &["branch", "keep"]).0);
     assert!(git(&f.root, &["pack-refs", "--all"]).0);
     let git_dir = f.root.join(".git");
     let packed = git_dir.join("packed-refs.lock");
-    let ref_lock = git_dir.join("refs/heads/fleet/tasks/r/a.lock");
-    let fresh = git_dir.join("refs/heads/fleet/tasks/r/fresh.lock");
-    let held = git_dir.join("refs/heads/fleet/tasks/r/held.lock");
+    let ref_lock = git_dir.join("refs/heads/fleet/epics/r/a.lock");
+    let fresh = git_dir.join("refs/heads/fleet/epics/r/fresh.lock");
+    let held = git_dir.join("refs/heads/fleet/epics/r/held.lock");
     let users = git_dir.join("refs/heads/mine.lock");
     fs::create_dir_all(ref_lock.parent().unwrap()).unwrap();
     for lock in [&packed, &ref_lock, &held, &users] {
@@ -194,7 +194,7 @@ fn repair_removes_stale_locks_and_orphans_but_not_live_ones() {
         f.repo.is_complete_worktree(&kept).unwrap(),
         "healthy worktrees stay"
     );
-    assert!(git(&f.root, &["branch", "-D", "fleet/tasks/r/a"]).0);
+    assert!(git(&f.root, &["branch", "-D", "fleet/epics/r/a"]).0);
     assert!(f.repo.repair(&f.wts).unwrap().is_empty(), "nothing left");
 }
 
