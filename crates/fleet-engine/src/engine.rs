@@ -812,7 +812,11 @@ impl Coordinator {
     /// back to ready and queues merges that had not been confirmed.
     fn recover(&mut self) -> Result<(), EngineError> {
         let now = now_ms();
-        let ghosts = process::kill_tagged(RUN_TAG, &self.ctx.tag);
+        let mut ghosts = process::kill_tagged(RUN_TAG, &self.ctx.tag);
+        if self.ctx.task_branches == layout::legacy_task_branches(&self.ctx.run_id) {
+            // A fleet from before the instance tag tagged its processes by the run alone.
+            ghosts += process::kill_tagged("FLEET_RUN", &self.ctx.run_id);
+        }
         // Then what they, or a git of theirs cut short, left in the repository is repaired.
         let repaired = self
             .ctx
