@@ -393,6 +393,24 @@ impl Repo {
             && common.is_some_and(|c| same(&c, &self.common_dir)))
     }
 
+    /// Whether `folder` holds only a `.git` file linking it to this repository's worktree
+    /// administration, and is no worktree of it: what a `worktree add` killed before its
+    /// checkout (or whose entry was removed) leaves. `worktree add` refuses such a path.
+    pub(crate) fn is_dead_worktree_folder(&self, folder: &Path) -> Result<bool> {
+        if !folder.join(".git").is_file() || !holds_only_dot_git(folder) {
+            return Ok(false);
+        }
+        let Ok(link) = worktree_gitdir(folder) else {
+            return Ok(false);
+        };
+        let admin = self.common_dir.join("worktrees");
+        let admin_real = admin.canonicalize().unwrap_or_else(|_| admin.clone());
+        let parent = link.parent().map(Path::to_path_buf).unwrap_or_default();
+        let parent_real = parent.canonicalize().unwrap_or_else(|_| parent.clone());
+        let ours = parent == admin || parent_real == admin_real;
+        Ok(ours && !self.is_worktree_root(folder)?)
+    }
+
     /// Whether `path` is a worktree that [`Repo::add_worktree`] finished creating.
     pub fn is_complete_worktree(&self, path: &Path) -> Result<bool> {
         let path = absolute(path)?;
@@ -632,7 +650,7 @@ impl Repo {
                 .args(["worktree", "remove", "--force", "--force"])
                 .arg(path)
                 .output()?;
-            if path.exists() && holds_only_dot_git(path) && !self.is_worktree_root(path)? {
+            if path.exists() && self.is_dead_worktree_folder(path)? {
                 fs::remove_dir_all(path)?;
             }
         }

@@ -118,11 +118,10 @@ fn spellings(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Whether `path` lies inside (strictly) one of `scopes`.
 fn under(path: &Path, scopes: &[PathBuf]) -> bool {
-    scopes.iter().any(|s| path.starts_with(s))
-        || path
-            .canonicalize()
-            .is_ok_and(|p| scopes.iter().any(|s| p.starts_with(s)))
+    let inside = |p: &Path| scopes.iter().any(|s| p.starts_with(s) && p != s);
+    inside(path) || path.canonicalize().is_ok_and(|p| inside(&p))
 }
 
 /// Live processes, read from `/proc` once per repair and only when something may need it.
@@ -248,8 +247,8 @@ impl Repo {
     }
 
     /// Folders under Fleet's worktrees directory (two levels: `<run>/<task>`, or one) that
-    /// hold only a `.git` no registered worktree owns: what a `worktree add` killed before its
-    /// checkout, or a removed entry, left behind. `worktree add` refuses such a path.
+    /// hold only a `.git` into this repository that no registered worktree owns
+    /// (`is_dead_worktree_folder`).
     fn remove_orphans(
         &self,
         scopes: &[PathBuf],
@@ -272,12 +271,11 @@ impl Repo {
             }
         }
         for folder in candidates {
-            if !folder.join(".git").is_file() || registered.contains(&folder) {
+            if registered.contains(&folder) {
                 continue;
             }
-            let only_git = crate::holds_only_dot_git(&folder);
             let registered_real = folder.canonicalize().is_ok_and(|f| registered.contains(&f));
-            if only_git && !registered_real && !procs.names(&folder) {
+            if !registered_real && self.is_dead_worktree_folder(&folder)? && !procs.names(&folder) {
                 fs::remove_dir_all(&folder)?;
                 done.folders.push(folder);
             }

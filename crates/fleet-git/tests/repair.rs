@@ -171,7 +171,20 @@ fn repair_removes_stale_locks_and_orphans_but_not_live_ones() {
     let entry = f.half_made_entry("dead");
     let orphan = f.wts.join("run").join("orphan");
     fs::create_dir_all(&orphan).unwrap();
-    fs::write(orphan.join(".git"), "gitdir: /nowhere\n").unwrap();
+    let nowhere = f.root.join(".git/worktrees/orphan");
+    fs::write(
+        orphan.join(".git"),
+        format!("gitdir: {}\n", nowhere.display()),
+    )
+    .unwrap();
+    // A folder linked to another repository is not this one's to remove.
+    let foreign = f.wts.join("run").join("foreign");
+    fs::create_dir_all(&foreign).unwrap();
+    fs::write(
+        foreign.join(".git"),
+        "gitdir: /elsewhere/.git/worktrees/x\n",
+    )
+    .unwrap();
 
     // Just made: a git may be about to rename it.
     fs::write(&fresh, "").unwrap();
@@ -185,6 +198,7 @@ fn repair_removes_stale_locks_and_orphans_but_not_live_ones() {
     assert_eq!(locks, vec![packed.clone(), ref_lock.clone()]);
     assert_eq!(done.describe().len(), 5);
     assert!(!entry.exists() && !orphan.exists());
+    assert!(foreign.exists());
     assert!(fresh.exists() && held.exists(), "live locks stay");
     assert!(
         users.exists(),
