@@ -379,3 +379,53 @@ fn two_instances_on_one_repository_never_build_on_each_others_epic_branch() {
     }
     assert_repository_clean(&repo);
 }
+
+#[test]
+fn an_epic_never_builds_on_a_branch_this_instance_did_not_make_for_it() {
+    let (tmp, repo) = repo_with("");
+    let home = instance(tmp.path(), "alpha", &repo);
+    let db = home.join(".fleet/fleet.db");
+    // A backup of the database before any epic (no fleet process has it open).
+    let backup = tmp.path().join("fleet.db.bak");
+    std::fs::copy(&db, &backup).unwrap();
+    let add = |request: &str| {
+        let out = instance_cmd(&home, &repo)
+            .args(["task", "add", request, "--project", "shop"])
+            .output()
+            .unwrap();
+        assert_code(&out, 0);
+    };
+    add("Add the w file");
+    let store = || fleet_store::SqliteStore::open(&db, fleet_store::Durability::Process).unwrap();
+    let first = fleet_store::Store::epic(&store(), "e1")
+        .unwrap()
+        .unwrap()
+        .branch;
+    // The backup is restored: the next request is `e1` again, of the same instance.
+    for f in ["fleet.db-wal", "fleet.db-shm"] {
+        let _ = std::fs::remove_file(home.join(".fleet").join(f));
+    }
+    std::fs::copy(&backup, &db).unwrap();
+    git(&repo, &["commit", "-q", "--allow-empty", "-m", "later"]);
+    add("Add the w file again");
+    let store = store();
+    let second = fleet_store::Store::epic(&store, "e1")
+        .unwrap()
+        .unwrap()
+        .branch;
+    assert_eq!(second, format!("{first}-2"), "a fresh name");
+    // The first e1's branch is as it was; the second holds nothing of it.
+    let base = git(&repo, &["rev-parse", "main"]);
+    assert_eq!(git(&repo, &["merge-base", &second, "main"]), base);
+    assert!(
+        !try_git(&repo, &["merge-base", "--is-ancestor", &first, &second]).0,
+        "{second} builds on {first}"
+    );
+    let said = fleet_store::Store::events(&store, Some("e1"), 0, 1000)
+        .unwrap()
+        .into_iter()
+        .find(|e| e.kind == "epic.branch_renamed")
+        .expect("an epic.branch_renamed event says so");
+    assert_eq!(said.data["wanted"], first.as_str());
+    assert_eq!(said.data["branch"], second.as_str());
+}
