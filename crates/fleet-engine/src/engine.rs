@@ -9,7 +9,7 @@
 use crate::agent;
 use crate::fix_loop::{self, AccountBook};
 use crate::journal::Journal;
-use crate::layout::{StateDir, integration_branch, task_branch};
+use crate::layout::{self, StateDir, integration_branch, task_branch};
 use crate::log_maker::LogMaker;
 use crate::plan::{AgentProfile, Plan, TaskAction, TaskDef};
 use crate::process::{self, CommandSpec, Finished};
@@ -218,6 +218,10 @@ async fn external_stop(stop: &mut Option<watch::Receiver<bool>>) {
     }
 }
 
+/// The environment variable that tags every process of a run (tasks, agents, checks, git),
+/// so a resumed fleet finds what a killed one left running (`process::kill_tagged`).
+const RUN_TAG: &str = "FLEET_RUN_TAG";
+
 /// What workers share.
 struct Ctx {
     repo: Repo,
@@ -228,6 +232,10 @@ struct Ctx {
     repo_root: PathBuf,
     /// The branch passed tasks land on.
     integration: String,
+    /// Where the tasks' branches live (`layout::task_branches`).
+    task_branches: String,
+    /// `<instance>/<run>`: the value of [`RUN_TAG`] in every process of this run.
+    tag: String,
     kill_grace: Duration,
     mcp: Option<fleet_agents::McpServer>,
     tx: mpsc::UnboundedSender<Msg>,
@@ -267,13 +275,12 @@ pub async fn start_in(
                 .join("; "),
         )
     })?;
-    let run_id = new_run_id(&*store, &plan.name)?;
-    let integration = plan
-        .integration
-        .clone()
-        .unwrap_or_else(|| integration_branch(&run_id));
+    // What a dead git or Fleet left in the repository is repaired before anything uses it.
+    let repaired = repo.repair(&layout.worktrees())?.describe();
+    let instance = layout::instance_id(&*store)?;
     // A named integration branch that exists already is continued: the run builds on it.
-    // (A run's own `fleet/runs/<run>` is new, or a leftover of a forgotten run: it is reset.)
+    // (A run's own `fleet/runs/<instance>/<run>` is new, or a leftover of a forgotten run of
+    // this instance: it is reset.)
     let base = match &plan.integration {
         Some(named) => repo.branch_tip(named)?.unwrap_or(base),
         None => base,
@@ -281,52 +288,27 @@ pub async fn start_in(
     if layout.root().starts_with(repo.root()) {
         repo.exclude("/.fleet/")?;
     }
-    std::fs::create_dir_all(layout.logs_dir(&run_id))?;
-    let now = now_ms();
-    let row = RunRow {
-        id: run_id.clone(),
-        name: plan.name.clone(),
-        runbook_path: plan.runbook_path.display().to_string(),
-        // Kept verbatim: `resume` runs it again (config refuses literal secrets in `env:`).
-        runbook_source: plan.source.clone(),
-        repo: repo.root().display().to_string(),
-        base_sha: base.clone(),
-        integration_branch: integration.clone(),
-        state: "running".into(),
-        created_at: now,
-        updated_at: now,
-        finished_at: None,
+    let mut run_id = new_run_id(&*store, &plan.name)?;
+    let (row, tasks, integration) = loop {
+        let integration = plan
+            .integration
+            .clone()
+            .unwrap_or_else(|| integration_branch(&instance, &run_id));
+        let (row, tasks, mut created) =
+            run_records(&plan, &repo, &run_id, &base, &integration, &repaired);
+        for e in &mut created {
+            opts.redactor.clean_json(&mut e.data);
+        }
+        // The run exists in the store before anything happens in git. Another process may
+        // take the id first (the same runbook started in the same second): then the next one.
+        match store.create_run(&row, &tasks, &created) {
+            Ok(_) => break (row, tasks, integration),
+            Err(fleet_store::StoreError::RunExists(_)) => {
+                run_id = new_run_id(&*store, &plan.name)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
     };
-    let tasks: Vec<TaskRow> = plan
-        .tasks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| task_row(&run_id, i, &t.id, &TaskRecord::pending(), None))
-        .collect();
-    let mut created = vec![NewEvent {
-        at: now,
-        run_id: run_id.clone(),
-        task: None,
-        attempt: None,
-        kind: "run.started".into(),
-        data: json!({"name": plan.name, "base": base, "integration_branch": integration,
-                     "tasks": plan.tasks.len(), "concurrency": plan.concurrency}),
-    }];
-    for t in &plan.tasks {
-        created.push(NewEvent {
-            at: now,
-            run_id: run_id.clone(),
-            task: Some(t.id.clone()),
-            attempt: None,
-            kind: "task.created".into(),
-            data: json!({"runs": t.describe(), "checks": t.checks, "worktree": t.worktree}),
-        });
-    }
-    for e in &mut created {
-        opts.redactor.clean_json(&mut e.data);
-    }
-    // The run exists in the store before anything happens in git.
-    store.create_run(&row, &tasks, &created)?;
     // Tasks with worktrees start from the branch and land on it: it is made before them. A
     // run without any only needs it when it ends, so git makes it while the tasks run (a
     // process killed before it exists leaves nothing landed: `resume` makes it again). A
@@ -341,10 +323,69 @@ pub async fn start_in(
         }))
     };
     let run = Run::new(graph, task_plans(&plan));
-    let mut coord = Coordinator::new(layout, store, repo, plan, run_id, row, tasks, run, opts)?;
+    let branches = layout::task_branches(&instance, &run_id);
+    let mut coord = Coordinator::new(
+        layout, store, repo, plan, run_id, row, tasks, run, branches, opts,
+    )?;
     coord.integration_tip = base;
     coord.branch = branch;
     coord.drive().await
+}
+
+/// The rows and events that create run `run_id` of `plan`.
+fn run_records(
+    plan: &Plan,
+    repo: &Repo,
+    run_id: &str,
+    base: &str,
+    integration: &str,
+    repaired: &[String],
+) -> (RunRow, Vec<TaskRow>, Vec<NewEvent>) {
+    let now = now_ms();
+    let row = RunRow {
+        id: run_id.to_string(),
+        name: plan.name.clone(),
+        runbook_path: plan.runbook_path.display().to_string(),
+        // Kept verbatim: `resume` runs it again (config refuses literal secrets in `env:`).
+        runbook_source: plan.source.clone(),
+        repo: repo.root().display().to_string(),
+        base_sha: base.to_string(),
+        integration_branch: integration.to_string(),
+        state: "running".into(),
+        created_at: now,
+        updated_at: now,
+        finished_at: None,
+    };
+    let tasks: Vec<TaskRow> = plan
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| task_row(run_id, i, &t.id, &TaskRecord::pending(), None))
+        .collect();
+    let mut data = json!({"name": plan.name, "base": base, "integration_branch": integration,
+                     "tasks": plan.tasks.len(), "concurrency": plan.concurrency});
+    if !repaired.is_empty() {
+        data["repaired_repository"] = json!(repaired);
+    }
+    let mut created = vec![NewEvent {
+        at: now,
+        run_id: run_id.to_string(),
+        task: None,
+        attempt: None,
+        kind: "run.started".into(),
+        data,
+    }];
+    for t in &plan.tasks {
+        created.push(NewEvent {
+            at: now,
+            run_id: run_id.to_string(),
+            task: Some(t.id.clone()),
+            attempt: None,
+            kind: "task.created".into(),
+            data: json!({"runs": t.describe(), "checks": t.checks, "worktree": t.worktree}),
+        });
+    }
+    (row, tasks, created)
 }
 
 /// Continues a run that was interrupted or killed.
@@ -409,6 +450,13 @@ pub async fn resume(
             )));
         }
     };
+    // A run made before branch names carried the instance keeps its tasks' branches.
+    let legacy = layout::legacy_task_branches(run_id);
+    let branches = if repo.list_branches(&legacy)?.is_empty() {
+        layout::task_branches(&layout::instance_id(&*store)?, run_id)
+    } else {
+        legacy
+    };
     let mut coord = Coordinator::new(
         layout,
         store,
@@ -418,6 +466,7 @@ pub async fn resume(
         row,
         tasks,
         run,
+        branches,
         opts,
     )?;
     coord.integration_tip = tip;
@@ -553,6 +602,7 @@ impl Coordinator {
         row: RunRow,
         rows: Vec<TaskRow>,
         run: Run,
+        task_branches: String,
         opts: EngineOptions,
     ) -> Result<Coordinator, EngineError> {
         std::fs::create_dir_all(layout.logs_dir(&run_id))?;
@@ -560,12 +610,17 @@ impl Coordinator {
         let journal = Journal::open(&layout.events(&run_id), &*store, &run_id)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = watch::channel(false);
+        // Run ids are unique only within an instance: the tag that finds a dead fleet's
+        // leftovers carries the instance too, so no other instance's processes are killed.
+        let tag = format!("{}/{run_id}", layout::instance_id(&*store)?);
         let ctx = Arc::new(Ctx {
             repo_root: repo.root().to_path_buf(),
             integration: row.integration_branch.clone(),
+            task_branches,
             // Every git fleet starts for this run carries the run's tag, like its tasks, so a
             // resumed fleet can find what a killed one left running.
-            repo: repo.tagged("FLEET_RUN", &run_id),
+            repo: repo.tagged(RUN_TAG, &tag),
+            tag,
             layout,
             run_id,
             tasks: plan.tasks.clone(),
@@ -780,7 +835,17 @@ impl Coordinator {
     /// back to ready and queues merges that had not been confirmed.
     fn recover(&mut self) -> Result<(), EngineError> {
         let now = now_ms();
-        let ghosts = process::kill_tagged("FLEET_RUN", &self.ctx.run_id);
+        let mut ghosts = process::kill_tagged(RUN_TAG, &self.ctx.tag);
+        if self.ctx.task_branches == layout::legacy_task_branches(&self.ctx.run_id) {
+            // A fleet from before the instance tag tagged its processes by the run alone.
+            ghosts += process::kill_tagged("FLEET_RUN", &self.ctx.run_id);
+        }
+        // Then what they, or a git of theirs cut short, left in the repository is repaired.
+        let repaired = self
+            .ctx
+            .repo
+            .repair(&self.ctx.layout.worktrees())?
+            .describe();
         // A git command killed with us may have left its locks; we hold the run lock, so
         // anything under this run's refs and worktrees is ours to clean.
         let mut stale = Vec::new();
@@ -788,10 +853,9 @@ impl Coordinator {
             if def.worktree && self.run.state(i).is_active() {
                 let wt = self.ctx.layout.worktree(&self.ctx.run_id, &def.id);
                 stale.extend(
-                    self.ctx.repo.clear_stale_locks(
-                        Some(&wt),
-                        &format!("fleet/tasks/{}", self.ctx.run_id),
-                    )?,
+                    self.ctx
+                        .repo
+                        .clear_stale_locks(Some(&wt), &self.ctx.task_branches)?,
                 );
             }
         }
@@ -830,7 +894,8 @@ impl Coordinator {
             None,
             None,
             "run.resumed",
-            json!({"killed_leftover_processes": ghosts, "removed_stale_git_locks": stale}),
+            json!({"killed_leftover_processes": ghosts, "removed_stale_git_locks": stale,
+                   "repaired_repository": repaired}),
         );
         self.batch.run_state = Some(RunStateChange {
             run_id: self.ctx.run_id.clone(),
@@ -917,8 +982,8 @@ impl Coordinator {
             }
         }
         // Nothing an attempt started outlives the run, a `setsid` daemon included.
-        let run_id = self.ctx.run_id.clone();
-        tokio::task::spawn_blocking(move || process::kill_leftovers(&run_id, |_, _| false))
+        let tag = self.ctx.tag.clone();
+        tokio::task::spawn_blocking(move || process::kill_leftovers(RUN_TAG, &tag, |_, _| false))
             .await
             .map_err(std::io::Error::other)?;
         // The run is not recorded as ended before its branch exists.
@@ -951,9 +1016,9 @@ impl Coordinator {
                 (self.plan.tasks[i].id.clone(), below)
             })
             .collect();
-        let run_id = self.ctx.run_id.clone();
+        let tag = self.ctx.tag.clone();
         tokio::task::spawn_blocking(move || {
-            process::kill_leftovers(&run_id, |task, attempt| {
+            process::kill_leftovers(RUN_TAG, &tag, |task, attempt| {
                 match (over_below.get(task), attempt.parse::<u32>()) {
                     (Some(below), Ok(n)) => n >= *below,
                     _ => true,
@@ -2061,6 +2126,8 @@ fn task_env(
     let def = &ctx.tasks[task];
     let mut env = def.env.clone();
     env.insert("FLEET_RUN".into(), ctx.run_id.clone());
+    env.insert("FLEET_BRANCH".into(), ctx.integration.clone());
+    env.insert(RUN_TAG.into(), ctx.tag.clone());
     env.insert("FLEET_TASK".into(), def.id.clone());
     env.insert("FLEET_ATTEMPT".into(), n.to_string());
     env.insert("FLEET_WORKDIR".into(), cwd.display().to_string());
@@ -2217,7 +2284,7 @@ fn merge_step(
         ctx.repo.commit_all(&path, &message)?;
         let tip = ctx
             .repo
-            .branch_tip(&task_branch(&ctx.run_id, id))?
+            .branch_tip(&task_branch(&ctx.task_branches, id))?
             .unwrap_or(tip);
         return Ok(MergeStep::Rebased { tip, how: "merge" });
     }
@@ -2236,7 +2303,7 @@ fn merge_step(
 fn task_worktree(ctx: &Ctx, id: &str, fallback: &str) -> Result<PathBuf, fleet_git::GitError> {
     let path = ctx.layout.worktree(&ctx.run_id, id);
     if !ctx.repo.is_complete_worktree(&path)? {
-        let branch = task_branch(&ctx.run_id, id);
+        let branch = task_branch(&ctx.task_branches, id);
         let tip = ctx.repo.branch_tip(&branch)?;
         ctx.repo
             .add_worktree(&path, &branch, tip.as_deref().unwrap_or(fallback))?;
@@ -2298,7 +2365,7 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
                 Ok(true) => Ok(false),
                 Ok(false) => c
                     .repo
-                    .add_worktree(&path, &task_branch(&c.run_id, &def.id), &tip)
+                    .add_worktree(&path, &task_branch(&c.task_branches, &def.id), &tip)
                     .map(|_| true),
                 Err(e) => Err(e),
             };
@@ -2386,7 +2453,7 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
         // Commits an earlier attempt left on the task's branch count too: the work they hold
         // is done and must not be done again (a crash can come between commit and landing).
         let changes = tokio::task::spawn_blocking(move || {
-            let branch = task_branch(&c.run_id, &c.tasks[task].id);
+            let branch = task_branch(&c.task_branches, &c.tasks[task].id);
             let own = c
                 .repo
                 .log_subjects(&format!("{}..{branch}", c.integration))
@@ -2572,7 +2639,7 @@ async fn run_finish(ctx: &Arc<Ctx>, task: usize, n: u32, recheck: bool) -> Finis
         let def = &c.tasks[task];
         let path = c.layout.worktree(&c.run_id, &def.id);
         c.repo.commit_all(&path, &message)?;
-        c.repo.branch_tip(&task_branch(&c.run_id, &def.id))
+        c.repo.branch_tip(&task_branch(&c.task_branches, &def.id))
     })
     .await;
     match committed {

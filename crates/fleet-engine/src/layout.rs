@@ -12,6 +12,8 @@
 //!                                 kept for the next attempt to resume, when the run ends)
 //!   worktrees/<run>/<task>        a task's git worktree while it runs (kept if it fails)
 //! ```
+//!
+//! Branches: `fleet/runs/<instance>/<run>`, `fleet/tasks/<instance>/<run>/<task>`.
 
 use std::path::{Path, PathBuf};
 
@@ -85,10 +87,44 @@ impl StateDir {
     }
 }
 
-pub fn task_branch(run: &str, task: &str) -> String {
-    format!("fleet/tasks/{run}/{task}")
+/// The id of the instance whose store this is (made on the store's first open; see
+/// `SqliteStore::INSTANCE_ID_KEY`). Branch names carry it: run ids are unique only within an
+/// instance, and two instances may work on one repository.
+pub fn instance_id(store: &dyn fleet_store::Store) -> Result<String, fleet_store::StoreError> {
+    let key = fleet_store::SqliteStore::INSTANCE_ID_KEY;
+    if let Some(id) = store.meta(key)? {
+        return Ok(id);
+    }
+    // A store that does not make one on open: made here, once.
+    let id = format!("{:08x}", rand_u32());
+    store.set_meta(key, &id)?;
+    Ok(store.meta(key)?.unwrap_or(id))
 }
 
-pub fn integration_branch(run: &str) -> String {
-    format!("fleet/runs/{run}")
+/// 32 random bits from the OS's hasher seeds (no generator crate needed for one id).
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_nanos()));
+    h.finish() as u32
+}
+
+/// Where the branches of a run's tasks live: `fleet/tasks/<instance>/<run>`.
+pub fn task_branches(instance: &str, run: &str) -> String {
+    format!("fleet/tasks/{instance}/{run}")
+}
+
+/// Where the branches of a run made before branch names carried the instance live.
+pub fn legacy_task_branches(run: &str) -> String {
+    format!("fleet/tasks/{run}")
+}
+
+/// A task's branch, under its run's [`task_branches`].
+pub fn task_branch(task_branches: &str, task: &str) -> String {
+    format!("{task_branches}/{task}")
+}
+
+/// A run's own integration branch: `fleet/runs/<instance>/<run>`.
+pub fn integration_branch(instance: &str, run: &str) -> String {
+    format!("fleet/runs/{instance}/{run}")
 }

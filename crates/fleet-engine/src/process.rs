@@ -118,12 +118,12 @@ pub fn kill_tagged(key: &str, value: &str) -> usize {
     kill_where(|vars| vars.contains(&needle.as_bytes()))
 }
 
-/// Kills what the attempts of run `run` left behind: every process tagged with the run and a
-/// task attempt (`FLEET_TASK`, `FLEET_ATTEMPT`) for which `live(task, attempt)` is false —
-/// a daemon that left its attempt's process group (`setsid`) included. Fleet's own git
-/// processes carry no task tag and are never touched.
-pub fn kill_leftovers(run: &str, live: impl Fn(&str, &str) -> bool) -> usize {
-    let run_tag = format!("FLEET_RUN={run}");
+/// Kills what the attempts of a run left behind: every process tagged `key=value` (the run's
+/// tag) and with a task attempt (`FLEET_TASK`, `FLEET_ATTEMPT`) for which `live(task,
+/// attempt)` is false — a daemon that left its attempt's process group (`setsid`) included.
+/// Fleet's own git processes carry no task tag and are never touched.
+pub fn kill_leftovers(key: &str, value: &str, live: impl Fn(&str, &str) -> bool) -> usize {
+    let run_tag = format!("{key}={value}");
     kill_where(|vars| {
         if !vars.contains(&run_tag.as_bytes()) {
             return false;

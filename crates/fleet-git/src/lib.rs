@@ -23,6 +23,13 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod repair;
+pub use repair::{Repair, STALE_LOCK_AGE};
+
+/// The file in the common git directory whose `flock` serializes Fleet's worktree and ref
+/// administration across processes (see [`Repo::admin_lock`]).
+const ADMIN_LOCK_FILE: &str = "fleet-admin.flock";
+
 /// Errors from git operations.
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
@@ -185,6 +192,12 @@ fn worktree_gitdir(worktree: &Path) -> Result<PathBuf> {
     })
 }
 
+/// Whether the folder holds nothing but a `.git` (or nothing at all): what a `worktree add`
+/// killed before its checkout leaves.
+fn holds_only_dot_git(path: &Path) -> bool {
+    fs::read_dir(path).is_ok_and(|list| list.flatten().all(|e| e.file_name() == ".git"))
+}
+
 /// Removes a file that may vanish concurrently; `true` if this call removed it.
 fn remove_if_present(path: &Path) -> Result<bool> {
     match fs::remove_file(path) {
@@ -192,6 +205,13 @@ fn remove_if_present(path: &Path) -> Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The repository-wide admin lock while held (see `Repo::admin_lock`); the file's lock goes
+/// with its descriptor, before the mutex (fields drop in order).
+struct AdminGuard<'a> {
+    _file: fs::File,
+    _held: std::sync::MutexGuard<'a, ()>,
 }
 
 /// A worktree as reported by `git worktree list`.
@@ -237,9 +257,13 @@ pub struct Repo {
     common_dir: PathBuf,
     /// Worktree administration (`worktree add/remove/prune/list`) is serialized: git reads
     /// other worktrees' half-written admin files when these run concurrently, and fails.
+    /// Within the process by this mutex, across processes by a `flock` (see `admin_lock`).
     admin: std::sync::Arc<std::sync::Mutex<()>>,
     /// An environment variable set on every git process, so a supervisor can find them.
     tag: Option<(String, String)>,
+    /// The directories [`Repo::repair`] was given (Fleet's own worktrees): a failing
+    /// `add_worktree` repairs them again before its retry.
+    owned: std::sync::Arc<std::sync::Mutex<Vec<PathBuf>>>,
 }
 
 impl Repo {
@@ -285,6 +309,7 @@ impl Repo {
                 common_dir: PathBuf::from(common),
                 admin: Default::default(),
                 tag: None,
+                owned: Default::default(),
             }),
             _ => Err(GitError::NotARepo(path.to_path_buf())),
         }
@@ -315,8 +340,26 @@ impl Repo {
         }
     }
 
-    fn admin_lock(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.admin.lock().unwrap_or_else(|e| e.into_inner())
+    /// Takes the repository-wide admin lock: this process's mutex, then an exclusive `flock`
+    /// on `<git common dir>/fleet-admin.flock` (not `*.lock`: it is no git lock and stays), which every Fleet process working on the
+    /// repository takes too, so two of them never add, remove or prune worktrees, or update
+    /// refs they share, at the same time (the mutex first: threads of one process queue on
+    /// it rather than each holding a descriptor). Released when the guard drops.
+    fn admin_lock(&self) -> Result<AdminGuard<'_>> {
+        let held = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let path = self.common_dir.join(ADMIN_LOCK_FILE);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("opening {}: {e}", path.display())))?;
+        file.lock()
+            .map_err(|e| io::Error::new(e.kind(), format!("locking {}: {e}", path.display())))?;
+        Ok(AdminGuard {
+            _file: file,
+            _held: held,
+        })
     }
 
     /// Whether `path` is the top of a worktree of this repository (not just a directory
@@ -348,6 +391,24 @@ impl Repo {
         };
         Ok(top.is_some_and(|t| same(&t, &path))
             && common.is_some_and(|c| same(&c, &self.common_dir)))
+    }
+
+    /// Whether `folder` holds only a `.git` file linking it to this repository's worktree
+    /// administration, and is no worktree of it: what a `worktree add` killed before its
+    /// checkout (or whose entry was removed) leaves. `worktree add` refuses such a path.
+    pub(crate) fn is_dead_worktree_folder(&self, folder: &Path) -> Result<bool> {
+        if !folder.join(".git").is_file() || !holds_only_dot_git(folder) {
+            return Ok(false);
+        }
+        let Ok(link) = worktree_gitdir(folder) else {
+            return Ok(false);
+        };
+        let admin = self.common_dir.join("worktrees");
+        let admin_real = admin.canonicalize().unwrap_or_else(|_| admin.clone());
+        let parent = link.parent().map(Path::to_path_buf).unwrap_or_default();
+        let parent_real = parent.canonicalize().unwrap_or_else(|_| parent.clone());
+        let ours = parent == admin || parent_real == admin_real;
+        Ok(ours && !self.is_worktree_root(folder)?)
     }
 
     /// Whether `path` is a worktree that [`Repo::add_worktree`] finished creating.
@@ -505,16 +566,38 @@ impl Repo {
     /// Refuses to move a branch that is checked out in a worktree (that
     /// would silently desynchronise the worktree from its branch).
     pub fn set_branch(&self, branch: &str, sha: &str) -> Result<()> {
+        let _admin = self.admin_lock()?;
         self.git()
             .args(["branch", "--force", "--no-track", "--", branch, sha])
             .run()?;
         Ok(())
     }
 
+    /// Creates `refs/heads/<branch>` at `sha` only if no such branch exists (a compare-and-swap
+    /// against "absent", so of two processes creating it at once exactly one does). `false`,
+    /// and nothing changed, if it existed.
+    pub fn create_branch(&self, branch: &str, sha: &str) -> Result<bool> {
+        let refname = format!("refs/heads/{branch}");
+        let sha = self.resolve(sha)?;
+        let _admin = self.admin_lock()?;
+        let (cmd, out) = self
+            .git()
+            .args(["update-ref", "-m", "fleet: create", &refname, &sha, ""])
+            .output()?;
+        if out.status.success() {
+            return Ok(true);
+        }
+        match self.branch_tip(branch)? {
+            Some(_) => Ok(false),
+            None => Err(failure(cmd, &out)),
+        }
+    }
+
     /// Deletes `refs/heads/<branch>`; succeeds if it does not exist.
     ///
     /// Refuses to delete a branch that is checked out in a worktree.
     pub fn delete_branch(&self, branch: &str) -> Result<()> {
+        let _admin = self.admin_lock()?;
         let (cmd, out) = self
             .git()
             .args(["branch", "--delete", "--force", "--", branch])
@@ -566,12 +649,27 @@ impl Repo {
     /// the branch to `start` (`git worktree add -B`).
     ///
     /// If `path` already exists as a worktree of this repository (left over
-    /// by a crashed attempt), it is force-removed first. If a stale
-    /// registration of a vanished worktree gets in the way, the worktrees are
-    /// pruned and the addition retried once.
+    /// by a crashed attempt), it is force-removed first; a folder there that holds only a
+    /// `.git` no registered worktree owns (a killed `worktree add`) is removed too. If the
+    /// addition fails, what a dead git or Fleet left beside `path` is repaired
+    /// ([`Repo::repair`] with `path`'s parent as Fleet's directory), stale registrations are
+    /// pruned, and the addition is retried once.
     pub fn add_worktree(&self, path: &Path, branch: &str, start: &str) -> Result<()> {
         let path = absolute(path)?;
-        let _admin = self.admin_lock();
+        let _admin = self.admin_lock()?;
+        if self.add_worktree_locked(&path, branch, start).is_ok() {
+            return Ok(());
+        }
+        let mut scopes = self.owned.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        scopes.extend(path.parent().map(Path::to_path_buf));
+        for scope in scopes {
+            self.repair_locked(&scope)?;
+        }
+        self.git().args(["worktree", "prune"]).run()?;
+        self.add_worktree_locked(&path, branch, start)
+    }
+
+    fn add_worktree_locked(&self, path: &Path, branch: &str, start: &str) -> Result<()> {
         if path.exists() {
             // Only the crash-recovery path pays for this extra call. If the
             // directory is not a worktree, the removal fails and `worktree
@@ -579,27 +677,20 @@ impl Repo {
             let _ = self
                 .git()
                 .args(["worktree", "remove", "--force", "--force"])
-                .arg(&path)
+                .arg(path)
                 .output()?;
-        }
-        let add = || {
-            self.git()
-                .args(["worktree", "add", "--quiet", "-B", branch, "--"])
-                .arg(&path)
-                .arg(start)
-                .run()
-        };
-        match add() {
-            Ok(_) => {}
-            Err(GitError::Command { .. }) if !path.exists() => {
-                self.git().args(["worktree", "prune"]).run()?;
-                add()?;
+            if path.exists() && self.is_dead_worktree_folder(path)? {
+                fs::remove_dir_all(path)?;
             }
-            Err(e) => return Err(e),
         }
+        self.git()
+            .args(["worktree", "add", "--quiet", "-B", branch, "--"])
+            .arg(path)
+            .arg(start)
+            .run()?;
         // Written last: a worktree without it was cut short (a killed `worktree add` leaves a
         // half checkout behind that would otherwise be committed as if it were the task's work).
-        let gitdir = worktree_gitdir(&path)?;
+        let gitdir = worktree_gitdir(path)?;
         fs::write(gitdir.join(COMPLETE_MARKER), b"")?;
         Ok(())
     }
@@ -614,7 +705,7 @@ impl Repo {
         if !path.exists() {
             return self.prune_worktrees();
         }
-        let _admin = self.admin_lock();
+        let _admin = self.admin_lock()?;
         self.git()
             .args(["worktree", "remove", "--force", "--force"])
             .arg(&path)
@@ -674,14 +765,14 @@ impl Repo {
 
     /// Forgets worktrees whose directories have vanished.
     pub fn prune_worktrees(&self) -> Result<()> {
-        let _admin = self.admin_lock();
+        let _admin = self.admin_lock()?;
         self.git().args(["worktree", "prune"]).run()?;
         Ok(())
     }
 
     /// All worktrees of the repository, the main one first.
     pub fn list_worktrees(&self) -> Result<Vec<Worktree>> {
-        let _admin = self.admin_lock();
+        let _admin = self.admin_lock()?;
         let out = self
             .git()
             .args(["worktree", "list", "--porcelain", "-z"])
@@ -852,10 +943,12 @@ impl Repo {
                 return Err(bad(cmd, format!("unexpected output: {commit:?}")));
             }
             let reflog = format!("fleet: merge {source} into {target_branch}");
+            let admin = self.admin_lock()?;
             let (cmd, out) = self
                 .git()
                 .args(["update-ref", "-m", &reflog, &refname, &commit, &tip])
                 .output()?;
+            drop(admin);
             if out.status.success() {
                 return Ok(MergeOutcome::Merged { commit });
             }

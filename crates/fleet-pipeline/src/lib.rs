@@ -131,6 +131,13 @@ pub struct NewProject {
     pub bible: Option<String>,
 }
 
+/// An epic's branch: `fleet/epics/<instance>/<epic>`. Epic ids are unique only within an
+/// instance; two instances (or one made anew after `.fleet/` was deleted) may share a
+/// repository.
+pub fn epic_branch(instance: &str, epic: &str) -> String {
+    format!("fleet/epics/{instance}/{epic}")
+}
+
 fn branch_delivery() -> String {
     "branch".into()
 }
@@ -417,13 +424,14 @@ impl Pipeline {
         let machine = EpicState::new(self.context_file(project).is_file(), needs_design);
         let now = now_ms();
         let id = format!("e{n}");
+        let instance = fleet_engine::layout::instance_id(&*self.store)?;
         let mut epic = EpicRow {
             id: id.clone(),
             project: project.to_string(),
             request: request.to_string(),
             state: machine.stage.as_str().into(),
             cycle: 0,
-            branch: format!("fleet/epics/{id}"),
+            branch: epic_branch(&instance, &id),
             base_sha: base.clone(),
             intent: route.intent.clone(),
             roles: route.roles.clone(),
@@ -456,7 +464,7 @@ impl Pipeline {
                 Err(fleet_store::StoreError::Exists(..)) => {
                     n += 1;
                     epic.id = format!("e{n}");
-                    epic.branch = format!("fleet/epics/{}", epic.id);
+                    epic.branch = epic_branch(&instance, &epic.id);
                     created.run_id = epic.id.clone();
                     created.task = Some(epic.id.clone());
                 }
@@ -465,10 +473,30 @@ impl Pipeline {
         };
         self.publish(vec![created], seqs);
         // The epic's branch exists from the start: every stage builds on it.
-        if repo.branch_tip(&epic.branch)?.is_none() {
-            repo.set_branch(&epic.branch, &base)?;
-        }
+        self.claim_branch(&repo, &mut epic)?;
         Ok(epic)
+    }
+
+    /// Creates the epic's branch at its base, never building on one this instance did not
+    /// make for this epic: if the name is taken (by a copy of this instance's database, say),
+    /// the epic gets a fresh name, and an `epic.branch_renamed` event says so.
+    fn claim_branch(&self, repo: &fleet_git::Repo, epic: &mut EpicRow) -> Result<()> {
+        let wanted = epic.branch.clone();
+        let mut n = 1;
+        while !repo.create_branch(&epic.branch, &epic.base_sha)? {
+            n += 1;
+            epic.branch = format!("{wanted}-{n}");
+        }
+        if epic.branch != wanted {
+            let event = self.emit(
+                epic,
+                "epic.branch_renamed",
+                json!({"wanted": wanted, "branch": epic.branch,
+                       "why": format!("branch {wanted} exists and was not made by this instance for epic {}", epic.id)}),
+            );
+            self.record(epic, vec![event])?;
+        }
+        Ok(())
     }
 
     /// Works on the epic until it needs a person (awaiting acceptance) or ends. When another
@@ -515,7 +543,7 @@ impl Pipeline {
             // leaves it to be made here.
             let repo = fleet_git::Repo::open(std::path::Path::new(&project.path))?;
             if repo.branch_tip(&epic.branch)?.is_none() {
-                repo.set_branch(&epic.branch, &epic.base_sha)?;
+                repo.create_branch(&epic.branch, &epic.base_sha)?;
             }
             // No routing rule matched: the classifier agent, if configured, names the intent.
             if data.routed_by == "default"

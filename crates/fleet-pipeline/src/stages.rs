@@ -803,7 +803,8 @@ async fn deliver(
                 PipelineError::Invalid(format!("project {}: deploy needs a command", project.name))
             })?;
             let path = p.layout.worktrees().join(format!("{}-deploy", epic.id));
-            let branch = format!("fleet/deploy/{}", epic.id);
+            // Under the epic's own branch name, so two instances' deploys never share one.
+            let branch = epic.branch.replacen("fleet/epics/", "fleet/deploy/", 1);
             repo.add_worktree(&path, &branch, &tip)?;
             let result = fleet_deliver::deploy(
                 &command,

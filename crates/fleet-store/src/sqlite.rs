@@ -4,7 +4,7 @@ use crate::{
     AccountRow, AttemptRow, Batch, EpicBrief, EpicPage, EpicQuery, EpicRow, Event, NewEvent,
     ProjectRow, Result, RunRow, Store, StoreError, TaskRow, TokenRow, Totals,
 };
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -268,7 +268,7 @@ impl Checkpointer {
         every: Duration,
     ) -> Result<Option<Checkpointer>> {
         let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         let shared = Arc::new(CheckpointSignal::default());
         let signal = shared.clone();
         let thread = std::thread::Builder::new()
@@ -347,6 +347,11 @@ impl Drop for Checkpointer {
 }
 
 impl SqliteStore {
+    /// The `meta` key of the instance's id: a random name (8 hex digits) made on the
+    /// database's first open and kept for its life, which tells this instance's git branches
+    /// from another's on the same repository.
+    pub const INSTANCE_ID_KEY: &str = "instance_id";
+
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub fn open(path: &Path, durability: Durability) -> Result<SqliteStore> {
         Self::open_checkpointing(path, durability, CHECKPOINT_EVERY)
@@ -379,8 +384,11 @@ impl SqliteStore {
     }
 
     fn init(conn: Connection, durability: Durability) -> Result<Connection> {
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Another process may be creating or upgrading the database this very moment: what
+        // SQLite reports busy without waiting (switching to WAL, say) is tried again.
+        let _mode: String =
+            when_not_busy(|| Ok(conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?))?;
         conn.pragma_update(
             None,
             "synchronous",
@@ -392,7 +400,8 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // The `Checkpointer` copies the WAL back; a commit does only as a last resort.
         conn.pragma_update(None, "wal_autocheckpoint", WAL_LIMIT_PAGES)?;
-        migrate(&conn)?;
+        when_not_busy(|| migrate(&conn))?;
+        when_not_busy(|| ensure_instance_id(&conn))?;
         Ok(conn)
     }
 
@@ -411,7 +420,7 @@ impl SqliteStore {
         events: &[NewEvent],
     ) -> Result<Option<Vec<u64>>> {
         self.with(|conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let doc = to_doc(epic);
             let mut args: Vec<&dyn rusqlite::ToSql> = vec![
                 &epic.id,
@@ -436,22 +445,52 @@ impl SqliteStore {
     }
 }
 
-fn migrate(conn: &Connection) -> Result<()> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let known = MIGRATIONS.len() as i64;
-    if version > known {
-        return Err(StoreError::TooNew {
-            found: version,
-            known,
-        });
+/// How long a statement waits for another connection's (another process's) write to end.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `f` again while SQLite reports the database busy or locked, up to [`BUSY_TIMEOUT`]:
+/// for the few places SQLite answers busy at once instead of calling the busy handler.
+fn when_not_busy<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match f() {
+            Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
     }
-    if version == known {
+}
+
+fn migrate(conn: &Connection) -> Result<()> {
+    let version = |c: &Connection| -> Result<i64> {
+        Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    };
+    let known = MIGRATIONS.len() as i64;
+    let check = |found: i64| {
+        if found > known {
+            return Err(StoreError::TooNew { found, known });
+        }
+        Ok(found == known)
+    };
+    if check(version(conn)?)? {
         return Ok(());
     }
     // All pending migrations in one transaction: a failed upgrade leaves the database as it
-    // was, and a new one is made with one commit instead of one per migration.
-    let tx = conn.unchecked_transaction()?;
-    for sql in &MIGRATIONS[version as usize..] {
+    // was, and a new one is made with one commit instead of one per migration. `IMMEDIATE`,
+    // and the version read again inside: another process opening the database at the same
+    // moment migrates first or waits, never both.
+    let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    let found = version(&tx)?;
+    if check(found)? {
+        return Ok(());
+    }
+    for sql in &MIGRATIONS[found as usize..] {
         tx.execute_batch(sql)?;
     }
     tx.pragma_update(None, "user_version", known)?;
@@ -459,11 +498,33 @@ fn migrate(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Makes the instance's id on the database's first open (see [`INSTANCE_ID_KEY`]); read
+/// first, so later opens write nothing.
+fn ensure_instance_id(conn: &Connection) -> Result<()> {
+    let found: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = ?1",
+            [SqliteStore::INSTANCE_ID_KEY],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if found.is_none() {
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, lower(hex(randomblob(4))))",
+            [SqliteStore::INSTANCE_ID_KEY],
+        )?;
+    }
+    Ok(())
+}
+
 /// Runs `f` in a transaction: committed if `f` succeeds, rolled back otherwise. `BEGIN` and
 /// `COMMIT` are cached statements: the engine commits once per scheduling turn, and
 /// `Connection::transaction` parses both again every time.
 fn in_transaction<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    conn.prepare_cached("BEGIN")?.execute([])?;
+    // `IMMEDIATE`: the write lock is taken (waiting while another process holds it) before
+    // anything is read. A deferred transaction that read first and then found another
+    // process's commit newer than what it read fails at once with "database is locked".
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
     let done = f(conn).and_then(|value| {
         conn.prepare_cached("COMMIT")?.execute([])?;
         Ok(value)
@@ -994,7 +1055,7 @@ impl Store for SqliteStore {
         events: &[NewEvent],
     ) -> Result<Vec<Event>> {
         self.with(|conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let exists: Option<i64> = tx
                 .query_row("SELECT 1 FROM runs WHERE id = ?1", [&run.id], |r| r.get(0))
                 .optional()?;
@@ -1433,5 +1494,68 @@ mod tests {
                 Ok(())
             })
             .unwrap();
+    }
+
+    /// Processes started at the same moment open one new database and write to it at once
+    /// (two `fleet run` in one repository): each waits for the others instead of failing with
+    /// "database is locked", the schema is made once, and all share one instance id.
+    #[test]
+    fn stores_opened_at_once_wait_for_each_other() {
+        writers_at_once(false);
+    }
+
+    /// The same on a database that exists: a run is created by reading, then writing, and a
+    /// deferred transaction failed at once when another process committed in between.
+    #[test]
+    fn writers_of_an_existing_database_wait_for_each_other() {
+        writers_at_once(true);
+    }
+
+    fn writers_at_once(existing: bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fleet.db");
+        if existing {
+            drop(SqliteStore::open(&path, Durability::Process).unwrap());
+        }
+        let n = 8;
+        let start = std::sync::Barrier::new(n);
+        let ids: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..n)
+                .map(|i| {
+                    let (path, start) = (&path, &start);
+                    s.spawn(move || {
+                        start.wait();
+                        let store = SqliteStore::open(path, Durability::Process).unwrap();
+                        for k in 0..20 {
+                            let id = format!("r{i}-{k}");
+                            // Read, then write: as the engine picks a free run id.
+                            assert!(store.run(&id).unwrap().is_none());
+                            let row = RunRow {
+                                id: id.clone(),
+                                name: "demo".into(),
+                                runbook_path: "rb.yaml".into(),
+                                runbook_source: String::new(),
+                                repo: "/repo".into(),
+                                base_sha: "abc".into(),
+                                integration_branch: format!("fleet/runs/{id}"),
+                                state: "running".into(),
+                                created_at: 0,
+                                updated_at: 0,
+                                finished_at: None,
+                            };
+                            store.create_run(&row, &[], &[]).unwrap();
+                        }
+                        store.meta(SqliteStore::INSTANCE_ID_KEY).unwrap().unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let store = SqliteStore::open(&path, Durability::Process).unwrap();
+        assert_eq!(store.runs().unwrap().len(), n * 20);
+        let id = store.meta(SqliteStore::INSTANCE_ID_KEY).unwrap().unwrap();
+        assert_eq!(id.len(), 8);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        assert!(ids.iter().all(|i| *i == id), "{ids:?} vs {id}");
     }
 }

@@ -72,7 +72,7 @@ tasks:
   - id: inventory
     depends_on: [release-notes]
     workspace: none
-    command: "git ls-tree -r --name-only fleet/runs/$FLEET_RUN | sort"
+    command: "git ls-tree -r --name-only $FLEET_BRANCH | sort"
 "#;
 
 fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
@@ -137,7 +137,7 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<u8> {
     );
     println!("is skipped; `fetch-rates` failed once and passed on its retry.");
     println!(
-        "Look around:  cd {} && git log --graph --oneline fleet/runs/$(ls .fleet/runs | tail -1)",
+        "Look around:  cd {} && git log --graph --oneline --branches='fleet/runs/*'",
         dir.display()
     );
     // The demo succeeded if it ended exactly as designed.

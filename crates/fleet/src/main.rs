@@ -48,7 +48,7 @@ enum Command {
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
-    /// Run a YAML runbook: one worktree and branch per task, merged into fleet/runs/<run>.
+    /// Run a YAML runbook: one worktree and branch per task, merged into fleet/runs/<instance>/<run>.
     Run {
         /// The runbook file.
         #[arg(required_unless_present = "resume", conflicts_with = "resume")]

@@ -162,7 +162,7 @@ tasks:
   - id: count
     depends_on: [join]
     workspace: none
-    command: "git show fleet/runs/$FLEET_RUN:out/join.txt | wc -l"
+    command: "git show $FLEET_BRANCH:out/join.txt | wc -l"
   - id: noop
     command: "true"
 "#;
@@ -181,7 +181,7 @@ fn a_diamond_lands_on_the_integration_branch_in_dependency_order() {
     );
     let run = only_run(&repo);
     assert!(run.starts_with("diamond-"), "{run}");
-    let branch = format!("fleet/runs/{run}");
+    let branch = support::fleet_branch(&repo, "runs", &run);
 
     // What the tasks wrote is on the integration branch, built on each other's work.
     let join = git(&repo, &["show", &format!("{branch}:out/join.txt")]);
@@ -309,7 +309,7 @@ fn a_merge_conflict_fails_the_task_with_its_files_and_loses_nothing() {
     let out = fleet(&repo, &["run", "runbook.yaml"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let run = only_run(&repo);
-    let branch = format!("fleet/runs/{run}");
+    let branch = support::fleet_branch(&repo, "runs", &run);
     let status = status_json(&repo, &run);
     let tasks = status["task_list"].as_array().unwrap();
     assert_eq!(tasks[0]["state"], "merged");
@@ -334,7 +334,7 @@ fn a_merge_conflict_fails_the_task_with_its_files_and_loses_nothing() {
         !b_on_branch.success(),
         "the conflicting task's files must not land"
     );
-    let task_branch = format!("fleet/tasks/{run}/second");
+    let task_branch = support::fleet_branch(&repo, "tasks", &format!("{run}/second"));
     assert_eq!(
         git(&repo, &["show", &format!("{task_branch}:shared.txt")]),
         "second\n"
@@ -499,7 +499,13 @@ fn ctrl_c_stops_gracefully_and_resume_finishes_the_run() {
     assert_eq!(status["state"], "passed");
     assert_eq!(status["task_list"][0]["attempts"], 2);
     assert_eq!(
-        git(&repo, &["show", &format!("fleet/runs/{run}:after.txt")]),
+        git(
+            &repo,
+            &[
+                "show",
+                &format!("{}:after.txt", support::fleet_branch(&repo, "runs", &run))
+            ]
+        ),
         "after\n"
     );
     // A finished run cannot be resumed again.
@@ -516,7 +522,7 @@ fn resume_makes_a_missing_integration_branch_again_unless_work_had_landed_on_it(
     );
     interrupt_once_running(&repo, "long");
     let run = only_run(&repo);
-    let branch = format!("fleet/runs/{run}");
+    let branch = support::fleet_branch(&repo, "runs", &run);
     git(&repo, &["branch", "-D", &branch]);
     let out = Command::new(FLEET)
         .current_dir(&repo)
@@ -539,7 +545,7 @@ fn resume_makes_a_missing_integration_branch_again_unless_work_had_landed_on_it(
     );
     interrupt_once_running(&repo, "long");
     let run = only_run(&repo);
-    let branch = format!("fleet/runs/{run}");
+    let branch = support::fleet_branch(&repo, "runs", &run);
     git(&repo, &["show", &format!("{branch}:one.txt")]);
     git(&repo, &["branch", "-D", &branch]);
     let out = fleet(&repo, &["run", "--resume", &run]);
@@ -584,7 +590,13 @@ fn the_demo_runs_as_designed() {
         .find(|t| t["id"] == "fetch-rates")
         .unwrap();
     assert_eq!(flaky["attempts"], 2);
-    let calc = git(&dir, &["show", &format!("fleet/runs/{run}:bin/calc")]);
+    let calc = git(
+        &dir,
+        &[
+            "show",
+            &format!("{}:bin/calc", support::fleet_branch(&dir, "runs", &run)),
+        ],
+    );
     assert!(calc.contains("mul.sh"), "{calc}");
     assert!(text(&out.stdout).contains("summary.md"));
 }

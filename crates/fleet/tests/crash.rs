@@ -1038,7 +1038,12 @@ fn verify(
     }
 
     // 3. the integration branch
-    let branch = format!("fleet/runs/{run}");
+    let branch = ctx.git(&[
+        "for-each-ref",
+        "--format=%(refname:short)",
+        &format!("refs/heads/fleet/runs/*/{run}"),
+    ]);
+    let branch = branch.trim().to_string();
     let log = ctx.git(&["log", "--format=%H %s", &branch]);
     // subject -> the commits with it
     let mut by_subject: BTreeMap<&str, Vec<&str>> = BTreeMap::new();

@@ -206,14 +206,26 @@ fn a_rate_limited_claude_is_swapped_for_codex_then_chosen_again_after_its_reset(
     assert_eq!(
         git(
             &inst.repo,
-            &["show", &format!("fleet/runs/{run}:first.txt")]
+            &[
+                "show",
+                &format!(
+                    "{}:first.txt",
+                    support::fleet_branch(&inst.repo, "runs", run)
+                )
+            ]
         ),
         "by codex\n"
     );
     assert_eq!(
         git(
             &inst.repo,
-            &["show", &format!("fleet/runs/{run}:second.txt")]
+            &[
+                "show",
+                &format!(
+                    "{}:second.txt",
+                    support::fleet_branch(&inst.repo, "runs", run)
+                )
+            ]
         ),
         "by claude\n"
     );

@@ -103,8 +103,12 @@ fn a_telegram_request_is_delivered_and_every_channel_is_told_it_awaits_acceptanc
     assert_eq!(body["event"], "awaiting_acceptance");
     assert_eq!(body["task"], "e1");
     assert_eq!(body["task_url"], link);
-    assert_eq!(body["branch"], "fleet/epics/e1");
-    assert_eq!(body["run_hint"], "git fetch && git checkout fleet/epics/e1");
+    let branch = support::fleet_branch(&inst.repo, "epics", "e1");
+    assert_eq!(body["branch"], branch.as_str());
+    assert_eq!(
+        body["run_hint"],
+        format!("git fetch && git checkout {branch}")
+    );
     let slack = &slack_got[0];
     assert!(slack.path.starts_with("/slack/"), "{}", slack.path);
     let text = slack.json.as_ref().unwrap()["text"]
@@ -117,7 +121,7 @@ fn a_telegram_request_is_delivered_and_every_channel_is_told_it_awaits_acceptanc
     );
     let sent = telegram.wait_sent(3, Duration::from_secs(20));
     assert!(
-        sent[2].1.contains(link) && sent[2].1.contains("fleet/epics/e1"),
+        sent[2].1.contains(link) && sent[2].1.contains(&branch),
         "{}",
         sent[2].1
     );

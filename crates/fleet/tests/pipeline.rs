@@ -71,7 +71,8 @@ fn a_deploy_project_records_the_url_its_deploy_command_printed() {
         server.requests("classifier").is_empty(),
         "a rule matched: no classifier"
     );
-    let short = git(&inst.repo, &["rev-parse", "--short", "fleet/epics/e1"]);
+    let epic_branch = support::fleet_branch(&inst.repo, "epics", "e1");
+    let short = git(&inst.repo, &["rev-parse", "--short", &epic_branch]);
     assert_eq!(show["delivery"]["kind"], "deploy");
     assert_eq!(
         show["delivery"]["url"].as_str().unwrap(),
@@ -177,7 +178,14 @@ fn one_sentence_to_a_reviewed_pull_request_then_a_rejection_becomes_a_fix_that_l
     }
     assert!(inst.file_on_branch(".fleet-out/plan.json").is_none());
     // b started only after a landed: its worktree was made from a branch holding a.txt.
-    let log = git(&inst.repo, &["log", "--format=%s", "fleet/epics/e1"]);
+    let log = git(
+        &inst.repo,
+        &[
+            "log",
+            "--format=%s",
+            &support::fleet_branch(&inst.repo, "epics", "e1"),
+        ],
+    );
     let pos = |s: &str| log.lines().position(|l| l.starts_with(s)).unwrap();
     assert!(
         pos("fleet: merge task b ") < pos("fleet: merge task a "),
@@ -200,7 +208,10 @@ fn one_sentence_to_a_reviewed_pull_request_then_a_rejection_becomes_a_fix_that_l
     assert_eq!(prs.len(), 1);
     assert_eq!(
         (prs[0].head.as_str(), prs[0].base.as_str()),
-        ("acme:fleet/epics/e1", "main")
+        (
+            format!("acme:{}", support::fleet_branch(&inst.repo, "epics", "e1")).as_str(),
+            "main"
+        )
     );
     assert!(
         prs[0].body.contains("Add the a, b and c files"),
@@ -212,10 +223,14 @@ fn one_sentence_to_a_reviewed_pull_request_then_a_rejection_becomes_a_fix_that_l
         show["delivery"]["url"].as_str().unwrap(),
         "https://github.com/acme/shop/pull/1"
     );
-    let pushed = git(&inst.remote, &["rev-parse", "refs/heads/fleet/epics/e1"]);
+    let epic_branch = support::fleet_branch(&inst.repo, "epics", "e1");
+    let pushed = git(
+        &inst.remote,
+        &["rev-parse", &format!("refs/heads/{epic_branch}")],
+    );
     assert_eq!(
         pushed.trim(),
-        git(&inst.repo, &["rev-parse", "fleet/epics/e1"]).trim()
+        git(&inst.repo, &["rev-parse", &epic_branch]).trim()
     );
 
     // A person rejects: the comment becomes a fix task that runs and lands.
@@ -252,10 +267,14 @@ fn one_sentence_to_a_reviewed_pull_request_then_a_rejection_becomes_a_fix_that_l
         1,
         "the same pull request, updated"
     );
-    let pushed = git(&inst.remote, &["rev-parse", "refs/heads/fleet/epics/e1"]);
+    let epic_branch = support::fleet_branch(&inst.repo, "epics", "e1");
+    let pushed = git(
+        &inst.remote,
+        &["rev-parse", &format!("refs/heads/{epic_branch}")],
+    );
     assert_eq!(
         pushed.trim(),
-        git(&inst.repo, &["rev-parse", "fleet/epics/e1"]).trim()
+        git(&inst.repo, &["rev-parse", &epic_branch]).trim()
     );
 
     // A review comment on the pull request becomes rework too.
@@ -361,7 +380,10 @@ fn a_gitlab_project_gets_a_merge_request() {
     assert_eq!(mrs.len(), 1);
     assert_eq!(
         (mrs[0].head.as_str(), mrs[0].base.as_str()),
-        ("fleet/epics/e1", "main")
+        (
+            support::fleet_branch(&inst.repo, "epics", "e1").as_str(),
+            "main"
+        )
     );
     assert!(
         mrs[0].body.contains("Add the a, b and c files"),
@@ -376,10 +398,14 @@ fn a_gitlab_project_gets_a_merge_request() {
             mrs[0].number
         )
     );
-    let pushed = git(&inst.remote, &["rev-parse", "refs/heads/fleet/epics/e1"]);
+    let epic_branch = support::fleet_branch(&inst.repo, "epics", "e1");
+    let pushed = git(
+        &inst.remote,
+        &["rev-parse", &format!("refs/heads/{epic_branch}")],
+    );
     assert_eq!(
         pushed.trim(),
-        git(&inst.repo, &["rev-parse", "fleet/epics/e1"]).trim()
+        git(&inst.repo, &["rev-parse", &epic_branch]).trim()
     );
 }
 

@@ -113,7 +113,13 @@ fn each_real_cli_completes_a_runbook_task_and_its_file_lands() {
     assert_eq!(out.status.code(), Some(0), "{stderr}\n{why}");
     let run = status["id"].as_str().unwrap();
     for cli in CLIS {
-        let content = git(repo, &["show", &format!("fleet/runs/{run}:{cli}.txt")]);
+        let content = git(
+            repo,
+            &[
+                "show",
+                &format!("{}:{cli}.txt", support::fleet_branch(repo, "runs", run)),
+            ],
+        );
         assert_eq!(content, format!("written and edited by {cli}\n"), "{cli}");
         let task = status["task_list"]
             .as_array()

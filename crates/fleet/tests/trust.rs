@@ -5,7 +5,7 @@
 //! process group does not outlive its task.
 
 mod support;
-use support::git;
+use support::{fleet_branch, git};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -109,7 +109,8 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 
 /// The file `path` on the run's integration branch.
 fn landed(repo: &Repo, run: &str, path: &str) -> String {
-    git(&repo.dir, &["show", &format!("fleet/runs/{run}:{path}")])
+    let branch = fleet_branch(&repo.dir, "runs", run);
+    git(&repo.dir, &["show", &format!("{branch}:{path}")])
 }
 
 #[test]
@@ -161,7 +162,11 @@ fn a_retried_command_starts_from_a_clean_worktree() {
     );
     let files = git(
         &repo.dir,
-        &["ls-tree", "--name-only", &format!("fleet/runs/{run}")],
+        &[
+            "ls-tree",
+            "--name-only",
+            &fleet_branch(&repo.dir, "runs", &run),
+        ],
     );
     assert_eq!(
         files, "f.txt\njunk-2.txt\n",

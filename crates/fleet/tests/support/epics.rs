@@ -206,7 +206,10 @@ impl Instance {
         let out = Command::new("git")
             .arg("-C")
             .arg(&self.repo)
-            .args(["show", &format!("fleet/epics/e1:{file}")])
+            .args([
+                "show",
+                &format!("{}:{file}", super::fleet_branch(&self.repo, "epics", "e1")),
+            ])
             .output()
             .unwrap();
         out.status

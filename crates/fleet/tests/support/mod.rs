@@ -25,3 +25,16 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// The one branch `fleet/<kind>/<instance>/<name>`: branch names carry the id of the instance
+/// that made them.
+pub fn fleet_branch(repo: &Path, kind: &str, name: &str) -> String {
+    let pattern = format!("refs/heads/fleet/{kind}/*/{name}");
+    let out = git(
+        repo,
+        &["for-each-ref", "--format=%(refname:short)", &pattern],
+    );
+    let names: Vec<&str> = out.lines().collect();
+    assert_eq!(names.len(), 1, "branches {pattern}: {names:?}");
+    names[0].to_string()
+}
