@@ -21,6 +21,16 @@ pub struct AgentEnd {
 
 pub use fleet_secrets::Redactor;
 
+use crate::capped::HeadTail;
+
+/// What an attempt's transcript keeps of an agent's output: its start and its end (the middle
+/// of an endless stream is cut, and the cut is said).
+const TRANSCRIPT_HEAD: usize = 8 << 20;
+const TRANSCRIPT_TAIL: usize = 2 << 20;
+/// The same for the readable lines an attempt adds to its task's log.
+const LOG_HEAD: usize = 1 << 20;
+const LOG_TAIL: usize = 1 << 20;
+
 /// An agent event without secrets (they may sit in any of its strings).
 pub fn clean_event(redactor: &Redactor, e: AgentEvent) -> AgentEvent {
     let Ok(mut json) = serde_json::to_value(&e) else {
@@ -73,12 +83,14 @@ async fn run_http(
     if let Some(dir) = r.transcript.parent() {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     }
-    let mut transcript = std::fs::OpenOptions::new()
+    let transcript = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
         .open(r.transcript)
         .map_err(|e| format!("cannot open the transcript: {e}"))?;
+    let mut transcript = HeadTail::new(transcript, TRANSCRIPT_HEAD, TRANSCRIPT_TAIL);
+    let mut log = HeadTail::new(log, LOG_HEAD, LOG_TAIL);
     let run = crate::http_agent::HttpRun {
         base_url: &crate::http_agent_base(base_url),
         api_key: secrets.values().next().map(String::as_str),
@@ -106,6 +118,8 @@ async fn run_http(
         on_events(events);
     })
     .await;
+    let _ = transcript.finish();
+    let _ = log.finish();
     Ok((finished, end))
 }
 
@@ -251,8 +265,16 @@ pub async fn run(
         .map_err(|e| format!("cannot open the transcript: {e}"))?;
     // A chatty agent prints hundreds of lines a second: transcript and log are written in
     // batches (at most ~200 ms old); what counts is already in the store as events.
-    let mut transcript = std::io::BufWriter::with_capacity(64 << 10, transcript);
-    let mut log = std::io::BufWriter::with_capacity(16 << 10, log);
+    let mut transcript = HeadTail::new(
+        std::io::BufWriter::with_capacity(64 << 10, transcript),
+        TRANSCRIPT_HEAD,
+        TRANSCRIPT_TAIL,
+    );
+    let mut log = HeadTail::new(
+        std::io::BufWriter::with_capacity(16 << 10, log),
+        LOG_HEAD,
+        LOG_TAIL,
+    );
     let mut flushed = std::time::Instant::now();
     let mut parser = adapter.parser();
     let stdin = match &launch.stdin {
@@ -299,8 +321,12 @@ pub async fn run(
     })
     .await
     .map_err(|e| format!("could not run {}: {e}", launch.program))?;
-    let _ = transcript.flush();
-    let mut log = log.into_inner().map_err(|e| e.to_string())?;
+    let _ = transcript.finish();
+    let mut log = log
+        .finish()
+        .map_err(|e| e.to_string())?
+        .into_inner()
+        .map_err(|e| e.to_string())?;
     let tail = parser.flush();
     if !tail.is_empty() {
         for e in &tail {

@@ -37,6 +37,9 @@ const OBSERVATION_DELAY: Duration = Duration::from_millis(100);
 /// outside their process group. One look covers every attempt that ended meanwhile.
 const LEFTOVER_SWEEP_DELAY: Duration = Duration::from_secs(1);
 
+/// Messages and tool calls of one attempt kept as events (the store grows with them).
+const MAX_OBSERVATIONS: u32 = 2000;
+
 /// Called with every event right after it is committed (progress display, tests).
 pub type Observer = Box<dyn Fn(&Event) + Send + Sync>;
 
@@ -585,6 +588,8 @@ struct Coordinator {
     stopping: bool,
     /// When to look for processes that ended attempts left behind (see `sweep_leftovers`).
     sweep_at: Option<std::time::Instant>,
+    /// Messages and tool calls of each task's running attempt stored so far.
+    chatter: HashMap<usize, u32>,
     observer: Option<Observer>,
     /// Creates the logs of tasks that became ready, before they start.
     logs: LogMaker,
@@ -678,6 +683,7 @@ impl Coordinator {
             branch: None,
             stopping: false,
             sweep_at: None,
+            chatter: HashMap::new(),
             observer: opts.observer,
             logs: LogMaker::start(),
             _lock: lock,
@@ -1224,6 +1230,7 @@ impl Coordinator {
         let n = t.attempt;
         self.record(vec![t]);
         self.spend.remove(&i);
+        self.chatter.remove(&i);
         self.first_start.entry(i).or_insert(now);
         let mut a = AttemptRow {
             run_id: self.ctx.run_id.clone(),
@@ -1466,6 +1473,25 @@ impl Coordinator {
                     ("attempt.error", json!({"class": class, "message": message}))
                 }
             };
+            if matches!(
+                e,
+                E::Message { .. } | E::ToolCall { .. } | E::ToolResult { .. }
+            ) {
+                // What an agent says is kept up to a point; what decides (usage, limits,
+                // errors) always is. The transcript keeps the output's head and tail.
+                let said = {
+                    let said = self.chatter.entry(task).or_default();
+                    *said += 1;
+                    *said
+                };
+                if said == MAX_OBSERVATIONS + 1 {
+                    let data = json!({"kept": MAX_OBSERVATIONS, "why": "the agent said more than the store keeps per attempt; the transcript has its start and end"});
+                    self.event(Some(task), Some(n), "attempt.output_cut", data);
+                }
+                if said > MAX_OBSERVATIONS {
+                    continue;
+                }
+            }
             self.event(Some(task), Some(n), kind, data);
         }
         if let Some(a) = self.attempts.get(&task) {

@@ -9,6 +9,7 @@
 //! Must not know: how the user typed the command (CLI), terminal rendering, YAML syntax.
 
 pub mod agent;
+mod capped;
 pub mod engine;
 pub mod fix_loop;
 pub mod http_agent;

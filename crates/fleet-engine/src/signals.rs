@@ -32,14 +32,14 @@ pub fn hold() {
 }
 
 /// The stop signals, listened for; creating it releases a [`hold`] on this thread.
-pub(crate) struct Listener {
+pub struct Listener {
     term: Stream,
     int: Stream,
     hup: Stream,
 }
 
 impl Listener {
-    pub(crate) fn new() -> std::io::Result<Listener> {
+    pub fn new() -> std::io::Result<Listener> {
         let listener = Listener {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
@@ -51,7 +51,7 @@ impl Listener {
     }
 
     /// The next stop signal, as the reason a run stops.
-    pub(crate) async fn recv(&mut self) -> &'static str {
+    pub async fn recv(&mut self) -> &'static str {
         tokio::select! {
             _ = self.term.recv() => "terminated (SIGTERM)",
             _ = self.int.recv() => "interrupted (SIGINT)",

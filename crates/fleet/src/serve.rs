@@ -15,6 +15,8 @@ pub struct ServeFlags {
 }
 
 pub fn serve(home: &Path, flags: ServeFlags) -> anyhow::Result<u8> {
+    // A stop signal during start-up waits for the listener below (see `fleet_engine::signals`).
+    fleet_engine::signals::hold();
     let mut pipeline = epics::pipeline(home, flags.quiet)?;
     let bind = flags.bind.unwrap_or_else(|| pipeline.instance.bind.clone());
     let (events, wake) = fleet_server::event_channel();
@@ -48,20 +50,16 @@ pub fn serve(home: &Path, flags: ServeFlags) -> anyhow::Result<u8> {
             pr_poll: std::time::Duration::from_secs(flags.pr_poll.max(1)),
             ..Default::default()
         };
-        let services =
-            fleet_server::services::start(fleet.clone(), opts).map_err(InvalidInput)?;
+        let services = fleet_server::services::start(fleet.clone(), opts).map_err(InvalidInput)?;
         println!("fleet serve: listening on http://{addr}");
         println!("dashboard: {public_url}/  api: {public_url}/api/v1  mcp: {public_url}/mcp");
-        // Ctrl-C or SIGTERM (systemd, docker stop) stop the server; epics being driven stop
-        // with the process and resume from the store on the next start.
+        // Ctrl-C, SIGTERM (systemd, docker stop) or SIGHUP stop the server; epics being driven
+        // stop with the process and resume from the store on the next start.
         let stop = fleet.stop.clone();
+        let mut signals = fleet_engine::signals::Listener::new()?;
         tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-            }
+            let why = signals.recv().await;
+            eprintln!("fleet serve: {why}: stopping");
             let _ = stop.send(true);
         });
         fleet_server::serve(fleet, listener).await?;

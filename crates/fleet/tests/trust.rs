@@ -308,3 +308,47 @@ fn a_daemon_that_left_its_process_group_does_not_outlive_its_task() {
     assert!(status.success());
     assert!(marked(mark).is_empty());
 }
+
+#[test]
+fn an_endless_agent_output_is_kept_as_its_head_and_tail() {
+    // 24 MB of output: more than the transcript keeps (its head and its tail).
+    let (_tmp, home, repo) = instance_with_agent(
+        "echo first-line; yes 0123456789012345678901234567890123456789 | head -c 24000000; echo last-line; echo done > out.txt",
+    );
+    let (out, _) = run_in(&home, &repo);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let runs = home.join(".fleet/runs");
+    let run = std::fs::read_dir(&runs)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let transcript = std::fs::read(run.join("transcripts/a-1.jsonl")).unwrap();
+    let text = String::from_utf8_lossy(&transcript);
+    assert!(
+        transcript.len() < 12_000_000,
+        "the transcript grew with the output: {} bytes",
+        transcript.len()
+    );
+    assert!(text.starts_with("first-line"), "{}", &text[..100]);
+    assert!(text.contains("bytes cut here"));
+    assert!(
+        text.trim_end().ends_with("last-line"),
+        "{}",
+        &text[text.len() - 200..]
+    );
+    let log = std::fs::read(run.join("logs/a.log")).unwrap();
+    assert!(
+        log.len() < 3_000_000,
+        "the task log grew with the output: {}",
+        log.len()
+    );
+    let events = std::fs::read_to_string(run.join("events.jsonl")).unwrap();
+    let said = events
+        .lines()
+        .filter(|l| l.contains("\"agent.message\""))
+        .count();
+    assert!(said <= 2000, "{said} messages stored");
+    assert!(events.contains("\"attempt.output_cut\""));
+}
