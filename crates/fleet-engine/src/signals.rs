@@ -31,6 +31,12 @@ pub fn hold() {
     let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&stop_set()), None);
 }
 
+/// Undoes [`hold`] on the calling thread, for a command that will not listen: a signal then
+/// acts as usual (one that came meanwhile, at once).
+pub fn release() {
+    let _ = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&stop_set()), None);
+}
+
 /// The stop signals, listened for; creating it releases a [`hold`] on this thread.
 pub struct Listener {
     term: Stream,
@@ -46,7 +52,7 @@ impl Listener {
             hup: signal(SignalKind::hangup())?,
         };
         // Listening now: a signal held back during set-up is delivered, and caught.
-        let _ = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&stop_set()), None);
+        release();
         Ok(listener)
     }
 

@@ -332,8 +332,15 @@ enum AgentsCommand {
 }
 
 fn main() -> ExitCode {
+    // Before anything else: a stop signal waits until the command knows what it means (see
+    // `fleet_engine::signals`). Commands that start or serve runs listen for it; every other
+    // command lets it act as usual.
+    fleet_engine::signals::hold();
     quiet_on_closed_stdout();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. } | Command::Serve { .. }) {
+        fleet_engine::signals::release();
+    }
     match real_main(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {

@@ -352,3 +352,43 @@ fn an_endless_agent_output_is_kept_as_its_head_and_tail() {
     assert!(said <= 2000, "{said} messages stored");
     assert!(events.contains("\"attempt.output_cut\""));
 }
+
+/// `fleet serve` on an empty instance, stopped by `signal` `after` its start: it drains and
+/// exits 0 whenever the signal comes, never dying by it.
+fn serve_stopped_by(signal: &str, after: Duration) {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("instance");
+    let init = Command::new(FLEET)
+        .args(["init", home.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    let mut serve = Command::new(FLEET)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("FLEET_HOME", &home)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(after);
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &serve.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = wait_exit(&mut serve, Duration::from_secs(30));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{signal} after {after:?}: {status:?}"
+    );
+}
+
+#[test]
+fn fleet_serve_drains_on_any_stop_signal_from_its_first_moment() {
+    for signal in ["HUP", "TERM", "INT"] {
+        for ms in [30, 400] {
+            serve_stopped_by(signal, Duration::from_millis(ms));
+        }
+    }
+}
