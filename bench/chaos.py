@@ -3,6 +3,7 @@
 
     python3 bench/chaos.py [--quick] [--no-build]   # R2 alone -> bench/results/r2.md
     python3 bench/bench.py r2 [--quick]              # or through the harness (-> latest.md)
+    python3 bench/chaos.py r3 [--quick] [--no-build] # R3: kill -9 / SIGTERM (bench/kills.py)
 
 A layered DAG of agent tasks (`role: developer`) runs over a pool of four profiles on three
 accounts whose `claude` is `fleet-fake-agent` (crates/fleet-testkit): every attempt draws its
@@ -684,10 +685,15 @@ def main() -> None:
     import platform
     import tempfile
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("which", nargs="?", default="r2", choices=["r2", "r3"],
+                    help="r2: agents over a faulty pool; r3: kill -9 / SIGTERM (bench/kills.py)")
     ap.add_argument("--quick", action="store_true", help=f"{R2_QUICK[0] * R2_QUICK[1]} tasks instead of {R2_FULL[0] * R2_FULL[1]}")
     ap.add_argument("--no-build", action="store_true",
                     help="use the binaries already in target/release (skip cargo build)")
     args = ap.parse_args()
+    if args.which == "r3":
+        r3_main(args)
+        return
     if args.no_build:
         for b in (FLEET, FAKE_AGENT):
             if not b.exists():
@@ -711,6 +717,36 @@ def main() -> None:
     bench.RESULTS.mkdir(parents=True, exist_ok=True)
     (bench.RESULTS / "r2.md").write_text(text)
     (bench.RESULTS / "r2.json").write_text(json.dumps({"r2": raw}, indent=1) + "\n")
+    print(text)
+
+
+def r3_main(args) -> None:
+    """R3 alone (bench/kills.py): the section goes to bench/results/r3.md, the raw figures to
+    r3.json."""
+    import platform
+    import tempfile
+    import kills
+    if args.no_build:
+        if not FLEET.exists():
+            sys.exit(f"chaos: {FLEET} is missing; run without --no-build")
+    else:
+        bench.build(["r3"])
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
+        raw = kills.r3(Path(tmp), args.quick)
+    report = [
+        "# Fleet benchmarks", "",
+        f"Run {started}{' (--quick)' if args.quick else ''}; Fleet {bench.revision()}; "
+        f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()}; {bench.tool_versions()}.",
+        "",
+    ] + kills.r3_report(raw) + [
+        f"_Total benchmark time {time.perf_counter() - t0:.0f} s "
+        f"(`python3 bench/chaos.py r3{' --quick' if args.quick else ''}`)._"]
+    text = "\n".join(report) + "\n"
+    bench.RESULTS.mkdir(parents=True, exist_ok=True)
+    (bench.RESULTS / "r3.md").write_text(text)
+    (bench.RESULTS / "r3.json").write_text(json.dumps({"r3": raw}, indent=1) + "\n")
     print(text)
 
 

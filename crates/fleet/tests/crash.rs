@@ -8,12 +8,15 @@
 //! every failure; replay with `FLEET_CRASH_SEED=<seed> cargo test -p fleet --test crash`.
 //! (What the run was doing at each kill still depends on the machine's speed.)
 
+mod support;
+
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+use support::kill::{Rng, status_code, tagged_processes, wait_until};
 
 const FLEET: &str = env!("CARGO_BIN_EXE_fleet");
 /// Processes started (new run or resume) before the test gives up on the run ever ending.
@@ -191,39 +194,6 @@ fn runbook(specs: &[Spec]) -> String {
 
 // ── small tools ────────────────────────────────────────────────────────────────────────────
 
-/// SplitMix64: tiny, seedable, good enough to pick moments.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
-
-fn seed() -> u64 {
-    match std::env::var("FLEET_CRASH_SEED") {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("FLEET_CRASH_SEED={s:?} is not a u64")),
-        Err(_) => {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap();
-            t.as_secs() ^ u64::from(t.subsec_nanos()) ^ (u64::from(std::process::id()) << 32)
-        }
-    }
-}
-
 /// What the test knows so far; every failure message carries it.
 struct Ctx {
     seed: u64,
@@ -333,19 +303,6 @@ impl Ctx {
     }
 }
 
-fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return None;
-        }
-        std::thread::sleep((deadline - now).min(Duration::from_millis(5)));
-    }
-}
-
 /// The complete lines of events.jsonl that parse (the file may be mid-write).
 fn read_events_loose(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -395,37 +352,6 @@ fn wait_driving(ctx: &mut Ctx, child: &mut Child, resumed_before: usize) -> bool
     }
 }
 
-/// Live processes whose environment carries `FLEET_RUN=<run>`: `(pid, command line)`.
-fn tagged_processes(run: &str) -> Vec<(u32, String)> {
-    let needle = format!("FLEET_RUN={run}");
-    let mut found = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        if environ
-            .split(|&b| b == 0)
-            .any(|var| var == needle.as_bytes())
-        {
-            let cmdline = std::fs::read(entry.path().join("cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-                .unwrap_or_default();
-            found.push((pid, cmdline));
-        }
-    }
-    found
-}
-
 /// Live processes with `path` open: `(pid, command line)`.
 fn holding_open(path: &Path) -> Vec<(u32, String)> {
     let mut found = Vec::new();
@@ -470,21 +396,12 @@ fn run_finished(ctx: &mut Ctx) -> bool {
     matches!(run_state(ctx).as_deref(), Some("passed" | "failed"))
 }
 
-fn status_code(s: &ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (s.code(), s.signal()) {
-        (Some(c), _) => format!("exit {c}"),
-        (None, Some(sig)) => format!("signal {sig}"),
-        _ => "?".into(),
-    }
-}
-
 // ── the test ───────────────────────────────────────────────────────────────────────────────
 
 #[test]
 fn kill_9_at_random_moments_then_resume_until_done() {
     let started = Instant::now();
-    let seed = seed();
+    let seed = support::kill::seed("FLEET_CRASH_SEED");
     eprintln!("crash test seed: {seed} (replay with FLEET_CRASH_SEED={seed})");
     let mut rng = Rng(seed);
 

@@ -1,6 +1,7 @@
 //! Helpers shared by the `fleet` binary's integration tests.
 
 pub mod epics;
+pub mod kill;
 pub mod server;
 
 use std::path::Path;
