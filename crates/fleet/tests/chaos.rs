@@ -450,7 +450,14 @@ fn attempts_of(t: Option<&Value>) -> String {
 /// tasks were applied more than once.
 fn verify_files(cx: &mut Chaos, design: &[Task], tasks: &BTreeMap<String, Value>) -> usize {
     let run = cx.run.clone().expect("the run exists");
-    let branch = format!("fleet/runs/{run}");
+    // The run's own integration branch (its name carries the instance): as the store says.
+    let runs = cx.fleet_json(&["runs", "--json"]);
+    let branch = runs
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["id"] == run.as_str()))
+        .and_then(|r| r["integration_branch"].as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| cx.fail("the run has no integration branch"));
     let Some(log) = cx.git(&["log", "--format=%s", &branch]) else {
         return 0;
     };
