@@ -265,6 +265,12 @@ def r3_one(work: Path, kind: str, seed: int, faults: int, tasks: list[dict]) -> 
         status = fleet_json(repo, "status", run, "--json") or {}
         r["attempts"] = sum(len(t.get("attempt_list", [])) for t in status.get("task_list", []))
         r["merged"] = merged(repo, run)
+        # Why tasks failed (their dependents are skipped): reason -> tasks.
+        reasons: dict[str, list[str]] = {}
+        for t in status.get("task_list", []):
+            if t.get("state") == "failed":
+                reasons.setdefault(str(t.get("reason")), []).append(t["id"])
+        r["failed"] = [f"{len(v)}x {k[:300]} ({', '.join(v[:4])})" for k, v in reasons.items()]
     return r
 
 
@@ -326,7 +332,7 @@ def r3_report(r: dict) -> list[str]:
                 f"{bad_state} left the run neither interrupted nor ended."]
     for x in r["runs"]:
         detail = [f"{k}: {', '.join(x[k][:8])}" for k in
-                  ("doubled", "missing", "other", "stale_worktrees", "folders", "fsck", "locks",
+                  ("failed", "doubled", "missing", "other", "stale_worktrees", "folders", "fsck", "locks",
                    "left", "errors") if x.get(k)]
         if detail:
             out += ["", f"{x['kind']} seed {x['seed']} (run `{x['run']}`): " + "; ".join(detail)]

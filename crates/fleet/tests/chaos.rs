@@ -439,11 +439,26 @@ fn attempts_of(t: Option<&Value>) -> String {
     let list = t
         .and_then(|t| t["attempt_list"].as_array().cloned())
         .unwrap_or_default();
-    let outcomes: Vec<&str> = list
+    // Runs of one outcome shortened: `[interrupted x10, passed]`.
+    let mut runs: Vec<(&str, usize)> = Vec::new();
+    for a in &list {
+        let o = a["outcome"].as_str().unwrap_or("?");
+        match runs.last_mut() {
+            Some((last, n)) if *last == o => *n += 1,
+            _ => runs.push((o, 1)),
+        }
+    }
+    let runs: Vec<String> = runs
         .iter()
-        .map(|a| a["outcome"].as_str().unwrap_or("?"))
+        .map(|(o, n)| {
+            if *n == 1 {
+                o.to_string()
+            } else {
+                format!("{o} x{n}")
+            }
+        })
         .collect();
-    format!("[{}]", outcomes.join(", "))
+    format!("[{}]", runs.join(", "))
 }
 
 /// Every task's file on the integration branch holds its line exactly once. Returns how many
@@ -595,17 +610,11 @@ fn find_locks(dir: &Path, found: &mut Vec<String>) {
 
 // ── the tests ──────────────────────────────────────────────────────────────────────────────
 
-fn chaos(fault: Fault) {
-    let started = Instant::now();
-    let tag = match fault {
-        Fault::Kill9 => "kill9",
-        Fault::Term => "term",
-    };
-    // Two tests of this file run at once: different seeds, and different run names, since a
-    // run's id is its name and the second it started, and its processes are found by that id.
-    let seed = seed("FLEET_CHAOS_SEED") ^ u64::from(fault == Fault::Term);
+/// A repository with one commit on `main` and the design's runbook, untracked, in its root.
+fn setup(fault: Fault, tag: &str, design: &[Task]) -> Chaos {
+    // The printed seed replays either test as it is (without the variable, each draws its own).
+    let seed = seed("FLEET_CHAOS_SEED");
     eprintln!("chaos ({tag}) seed: {seed} (replay with FLEET_CHAOS_SEED={seed})");
-    let mut rng = Rng(seed);
     let tmp = tempfile::Builder::new()
         .prefix(&format!("fleet-chaos-{tag}-"))
         .tempdir()
@@ -631,10 +640,23 @@ fn chaos(fault: Fault) {
     if !cx.problems.is_empty() {
         cx.fail(cx.problems.join("\n"));
     }
+    // The two tests of this file run at once: a run's id is its name and the second it
+    // started, and its processes are found by that id, so the names differ.
+    let name = format!("chaos-{tag}-{}", std::process::id());
+    std::fs::write(cx.repo.join("runbook.yaml"), runbook(&name, design)).unwrap();
+    cx
+}
+
+fn chaos(fault: Fault) {
+    let started = Instant::now();
+    let tag = match fault {
+        Fault::Kill9 => "kill9",
+        Fault::Term => "term",
+    };
     let design = design();
     assert!(design.len() >= 150, "the design has {} tasks", design.len());
-    let name = format!("chaos-{tag}-{}", std::process::id());
-    std::fs::write(cx.repo.join("runbook.yaml"), runbook(&name, &design)).unwrap();
+    let mut cx = setup(fault, tag, &design);
+    let mut rng = Rng(cx.seed);
 
     let faults = storm(&mut cx, &mut rng);
     if faults < FAULTS {
