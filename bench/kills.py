@@ -136,7 +136,10 @@ def leftovers(repo: Path, run: str) -> dict:
 
 
 def files(repo: Path, run: str, tasks: list[dict]) -> dict:
-    branch = f"fleet/runs/{run}"
+    # The run's integration branch as the store names it (it carries the instance id).
+    runs = fleet_json(repo, "runs", "--json") or []
+    branch = next((r["integration_branch"] for r in runs if r.get("id") == run),
+                  f"fleet/runs/{run}")
     doubled, missing, other = [], [], []
     for t in tasks:
         p = git(repo, "show", f"{branch}:f_{t['id']}.txt")
