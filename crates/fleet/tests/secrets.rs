@@ -116,6 +116,67 @@ fn git_history(repo: &Path) -> Vec<u8> {
     out.stdout
 }
 
+/// What `fleet serve` shows of the instance from loopback without a token: the API's read
+/// routes, Prometheus and the live stream replayed from its start.
+fn served(inst: &Instance) -> Vec<(String, Vec<u8>)> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleet"));
+    cmd.args(["serve", "--bind", "127.0.0.1:0"])
+        .env("FLEET_HOME", &inst.home)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in CANARIES {
+        cmd.env(k, v);
+    }
+    let mut serve = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr = first
+        .strip_prefix("fleet serve: listening on http://")
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_string();
+    let get = |path: &str, extra: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_millis(1500)))
+            .unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n"
+        )
+        .unwrap();
+        let mut body = Vec::new();
+        let _ = s.read_to_end(&mut body); // the stream never ends: read until the timeout
+        body
+    };
+    let mut out = Vec::new();
+    for path in [
+        "/api/v1/runs",
+        "/api/v1/agents",
+        "/api/v1/accounts",
+        "/api/v1/budgets",
+        "/api/v1/metrics",
+        "/metrics",
+    ] {
+        let body = get(path, "");
+        assert!(
+            body.starts_with(b"HTTP/1.1 200"),
+            "{path}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        out.push((format!("GET {path}"), body));
+    }
+    let stream = get("/api/v1/events", "Last-Event-ID: 0\r\n");
+    assert!(
+        contains(&stream, "attempt.started"),
+        "the stream replayed nothing: {}",
+        String::from_utf8_lossy(&stream)
+    );
+    out.push(("the event stream".into(), stream));
+    let _ = serve.kill();
+    let _ = serve.wait();
+    out
+}
+
 #[test]
 fn planted_secrets_never_leave_the_environment() {
     let inst = Instance::new();
@@ -171,6 +232,7 @@ fn planted_secrets_never_leave_the_environment() {
         let out = inst.fleet(read);
         places.push((format!("fleet {}", read.join(" ")), out.stdout));
     }
+    places.extend(served(&inst));
     let mut leaks = Vec::new();
     for (name, value) in CANARIES {
         for (place, bytes) in &places {
