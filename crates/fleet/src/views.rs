@@ -149,6 +149,16 @@ pub fn gc(
     let mut removed = Vec::new();
     let mut kept = Vec::new();
     let root = layout.worktrees();
+    // First, what a dead Fleet or git left in the runs' repositories (half-made worktree
+    // entries, stale locks): until that is repaired, every worktree command there fails.
+    let mut repaired = Vec::new();
+    let repo_paths: std::collections::BTreeSet<String> =
+        store.runs()?.into_iter().map(|r| r.repo).collect();
+    for path in repo_paths {
+        if let Ok(repo) = fleet_git::Repo::open(std::path::Path::new(&path)) {
+            repaired.extend(repo.repair(&root)?.describe());
+        }
+    }
     let entries = match std::fs::read_dir(&root) {
         Ok(e) => e.collect::<Result<Vec<_>, _>>()?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -190,9 +200,14 @@ pub fn gc(
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({"removed": removed, "kept_runs": kept}))?
+            serde_json::to_string_pretty(
+                &json!({"removed": removed, "kept_runs": kept, "repaired": repaired})
+            )?
         );
     } else {
+        for r in &repaired {
+            println!("repaired: {r}");
+        }
         for p in &removed {
             println!("removed {}", p.display());
         }

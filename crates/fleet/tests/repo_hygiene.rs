@@ -429,3 +429,37 @@ fn an_epic_never_builds_on_a_branch_this_instance_did_not_make_for_it() {
     assert_eq!(said.data["wanted"], first.as_str());
     assert_eq!(said.data["branch"], second.as_str());
 }
+
+#[test]
+fn fleet_gc_repairs_what_a_dead_fleet_left_in_the_repository() {
+    let (_tmp, repo) = repo_with(RUNBOOK);
+    assert_code(&fleet(&repo, &["run", "runbook.yaml", "-q"]), 0);
+    let entry = repo.join(".git/worktrees/t9");
+    let folder = repo.join(".fleet/worktrees/old-run/t9");
+    std::fs::create_dir_all(&entry).unwrap();
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(entry.join("locked"), "initializing\n").unwrap();
+    std::fs::write(entry.join("commondir"), "").unwrap();
+    std::fs::write(
+        entry.join("gitdir"),
+        format!("{}\n", folder.join(".git").display()),
+    )
+    .unwrap();
+    std::fs::write(
+        folder.join(".git"),
+        format!("gitdir: {}\n", entry.display()),
+    )
+    .unwrap();
+    assert!(!try_git(&repo, &["worktree", "list"]).0);
+
+    let out = fleet(&repo, &["gc"]);
+    assert_code(&out, 0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("repaired: removed the broken worktree entry t9"),
+        "{out:?}"
+    );
+    let (ok, why) = try_git(&repo, &["worktree", "list"]);
+    assert!(ok, "{why}");
+    assert!(!entry.exists());
+}
