@@ -37,9 +37,9 @@ const OBSERVATION_DELAY: Duration = Duration::from_millis(100);
 /// outside their process group. One look covers every attempt that ended meanwhile.
 const LEFTOVER_SWEEP_DELAY: Duration = Duration::from_secs(1);
 
-/// Messages and tool calls of one attempt kept as events (the store grows with them). Far
-/// above what a working agent says in an attempt (P4's agents say 6,000 lines in a minute, all
-/// kept); an endless stream stops growing the store here.
+/// Messages and tool calls of one attempt kept as events (the store grows with them): far
+/// above what a working agent says in one attempt (benchmark P4 keeps every event), so only an
+/// endless stream is cut.
 const MAX_OBSERVATIONS: u32 = 20_000;
 
 /// Called with every event right after it is committed (progress display, tests).
