@@ -1,0 +1,212 @@
+//! A delivered pull request's life, with the real claude CLI against the scripted model server
+//! and the GitHub double: approvals, thanks and bot comments start nothing; a change request
+//! starts one cycle, answered on the pull request with the fixing commit, the description
+//! updated; the planner may answer "no change needed"; a merged pull request ends the epic as
+//! done, a closed one as cancelled.
+
+mod support;
+use support::epics::{Instance, TOKEN, plan, scripted_server, stage_list};
+use support::git;
+
+use fleet_store::Store;
+use fleet_testkit::Scenario;
+use fleet_testkit::forge::{ForgeDouble, TOKEN_USER};
+use serde_json::Value;
+
+/// The planner plans `a` first, then the fix a comment asked for, then answers that nothing
+/// needs to change.
+fn planner() -> String {
+    let first = plan("build", &[("a", "Add a", &[])]);
+    let fix = plan(
+        "comment-fixes",
+        &[("fix-comment", "Add what the PR comment asked", &[])],
+    );
+    let none =
+        serde_json::json!({"no_change": "README.md is already there and says what the shop is"})
+            .to_string();
+    format!(
+        "mkdir -p .fleet-out && if [ -f fix-comment.txt ]; then printf '%s' '{none}'; \
+         elif [ -f a.txt ]; then printf '%s' '{fix}'; else printf '%s' '{first}'; fi \
+         > .fleet-out/plan.json"
+    )
+}
+
+fn events(inst: &Instance, epic: &str, kind: &str) -> Vec<Value> {
+    inst.store()
+        .events(Some(epic), 0, 100_000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == kind)
+        .map(|e| e.data)
+        .collect()
+}
+
+#[test]
+fn pull_request_comments_are_triaged_answered_and_the_pull_requests_end_ends_the_epic() {
+    let server = scripted_server();
+    server.add_scenario("planner", Scenario::new().shell(planner()));
+    let approve =
+        serde_json::json!({"verdict": "approve", "summary": "all criteria hold"}).to_string();
+    server.add_scenario(
+        "reviewer",
+        Scenario::new().shell(format!(
+            "mkdir -p .fleet-out && printf '%s' '{approve}' > .fleet-out/review.json"
+        )),
+    );
+    let forge = ForgeDouble::start(TOKEN);
+    forge.add_repo("acme", "shop");
+    let inst = Instance::new(&server);
+    inst.add_shop_on_github(&forge.base_url());
+    let out = inst.ok(&[
+        "task",
+        "add",
+        "Add the a file to the shop",
+        "--project",
+        "shop",
+    ]);
+    assert!(out.contains("epic e1 awaiting_acceptance"), "{out}");
+    assert_eq!(inst.show("e1")["cycle"], 1);
+    let body = forge.pull_requests()[0].body.clone();
+    // The description names the agent that played each task and its attempts.
+    assert!(body.contains("1 task (1 merged), 1 attempt."), "{body}");
+    assert!(
+        body.contains("| `a` | Add a | merged | 1 | dev-claude |"),
+        "{body}"
+    );
+
+    // Approval, thanks and bots: recorded, no new cycle.
+    forge.add_issue_comment("acme/shop", 1, "octocat", "LGTM, thanks! Merging now.");
+    forge.add_issue_comment(
+        "acme/shop",
+        1,
+        "github-actions[bot]",
+        "All checks have passed. Please see the workflow run for details.",
+    );
+    forge.add_review("acme/shop", 1, "hubot", "APPROVED", "");
+    let out = inst.ok(&["task", "sync", "e1"]);
+    assert!(out.contains("0 new review comment(s)"), "{out}");
+    let show = inst.show("e1");
+    assert_eq!(
+        (show["state"].as_str(), show["cycle"].as_u64()),
+        (Some("awaiting_acceptance"), Some(1))
+    );
+    let mut verdicts: Vec<(String, String)> = events(&inst, "e1", "pr.comment_triaged")
+        .iter()
+        .map(|e| {
+            (
+                e["author"].as_str().unwrap().to_string(),
+                e["verdict"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    verdicts.sort();
+    assert_eq!(
+        verdicts,
+        [
+            ("github-actions[bot]".to_string(), "bot".to_string()),
+            ("hubot".into(), "approval".into()),
+            ("octocat".into(), "approval".into()),
+        ]
+    );
+
+    // A change request: one cycle, answered with the commit that fixed it.
+    forge.add_review_comment(
+        "acme/shop",
+        1,
+        "octocat",
+        "Please add fix-comment.txt as well",
+        "README.md",
+        Some(1),
+    );
+    let out = inst.ok(&["task", "sync", "e1"]);
+    assert!(out.contains("1 new review comment(s)"), "{out}");
+    assert!(out.contains("epic e1 awaiting_acceptance"), "{out}");
+    let show = inst.show("e1");
+    assert_eq!(show["cycle"], 2);
+    assert!(inst.file_on_branch("fix-comment.txt").is_some());
+    let branch = support::fleet_branch(&inst.repo, "epics", "e1");
+    let tip = git(&inst.repo, &["rev-parse", &branch]);
+    let replies: Vec<String> = forge
+        .issue_comments("acme/shop", 1)
+        .into_iter()
+        .filter(|c| c.author == TOKEN_USER)
+        .map(|c| c.body)
+        .collect();
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert!(
+        replies[0].contains(&format!(
+            "Fixed in {}: Add what the PR comment asked (fix-comment)",
+            &tip.trim()[..12]
+        )),
+        "{}",
+        replies[0]
+    );
+    assert!(replies[0].contains("@octocat wrote: Please add fix-comment.txt as well"));
+    assert_eq!(forge.pull_requests().len(), 1, "the same pull request");
+    let body = forge.pull_requests()[0].body.clone();
+    assert!(
+        body.contains("| `fix-comment` |"),
+        "the description follows: {body}"
+    );
+    assert!(
+        body.contains("Please add fix-comment.txt as well"),
+        "{body}"
+    );
+    // Fleet's own reply is not a comment to act on.
+    let out = inst.ok(&["task", "sync", "e1"]);
+    assert!(out.contains("0 new review comment(s)"), "{out}");
+    assert_eq!(inst.show("e1")["cycle"], 2);
+
+    // A comment whose answer is "nothing to change": no implement stage, a reply, awaiting.
+    forge.add_issue_comment(
+        "acme/shop",
+        1,
+        "octocat",
+        "Could you double-check the README?",
+    );
+    let out = inst.ok(&["task", "sync", "e1"]);
+    assert!(out.contains("epic e1 awaiting_acceptance"), "{out}");
+    let show = inst.show("e1");
+    assert_eq!(show["cycle"], 3);
+    let stages = stage_list(&show);
+    assert_eq!(
+        stages.last().map(String::as_str),
+        Some("plan3:passed"),
+        "{stages:?}"
+    );
+    assert!(
+        !stages.iter().any(|s| s.starts_with("implement3")),
+        "{stages:?}"
+    );
+    let last = forge.issue_comments("acme/shop", 1).pop().unwrap();
+    assert_eq!(last.author, TOKEN_USER);
+    assert!(
+        last.body
+            .contains("No change needed: README.md is already there"),
+        "{}",
+        last.body
+    );
+
+    // Merged on the forge: the epic is done.
+    forge.merge_pull_request("acme/shop", 1);
+    inst.ok(&["task", "sync", "e1"]);
+    assert_eq!(inst.show("e1")["state"], "done");
+    assert_eq!(events(&inst, "e1", "pr.merged").len(), 1);
+    assert_eq!(
+        events(&inst, "e1", "task.done")[0]["reason"],
+        "the pull request was merged"
+    );
+
+    // Another request, its pull request closed without merging: cancelled.
+    let out = inst.ok(&["task", "add", "Add the a file again", "--project", "shop"]);
+    assert!(out.contains("epic e2 awaiting_acceptance"), "{out}");
+    let number = inst.show("e2")["delivery"]["number"].as_u64().unwrap();
+    assert_eq!(number, 2);
+    forge.close_pull_request("acme/shop", 2);
+    inst.ok(&["task", "sync", "e2"]);
+    assert_eq!(inst.show("e2")["state"], "cancelled");
+    assert_eq!(
+        events(&inst, "e2", "task.cancelled")[0]["reason"],
+        "the pull request was closed without merging"
+    );
+}
