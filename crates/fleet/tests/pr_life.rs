@@ -41,8 +41,9 @@ fn events(inst: &Instance, epic: &str, kind: &str) -> Vec<Value> {
         .collect()
 }
 
-#[test]
-fn pull_request_comments_are_triaged_answered_and_the_pull_requests_end_ends_the_epic() {
+/// Scripted agents (the planner above, a reviewer that approves), the GitHub double, and the
+/// project `shop` delivered as pull requests to `acme/shop` on it.
+fn setup() -> (fleet_testkit::ModelServer, ForgeDouble, Instance) {
     let server = scripted_server();
     server.add_scenario("planner", Scenario::new().shell(planner()));
     let approve =
@@ -57,6 +58,12 @@ fn pull_request_comments_are_triaged_answered_and_the_pull_requests_end_ends_the
     forge.add_repo("acme", "shop");
     let inst = Instance::new(&server);
     inst.add_shop_on_github(&forge.base_url());
+    (server, forge, inst)
+}
+
+#[test]
+fn approvals_and_bots_start_nothing_a_change_request_is_one_cycle_answered_on_the_pull_request() {
+    let (_server, forge, inst) = setup();
     let out = inst.ok(&[
         "task",
         "add",
@@ -186,10 +193,18 @@ fn pull_request_comments_are_triaged_answered_and_the_pull_requests_end_ends_the
         "{}",
         last.body
     );
+}
+
+#[test]
+fn a_merged_pull_request_ends_the_epic_done_and_a_closed_one_cancelled() {
+    let (_server, forge, inst) = setup();
+    let out = inst.ok(&["task", "add", "Add the a file", "--project", "shop"]);
+    assert!(out.contains("epic e1 awaiting_acceptance"), "{out}");
 
     // Merged on the forge: the epic is done.
     forge.merge_pull_request("acme/shop", 1);
-    inst.ok(&["task", "sync", "e1"]);
+    let out = inst.ok(&["task", "sync", "e1"]);
+    assert!(out.contains("0 new review comment(s)"), "{out}");
     assert_eq!(inst.show("e1")["state"], "done");
     assert_eq!(events(&inst, "e1", "pr.merged").len(), 1);
     assert_eq!(
@@ -205,6 +220,10 @@ fn pull_request_comments_are_triaged_answered_and_the_pull_requests_end_ends_the
     forge.close_pull_request("acme/shop", 2);
     inst.ok(&["task", "sync", "e2"]);
     assert_eq!(inst.show("e2")["state"], "cancelled");
+    // Ended epics are not polled any more.
+    let out = inst.fleet(&["task", "sync", "e2"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not awaiting acceptance"));
     assert_eq!(
         events(&inst, "e2", "task.cancelled")[0]["reason"],
         "the pull request was closed without merging"
