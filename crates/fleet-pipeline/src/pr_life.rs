@@ -384,3 +384,31 @@ pub(crate) fn summary(
         run_id: Some(epic.id.clone()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_is_marked_as_fleets_and_quotes_what_it_answers() {
+        let replies = [PendingReply {
+            id: 7,
+            author: "octocat".into(),
+            body: "Please add x\nand more detail".into(),
+            url: "https://github.com/o/r/pull/1#discussion_r7".into(),
+        }];
+        let text = reply_text(&replies, "Fixed in abc: Add x (x)");
+        assert!(text.starts_with(FLEET_MARKER));
+        assert!(text.contains(
+            "> @octocat wrote: Please add x ([comment](https://github.com/o/r/pull/1#discussion_r7))"
+        ));
+        // Read back, it is Fleet's own and starts nothing.
+        let (verdict, _) = triage::triage(&triage::Comment {
+            author: "fleet-bot",
+            author_type: Some("User"),
+            body: &text,
+            review_state: None,
+        });
+        assert_eq!(verdict, Verdict::Own);
+    }
+}

@@ -2041,6 +2041,146 @@ mod tests {
     }
 
     #[test]
+    fn github_pull_request_life_like_github() {
+        let d = ForgeDouble::start("tok");
+        d.add_repo("o", "r");
+        let pr = r#"{"title":"t","head":"feat","base":"main","body":"b"}"#;
+        assert_eq!(http(&d, "POST", "/repos/o/r/pulls", GH, pr).0, 201);
+        // Writes need the token like reads.
+        let bad: &[(&str, &str)] = &[
+            ("User-Agent", "test"),
+            ("Accept", "application/vnd.github+json"),
+            ("Authorization", "Bearer wrong"),
+        ];
+        let (st, _, body) = http(&d, "PATCH", "/repos/o/r/pulls/1", bad, r#"{"body":"x"}"#);
+        assert_eq!(
+            (st, json_of(&body)["message"].clone()),
+            (401, json!("Bad credentials"))
+        );
+        let (st, _, _) = http(
+            &d,
+            "POST",
+            "/repos/o/r/issues/1/comments",
+            bad,
+            r#"{"body":"x"}"#,
+        );
+        assert_eq!(st, 401);
+        // PATCH: the body is replaced; an unknown state is 422; a missing pull request 404.
+        let (st, _, body) = http(&d, "PATCH", "/repos/o/r/pulls/1", GH, r#"{"body":"new"}"#);
+        assert_eq!((st, json_of(&body)["body"].clone()), (200, json!("new")));
+        let (st, _, body) = http(
+            &d,
+            "PATCH",
+            "/repos/o/r/pulls/1",
+            GH,
+            r#"{"state":"merged"}"#,
+        );
+        assert_eq!(
+            (st, json_of(&body)["message"].clone()),
+            (422, json!("Validation Failed"))
+        );
+        assert_eq!(http(&d, "PATCH", "/repos/o/r/pulls/9", GH, "{}").0, 404);
+        assert_eq!(http(&d, "PATCH", "/repos/o/r/pulls/1", GH, "{nope").0, 400);
+        // Comments: 201 by the token's user; 422 without a body; 404 without the pull request.
+        let (st, _, body) = http(
+            &d,
+            "POST",
+            "/repos/o/r/issues/1/comments",
+            GH,
+            r#"{"body":"hi"}"#,
+        );
+        assert_eq!(st, 201);
+        assert_eq!(json_of(&body)["user"]["login"], TOKEN_USER);
+        let (st, _, body) = http(&d, "POST", "/repos/o/r/issues/1/comments", GH, "{}");
+        assert_eq!(st, 422);
+        assert_eq!(json_of(&body)["errors"][0]["field"], "body");
+        assert_eq!(
+            http(
+                &d,
+                "POST",
+                "/repos/o/r/issues/9/comments",
+                GH,
+                r#"{"body":"x"}"#
+            )
+            .0,
+            404
+        );
+        // Merged: `merged` and `merged_at` on the single pull request; it cannot be reopened.
+        let (_, _, body) = http(&d, "GET", "/repos/o/r/pulls/1", GH, "");
+        assert_eq!(json_of(&body)["merged"], false);
+        d.merge_pull_request("o/r", 1);
+        let (_, _, body) = http(&d, "GET", "/repos/o/r/pulls/1", GH, "");
+        let v = json_of(&body);
+        assert_eq!(
+            (v["state"].clone(), v["merged"].clone()),
+            (json!("closed"), json!(true))
+        );
+        assert!(v["merged_at"].is_string());
+        let (st, _, _) = http(&d, "PATCH", "/repos/o/r/pulls/1", GH, r#"{"state":"open"}"#);
+        assert_eq!(st, 422);
+        // Reviews: listed with their state; 404 for a pull request that does not exist.
+        d.add_review("o/r", 1, "octocat", "APPROVED", "");
+        let (st, _, body) = http(&d, "GET", "/repos/o/r/pulls/1/reviews", GH, "");
+        assert_eq!(
+            (st, json_of(&body)[0]["state"].clone()),
+            (200, json!("APPROVED"))
+        );
+        assert_eq!(http(&d, "GET", "/repos/o/r/pulls/9/reviews", GH, "").0, 404);
+    }
+
+    #[test]
+    fn gitlab_merge_request_life_like_gitlab() {
+        let d = ForgeDouble::start("tok");
+        d.add_gitlab_project("g/p");
+        let auth: &[(&str, &str)] = &[
+            ("PRIVATE-TOKEN", "tok"),
+            ("Content-Type", "application/json"),
+        ];
+        let base = "/api/v4/projects/g%2Fp/merge_requests";
+        let mr = r#"{"source_branch":"f","target_branch":"main","title":"t"}"#;
+        assert_eq!(http(&d, "POST", base, auth, mr).0, 201);
+        let one = format!("{base}/1");
+        let (st, _, _) = http(
+            &d,
+            "PUT",
+            &one,
+            &[("PRIVATE-TOKEN", "x")],
+            r#"{"description":"d"}"#,
+        );
+        assert_eq!(st, 401);
+        let (st, _, body) = http(&d, "PUT", &one, auth, r#"{"description":"d"}"#);
+        assert_eq!(
+            (st, json_of(&body)["description"].clone()),
+            (200, json!("d"))
+        );
+        assert_eq!(http(&d, "PUT", &one, auth, "{}").0, 400);
+        assert_eq!(
+            http(&d, "PUT", &format!("{base}/9"), auth, r#"{"title":"x"}"#).0,
+            404
+        );
+        let notes = format!("{one}/notes");
+        let (st, _, body) = http(&d, "POST", &notes, auth, r#"{"body":"hi"}"#);
+        assert_eq!(st, 201);
+        assert_eq!(json_of(&body)["author"]["username"], TOKEN_USER);
+        let (st, _, body) = http(&d, "POST", &notes, auth, "{}");
+        assert_eq!(
+            (st, json_of(&body)),
+            (400, json!({"error": "body is missing"}))
+        );
+        d.merge_merge_request("g/p", 1);
+        let (_, _, body) = http(&d, "GET", &one, auth, "");
+        let v = json_of(&body);
+        assert_eq!(v["state"], "merged");
+        assert!(v["merged_at"].is_string());
+        let (_, _, body) = http(&d, "PUT", &one, auth, r#"{"state_event":"close"}"#);
+        assert_eq!(
+            json_of(&body)["state"],
+            "merged",
+            "a merged request stays merged"
+        );
+    }
+
+    #[test]
     fn gitlab_merge_requests_like_gitlab() {
         let d = ForgeDouble::start("tok");
         let id = d.add_gitlab_project("g/sub/p");
