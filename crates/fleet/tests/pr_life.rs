@@ -7,6 +7,7 @@
 mod support;
 use support::epics::{Instance, TOKEN, plan, scripted_server, stage_list};
 use support::git;
+use support::server::{Http, Served, wait_for};
 
 use fleet_store::Store;
 use fleet_testkit::Scenario;
@@ -228,4 +229,60 @@ fn a_merged_pull_request_ends_the_epic_done_and_a_closed_one_cancelled() {
         events(&inst, "e2", "task.cancelled")[0]["reason"],
         "the pull request was closed without merging"
     );
+}
+
+#[test]
+fn under_fleet_serve_approval_and_bot_comments_do_not_loop_and_a_merge_ends_the_epic() {
+    let (_server, forge, inst) = setup();
+    let out = inst.ok(&["token", "create", "--scope", "submit", "--name", "ci"]);
+    let submit = out.lines().last().unwrap().trim().to_string();
+    let served = Served::start(&inst, "127.0.0.1", &[]);
+    let http = Http::new();
+    let detail = format!("{}/api/v1/tasks/e1", served.url);
+    let (s, _) = http.post(
+        &format!("{}/api/v1/tasks", served.url),
+        Some(&submit),
+        serde_json::json!({"project": "shop", "request": "Add the a file"}),
+    );
+    assert_eq!(s, 201);
+    wait_for(120, "e1 awaiting acceptance", || {
+        let (_, d) = http.get(&detail, None);
+        (d["task"]["state"] == "awaiting_acceptance").then_some(())
+    });
+    forge.add_issue_comment("acme/shop", 1, "octocat", "LGTM, thanks! Merging now.");
+    forge.add_issue_comment(
+        "acme/shop",
+        1,
+        "codecov[bot]",
+        "Codecov Report: coverage 100%",
+    );
+    // The watcher (every second) triages both ...
+    wait_for(60, "both comments triaged", || {
+        (events(&inst, "e1", "pr.comment_triaged").len() == 2).then_some(())
+    });
+    // ... and keeps polling without starting a cycle.
+    let polls = |forge: &ForgeDouble| {
+        forge
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path == "/repos/acme/shop/pulls/1")
+            .count()
+    };
+    let seen = polls(&forge);
+    wait_for(60, "three more polls", || {
+        (polls(&forge) >= seen + 3).then_some(())
+    });
+    let (_, d) = http.get(&detail, None);
+    assert_eq!(
+        (d["task"]["state"].as_str(), d["task"]["cycle"].as_u64()),
+        (Some("awaiting_acceptance"), Some(1)),
+        "{d}"
+    );
+    assert_eq!(events(&inst, "e1", "task.review_rejected").len(), 0);
+    forge.merge_pull_request("acme/shop", 1);
+    wait_for(60, "e1 done once its pull request was merged", || {
+        let (_, d) = http.get(&detail, None);
+        (d["task"]["state"] == "done").then_some(())
+    });
+    served.stop();
 }
