@@ -321,7 +321,7 @@ pub(crate) fn summary(
     epic: &EpicRow,
     data: &EpicData,
     project: &ProjectRow,
-) -> fleet_deliver::PullRequestSummary {
+) -> Result<fleet_deliver::PullRequestSummary> {
     let mut checks: Vec<String> = Vec::new();
     for c in data
         .tasks
@@ -342,7 +342,7 @@ pub(crate) fn summary(
         .filter_map(|t| t.run_id.as_ref())
         .collect();
     for run in runs {
-        for a in p.store.attempts(run).unwrap_or_default() {
+        for a in p.store.attempts(run)? {
             let e = played.entry((run.clone(), a.task_id.clone())).or_default();
             e.0 += 1;
             if let Some(who) = a.profile.filter(|w| !e.1.contains(w)) {
@@ -350,7 +350,7 @@ pub(crate) fn summary(
             }
         }
     }
-    fleet_deliver::PullRequestSummary {
+    Ok(fleet_deliver::PullRequestSummary {
         request: epic.request.clone(),
         plan: data.plan_summary.clone(),
         tasks: data
@@ -382,7 +382,7 @@ pub(crate) fn summary(
             .collect(),
         checks,
         run_id: Some(epic.id.clone()),
-    }
+    })
 }
 
 #[cfg(test)]

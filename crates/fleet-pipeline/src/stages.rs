@@ -411,8 +411,12 @@ pub(crate) async fn run_stage(
                 ))
             })?;
             if let Some(why) = valid.no_change() {
-                // The drive sees this and skips to awaiting acceptance (`pr_life::after_plan`).
-                data.delivery.get_or_insert_with(Default::default).no_change = Some(why.into());
+                // After a delivery (a rework cycle), the drive sees this and skips to awaiting
+                // acceptance (`pr_life::after_plan`). Before one (re-planning failed tasks),
+                // nothing is planned and the epic goes on to review as usual.
+                if let Some(d) = data.delivery.as_mut().filter(|d| !d.kind.is_empty()) {
+                    d.no_change = Some(why.into());
+                }
                 data.feedback.clear();
                 return Ok((
                     Outcome::Passed,
@@ -791,7 +795,7 @@ async fn deliver(
                 epic.id
             );
             let body =
-                fleet_deliver::pull_request_body(&crate::pr_life::summary(p, epic, data, project));
+                fleet_deliver::pull_request_body(&crate::pr_life::summary(p, epic, data, project)?);
             match forge
                 .open(&epic.branch, &project.default_branch, &title, &body)
                 .await
