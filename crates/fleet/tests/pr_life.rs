@@ -286,3 +286,60 @@ fn under_fleet_serve_approval_and_bot_comments_do_not_loop_and_a_merge_ends_the_
     });
     served.stop();
 }
+
+#[test]
+fn on_gitlab_a_change_note_is_answered_with_a_note_and_a_merge_ends_the_epic() {
+    let (_server, forge, inst) = setup();
+    forge.add_gitlab_project("acme/site");
+    inst.ok(&[
+        "project",
+        "add",
+        "site",
+        "--repo",
+        inst.repo.to_str().unwrap(),
+        "--delivery",
+        "pull_request",
+        "--forge",
+        "gitlab",
+        "--api-url",
+        &forge.gitlab_url(),
+        "--forge-repo",
+        "acme/site",
+        "--token-env",
+        "GITLAB_TOKEN",
+    ]);
+    let out = inst.ok(&["task", "add", "Add the a file", "--project", "site"]);
+    assert!(out.contains("epic e1 awaiting_acceptance"), "{out}");
+    // GitLab's own notes and a thank-you start nothing.
+    forge.add_gitlab_note("acme/site", 1, "octocat", "added 1 commit", true);
+    forge.add_gitlab_note("acme/site", 1, "octocat", "Thanks, looks great 🎉", false);
+    let out = inst.ok(&["task", "sync", "e1"]);
+    assert!(out.contains("0 new review comment(s)"), "{out}");
+    assert_eq!(inst.show("e1")["cycle"], 1);
+    forge.add_gitlab_diff_note(
+        "acme/site",
+        1,
+        "octocat",
+        "Please add fix-comment.txt as well",
+        "README.md",
+        1,
+    );
+    let out = inst.ok(&["task", "sync", "e1"]);
+    assert!(out.contains("1 new review comment(s)"), "{out}");
+    assert_eq!(inst.show("e1")["cycle"], 2);
+    let ours: Vec<String> = forge
+        .gitlab_notes("acme/site", 1)
+        .into_iter()
+        .filter(|n| n.author == TOKEN_USER)
+        .map(|n| n.body)
+        .collect();
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    assert!(ours[0].contains("Fixed in "), "{}", ours[0]);
+    assert!(
+        forge.merge_requests()[0].body.contains("| `fix-comment` |"),
+        "the description follows"
+    );
+    forge.merge_merge_request("acme/site", 1);
+    inst.ok(&["task", "sync", "e1"]);
+    assert_eq!(inst.show("e1")["state"], "done");
+}
