@@ -16,6 +16,7 @@ pub mod pool;
 pub mod retry;
 pub mod run;
 pub mod state;
+pub mod triage;
 pub mod work_plan;
 
 pub use graph::{Graph, GraphError, NodeSpec, TaskKind};

@@ -24,8 +24,16 @@ use std::fmt;
 #[serde(deny_unknown_fields)]
 pub struct WorkPlan {
     /// One paragraph: what the plan does and why it is cut this way.
+    #[serde(default)]
     pub summary: String,
+    #[serde(default)]
     pub phases: Vec<PlanPhase>,
+    /// The planner's answer to a rework cycle when nothing needs to change (a comment that
+    /// asked a question, or asked for what is already there): why. Then `phases` is empty,
+    /// no task runs, and the reason is posted on the pull request. Only in a rework cycle
+    /// (the epic already has tasks): a first plan must plan something.
+    #[serde(default)]
+    pub no_change: Option<String>,
 }
 
 /// A group of tasks. Depending on a phase means depending on every task in it.
@@ -106,6 +114,7 @@ pub struct PlanContext {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidPlan {
     summary: String,
+    no_change: Option<String>,
     phases: Vec<ValidPhase>,
     tasks: Vec<PlannedTask>,
 }
@@ -113,6 +122,11 @@ pub struct ValidPlan {
 impl ValidPlan {
     pub fn summary(&self) -> &str {
         &self.summary
+    }
+
+    /// Why nothing needs to change, when the planner said so (then there are no tasks).
+    pub fn no_change(&self) -> Option<&str> {
+        self.no_change.as_deref()
     }
 
     /// Phases in the order the planner wrote them.
@@ -209,6 +223,10 @@ pub enum PlanErrorKind {
     NulInCommand,
     /// A reject verdict must come with at least one bug.
     RejectWithoutBugs,
+    /// `no_change` together with phases: the plan must be one or the other.
+    NoChangeWithPhases,
+    /// `no_change` in the first plan of an epic, which has nothing delivered yet.
+    NoChangeInFirstPlan,
     /// A graph error the checks above should already have caught; kept so that validation
     /// never panics.
     Graph {
@@ -272,6 +290,12 @@ impl PlanError {
                 format!("{count} tasks; expected at most {max} in one plan")
             }
             NulInCommand => "command contains a NUL byte; expected shell text".into(),
+            NoChangeWithPhases => "no_change together with phases; expected either phases of \
+                                   tasks or only no_change with the reason nothing needs to change"
+                .into(),
+            NoChangeInFirstPlan => "no_change in the first plan of a request; expected phases of \
+                                    tasks (no_change is only an answer to a rework cycle)"
+                .into(),
             RejectWithoutBugs => {
                 "verdict is reject but no bug is listed; expected at least one bug with a title"
                     .into()
@@ -313,6 +337,41 @@ impl Def {
     }
 }
 
+/// A plan answering "no change needed": a reason, no phases, and an epic with earlier tasks.
+fn validate_no_change(
+    plan: &WorkPlan,
+    why: &str,
+    ctx: &PlanContext,
+) -> Result<ValidPlan, Vec<PlanError>> {
+    let mut errors = Vec::new();
+    if is_blank(why) {
+        errors.push(PlanError::new("no_change", PlanErrorKind::EmptyText));
+    }
+    if !plan.phases.is_empty() {
+        errors.push(PlanError::new("phases", PlanErrorKind::NoChangeWithPhases));
+    }
+    if ctx.existing.is_empty() {
+        errors.push(PlanError::new(
+            "no_change",
+            PlanErrorKind::NoChangeInFirstPlan,
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let summary = if is_blank(&plan.summary) {
+        format!("No change needed: {}", why.trim())
+    } else {
+        plan.summary.clone()
+    };
+    Ok(ValidPlan {
+        summary,
+        no_change: Some(why.trim().to_string()),
+        phases: Vec::new(),
+        tasks: Vec::new(),
+    })
+}
+
 /// Validates a plan and flattens it into atomic tasks in dependency order.
 ///
 /// Every error found is returned, not just the first; a cycle is only looked for once ids and
@@ -323,6 +382,9 @@ pub fn validate_plan(plan: &WorkPlan, ctx: &PlanContext) -> Result<ValidPlan, Ve
     // Errors in ids or dependencies make the graph meaningless; the rest do not.
     let mut graph_ok = true;
 
+    if let Some(why) = &plan.no_change {
+        return validate_no_change(plan, why, ctx);
+    }
     if is_blank(&plan.summary) {
         errors.push(PlanError::new("summary", EmptyText));
     }
@@ -444,6 +506,7 @@ pub fn validate_plan(plan: &WorkPlan, ctx: &PlanContext) -> Result<ValidPlan, Ve
     match order(plan, &existing) {
         Ok(tasks) if errors.is_empty() => Ok(ValidPlan {
             summary: plan.summary.clone(),
+            no_change: None,
             phases: plan
                 .phases
                 .iter()

@@ -47,6 +47,7 @@ fn plan(phases: Vec<PlanPhase>) -> WorkPlan {
     WorkPlan {
         summary: "Build it in steps.".into(),
         phases,
+        no_change: None,
     }
 }
 
@@ -853,4 +854,71 @@ proptest! {
         prop_assert_eq!(inner.len(), path.len() - 1, "cycle repeats a task: {:?}", path);
         prop_assert!(errs[0].path.contains(".depends_on["), "{}", &errs[0].path);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// "No change needed": the planner's answer to a rework cycle
+
+fn rework_ctx() -> PlanContext {
+    PlanContext {
+        known_roles: vec!["developer".into()],
+        existing: vec!["a".into()],
+        max_tasks: 10,
+    }
+}
+
+#[test]
+fn no_change_is_an_answer_to_a_rework_cycle_only() {
+    let answer: WorkPlan =
+        serde_json::from_str(r#"{"no_change": "README.md already says that"}"#).unwrap();
+    let valid = validate_plan(&answer, &rework_ctx()).expect("no_change in a rework cycle");
+    assert_eq!(valid.no_change(), Some("README.md already says that"));
+    assert!(valid.tasks().is_empty());
+    assert_eq!(
+        valid.summary(),
+        "No change needed: README.md already says that"
+    );
+
+    let first = PlanContext {
+        existing: vec![],
+        ..rework_ctx()
+    };
+    assert_eq!(
+        errors(&answer, &first),
+        [
+            "no_change: no_change in the first plan of a request; expected phases of tasks \
+          (no_change is only an answer to a rework cycle)"
+        ]
+    );
+    let blank: WorkPlan = serde_json::from_str(r#"{"no_change": "  "}"#).unwrap();
+    assert_eq!(
+        errors(&blank, &rework_ctx()),
+        ["no_change: expected a non-empty text, found an empty or blank one"]
+    );
+    let mut both = plan(vec![phase("p", vec![task("t", &[])])]);
+    both.no_change = Some("nothing".into());
+    assert!(errors(&both, &rework_ctx())[0].starts_with("phases: no_change together with phases"));
+    // An empty plan without the answer is still refused.
+    let empty: WorkPlan = serde_json::from_str(r#"{"summary": "s", "phases": []}"#).unwrap();
+    assert!(errors(&empty, &rework_ctx())[0].starts_with("phases: expected at least one phase"));
+}
+
+#[test]
+fn plan_schema_says_plan_or_no_change() {
+    let root = load_schema("plan.schema.json");
+    assert_eq!(
+        resolve(&root, &root["properties"]["no_change"])["pattern"],
+        "\\S"
+    );
+    let branches = root["oneOf"]
+        .as_array()
+        .expect("oneOf: a plan or no_change");
+    assert_eq!(branches.len(), 2);
+    assert_eq!(branches[0]["required"], json!(["summary", "phases"]));
+    assert_eq!(branches[0]["not"]["required"], json!(["no_change"]));
+    assert_eq!(branches[1]["required"], json!(["no_change"]));
+    assert_eq!(branches[1]["not"]["required"], json!(["phases"]));
+    // serde reads both shapes.
+    serde_json::from_value::<WorkPlan>(json!({"no_change": "why"})).unwrap();
+    serde_json::from_value::<WorkPlan>(serde_json::to_value(full_plan()).unwrap()).unwrap();
 }

@@ -5,7 +5,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, USER_AGENT};
 use serde_json::{Value, json};
 
 use crate::http::{Call, MAX_PAGES, Reply, client, encode, str_of};
-use crate::{CommentKind, ForgeError, ForgeKind, PullRequest, ReviewComment, Token};
+use crate::{CommentKind, ForgeError, ForgeKind, PrState, PullRequest, ReviewComment, Token};
 
 /// A GitHub repository, and the token to act on it with.
 #[derive(Debug, Clone)]
@@ -162,6 +162,55 @@ impl GitHub {
         })
     }
 
+    /// Whether pull request `number` is open, merged or closed (`GET /pulls/N`: `state` and
+    /// `merged`; a merged pull request is also `closed`).
+    pub async fn pull_request_state(&self, number: u64) -> Result<PrState, ForgeError> {
+        let path = format!("{}/pulls/{number}", self.repo_path());
+        let (call, reply) = self.request(Method::GET, &path, None).await?;
+        if !reply.ok() {
+            return Err(call.error(&reply, &format!("pull request {}#{number}", self.full())));
+        }
+        let p = call.json(&reply)?;
+        let merged = p.get("merged").and_then(Value::as_bool) == Some(true)
+            || p.get("merged_at").is_some_and(|m| !m.is_null());
+        match (str_of(&p, "state"), merged) {
+            (_, true) => Ok(PrState::Merged),
+            ("open", false) => Ok(PrState::Open),
+            ("closed", false) => Ok(PrState::Closed),
+            (other, _) => Err(call.invalid(&format!("unknown pull request state {other:?}"))),
+        }
+    }
+
+    /// Replaces the description of pull request `number` (`PATCH /pulls/N`).
+    pub async fn update_pull_request_body(
+        &self,
+        number: u64,
+        body: &str,
+    ) -> Result<(), ForgeError> {
+        let path = format!("{}/pulls/{number}", self.repo_path());
+        let payload = json!({ "body": body });
+        let (call, reply) = self.request(Method::PATCH, &path, Some(&payload)).await?;
+        if !reply.ok() {
+            return Err(call.error(&reply, &format!("pull request {}#{number}", self.full())));
+        }
+        Ok(())
+    }
+
+    /// Posts `body` in the conversation of pull request `number` (`POST /issues/N/comments`);
+    /// returns the comment's id.
+    pub async fn post_comment(&self, number: u64, body: &str) -> Result<u64, ForgeError> {
+        let path = format!("{}/issues/{number}/comments", self.repo_path());
+        let payload = json!({ "body": body });
+        let (call, reply) = self.request(Method::POST, &path, Some(&payload)).await?;
+        if !reply.ok() {
+            return Err(call.error(&reply, &format!("pull request {}#{number}", self.full())));
+        }
+        call.json(&reply)?
+            .get("id")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| call.invalid("the comment has no id"))
+    }
+
     /// Every page of a list endpoint (`per_page=100`, until a short page).
     async fn pages(&self, path: &str, what: &str) -> Result<Vec<Value>, ForgeError> {
         let mut all = Vec::new();
@@ -189,7 +238,8 @@ impl GitHub {
     }
 
     /// The comments on pull request `number`: review comments on the diff
-    /// (`GET /pulls/N/comments`) and the conversation (`GET /issues/N/comments`), those with
+    /// (`GET /pulls/N/comments`), the conversation (`GET /issues/N/comments`) and the reviews'
+    /// verdicts (`GET /pulls/N/reviews`, see [`CommentKind::Verdict`]), those with
     /// an id greater than `since_id`, sorted by id.
     ///
     /// Caveat: GitHub numbers review comments and conversation comments from two different
@@ -214,6 +264,12 @@ impl GitHub {
                 &what,
             )
             .await?;
+        let reviews = self
+            .pages(
+                &format!("{}/pulls/{number}/reviews", self.repo_path()),
+                &what,
+            )
+            .await?;
         let mut out: Vec<ReviewComment> = review
             .iter()
             .filter_map(|c| comment(c, CommentKind::Review))
@@ -222,6 +278,7 @@ impl GitHub {
                     .iter()
                     .filter_map(|c| comment(c, CommentKind::Conversation)),
             )
+            .chain(reviews.iter().filter_map(verdict))
             .filter(|c| since_id.is_none_or(|s| c.id > s))
             .collect();
         out.sort_by_key(|c| c.id);
@@ -234,7 +291,7 @@ fn comment(c: &Value, kind: CommentKind) -> Option<ReviewComment> {
     let id = c.get("id")?.as_u64()?;
     let path = match kind {
         CommentKind::Review => c.get("path").and_then(Value::as_str).map(String::from),
-        CommentKind::Conversation => None,
+        CommentKind::Conversation | CommentKind::Verdict => None,
     };
     // `line` is null on outdated comments; `original_line` still says where it was made.
     let line = match kind {
@@ -242,7 +299,7 @@ fn comment(c: &Value, kind: CommentKind) -> Option<ReviewComment> {
             .get("line")
             .and_then(Value::as_u64)
             .or_else(|| c.get("original_line").and_then(Value::as_u64)),
-        CommentKind::Conversation => None,
+        CommentKind::Conversation | CommentKind::Verdict => None,
     };
     Some(ReviewComment {
         id,
@@ -257,5 +314,28 @@ fn comment(c: &Value, kind: CommentKind) -> Option<ReviewComment> {
         line,
         url: str_of(c, "html_url").to_string(),
         kind,
+        author_type: c
+            .pointer("/user/type")
+            .and_then(Value::as_str)
+            .map(String::from),
+        review_state: None,
     })
+}
+
+/// A review as a comment: its verdict and text. A pending review (not submitted) is nobody's
+/// word yet, and a plain `COMMENTED` review without text only wraps line comments, which come
+/// through `GET /pulls/N/comments`.
+fn verdict(r: &Value) -> Option<ReviewComment> {
+    let state = str_of(r, "state");
+    let body = str_of(r, "body");
+    if state == "PENDING"
+        || state == "DISMISSED"
+        || (state == "COMMENTED" && body.trim().is_empty())
+    {
+        return None;
+    }
+    let mut c = comment(r, CommentKind::Conversation)?;
+    c.kind = CommentKind::Verdict;
+    c.review_state = Some(state.to_string());
+    Some(c)
 }

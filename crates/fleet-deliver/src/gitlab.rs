@@ -5,7 +5,7 @@ use reqwest::header::{ACCEPT, USER_AGENT};
 use serde_json::{Value, json};
 
 use crate::http::{Call, MAX_PAGES, Reply, client, encode, str_of};
-use crate::{CommentKind, ForgeError, ForgeKind, PullRequest, ReviewComment, Token};
+use crate::{CommentKind, ForgeError, ForgeKind, PrState, PullRequest, ReviewComment, Token};
 
 /// A GitLab project, and the token (personal, project or group access token) to act on it with.
 #[derive(Debug, Clone)]
@@ -150,6 +150,51 @@ impl GitLab {
         })
     }
 
+    /// Whether merge request `iid` is open (`opened`, or `locked` while GitLab merges it),
+    /// merged or closed.
+    pub async fn merge_request_state(&self, iid: u64) -> Result<PrState, ForgeError> {
+        let path = format!("{}/merge_requests/{iid}", self.project_path());
+        let (call, reply) = self.request(Method::GET, &path, None).await?;
+        if !reply.ok() {
+            return Err(call.error(&reply, &format!("merge request {}!{iid}", self.project)));
+        }
+        match str_of(&call.json(&reply)?, "state") {
+            "opened" | "locked" => Ok(PrState::Open),
+            "merged" => Ok(PrState::Merged),
+            "closed" => Ok(PrState::Closed),
+            other => Err(call.invalid(&format!("unknown merge request state {other:?}"))),
+        }
+    }
+
+    /// Replaces the description of merge request `iid` (`PUT /merge_requests/:iid`).
+    pub async fn update_merge_request_description(
+        &self,
+        iid: u64,
+        description: &str,
+    ) -> Result<(), ForgeError> {
+        let path = format!("{}/merge_requests/{iid}", self.project_path());
+        let payload = json!({ "description": description });
+        let (call, reply) = self.request(Method::PUT, &path, Some(&payload)).await?;
+        if !reply.ok() {
+            return Err(call.error(&reply, &format!("merge request {}!{iid}", self.project)));
+        }
+        Ok(())
+    }
+
+    /// Posts a note on merge request `iid`; returns its id.
+    pub async fn post_note(&self, iid: u64, body: &str) -> Result<u64, ForgeError> {
+        let path = format!("{}/merge_requests/{iid}/notes", self.project_path());
+        let payload = json!({ "body": body });
+        let (call, reply) = self.request(Method::POST, &path, Some(&payload)).await?;
+        if !reply.ok() {
+            return Err(call.error(&reply, &format!("merge request {}!{iid}", self.project)));
+        }
+        call.json(&reply)?
+            .get("id")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| call.invalid("the note has no id"))
+    }
+
     /// The notes on merge request `iid` that people wrote (system notes such as "added 1
     /// commit" are skipped), those with an id greater than `since_id`, sorted by id. Notes on
     /// the diff come with their file and new line.
@@ -222,5 +267,7 @@ fn note(n: &Value, web_url: &str) -> Option<ReviewComment> {
             format!("{web_url}#note_{id}")
         },
         kind,
+        author_type: None,
+        review_state: None,
     })
 }

@@ -3,7 +3,8 @@
 //! # What it owns
 //! - [`GitHub`] and [`GitLab`]: REST clients that open a pull request / merge request
 //!   (idempotently: asking twice for the same branch returns the request already open) and read
-//!   its review comments; [`Forge`] is either of them.
+//!   its review comments and reviews, update its description, post a reply, and tell whether
+//!   it is open, merged or closed ([`PrState`]); [`Forge`] is either of them.
 //! - [`ForgeError`]: what went wrong, in classes a caller can act on (the token was rejected,
 //!   the repository does not exist, the forge refused the request, the forge could not be
 //!   reached, the forge answered something unexpected).
@@ -118,6 +119,29 @@ pub enum CommentKind {
     Review,
     /// In the conversation of the request (GitHub issue comment, GitLab note).
     Conversation,
+    /// A review's verdict with its text (GitHub `GET /pulls/N/reviews`: `APPROVED`,
+    /// `CHANGES_REQUESTED`, or `COMMENTED` with a body). Numbered from its own sequence.
+    Verdict,
+}
+
+/// Where a pull/merge request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PrState {
+    Open,
+    /// Merged into its base: the work is in.
+    Merged,
+    /// Closed without merging: nobody wants it.
+    Closed,
+}
+
+impl PrState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrState::Open => "open",
+            PrState::Merged => "merged",
+            PrState::Closed => "closed",
+        }
+    }
 }
 
 /// One comment a person (or bot) left on a pull/merge request.
@@ -134,6 +158,11 @@ pub struct ReviewComment {
     /// A link to the comment.
     pub url: String,
     pub kind: CommentKind,
+    /// GitHub's `user.type` (`User`, `Bot`); GitLab has none (`None`).
+    pub author_type: Option<String>,
+    /// For [`CommentKind::Verdict`]: the review's state (`APPROVED`, `CHANGES_REQUESTED`,
+    /// `COMMENTED`).
+    pub review_state: Option<String>,
 }
 
 /// Either forge, for callers that do not care which.
@@ -162,6 +191,30 @@ impl Forge {
         match self {
             Forge::GitHub(g) => g.open_pull_request(head, base, title, body).await,
             Forge::GitLab(g) => g.open_merge_request(head, base, title, body).await,
+        }
+    }
+
+    /// Whether request `number` is open, merged or closed.
+    pub async fn state(&self, number: u64) -> Result<PrState, ForgeError> {
+        match self {
+            Forge::GitHub(g) => g.pull_request_state(number).await,
+            Forge::GitLab(g) => g.merge_request_state(number).await,
+        }
+    }
+
+    /// Replaces the description of request `number` with `body`.
+    pub async fn update_body(&self, number: u64, body: &str) -> Result<(), ForgeError> {
+        match self {
+            Forge::GitHub(g) => g.update_pull_request_body(number, body).await,
+            Forge::GitLab(g) => g.update_merge_request_description(number, body).await,
+        }
+    }
+
+    /// Posts `body` in the conversation of request `number`; returns the new comment's id.
+    pub async fn post_comment(&self, number: u64, body: &str) -> Result<u64, ForgeError> {
+        match self {
+            Forge::GitHub(g) => g.post_comment(number, body).await,
+            Forge::GitLab(g) => g.post_note(number, body).await,
         }
     }
 

@@ -1,6 +1,6 @@
 //! The GitHub client against the forge double, over real HTTP.
 
-use fleet_deliver::{CommentKind, Forge, ForgeError, ForgeKind, GitHub, Token};
+use fleet_deliver::{CommentKind, Forge, ForgeError, ForgeKind, GitHub, PrState, Token};
 use fleet_testkit::forge::ForgeDouble;
 
 const TOKEN: &str = "ghp_Fleet0test0token0value0123456789";
@@ -302,6 +302,7 @@ async fn review_comments_follow_pages_and_since_id() {
             "/repos/acme/widgets/pulls/1/comments?per_page=100&page=1",
             "/repos/acme/widgets/pulls/1/comments?per_page=100&page=2",
             "/repos/acme/widgets/issues/1/comments?per_page=100&page=1",
+            "/repos/acme/widgets/pulls/1/reviews?per_page=100&page=1",
         ]
     );
 
@@ -323,6 +324,8 @@ async fn review_comments_follow_pages_and_since_id() {
 #[tokio::test]
 async fn exactly_a_full_page_reads_one_more_empty_page() {
     let (double, gh) = setup();
+    // Reviews of a pull request that does not exist are 404, as on GitHub.
+    gh.open_pull_request("a", "main", "A", "").await.unwrap();
     for i in 0..100 {
         double.add_issue_comment("acme/widgets", 1, "bob", &format!("c{i}"));
     }
@@ -477,4 +480,131 @@ fn calls_from_a_second_runtime_do_not_wait_on_the_firsts_connections() {
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
     assert_eq!(double.pull_requests().len(), 1);
     drop(first);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A pull request's life: state, description, replies, reviews
+
+#[tokio::test]
+async fn the_state_tells_open_merged_and_closed_apart() {
+    let (double, gh) = setup();
+    gh.open_pull_request("a", "main", "A", "").await.unwrap();
+    gh.open_pull_request("b", "main", "B", "").await.unwrap();
+    let forge = Forge::GitHub(gh.clone());
+    assert_eq!(forge.state(1).await.unwrap(), PrState::Open);
+    double.merge_pull_request("acme/widgets", 1);
+    double.close_pull_request("acme/widgets", 2);
+    assert_eq!(forge.state(1).await.unwrap(), PrState::Merged);
+    assert_eq!(forge.state(2).await.unwrap(), PrState::Closed);
+    assert!(matches!(
+        forge.state(9).await,
+        Err(ForgeError::NotFound { .. })
+    ));
+    let wrong = GitHub::new("acme", "widgets", Token::named("GITHUB_TOKEN", "ghp_wrong"))
+        .with_api_url(double.base_url());
+    let err = wrong.pull_request_state(1).await.unwrap_err();
+    assert!(matches!(err, ForgeError::Auth { .. }), "{err:?}");
+    assert!(err.to_string().contains("GITHUB_TOKEN"), "{err}");
+}
+
+#[tokio::test]
+async fn the_description_is_replaced_and_a_reply_is_posted_as_the_tokens_user() {
+    let (double, gh) = setup();
+    gh.open_pull_request("a", "main", "A", "old body")
+        .await
+        .unwrap();
+    let forge = Forge::GitHub(gh.clone());
+    forge.update_body(1, "new body").await.unwrap();
+    let pr = &double.pull_requests()[0];
+    assert_eq!((pr.body.as_str(), pr.title.as_str()), ("new body", "A"));
+
+    let id = forge.post_comment(1, "Fixed in abc123").await.unwrap();
+    let posted = double.issue_comments("acme/widgets", 1);
+    assert_eq!(posted.len(), 1);
+    assert_eq!(
+        (
+            posted[0].id,
+            posted[0].author.as_str(),
+            posted[0].body.as_str()
+        ),
+        (id, fleet_testkit::forge::TOKEN_USER, "Fixed in abc123")
+    );
+    // Read back as a conversation comment of that user.
+    let read = gh.review_comments(1, None).await.unwrap();
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].author_type.as_deref(), Some("User"));
+
+    let methods: Vec<(String, String, u16)> = double
+        .requests()
+        .into_iter()
+        .map(|r| (r.method, r.path, r.status))
+        .filter(|(m, _, _)| m != "GET")
+        .collect();
+    assert_eq!(
+        methods[1..],
+        [
+            ("PATCH".into(), "/repos/acme/widgets/pulls/1".into(), 200),
+            (
+                "POST".into(),
+                "/repos/acme/widgets/issues/1/comments".into(),
+                201
+            ),
+        ]
+    );
+    // Neither exists for a pull request that does not.
+    assert!(matches!(
+        forge.update_body(7, "x").await,
+        Err(ForgeError::NotFound { .. })
+    ));
+    assert!(matches!(
+        forge.post_comment(7, "x").await,
+        Err(ForgeError::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn reviews_come_with_their_state_and_bots_with_their_type() {
+    let (double, gh) = setup();
+    gh.open_pull_request("a", "main", "A", "").await.unwrap();
+    let approved = double.add_review("acme/widgets", 1, "octocat", "APPROVED", "");
+    let asked = double.add_review(
+        "acme/widgets",
+        1,
+        "hubot",
+        "CHANGES_REQUESTED",
+        "Please rename x",
+    );
+    // A bare COMMENTED review only wraps line comments: not a comment of its own.
+    double.add_review("acme/widgets", 1, "octocat", "COMMENTED", "");
+    let bot = double.add_issue_comment("acme/widgets", 1, "codecov[bot]", "Coverage: 91%");
+    let all = gh.review_comments(1, None).await.unwrap();
+    let seen: Vec<(u64, CommentKind, Option<&str>, Option<&str>)> = all
+        .iter()
+        .map(|c| {
+            (
+                c.id,
+                c.kind,
+                c.review_state.as_deref(),
+                c.author_type.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                approved,
+                CommentKind::Verdict,
+                Some("APPROVED"),
+                Some("User")
+            ),
+            (
+                asked,
+                CommentKind::Verdict,
+                Some("CHANGES_REQUESTED"),
+                Some("User")
+            ),
+            (bot, CommentKind::Conversation, None, Some("Bot")),
+        ]
+    );
 }

@@ -1,6 +1,6 @@
 //! The GitLab client against the forge double, over real HTTP.
 
-use fleet_deliver::{CommentKind, Forge, ForgeError, ForgeKind, GitLab, Token};
+use fleet_deliver::{CommentKind, Forge, ForgeError, ForgeKind, GitLab, PrState, Token};
 use fleet_testkit::forge::ForgeDouble;
 
 const TOKEN: &str = "glpat-Fleet0test0token0value0";
@@ -319,4 +319,71 @@ async fn the_forge_enum_reaches_gitlab() {
     assert_eq!(notes.len(), 1);
     assert_eq!(notes[0].body, "ship it");
     assert_eq!(forge.kind(), ForgeKind::GitLab);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A merge request's life: state, description, notes
+
+#[tokio::test]
+async fn the_state_description_and_notes_of_a_merge_request() {
+    let (double, gl, _) = setup();
+    gl.open_merge_request("a", "main", "A", "old")
+        .await
+        .unwrap();
+    gl.open_merge_request("b", "main", "B", "").await.unwrap();
+    let forge = Forge::GitLab(gl.clone());
+    assert_eq!(forge.state(1).await.unwrap(), PrState::Open);
+    forge.update_body(1, "new description").await.unwrap();
+    assert_eq!(double.merge_requests()[0].body, "new description");
+    let id = forge
+        .post_comment(1, "No change needed: it is there")
+        .await
+        .unwrap();
+    let notes = double.gitlab_notes(PROJECT, 1);
+    assert_eq!(notes.len(), 1);
+    assert_eq!(
+        (notes[0].id, notes[0].author.as_str()),
+        (id, fleet_testkit::forge::TOKEN_USER)
+    );
+    // The note reads back as a conversation comment.
+    let read = gl.review_comments(1, None).await.unwrap();
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].body, "No change needed: it is there");
+
+    double.merge_merge_request(PROJECT, 1);
+    double.close_merge_request(PROJECT, 2);
+    assert_eq!(forge.state(1).await.unwrap(), PrState::Merged);
+    assert_eq!(forge.state(2).await.unwrap(), PrState::Closed);
+    assert!(matches!(
+        forge.state(5).await,
+        Err(ForgeError::NotFound { .. })
+    ));
+    assert!(matches!(
+        forge.post_comment(5, "x").await,
+        Err(ForgeError::NotFound { .. })
+    ));
+    assert!(matches!(
+        forge.update_body(5, "x").await,
+        Err(ForgeError::NotFound { .. })
+    ));
+    let wrong = GitLab::new(PROJECT, Token::named("GITLAB_TOKEN", "glpat-wrong"))
+        .with_api_url(double.gitlab_url());
+    let err = wrong.post_note(1, "x").await.unwrap_err();
+    assert!(matches!(err, ForgeError::Auth { .. }), "{err:?}");
+    let puts: Vec<(String, u16)> = double
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT" || (r.method == "POST" && r.path.ends_with("/notes")))
+        .map(|r| (r.method, r.status))
+        .collect();
+    assert_eq!(
+        puts,
+        [
+            ("PUT".to_string(), 200),
+            ("POST".to_string(), 201),
+            ("POST".to_string(), 404),
+            ("PUT".to_string(), 404),
+            ("POST".to_string(), 401),
+        ]
+    );
 }

@@ -17,6 +17,7 @@
 //! and review run on a throwaway branch of their own run; only the implement stage — atomic
 //! tasks of a validated plan — lands on the epic's branch.
 
+mod pr_life;
 mod stages;
 
 use fleet_config::{InstanceConfig, Library};
@@ -28,6 +29,7 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use pr_life::PendingReply;
 pub use stages::artifact_check;
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +109,12 @@ pub struct Delivery {
     /// Highest review-comment id already turned into rework, per comment kind.
     pub seen_review_comment: Option<u64>,
     pub seen_conversation_comment: Option<u64>,
+    /// Highest review (verdict) id read: GitHub numbers reviews on their own.
+    pub seen_review_verdict: Option<u64>,
+    /// Change requests the current cycle works on; answered on the pull request after it.
+    pub pending_replies: Vec<PendingReply>,
+    /// The planner's "no change needed" answer, until the drive acts on it.
+    pub no_change: Option<String>,
 }
 
 /// A project to register (`fleet project add`, `POST /api/v1/projects`).
@@ -607,6 +615,7 @@ impl Pipeline {
                 Err(e) => (Outcome::Failed { why: e.to_string() }, e.to_string(), None),
             };
             let step = epic::next(&machine, &outcome, &self.limits);
+            let step = pr_life::after_plan(&project, &mut data, stage, step).await;
             if let Some(s) = epic.stages.last_mut() {
                 s.state = match outcome {
                     Outcome::Passed | Outcome::Approved => "passed".into(),
@@ -711,64 +720,13 @@ impl Pipeline {
         Ok(epic)
     }
 
-    /// Reads new review comments on the epic's pull request; if there are any, they become
-    /// rework (the next cycle's fix tasks). Returns how many were new.
+    /// Looks at the epic's pull request: merged, the epic is done; closed, it is cancelled.
+    /// Otherwise its new comments are triaged (`fleet_core::triage`): approvals, thanks, bot
+    /// and CI noise are recorded as events; change requests become rework (the next cycle's
+    /// fix tasks), answered on the pull request when that cycle ends. Returns how many
+    /// comments started rework.
     pub async fn poll_review_comments(&self, id: &str) -> Result<usize> {
-        let (epic, mut data) = self.epic(id)?;
-        self.awaiting(&epic, &data)?;
-        let project = self.project(&epic.project)?;
-        let Some(delivery) = data.delivery.clone() else {
-            return Ok(0);
-        };
-        let Some(number) = delivery.number else {
-            return Ok(0);
-        };
-        let forge = stages::forge_of(&project)?;
-        let comments = forge
-            .review_comments(number, None)
-            .await
-            .map_err(|e| PipelineError::Other(e.to_string()))?;
-        let new: Vec<_> = comments
-            .into_iter()
-            .filter(|c| match c.kind {
-                fleet_deliver::CommentKind::Review => {
-                    delivery.seen_review_comment.is_none_or(|s| c.id > s)
-                }
-                fleet_deliver::CommentKind::Conversation => {
-                    delivery.seen_conversation_comment.is_none_or(|s| c.id > s)
-                }
-            })
-            .collect();
-        if new.is_empty() {
-            return Ok(0);
-        }
-        let mut d = delivery.clone();
-        for c in &new {
-            match c.kind {
-                fleet_deliver::CommentKind::Review => {
-                    d.seen_review_comment = d.seen_review_comment.max(Some(c.id))
-                }
-                fleet_deliver::CommentKind::Conversation => {
-                    d.seen_conversation_comment = d.seen_conversation_comment.max(Some(c.id))
-                }
-            }
-        }
-        data.delivery = Some(d);
-        let text = new
-            .iter()
-            .map(|c| {
-                let at = match (&c.path, c.line) {
-                    (Some(p), Some(l)) => format!(" on {p}:{l}"),
-                    (Some(p), None) => format!(" on {p}"),
-                    _ => String::new(),
-                };
-                format!("- {}{at}: {}", c.author, c.body.trim())
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        let n = new.len();
-        self.rework(epic, data, "pull_request_comments", &text)?;
-        Ok(n)
+        pr_life::poll(self, id).await
     }
 
     /// Cancels an epic that has not ended.

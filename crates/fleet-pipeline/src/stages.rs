@@ -410,6 +410,20 @@ pub(crate) async fn run_stage(
                         .join("; ")
                 ))
             })?;
+            if let Some(why) = valid.no_change() {
+                // After a delivery (a rework cycle), the drive sees this and skips to awaiting
+                // acceptance (`pr_life::after_plan`). Before one (re-planning failed tasks),
+                // nothing is planned and the epic goes on to review as usual.
+                if let Some(d) = data.delivery.as_mut().filter(|d| !d.kind.is_empty()) {
+                    d.no_change = Some(why.into());
+                }
+                data.feedback.clear();
+                return Ok((
+                    Outcome::Passed,
+                    format!("no change needed: {why}"),
+                    Some(row.id),
+                ));
+            }
             let cycle = epic.cycle.max(1);
             data.plan_summary = valid.summary().to_string();
             let mut ids = Vec::new();
@@ -780,7 +794,8 @@ async fn deliver(
                     .collect::<String>(),
                 epic.id
             );
-            let body = fleet_deliver::pull_request_body(&summary(epic, data, project));
+            let body =
+                fleet_deliver::pull_request_body(&crate::pr_life::summary(p, epic, data, project)?);
             match forge
                 .open(&epic.branch, &project.default_branch, &title, &body)
                 .await
@@ -789,7 +804,14 @@ async fn deliver(
                     delivery.url = Some(pr.url.clone());
                     delivery.number = Some(pr.number);
                     data.delivery = Some(delivery);
-                    Ok((Outcome::Passed, format!("pull request {}", pr.url), None))
+                    let mut detail = format!("pull request {}", pr.url);
+                    let life = crate::pr_life::after_delivery(
+                        &forge, pr.number, pr.created, &body, &tip, data,
+                    );
+                    if let Some(problem) = life.await {
+                        detail.push_str(&format!(" ({problem})"));
+                    }
+                    Ok((Outcome::Passed, detail, None))
                 }
                 Err(e) => {
                     data.delivery = Some(delivery);
@@ -830,52 +852,6 @@ async fn deliver(
             "project {}: unknown delivery {other:?} (branch, pull_request, deploy)",
             project.name
         ))),
-    }
-}
-
-/// What a pull request says: the plan, every task and how it went, every review.
-fn summary(
-    epic: &EpicRow,
-    data: &EpicData,
-    project: &ProjectRow,
-) -> fleet_deliver::PullRequestSummary {
-    let mut checks: Vec<String> = Vec::new();
-    for c in data
-        .tasks
-        .iter()
-        .filter(|t| t.state == "merged")
-        .flat_map(|t| t.commands.iter())
-        .chain(project.checks.iter())
-    {
-        if !checks.contains(c) {
-            checks.push(c.clone());
-        }
-    }
-    fleet_deliver::PullRequestSummary {
-        request: epic.request.clone(),
-        plan: data.plan_summary.clone(),
-        tasks: data
-            .tasks
-            .iter()
-            .map(|t| fleet_deliver::TaskLine {
-                id: t.id.clone(),
-                title: t.title.clone(),
-                status: t.state.clone(),
-                attempts: 0,
-                agents: Vec::new(),
-            })
-            .collect(),
-        reviews: data
-            .reviews
-            .iter()
-            .map(|r| fleet_deliver::ReviewCycle {
-                cycle: r.cycle,
-                verdict: r.verdict.clone(),
-                summary: r.summary.clone(),
-            })
-            .collect(),
-        checks,
-        run_id: Some(epic.id.clone()),
     }
 }
 

@@ -158,7 +158,9 @@ fn spawn_drive(fleet: Fleet, state: Arc<Mutex<Driving>>, id: String) {
     }
 }
 
-/// Checks the pull requests of epics awaiting acceptance for new review comments.
+/// Checks the pull requests of epics awaiting acceptance: a merged one ends its epic as done,
+/// a closed one as cancelled; new comments are triaged and only change requests start rework
+/// (`Pipeline::poll_review_comments`), so bots and approvals never loop.
 pub async fn pr_watcher(
     fleet: Fleet,
     opts: ServiceOptions,

@@ -6,9 +6,15 @@
 //!   pull request for the same head and base, on head = base, on a missing field);
 //! - `GET /repos/{owner}/{repo}/pulls` — list, with `state` (default `open`), `head`
 //!   (`owner:branch`; a value without `:` is ignored, as GitHub does), `base`;
-//! - `GET /repos/{owner}/{repo}/pulls/{n}`;
+//! - `GET /repos/{owner}/{repo}/pulls/{n}` (with `merged`, `merged_at`);
+//! - `PATCH /repos/{owner}/{repo}/pulls/{n}` — `title`, `body`, `state` (`open`/`closed`;
+//!   422 for another state; a merged pull request cannot be reopened);
 //! - `GET /repos/{owner}/{repo}/pulls/{n}/comments` — review comments;
-//! - `GET /repos/{owner}/{repo}/issues/{n}/comments` — conversation comments.
+//! - `GET /repos/{owner}/{repo}/pulls/{n}/reviews` — reviews (`APPROVED`,
+//!   `CHANGES_REQUESTED`, `COMMENTED`, …);
+//! - `GET /repos/{owner}/{repo}/issues/{n}/comments` — conversation comments;
+//! - `POST /repos/{owner}/{repo}/issues/{n}/comments` — comment as the token's user
+//!   ([`TOKEN_USER`]; 201; 422 without `body`; 404 for a pull request that does not exist).
 //!
 //! GitLab (API base [`ForgeDouble::gitlab_url`], like `https://gitlab.com/api/v4`; the project
 //! is its numeric id or its URL-encoded path):
@@ -17,7 +23,11 @@
 //! - `GET /projects/:id/merge_requests` — list (newest first), with `state` (default all),
 //!   `source_branch`, `target_branch`;
 //! - `GET /projects/:id/merge_requests/:iid`;
-//! - `GET /projects/:id/merge_requests/:iid/notes` — notes (`sort` default `desc`).
+//! - `PUT /projects/:id/merge_requests/:iid` — `title`, `description`, `state_event`
+//!   (`close`/`reopen`);
+//! - `GET /projects/:id/merge_requests/:iid/notes` — notes (`sort` default `desc`);
+//! - `POST /projects/:id/merge_requests/:iid/notes` — a note as [`TOKEN_USER`] (201; 400
+//!   `body is missing`; 404 for a merge request that does not exist).
 //!
 //! As the real services do: GitHub needs a `User-Agent` (403 without), answers 401 `Requires
 //! authentication` without a token and `Bad credentials` with a wrong one (`Authorization:
@@ -45,6 +55,9 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
+
+/// The login the double's token belongs to: the author of what a client posts.
+pub const TOKEN_USER: &str = "fleet-bot";
 
 const GITHUB_DOCS: &str = "https://docs.github.com/rest";
 const GITHUB_API_VERSIONS: &[&str] = &["2022-11-28", "2026-03-10"];
@@ -113,8 +126,27 @@ struct Pull {
     head_label: String,
     base: String,
     state: String,
+    merged: bool,
     created_at: String,
     headers: Vec<(String, String)>,
+}
+
+struct Review {
+    repo: String,
+    number: u64,
+    id: u64,
+    author: String,
+    state: String,
+    body: String,
+    submitted_at: String,
+}
+
+/// A comment or note as stored by the double.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostedComment {
+    pub id: u64,
+    pub author: String,
+    pub body: String,
 }
 
 struct Comment {
@@ -167,6 +199,8 @@ struct Db {
     next_review_comment_id: u64,
     issue_comments: Vec<Comment>,
     next_issue_comment_id: u64,
+    reviews: Vec<Review>,
+    next_review_id: u64,
     projects: Vec<Project>,
     mrs: Vec<Mr>,
     next_mr_id: u64,
@@ -209,6 +243,7 @@ impl ForgeDouble {
                 next_pull_id: 1_900_000_000,
                 next_review_comment_id: 1_000_000_000,
                 next_issue_comment_id: 2_000_000_000,
+                next_review_id: 80_000_000,
                 next_mr_id: 300_000_000,
                 next_note_id: 2_500_000_000,
                 ..Db::default()
@@ -314,6 +349,90 @@ impl ForgeDouble {
         {
             p.state = "closed".into();
         }
+    }
+
+    /// Merges GitHub pull request `number` of `repo`: `state` becomes `closed`, `merged` true.
+    pub fn merge_pull_request(&self, repo: &str, number: u64) {
+        let mut db = self.shared.db();
+        for p in db
+            .pulls
+            .iter_mut()
+            .filter(|p| p.repo == repo && p.number == number)
+        {
+            p.state = "closed".into();
+            p.merged = true;
+        }
+    }
+
+    /// Merges GitLab merge request `iid` of project `path`.
+    pub fn merge_merge_request(&self, path: &str, iid: u64) {
+        let mut db = self.shared.db();
+        let Some(project) = db.projects.iter().find(|p| p.path == path).map(|p| p.id) else {
+            return;
+        };
+        for m in db
+            .mrs
+            .iter_mut()
+            .filter(|m| m.project == project && m.iid == iid)
+        {
+            m.state = "merged".into();
+        }
+    }
+
+    /// Submits a review of pull request `number` of `repo` with `state` (`APPROVED`,
+    /// `CHANGES_REQUESTED`, `COMMENTED`). Returns its id.
+    pub fn add_review(
+        &self,
+        repo: &str,
+        number: u64,
+        author: &str,
+        state: &str,
+        body: &str,
+    ) -> u64 {
+        let mut db = self.shared.db();
+        db.next_review_id += 1;
+        let id = db.next_review_id;
+        db.reviews.push(Review {
+            repo: repo.to_string(),
+            number,
+            id,
+            author: author.to_string(),
+            state: state.to_string(),
+            body: body.to_string(),
+            submitted_at: now_iso(),
+        });
+        id
+    }
+
+    /// The conversation comments of GitHub pull request `number` of `repo`, in order.
+    pub fn issue_comments(&self, repo: &str, number: u64) -> Vec<PostedComment> {
+        let db = self.shared.db();
+        db.issue_comments
+            .iter()
+            .filter(|c| c.repo == repo && c.number == number)
+            .map(|c| PostedComment {
+                id: c.id,
+                author: c.author.clone(),
+                body: c.body.clone(),
+            })
+            .collect()
+    }
+
+    /// The notes of GitLab merge request `iid` of project `path`, in order.
+    pub fn gitlab_notes(&self, path: &str, iid: u64) -> Vec<PostedComment> {
+        let db = self.shared.db();
+        let Some(project) = db.projects.iter().find(|p| p.path == path).map(|p| p.id) else {
+            return Vec::new();
+        };
+        db.notes
+            .iter()
+            .filter(|n| n.project == project && n.iid == iid)
+            .map(|n| PostedComment {
+                id: n.id,
+                author: n.author.clone(),
+                body: n.body.clone(),
+            })
+            .collect()
     }
 
     /// Closes GitLab merge request `iid` of project `path`.
@@ -670,9 +789,37 @@ fn github(
                     db.pulls
                         .iter()
                         .find(|p| p.repo == key && p.number == n)
-                        .map(|p| pull_json(shared, p))
+                        .map(|p| single_pull_json(shared, p))
                 }) {
                     Some(p) => Reply::json(200, p),
+                    None => github_error(404, "Not Found"),
+                },
+                ("PATCH", ["pulls", n]) => match number(n) {
+                    Some(n) => github_update_pull(shared, &key, n, bytes),
+                    None => github_error(404, "Not Found"),
+                },
+                ("GET", ["pulls", n, "reviews"]) => match number(n).filter(|&n| {
+                    shared
+                        .db()
+                        .pulls
+                        .iter()
+                        .any(|p| p.repo == key && p.number == n)
+                }) {
+                    Some(n) => {
+                        let all: Vec<Value> = {
+                            let db = shared.db();
+                            db.reviews
+                                .iter()
+                                .filter(|r| r.repo == key && r.number == n)
+                                .map(|r| review_json(shared, r))
+                                .collect()
+                        };
+                        github_page(shared, all, query, path_and_query)
+                    }
+                    None => github_error(404, "Not Found"),
+                },
+                ("POST", ["issues", n, "comments"]) => match number(n) {
+                    Some(n) => github_create_comment(shared, &key, n, bytes),
                     None => github_error(404, "Not Found"),
                 },
                 ("GET", ["pulls", n, "comments"]) => match number(n) {
@@ -773,10 +920,11 @@ fn github_create_pull(
         head_label: label,
         base,
         state: "open".into(),
+        merged: false,
         created_at: now_iso(),
         headers: recorded_headers.to_vec(),
     };
-    let json = pull_json(shared, &pull);
+    let json = single_pull_json(shared, &pull);
     db.pulls.push(pull);
     let location = json["url"].as_str().unwrap_or("").to_string();
     Reply::json(201, json).header("location", location)
@@ -806,6 +954,127 @@ fn github_list_pulls(
     let all: Vec<Value> = all.into_iter().map(|p| pull_json(shared, p)).collect();
     drop(db);
     github_page(shared, all, query, path_and_query)
+}
+
+/// `PATCH /pulls/N`: title, body and state, as GitHub validates them.
+fn github_update_pull(shared: &Shared, key: &str, number: u64, bytes: &[u8]) -> Reply {
+    let Ok(body) = serde_json::from_slice::<Value>(bytes) else {
+        return github_error(400, "Problems parsing JSON");
+    };
+    let mut db = shared.db();
+    let Some(p) = db
+        .pulls
+        .iter_mut()
+        .find(|p| p.repo == key && p.number == number)
+    else {
+        return github_error(404, "Not Found");
+    };
+    if let Some(state) = body.get("state") {
+        match state.as_str() {
+            Some("open") if p.merged => {
+                return github_validation(json!([{"resource": "PullRequest", "code": "custom",
+                    "message": "state cannot be changed. The pull request has already been merged."}]));
+            }
+            Some(st @ ("open" | "closed")) => p.state = st.to_string(),
+            _ => {
+                return github_validation(
+                    json!([{"resource": "PullRequest", "code": "invalid", "field": "state"}]),
+                );
+            }
+        }
+    }
+    if let Some(title) = body.get("title").and_then(Value::as_str) {
+        if title.trim().is_empty() {
+            return github_validation(
+                json!([{"resource": "Issue", "code": "missing_field", "field": "title"}]),
+            );
+        }
+        p.title = title.to_string();
+    }
+    match body.get("body") {
+        Some(Value::String(b)) => p.body = Some(b.clone()),
+        Some(Value::Null) => p.body = None,
+        _ => {}
+    }
+    let p = db
+        .pulls
+        .iter()
+        .find(|p| p.repo == key && p.number == number);
+    Reply::json(
+        200,
+        p.map(|p| single_pull_json(shared, p))
+            .unwrap_or(Value::Null),
+    )
+}
+
+/// `POST /issues/N/comments` on a pull request: a conversation comment by [`TOKEN_USER`].
+fn github_create_comment(shared: &Shared, key: &str, number: u64, bytes: &[u8]) -> Reply {
+    let Ok(body) = serde_json::from_slice::<Value>(bytes) else {
+        return github_error(400, "Problems parsing JSON");
+    };
+    let Some(text) = body.get("body").and_then(Value::as_str) else {
+        return github_validation(
+            json!([{"resource": "IssueComment", "code": "missing_field", "field": "body"}]),
+        );
+    };
+    let mut db = shared.db();
+    if !db.pulls.iter().any(|p| p.repo == key && p.number == number) {
+        return github_error(404, "Not Found");
+    }
+    db.next_issue_comment_id += 1;
+    let c = Comment {
+        repo: key.to_string(),
+        number,
+        id: db.next_issue_comment_id,
+        author: TOKEN_USER.to_string(),
+        body: text.to_string(),
+        path: None,
+        line: None,
+        created_at: now_iso(),
+    };
+    let json = issue_comment_json(shared, &c);
+    db.issue_comments.push(c);
+    let location = json["url"].as_str().unwrap_or("").to_string();
+    Reply::json(201, json).header("location", location)
+}
+
+fn review_json(shared: &Shared, r: &Review) -> Value {
+    json!({
+        "id": r.id,
+        "node_id": format!("PRR_kwDOFLEET{}", r.id),
+        "user": user_json(&r.author),
+        "body": r.body,
+        "state": r.state,
+        "html_url": format!("https://github.com/{}/pull/{}#pullrequestreview-{}", r.repo, r.number, r.id),
+        "pull_request_url": format!("{}/repos/{}/pulls/{}", shared.base_url, r.repo, r.number),
+        "author_association": "MEMBER",
+        "submitted_at": r.submitted_at,
+        "commit_id": fake_sha(&r.repo),
+    })
+}
+
+/// A GitHub user object; logins ending in `[bot]` are of type `Bot`, as GitHub Apps are.
+fn user_json(login: &str) -> Value {
+    let kind = if login.ends_with("[bot]") {
+        "Bot"
+    } else {
+        "User"
+    };
+    json!({"login": login, "id": user_id(login), "type": kind})
+}
+
+/// A pull request as `GET /pulls/N` shows it: the list's fields plus whether it was merged.
+fn single_pull_json(shared: &Shared, p: &Pull) -> Value {
+    let mut v = pull_json(shared, p);
+    v["merged"] = json!(p.merged);
+    if p.merged {
+        v["merged_at"] = json!(p.created_at);
+        v["merge_commit_sha"] = json!(fake_sha(&format!("merge-{}", p.id)));
+    }
+    if p.state == "closed" {
+        v["closed_at"] = json!(p.created_at);
+    }
+    v
 }
 
 fn pull_json(shared: &Shared, p: &Pull) -> Value {
@@ -871,7 +1140,7 @@ fn review_comment_json(shared: &Shared, c: &Comment) -> Value {
         "path": c.path,
         "commit_id": fake_sha(&c.repo),
         "original_commit_id": fake_sha(&c.repo),
-        "user": {"login": c.author, "id": user_id(&c.author), "type": "User"},
+        "user": user_json(&c.author),
         "body": c.body,
         "created_at": c.created_at,
         "updated_at": c.created_at,
@@ -892,7 +1161,7 @@ fn issue_comment_json(shared: &Shared, c: &Comment) -> Value {
         "issue_url": format!("{}/repos/{}/issues/{}", shared.base_url, c.repo, c.number),
         "id": c.id,
         "node_id": format!("IC_kwDOFLEET{}", c.id),
-        "user": {"login": c.author, "id": user_id(&c.author), "type": "User"},
+        "user": user_json(&c.author),
         "created_at": c.created_at,
         "updated_at": c.created_at,
         "author_association": "MEMBER",
@@ -1071,6 +1340,17 @@ fn gitlab(
                 None => gitlab_error(404, json!("404 Not found")),
             }
         }
+        ("PUT", ["merge_requests", iid]) => match iid.parse::<u64>().ok().filter(|&i| mr_exists(i))
+        {
+            Some(iid) => gitlab_update_mr(shared, project, &project_path, iid, bytes),
+            None => gitlab_error(404, json!("404 Not found")),
+        },
+        ("POST", ["merge_requests", iid, "notes"]) => {
+            match iid.parse::<u64>().ok().filter(|&i| mr_exists(i)) {
+                Some(iid) => gitlab_create_note(shared, project, iid, bytes),
+                None => gitlab_error(404, json!("404 Not found")),
+            }
+        }
         ("GET", ["merge_requests", iid, "notes"]) => {
             match iid.parse::<u64>().ok().filter(|&i| mr_exists(i)) {
                 Some(iid) => {
@@ -1098,6 +1378,96 @@ fn gitlab(
         }
         _ => Reply::json(404, json!({"error": "404 Not Found"})),
     }
+}
+
+/// The fields of a GitLab write: JSON or a form.
+fn gitlab_fields(bytes: &[u8]) -> BTreeMap<String, String> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(o)) => o
+            .into_iter()
+            .filter_map(|(k, v)| match v {
+                Value::String(s) => Some((k, s)),
+                Value::Null => None,
+                other => Some((k, other.to_string())),
+            })
+            .collect(),
+        _ => parse_query(&String::from_utf8_lossy(bytes)),
+    }
+}
+
+/// `PUT /merge_requests/:iid`: title, description, `state_event` (close, reopen).
+fn gitlab_update_mr(
+    shared: &Shared,
+    project: u64,
+    project_path: &str,
+    iid: u64,
+    bytes: &[u8],
+) -> Reply {
+    let fields = gitlab_fields(bytes);
+    if !["title", "description", "state_event", "target_branch"]
+        .iter()
+        .any(|k| fields.contains_key(*k))
+    {
+        return Reply::json(
+            400,
+            json!({"error": "title, description, state_event, target_branch are missing, at least one parameter must be provided"}),
+        );
+    }
+    let mut db = shared.db();
+    let Some(m) = db
+        .mrs
+        .iter_mut()
+        .find(|m| m.project == project && m.iid == iid)
+    else {
+        return gitlab_error(404, json!("404 Not found"));
+    };
+    match fields.get("state_event").map(String::as_str) {
+        None => {}
+        Some("close") if m.state == "opened" => m.state = "closed".into(),
+        Some("reopen") if m.state == "closed" => m.state = "opened".into(),
+        Some("close" | "reopen") => {}
+        Some(_) => {
+            return Reply::json(
+                400,
+                json!({"error": "state_event does not have a valid value"}),
+            );
+        }
+    }
+    if let Some(t) = fields.get("title") {
+        m.title = t.clone();
+    }
+    if let Some(d) = fields.get("description") {
+        m.description = d.clone();
+    }
+    Reply::json(200, mr_json(m, project_path))
+}
+
+/// `POST /merge_requests/:iid/notes`: a note by [`TOKEN_USER`].
+fn gitlab_create_note(shared: &Shared, project: u64, iid: u64, bytes: &[u8]) -> Reply {
+    let fields = gitlab_fields(bytes);
+    let Some(body) = fields.get("body").filter(|b| !b.is_empty()) else {
+        return Reply::json(400, json!({"error": "body is missing"}));
+    };
+    let mut db = shared.db();
+    db.next_note_id += 1;
+    let note = Note {
+        project,
+        iid,
+        id: db.next_note_id,
+        author: TOKEN_USER.to_string(),
+        body: body.clone(),
+        system: false,
+        position: None,
+        created_at: now_iso(),
+    };
+    let mr_id = db
+        .mrs
+        .iter()
+        .find(|m| m.project == project && m.iid == iid)
+        .map_or(0, |m| m.id);
+    let json = note_json(&note, mr_id);
+    db.notes.push(note);
+    Reply::json(201, json)
 }
 
 fn gitlab_create_mr(
@@ -1180,9 +1550,9 @@ fn mr_json(m: &Mr, project_path: &str) -> Value {
         "state": m.state,
         "created_at": m.created_at,
         "updated_at": m.created_at,
-        "merged_by": null,
-        "merged_at": null,
-        "closed_at": null,
+        "merged_by": if m.state == "merged" { json!({"username": "octocat"}) } else { Value::Null },
+        "merged_at": if m.state == "merged" { json!(m.created_at) } else { Value::Null },
+        "closed_at": if m.state == "closed" { json!(m.created_at) } else { Value::Null },
         "target_branch": m.target,
         "source_branch": m.source,
         "user_notes_count": 0,
@@ -1667,6 +2037,146 @@ mod tests {
         assert_eq!(
             json_of(&body)[0]["html_url"],
             format!("https://github.com/o/r/pull/1#issuecomment-{issue}")
+        );
+    }
+
+    #[test]
+    fn github_pull_request_life_like_github() {
+        let d = ForgeDouble::start("tok");
+        d.add_repo("o", "r");
+        let pr = r#"{"title":"t","head":"feat","base":"main","body":"b"}"#;
+        assert_eq!(http(&d, "POST", "/repos/o/r/pulls", GH, pr).0, 201);
+        // Writes need the token like reads.
+        let bad: &[(&str, &str)] = &[
+            ("User-Agent", "test"),
+            ("Accept", "application/vnd.github+json"),
+            ("Authorization", "Bearer wrong"),
+        ];
+        let (st, _, body) = http(&d, "PATCH", "/repos/o/r/pulls/1", bad, r#"{"body":"x"}"#);
+        assert_eq!(
+            (st, json_of(&body)["message"].clone()),
+            (401, json!("Bad credentials"))
+        );
+        let (st, _, _) = http(
+            &d,
+            "POST",
+            "/repos/o/r/issues/1/comments",
+            bad,
+            r#"{"body":"x"}"#,
+        );
+        assert_eq!(st, 401);
+        // PATCH: the body is replaced; an unknown state is 422; a missing pull request 404.
+        let (st, _, body) = http(&d, "PATCH", "/repos/o/r/pulls/1", GH, r#"{"body":"new"}"#);
+        assert_eq!((st, json_of(&body)["body"].clone()), (200, json!("new")));
+        let (st, _, body) = http(
+            &d,
+            "PATCH",
+            "/repos/o/r/pulls/1",
+            GH,
+            r#"{"state":"merged"}"#,
+        );
+        assert_eq!(
+            (st, json_of(&body)["message"].clone()),
+            (422, json!("Validation Failed"))
+        );
+        assert_eq!(http(&d, "PATCH", "/repos/o/r/pulls/9", GH, "{}").0, 404);
+        assert_eq!(http(&d, "PATCH", "/repos/o/r/pulls/1", GH, "{nope").0, 400);
+        // Comments: 201 by the token's user; 422 without a body; 404 without the pull request.
+        let (st, _, body) = http(
+            &d,
+            "POST",
+            "/repos/o/r/issues/1/comments",
+            GH,
+            r#"{"body":"hi"}"#,
+        );
+        assert_eq!(st, 201);
+        assert_eq!(json_of(&body)["user"]["login"], TOKEN_USER);
+        let (st, _, body) = http(&d, "POST", "/repos/o/r/issues/1/comments", GH, "{}");
+        assert_eq!(st, 422);
+        assert_eq!(json_of(&body)["errors"][0]["field"], "body");
+        assert_eq!(
+            http(
+                &d,
+                "POST",
+                "/repos/o/r/issues/9/comments",
+                GH,
+                r#"{"body":"x"}"#
+            )
+            .0,
+            404
+        );
+        // Merged: `merged` and `merged_at` on the single pull request; it cannot be reopened.
+        let (_, _, body) = http(&d, "GET", "/repos/o/r/pulls/1", GH, "");
+        assert_eq!(json_of(&body)["merged"], false);
+        d.merge_pull_request("o/r", 1);
+        let (_, _, body) = http(&d, "GET", "/repos/o/r/pulls/1", GH, "");
+        let v = json_of(&body);
+        assert_eq!(
+            (v["state"].clone(), v["merged"].clone()),
+            (json!("closed"), json!(true))
+        );
+        assert!(v["merged_at"].is_string());
+        let (st, _, _) = http(&d, "PATCH", "/repos/o/r/pulls/1", GH, r#"{"state":"open"}"#);
+        assert_eq!(st, 422);
+        // Reviews: listed with their state; 404 for a pull request that does not exist.
+        d.add_review("o/r", 1, "octocat", "APPROVED", "");
+        let (st, _, body) = http(&d, "GET", "/repos/o/r/pulls/1/reviews", GH, "");
+        assert_eq!(
+            (st, json_of(&body)[0]["state"].clone()),
+            (200, json!("APPROVED"))
+        );
+        assert_eq!(http(&d, "GET", "/repos/o/r/pulls/9/reviews", GH, "").0, 404);
+    }
+
+    #[test]
+    fn gitlab_merge_request_life_like_gitlab() {
+        let d = ForgeDouble::start("tok");
+        d.add_gitlab_project("g/p");
+        let auth: &[(&str, &str)] = &[
+            ("PRIVATE-TOKEN", "tok"),
+            ("Content-Type", "application/json"),
+        ];
+        let base = "/api/v4/projects/g%2Fp/merge_requests";
+        let mr = r#"{"source_branch":"f","target_branch":"main","title":"t"}"#;
+        assert_eq!(http(&d, "POST", base, auth, mr).0, 201);
+        let one = format!("{base}/1");
+        let (st, _, _) = http(
+            &d,
+            "PUT",
+            &one,
+            &[("PRIVATE-TOKEN", "x")],
+            r#"{"description":"d"}"#,
+        );
+        assert_eq!(st, 401);
+        let (st, _, body) = http(&d, "PUT", &one, auth, r#"{"description":"d"}"#);
+        assert_eq!(
+            (st, json_of(&body)["description"].clone()),
+            (200, json!("d"))
+        );
+        assert_eq!(http(&d, "PUT", &one, auth, "{}").0, 400);
+        assert_eq!(
+            http(&d, "PUT", &format!("{base}/9"), auth, r#"{"title":"x"}"#).0,
+            404
+        );
+        let notes = format!("{one}/notes");
+        let (st, _, body) = http(&d, "POST", &notes, auth, r#"{"body":"hi"}"#);
+        assert_eq!(st, 201);
+        assert_eq!(json_of(&body)["author"]["username"], TOKEN_USER);
+        let (st, _, body) = http(&d, "POST", &notes, auth, "{}");
+        assert_eq!(
+            (st, json_of(&body)),
+            (400, json!({"error": "body is missing"}))
+        );
+        d.merge_merge_request("g/p", 1);
+        let (_, _, body) = http(&d, "GET", &one, auth, "");
+        let v = json_of(&body);
+        assert_eq!(v["state"], "merged");
+        assert!(v["merged_at"].is_string());
+        let (_, _, body) = http(&d, "PUT", &one, auth, r#"{"state_event":"close"}"#);
+        assert_eq!(
+            json_of(&body)["state"],
+            "merged",
+            "a merged request stays merged"
         );
     }
 
