@@ -857,8 +857,9 @@ impl Coordinator {
         // A git command killed with us may have left its locks; we hold the run lock, so
         // anything under this run's refs and worktrees is ours to clean.
         let mut stale = Vec::new();
+        // Passed tasks count too: their merge (a rebase in their worktree) may have been cut.
         for (i, def) in self.plan.tasks.iter().enumerate() {
-            if def.worktree && self.run.state(i).is_active() {
+            if def.worktree && !self.run.is_final(i) {
                 let wt = self.ctx.layout.worktree(&self.ctx.run_id, &def.id);
                 stale.extend(
                     self.ctx
@@ -1385,7 +1386,16 @@ impl Coordinator {
         let recheck = !self.plan.tasks[i].checks.is_empty();
         let rework = matches!(self.plan.tasks[i].action, TaskAction::Agent(_));
         tokio::task::spawn_blocking(move || {
-            let result = merge_step(&ctx, &id, tip, recheck, rework).map_err(|e| e.to_string());
+            let result = merge_step(&ctx, &id, tip.clone(), recheck, rework).or_else(|first| {
+                // A git that died (with another Fleet, or killed as a ghost) may have left a
+                // lock the merge met: once such a lock is stale, repair and try once more.
+                std::thread::sleep(fleet_git::STALE_LOCK_AGE);
+                ctx.repo
+                    .repair(&ctx.layout.worktrees())
+                    .map_err(|e| format!("{first}; then the repair failed: {e}"))?;
+                merge_step(&ctx, &id, tip, recheck, rework)
+                    .map_err(|e| format!("{e} (also before a repair: {first})"))
+            });
             let _ = ctx.tx.send(Msg::Merge { task: i, result });
         });
     }
