@@ -848,12 +848,15 @@ impl Coordinator {
             // A fleet from before the instance tag tagged its processes by the run alone.
             ghosts += process::kill_tagged("FLEET_RUN", &self.ctx.run_id);
         }
-        // Then what they, or a git of theirs cut short, left in the repository is repaired.
-        let repaired = self
-            .ctx
-            .repo
-            .repair(&self.ctx.layout.worktrees())?
-            .describe();
+        // Then what they, or a git of theirs cut short, left in the repository is repaired
+        // (their locks, once old enough to be told from a live git's).
+        let worktrees = self.ctx.layout.worktrees();
+        let repaired = if ghosts > 0 {
+            self.ctx.repo.repair_after_kill(&worktrees)?
+        } else {
+            self.ctx.repo.repair(&worktrees)?
+        }
+        .describe();
         // A git command killed with us may have left its locks; we hold the run lock, so
         // anything under this run's refs and worktrees is ours to clean.
         let mut stale = Vec::new();

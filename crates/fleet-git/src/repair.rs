@@ -200,6 +200,53 @@ impl Repo {
     }
 
     /// [`Repo::repair`] for a caller that holds the admin lock.
+    /// [`Repo::repair`] right after the processes of a dead Fleet were killed: the locks their
+    /// gits left are too young to count as stale yet, so it first waits until they would be
+    /// (once, at most [`STALE_LOCK_AGE`]) — else a `packed-refs.lock` stays and every later
+    /// ref update waits out git's lock timeout.
+    pub fn repair_after_kill(&self, worktrees_dir: &Path) -> Result<Repair> {
+        if self.has_young_lock() {
+            std::thread::sleep(STALE_LOCK_AGE);
+        }
+        self.repair(worktrees_dir)
+    }
+
+    /// Whether a lock file younger than [`STALE_LOCK_AGE`] is where Fleet's gits write: the
+    /// repository's own files, its worktree entries, Fleet's refs.
+    fn has_young_lock(&self) -> bool {
+        let young = |p: &Path| {
+            p.extension().is_some_and(|e| e == "lock")
+                && fs::symlink_metadata(p)
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|m| SystemTime::now().duration_since(m).ok())
+                    .is_some_and(|age| age < STALE_LOCK_AGE)
+        };
+        let files_in = |dir: &Path| -> Vec<PathBuf> {
+            fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .collect()
+        };
+        let mut places = files_in(&self.common_dir);
+        for entry in files_in(&self.common_dir.join("worktrees")) {
+            places.extend(files_in(&entry));
+        }
+        let mut stack = vec![self.common_dir.join("refs/heads/fleet")];
+        while let Some(dir) = stack.pop() {
+            for p in files_in(&dir) {
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    places.push(p);
+                }
+            }
+        }
+        places.iter().any(|p| young(p))
+    }
+
     pub(crate) fn repair_locked(&self, worktrees_dir: &Path) -> Result<Repair> {
         let scopes = spellings(&crate::absolute(worktrees_dir)?);
         let mut procs = Processes::default();

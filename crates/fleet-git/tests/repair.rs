@@ -257,3 +257,22 @@ fn create_branch_never_moves_an_existing_branch() {
     );
     assert!(f.repo.create_branch("bad..name", "HEAD").is_err());
 }
+
+#[test]
+fn right_after_a_kill_a_fresh_lock_nobody_holds_is_waited_out_and_removed() {
+    let f = fixture();
+    let lock = f.root.join(".git/packed-refs.lock");
+    fs::write(&lock, "").unwrap();
+    // Too young to tell from a live git's: the ordinary repair leaves it.
+    f.repo.repair(&f.wts).unwrap();
+    assert!(lock.exists());
+    // Right after killing a dead Fleet's gits, it waits until the lock would be stale.
+    let done = f.repo.repair_after_kill(&f.wts).unwrap();
+    assert!(!lock.exists(), "{done:?}");
+    assert!(
+        done.describe()
+            .iter()
+            .any(|d| d.contains("packed-refs.lock")),
+        "{done:?}"
+    );
+}
