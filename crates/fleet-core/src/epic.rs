@@ -8,6 +8,8 @@
 //!                 |            +--------------------+ (review rejected: fix tasks, next cycle)
 //!                 |            +-------------------------------------------+ (person rejected /
 //!                 +------------ (re-planning did not help: re-plan the architecture)  PR comments)
+//! working stage -> blocked (needs a person: one clear question) -> the same stage again
+//!                    (`fleet task answer` / `fleet task retry`), keeping what landed
 //! any -> failed (a limit was reached, with the reason); any -> cancelled
 //! ```
 //! Plain functions over data: the pipeline runs a stage, reports how it ended, and persists
@@ -25,13 +27,16 @@ pub enum Stage {
     Review,
     Deliver,
     AwaitingAcceptance,
+    /// Waiting for a person to answer one question (or fix the config and retry); the epic
+    /// then continues from the stage it stopped at ([`Blocked::at`]).
+    Blocked,
     Done,
     Failed,
     Cancelled,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 10] = [
+    pub const ALL: [Stage; 11] = [
         Stage::Research,
         Stage::Architect,
         Stage::Plan,
@@ -39,6 +44,7 @@ impl Stage {
         Stage::Review,
         Stage::Deliver,
         Stage::AwaitingAcceptance,
+        Stage::Blocked,
         Stage::Done,
         Stage::Failed,
         Stage::Cancelled,
@@ -53,6 +59,7 @@ impl Stage {
             Stage::Review => "review",
             Stage::Deliver => "deliver",
             Stage::AwaitingAcceptance => "awaiting_acceptance",
+            Stage::Blocked => "blocked",
             Stage::Done => "done",
             Stage::Failed => "failed",
             Stage::Cancelled => "cancelled",
@@ -70,7 +77,7 @@ impl Stage {
 
     /// Fleet works on it (as opposed to waiting for a person or having ended).
     pub fn is_working(self) -> bool {
-        !self.is_final() && self != Stage::AwaitingAcceptance
+        !self.is_final() && !matches!(self, Stage::AwaitingAcceptance | Stage::Blocked)
     }
 }
 
@@ -114,6 +121,21 @@ pub struct EpicState {
     pub has_context: bool,
     /// The request needs an architecture note before planning.
     pub needs_design: bool,
+    /// While [`Stage::Blocked`]: where it stopped and what it asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<Blocked>,
+    /// Times a person unblocked it: a stage run again after that is a new engine run.
+    #[serde(default)]
+    pub resumes: u32,
+}
+
+/// Why an epic waits for a person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blocked {
+    /// The stage that could not go on; the epic continues there.
+    pub at: Stage,
+    /// One clear question, saying what to do (`fleet task answer` or fix and `fleet task retry`).
+    pub question: String,
 }
 
 impl EpicState {
@@ -133,6 +155,8 @@ impl EpicState {
             rearchitects: 0,
             has_context,
             needs_design,
+            blocked: None,
+            resumes: 0,
         }
     }
 }
@@ -158,6 +182,13 @@ pub enum Outcome {
     Accepted,
     /// A person rejected it (or review comments arrived on its pull request).
     Reworked,
+    /// The stage cannot go on without a person: a missing token or profile, a deploy that
+    /// keeps failing, a forge that keeps refusing. Never `failed`: the cause is fixable.
+    NeedsPerson {
+        question: String,
+    },
+    /// A person answered the question or fixed the config: continue where it stopped.
+    Unblocked,
     Cancel,
 }
 
@@ -176,7 +207,27 @@ pub fn next(state: &EpicState, outcome: &Outcome, limits: &Limits) -> Step {
         Step { state: s, why }
     }
     if *outcome == Outcome::Cancel {
+        s.blocked = None;
         return go(s, Stage::Cancelled, "cancelled".into());
+    }
+    if let Outcome::NeedsPerson { question } = outcome
+        && state.stage.is_working()
+    {
+        s.blocked = Some(Blocked {
+            at: state.stage,
+            question: question.clone(),
+        });
+        return go(
+            s,
+            Stage::Blocked,
+            format!("{} needs a person: {question}", state.stage),
+        );
+    }
+    if *outcome == Outcome::Unblocked
+        && let Some(b) = s.blocked.take()
+    {
+        s.resumes += 1;
+        return go(s, b.at, format!("unblocked: {} continues", b.at));
     }
     if let Outcome::Failed { why } = outcome
         && state.stage.is_working()
@@ -368,6 +419,62 @@ mod tests {
             next(&at(Stage::Review), &Outcome::Cancel, &l).state.stage,
             Stage::Cancelled
         );
+    }
+
+    #[test]
+    fn a_blocked_epic_asks_one_question_then_continues_where_it_stopped() {
+        let l = Limits::default();
+        let mut at_deliver = at(Stage::Deliver);
+        at_deliver.cycle = 2;
+        let b = next(
+            &at_deliver,
+            &Outcome::NeedsPerson {
+                question: "set GITHUB_TOKEN".into(),
+            },
+            &l,
+        );
+        assert_eq!(b.state.stage, Stage::Blocked);
+        assert!(!b.state.stage.is_working() && !b.state.stage.is_final());
+        let blocked = b.state.blocked.clone().unwrap();
+        assert_eq!(
+            (blocked.at, blocked.question.as_str()),
+            (Stage::Deliver, "set GITHUB_TOKEN")
+        );
+        assert!(b.why.contains("set GITHUB_TOKEN"), "{}", b.why);
+        // Nothing but an answer/retry or a cancellation moves it.
+        for o in [Outcome::Passed, Outcome::Approved, Outcome::Accepted] {
+            assert_eq!(next(&b.state, &o, &l).state, b.state);
+        }
+        let u = next(&b.state, &Outcome::Unblocked, &l).state;
+        assert_eq!(
+            (u.stage, u.cycle, u.blocked.clone()),
+            (Stage::Deliver, 2, None)
+        );
+        assert_eq!(u.resumes, 1);
+        // Unblocking an epic that is not blocked changes nothing.
+        assert_eq!(next(&u, &Outcome::Unblocked, &l).state, u);
+        let c = next(&b.state, &Outcome::Cancel, &l).state;
+        assert_eq!((c.stage, c.blocked), (Stage::Cancelled, None));
+        // A person cannot be asked about an epic that waits for acceptance or ended.
+        let waiting = at(Stage::AwaitingAcceptance);
+        let q = Outcome::NeedsPerson {
+            question: "?".into(),
+        };
+        assert_eq!(next(&waiting, &q, &l).state, waiting);
+    }
+
+    #[test]
+    fn a_blocked_state_round_trips_and_old_states_without_it_still_read() {
+        let mut s = at(Stage::Blocked);
+        s.blocked = Some(Blocked {
+            at: Stage::Implement,
+            question: "add a db profile".into(),
+        });
+        let text = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<EpicState>(&text).unwrap(), s);
+        let old = r#"{"stage":"plan","cycle":1,"replans":0,"rearchitects":0,"has_context":true,"needs_design":false}"#;
+        let o: EpicState = serde_json::from_str(old).unwrap();
+        assert_eq!((o.stage, o.blocked, o.resumes), (Stage::Plan, None, 0));
     }
 
     #[test]
