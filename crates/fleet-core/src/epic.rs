@@ -8,9 +8,11 @@
 //!                 |            +--------------------+ (review rejected: fix tasks, next cycle)
 //!                 |            +-------------------------------------------+ (person rejected /
 //!                 +------------ (re-planning did not help: re-plan the architecture)  PR comments)
+//!                               (the architecture did not help either: blocked, then plan)
 //! working stage -> blocked (needs a person: one clear question) -> the same stage again
 //!                    (`fleet task answer` / `fleet task retry`), keeping what landed
-//! any -> failed (a limit was reached, with the reason); any -> cancelled
+//! a stage that could not finish, the end of the ladder, spent cycles -> blocked as well
+//! any -> cancelled (a person gives up)
 //! ```
 //! Plain functions over data: the pipeline runs a stage, reports how it ended, and persists
 //! the [`Step`] this module returns before acting on it.
@@ -199,6 +201,14 @@ pub struct Step {
     pub why: String,
 }
 
+/// The epic waits for a person to answer `question`; answered, it continues at `at`.
+fn block(mut s: EpicState, at: Stage, question: String) -> Step {
+    let why = format!("{} needs a person: {question}", s.stage);
+    s.stage = Stage::Blocked;
+    s.blocked = Some(Blocked { at, question });
+    Step { state: s, why }
+}
+
 /// The next stage after `outcome` of the current one.
 pub fn next(state: &EpicState, outcome: &Outcome, limits: &Limits) -> Step {
     let mut s = state.clone();
@@ -213,15 +223,7 @@ pub fn next(state: &EpicState, outcome: &Outcome, limits: &Limits) -> Step {
     if let Outcome::NeedsPerson { question } = outcome
         && state.stage.is_working()
     {
-        s.blocked = Some(Blocked {
-            at: state.stage,
-            question: question.clone(),
-        });
-        return go(
-            s,
-            Stage::Blocked,
-            format!("{} needs a person: {question}", state.stage),
-        );
+        return block(s, state.stage, question.clone());
     }
     if *outcome == Outcome::Unblocked
         && let Some(b) = s.blocked.take()
@@ -229,23 +231,31 @@ pub fn next(state: &EpicState, outcome: &Outcome, limits: &Limits) -> Step {
         s.resumes += 1;
         return go(s, b.at, format!("unblocked: {} continues", b.at));
     }
+    // A stage that could not finish after its agents' retries and swaps asks a person; it
+    // does not end the epic (only a person or a hard limit of money or time does).
     if let Outcome::Failed { why } = outcome
         && state.stage.is_working()
     {
-        return go(
-            s,
-            Stage::Failed,
-            format!("{} could not finish: {why}", state.stage),
+        let question = format!(
+            "{} could not finish: {why}. Tell Fleet how to go on (`fleet task answer`), or fix \
+             the cause and `fleet task retry`; `fleet task cancel` gives up.",
+            state.stage
         );
+        return block(s, state.stage, question);
     }
     let new_cycle = |s: &EpicState, why: &str| -> Step {
         if s.cycle >= limits.max_cycles {
-            let mut f = s.clone();
-            f.stage = Stage::Failed;
-            return Step {
-                state: f,
-                why: format!("{why}, but {} cycles were spent (limit)", s.cycle),
-            };
+            // The cycles are spent: a person decides whether one more is worth it. Answered,
+            // it plans that cycle.
+            let mut b = s.clone();
+            b.cycle += 1;
+            b.replans = 0;
+            let question = format!(
+                "{why}, but {} cycles were spent (limit {}). Answer with what matters most for \
+                 one more cycle (`fleet task answer`), or `fleet task cancel`.",
+                s.cycle, limits.max_cycles
+            );
+            return block(b, Stage::Plan, question);
         }
         let mut n = s.clone();
         n.stage = Stage::Plan;
@@ -302,11 +312,12 @@ pub fn next(state: &EpicState, outcome: &Outcome, limits: &Limits) -> Step {
                     format!("{list} failed again after re-planning: re-planning the architecture"),
                 )
             } else {
-                go(
-                    s,
-                    Stage::Failed,
-                    format!("{list} failed after re-planning the tasks and the architecture"),
-                )
+                let question = format!(
+                    "{list} failed after re-planning the tasks and the architecture. Tell the \
+                     planner how to go on (`fleet task answer`), or fix the cause (a check, a \
+                     profile) and `fleet task retry`; `fleet task cancel` gives up."
+                );
+                block(s, Stage::Plan, question)
             }
         }
         (Stage::Review, Outcome::Approved) => go(s, Stage::Deliver, "the review approved".into()),
@@ -378,12 +389,15 @@ mod tests {
         let mut waiting = s.state.clone();
         waiting.stage = Stage::AwaitingAcceptance;
         let f = next(&waiting, &Outcome::Reworked, &l);
-        assert_eq!(f.state.stage, Stage::Failed);
+        assert_eq!(f.state.stage, Stage::Blocked);
         assert!(f.why.contains("2 cycles"), "{}", f.why);
+        // Answered, one more cycle is planned.
+        let more = next(&f.state, &Outcome::Unblocked, &l).state;
+        assert_eq!((more.stage, more.cycle), (Stage::Plan, 3));
     }
 
     #[test]
-    fn failing_tasks_climb_the_ladder_replan_then_architecture_then_fail() {
+    fn failing_tasks_climb_the_ladder_replan_then_architecture_then_ask_a_person() {
         let l = Limits::default();
         let failed = Outcome::TasksFailed {
             tasks: vec!["api".into()],
@@ -398,11 +412,15 @@ mod tests {
         let mut s4 = s3.state.clone();
         s4.stage = Stage::Implement;
         s4.replans = 1;
-        assert_eq!(next(&s4, &failed, &l).state.stage, Stage::Failed);
+        let asked = next(&s4, &failed, &l).state;
+        assert_eq!(asked.stage, Stage::Blocked);
+        let b = asked.blocked.clone().unwrap();
+        assert_eq!(b.at, Stage::Plan);
+        assert!(b.question.contains("api failed"), "{}", b.question);
     }
 
     #[test]
-    fn a_stage_failure_fails_the_epic_with_its_reason_and_odd_outcomes_change_nothing() {
+    fn a_stage_failure_asks_a_person_with_its_reason_and_odd_outcomes_change_nothing() {
         let l = Limits::default();
         let f = next(
             &at(Stage::Plan),
@@ -411,8 +429,13 @@ mod tests {
             },
             &l,
         );
-        assert_eq!(f.state.stage, Stage::Failed);
-        assert!(f.why.contains("plan could not finish"));
+        assert_eq!(f.state.stage, Stage::Blocked);
+        let b = f.state.blocked.clone().unwrap();
+        assert_eq!(b.at, Stage::Plan);
+        assert!(
+            b.question
+                .contains("plan could not finish: plan invalid 3 times")
+        );
         let s = at(Stage::Done);
         assert_eq!(next(&s, &Outcome::Approved, &l).state, s);
         assert_eq!(

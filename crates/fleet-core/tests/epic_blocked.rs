@@ -57,3 +57,33 @@ proptest! {
         prop_assert_eq!(u, want);
     }
 }
+
+fn any_stage() -> impl Strategy<Value = Stage> {
+    prop::sample::select(Stage::ALL.to_vec())
+}
+
+proptest! {
+    /// No outcome a stage or a person reports ends an epic as `failed`: trouble blocks it
+    /// with a question, and only a cancellation ends it early.
+    #[test]
+    fn no_sequence_of_outcomes_fails_an_epic(
+        start in any_stage(),
+        cycle in 0u32..8, replans in 0u32..3, rearchitects in 0u32..3,
+        outcomes in prop::collection::vec(
+            prop_oneof![other_outcome(), Just(Outcome::Unblocked)], 0..30),
+    ) {
+        prop_assume!(start != Stage::Failed && start != Stage::Blocked);
+        let l = Limits::default();
+        let mut s = EpicState::new(true, false);
+        s.stage = start;
+        s.cycle = cycle;
+        s.replans = replans;
+        s.rearchitects = rearchitects;
+        for o in &outcomes {
+            s = next(&s, o, &l).state;
+            prop_assert_ne!(s.stage, Stage::Failed);
+            // A blocked epic always says where it continues and what it asks.
+            prop_assert_eq!(s.stage == Stage::Blocked, s.blocked.is_some());
+        }
+    }
+}

@@ -24,7 +24,8 @@ case "$1" in
   researcher) echo "# context" > .fleet-out/context.md ;;
   architect) echo "# architecture" > .fleet-out/architecture.md ;;
   planner)
-    if [ -f "$PLAN_FIRST" ]; then cat "$PLAN_FIRST" > .fleet-out/plan.json; rm "$PLAN_FIRST";
+    if [ -f "$PROMPTS/../broken" ]; then echo '{"summary": "no phases"}' > .fleet-out/plan.json;
+    elif [ -f "$PLAN_FIRST" ]; then cat "$PLAN_FIRST" > .fleet-out/plan.json; rm "$PLAN_FIRST";
     else printf '%s' "$PLAN" > .fleet-out/plan.json; fi ;;
   developer) echo "$FLEET_TASK is done" > "$FLEET_TASK.txt" ;;
   reviewer) printf '%s' '{"verdict": "approve", "summary": "fine"}' > .fleet-out/review.json ;;
@@ -128,6 +129,7 @@ fn stages(show: &Value) -> Vec<String> {
     support::epics::stage_list(show)
 }
 
+/// The events of epic `e1` itself (not of its stages' engine runs) of `kind`.
 fn events_of(inst: &Inst, kind: &str) -> Vec<Value> {
     use fleet_store::Store;
     let store = fleet_store::SqliteStore::open(
@@ -139,7 +141,7 @@ fn events_of(inst: &Inst, kind: &str) -> Vec<Value> {
         .events(None, 0, 100_000)
         .unwrap()
         .into_iter()
-        .filter(|e| e.kind == kind)
+        .filter(|e| e.kind == kind && e.run_id == "e1")
         .map(|e| e.data)
         .collect()
 }
@@ -422,5 +424,33 @@ fn an_answer_joins_the_request_and_the_epic_continues() {
             .as_str()
             .unwrap()
             .contains("reviewer")
+    );
+}
+
+#[test]
+fn a_stage_that_cannot_finish_blocks_instead_of_failing_and_retry_runs_it_again() {
+    let inst = Inst::new(&ALL);
+    add_deploy_project(&inst, "echo http://127.0.0.1:1/x");
+    std::fs::write(inst.path("broken"), "").unwrap();
+    let out = inst.expect(&["task", "add", "Add a", "--project", "shop"], false, 1);
+    assert!(out.contains("epic e1 blocked"), "{out}");
+    let show = inst.show("e1");
+    assert_eq!(show["blocked"]["at"], "plan");
+    let q = show["blocked"]["question"].as_str().unwrap();
+    assert!(
+        q.contains("plan could not finish") && q.contains("fleet task retry"),
+        "{q}"
+    );
+    assert!(
+        events_of(&inst, "task.failed")
+            .iter()
+            .all(|e| e["reason"].is_null())
+    );
+    std::fs::remove_file(inst.path("broken")).unwrap();
+    let out = inst.expect(&["task", "retry", "e1"], false, 0);
+    assert!(out.contains("epic e1 awaiting_acceptance"), "{out}");
+    assert_eq!(
+        stages(&inst.show("e1"))[..3],
+        ["research1:passed", "plan1:failed", "plan1:passed"]
     );
 }
