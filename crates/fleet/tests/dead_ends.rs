@@ -454,3 +454,106 @@ fn a_stage_that_cannot_finish_blocks_instead_of_failing_and_retry_runs_it_again(
         ["research1:passed", "plan1:failed", "plan1:passed"]
     );
 }
+
+/// `fleet serve` of `inst` on a loopback port; killed when dropped.
+struct Serving(std::process::Child, String);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(inst: &Inst) -> Serving {
+    use std::io::BufRead;
+    let mut child = inst
+        .command(&["serve", "--bind", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr = first
+        .strip_prefix("fleet serve: listening on ")
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_string();
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    Serving(child, addr)
+}
+
+#[test]
+fn answer_and_retry_over_the_api_need_the_submit_scope_and_continue_a_blocked_task() {
+    let inst = Inst::new(&ALL);
+    let fixed = inst.path("fixed");
+    add_deploy_project(
+        &inst,
+        &format!(
+            "test -f {} || {{ echo 'Error: port 8099 is already in use'; exit 1; }}; \
+             echo 'ready: http://127.0.0.1:8099/shop'",
+            fixed.display()
+        ),
+    );
+    let token = |scope: &str| {
+        let out = inst.expect(
+            &["token", "create", "--scope", scope, "--name", scope],
+            false,
+            0,
+        );
+        out.lines()
+            .find(|l| l.starts_with("fleet_"))
+            .unwrap_or_else(|| panic!("{out}"))
+            .trim()
+            .to_string()
+    };
+    let (submit, read) = (token("submit"), token("read"));
+    let served = serve(&inst);
+    let http = support::server::Http::new();
+    let api = |p: &str| format!("{}{p}", served.1);
+    let (s, _) = http.post(
+        &api("/api/v1/tasks"),
+        Some(&submit),
+        serde_json::json!({"project": "shop", "request": "Add a"}),
+    );
+    assert_eq!(s, 201);
+    let detail = |want: &str| -> Value {
+        for _ in 0..600 {
+            let (_, d) = http.get(&api("/api/v1/tasks/e1"), Some(&read));
+            if d["task"]["state"] == want {
+                return d;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("e1 never became {want}");
+    };
+    let d = detail("blocked");
+    assert_eq!(d["task"]["blocked"]["at"], "deliver");
+    assert!(
+        d["task"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("port 8099 is already in use"),
+        "{d}"
+    );
+    let (s, _) = http.post(&api("/api/v1/tasks/e1/retry"), Some(&read), Value::Null);
+    assert_eq!(s, 403);
+    let (s, e) = http.post(
+        &api("/api/v1/tasks/e1/answer"),
+        Some(&submit),
+        serde_json::json!({"comment": "x"}),
+    );
+    assert_eq!(s, 400, "{e}");
+    std::fs::write(&fixed, "").unwrap();
+    let (s, e) = http.post(&api("/api/v1/tasks/e1/retry"), Some(&submit), Value::Null);
+    assert_eq!(s, 200, "{e}");
+    let d = detail("awaiting_acceptance");
+    assert_eq!(d["task"]["delivery"]["url"], "http://127.0.0.1:8099/shop");
+    // Nothing to answer now.
+    let (s, e) = http.post(
+        &api("/api/v1/tasks/e1/answer"),
+        Some(&submit),
+        serde_json::json!({"answer": "thanks"}),
+    );
+    assert_eq!(s, 409, "{e}");
+}
