@@ -520,7 +520,7 @@ pub(crate) async fn run_stage(
         }
         Stage::Implement => implement(p, epic, data, project, name, &v).await,
         Stage::Review => review(p, epic, data, project, name, &v).await,
-        Stage::Deliver => deliver(p, epic, data, project).await,
+        Stage::Deliver => deliver(p, epic, data, project, name).await,
         other => Ok((
             Outcome::Failed {
                 why: format!("{other} is not a stage Fleet runs"),
@@ -830,6 +830,7 @@ async fn deliver(
     epic: &EpicRow,
     data: &mut EpicData,
     project: &ProjectRow,
+    name: &str,
 ) -> Result<StageEnd> {
     let spec = delivery_spec(project)?;
     let repo = fleet_git::Repo::open(Path::new(&project.path))?;
@@ -905,43 +906,48 @@ async fn deliver(
             let command = spec.command.clone().ok_or_else(|| {
                 PipelineError::Invalid(format!("project {}: deploy needs a command", project.name))
             })?;
-            let path = p.layout.worktrees().join(format!("{}-deploy", epic.id));
-            // Under the epic's own branch name, so two instances' deploys never share one.
-            let branch = epic.branch.replacen("fleet/epics/", "fleet/deploy/", 1);
-            repo.add_worktree(&path, &branch, &tip)?;
-            let mut tries = 0;
-            let result = loop {
-                tries += 1;
-                let r = fleet_deliver::deploy(
-                    &command,
-                    &path,
-                    std::iter::empty::<(String, String)>(),
-                    std::time::Duration::from_secs(1800),
-                )
-                .await;
-                match r {
-                    // A deploy that could not even start will not start on a second try.
-                    Err(e)
-                        if tries < DELIVERY_TRIES
-                            && !matches!(e, fleet_deliver::DeployError::Spawn { .. }) =>
-                    {
-                        delivery_retry(p, epic, "deploy", tries, &e.to_string()).await?
-                    }
-                    other => break other,
+            let mut result = deploy_retried(p, epic, &repo, &command, &tip).await?;
+            // A deploy that keeps failing goes to a DevOps agent with its output (when one
+            // is configured); what it fixes lands on the epic's branch, then Fleet deploys again.
+            let mut handed = None;
+            if let Err(e) = &result
+                && p.playable("devops")
+            {
+                let fixed =
+                    devops_fix(p, epic, data, project, name, &command, &e.to_string()).await?;
+                handed = Some(fixed.clone());
+                if fixed.is_ok() {
+                    let tip = repo.branch_tip(&epic.branch)?.ok_or_else(|| {
+                        PipelineError::Other(format!("branch {} is gone", epic.branch))
+                    })?;
+                    result = deploy_retried(p, epic, &repo, &command, &tip).await?;
                 }
-            };
-            let _ = repo.remove_worktree(&path);
+            }
             match result {
                 Ok(d) => {
                     delivery.url = Some(d.url.clone());
                     data.delivery = Some(delivery);
-                    Ok((Outcome::Passed, format!("deployed at {}", d.url), None))
+                    let by = if handed.is_some() {
+                        " after a DevOps fix"
+                    } else {
+                        ""
+                    };
+                    Ok((Outcome::Passed, format!("deployed at {}{by}", d.url), None))
                 }
-                Err(e) => Ok(needs_person(format!(
-                    "The deploy command `{command}` failed {tries} time(s): {e}\nFix the deploy \
-                     (or its environment), then run `fleet task retry {}`.",
-                    epic.id
-                ))),
+                Err(e) => {
+                    let devops = match handed {
+                        None => String::new(),
+                        Some(Ok(())) => {
+                            "\nA DevOps agent's fix landed, and the deploy still fails.".into()
+                        }
+                        Some(Err(why)) => format!("\nA DevOps agent could not fix it: {why}"),
+                    };
+                    Ok(needs_person(format!(
+                        "The deploy command `{command}` keeps failing: {e}{devops}\nFix the deploy \
+                         (or its environment), then run `fleet task retry {}`.",
+                        epic.id
+                    )))
+                }
             }
         }
         other => Err(PipelineError::Invalid(format!(
@@ -954,6 +960,99 @@ async fn deliver(
 /// Tries of a delivery step whose failure may pass by itself (forge 5xx, network, a push
 /// race, a flaky deploy) before the epic asks a person.
 const DELIVERY_TRIES: u32 = 3;
+
+/// Runs the project's deploy command on `tip` in a worktree of its own, trying again after a
+/// failure (a flaky deploy) up to [`DELIVERY_TRIES`] times.
+async fn deploy_retried(
+    p: &Pipeline,
+    epic: &EpicRow,
+    repo: &fleet_git::Repo,
+    command: &str,
+    tip: &str,
+) -> Result<std::result::Result<fleet_deliver::Deployed, fleet_deliver::DeployError>> {
+    let path = p.layout.worktrees().join(format!("{}-deploy", epic.id));
+    // Under the epic's own branch name, so two instances' deploys never share one.
+    let branch = epic.branch.replacen("fleet/epics/", "fleet/deploy/", 1);
+    repo.add_worktree(&path, &branch, tip)?;
+    let mut tries = 0;
+    let result = loop {
+        tries += 1;
+        let r = fleet_deliver::deploy(
+            command,
+            &path,
+            std::iter::empty::<(String, String)>(),
+            std::time::Duration::from_secs(1800),
+        )
+        .await;
+        match r {
+            // A deploy that could not even start will not start on a second try.
+            Err(e)
+                if tries < DELIVERY_TRIES
+                    && !matches!(e, fleet_deliver::DeployError::Spawn { .. }) =>
+            {
+                if let Err(err) = delivery_retry(p, epic, "deploy", tries, &e.to_string()).await {
+                    let _ = repo.remove_worktree(&path);
+                    return Err(err);
+                }
+            }
+            other => break other,
+        }
+    };
+    let _ = repo.remove_worktree(&path);
+    Ok(result)
+}
+
+/// Hands a failing deploy to a DevOps agent: one task with the deploy's output, run through
+/// Do -> Check -> Fix like any task and landed on the epic's branch. `Err`: why it did not land.
+async fn devops_fix(
+    p: &Pipeline,
+    epic: &EpicRow,
+    data: &EpicData,
+    project: &ProjectRow,
+    name: &str,
+    command: &str,
+    failure: &str,
+) -> Result<std::result::Result<(), String>> {
+    let mut v = vars(p, epic, data, project);
+    v.insert(
+        "task",
+        format!(
+            "The project's deploy command fails on this branch after {DELIVERY_TRIES} tries:\n\n             `{command}`\n\n{failure}\n\nFind the cause in the repository (scripts, config, \
+             code) and fix it. Fleet runs the deploy command again once your fix has landed; do \
+             not deploy yourself."
+        ),
+    );
+    let green = project_checks(p, project);
+    v.insert(
+        "acceptance",
+        bullet(
+            &green
+                .iter()
+                .map(|c| format!("`{c}` exits 0"))
+                .collect::<Vec<_>>(),
+        ),
+    );
+    let prompt = render(p, "devops", &v, project.bible.as_deref())?;
+    let task = json!({"id": "fix-deploy", "role": "devops", "prompt": prompt, "checks": green});
+    let run_name = format!("{name}-devops");
+    let rb = base_runbook(p, epic, project, &run_name, vec![task]);
+    p.record_events(vec![p.emit(
+        epic,
+        "epic.deploy_handed_to_devops",
+        json!({"run": run_name, "failure": failure}),
+    )])?;
+    let row = run(p, epic, &run_name, rb, Some(&epic.branch)).await?;
+    let landed = p
+        .store
+        .tasks(&row.id)?
+        .iter()
+        .any(|t| t.id == "fix-deploy" && t.state == "merged");
+    Ok(if landed {
+        Ok(())
+    } else {
+        Err(run_failure(p, &row))
+    })
+}
 
 /// Records why a delivery step is tried again, then waits (0.5 s, 1 s, 2 s …).
 async fn delivery_retry(

@@ -14,7 +14,8 @@ use std::process::{Command, Output};
 
 const TOKEN: &str = "ghp_deadends0123456789";
 
-/// Every role's agent: writes its artifact; the developer writes `$FLEET_TASK.txt`. The
+/// Every role's agent: writes its artifact; the developer writes `$FLEET_TASK.txt`, DevOps
+/// `deploy-ok.txt`. The
 /// planner writes `$PLAN` (or, while `$PLAN_FIRST` exists, that file's plan, once) and keeps
 /// Every agent keeps its prompt in `$PROMPTS/<role>.txt`.
 const AGENT: &str = r##"set -e
@@ -28,6 +29,7 @@ case "$1" in
     elif [ -f "$PLAN_FIRST" ]; then cat "$PLAN_FIRST" > .fleet-out/plan.json; rm "$PLAN_FIRST";
     else printf '%s' "$PLAN" > .fleet-out/plan.json; fi ;;
   developer) echo "$FLEET_TASK is done" > "$FLEET_TASK.txt" ;;
+  devops) echo "fixed by devops" > deploy-ok.txt ;;
   reviewer) printf '%s' '{"verdict": "approve", "summary": "fine"}' > .fleet-out/review.json ;;
 esac
 echo "done as $1"
@@ -247,6 +249,38 @@ fn a_deploy_that_keeps_failing_blocks_with_its_output_then_retry_delivers_keepin
     // Retrying an epic that is not blocked is refused.
     let out = inst.expect(&["task", "retry", "e1"], false, 2);
     assert!(out.contains("not blocked"), "{out}");
+}
+
+#[test]
+fn a_deploy_that_keeps_failing_goes_to_a_devops_agent_with_its_output_then_deploys() {
+    let inst = Inst::new(&["researcher", "planner", "developer", "reviewer", "devops"]);
+    add_deploy_project(
+        &inst,
+        "test -s deploy-ok.txt || { echo 'deploy.sh: deploy-ok.txt is missing'; exit 1; }; \
+         echo 'ready: http://127.0.0.1:8099/shop'",
+    );
+    let out = inst.expect(&["task", "add", "Add a", "--project", "shop"], false, 0);
+    assert!(out.contains("epic e1 awaiting_acceptance"), "{out}");
+    let show = inst.show("e1");
+    assert_eq!(show["delivery"]["url"], "http://127.0.0.1:8099/shop");
+    let deliver = show["stages"].as_array().unwrap().last().unwrap().clone();
+    assert!(
+        deliver["detail"]
+            .as_str()
+            .unwrap()
+            .contains("after a DevOps fix"),
+        "{deliver}"
+    );
+    let prompt = std::fs::read_to_string(inst.path("prompts/devops.txt")).unwrap();
+    assert!(
+        prompt.contains("deploy-ok.txt is missing") && prompt.contains("test -s deploy-ok.txt"),
+        "{prompt}"
+    );
+    assert_eq!(events_of(&inst, "epic.deploy_handed_to_devops").len(), 1);
+    // The fix landed on the epic's branch with the rest of the work.
+    let branch = support::fleet_branch(&inst.repo, "epics", "e1");
+    let fixed = git(&inst.repo, &["show", &format!("{branch}:deploy-ok.txt")]);
+    assert_eq!(fixed.trim(), "fixed by devops");
 }
 
 fn add_github_project(inst: &Inst, api_url: &str, token: bool, code: i32) -> String {
