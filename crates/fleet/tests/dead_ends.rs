@@ -542,6 +542,17 @@ fn answer_and_retry_over_the_api_need_the_submit_scope_and_continue_a_blocked_ta
             .to_string()
     };
     let (submit, read) = (token("submit"), token("read"));
+    // A blocked task is sent on the notification channels, with its question.
+    let hooks = fleet_testkit::webhook::WebhookDouble::start();
+    let yaml = std::fs::read_to_string(inst.home.join("fleet.yaml")).unwrap();
+    std::fs::write(
+        inst.home.join("fleet.yaml"),
+        format!(
+            "{yaml}notifications:\n  - kind: webhook\n    url: {}/generic\n",
+            hooks.url()
+        ),
+    )
+    .unwrap();
     let served = serve(&inst);
     let http = support::server::Http::new();
     let api = |p: &str| format!("{}{p}", served.1);
@@ -569,6 +580,20 @@ fn answer_and_retry_over_the_api_need_the_submit_scope_and_continue_a_blocked_ta
             .unwrap()
             .contains("port 8099 is already in use"),
         "{d}"
+    );
+    let sent = hooks.wait_received(1, std::time::Duration::from_secs(30));
+    let note = sent[0].json.clone().unwrap();
+    assert_eq!(note["event"], "blocked", "{note}");
+    assert!(
+        note["text"]
+            .as_str()
+            .unwrap()
+            .contains("port 8099 is already in use")
+            && note["text"]
+                .as_str()
+                .unwrap()
+                .contains("fleet task retry e1"),
+        "{note}"
     );
     let (s, _) = http.post(&api("/api/v1/tasks/e1/retry"), Some(&read), Value::Null);
     assert_eq!(s, 403);
