@@ -616,3 +616,46 @@ fn answer_and_retry_over_the_api_need_the_submit_scope_and_continue_a_blocked_ta
     );
     assert_eq!(s, 409, "{e}");
 }
+
+#[test]
+fn epic_data_fleet_cannot_read_is_never_overwritten_by_an_empty_default() {
+    use fleet_store::Store;
+    let inst = Inst::new(&ALL);
+    add_deploy_project(&inst, "echo http://127.0.0.1:1/x");
+    inst.expect(
+        &["task", "add", "Add a", "--project", "shop", "--no-wait"],
+        false,
+        0,
+    );
+    let store = fleet_store::SqliteStore::open(
+        &inst.home.join(".fleet/fleet.db"),
+        fleet_store::Durability::Process,
+    )
+    .unwrap();
+    let mut epic = store.epic("e1").unwrap().unwrap();
+    // A plan written by a newer (or broken) Fleet: `tasks` is not a list.
+    epic.data["tasks"] = serde_json::json!("written by someone else");
+    let before = epic.data.clone();
+    let expected = epic.updated_at;
+    epic.updated_at += 1;
+    store.update_epic(&epic, expected, &[]).unwrap();
+    for args in [
+        &["task", "cancel", "e1"][..],
+        &["task", "show", "e1"][..],
+        &["task", "resume", "e1"][..],
+    ] {
+        let out = inst.run(args, false);
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {text}");
+        assert!(
+            text.contains("its stored data cannot be read"),
+            "{args:?}: {text}"
+        );
+    }
+    let after = store.epic("e1").unwrap().unwrap();
+    assert_eq!(
+        after.data, before,
+        "nothing was written over the stored data"
+    );
+    assert_eq!(after.state, epic.state);
+}
