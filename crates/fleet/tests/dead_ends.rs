@@ -659,3 +659,37 @@ fn epic_data_fleet_cannot_read_is_never_overwritten_by_an_empty_default() {
     );
     assert_eq!(after.state, epic.state);
 }
+
+#[test]
+fn an_architecture_step_without_an_architect_profile_blocks_instead_of_failing() {
+    let inst = Inst::new(&ALL);
+    add_deploy_project(&inst, "echo http://127.0.0.1:1/x");
+    let out = inst.expect(
+        &["task", "add", "Design and add a", "--project", "shop"],
+        false,
+        1,
+    );
+    assert!(out.contains("epic e1 blocked"), "{out}");
+    let show = inst.show("e1");
+    assert_eq!(show["blocked"]["at"], "architect");
+    assert!(
+        show["reason"]
+            .as_str()
+            .unwrap()
+            .contains("No agent profile plays role architect"),
+        "{show}"
+    );
+    let mut roles = ALL.to_vec();
+    roles.push("architect");
+    inst.set_roles(&roles);
+    let out = inst.expect(&["task", "retry", "e1"], false, 0);
+    assert!(out.contains("epic e1 awaiting_acceptance"), "{out}");
+    assert_eq!(
+        stages(&inst.show("e1"))[..3],
+        [
+            "research1:passed",
+            "architect1:blocked",
+            "architect1:passed"
+        ]
+    );
+}
