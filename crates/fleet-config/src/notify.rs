@@ -43,6 +43,7 @@ pub const NOTIFY_EVENTS: &[&str] = &[
     "failed",
     "budget_exhausted",
     "auth_failed",
+    "blocked",
 ];
 
 /// Every `kind:` of notification.

@@ -23,6 +23,8 @@ pub const TEMPLATE_VARS: &[&str] = &[
     "plan",
     "existing_tasks",
     "cycle",
+    // The code-writing roles some profile plays (the planner may give tasks only these).
+    "roles",
 ];
 
 /// Fills `template` with `vars`. The error names the unknown placeholder (or the malformed

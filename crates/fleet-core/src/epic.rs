@@ -8,7 +8,11 @@
 //!                 |            +--------------------+ (review rejected: fix tasks, next cycle)
 //!                 |            +-------------------------------------------+ (person rejected /
 //!                 +------------ (re-planning did not help: re-plan the architecture)  PR comments)
-//! any -> failed (a limit was reached, with the reason); any -> cancelled
+//!                               (the architecture did not help either: blocked, then plan)
+//! working stage -> blocked (needs a person: one clear question) -> the same stage again
+//!                    (`fleet task answer` / `fleet task retry`), keeping what landed
+//! a stage that could not finish, the end of the ladder, spent cycles -> blocked as well
+//! any -> cancelled (a person gives up)
 //! ```
 //! Plain functions over data: the pipeline runs a stage, reports how it ended, and persists
 //! the [`Step`] this module returns before acting on it.
@@ -25,13 +29,16 @@ pub enum Stage {
     Review,
     Deliver,
     AwaitingAcceptance,
+    /// Waiting for a person to answer one question (or fix the config and retry); the epic
+    /// then continues from the stage it stopped at ([`Blocked::at`]).
+    Blocked,
     Done,
     Failed,
     Cancelled,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 10] = [
+    pub const ALL: [Stage; 11] = [
         Stage::Research,
         Stage::Architect,
         Stage::Plan,
@@ -39,6 +46,7 @@ impl Stage {
         Stage::Review,
         Stage::Deliver,
         Stage::AwaitingAcceptance,
+        Stage::Blocked,
         Stage::Done,
         Stage::Failed,
         Stage::Cancelled,
@@ -53,6 +61,7 @@ impl Stage {
             Stage::Review => "review",
             Stage::Deliver => "deliver",
             Stage::AwaitingAcceptance => "awaiting_acceptance",
+            Stage::Blocked => "blocked",
             Stage::Done => "done",
             Stage::Failed => "failed",
             Stage::Cancelled => "cancelled",
@@ -70,7 +79,7 @@ impl Stage {
 
     /// Fleet works on it (as opposed to waiting for a person or having ended).
     pub fn is_working(self) -> bool {
-        !self.is_final() && self != Stage::AwaitingAcceptance
+        !self.is_final() && !matches!(self, Stage::AwaitingAcceptance | Stage::Blocked)
     }
 }
 
@@ -114,6 +123,21 @@ pub struct EpicState {
     pub has_context: bool,
     /// The request needs an architecture note before planning.
     pub needs_design: bool,
+    /// While [`Stage::Blocked`]: where it stopped and what it asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<Blocked>,
+    /// Times a person unblocked it: a stage run again after that is a new engine run.
+    #[serde(default)]
+    pub resumes: u32,
+}
+
+/// Why an epic waits for a person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blocked {
+    /// The stage that could not go on; the epic continues there.
+    pub at: Stage,
+    /// One clear question, saying what to do (`fleet task answer` or fix and `fleet task retry`).
+    pub question: String,
 }
 
 impl EpicState {
@@ -133,6 +157,8 @@ impl EpicState {
             rearchitects: 0,
             has_context,
             needs_design,
+            blocked: None,
+            resumes: 0,
         }
     }
 }
@@ -158,6 +184,13 @@ pub enum Outcome {
     Accepted,
     /// A person rejected it (or review comments arrived on its pull request).
     Reworked,
+    /// The stage cannot go on without a person: a missing token or profile, a deploy that
+    /// keeps failing, a forge that keeps refusing. Never `failed`: the cause is fixable.
+    NeedsPerson {
+        question: String,
+    },
+    /// A person answered the question or fixed the config: continue where it stopped.
+    Unblocked,
     Cancel,
 }
 
@@ -168,6 +201,14 @@ pub struct Step {
     pub why: String,
 }
 
+/// The epic waits for a person to answer `question`; answered, it continues at `at`.
+fn block(mut s: EpicState, at: Stage, question: String) -> Step {
+    let why = format!("{} needs a person: {question}", s.stage);
+    s.stage = Stage::Blocked;
+    s.blocked = Some(Blocked { at, question });
+    Step { state: s, why }
+}
+
 /// The next stage after `outcome` of the current one.
 pub fn next(state: &EpicState, outcome: &Outcome, limits: &Limits) -> Step {
     let mut s = state.clone();
@@ -176,25 +217,45 @@ pub fn next(state: &EpicState, outcome: &Outcome, limits: &Limits) -> Step {
         Step { state: s, why }
     }
     if *outcome == Outcome::Cancel {
+        s.blocked = None;
         return go(s, Stage::Cancelled, "cancelled".into());
     }
+    if let Outcome::NeedsPerson { question } = outcome
+        && state.stage.is_working()
+    {
+        return block(s, state.stage, question.clone());
+    }
+    if *outcome == Outcome::Unblocked
+        && let Some(b) = s.blocked.take()
+    {
+        s.resumes += 1;
+        return go(s, b.at, format!("unblocked: {} continues", b.at));
+    }
+    // A stage that could not finish after its agents' retries and swaps asks a person; it
+    // does not end the epic (only a person or a hard limit of money or time does).
     if let Outcome::Failed { why } = outcome
         && state.stage.is_working()
     {
-        return go(
-            s,
-            Stage::Failed,
-            format!("{} could not finish: {why}", state.stage),
+        let question = format!(
+            "{} could not finish: {why}. Tell Fleet how to go on (`fleet task answer`), or fix \
+             the cause and `fleet task retry`; `fleet task cancel` gives up.",
+            state.stage
         );
+        return block(s, state.stage, question);
     }
     let new_cycle = |s: &EpicState, why: &str| -> Step {
         if s.cycle >= limits.max_cycles {
-            let mut f = s.clone();
-            f.stage = Stage::Failed;
-            return Step {
-                state: f,
-                why: format!("{why}, but {} cycles were spent (limit)", s.cycle),
-            };
+            // The cycles are spent: a person decides whether one more is worth it. Answered,
+            // it plans that cycle.
+            let mut b = s.clone();
+            b.cycle += 1;
+            b.replans = 0;
+            let question = format!(
+                "{why}, but {} cycles were spent (limit {}). Answer with what matters most for \
+                 one more cycle (`fleet task answer`), or `fleet task cancel`.",
+                s.cycle, limits.max_cycles
+            );
+            return block(b, Stage::Plan, question);
         }
         let mut n = s.clone();
         n.stage = Stage::Plan;
@@ -251,11 +312,12 @@ pub fn next(state: &EpicState, outcome: &Outcome, limits: &Limits) -> Step {
                     format!("{list} failed again after re-planning: re-planning the architecture"),
                 )
             } else {
-                go(
-                    s,
-                    Stage::Failed,
-                    format!("{list} failed after re-planning the tasks and the architecture"),
-                )
+                let question = format!(
+                    "{list} failed after re-planning the tasks and the architecture. Tell the \
+                     planner how to go on (`fleet task answer`), or fix the cause (a check, a \
+                     profile) and `fleet task retry`; `fleet task cancel` gives up."
+                );
+                block(s, Stage::Plan, question)
             }
         }
         (Stage::Review, Outcome::Approved) => go(s, Stage::Deliver, "the review approved".into()),
@@ -327,12 +389,15 @@ mod tests {
         let mut waiting = s.state.clone();
         waiting.stage = Stage::AwaitingAcceptance;
         let f = next(&waiting, &Outcome::Reworked, &l);
-        assert_eq!(f.state.stage, Stage::Failed);
+        assert_eq!(f.state.stage, Stage::Blocked);
         assert!(f.why.contains("2 cycles"), "{}", f.why);
+        // Answered, one more cycle is planned.
+        let more = next(&f.state, &Outcome::Unblocked, &l).state;
+        assert_eq!((more.stage, more.cycle), (Stage::Plan, 3));
     }
 
     #[test]
-    fn failing_tasks_climb_the_ladder_replan_then_architecture_then_fail() {
+    fn failing_tasks_climb_the_ladder_replan_then_architecture_then_ask_a_person() {
         let l = Limits::default();
         let failed = Outcome::TasksFailed {
             tasks: vec!["api".into()],
@@ -347,11 +412,15 @@ mod tests {
         let mut s4 = s3.state.clone();
         s4.stage = Stage::Implement;
         s4.replans = 1;
-        assert_eq!(next(&s4, &failed, &l).state.stage, Stage::Failed);
+        let asked = next(&s4, &failed, &l).state;
+        assert_eq!(asked.stage, Stage::Blocked);
+        let b = asked.blocked.clone().unwrap();
+        assert_eq!(b.at, Stage::Plan);
+        assert!(b.question.contains("api failed"), "{}", b.question);
     }
 
     #[test]
-    fn a_stage_failure_fails_the_epic_with_its_reason_and_odd_outcomes_change_nothing() {
+    fn a_stage_failure_asks_a_person_with_its_reason_and_odd_outcomes_change_nothing() {
         let l = Limits::default();
         let f = next(
             &at(Stage::Plan),
@@ -360,14 +429,75 @@ mod tests {
             },
             &l,
         );
-        assert_eq!(f.state.stage, Stage::Failed);
-        assert!(f.why.contains("plan could not finish"));
+        assert_eq!(f.state.stage, Stage::Blocked);
+        let b = f.state.blocked.clone().unwrap();
+        assert_eq!(b.at, Stage::Plan);
+        assert!(
+            b.question
+                .contains("plan could not finish: plan invalid 3 times")
+        );
         let s = at(Stage::Done);
         assert_eq!(next(&s, &Outcome::Approved, &l).state, s);
         assert_eq!(
             next(&at(Stage::Review), &Outcome::Cancel, &l).state.stage,
             Stage::Cancelled
         );
+    }
+
+    #[test]
+    fn a_blocked_epic_asks_one_question_then_continues_where_it_stopped() {
+        let l = Limits::default();
+        let mut at_deliver = at(Stage::Deliver);
+        at_deliver.cycle = 2;
+        let b = next(
+            &at_deliver,
+            &Outcome::NeedsPerson {
+                question: "set GITHUB_TOKEN".into(),
+            },
+            &l,
+        );
+        assert_eq!(b.state.stage, Stage::Blocked);
+        assert!(!b.state.stage.is_working() && !b.state.stage.is_final());
+        let blocked = b.state.blocked.clone().unwrap();
+        assert_eq!(
+            (blocked.at, blocked.question.as_str()),
+            (Stage::Deliver, "set GITHUB_TOKEN")
+        );
+        assert!(b.why.contains("set GITHUB_TOKEN"), "{}", b.why);
+        // Nothing but an answer/retry or a cancellation moves it.
+        for o in [Outcome::Passed, Outcome::Approved, Outcome::Accepted] {
+            assert_eq!(next(&b.state, &o, &l).state, b.state);
+        }
+        let u = next(&b.state, &Outcome::Unblocked, &l).state;
+        assert_eq!(
+            (u.stage, u.cycle, u.blocked.clone()),
+            (Stage::Deliver, 2, None)
+        );
+        assert_eq!(u.resumes, 1);
+        // Unblocking an epic that is not blocked changes nothing.
+        assert_eq!(next(&u, &Outcome::Unblocked, &l).state, u);
+        let c = next(&b.state, &Outcome::Cancel, &l).state;
+        assert_eq!((c.stage, c.blocked), (Stage::Cancelled, None));
+        // A person cannot be asked about an epic that waits for acceptance or ended.
+        let waiting = at(Stage::AwaitingAcceptance);
+        let q = Outcome::NeedsPerson {
+            question: "?".into(),
+        };
+        assert_eq!(next(&waiting, &q, &l).state, waiting);
+    }
+
+    #[test]
+    fn a_blocked_state_round_trips_and_old_states_without_it_still_read() {
+        let mut s = at(Stage::Blocked);
+        s.blocked = Some(Blocked {
+            at: Stage::Implement,
+            question: "add a db profile".into(),
+        });
+        let text = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<EpicState>(&text).unwrap(), s);
+        let old = r#"{"stage":"plan","cycle":1,"replans":0,"rearchitects":0,"has_context":true,"needs_design":false}"#;
+        let o: EpicState = serde_json::from_str(old).unwrap();
+        assert_eq!((o.stage, o.blocked, o.resumes), (Stage::Plan, None, 0));
     }
 
     #[test]

@@ -16,14 +16,17 @@ pub enum Event {
     BudgetExhausted,
     /// An account's credentials were rejected; it is disabled until they are fixed.
     AuthFailed,
+    /// An epic needs a person: one question to answer (or a fix, then a retry).
+    Blocked,
 }
 
 impl Event {
-    pub const ALL: [Event; 4] = [
+    pub const ALL: [Event; 5] = [
         Event::AwaitingAcceptance,
         Event::Failed,
         Event::BudgetExhausted,
         Event::AuthFailed,
+        Event::Blocked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -32,6 +35,7 @@ impl Event {
             Event::Failed => "failed",
             Event::BudgetExhausted => "budget_exhausted",
             Event::AuthFailed => "auth_failed",
+            Event::Blocked => "blocked",
         }
     }
 

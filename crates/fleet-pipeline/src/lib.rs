@@ -167,6 +167,18 @@ pub struct EpicData {
     pub matched: Option<String>,
     /// The classifier agent was asked (when no rule matched and one is configured).
     pub classified: bool,
+    /// A person's answers to the questions a blocked epic asked; they join the request every
+    /// later agent reads.
+    pub answers: Vec<Answer>,
+}
+
+/// A question Fleet asked about an epic, and what a person answered.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Answer {
+    pub stage: String,
+    pub question: String,
+    pub answer: String,
 }
 
 /// How a project delivers (the `delivery` JSON of its row).
@@ -284,7 +296,7 @@ impl Pipeline {
             .store
             .epic(id)?
             .ok_or_else(|| PipelineError::NoSuchEpic(id.to_string()))?;
-        let data: EpicData = serde_json::from_value(epic.data.clone()).unwrap_or_default();
+        let data = decode_data(&epic)?;
         Ok((epic, data))
     }
 
@@ -307,6 +319,18 @@ impl Pipeline {
                     )
                     );
                 };
+                // Checked now, not after every agent's work is done and paid for.
+                let token_env = p
+                    .token_env
+                    .clone()
+                    .unwrap_or_else(|| stages::default_token_env(Some(&forge)).into());
+                if fleet_deliver::Token::from_env(&token_env).is_none() {
+                    return Err(PipelineError::Invalid(format!(
+                        "--delivery pull_request: the forge token env var {token_env} is not set; \
+                         set it (a token that may push to and open pull requests on {repo}) or \
+                         name another with --token-env"
+                    )));
+                }
                 json!({"kind": "pull_request", "forge": forge, "api_url": p.api_url, "repo": repo,
                        "token_env": p.token_env, "remote": p.remote.clone().unwrap_or_else(|| "origin".into())})
             }
@@ -398,6 +422,31 @@ impl Pipeline {
         Ok(row)
     }
 
+    /// Whether some agent profile plays `role`.
+    pub fn playable(&self, role: &str) -> bool {
+        self.instance
+            .agents
+            .iter()
+            .any(|a| a.roles.iter().any(|r| r == role))
+    }
+
+    /// Refuses a request routed only to roles nobody plays: it would fail at once after
+    /// research and planning were paid for. (A request routed to several roles needs one
+    /// playable: the planner is told which ones are.)
+    fn preflight_roles(&self, route: &fleet_config::Route) -> Result<()> {
+        if route.roles.is_empty() || route.roles.iter().any(|r| self.playable(r)) {
+            return Ok(());
+        }
+        let role = &route.roles[0];
+        Err(PipelineError::Invalid(format!(
+            "no agent profile plays role {} (the request was routed as {}); add one to \
+             fleet.yaml, e.g.\n  agents:\n    {role}-agent:\n      cli: claude\n      roles: [{role}]\n\
+             then submit the request again",
+            route.roles.join(" or "),
+            route.intent.as_deref().unwrap_or("default"),
+        )))
+    }
+
     /// The project's context file, written by the researcher and read by every later agent.
     pub fn context_file(&self, project: &str) -> PathBuf {
         self.layout
@@ -421,6 +470,7 @@ impl Pipeline {
             ))
         })?;
         let route = fleet_config::route(request, &self.instance.routing);
+        self.preflight_roles(&route)?;
         // Counted, not loaded: an instance may hold many thousands of epics.
         let n = self
             .store
@@ -619,6 +669,7 @@ impl Pipeline {
             if let Some(s) = epic.stages.last_mut() {
                 s.state = match outcome {
                     Outcome::Passed | Outcome::Approved => "passed".into(),
+                    Outcome::NeedsPerson { .. } => "blocked".into(),
                     _ => "failed".into(),
                 };
                 s.finished_at = Some(now_ms());
@@ -642,6 +693,12 @@ impl Pipeline {
                 Stage::Failed => {
                     events.push(self.emit(&epic, "task.failed", json!({"reason": step.why})))
                 }
+                Stage::Blocked => events.push(self.emit(
+                    &epic,
+                    "task.blocked",
+                    json!({"stage": stage.as_str(),
+                           "question": step.state.blocked.as_ref().map(|b| b.question.clone())}),
+                )),
                 _ => {}
             }
             epic.state = step.state.stage.as_str().into();
@@ -749,6 +806,68 @@ impl Pipeline {
         )];
         self.save(&mut epic, &data, ev)?;
         Ok(epic)
+    }
+
+    /// A person answers a blocked epic's question: the answer joins the request (every later
+    /// agent reads it) and the epic continues at the stage it stopped at (the caller drives it).
+    pub fn answer(&self, id: &str, text: &str) -> Result<EpicRow> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(PipelineError::Invalid(
+                "an answer needs text (or fix the config and `fleet task retry`)".into(),
+            ));
+        }
+        let (epic, mut data) = self.epic(id)?;
+        let (machine, blocked) = self.blocked(&epic, &data)?;
+        data.answers.push(Answer {
+            stage: blocked.at.as_str().into(),
+            question: blocked.question.clone(),
+            answer: text.into(),
+        });
+        self.unblock(epic, data, machine, json!({"by": "answer", "answer": text}))
+    }
+
+    /// A person fixed what the blocked epic asked about (a token, a profile, a deploy): the
+    /// config is checked again and the epic continues at the stage it stopped at. Still
+    /// missing: [`PipelineError::NotNow`] with the question, and nothing changes.
+    pub fn retry(&self, id: &str) -> Result<EpicRow> {
+        let (epic, data) = self.epic(id)?;
+        let (machine, blocked) = self.blocked(&epic, &data)?;
+        let project = self.project(&epic.project)?;
+        if let Some(q) = stages::blocker(self, &epic, &data, &project, blocked.at) {
+            return Err(PipelineError::NotNow(format!(
+                "epic {id} is still blocked: {q}"
+            )));
+        }
+        self.unblock(epic, data, machine, json!({"by": "retry"}))
+    }
+
+    fn unblock(
+        &self,
+        mut epic: EpicRow,
+        mut data: EpicData,
+        machine: EpicState,
+        mut detail: serde_json::Value,
+    ) -> Result<EpicRow> {
+        let step = epic::next(&machine, &Outcome::Unblocked, &self.limits);
+        detail["next"] = json!(step.state.stage.as_str());
+        detail["why"] = json!(step.why);
+        let ev = vec![self.emit(&epic, "task.unblocked", detail)];
+        epic.state = step.state.stage.as_str().into();
+        data.machine = Some(step.state);
+        self.save(&mut epic, &data, ev)?;
+        Ok(epic)
+    }
+
+    fn blocked(&self, epic: &EpicRow, data: &EpicData) -> Result<(EpicState, epic::Blocked)> {
+        let machine = data.machine.clone().unwrap_or(EpicState::new(true, false));
+        match (&machine.stage, machine.blocked.clone()) {
+            (Stage::Blocked, Some(b)) => Ok((machine, b)),
+            _ => Err(PipelineError::NotNow(format!(
+                "epic {} is not blocked (it is {}); nothing to answer or retry",
+                epic.id, machine.stage
+            ))),
+        }
     }
 
     fn awaiting(&self, epic: &EpicRow, data: &EpicData) -> Result<EpicState> {
@@ -892,11 +1011,41 @@ fn needs_design(request: &str) -> bool {
 /// The engine run name of a stage: unique per epic, stage, cycle, re-plan and re-architecture,
 /// so a resumed drive finds the run it had started.
 fn stage_run_name(epic: &str, stage: Stage, m: &EpicState) -> String {
+    // After a person unblocked the epic the stage runs anew (its earlier run had ended).
+    let resumed = if m.resumes > 0 {
+        format!("u{}", m.resumes)
+    } else {
+        String::new()
+    };
     format!(
-        "{epic}-{}-c{}r{}a{}",
+        "{epic}-{}-c{}r{}a{}{resumed}",
         stage.as_str(),
         m.cycle.max(1),
         m.replans,
         m.rearchitects
     )
+}
+
+/// Why the epic stands where it does, for lists and details: the question of a blocked epic,
+/// the detail of the stage that failed or blocked it.
+pub fn reason(epic: &EpicRow, data: &EpicData) -> Option<String> {
+    if let Some(b) = data.machine.as_ref().and_then(|m| m.blocked.as_ref()) {
+        return Some(b.question.clone());
+    }
+    if epic.state == Stage::Failed.as_str() {
+        return epic.stages.last().and_then(|s| s.detail.clone());
+    }
+    None
+}
+
+/// The epic's data column, read loudly: a column Fleet cannot read is never replaced by an
+/// empty default (accept, reject or cancel would then write that over the stored plan,
+/// reviews and delivery).
+pub fn decode_data(epic: &EpicRow) -> Result<EpicData> {
+    serde_json::from_value(epic.data.clone()).map_err(|e| {
+        PipelineError::Other(format!(
+            "epic {}: its stored data cannot be read ({e}); nothing was changed",
+            epic.id
+        ))
+    })
 }

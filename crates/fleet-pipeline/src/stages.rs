@@ -52,14 +52,85 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The roles atomic tasks may be given: every role that writes code.
+/// The roles atomic tasks may be given: every role that writes code and some profile plays
+/// (a plan naming another goes back to the planner instead of failing at implement).
 fn code_roles(p: &Pipeline) -> Vec<String> {
     p.library
         .roles
         .values()
-        .filter(|r| r.writes_code)
+        .filter(|r| r.writes_code && p.playable(&r.name))
         .map(|r| r.name.clone())
         .collect()
+}
+
+/// The forge token's env var when the project names none.
+pub(crate) fn default_token_env(forge: Option<&str>) -> &'static str {
+    match forge {
+        Some("gitlab") => "GITLAB_TOKEN",
+        _ => "GITHUB_TOKEN",
+    }
+}
+
+/// What a person must do before `stage` can run, as the one question a blocked epic asks:
+/// a role of the stage (or of its planned tasks) nobody plays, or, for a pull request, the
+/// forge token's env var unset. `None`: the stage can run.
+pub(crate) fn blocker(
+    p: &Pipeline,
+    epic: &EpicRow,
+    data: &EpicData,
+    project: &ProjectRow,
+    stage: Stage,
+) -> Option<String> {
+    let mut roles: Vec<String> = match stage {
+        Stage::Research => vec!["researcher".into()],
+        Stage::Architect => vec!["architect".into()],
+        Stage::Plan => vec!["planner".into()],
+        Stage::Review => vec!["reviewer".into()],
+        Stage::Implement => data
+            .tasks
+            .iter()
+            .filter(|t| t.state == "planned")
+            .map(|t| t.role.clone())
+            .collect(),
+        _ => Vec::new(),
+    };
+    roles.sort();
+    roles.dedup();
+    if let Some(role) = roles.iter().find(|r| !p.playable(r)) {
+        return Some(format!(
+            "No agent profile plays role {role}, which the {stage} stage needs. Add one to \
+             fleet.yaml (`agents: {{ {role}-agent: {{ cli: claude, roles: [{role}] }} }}`), then \
+             run `fleet task retry {}`.",
+            epic.id
+        ));
+    }
+    if matches!(stage, Stage::Plan | Stage::Implement) && code_roles(p).is_empty() {
+        return Some(format!(
+            "No agent profile plays a role that writes code (such as developer), so no plan \
+             can be carried out. Add one to fleet.yaml (`agents: {{ dev: {{ cli: claude, roles: \
+             [developer] }} }}`), then run `fleet task retry {}`.",
+            epic.id
+        ));
+    }
+    if stage == Stage::Deliver {
+        let spec = delivery_spec(project).ok()?;
+        if spec.kind == "pull_request" {
+            let var = spec
+                .token_env
+                .clone()
+                .unwrap_or_else(|| default_token_env(spec.forge.as_deref()).into());
+            if fleet_deliver::Token::from_env(&var).is_none() {
+                return Some(format!(
+                    "The forge token is missing: set {var} (a token that may push to and open \
+                     pull requests on {}) in the environment of Fleet, then run `fleet task \
+                     retry {}`.",
+                    spec.repo.as_deref().unwrap_or("the project's repository"),
+                    epic.id
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// What defines "green" for every task: the project's checks, then its bible's defaults.
@@ -101,7 +172,14 @@ fn vars(
             epic.roles.join(", ")
         ));
     }
+    for a in &data.answers {
+        request.push_str(&format!(
+            "\n\nFleet asked ({} stage): {}\nThe person answered: {}",
+            a.stage, a.question, a.answer
+        ));
+    }
     v.insert("request", request);
+    v.insert("roles", code_roles(p).join(", "));
     v.insert("project", project.name.clone());
     let bible = project.bible.as_deref().and_then(|b| p.library.bible(b));
     v.insert("bible", bible.map(|b| b.prompt_text()).unwrap_or_default());
@@ -308,6 +386,9 @@ pub(crate) async fn run_stage(
     stage: Stage,
     name: &str,
 ) -> Result<StageEnd> {
+    if let Some(question) = blocker(p, epic, data, project, stage) {
+        return Ok(needs_person(question));
+    }
     let v = vars(p, epic, data, project);
     let bible = project.bible.as_deref();
     match stage {
@@ -453,7 +534,7 @@ pub(crate) async fn run_stage(
         }
         Stage::Implement => implement(p, epic, data, project, name, &v).await,
         Stage::Review => review(p, epic, data, project, name, &v).await,
-        Stage::Deliver => deliver(p, epic, data, project).await,
+        Stage::Deliver => deliver(p, epic, data, project, name).await,
         other => Ok((
             Outcome::Failed {
                 why: format!("{other} is not a stage Fleet runs"),
@@ -462,6 +543,18 @@ pub(crate) async fn run_stage(
             None,
         )),
     }
+}
+
+/// The stage stops and the epic asks a person `question` (never `failed`: the cause is
+/// fixable).
+fn needs_person(question: String) -> StageEnd {
+    (
+        Outcome::NeedsPerson {
+            question: question.clone(),
+        },
+        question,
+        None,
+    )
 }
 
 fn fail(why: String, row: &RunRow) -> StageEnd {
@@ -703,13 +796,10 @@ pub(crate) fn delivery_spec(project: &ProjectRow) -> Result<DeliverySpec> {
 /// The forge client for a project delivering pull requests (token read from its env var).
 pub(crate) fn forge_of(project: &ProjectRow) -> Result<fleet_deliver::Forge> {
     let spec = delivery_spec(project)?;
-    let token_env = spec.token_env.clone().unwrap_or_else(|| {
-        match spec.forge.as_deref() {
-            Some("gitlab") => "GITLAB_TOKEN",
-            _ => "GITHUB_TOKEN",
-        }
-        .into()
-    });
+    let token_env = spec
+        .token_env
+        .clone()
+        .unwrap_or_else(|| default_token_env(spec.forge.as_deref()).into());
     let token = fleet_deliver::Token::from_env(&token_env).ok_or_else(|| {
         PipelineError::Invalid(format!(
             "project {}: the forge token env var {token_env} is not set",
@@ -754,6 +844,7 @@ async fn deliver(
     epic: &EpicRow,
     data: &mut EpicData,
     project: &ProjectRow,
+    name: &str,
 ) -> Result<StageEnd> {
     let spec = delivery_spec(project)?;
     let repo = fleet_git::Repo::open(Path::new(&project.path))?;
@@ -777,9 +868,12 @@ async fn deliver(
         }
         "pull_request" => {
             let remote = spec.remote.clone().unwrap_or_else(|| "origin".into());
-            if let Err(e) = repo.push(&remote, &epic.branch) {
-                let why = format!("could not push {} to {remote}: {e}", epic.branch);
-                return Ok((Outcome::Failed { why: why.clone() }, why, None));
+            if let Err(e) = push_retried(p, epic, &repo, &remote).await {
+                return Ok(needs_person(format!(
+                    "Pushing {} to {remote} failed {DELIVERY_TRIES} times (last: {e}). Fix the \
+                     remote or its credentials, then run `fleet task retry {}`.",
+                    epic.branch, epic.id
+                )));
             }
             delivery.pushed = Some(tip.clone());
             let forge = forge_of(project)?;
@@ -796,10 +890,21 @@ async fn deliver(
             );
             let body =
                 fleet_deliver::pull_request_body(&crate::pr_life::summary(p, epic, data, project)?);
-            match forge
-                .open(&epic.branch, &project.default_branch, &title, &body)
-                .await
-            {
+            let mut tries = 0;
+            let opened = loop {
+                tries += 1;
+                match forge
+                    .open(&epic.branch, &project.default_branch, &title, &body)
+                    .await
+                {
+                    Err(e) if e.is_transient() && tries < DELIVERY_TRIES => {
+                        delivery_retry(p, epic, "open the pull request", tries, &e.to_string())
+                            .await?
+                    }
+                    other => break other,
+                }
+            };
+            match opened {
                 Ok(pr) => {
                     delivery.url = Some(pr.url.clone());
                     delivery.number = Some(pr.number);
@@ -815,8 +920,7 @@ async fn deliver(
                 }
                 Err(e) => {
                     data.delivery = Some(delivery);
-                    let why = format!("could not open the pull request: {e}");
-                    Ok((Outcome::Failed { why: why.clone() }, why, None))
+                    Ok(needs_person(forge_question(&e, tries, &epic.id)))
                 }
             }
         }
@@ -824,27 +928,47 @@ async fn deliver(
             let command = spec.command.clone().ok_or_else(|| {
                 PipelineError::Invalid(format!("project {}: deploy needs a command", project.name))
             })?;
-            let path = p.layout.worktrees().join(format!("{}-deploy", epic.id));
-            // Under the epic's own branch name, so two instances' deploys never share one.
-            let branch = epic.branch.replacen("fleet/epics/", "fleet/deploy/", 1);
-            repo.add_worktree(&path, &branch, &tip)?;
-            let result = fleet_deliver::deploy(
-                &command,
-                &path,
-                std::iter::empty::<(String, String)>(),
-                std::time::Duration::from_secs(1800),
-            )
-            .await;
-            let _ = repo.remove_worktree(&path);
+            let mut result = deploy_retried(p, epic, &repo, &command, &tip).await?;
+            // A deploy that keeps failing goes to a DevOps agent with its output (when one
+            // is configured); what it fixes lands on the epic's branch, then Fleet deploys again.
+            let mut handed = None;
+            if let Err(e) = &result
+                && p.playable("devops")
+            {
+                let fixed =
+                    devops_fix(p, epic, data, project, name, &command, &e.to_string()).await?;
+                handed = Some(fixed.clone());
+                if fixed.is_ok() {
+                    let tip = repo.branch_tip(&epic.branch)?.ok_or_else(|| {
+                        PipelineError::Other(format!("branch {} is gone", epic.branch))
+                    })?;
+                    result = deploy_retried(p, epic, &repo, &command, &tip).await?;
+                }
+            }
             match result {
                 Ok(d) => {
                     delivery.url = Some(d.url.clone());
                     data.delivery = Some(delivery);
-                    Ok((Outcome::Passed, format!("deployed at {}", d.url), None))
+                    let by = if handed.is_some() {
+                        " after a DevOps fix"
+                    } else {
+                        ""
+                    };
+                    Ok((Outcome::Passed, format!("deployed at {}{by}", d.url), None))
                 }
                 Err(e) => {
-                    let why = format!("the deploy failed: {e}");
-                    Ok((Outcome::Failed { why: why.clone() }, why, None))
+                    let devops = match handed {
+                        None => String::new(),
+                        Some(Ok(())) => {
+                            "\nA DevOps agent's fix landed, and the deploy still fails.".into()
+                        }
+                        Some(Err(why)) => format!("\nA DevOps agent could not fix it: {why}"),
+                    };
+                    Ok(needs_person(format!(
+                        "The deploy command `{command}` keeps failing: {e}{devops}\nFix the deploy \
+                         (or its environment), then run `fleet task retry {}`.",
+                        epic.id
+                    )))
                 }
             }
         }
@@ -853,6 +977,159 @@ async fn deliver(
             project.name
         ))),
     }
+}
+
+/// Tries of a delivery step whose failure may pass by itself (forge 5xx, network, a push
+/// race, a flaky deploy) before the epic asks a person.
+const DELIVERY_TRIES: u32 = 3;
+
+/// Runs the project's deploy command on `tip` in a worktree of its own, trying again after a
+/// failure (a flaky deploy) up to [`DELIVERY_TRIES`] times.
+async fn deploy_retried(
+    p: &Pipeline,
+    epic: &EpicRow,
+    repo: &fleet_git::Repo,
+    command: &str,
+    tip: &str,
+) -> Result<std::result::Result<fleet_deliver::Deployed, fleet_deliver::DeployError>> {
+    let path = p.layout.worktrees().join(format!("{}-deploy", epic.id));
+    // Under the epic's own branch name, so two instances' deploys never share one.
+    let branch = epic.branch.replacen("fleet/epics/", "fleet/deploy/", 1);
+    repo.add_worktree(&path, &branch, tip)?;
+    let mut tries = 0;
+    let result = loop {
+        tries += 1;
+        let r = fleet_deliver::deploy(
+            command,
+            &path,
+            std::iter::empty::<(String, String)>(),
+            std::time::Duration::from_secs(1800),
+        )
+        .await;
+        match r {
+            // A deploy that could not even start will not start on a second try.
+            Err(e)
+                if tries < DELIVERY_TRIES
+                    && !matches!(e, fleet_deliver::DeployError::Spawn { .. }) =>
+            {
+                if let Err(err) = delivery_retry(p, epic, "deploy", tries, &e.to_string()).await {
+                    let _ = repo.remove_worktree(&path);
+                    return Err(err);
+                }
+            }
+            other => break other,
+        }
+    };
+    let _ = repo.remove_worktree(&path);
+    Ok(result)
+}
+
+/// Hands a failing deploy to a DevOps agent: one task with the deploy's output, run through
+/// Do -> Check -> Fix like any task and landed on the epic's branch. `Err`: why it did not land.
+async fn devops_fix(
+    p: &Pipeline,
+    epic: &EpicRow,
+    data: &EpicData,
+    project: &ProjectRow,
+    name: &str,
+    command: &str,
+    failure: &str,
+) -> Result<std::result::Result<(), String>> {
+    let mut v = vars(p, epic, data, project);
+    v.insert(
+        "task",
+        format!(
+            "The project's deploy command fails on this branch after {DELIVERY_TRIES} tries:\n\n             `{command}`\n\n{failure}\n\nFind the cause in the repository (scripts, config, \
+             code) and fix it. Fleet runs the deploy command again once your fix has landed; do \
+             not deploy yourself."
+        ),
+    );
+    let green = project_checks(p, project);
+    v.insert(
+        "acceptance",
+        bullet(
+            &green
+                .iter()
+                .map(|c| format!("`{c}` exits 0"))
+                .collect::<Vec<_>>(),
+        ),
+    );
+    let prompt = render(p, "devops", &v, project.bible.as_deref())?;
+    let task = json!({"id": "fix-deploy", "role": "devops", "prompt": prompt, "checks": green});
+    let run_name = format!("{name}-devops");
+    let rb = base_runbook(p, epic, project, &run_name, vec![task]);
+    p.record_events(vec![p.emit(
+        epic,
+        "epic.deploy_handed_to_devops",
+        json!({"run": run_name, "failure": failure}),
+    )])?;
+    let row = run(p, epic, &run_name, rb, Some(&epic.branch)).await?;
+    let landed = p
+        .store
+        .tasks(&row.id)?
+        .iter()
+        .any(|t| t.id == "fix-deploy" && t.state == "merged");
+    Ok(if landed {
+        Ok(())
+    } else {
+        Err(run_failure(p, &row))
+    })
+}
+
+/// Records why a delivery step is tried again, then waits (0.5 s, 1 s, 2 s …).
+async fn delivery_retry(
+    p: &Pipeline,
+    epic: &EpicRow,
+    step: &str,
+    tries: u32,
+    error: &str,
+) -> Result<()> {
+    let wait = std::time::Duration::from_millis(500u64 << (tries - 1).min(6));
+    p.record_events(vec![p.emit(
+        epic,
+        "epic.delivery_retried",
+        json!({"step": step, "try": tries, "of": DELIVERY_TRIES, "error": error,
+               "wait_ms": wait.as_millis() as u64}),
+    )])?;
+    tokio::time::sleep(wait).await;
+    Ok(())
+}
+
+/// Pushes the epic's branch, trying again after a failure (a race with another push, a
+/// network hiccup).
+async fn push_retried(
+    p: &Pipeline,
+    epic: &EpicRow,
+    repo: &fleet_git::Repo,
+    remote: &str,
+) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match repo.push(remote, &epic.branch) {
+            Ok(_) => return Ok(()),
+            Err(e) if tries < DELIVERY_TRIES => {
+                delivery_retry(p, epic, "push", tries, &e.to_string()).await?
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The question a forge refusal asks: what to fix, and how to go on.
+fn forge_question(e: &fleet_deliver::ForgeError, tries: u32, epic: &str) -> String {
+    let what = match e {
+        fleet_deliver::ForgeError::Auth { .. } => "Replace the token (or give it the permission)",
+        fleet_deliver::ForgeError::NotFound { .. } => {
+            "Check the project's forge repository and that the token can see it"
+        }
+        _ if e.is_transient() => "Check that the forge is up and reachable",
+        _ => "Fix what the forge refused",
+    };
+    format!(
+        "Opening the pull request failed ({tries} tries): {e}. {what}, then run `fleet task \
+         retry {epic}`."
+    )
 }
 
 #[cfg(test)]

@@ -106,6 +106,27 @@ pub fn notification_for(fleet: &Fleet, e: &Event) -> Result<Option<Notification>
             }
             Ok(Some(n))
         }
+        "task.blocked" if epic_level => {
+            let Some((epic, _)) = epic_of(fleet, e)? else {
+                return Ok(None);
+            };
+            let question = e.data["question"]
+                .as_str()
+                .unwrap_or("no question recorded");
+            let mut n = Notification::new(
+                Alert::Blocked,
+                format!("{} needs you: {}", epic.id, first_line(&epic.request, 80)),
+                format!(
+                    "{question}\nAnswer: fleet task answer {id} \"…\" — or fix it, then: fleet task \
+                     retry {id}",
+                    id = epic.id
+                ),
+            )
+            .with_task(base, &epic.id);
+            n.project = Some(epic.project);
+            n.branch = Some(epic.branch);
+            Ok(Some(n))
+        }
         "task.failed" if epic_level => {
             let Some((epic, _)) = epic_of(fleet, e)? else {
                 return Ok(None);

@@ -158,6 +158,8 @@ pub fn router(fleet: Fleet) -> Router {
         .route("/api/v1/tasks/{id}/accept", post(accept_task))
         .route("/api/v1/tasks/{id}/reject", post(reject_task))
         .route("/api/v1/tasks/{id}/cancel", post(cancel_task))
+        .route("/api/v1/tasks/{id}/answer", post(answer_task))
+        .route("/api/v1/tasks/{id}/retry", post(retry_task))
         .route("/api/v1/projects", get(list_projects).post(add_project))
         .route("/api/v1/projects/{name}", get(project_detail))
         .route("/api/v1/runs", get(list_runs))
@@ -378,6 +380,40 @@ async fn reject_task(
     let r: Rejection = body(&bytes)?;
     let p = fleet.pipeline.clone();
     let epic = blocking(move || p.reject(&id, &r.comment).map_err(ApiError::from)).await?;
+    fleet.work.notify_one();
+    Ok(Json(json!({"task": brief(&epic)})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reply {
+    answer: String,
+}
+
+/// A person answers a blocked task's question; the driver continues it.
+async fn answer_task(
+    State(fleet): State<Fleet>,
+    caller: Caller,
+    Path(id): Path<String>,
+    bytes: axum::body::Bytes,
+) -> ApiResult {
+    caller.require(&fleet, Scope::Submit).await?;
+    let r: Reply = body(&bytes)?;
+    let p = fleet.pipeline.clone();
+    let epic = blocking(move || p.answer(&id, &r.answer).map_err(ApiError::from)).await?;
+    fleet.work.notify_one();
+    Ok(Json(json!({"task": brief(&epic)})).into_response())
+}
+
+/// A person fixed what a blocked task asked about; checked again, the driver continues it.
+async fn retry_task(
+    State(fleet): State<Fleet>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    caller.require(&fleet, Scope::Submit).await?;
+    let p = fleet.pipeline.clone();
+    let epic = blocking(move || p.retry(&id).map_err(ApiError::from)).await?;
     fleet.work.notify_one();
     Ok(Json(json!({"task": brief(&epic)})).into_response())
 }

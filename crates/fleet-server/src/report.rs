@@ -435,6 +435,8 @@ pub fn epic_detail(p: &Pipeline, id: &str) -> Result<Option<Value>, StoreError> 
             "cycle": epic.cycle, "created_at": epic.created_at, "updated_at": epic.updated_at,
             "branch": epic.branch, "intent": epic.intent, "roles": epic.roles,
             "routed_by": data.routed_by, "delivery": delivery, "now": now_doing,
+            "reason": fleet_pipeline::reason(&epic, &data),
+            "blocked": data.machine.as_ref().and_then(|m| m.blocked.clone()),
         },
         "stages": epic.stages,
         "plan": data.tasks.iter().map(|t| {

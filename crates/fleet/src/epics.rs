@@ -99,6 +99,14 @@ fn heartbeat(e: &Event) -> Option<String> {
         "task.failed" => format!("{}: {task} failed: {}", e.run_id, s("reason")),
         "task.review_rejected" => format!("{task}: sent back"),
         "task.awaiting_acceptance" => format!("{task}: ready for acceptance"),
+        "task.blocked" => format!("{task}: blocked, needs you: {}", s("question")),
+        "epic.delivery_retried" => format!(
+            "{task}: {} failed (try {} of {}), trying again: {}",
+            s("step"),
+            d["try"],
+            d["of"],
+            s("error").lines().next().unwrap_or("")
+        ),
         _ => return None,
     })
 }
@@ -154,6 +162,9 @@ fn drive_on(rt: &tokio::runtime::Runtime, p: &Pipeline, id: &str) -> anyhow::Res
     if let Some(url) = data.delivery.as_ref().and_then(|d| d.url.clone()) {
         println!("result:  {url}");
     }
+    if let Some(r) = fleet_pipeline::reason(&epic, &data) {
+        println!("reason:  {r}");
+    }
     println!("details: fleet task show {}", epic.id);
     Ok(match epic.state.as_str() {
         "awaiting_acceptance" | "done" => exit::PASSED,
@@ -184,22 +195,32 @@ pub fn ls(home: &Path, json_out: bool) -> anyhow::Result<u8> {
         let list: Vec<_> = epics.iter().map(epic_json_brief).collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
     } else {
-        for e in epics {
+        for e in &epics {
             println!(
-                "{:<6} {:<20} {:<10} cycle {} {}",
+                "{:<6} {:<20} {:<10} cycle {} {:<40} {}",
                 e.id,
                 e.state,
                 e.project,
                 e.cycle,
-                e.request.lines().next().unwrap_or("")
+                e.request.lines().next().unwrap_or(""),
+                epic_reason(e).lines().next().unwrap_or("")
             );
         }
     }
     Ok(exit::PASSED)
 }
 
+/// The reason column: why the epic is blocked or failed ("?" when its data cannot be read).
+fn epic_reason(e: &EpicRow) -> String {
+    match fleet_pipeline::decode_data(e) {
+        Ok(d) => fleet_pipeline::reason(e, &d).unwrap_or_default(),
+        Err(err) => format!("? {err}"),
+    }
+}
+
 fn epic_json_brief(e: &EpicRow) -> serde_json::Value {
     json!({"id": e.id, "project": e.project, "state": e.state, "cycle": e.cycle,
+           "reason": Some(epic_reason(e)).filter(|r| !r.is_empty()),
            "request": e.request, "branch": e.branch, "created_at": fleet_engine::rfc3339(e.created_at)})
 }
 
@@ -209,7 +230,7 @@ pub fn show(home: &Path, id: &str, json_out: bool) -> anyhow::Result<u8> {
     let epic = store
         .epic(id)?
         .ok_or_else(|| InvalidInput(format!("no epic {id:?}")))?;
-    let data: EpicData = serde_json::from_value(epic.data.clone()).unwrap_or_default();
+    let data: EpicData = fleet_pipeline::decode_data(&epic).map_err(pipeline_error)?;
     let mut stages = Vec::new();
     let mut spend_by_role: std::collections::BTreeMap<String, (f64, u64, i64)> = Default::default();
     for s in &epic.stages {
@@ -254,13 +275,23 @@ pub fn show(home: &Path, id: &str, json_out: bool) -> anyhow::Result<u8> {
         "id": epic.id, "project": epic.project, "request": epic.request, "state": epic.state,
         "cycle": epic.cycle, "branch": epic.branch, "intent": epic.intent, "roles": epic.roles,
         "stages": stages, "tasks": data.tasks, "reviews": data.reviews, "delivery": data.delivery,
-        "spend_by_role": spend,
+        "spend_by_role": spend, "reason": fleet_pipeline::reason(&epic, &data),
+        "blocked": data.machine.as_ref().and_then(|m| m.blocked.clone()), "answers": data.answers,
     });
     if json_out {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(exit::PASSED);
     }
     println!("epic     {} ({})", epic.id, epic.state);
+    if let Some(b) = data.machine.as_ref().and_then(|m| m.blocked.as_ref()) {
+        println!("BLOCKED  at {}: {}", b.at, b.question);
+        println!(
+            "         answer: fleet task answer {} \"...\"   or fix, then: fleet task retry {}",
+            epic.id, epic.id
+        );
+    } else if let Some(r) = fleet_pipeline::reason(&epic, &data) {
+        println!("reason   {}", r.lines().next().unwrap_or(""));
+    }
     println!("project  {}", epic.project);
     println!("request  {}", epic.request);
     if let Some(i) = &epic.intent {
@@ -360,6 +391,28 @@ pub fn cancel(home: &Path, id: &str) -> anyhow::Result<u8> {
     let e = p.cancel(id).map_err(pipeline_error)?;
     println!("epic {} {}", e.id, e.state);
     Ok(exit::PASSED)
+}
+
+/// Answers a blocked epic's question; the epic continues where it stopped.
+pub fn answer(home: &Path, id: &str, text: &str, wait: bool, quiet: bool) -> anyhow::Result<u8> {
+    let p = pipeline(home, quiet)?;
+    let e = p.answer(id, text).map_err(pipeline_error)?;
+    println!("epic {} answered: {} continues", e.id, e.state);
+    if !wait {
+        return Ok(exit::PASSED);
+    }
+    drive(&p, id)
+}
+
+/// Checks the config again for a blocked epic and continues it where it stopped.
+pub fn retry(home: &Path, id: &str, wait: bool, quiet: bool) -> anyhow::Result<u8> {
+    let p = pipeline(home, quiet)?;
+    let e = p.retry(id).map_err(pipeline_error)?;
+    println!("epic {} unblocked: {} continues", e.id, e.state);
+    if !wait {
+        return Ok(exit::PASSED);
+    }
+    drive(&p, id)
 }
 
 pub fn resume(home: &Path, id: &str, quiet: bool) -> anyhow::Result<u8> {

@@ -236,6 +236,23 @@ enum TaskCommand {
     },
     /// Cancel an epic.
     Cancel { id: String },
+    /// Answer a blocked epic's question: the answer joins the request; it continues.
+    Answer {
+        id: String,
+        answer: String,
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Continue a blocked epic after fixing what it asked about (checked again first).
+    Retry {
+        id: String,
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Continue working on an epic (after a stop, or one submitted with --no-wait).
     Resume {
         id: String,
@@ -548,6 +565,15 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
                 } => epics::reject(&home, &id, &comment, !no_wait, quiet),
                 TaskCommand::Cancel { id } => epics::cancel(&home, &id),
                 TaskCommand::Resume { id, quiet } => epics::resume(&home, &id, quiet),
+                TaskCommand::Answer {
+                    id,
+                    answer,
+                    no_wait,
+                    quiet,
+                } => epics::answer(&home, &id, &answer, !no_wait, quiet),
+                TaskCommand::Retry { id, no_wait, quiet } => {
+                    epics::retry(&home, &id, !no_wait, quiet)
+                }
                 TaskCommand::Sync {
                     id,
                     no_wait,
