@@ -31,6 +31,21 @@ pub fn hold() {
     let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&stop_set()), None);
 }
 
+/// Holds the stop signals and hands them to a thread of their own, which raises the returned
+/// watch when one comes: for a caller that drives several runs in turn (an epic's stages), so
+/// a signal between two runs, or in one, stops the whole drive rather than being lost.
+pub fn stop_watch() -> tokio::sync::watch::Receiver<bool> {
+    hold();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    // Started after `hold`: it inherits the block, which `sigwait` needs.
+    std::thread::spawn(move || {
+        if stop_set().wait().is_ok() {
+            let _ = tx.send(true);
+        }
+    });
+    rx
+}
+
 /// Undoes [`hold`] on the calling thread, for a command that will not listen: a signal then
 /// acts as usual (one that came meanwhile, at once).
 pub fn release() {

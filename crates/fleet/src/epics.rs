@@ -149,6 +149,14 @@ pub fn project_ls(home: &Path, json_out: bool) -> anyhow::Result<u8> {
     Ok(exit::PASSED)
 }
 
+/// The pipeline of a command that drives an epic: a stop signal (Ctrl-C, SIGTERM, SIGHUP)
+/// stops its stage runs the ordinary way, whichever stage it comes in or between.
+fn driving_pipeline(home: &Path, quiet: bool) -> anyhow::Result<Pipeline> {
+    let mut p = pipeline(home, quiet)?;
+    p.shutdown = Some(fleet_engine::signals::stop_watch());
+    Ok(p)
+}
+
 /// Drives an epic until it needs a person; prints where it ended.
 pub fn drive(p: &Pipeline, id: &str) -> anyhow::Result<u8> {
     drive_on(&crate::runtime()?, p, id)
@@ -179,7 +187,7 @@ pub fn add(
     wait: bool,
     quiet: bool,
 ) -> anyhow::Result<u8> {
-    let p = pipeline(home, quiet)?;
+    let p = driving_pipeline(home, quiet)?;
     let epic = p.submit(project, request).map_err(pipeline_error)?;
     println!("epic {} created", epic.id);
     if !wait {
@@ -377,7 +385,7 @@ pub fn accept(home: &Path, id: &str) -> anyhow::Result<u8> {
 }
 
 pub fn reject(home: &Path, id: &str, comment: &str, wait: bool, quiet: bool) -> anyhow::Result<u8> {
-    let p = pipeline(home, quiet)?;
+    let p = driving_pipeline(home, quiet)?;
     let e = p.reject(id, comment).map_err(pipeline_error)?;
     println!("epic {} sent back: cycle {} plans the fixes", e.id, e.cycle);
     if !wait {
@@ -395,7 +403,7 @@ pub fn cancel(home: &Path, id: &str) -> anyhow::Result<u8> {
 
 /// Answers a blocked epic's question; the epic continues where it stopped.
 pub fn answer(home: &Path, id: &str, text: &str, wait: bool, quiet: bool) -> anyhow::Result<u8> {
-    let p = pipeline(home, quiet)?;
+    let p = driving_pipeline(home, quiet)?;
     let e = p.answer(id, text).map_err(pipeline_error)?;
     println!("epic {} answered: {} continues", e.id, e.state);
     if !wait {
@@ -406,7 +414,7 @@ pub fn answer(home: &Path, id: &str, text: &str, wait: bool, quiet: bool) -> any
 
 /// Checks the config again for a blocked epic and continues it where it stopped.
 pub fn retry(home: &Path, id: &str, wait: bool, quiet: bool) -> anyhow::Result<u8> {
-    let p = pipeline(home, quiet)?;
+    let p = driving_pipeline(home, quiet)?;
     let e = p.retry(id).map_err(pipeline_error)?;
     println!("epic {} unblocked: {} continues", e.id, e.state);
     if !wait {
@@ -416,7 +424,7 @@ pub fn retry(home: &Path, id: &str, wait: bool, quiet: bool) -> anyhow::Result<u
 }
 
 pub fn resume(home: &Path, id: &str, quiet: bool) -> anyhow::Result<u8> {
-    let p = pipeline(home, quiet)?;
+    let p = driving_pipeline(home, quiet)?;
     drive(&p, id)
 }
 
@@ -429,7 +437,7 @@ pub fn sync(
     every: Option<u64>,
     quiet: bool,
 ) -> anyhow::Result<u8> {
-    let p = pipeline(home, quiet)?;
+    let p = driving_pipeline(home, quiet)?;
     let rt = crate::runtime()?;
     loop {
         let n = rt
@@ -443,7 +451,20 @@ pub fn sync(
         let Some(secs) = every else {
             return Ok(code);
         };
-        std::thread::sleep(std::time::Duration::from_secs(secs.max(1)));
+        // Waits for the next poll, or for a stop signal (which ends the polling).
+        let mut stop = p.shutdown.clone().expect("a driving pipeline has a stop");
+        let stopped = rt.block_on(async {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(secs.max(1)),
+                stop.wait_for(|s| *s),
+            )
+            .await
+            .is_ok()
+        });
+        if stopped {
+            println!("stopped; `fleet task sync {id} --every {secs}` goes on");
+            return Ok(exit::INTERRUPTED);
+        }
         let (epic, _) = p.epic(id).map_err(pipeline_error)?;
         if epic.state != "awaiting_acceptance" {
             println!(

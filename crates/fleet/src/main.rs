@@ -355,7 +355,7 @@ fn main() -> ExitCode {
     fleet_engine::signals::hold();
     quiet_on_closed_stdout();
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Run { .. } | Command::Serve { .. }) {
+    if !drives_runs(&cli.command) {
         fleet_engine::signals::release();
     }
     match real_main(cli) {
@@ -392,6 +392,23 @@ fn quiet_on_closed_stdout() {
         }
         report(info)
     }));
+}
+
+/// Whether the command starts or drives runs: those listen for stop signals themselves.
+fn drives_runs(command: &Command) -> bool {
+    match command {
+        Command::Run { .. } | Command::Serve { .. } => true,
+        Command::Task { command } => matches!(
+            command,
+            TaskCommand::Add { .. }
+                | TaskCommand::Reject { .. }
+                | TaskCommand::Answer { .. }
+                | TaskCommand::Retry { .. }
+                | TaskCommand::Resume { .. }
+                | TaskCommand::Sync { .. }
+        ),
+        _ => false,
+    }
 }
 
 /// Bad input is 2; anything else that stops fleet is 3.

@@ -392,3 +392,71 @@ fn fleet_serve_drains_on_any_stop_signal_from_its_first_moment() {
         }
     }
 }
+
+#[test]
+fn a_stop_signal_stops_an_epic_being_driven_whatever_stage_it_is_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("instance");
+    let repo = tmp.path().join("shop");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["commit", "-q", "--allow-empty", "-m", "init"]);
+    let init = Command::new(FLEET)
+        .args(["init", home.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    // Every role is played by an agent that takes its time.
+    std::fs::write(
+        home.join("fleet.yaml"),
+        "agents:\n  slow:\n    cli: command\n    command: \"sleep 30\"\n    roles: [researcher, architect, planner, developer, reviewer, devops, qa, db]\n    env: { TRUST_MARK: epic }\n",
+    )
+    .unwrap();
+    let fleet = |args: &[&str]| {
+        let mut c = Command::new(FLEET);
+        c.args(args).env("FLEET_HOME", &home);
+        c
+    };
+    let added = fleet(&[
+        "project",
+        "add",
+        "shop",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--check",
+        "true",
+    ])
+    .output()
+    .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    for (signal, ms) in [("TERM", 1500), ("INT", 1500), ("HUP", 1500), ("TERM", 40)] {
+        let mut child = fleet(&["task", "add", "Add a health endpoint", "--project", "shop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(ms));
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        // It stops within its grace, not after its agents' 30 s — and is not killed by it.
+        let status = wait_exit(&mut child, Duration::from_secs(20));
+        assert!(
+            status.code().is_some(),
+            "{signal} after {ms} ms killed fleet task add: {status:?}"
+        );
+        wait_until(
+            "the epic's agents to be gone",
+            Duration::from_secs(5),
+            || marked("TRUST_MARK=epic").is_empty(),
+        );
+    }
+    let ls = fleet(&["task", "ls", "--json"]).output().unwrap();
+    let text = String::from_utf8_lossy(&ls.stdout);
+    assert!(
+        !text.contains("\"failed\""),
+        "a stop failed an epic: {text}"
+    );
+}
