@@ -2086,6 +2086,23 @@ fn write_atomic(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 }
 
 /// Holds an exclusive lock on the run for as long as the file is open.
+/// Brings an ended run's `events.jsonl` up to the store. A process killed between committing
+/// the run's last events and appending them left the journal short, and an ended run is never
+/// opened by a resume again. It takes the run's lock meanwhile; a run that has not ended is
+/// left to the process that drives it.
+pub fn catch_up_journal(
+    layout: &StateDir,
+    store: &dyn Store,
+    run: &RunRow,
+) -> Result<(), EngineError> {
+    if run.finished_at.is_none() {
+        return Ok(());
+    }
+    let _lock = lock_run(layout, &run.id)?;
+    Journal::open(&layout.events(&run.id), store, &run.id)?;
+    Ok(())
+}
+
 fn lock_run(layout: &StateDir, run_id: &str) -> Result<File, EngineError> {
     use std::os::fd::AsRawFd;
     let mut file = OpenOptions::new()

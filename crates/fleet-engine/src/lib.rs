@@ -22,7 +22,9 @@ pub mod signals;
 mod spawn;
 pub mod summary;
 
-pub use engine::{EngineOptions, Observer, RunEnd, RunReport, resume, start, start_in};
+pub use engine::{
+    EngineOptions, Observer, RunEnd, RunReport, catch_up_journal, resume, start, start_in,
+};
 pub use layout::StateDir;
 pub use plan::{
     AgentProfile, AgentTask, Plan, TaskAction, TaskDef, plan_from_runbook, runbook_dir,

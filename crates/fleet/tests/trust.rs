@@ -460,3 +460,26 @@ fn a_stop_signal_stops_an_epic_being_driven_whatever_stage_it_is_in() {
         "a stop failed an epic: {text}"
     );
 }
+
+#[test]
+fn a_journal_a_kill_left_short_is_completed_before_it_is_read() {
+    let repo = Repo::new();
+    repo.write(
+        "runbook.yaml",
+        "name: short\ntasks:\n  - id: a\n    command: \"true\"\n",
+    );
+    assert_eq!(repo.fleet(&["run", "runbook.yaml"]).status.code(), Some(0));
+    let run = repo.runs().pop().unwrap();
+    let path = repo.dir.join(format!(".fleet/runs/{run}/events.jsonl"));
+    let whole = std::fs::read_to_string(&path).unwrap();
+    // Killed after the run's end was committed, before it reached the journal.
+    let cut = whole.trim_end().rfind('\n').unwrap() + 1;
+    std::fs::write(&path, &whole[..cut]).unwrap();
+    assert!(
+        !std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("run.finished")
+    );
+    assert!(repo.fleet(&["status", &run, "--json"]).status.success());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), whole);
+}
