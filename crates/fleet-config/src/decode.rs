@@ -1021,9 +1021,8 @@ impl Decoder<'_> {
                 continue;
             }
             match value.scalar_text() {
-                Some(text) if literal_secret(key, text).is_some() => {
+                Some(text) if let Some(what) = literal_secret(key, text) => {
                     // Never echo the value: it may be a real key.
-                    let what = literal_secret(key, text).unwrap_or_default();
                     self.error(
                         value.loc,
                         format!(

@@ -2514,8 +2514,7 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
             let branch = task_branch(&c.task_branches, &c.tasks[task].id);
             let own = c
                 .repo
-                .log_subjects(&format!("{}..{branch}", c.integration))
-                .unwrap_or_default();
+                .log_subjects(&format!("{}..{branch}", c.integration))?;
             let mut text: String = own
                 .iter()
                 .map(|(sha, subject)| {

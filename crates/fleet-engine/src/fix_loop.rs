@@ -87,10 +87,14 @@ pub fn rejection(store: &dyn Store, account: &str) -> Result<Option<(i64, String
     let Some(text) = store.meta(&format!("{REJECTED_PREFIX}{account}"))? else {
         return Ok(None);
     };
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    Ok(v["secrets"]
-        .as_str()
-        .map(|fp| (v["since"].as_i64().unwrap_or(0), fp.to_string())))
+    // Unreadable, it says nothing either way: an error, not "no rejection" (that would keep a
+    // fixed account disabled without a word).
+    let corrupt = || StoreError::Corrupt(format!("meta {REJECTED_PREFIX}{account}: {text:?}"));
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|_| corrupt())?;
+    match (v["since"].as_i64(), v["secrets"].as_str()) {
+        (Some(since), Some(fp)) => Ok(Some((since, fp.to_string()))),
+        _ => Err(corrupt()),
+    }
 }
 
 /// Records the fingerprint of rejected credentials. Written before the disablement is

@@ -216,11 +216,7 @@ impl Repo {
     fn has_young_lock(&self) -> bool {
         let young = |p: &Path| {
             p.extension().is_some_and(|e| e == "lock")
-                && fs::symlink_metadata(p)
-                    .ok()
-                    .and_then(|m| m.modified().ok())
-                    .and_then(|m| SystemTime::now().duration_since(m).ok())
-                    .is_some_and(|age| age < STALE_LOCK_AGE)
+                && age_of(p).is_some_and(|age| age < STALE_LOCK_AGE)
         };
         let files_in = |dir: &Path| -> Vec<PathBuf> {
             fs::read_dir(dir)
@@ -336,12 +332,14 @@ fn is_stale_lock(path: &Path, procs: &mut Processes) -> bool {
     let Ok(meta) = fs::symlink_metadata(path) else {
         return false;
     };
-    let old = meta
-        .modified()
-        .ok()
-        .and_then(|m| SystemTime::now().duration_since(m).ok())
-        .is_some_and(|age| age >= STALE_LOCK_AGE);
+    let old = age_of(path).is_some_and(|age| age >= STALE_LOCK_AGE);
     meta.is_file() && old && !procs.has_open(path)
+}
+
+/// How long ago `path` was last written.
+fn age_of(path: &Path) -> Option<Duration> {
+    let modified = fs::symlink_metadata(path).ok()?.modified().ok()?;
+    SystemTime::now().duration_since(modified).ok()
 }
 
 /// Removes the stale `*.lock` files in `dir`, and below it if `deep` names a directory not to

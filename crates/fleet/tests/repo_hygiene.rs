@@ -143,27 +143,31 @@ fn age(path: &Path) {
         .unwrap();
 }
 
-#[test]
-fn a_half_made_worktree_entry_left_by_a_dead_fleet_is_repaired_before_the_run() {
-    let (_tmp, repo) = repo_with(RUNBOOK);
-    // What a `git worktree add` killed with its Fleet leaves: the entry locked as
-    // "initializing", an empty `commondir`, and the folder holding only `.git`.
-    let entry = repo.join(".git/worktrees/t1");
-    let folder = repo.join(".fleet/worktrees/old-run/t1");
+/// What a `git worktree add` killed with its Fleet leaves, for worktree `name`: the entry
+/// locked as "initializing", an empty `commondir`, and the folder holding only `.git`.
+fn half_made_entry(repo: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let entry = repo.join(".git/worktrees").join(name);
+    let folder = repo.join(".fleet/worktrees/old-run").join(name);
     std::fs::create_dir_all(&entry).unwrap();
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::write(entry.join("locked"), "initializing\n").unwrap();
     std::fs::write(entry.join("commondir"), "").unwrap();
-    std::fs::write(
-        entry.join("gitdir"),
-        format!("{}\n", folder.join(".git").display()),
-    )
-    .unwrap();
+    let gitdir = format!("{}\n", folder.join(".git").display());
+    std::fs::write(entry.join("gitdir"), gitdir).unwrap();
     std::fs::write(
         folder.join(".git"),
         format!("gitdir: {}\n", entry.display()),
     )
     .unwrap();
+    (entry, folder)
+}
+
+#[test]
+fn a_half_made_worktree_entry_left_by_a_dead_fleet_is_repaired_before_the_run() {
+    let (_tmp, repo) = repo_with(RUNBOOK);
+    // What a `git worktree add` killed with its Fleet leaves: the entry locked as
+    // "initializing", an empty `commondir`, and the folder holding only `.git`.
+    let (entry, folder) = half_made_entry(&repo, "t1");
     let (ok, why) = try_git(&repo, &["worktree", "list"]);
     assert!(
         !ok && why.contains("commondir"),
@@ -434,22 +438,7 @@ fn an_epic_never_builds_on_a_branch_this_instance_did_not_make_for_it() {
 fn fleet_gc_repairs_what_a_dead_fleet_left_in_the_repository() {
     let (_tmp, repo) = repo_with(RUNBOOK);
     assert_code(&fleet(&repo, &["run", "runbook.yaml", "-q"]), 0);
-    let entry = repo.join(".git/worktrees/t9");
-    let folder = repo.join(".fleet/worktrees/old-run/t9");
-    std::fs::create_dir_all(&entry).unwrap();
-    std::fs::create_dir_all(&folder).unwrap();
-    std::fs::write(entry.join("locked"), "initializing\n").unwrap();
-    std::fs::write(entry.join("commondir"), "").unwrap();
-    std::fs::write(
-        entry.join("gitdir"),
-        format!("{}\n", folder.join(".git").display()),
-    )
-    .unwrap();
-    std::fs::write(
-        folder.join(".git"),
-        format!("gitdir: {}\n", entry.display()),
-    )
-    .unwrap();
+    let (entry, _) = half_made_entry(&repo, "t9");
     assert!(!try_git(&repo, &["worktree", "list"]).0);
 
     let out = fleet(&repo, &["gc"]);
