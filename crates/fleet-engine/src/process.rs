@@ -110,7 +110,7 @@ fn spawn_into(spec: &CommandSpec<'_>, log: &File) -> std::io::Result<spawn::Chil
 }
 
 /// Kills every process whose environment carries `key=value` (with its process group), and
-/// returns how many it found. Fleet tags each task's processes with `FLEET_RUN=<run>`; after
+/// returns how many it found. Fleet tags the processes of a run with `FLEET_RUN_TAG=<instance>/<run>`; after
 /// fleet itself was killed, this finds what its tasks left running — grandchildren included,
 /// whatever process group they moved to — so a resumed run never races a ghost of itself.
 pub fn kill_tagged(key: &str, value: &str) -> usize {

@@ -241,7 +241,8 @@ impl Pipeline {
     /// Writes `epic` as it is with `events` — only if nobody changed it since it was read
     /// (compare-and-swap on `updated_at`; [`PipelineError::Conflict`] otherwise) — then shows
     /// them to the observer.
-    fn record(&self, epic: &mut EpicRow, events: Vec<NewEvent>) -> Result<()> {
+    fn record(&self, epic: &mut EpicRow, mut events: Vec<NewEvent>) -> Result<()> {
+        self.redact(epic, &mut events);
         let expected = epic.updated_at;
         epic.updated_at = now_ms().max(expected + 1);
         let seqs = match self.store.update_epic(epic, expected, &events) {
@@ -259,8 +260,28 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Fleet's one redactor: the instance's configured secrets and every variable named like one.
+    fn redactor(&self) -> fleet_secrets::Redactor {
+        fleet_secrets::Redactor::from_process_env(&self.instance.secret_names())
+    }
+
+    /// Takes secrets out of what is about to be stored of an epic: its document (a question may
+    /// quote a deploy's output), its request (a person may paste a token) and its events.
+    fn redact(&self, epic: &mut EpicRow, events: &mut [NewEvent]) {
+        let redactor = self.redactor();
+        redactor.clean_json(&mut epic.data);
+        epic.request = redactor.clean_string(std::mem::take(&mut epic.request));
+        for e in events {
+            redactor.clean_json(&mut e.data);
+        }
+    }
+
     /// Writes events that change no epic, then shows them to the observer.
-    fn record_events(&self, events: Vec<NewEvent>) -> Result<()> {
+    fn record_events(&self, mut events: Vec<NewEvent>) -> Result<()> {
+        let redactor = self.redactor();
+        for e in &mut events {
+            redactor.clean_json(&mut e.data);
+        }
         let seqs = self.store.commit(&fleet_store::Batch {
             events: events.clone(),
             ..fleet_store::Batch::default()
@@ -512,6 +533,7 @@ impl Pipeline {
                    "next": machine.stage.as_str()}),
         );
         epic.data = serde_json::to_value(&data).map_err(|e| PipelineError::Other(e.to_string()))?;
+        self.redact(&mut epic, std::slice::from_mut(&mut created));
         // Ids are taken by inserting: two requests filed at once get two epics, never one.
         let seqs = loop {
             match self

@@ -693,3 +693,29 @@ fn an_architecture_step_without_an_architect_profile_blocks_instead_of_failing()
         ]
     );
 }
+
+#[test]
+fn a_token_pasted_into_a_request_is_never_stored_or_shown() {
+    let inst = Inst::new(&ALL);
+    add_deploy_project(&inst, "echo 'ready: http://127.0.0.1:8099/shop'");
+    let pasted = "ghp_pastedbyaperson0123456789abcdefghijkl";
+    let request = format!("Add a, see {pasted}");
+    let out = inst.expect(&["task", "add", &request, "--project", "shop"], false, 0);
+    assert!(!out.contains(pasted), "{out}");
+    let show = inst.show("e1");
+    let request = show["request"].as_str().unwrap();
+    assert!(request.contains("[redacted GitHub token]"), "{request}");
+    for entry in std::fs::read_dir(inst.home.join(".fleet"))
+        .unwrap()
+        .flatten()
+    {
+        if let Ok(bytes) = std::fs::read(entry.path()) {
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(
+                !text.contains(pasted),
+                "{} holds the token",
+                entry.path().display()
+            );
+        }
+    }
+}
