@@ -2,19 +2,24 @@
 //!
 //! Owns: task ids, the task graph and its validation, the task state machine, retry policy,
 //! the scheduler's choice of what runs next, the agent pool's policy (`pool`), the plan a
-//! planner returns and its validation (`work_plan`), and an epic's life (`epic`). Everything here is a plain function over
+//! planner returns and its validation (`work_plan`), an epic's life (`epic`), when recurring
+//! audits are due (`schedule`) and which of their findings become requests (`audit`), and the
+//! always-on rules over what an attempt may change (`policy`). Everything here is a plain function over
 //! data: no IO, no clock (time is passed in as [`Millis`]), no async runtime. The engine
 //! (`fleet-engine`) feeds it what happened and persists the transitions it returns before
 //! acting on them.
 //!
 //! Must not know: SQLite, git, processes, tokio, the file system, YAML.
 
+pub mod audit;
 pub mod epic;
 pub mod graph;
 pub mod id;
+pub mod policy;
 pub mod pool;
 pub mod retry;
 pub mod run;
+pub mod schedule;
 pub mod state;
 pub mod triage;
 pub mod work_plan;
