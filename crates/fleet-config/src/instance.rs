@@ -26,6 +26,7 @@ const TOP_KEYS: &[&str] = &[
     "notifications",
     "notify_retry",
     "telegram",
+    "intake",
 ];
 const SERVER_KEYS: &[&str] = &["bind", "public_url"];
 const PROFILE_KEYS: &[&str] = &[
@@ -69,6 +70,8 @@ pub struct InstanceConfig {
     pub notify_retry: NotifyRetry,
     /// `telegram:`: the bot that takes requests, when configured.
     pub telegram: Option<TelegramSpec>,
+    /// `intake:`: the tracker webhooks, when configured.
+    pub intake: Option<crate::intake::IntakeSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,6 +158,7 @@ impl InstanceConfig {
             }
         }
         names.extend(self.telegram.as_ref().map(|t| t.token_env.clone()));
+        names.extend(self.intake.as_ref().map(|i| i.secret_env.clone()));
         names.sort();
         names.dedup();
         names
@@ -189,6 +193,7 @@ impl InstanceConfig {
             notifications: Vec::new(),
             notify_retry: NotifyRetry::default(),
             telegram: None,
+            intake: None,
         }
     }
 }
@@ -262,6 +267,7 @@ pub fn parse_instance(path: &Path, text: &str) -> Result<InstanceConfig, Vec<Con
                     cfg.notify_retry = notify::retry(&mut d, value).unwrap_or_default()
                 }
                 "telegram" => cfg.telegram = notify::telegram(&mut d, value),
+                "intake" => cfg.intake = crate::intake::intake(&mut d, value),
                 _ => unreachable!("fields() keeps known keys only"),
             }
         }

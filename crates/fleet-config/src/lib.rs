@@ -16,6 +16,7 @@
 mod decode;
 mod duration;
 mod instance;
+mod intake;
 mod knowledge;
 mod notify;
 mod output;
@@ -28,6 +29,7 @@ pub use duration::parse_duration;
 pub use instance::{
     Account, CLIS, InstanceConfig, Profile, StoreConfig, Window, load_instance, parse_instance,
 };
+pub use intake::{DEFAULT_INTAKE_LABEL, IntakeSpec};
 pub use knowledge::{
     BUILTIN_ROLES, Bible, Library, Role, Skill, parse_bible, parse_role, parse_skill, skills_text,
 };

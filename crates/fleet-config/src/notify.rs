@@ -510,7 +510,7 @@ fn http_url(d: &mut Decoder<'_>, node: &Node, key: &str) -> Option<String> {
 
 /// The name of an environment variable (`[A-Za-z_][A-Za-z0-9_]*`). What was written is not
 /// echoed when it is not a name: it may be the secret itself.
-fn env_name(
+pub(crate) fn env_name(
     d: &mut Decoder<'_>,
     node: &Node,
     key: &str,

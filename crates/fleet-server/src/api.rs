@@ -62,7 +62,7 @@ impl From<Denied> for ApiError {
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
 /// The caller: whether it is on this machine, and the token it presented (the header; for
 /// the event stream also `access_token`, since a browser's EventSource cannot set headers).
@@ -138,7 +138,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
 }
 
 /// Runs blocking work (SQLite, git) off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -168,6 +168,8 @@ pub fn router(fleet: Fleet) -> Router {
         .route("/api/v1/budgets", get(budgets))
         .route("/api/v1/metrics", get(metrics))
         .route("/api/v1/events", get(events::stream))
+        .route("/api/v1/intake/github", post(crate::intake::github))
+        .route("/api/v1/intake/alert", post(crate::intake::alert))
         .merge(
             Router::new()
                 .nest_service("/mcp", mcp)
@@ -316,7 +318,7 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
 }
 
-fn brief(e: &fleet_store::EpicRow) -> Value {
+pub(crate) fn brief(e: &fleet_store::EpicRow) -> Value {
     json!({"id": e.id, "project": e.project, "request": e.request, "state": e.state,
            "cycle": e.cycle, "created_at": e.created_at, "updated_at": e.updated_at,
            "branch": e.branch})

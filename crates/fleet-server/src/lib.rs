@@ -15,6 +15,7 @@ pub mod alerts;
 mod api;
 pub mod auth;
 mod events;
+mod intake;
 pub mod mcp;
 pub mod report;
 pub mod services;
