@@ -6,6 +6,7 @@ mod agents;
 mod demo;
 mod epics;
 mod progress;
+mod review_run;
 mod serve;
 mod views;
 
@@ -142,6 +143,13 @@ enum Command {
     },
     /// Fleet's MCP server on stdin/stdout (agents launched by Fleet get it in their MCP config).
     Mcp,
+    /// Have an agent (role framework-reviewer) analyse how Fleet ran RUN, or every run of EPIC:
+    /// a log analysis, a framework bug report and a fix plan in .fleet/reviews/<target>/.
+    /// Refused while the run is live.
+    ReviewRun {
+        /// A run id (see `fleet runs`) or an epic id (see `fleet task ls`).
+        target: String,
+    },
     /// Make a throwaway repository with a small project and a runbook, and run it.
     Demo {
         /// Where to create the demo repository (default: a new directory under the temp dir).
@@ -517,6 +525,7 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
             }
         }
         Command::Mcp => serve::mcp(&epics::instance_home(cli.home)?),
+        Command::ReviewRun { target } => review_run::run(cli.home, &target),
         Command::Artifact {
             command:
                 ArtifactCommand::Check {

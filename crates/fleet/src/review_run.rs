@@ -1,0 +1,361 @@
+//! `fleet review-run RUN|EPIC`: Fleet reviewing its own work (the seeds' "third stream").
+//!
+//! An agent in role `framework-reviewer` reads what Fleet recorded of a run — its
+//! `events.jsonl`, summary and task logs, redacted again and capped — and writes a log
+//! analysis, a framework bug report and a fix plan. For an epic, every stage's run.
+//!
+//! **Never beside a live run**: the review holds the run's lock (and, for an epic, the epic's
+//! lease) from before it reads the log until it has written its documents, so it neither starts
+//! while the run is live nor lets the run resume under it; a second review of the same target
+//! finds the review lock held. Each refusal names who holds what.
+//!
+//! The review is itself an engine run (one agent task, its acceptance checks the three files)
+//! over a throwaway repository holding the bundle, so the fix loop, the agent pool, budgets and
+//! redaction apply as to any task. The documents land in `.fleet/reviews/<target>/`.
+
+use crate::{InvalidInput, exit, find_home, load_instance, mcp_server, open_existing_state};
+use fleet_engine::{EngineOptions, RunEnd, StateDir};
+use fleet_secrets::Redactor;
+use fleet_store::Store;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The role that plays the review.
+pub const ROLE: &str = "framework-reviewer";
+/// The documents a review writes, in the order the role's template names them.
+pub const DOCUMENTS: [&str; 3] = ["log-analysis.md", "bug-report.md", "fix-plan.md"];
+/// How much of one task log reaches the reviewer: its head and its tail.
+const LOG_HEAD: usize = 64 * 1024;
+const LOG_TAIL: usize = 64 * 1024;
+/// The event log is kept whole up to this size, else head and tail.
+const EVENTS_KEEP: usize = 4 * 1024 * 1024;
+
+pub fn run(home: Option<PathBuf>, target: &str) -> anyhow::Result<u8> {
+    fleet_engine::signals::hold();
+    let cwd = std::env::current_dir()?;
+    let home = find_home(home, &cwd).ok_or_else(|| {
+        InvalidInput(format!(
+            "fleet review-run needs an instance (fleet.yaml) with a profile that plays role {ROLE}"
+        ))
+    })?;
+    let instance = load_instance(Some(&home))?;
+    if !instance
+        .agents
+        .iter()
+        .any(|p| p.roles.iter().any(|r| r == ROLE))
+    {
+        return Err(InvalidInput(format!(
+            "no agent profile plays role {ROLE}; add one to fleet.yaml, e.g.\n  agents:\n    \
+             framework-reviewer:\n      cli: claude\n      roles: [{ROLE}]"
+        ))
+        .into());
+    }
+    let (layout, store) = open_existing_state(Some(home.clone()))?;
+    let (runs, epic) = target_runs(&*store, target)?;
+    let reviews = layout.root().join("reviews");
+    std::fs::create_dir_all(&reviews)?;
+    // Held until the documents are written (dropping a File releases its flock).
+    let _review = try_flock(&reviews.join(format!("{target}.lock")))?.ok_or_else(|| {
+        InvalidInput(format!(
+            "a review of {target} is already running; wait for it to end"
+        ))
+    })?;
+    let mut held: Vec<File> = Vec::new();
+    if let Some(epic) = &epic {
+        let lease = layout
+            .root()
+            .join("locks")
+            .join(format!("epic-{epic}.lock"));
+        std::fs::create_dir_all(layout.root().join("locks"))?;
+        held.push(try_flock(&lease)?.ok_or_else(|| {
+            InvalidInput(format!(
+                "epic {epic} is live (a fleet is working on it); review it when it stops"
+            ))
+        })?);
+    }
+    for run in &runs {
+        let lock = layout.lock(&run.id);
+        if let Some(dir) = lock.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        held.push(try_flock(&lock)?.ok_or_else(|| {
+            let holder = std::fs::read_to_string(&lock).unwrap_or_default();
+            InvalidInput(format!(
+                "run {} is live (process {}); review it when it ends",
+                run.id,
+                holder.trim()
+            ))
+        })?);
+    }
+    let redactor = Redactor::from_process_env(&instance.secret_names());
+    let out = reviews.join(target);
+    let work = bundle(&layout, &*store, &runs, &out, &redactor)?;
+    let report = review_in(
+        &work,
+        &layout,
+        store,
+        &instance,
+        target,
+        &runs,
+        &home,
+        redactor.clone(),
+    )?;
+    if report.end != RunEnd::Passed {
+        eprintln!(
+            "fleet review-run: the review of {target} did not produce its documents (run {} {}); \
+             see {}",
+            report.run_id,
+            if report.end == RunEnd::Failed {
+                "failed"
+            } else {
+                "was interrupted"
+            },
+            report.summary.display()
+        );
+        return Ok(if report.end == RunEnd::Failed {
+            exit::FAILED
+        } else {
+            exit::INTERRUPTED
+        });
+    }
+    let repo = fleet_git::Repo::open(&work)?;
+    let mut written = Vec::new();
+    for doc in DOCUMENTS {
+        let text = repo
+            .read_file(&report.integration_branch, &format!(".fleet-out/{doc}"))?
+            .ok_or_else(|| anyhow::anyhow!("the review passed without .fleet-out/{doc}"))?;
+        let path = out.join(doc);
+        std::fs::write(&path, redactor.clean(&text).as_bytes())?;
+        written.push(path);
+    }
+    let mut text = format!("review of {target}: run {} passed\n", report.run_id);
+    for path in written {
+        text.push_str(&format!("  {}\n", path.display()));
+    }
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+    Ok(exit::PASSED)
+}
+
+/// The runs a target names: one run, or every stage run of an epic (and the epic's id).
+fn target_runs(
+    store: &dyn Store,
+    target: &str,
+) -> anyhow::Result<(Vec<fleet_store::RunRow>, Option<String>)> {
+    if let Some(run) = store.run(target)? {
+        return Ok((vec![run], None));
+    }
+    if let Some(epic) = store.epic(target)? {
+        let mut runs = Vec::new();
+        for stage in &epic.stages {
+            if let Some(id) = &stage.run_id
+                && let Some(run) = store.run(id)?
+                && !runs.iter().any(|r: &fleet_store::RunRow| r.id == run.id)
+            {
+                runs.push(run);
+            }
+        }
+        if runs.is_empty() {
+            return Err(InvalidInput(format!("epic {target} has no runs to review yet")).into());
+        }
+        return Ok((runs, Some(epic.id)));
+    }
+    Err(InvalidInput(format!(
+        "no run or epic {target:?} (see `fleet runs`, `fleet task ls`)"
+    ))
+    .into())
+}
+
+/// Takes an exclusive `flock` on `path` without waiting; `None` when another process holds it.
+fn try_flock(path: &Path) -> anyhow::Result<Option<File>> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Ok(None);
+        }
+        return Err(anyhow::anyhow!("{}: {err}", path.display()));
+    }
+    Ok(Some(file))
+}
+
+/// `text` whole when it fits in `head + tail` bytes, else its head and tail around a marker.
+fn head_tail(text: &str, head: usize, tail: usize) -> String {
+    if text.len() <= head + tail {
+        return text.to_string();
+    }
+    let mut h = head;
+    while !text.is_char_boundary(h) {
+        h -= 1;
+    }
+    let mut t = text.len() - tail;
+    while !text.is_char_boundary(t) {
+        t += 1;
+    }
+    format!("{}\n[… {} bytes cut …]\n{}", &text[..h], t - h, &text[t..])
+}
+
+/// Makes the throwaway repository the reviewer works in: `input/<run>/` with the event log,
+/// summary and task logs, each redacted; returns its path.
+fn bundle(
+    layout: &StateDir,
+    store: &dyn Store,
+    runs: &[fleet_store::RunRow],
+    out: &Path,
+    redactor: &Redactor,
+) -> anyhow::Result<PathBuf> {
+    let work = out.join("work");
+    if work.exists() {
+        std::fs::remove_dir_all(&work)?;
+    }
+    std::fs::create_dir_all(&work)?;
+    let read = |path: &Path| std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned());
+    for run in runs {
+        let dir = work.join("input").join(&run.id);
+        std::fs::create_dir_all(dir.join("logs"))?;
+        // The journal is the record; when a kill left it short, the store has the rest.
+        let events = match read(&layout.events(&run.id)) {
+            Ok(text) => text,
+            Err(_) => store
+                .events(Some(&run.id), 0, 1_000_000)?
+                .iter()
+                .map(|e| serde_json::to_string(e).unwrap_or_default() + "\n")
+                .collect(),
+        };
+        let events = head_tail(&events, EVENTS_KEEP / 2, EVENTS_KEEP / 2);
+        std::fs::write(dir.join("events.jsonl"), redactor.clean(&events).as_bytes())?;
+        let summary = read(&layout.summary(&run.id))
+            .unwrap_or_else(|_| format!("(no summary: run {} is {})\n", run.id, run.state));
+        std::fs::write(dir.join("summary.md"), redactor.clean(&summary).as_bytes())?;
+        if let Ok(entries) = std::fs::read_dir(layout.logs_dir(&run.id)) {
+            for entry in entries.flatten() {
+                let Ok(text) = read(&entry.path()) else {
+                    continue;
+                };
+                let text = head_tail(&text, LOG_HEAD, LOG_TAIL);
+                std::fs::write(
+                    dir.join("logs").join(entry.file_name()),
+                    redactor.clean(&text).as_bytes(),
+                )?;
+            }
+        }
+    }
+    let git = |args: &[&str]| -> anyhow::Result<()> {
+        let status = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&work)
+            .args(["-c", "user.name=fleet", "-c", "user.email=fleet@localhost"])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "git {args:?} failed in {}",
+            work.display()
+        );
+        Ok(())
+    };
+    git(&["init", "-q", "-b", "main"])?;
+    git(&["add", "-A"])?;
+    git(&[
+        "commit",
+        "-q",
+        "-m",
+        "what Fleet recorded, for the framework review",
+    ])?;
+    Ok(work)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn review_in(
+    work: &Path,
+    layout: &StateDir,
+    store: Arc<dyn Store>,
+    instance: &fleet_config::InstanceConfig,
+    target: &str,
+    runs: &[fleet_store::RunRow],
+    home: &Path,
+    redactor: Redactor,
+) -> anyhow::Result<fleet_engine::RunReport> {
+    let library = fleet_config::Library::load(Some(home)).map_err(|e| {
+        InvalidInput(
+            e.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
+    let role = library
+        .role(ROLE)
+        .ok_or_else(|| anyhow::anyhow!("the role {ROLE} is missing"))?;
+    let glance: String = runs
+        .iter()
+        .map(|r| format!("- run `{}` ({}): {}\n", r.id, r.name, r.state))
+        .collect();
+    let vars = std::collections::BTreeMap::from([
+        (
+            "request",
+            format!(
+                "The {} of `{target}`: {} run(s), listed below. Their records are under `input/`.",
+                if runs.len() == 1 && runs[0].id == target {
+                    "run"
+                } else {
+                    "epic"
+                },
+                runs.len()
+            ),
+        ),
+        ("context", glance),
+    ]);
+    let prompt = role
+        .render(&vars)
+        .map_err(|e| anyhow::anyhow!("role {ROLE}: {e}"))?;
+    let checks: Vec<String> = DOCUMENTS
+        .iter()
+        .map(|d| format!("test -s .fleet-out/{d}"))
+        .collect();
+    let runbook = serde_json::json!({
+        "name": format!("review-{target}"),
+        "repo": work,
+        "base": "main",
+        "concurrency": 1,
+        "tasks": [{"id": "review", "role": ROLE, "prompt": prompt, "checks": checks}],
+    });
+    let source = serde_json::to_string_pretty(&runbook)?;
+    let path = work
+        .parent()
+        .expect("the work directory has a parent")
+        .join("review.yaml");
+    std::fs::write(&path, &source)?;
+    let rb = fleet_config::parse_runbook(&path, &source).map_err(|e| crate::config_errors(&e))?;
+    let plan =
+        fleet_engine::plan_from_runbook(&rb, instance).map_err(|e| crate::config_errors(&e))?;
+    let opts = EngineOptions {
+        mcp: mcp_server(home).ok(),
+        redactor,
+        ..EngineOptions::default()
+    };
+    let rt = crate::runtime()?;
+    Ok(rt.block_on(fleet_engine::start(layout.clone(), store, plan, opts))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::head_tail;
+
+    #[test]
+    fn head_tail_keeps_both_ends_on_char_boundaries() {
+        assert_eq!(head_tail("short", 4, 4), "short");
+        let text = "ééééé-middle-ééééé";
+        let cut = head_tail(text, 5, 5);
+        assert!(cut.starts_with("éé") && cut.ends_with("éé"), "{cut}");
+        assert!(cut.contains("bytes cut"));
+    }
+}
