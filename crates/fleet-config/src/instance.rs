@@ -27,6 +27,7 @@ const TOP_KEYS: &[&str] = &[
     "notify_retry",
     "telegram",
     "intake",
+    "audits",
 ];
 const SERVER_KEYS: &[&str] = &["bind", "public_url"];
 const PROFILE_KEYS: &[&str] = &[
@@ -72,6 +73,8 @@ pub struct InstanceConfig {
     pub telegram: Option<TelegramSpec>,
     /// `intake:`: the tracker webhooks, when configured.
     pub intake: Option<crate::intake::IntakeSpec>,
+    /// `audits:`, in the order written.
+    pub audits: Vec<crate::audits::AuditSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,6 +197,7 @@ impl InstanceConfig {
             notify_retry: NotifyRetry::default(),
             telegram: None,
             intake: None,
+            audits: Vec::new(),
         }
     }
 }
@@ -268,6 +272,7 @@ pub fn parse_instance(path: &Path, text: &str) -> Result<InstanceConfig, Vec<Con
                 }
                 "telegram" => cfg.telegram = notify::telegram(&mut d, value),
                 "intake" => cfg.intake = crate::intake::intake(&mut d, value),
+                "audits" => cfg.audits = crate::audits::audits(&mut d, value),
                 _ => unreachable!("fields() keeps known keys only"),
             }
         }

@@ -34,6 +34,7 @@ pub const BUILTIN_ROLES: &[(&str, &str)] = &[
     ("qa", include_str!("../defaults/roles/qa.md")),
     ("devops", include_str!("../defaults/roles/devops.md")),
     ("db", include_str!("../defaults/roles/db.md")),
+    ("auditor", include_str!("../defaults/roles/auditor.md")),
     (
         "framework-reviewer",
         include_str!("../defaults/roles/framework-reviewer.md"),

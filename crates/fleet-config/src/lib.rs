@@ -13,6 +13,7 @@
 //! checking that each `prompt_file` exists. Task graph rules (ids, parents, dependencies,
 //! cycles) belong to `fleet_core`; this crate only places their errors in the file.
 
+mod audits;
 mod decode;
 mod duration;
 mod instance;
@@ -25,6 +26,7 @@ mod routing;
 mod template;
 mod yaml;
 
+pub use audits::{AUDIT_KINDS, AuditSpec, DEFAULT_AUDIT_ROLE};
 pub use duration::parse_duration;
 pub use instance::{
     Account, CLIS, InstanceConfig, Profile, StoreConfig, Window, load_instance, parse_instance,

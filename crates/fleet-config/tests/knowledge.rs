@@ -173,6 +173,7 @@ fn the_builtin_roles_keep_their_contract() {
         names,
         [
             "architect",
+            "auditor",
             "db",
             "developer",
             "devops",
@@ -190,6 +191,7 @@ fn the_builtin_roles_keep_their_contract() {
     assert_eq!(artifacts("planner"), ["plan.json"]);
     assert_eq!(artifacts("reviewer"), ["review.json"]);
     assert_eq!(artifacts("qa"), ["review.json"]);
+    assert_eq!(artifacts("auditor"), ["findings.json"]);
     assert_eq!(
         artifacts("framework-reviewer"),
         ["log-analysis.md", "bug-report.md", "fix-plan.md"]
@@ -337,7 +339,7 @@ fn an_instance_overrides_and_adds_knowledge() {
     assert_eq!(dev.path, d.join("roles/developer.md"));
     assert!(lib.role("translator").is_some());
     assert!(lib.role("planner").unwrap().builtin);
-    assert_eq!(lib.roles.len(), 10);
+    assert_eq!(lib.roles.len(), 11);
 
     let names = |v: Vec<&fleet_config::Skill>| -> Vec<String> {
         v.into_iter().map(|s| s.name.clone()).collect()

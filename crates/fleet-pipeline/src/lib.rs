@@ -17,6 +17,7 @@
 //! and review run on a throwaway branch of their own run; only the implement stage — atomic
 //! tasks of a validated plan — lands on the epic's branch.
 
+pub mod audit;
 mod pr_life;
 mod stages;
 

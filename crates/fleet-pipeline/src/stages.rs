@@ -42,8 +42,9 @@ pub fn artifact_check(
                 .map_err(|e| vec![format!("review.json is not a valid review: {e}")])?;
             validate_review(&review).map_err(|errs| errs.iter().map(|e| e.to_string()).collect())
         }
+        "findings" => crate::audit::parse_findings(text).map(|_| ()),
         other => Err(vec![format!(
-            "unknown artifact kind {other:?} (expected plan or review)"
+            "unknown artifact kind {other:?} (expected plan, review or findings)"
         )]),
     }
 }

@@ -202,6 +202,33 @@ pub async fn pr_watcher(
     }
 }
 
+/// Runs the configured audits when their slots come (`fleet_pipeline::audit::tick`, once per
+/// slot however long the server was down); their findings become requests for the driver.
+pub async fn auditor(fleet: Fleet, stop: tokio::sync::watch::Receiver<bool>) {
+    let mut stop = stop;
+    loop {
+        match fleet_pipeline::audit::tick(&fleet.pipeline, fleet_pipeline::audit::local_now()).await
+        {
+            Ok(ran)
+                if ran
+                    .iter()
+                    .any(|r| r.findings.iter().any(|f| f.disposition == "submitted")) =>
+            {
+                fleet.work.notify_one()
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("fleet serve: audits: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
 /// The running services of `fleet serve`.
 pub struct Services {
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -257,6 +284,9 @@ pub fn start(fleet: Fleet, opts: ServiceOptions) -> Result<Services, String> {
             stop.clone(),
         )));
         tasks.push(tokio::spawn(pr_watcher(fleet.clone(), opts, stop.clone())));
+        if !fleet.pipeline.instance.audits.is_empty() {
+            tasks.push(tokio::spawn(auditor(fleet.clone(), stop.clone())));
+        }
     }
     if !channels.list.is_empty() {
         tasks.push(tokio::spawn(crate::alerts::notifier(

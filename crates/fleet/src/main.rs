@@ -3,6 +3,7 @@
 
 mod accounts;
 mod agents;
+mod audit;
 mod demo;
 mod epics;
 mod progress;
@@ -143,6 +144,26 @@ enum Command {
     },
     /// Fleet's MCP server on stdin/stdout (agents launched by Fleet get it in their MCP config).
     Mcp,
+    /// Run the audits of `audits:` in fleet.yaml now: an agent studies each project without
+    /// changing it, and each finding becomes a request unless a like one is open or was
+    /// rejected recently.
+    Audit {
+        /// Only this project's audits.
+        #[arg(long)]
+        project: Option<String>,
+        /// Only audits of this kind (or name).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Run only the audits due at this local time, `YYYY-MM-DD HH:MM` (what `fleet serve`
+        /// does every minute; for testing schedules).
+        #[arg(long, value_name = "TIME")]
+        due_at: Option<String>,
+        /// Show what earlier audits found instead of running any.
+        #[arg(long)]
+        history: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Have an agent (role framework-reviewer) analyse how Fleet ran RUN, or every run of EPIC:
     /// a log analysis, a framework bug report and a fix plan in .fleet/reviews/<target>/.
     /// Refused while the run is live.
@@ -525,6 +546,22 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
             }
         }
         Command::Mcp => serve::mcp(&epics::instance_home(cli.home)?),
+        Command::Audit {
+            project,
+            kind,
+            due_at,
+            history,
+            json,
+        } => audit::run(
+            cli.home,
+            audit::AuditArgs {
+                project,
+                kind,
+                due_at,
+                history,
+                json,
+            },
+        ),
         Command::ReviewRun { target } => review_run::run(cli.home, &target),
         Command::Artifact {
             command:
