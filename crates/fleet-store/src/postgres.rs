@@ -382,6 +382,14 @@ impl PostgresStore {
     }
 }
 
+impl Drop for PostgresStore {
+    /// Closing a connection blocks on its runtime too: off any Tokio runtime, as every call.
+    fn drop(&mut self) {
+        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(|e| e.into_inner()));
+        off_runtime(move || drop(idle));
+    }
+}
+
 fn migrate(c: &mut Client) -> Result<()> {
     let known = MIGRATIONS.len() as i64;
     let mut tx = c.transaction()?;
