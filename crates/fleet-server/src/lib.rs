@@ -18,6 +18,7 @@ mod events;
 pub mod mcp;
 pub mod report;
 pub mod services;
+mod store_watch;
 
 use fleet_pipeline::Pipeline;
 use fleet_store::Store;
@@ -32,7 +33,8 @@ pub use auth::{Scope, create_token};
 pub struct Fleet {
     pub pipeline: Arc<Pipeline>,
     /// Raised (with the newest `seq`) whenever this process commits events: wakes the SSE
-    /// streams and the services. Events written by other processes are found by polling.
+    /// streams and the services. Events written by other processes raise it too, through
+    /// `store_watch` (LISTEN/NOTIFY on PostgreSQL; polling as the fallback).
     pub events: watch::Sender<u64>,
     /// Raised when an epic needs driving (submitted, rejected, polled back to work).
     pub work: Arc<tokio::sync::Notify>,

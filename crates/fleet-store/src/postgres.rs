@@ -153,7 +153,8 @@ pub struct PostgresStore {
     shown: String,
     idle: Mutex<Vec<Client>>,
     wake: Arc<Wake>,
-    _listener: Listener,
+    /// Started by the first wait for events: one-shot commands never need it.
+    listener: std::sync::OnceLock<Listener>,
 }
 
 /// What the listener tells waiters: a count bumped at every notification, and whether it is
@@ -292,14 +293,12 @@ impl PostgresStore {
             ensure_instance_id(&mut c)?;
             Ok::<_, StoreError>(c)
         })?;
-        let wake = Arc::new(Wake::default());
-        let listener = Listener::start(url.clone(), wake.clone());
         Ok(PostgresStore {
             url,
             shown,
             idle: Mutex::new(vec![client]),
-            wake,
-            _listener: listener,
+            wake: Arc::new(Wake::default()),
+            listener: std::sync::OnceLock::new(),
         })
     }
 
@@ -779,6 +778,8 @@ impl Store for PostgresStore {
     }
 
     fn wait_for_events(&self, after: u64, timeout: Duration) -> Result<u64> {
+        self.listener
+            .get_or_init(|| Listener::start(self.url.clone(), self.wake.clone()));
         let deadline = Instant::now() + timeout;
         loop {
             // The count before the database: a notification between the two shows as a
@@ -1219,5 +1220,66 @@ impl Store for PostgresStore {
             )?;
             Ok(())
         })
+    }
+}
+
+#[cfg(all(test, feature = "contract"))]
+mod tests {
+    use super::*;
+    use crate::contract::pg::TestDb;
+
+    fn until(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !f() {
+            assert!(Instant::now() < deadline, "{what}: not within 20 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Another handle's commit reaches this one as a notification (polling never bumps the
+    /// count): LISTEN/NOTIFY is what wakes waiters, polling only the fallback.
+    #[test]
+    fn another_handles_commit_is_notified_to_the_listener() {
+        let db = TestDb::create();
+        let (a, b) = (
+            PostgresStore::open(db.url()).unwrap(),
+            PostgresStore::open(db.url()).unwrap(),
+        );
+        assert!(
+            a.listener.get().is_none(),
+            "no listener before the first wait"
+        );
+        a.wait_for_events(0, Duration::ZERO).unwrap();
+        until("the listener connects", || {
+            a.wake.listening.load(Ordering::Relaxed)
+        });
+        let before = *a.wake.count.lock().unwrap();
+        b.commit(&Batch {
+            events: vec![NewEvent {
+                at: 1,
+                run_id: "r".into(),
+                task: None,
+                attempt: None,
+                kind: "k".into(),
+                data: serde_json::json!({}),
+            }],
+            ..Batch::default()
+        })
+        .unwrap();
+        until("the notification arrives", || {
+            *a.wake.count.lock().unwrap() > before
+        });
+    }
+
+    #[test]
+    fn urls_are_shown_without_their_password() {
+        assert_eq!(
+            without_password("postgres://fleet:s3cret@db:5432/fleet"),
+            "postgres://fleet@db:5432/fleet"
+        );
+        assert_eq!(
+            without_password("postgres://fleet@db/fleet"),
+            "postgres://fleet@db/fleet"
+        );
     }
 }
