@@ -583,30 +583,28 @@ impl Pipeline {
     /// Works on the epic until it needs a person (awaiting acceptance) or ends. When another
     /// process (a `fleet serve`, another CLI) is working on it, waits for that to finish.
     pub async fn drive(&self, id: &str) -> Result<EpicRow> {
-        let path = self.epic_lock(id)?;
-        let _lease = tokio::task::spawn_blocking(move || EpicLease::take(&path, true))
-            .await
-            .map_err(|e| PipelineError::Other(e.to_string()))??
-            .ok_or_else(|| PipelineError::Other("the epic's lease was not taken".into()))?;
+        let (store, name) = (self.store.clone(), epic_lease_name(id)?);
+        let _lease = tokio::task::spawn_blocking(move || {
+            fleet_store::Lease::take(store, &name, EPIC_LEASE_TTL, EPIC_LEASE_POLL)
+        })
+        .await
+        .map_err(|e| PipelineError::Other(e.to_string()))??;
         self.drive_leased(id).await
     }
 
     /// As [`Pipeline::drive`], but `Ok(None)` at once when another process is working on the
     /// epic (the server's driver skips it).
     pub async fn try_drive(&self, id: &str) -> Result<Option<EpicRow>> {
-        let path = self.epic_lock(id)?;
-        let Some(_lease) = EpicLease::take(&path, false)? else {
+        let (store, name) = (self.store.clone(), epic_lease_name(id)?);
+        let lease = tokio::task::spawn_blocking(move || {
+            fleet_store::Lease::try_take(store, &name, EPIC_LEASE_TTL)
+        })
+        .await
+        .map_err(|e| PipelineError::Other(e.to_string()))??;
+        let Some(_lease) = lease else {
             return Ok(None);
         };
         self.drive_leased(id).await.map(Some)
-    }
-
-    fn epic_lock(&self, id: &str) -> Result<PathBuf> {
-        fleet_core::validate_id(id)
-            .map_err(|e| PipelineError::Invalid(format!("epic {id:?}: {e}")))?;
-        let dir = self.layout.root().join("locks");
-        std::fs::create_dir_all(&dir).map_err(|e| PipelineError::Other(e.to_string()))?;
-        Ok(dir.join(format!("epic-{id}.lock")))
     }
 
     async fn drive_leased(&self, id: &str) -> Result<EpicRow> {
@@ -966,35 +964,18 @@ impl Pipeline {
     }
 }
 
-/// One process works on an epic at a time: an exclusive `flock` on its lock file, released
-/// when this is dropped or the process dies.
-struct EpicLease(#[allow(dead_code)] std::fs::File);
+/// One process works on an epic at a time: a lease in the store, so processes on several
+/// machines sharing one PostgreSQL agree too. It is renewed every third of its TTL; when its
+/// holder dies, another machine takes it over after the TTL, this machine at once (see
+/// `fleet_store::Lease`).
+const EPIC_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
-impl EpicLease {
-    /// Takes the lease; with `wait`, blocks until it is free, else `None` when it is held.
-    fn take(path: &std::path::Path, wait: bool) -> Result<Option<EpicLease>> {
-        use std::os::fd::AsRawFd;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(|e| PipelineError::Other(format!("{}: {e}", path.display())))?;
-        let flags = if wait {
-            libc::LOCK_EX
-        } else {
-            libc::LOCK_EX | libc::LOCK_NB
-        };
-        // SAFETY: flock on a descriptor this function owns.
-        if unsafe { libc::flock(file.as_raw_fd(), flags) } != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                return Ok(None);
-            }
-            return Err(PipelineError::Other(format!("{}: {err}", path.display())));
-        }
-        Ok(Some(EpicLease(file)))
-    }
+/// How often a driver waiting for an epic's lease tries again.
+const EPIC_LEASE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+fn epic_lease_name(id: &str) -> Result<String> {
+    fleet_core::validate_id(id).map_err(|e| PipelineError::Invalid(format!("epic {id:?}: {e}")))?;
+    Ok(format!("epic/{id}"))
 }
 
 /// Stops watching an epic for cancellation when dropped.

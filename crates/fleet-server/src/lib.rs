@@ -19,6 +19,7 @@ mod intake;
 pub mod mcp;
 pub mod report;
 pub mod services;
+mod store_watch;
 
 use fleet_pipeline::Pipeline;
 use fleet_store::Store;
@@ -33,7 +34,8 @@ pub use auth::{Scope, create_token};
 pub struct Fleet {
     pub pipeline: Arc<Pipeline>,
     /// Raised (with the newest `seq`) whenever this process commits events: wakes the SSE
-    /// streams and the services. Events written by other processes are found by polling.
+    /// streams and the services. Events written by other processes raise it too, through
+    /// `store_watch` (LISTEN/NOTIFY on PostgreSQL; polling as the fallback).
     pub events: watch::Sender<u64>,
     /// Raised when an epic needs driving (submitted, rejected, polled back to work).
     pub work: Arc<tokio::sync::Notify>,

@@ -274,7 +274,10 @@ pub fn start(fleet: Fleet, opts: ServiceOptions) -> Result<Services, String> {
     let channels = crate::alerts::Channels::from_config(&fleet.pipeline.instance)?;
     let bot = crate::alerts::bot_from_config(&fleet)?;
     let driving = Arc::new(Mutex::new(Driving::default()));
-    let mut tasks = Vec::new();
+    let mut tasks = vec![tokio::spawn(crate::store_watch::watch(
+        fleet.clone(),
+        stop.clone(),
+    ))];
     // `epics: 0` pauses the fleet: the API answers, nothing is worked on.
     if opts.epics > 0 {
         tasks.push(tokio::spawn(driver(

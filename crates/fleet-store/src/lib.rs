@@ -5,19 +5,42 @@
 //! written in one transaction: the engine commits every transition together with its events
 //! before it acts on them, which is what makes `kill -9` at any moment recoverable.
 //!
-//! Must not know: processes, git, YAML, the scheduler's rules. A PostgreSQL store is one more
-//! `impl Store` that must pass `tests/contract.rs`.
+//! [`PostgresStore`] is the same contract on a shared PostgreSQL, for several processes on
+//! several machines; [`open`] picks the backend from a URL. Both pass the public contract
+//! suite ([`contract`], feature `contract`), which any new backend must pass too.
+//!
+//! Must not know: processes, git, YAML, the scheduler's rules.
 
+#[cfg(feature = "contract")]
+pub mod contract;
+mod lease;
+mod open;
+mod postgres;
 mod sqlite;
 
+pub use lease::{Lease, LeaseHolder};
+pub use open::{StoreUrl, open};
+pub use postgres::PostgresStore;
 pub use sqlite::{Durability, SqliteStore};
 
 use serde::{Deserialize, Serialize};
 
+/// What a store can fail with, the same for every backend: callers never see a driver's
+/// error type.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The backend refused or failed a statement (its message, as the driver gave it).
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Backend(String),
+    /// Another writer holds the database; the statement may succeed if tried again.
+    #[error("database is busy: {0}")]
+    Busy(String),
+    /// The store cannot be reached (no server, refused, authentication, lost connection).
+    #[error("cannot reach the store at {0}: {1}")]
+    Unreachable(String, String),
+    /// A store URL this build does not know (`sqlite:PATH` and `postgres://…` are known).
+    #[error("unknown store {0:?}: expected `sqlite`, `sqlite:PATH` or `postgres://…`")]
+    UnknownScheme(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("the database was written by a newer fleet (schema {found}, this build knows {known})")]
@@ -220,8 +243,28 @@ impl Batch {
 }
 
 /// Durable state. Implementations must make [`Store::commit`] atomic and durable before it
-/// returns, and hand out event sequence numbers that only grow.
+/// returns, and hand out event sequence numbers that only grow. Seqs are also *dense in commit
+/// order*: a reader that saw seq `n` will never later see a new event with a seq `<= n`, even
+/// with several processes writing at once, so a tail that remembers the last seq it read
+/// misses nothing and sees nothing twice.
 pub trait Store: Send + Sync {
+    /// Takes the lease `name` for `holder` until `ttl` from now, if it is free, expired, or
+    /// already `holder`'s (then it is renewed). Whether `holder` holds it now. Expiry is judged
+    /// by the store's clock (the server's for PostgreSQL), so holders on several machines agree.
+    fn acquire_lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<bool>;
+    /// Extends `holder`'s lease to `ttl` from now; `false` when `holder` no longer holds it
+    /// (someone took it after it expired), and then it is not extended.
+    fn renew_lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<bool>;
+    /// Gives the lease up if `holder` holds it; a no-op otherwise.
+    fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+    /// The lease's live holder and when it expires (store clock, ms), `None` when it is free
+    /// or expired.
+    fn lease(&self, name: &str) -> Result<Option<LeaseRow>>;
+    /// Blocks until an event newer than `after` is committed (by any process) or `timeout`
+    /// passes; returns the newest seq then. Backends wake waiters when a commit happens
+    /// (PostgreSQL: LISTEN/NOTIFY) and poll only as a fallback.
+    fn wait_for_events(&self, after: u64, timeout: std::time::Duration) -> Result<u64>;
+
     /// Creates a run with its tasks; fails with [`StoreError::RunExists`] if the id is taken.
     fn create_run(
         &self,
@@ -284,6 +327,14 @@ pub trait Store: Send + Sync {
     /// A small durable value (cursors of background services).
     fn meta(&self, key: &str) -> Result<Option<String>>;
     fn set_meta(&self, key: &str, value: &str) -> Result<()>;
+}
+
+/// A lease as stored: who holds it and until when (store clock, ms since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRow {
+    pub name: String,
+    pub holder: String,
+    pub expires_at: i64,
 }
 
 /// What [`Store::epic_page`] selects.

@@ -1,8 +1,8 @@
 //! The embedded default store: one SQLite file in WAL mode.
 
 use crate::{
-    AccountRow, AttemptRow, Batch, EpicBrief, EpicPage, EpicQuery, EpicRow, Event, NewEvent,
-    ProjectRow, Result, RunRow, Store, StoreError, TaskRow, TokenRow, Totals,
+    AccountRow, AttemptRow, Batch, EpicBrief, EpicPage, EpicQuery, EpicRow, Event, LeaseRow,
+    NewEvent, ProjectRow, Result, RunRow, Store, StoreError, TaskRow, TokenRow, Totals,
 };
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use std::path::Path;
@@ -149,7 +149,46 @@ CREATE INDEX events_by_run ON events(run_id, seq);
 DELETE FROM sqlite_sequence WHERE name = 'events';
 DROP INDEX attempts_by_start;
 "#,
+    // Named leases (an epic's driver, a run's lock): in the store, so every process that
+    // shares the database agrees on who holds what.
+    r#"
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+"#,
 ];
+
+/// A driver error as the store's own: busy and locked stay recognisable (they may pass if
+/// tried again); everything else keeps SQLite's message.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) =>
+            {
+                StoreError::Busy(e.to_string())
+            }
+            _ => StoreError::Backend(e.to_string()),
+        }
+    }
+}
+
+/// How often a waiter for events looks at the database itself: commits of this store wake it
+/// at once, another process's commits only at this tick.
+const EVENTS_POLL: Duration = Duration::from_millis(100);
+
+/// The store's clock for leases (ms since the epoch).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
 
 /// How hard a commit waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,6 +202,8 @@ pub enum Durability {
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Bumped by every commit of events through this store; wakes `wait_for_events`.
+    committed: (Mutex<u64>, Condvar),
     /// Set for a database file (not for an in-memory one); held for its `Drop`, which stops
     /// the thread after `conn` closed, so the thread's connection is the last one and makes
     /// the final checkpoint.
@@ -370,6 +411,7 @@ impl SqliteStore {
         }
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            committed: Default::default(),
             _checkpointer: checkpointer,
         })
     }
@@ -379,6 +421,7 @@ impl SqliteStore {
         let conn = Self::init(Connection::open_in_memory()?, Durability::Process)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            committed: Default::default(),
             _checkpointer: None,
         })
     }
@@ -408,6 +451,15 @@ impl SqliteStore {
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut conn)
+    }
+
+    /// Wakes the waiters for events after a commit that added some.
+    fn announce(&self, events: usize) {
+        if events > 0 {
+            let (count, cv) = &self.committed;
+            *count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            cv.notify_all();
+        }
     }
 
     /// Runs one epic write (`sql` binds the epic's columns as ?1..?8 and `expected` as ?9)
@@ -442,6 +494,7 @@ impl SqliteStore {
             tx.commit()?;
             Ok(Some(out.into_iter().map(|e| e.seq).collect()))
         })
+        .inspect(|_| self.announce(events.len()))
     }
 }
 
@@ -454,12 +507,7 @@ fn when_not_busy<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
     let deadline = Instant::now() + BUSY_TIMEOUT;
     loop {
         match f() {
-            Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)))
-                if matches!(
-                    e.code,
-                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
-                ) && Instant::now() < deadline =>
-            {
+            Err(StoreError::Busy(_)) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(5));
             }
             other => return other,
@@ -795,6 +843,83 @@ fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRow> {
 }
 
 impl Store for SqliteStore {
+    fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let now = now_ms();
+        self.with(|conn| {
+            let got: Option<String> = conn
+                .prepare_cached(
+                    "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?3 + ?4)
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,
+                        expires_at = excluded.expires_at
+                     WHERE leases.holder = excluded.holder OR leases.expires_at <= ?3
+                     RETURNING holder",
+                )?
+                .query_row(params![name, holder, now, ttl.as_millis() as i64], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            Ok(got.is_some())
+        })
+    }
+
+    fn renew_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let until = now_ms() + ttl.as_millis() as i64;
+        self.with(|conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE leases SET expires_at = ?3 WHERE name = ?1 AND holder = ?2",
+                )?
+                .execute(params![name, holder, until])?;
+            Ok(n == 1)
+        })
+    }
+
+    fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        self.with(|conn| {
+            conn.prepare_cached("DELETE FROM leases WHERE name = ?1 AND holder = ?2")?
+                .execute(params![name, holder])?;
+            Ok(())
+        })
+    }
+
+    fn lease(&self, name: &str) -> Result<Option<LeaseRow>> {
+        let now = now_ms();
+        self.with(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT name, holder, expires_at FROM leases WHERE name = ?1 AND expires_at > ?2",
+                )?
+                .query_row(params![name, now], |r| {
+                    Ok(LeaseRow {
+                        name: r.get(0)?,
+                        holder: r.get(1)?,
+                        expires_at: r.get(2)?,
+                    })
+                })
+                .optional()?)
+        })
+    }
+
+    fn wait_for_events(&self, after: u64, timeout: Duration) -> Result<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // Read the wake-up count before the database: a commit between the two is then
+            // seen as a changed count rather than slept through.
+            let (count, cv) = &self.committed;
+            let seen = *count.lock().unwrap_or_else(|e| e.into_inner());
+            let newest = self.newest_seq()?;
+            let now = Instant::now();
+            if newest > after || now >= deadline {
+                return Ok(newest);
+            }
+            let guard = count.lock().unwrap_or_else(|e| e.into_inner());
+            if *guard == seen {
+                let wait = EVENTS_POLL.min(deadline - now);
+                let _ = cv.wait_timeout(guard, wait);
+            }
+        }
+    }
+
     fn epic_page(&self, q: &EpicQuery) -> Result<EpicPage> {
         self.with(|conn| {
             let (filter, args) = epic_filter(q, false);
@@ -1087,6 +1212,7 @@ impl Store for SqliteStore {
             tx.commit()?;
             Ok(out)
         })
+        .inspect(|_| self.announce(events.len()))
     }
 
     fn commit(&self, batch: &Batch) -> Result<Vec<u64>> {
@@ -1121,6 +1247,7 @@ impl Store for SqliteStore {
                 Ok(seqs)
             })
         })
+        .inspect(|_| self.announce(batch.events.len()))
     }
 
     fn run(&self, id: &str) -> Result<Option<RunRow>> {
@@ -1418,9 +1545,13 @@ mod tests {
     fn a_failed_upgrade_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fleet.db");
-        let at = MIGRATIONS.len() - 2;
+        // The events rebuild creates this table: it fails after the one before it ran.
+        let rebuild = MIGRATIONS
+            .iter()
+            .position(|m| m.contains("CREATE TABLE events_v2"))
+            .unwrap();
+        let at = rebuild - 1;
         let conn = database_at(&path, at);
-        // The last migration creates this table: it fails after the one before it ran.
         conn.execute_batch("CREATE TABLE events_v2 (x)").unwrap();
         drop(conn);
 

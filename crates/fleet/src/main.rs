@@ -9,12 +9,12 @@ mod epics;
 mod progress;
 mod review_run;
 mod serve;
+mod state_store;
 mod views;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fleet_engine::{EngineError, EngineOptions, RunEnd, StateDir};
-use fleet_store::{Durability, SqliteStore, Store};
+use fleet_store::Store;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -25,6 +25,8 @@ pub mod exit {
     pub const FAILED: u8 = 1;
     pub const INVALID: u8 = 2;
     pub const ERROR: u8 = 3;
+    /// The configured store cannot be opened (unreachable, unknown URL, newer schema).
+    pub const STORE: u8 = 4;
     pub const INTERRUPTED: u8 = 130;
 }
 
@@ -442,6 +444,9 @@ fn drives_runs(command: &Command) -> bool {
 
 /// Bad input is 2; anything else that stops fleet is 3.
 fn classify(err: &anyhow::Error) -> u8 {
+    if state_store::is_store_failure(err) {
+        return exit::STORE;
+    }
     if err.downcast_ref::<InvalidInput>().is_some() {
         return exit::INVALID;
     }
@@ -696,16 +701,7 @@ fn find_home(explicit: Option<PathBuf>, start: &Path) -> Option<PathBuf> {
 }
 
 fn open_store(layout: &StateDir, fsync: bool) -> anyhow::Result<Arc<dyn Store>> {
-    std::fs::create_dir_all(layout.root())
-        .with_context(|| format!("cannot create {}", layout.root().display()))?;
-    let durability = if fsync {
-        Durability::Full
-    } else {
-        Durability::Process
-    };
-    let store = SqliteStore::open(&layout.db(), durability)
-        .with_context(|| format!("cannot open {}", layout.db().display()))?;
-    Ok(Arc::new(store))
+    state_store::open(layout, fsync)
 }
 
 /// State for commands that read existing runs: the instance, else the current repository.
@@ -723,7 +719,7 @@ fn open_existing_state(home: Option<PathBuf>) -> anyhow::Result<(StateDir, Arc<d
             repo.root().join(".fleet")
         }
     };
-    if !root.join("fleet.db").exists() {
+    if !state_store::exists(&StateDir::new(&root))? {
         return Err(
             InvalidInput(format!("no runs yet: {} has no fleet.db", root.display())).into(),
         );
