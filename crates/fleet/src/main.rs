@@ -7,6 +7,7 @@ mod demo;
 mod epics;
 mod progress;
 mod serve;
+mod stats;
 mod views;
 
 use anyhow::Context;
@@ -79,6 +80,13 @@ enum Command {
     },
     /// Spend today per account, profile, role and task, against the daily budgets.
     Budget {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Outcomes: per project and week, requests delivered, accepted, rejected and blocked,
+    /// attempts per task, cost per accepted request, time to the pull request; per agent
+    /// profile its pass rate, stalls, rate limits and cost per passed task.
+    Stats {
         #[arg(long)]
         json: bool,
     },
@@ -485,6 +493,10 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
             let (_, store) = open_existing_state(cli.home)?;
             views::budget(&instance, &*store, json)?;
             Ok(exit::PASSED)
+        }
+        Command::Stats { json } => {
+            let (_, store) = open_existing_state(cli.home)?;
+            stats::stats(&*store, json)
         }
         Command::Gc { interrupted, json } => {
             let (layout, store) = open_existing_state(cli.home)?;
