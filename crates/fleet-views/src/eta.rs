@@ -14,6 +14,8 @@ pub struct Work {
     pub deps: Vec<String>,
     /// Seconds it still needs.
     pub remaining_secs: f64,
+    /// It runs now: it holds a slot from the start.
+    pub running: bool,
 }
 
 /// Seconds until every task in `work` is done. Dependencies outside `work` count as done.
@@ -64,7 +66,11 @@ pub fn remaining_secs(work: &[Work], concurrency: usize) -> f64 {
             .filter(|&i| finished_at[i].is_none() && !running.iter().any(|(r, _)| *r == i))
             .filter(|&i| deps[i].iter().all(|&d| finished_at[d].is_some()))
             .collect();
-        ready.sort_by(|a, b| chain[*b].partial_cmp(&chain[*a]).unwrap_or(std::cmp::Ordering::Equal));
+        ready.sort_by(|a, b| {
+            (work[*b].running && clock == 0.0)
+                .cmp(&(work[*a].running && clock == 0.0))
+                .then(chain[*b].partial_cmp(&chain[*a]).unwrap_or(std::cmp::Ordering::Equal))
+        });
         for i in ready {
             if running.len() >= slots {
                 break;
@@ -166,14 +172,16 @@ pub fn implement_eta(
             .filter(|a| a.task_id == t.task.id && Some(&a.run_id) == t.task.run_id.as_ref())
             .map(|a| a.started_at)
             .min();
-        let spent = match (t.task.state.as_str(), started) {
-            ("running" | "checking" | "merging", Some(s)) => (now - s).max(0) as f64 / 1000.0,
+        let running = matches!(t.task.state.as_str(), "running" | "checking" | "merging");
+        let spent = match started {
+            Some(s) if running => (now - s).max(0) as f64 / 1000.0,
             _ => 0.0,
         };
         work.push(Work {
             id: t.task.id.clone(),
             deps: t.task.depends_on.clone(),
             remaining_secs: (need - spent).max(0.0),
+            running,
         });
     }
     Some(remaining_secs(&work, concurrency))
@@ -188,6 +196,7 @@ mod tests {
             id: id.into(),
             deps: deps.iter().map(|d| d.to_string()).collect(),
             remaining_secs: secs,
+            running: false,
         }
     }
 
@@ -213,6 +222,23 @@ mod tests {
         assert_eq!(remaining_secs(&dag, 1), 60.0);
         // Plenty: the critical path.
         assert_eq!(remaining_secs(&dag, 8), 30.0);
+    }
+
+    #[test]
+    fn running_tasks_keep_their_slots() {
+        // c runs now (40 s left) though a and d have longer chains; two slots: a is started
+        // beside it, d when c ends (40 + 100), b after a (70 + 100).
+        let mut c = w("c", &[], 40.0);
+        c.running = true;
+        let mut a = w("a", &[], 70.0);
+        a.running = true;
+        let dag = [a, w("b", &["a"], 100.0), c, w("d", &[], 100.0)];
+        assert_eq!(remaining_secs(&dag, 2), 170.0);
+        // Were c not running, d would go first and c last: 100 + 40 after d, b at 170.
+        let mut idle = dag.clone();
+        idle[2].running = false;
+        idle[3].remaining_secs = 150.0;
+        assert_eq!(remaining_secs(&idle, 2), 190.0);
     }
 
     #[test]
