@@ -168,6 +168,7 @@ pub fn router(fleet: Fleet) -> Router {
         .route("/api/v1/budgets", get(budgets))
         .route("/api/v1/metrics", get(metrics))
         .route("/api/v1/events", get(events::stream))
+        .merge(crate::board::routes())
         .merge(
             Router::new()
                 .nest_service("/mcp", mcp)

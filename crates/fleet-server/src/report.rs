@@ -71,7 +71,11 @@ pub fn metrics(p: &Pipeline) -> Result<Value, StoreError> {
     let now = fleet_views::now_ms();
     let budget = budget(&p.instance, store)?;
     let day = store.attempts_since(now - 24 * HOUR_MS)?;
-    let work: Vec<AttemptRow> = day.iter().filter(|a| fleet_views::is_work(a)).cloned().collect();
+    let work: Vec<AttemptRow> = day
+        .iter()
+        .filter(|a| fleet_views::is_work(a))
+        .cloned()
+        .collect();
     let spans = task_spans(&work, now);
     let done: Vec<f64> = spans
         .values()
@@ -141,7 +145,11 @@ pub fn metrics(p: &Pipeline) -> Result<Value, StoreError> {
         let merged = data.tasks.iter().filter(|t| t.state == "merged").count();
         tasks_left += data.tasks.iter().filter(|t| t.state == "planned").count();
         epics.push(json!({"id": epic.id, "state": epic.state, "done": merged, "total": total}));
-        if epic.stages.iter().any(|s| s.state == "running" && s.finished_at.is_none()) {
+        if epic
+            .stages
+            .iter()
+            .any(|s| s.state == "running" && s.finished_at.is_none())
+        {
             in_work.push(epic.id.clone());
         }
         if current
@@ -159,10 +167,20 @@ pub fn metrics(p: &Pipeline) -> Result<Value, StoreError> {
     {
         None => (Value::Null, json!({})),
         Some(view) => {
-            let total = view.tasks.iter().filter(|t| t.task.state != "skipped").count();
-            let merged = view.tasks.iter().filter(|t| t.task.state == "merged").count();
+            let total = view
+                .tasks
+                .iter()
+                .filter(|t| t.task.state != "skipped")
+                .count();
+            let merged = view
+                .tasks
+                .iter()
+                .filter(|t| t.task.state == "merged")
+                .count();
             let eta = match view.state.as_str() {
-                "implement" => fleet_views::eta::implement_eta(&view, &observed, p.concurrency, now),
+                "implement" => {
+                    fleet_views::eta::implement_eta(&view, &observed, p.concurrency, now)
+                }
                 _ => None,
             };
             let mut roles: BTreeMap<String, (f64, u64)> = BTreeMap::new();
@@ -283,7 +301,10 @@ pub fn prometheus(p: &Pipeline) -> Result<String, StoreError> {
             .iter()
             .flat_map(|b| {
                 f(b).into_iter().map(|(k, n)| {
-                    (format!("{{project=\"{}\",outcome=\"{k}\"}}", esc(&b.project)), n.to_string())
+                    (
+                        format!("{{project=\"{}\",outcome=\"{k}\"}}", esc(&b.project)),
+                        n.to_string(),
+                    )
                 })
             })
             .collect::<Vec<_>>()
@@ -306,7 +327,14 @@ pub fn prometheus(p: &Pipeline) -> Result<String, StoreError> {
         outcomes
             .projects
             .iter()
-            .filter_map(|b| f(b).map(|v| (format!("{{project=\"{}\"}}", esc(&b.project)), format!("{v}"))))
+            .filter_map(|b| {
+                f(b).map(|v| {
+                    (
+                        format!("{{project=\"{}\"}}", esc(&b.project)),
+                        format!("{v}"),
+                    )
+                })
+            })
             .collect::<Vec<_>>()
     };
     family(
@@ -417,7 +445,11 @@ pub fn epic_detail(p: &Pipeline, id: &str) -> Result<Option<Value>, StoreError> 
     let Some(view) = fleet_views::epic_view(store, id, now)? else {
         return Ok(None);
     };
-    let mut runs: Vec<String> = view.stages.iter().filter_map(|s| s.run_id.clone()).collect();
+    let mut runs: Vec<String> = view
+        .stages
+        .iter()
+        .filter_map(|s| s.run_id.clone())
+        .collect();
     if let Some(epic) = store.epic(id)? {
         for r in fleet_views::epic::epic_runs(store, &epic)? {
             if !runs.contains(&r.id) {

@@ -94,4 +94,3 @@ pub fn budget(instance: &InstanceConfig, store: &dyn Store) -> Result<Value, Sto
         "accounts": accounts, "profiles": by_profile, "roles": by_role, "tasks": by_task,
     }))
 }
-

@@ -188,7 +188,11 @@ fn why_of(e: &Event) -> String {
         "task.checks_failed" => {
             let check = s("check");
             let out = s("output");
-            let first = out.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+            let first = out
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
             format!("check `{check}` failed {first}").trim().to_string()
         }
         "task.waiting" => match d["until"].as_str() {
@@ -221,7 +225,10 @@ fn activity_of(e: &Event) -> Option<String> {
     Some(match e.kind.as_str() {
         "attempt.started" => "started".into(),
         "attempt.tool_call" => {
-            let tool = d["name"].as_str().or(d["tool"].as_str()).unwrap_or("a tool");
+            let tool = d["name"]
+                .as_str()
+                .or(d["tool"].as_str())
+                .unwrap_or("a tool");
             format!("calls {tool}")
         }
         "attempt.tool_result" => "reads a tool's result".into(),
@@ -261,8 +268,8 @@ pub fn epic_view(store: &dyn Store, id: &str, now: i64) -> Result<Option<EpicVie
     let Some(epic) = store.epic(id)? else {
         return Ok(None);
     };
-    let data = fleet_pipeline::decode_data(&epic)
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let data =
+        fleet_pipeline::decode_data(&epic).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let runs = epic_runs(store, &epic)?;
     let mut rows: Vec<AttemptRow> = Vec::new();
     let mut events: Vec<Event> = Vec::new();

@@ -37,7 +37,13 @@ pub fn remaining_secs(work: &[Work], concurrency: usize) -> f64 {
         .collect();
     // The longest chain from each task to the end, itself included (the engine's priority).
     let mut chain = vec![None::<f64>; work.len()];
-    fn chain_of(i: usize, work: &[Work], deps: &[Vec<usize>], memo: &mut [Option<f64>], depth: usize) -> f64 {
+    fn chain_of(
+        i: usize,
+        work: &[Work],
+        deps: &[Vec<usize>],
+        memo: &mut [Option<f64>],
+        depth: usize,
+    ) -> f64 {
         if let Some(v) = memo[i] {
             return v;
         }
@@ -69,7 +75,11 @@ pub fn remaining_secs(work: &[Work], concurrency: usize) -> f64 {
         ready.sort_by(|a, b| {
             (work[*b].running && clock == 0.0)
                 .cmp(&(work[*a].running && clock == 0.0))
-                .then(chain[*b].partial_cmp(&chain[*a]).unwrap_or(std::cmp::Ordering::Equal))
+                .then(
+                    chain[*b]
+                        .partial_cmp(&chain[*a])
+                        .unwrap_or(std::cmp::Ordering::Equal),
+                )
         });
         for i in ready {
             if running.len() >= slots {
@@ -154,8 +164,8 @@ pub fn implement_eta(
     concurrency: usize,
     now: i64,
 ) -> Option<f64> {
-    let overall = (!observed.is_empty())
-        .then(|| observed.values().sum::<f64>() / observed.len() as f64)?;
+    let overall =
+        (!observed.is_empty()).then(|| observed.values().sum::<f64>() / observed.len() as f64)?;
     let cycle = view.cycle.max(1);
     let mut work = Vec::new();
     for t in view.tasks.iter().filter(|t| t.task.cycle == cycle) {

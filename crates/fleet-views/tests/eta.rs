@@ -91,11 +91,16 @@ fn the_eta_is_the_remaining_critical_path_at_observed_speeds() {
         .unwrap();
     let t0 = now - 3600 * s;
     for (r, tasks) in [
-        (past, vec![task(past, 0, "x", "merged"), task(past, 1, "y", "merged")]),
+        (
+            past,
+            vec![task(past, 0, "x", "merged"), task(past, 1, "y", "merged")],
+        ),
         (past_plan, vec![task(past_plan, 0, "plan", "passed")]),
         (past_review, vec![task(past_review, 0, "review", "passed")]),
     ] {
-        store.create_run(&run(r, "passed", t0), &tasks, &[]).unwrap();
+        store
+            .create_run(&run(r, "passed", t0), &tasks, &[])
+            .unwrap();
     }
     store
         .commit(&Batch {
@@ -165,7 +170,11 @@ fn the_eta_is_the_remaining_critical_path_at_observed_speeds() {
 
     let view = fleet_views::epic_view(&store, "e1", now).unwrap().unwrap();
     let states: Vec<&str> = view.tasks.iter().map(|t| t.task.state.as_str()).collect();
-    assert_eq!(states, ["running", "pending", "running", "ready"], "live, not planned");
+    assert_eq!(
+        states,
+        ["running", "pending", "running", "ready"],
+        "live, not planned"
+    );
     let current = view.current.as_ref().expect("a stage runs");
     assert_eq!(current.stage, "implement");
     assert_eq!(current.running.len(), 2);

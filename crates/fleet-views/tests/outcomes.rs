@@ -76,13 +76,26 @@ fn same(b: &fleet_views::outcomes::Bucket, r: &Row, what: &str) {
     assert_eq!(b.blocked as i64, blk, "{what}: blocked");
     assert_eq!(b.tasks as i64, tasks, "{what}: tasks");
     assert_eq!(b.attempts as i64, att, "{what}: attempts");
-    assert!(close(b.cost_usd, cost), "{what}: cost {} vs {cost}", b.cost_usd);
+    assert!(
+        close(b.cost_usd, cost),
+        "{what}: cost {} vs {cost}",
+        b.cost_usd
+    );
     let per_task = (tasks > 0).then(|| att as f64 / tasks as f64);
-    assert!(opt_close(b.attempts_per_task, per_task), "{what}: attempts per task");
+    assert!(
+        opt_close(b.attempts_per_task, per_task),
+        "{what}: attempts per task"
+    );
     let per_accepted = (acc > 0).then(|| cost / acc as f64);
-    assert!(opt_close(b.cost_per_accepted_usd, per_accepted), "{what}: cost per accepted");
+    assert!(
+        opt_close(b.cost_per_accepted_usd, per_accepted),
+        "{what}: cost per accepted"
+    );
     let to_pr = (del > 0).then(|| to_pr as f64 / 1000.0 / del as f64);
-    assert!(opt_close(b.to_pull_request_secs_avg, to_pr), "{what}: time to PR");
+    assert!(
+        opt_close(b.to_pull_request_secs_avg, to_pr),
+        "{what}: time to PR"
+    );
 }
 
 #[test]
@@ -140,7 +153,14 @@ fn outcome_figures_equal_sql_counts_on_the_store() {
         .unwrap();
     let rows: Vec<(String, i64, i64, i64, i64, f64)> = st
         .query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
         })
         .unwrap()
         .collect::<Result<_, _>>()

@@ -249,7 +249,11 @@ fn ms(ms: i64) -> String {
 
 fn local_time(at: i64) -> String {
     chrono::DateTime::from_timestamp_millis(at)
-        .map(|d| d.with_timezone(&chrono::Local).format("%H:%M:%S").to_string())
+        .map(|d| {
+            d.with_timezone(&chrono::Local)
+                .format("%H:%M:%S")
+                .to_string()
+        })
         .unwrap_or_default()
 }
 
@@ -335,7 +339,10 @@ pub fn show(home: &Path, id: &str, json_out: bool) -> anyhow::Result<u8> {
                 "  {} #{} {who}{} since {}{last}",
                 a.task_id,
                 a.n,
-                a.model.as_deref().map(|m| format!(" ({m})")).unwrap_or_default(),
+                a.model
+                    .as_deref()
+                    .map(|m| format!(" ({m})"))
+                    .unwrap_or_default(),
                 local_time(a.started_at)
             );
         }
@@ -348,7 +355,12 @@ pub fn show(home: &Path, id: &str, json_out: bool) -> anyhow::Result<u8> {
             s.stage,
             s.state,
             s.duration_ms.map(ms).unwrap_or_default(),
-            s.detail.as_deref().unwrap_or("").lines().next().unwrap_or("")
+            s.detail
+                .as_deref()
+                .unwrap_or("")
+                .lines()
+                .next()
+                .unwrap_or("")
         );
         for a in &s.attempts {
             println!("       {}", attempt_line(a));

@@ -12,7 +12,9 @@ fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
 }
 
 fn secs(s: f64) -> String {
-    fleet_engine::fmt_duration(std::time::Duration::from_millis((s * 1000.0).max(0.0) as u64))
+    fleet_engine::fmt_duration(std::time::Duration::from_millis(
+        (s * 1000.0).max(0.0) as u64
+    ))
 }
 
 fn bucket_line(b: &Bucket) -> String {
@@ -43,8 +45,16 @@ pub fn stats(store: &dyn Store, json_out: bool) -> anyhow::Result<u8> {
     }
     println!(
         "{:<9} {:<14} {:>8} {:>9} {:>8} {:>8} {:>7} {:>9} {:>10} {:>9}",
-        "WEEK", "PROJECT", "REQUESTS", "DELIVERED", "ACCEPTED", "REJECTED", "BLOCKED", "TRIES/TSK",
-        "$/ACCEPTED", "TO PR"
+        "WEEK",
+        "PROJECT",
+        "REQUESTS",
+        "DELIVERED",
+        "ACCEPTED",
+        "REJECTED",
+        "BLOCKED",
+        "TRIES/TSK",
+        "$/ACCEPTED",
+        "TO PR"
     );
     for b in &o.weeks {
         println!("{}", bucket_line(b));
@@ -53,7 +63,14 @@ pub fn stats(store: &dyn Store, json_out: bool) -> anyhow::Result<u8> {
     if !o.profiles.is_empty() {
         println!(
             "\n{:<24} {:>8} {:>8} {:>9} {:>7} {:>11} {:>10} {:>12}",
-            "PROFILE", "ATTEMPTS", "PASSED", "PASS RATE", "STALLS", "RATE LIMITS", "COST", "$/PASSED"
+            "PROFILE",
+            "ATTEMPTS",
+            "PASSED",
+            "PASS RATE",
+            "STALLS",
+            "RATE LIMITS",
+            "COST",
+            "$/PASSED"
         );
         for p in &o.profiles {
             println!(

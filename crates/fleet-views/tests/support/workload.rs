@@ -157,7 +157,11 @@ pub fn write(store: &SqliteStore, n: usize) {
             let tries = 1 + (k % 3);
             for n in 1..=tries {
                 k = k.wrapping_mul(31).wrapping_add(7);
-                let outcome = if n == tries { "passed" } else { OUTCOMES[k % OUTCOMES.len()] };
+                let outcome = if n == tries {
+                    "passed"
+                } else {
+                    OUTCOMES[k % OUTCOMES.len()]
+                };
                 attempts.push(AttemptRow {
                     run_id: impl_run.clone(),
                     task_id: format!("t{t}"),
