@@ -34,8 +34,8 @@ async fn blocking<T: Send + 'static>(
 async fn outcomes(State(fleet): State<Fleet>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(&fleet, Scope::Read).await?;
     let store = fleet.store().clone();
-    let o = blocking(move || Ok(fleet_views::outcomes(&*store)?)).await?;
-    Ok(Json(o).into_response())
+    let o = blocking(move || Ok(crate::report::outcomes(&*store)?)).await?;
+    Ok(Json(&*o).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -93,6 +93,12 @@ async fn diff(
                 format!("task {id}: no project {:?}", epic.project),
             )
         })?;
+        if epic.base_sha.is_empty() || epic.branch.is_empty() {
+            return Ok(
+                json!({"task": id, "base": epic.base_sha, "branch": epic.branch,
+                             "files": [], "cut": false, "note": "no branch yet"}),
+            );
+        }
         let (text, cut) = git_diff(&project.path, &epic.base_sha, &epic.branch)?;
         let redactor = fleet_secrets::Redactor::from_process_env(&p.instance.secret_names());
         let files = parse_diff(&redactor.clean(&text));
@@ -108,8 +114,10 @@ async fn diff(
 /// `git diff BASE..BRANCH` in the project's repository, at most [`DIFF_MAX_BYTES`].
 fn git_diff(repo: &str, base: &str, branch: &str) -> Result<(String, bool), ApiError> {
     let bad = |m: String| ApiError(StatusCode::CONFLICT, m);
-    if base.is_empty() || branch.is_empty() || branch.starts_with('-') || base.starts_with('-') {
-        return Err(bad("the task has no branch to compare yet".into()));
+    if branch.starts_with('-') || base.starts_with('-') {
+        return Err(bad(format!(
+            "{base:?}..{branch:?} is not a pair of revisions"
+        )));
     }
     let out = std::process::Command::new("git")
         .env_clear()

@@ -161,7 +161,7 @@ pub fn metrics(p: &Pipeline) -> Result<Value, StoreError> {
     }
     let (current_epic, roles) = match current
         .as_ref()
-        .map(|e| fleet_views::epic_view(store, &e.id, now))
+        .map(|e| fleet_views::epic::epic_view_without_events(store, &e.id, now))
         .transpose()?
         .flatten()
     {
@@ -294,7 +294,7 @@ pub fn prometheus(p: &Pipeline) -> Result<String, StoreError> {
             .map(|(a, (_, t))| (format!("{{account=\"{}\"}}", esc(a)), t.to_string()))
             .collect(),
     );
-    let outcomes = fleet_views::outcomes(store)?;
+    let outcomes = outcomes(store)?;
     let by_project = |f: &dyn Fn(&fleet_views::outcomes::Bucket) -> Vec<(&'static str, u64)>| {
         outcomes
             .projects
@@ -471,3 +471,28 @@ pub fn epic_detail(p: &Pipeline, id: &str) -> Result<Option<Value>, StoreError> 
     out["events"] = json!(events);
     Ok(Some(out))
 }
+
+/// The outcomes, computed at most once per [`OUTCOMES_FRESH`] while events keep coming (they
+/// read every epic and attempt: a board polling them and a Prometheus scraping them must not
+/// keep a core busy over 10,000 epics), and again at once after a quiet spell's first event.
+pub fn outcomes(store: &dyn Store) -> Result<std::sync::Arc<fleet_views::Outcomes>, StoreError> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    use std::time::Instant;
+    type Cached = (usize, u64, Instant, Arc<fleet_views::Outcomes>);
+    static CACHE: OnceLock<Mutex<Option<Cached>>> = OnceLock::new();
+    let key = store as *const dyn Store as *const () as usize;
+    let seq = store.newest_seq()?;
+    let cache = CACHE.get_or_init(|| Mutex::new(None));
+    if let Some((k, s, at, o)) = cache.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+        && *k == key
+        && (*s == seq || at.elapsed() < OUTCOMES_FRESH)
+    {
+        return Ok(o.clone());
+    }
+    let o = Arc::new(fleet_views::outcomes(store)?);
+    *cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, seq, Instant::now(), o.clone()));
+    Ok(o)
+}
+
+/// How stale the outcomes may be while the fleet works.
+const OUTCOMES_FRESH: std::time::Duration = std::time::Duration::from_secs(5);

@@ -39,8 +39,15 @@ fn main() {
     let t = Instant::now();
     workload::write(&store, n);
     let attempts = store.attempts_since(i64::MIN).unwrap().len();
-    println!("workload: {n} epics, {attempts} attempts, written in {:.1?}", t.elapsed());
+    println!(
+        "workload: {n} epics, {attempts} attempts, written in {:.1?}",
+        t.elapsed()
+    );
 
+    let (med, max, _) = time(3, || store.epics().unwrap().len());
+    println!("  of which the store's epics(): median {med:.1?}, max {max:.1?}");
+    let (med, max, _) = time(3, || store.attempts_since(i64::MIN).unwrap().len());
+    println!("  of which the store's attempts_since(): median {med:.1?}, max {max:.1?}");
     let (med, max, o) = time(5, || fleet_views::outcomes(&store).unwrap());
     println!(
         "outcomes (fleet stats, /api/v1/outcomes, /metrics): median {med:.1?}, max {max:.1?} ({} weeks x projects, {} profiles)",
@@ -48,7 +55,10 @@ fn main() {
         o.profiles.len()
     );
     let (med, max, rows) = time(5, || fleet_views::list_rows(&store).unwrap());
-    println!("list_rows (fleet task ls): median {med:.1?}, max {max:.1?} ({} rows)", rows.len());
+    println!(
+        "list_rows (fleet task ls): median {med:.1?}, max {max:.1?} ({} rows)",
+        rows.len()
+    );
     let id = format!("w{}", n / 2);
     let (med, max, v) = time(20, || {
         fleet_views::epic_view(&store, &id, fleet_views::now_ms())

@@ -265,6 +265,25 @@ fn role_of(data: &EpicData, a: &AttemptRow) -> String {
 /// An epic's view, or `None` when there is no such epic. `now` is the clock for running
 /// durations.
 pub fn epic_view(store: &dyn Store, id: &str, now: i64) -> Result<Option<EpicView>, StoreError> {
+    view(store, id, now, true)
+}
+
+/// [`epic_view`] without reading its events (no history, no reasons, no last activity): for
+/// figures that need only its stages, tasks and attempts, such as the ETA.
+pub fn epic_view_without_events(
+    store: &dyn Store,
+    id: &str,
+    now: i64,
+) -> Result<Option<EpicView>, StoreError> {
+    view(store, id, now, false)
+}
+
+fn view(
+    store: &dyn Store,
+    id: &str,
+    now: i64,
+    with_events: bool,
+) -> Result<Option<EpicView>, StoreError> {
     let Some(epic) = store.epic(id)? else {
         return Ok(None);
     };
@@ -275,9 +294,13 @@ pub fn epic_view(store: &dyn Store, id: &str, now: i64) -> Result<Option<EpicVie
     let mut events: Vec<Event> = Vec::new();
     for r in &runs {
         rows.extend(store.attempts(&r.id)?);
-        events.extend(store.events(Some(&r.id), 0, EVENTS_PER_RUN)?);
+        if with_events {
+            events.extend(store.events(Some(&r.id), 0, EVENTS_PER_RUN)?);
+        }
     }
-    events.extend(store.events(Some(&epic.id), 0, EVENTS_PER_RUN)?);
+    if with_events {
+        events.extend(store.events(Some(&epic.id), 0, EVENTS_PER_RUN)?);
+    }
     events.sort_by_key(|e| e.seq);
 
     let attempts: Vec<AttemptView> = rows
