@@ -287,8 +287,13 @@ fn view(
     let Some(epic) = store.epic(id)? else {
         return Ok(None);
     };
-    let data =
-        fleet_pipeline::decode_data(&epic).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    // No document yet (an epic written before its first stage) reads as an empty one; a
+    // document that cannot be read is an error, never shown as empty.
+    let data = if epic.data.is_null() {
+        EpicData::default()
+    } else {
+        fleet_pipeline::decode_data(&epic).map_err(|e| StoreError::Corrupt(e.to_string()))?
+    };
     let runs = epic_runs(store, &epic)?;
     let mut rows: Vec<AttemptRow> = Vec::new();
     let mut events: Vec<Event> = Vec::new();
@@ -574,6 +579,7 @@ pub fn list_rows(store: &dyn Store) -> Result<Vec<ListRow>, StoreError> {
 
 pub fn list_row(e: &EpicRow) -> ListRow {
     let reason = match fleet_pipeline::decode_data(e) {
+        Err(_) if e.data.is_null() => None,
         Ok(d) => fleet_pipeline::reason(e, &d),
         Err(err) => Some(format!("? {err}")),
     };
