@@ -214,7 +214,6 @@ pub fn ls(home: &Path, json_out: bool) -> anyhow::Result<u8> {
         return Ok(exit::PASSED);
     }
     if rows.is_empty() {
-        println!("no epics yet: fleet task add PROJECT \"what you want\"");
         return Ok(exit::PASSED);
     }
     let first = |s: &str, n: usize| -> String {
