@@ -144,13 +144,13 @@ pub fn notification_for(fleet: &Fleet, e: &Event) -> Result<Option<Notification>
         }
         "budget.exhausted" => {
             let account = e.data["account"].as_str().unwrap_or("?");
-            let spent = e.data["spent_usd"].as_f64().unwrap_or(0.0);
             let mut n = Notification::new(
                 Alert::BudgetExhausted,
                 format!("Account {account} spent its daily budget"),
                 format!(
-                    "Spent ${spent:.2} today. Tasks needing it swap to another account or wait \
-                     for the next budget day (fleet budget)."
+                    "Spent {} today. Tasks needing it swap to another account or wait \
+                     for the next budget day (fleet budget).",
+                    spend_words(&e.data)
                 ),
             );
             if let Some((epic, _)) = epic_of(fleet, e)? {
@@ -407,4 +407,48 @@ pub async fn bot(
 ) {
     let backend: Arc<dyn BotBackend> = Arc::new(BotOverFleet(fleet));
     fleet_notify::run_bot(api, cfg, backend, crate::stopped(stop)).await;
+}
+
+/// What an account spent, in the units its budgets are in: "$4.20 of $5.00 and 1,200,000 of
+/// 1,000,000 tokens" (a token budget spent with $0.00 must not read "Spent $0.00").
+fn spend_words(d: &serde_json::Value) -> String {
+    fn thousands(n: u64) -> String {
+        let s = n.to_string();
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    }
+    let usd = d["spent_usd"].as_f64().unwrap_or(0.0);
+    let tokens = d["spent_tokens"].as_u64().unwrap_or(0);
+    let mut parts = Vec::new();
+    match d["budget_usd"].as_f64() {
+        Some(b) => parts.push(format!("${usd:.2} of ${b:.2}")),
+        None if usd > 0.0 => parts.push(format!("${usd:.2}")),
+        None => {}
+    }
+    match d["budget_tokens"].as_u64() {
+        Some(b) => parts.push(format!("{} of {} tokens", thousands(tokens), thousands(b))),
+        None => parts.push(format!("{} tokens", thousands(tokens))),
+    }
+    parts.join(" and ")
+}
+
+#[cfg(test)]
+mod spend_tests {
+    use super::spend_words;
+    use serde_json::json;
+
+    #[test]
+    fn a_spent_token_budget_reads_as_tokens_not_zero_dollars() {
+        let d =
+            json!({"spent_usd": 0.0, "spent_tokens": 1_200_000u64, "budget_tokens": 1_000_000u64});
+        assert_eq!(spend_words(&d), "1,200,000 of 1,000,000 tokens");
+        let d = json!({"spent_usd": 5.5, "spent_tokens": 900u64, "budget_usd": 5.0});
+        assert_eq!(spend_words(&d), "$5.50 of $5.00 and 900 tokens");
+    }
 }

@@ -170,6 +170,7 @@ pub fn router(fleet: Fleet) -> Router {
         .route("/api/v1/events", get(events::stream))
         .route("/api/v1/intake/github", post(crate::intake::github))
         .route("/api/v1/intake/alert", post(crate::intake::alert))
+        .merge(crate::board::routes())
         .merge(
             Router::new()
                 .nest_service("/mcp", mcp)

@@ -14,6 +14,7 @@
 pub mod alerts;
 mod api;
 pub mod auth;
+mod board;
 mod events;
 mod intake;
 pub mod mcp;

@@ -1,9 +1,7 @@
 //! Read models: what the API, the dashboard and `/metrics` show, computed from the store.
 //! Pure queries — nothing here changes state.
 
-use fleet_config::InstanceConfig;
 use fleet_core::epic::Stage;
-use fleet_engine::rfc3339;
 use fleet_pipeline::{EpicData, Pipeline};
 use fleet_store::{AttemptRow, EpicQuery, EpicRow, Store, StoreError};
 use serde_json::{Value, json};
@@ -19,137 +17,16 @@ pub const WORKING: &[&str] = &[
     "deliver",
 ];
 
-/// `fleet budget --json` and `GET /api/v1/budgets`: what each account, profile, role and task
-/// spent in the current budget day (each account's own), against the daily budgets, with
-/// cooldowns and disabled accounts.
-pub fn budget(instance: &InstanceConfig, store: &dyn Store) -> Result<Value, StoreError> {
-    use fleet_core::pool::{Clock, day_start};
-    use std::collections::BTreeMap;
-    let clock = Clock {
-        now: fleet_engine::now_ms() as u64,
-        utc_offset_secs: chrono::Local::now().offset().local_minus_utc(),
-    };
-    let day_of = |day_starts: u32| day_start(&clock, day_starts) as i64;
-    // Accounts not in fleet.yaml (bare CLIs) count from local midnight.
-    let since = instance
-        .accounts
-        .iter()
-        .map(|a| day_of(a.day_starts))
-        .chain([day_of(0)])
-        .min()
-        .unwrap_or(0);
-    let attempts = store.attempts_since(since)?;
-    let states = store.accounts()?;
-    let in_day = |a: &fleet_store::AttemptRow| {
-        let start = a
-            .account
-            .as_ref()
-            .and_then(|n| instance.account(n))
-            .map(|acc| day_of(acc.day_starts))
-            .unwrap_or(day_of(0));
-        a.started_at >= start
-    };
-    #[derive(Default, Clone, Copy, serde::Serialize)]
-    struct Spend {
-        usd: f64,
-        tokens: u64,
-        attempts: u64,
-    }
-    fn add(map: &mut BTreeMap<String, Spend>, key: &str, a: &fleet_store::AttemptRow) {
-        let s = map.entry(key.to_string()).or_default();
-        s.usd += a.cost_usd;
-        s.tokens += a.input_tokens + a.output_tokens + a.cache_read_tokens + a.cache_write_tokens;
-        s.attempts += 1;
-    }
-    let (mut by_account, mut by_profile, mut by_role, mut by_task) = (
-        BTreeMap::new(),
-        BTreeMap::new(),
-        BTreeMap::new(),
-        BTreeMap::new(),
-    );
-    for a in attempts.iter().filter(|a| a.profile.is_some() && in_day(a)) {
-        let profile = a.profile.as_deref().unwrap_or("?");
-        add(&mut by_account, a.account.as_deref().unwrap_or("(none)"), a);
-        add(&mut by_profile, profile, a);
-        for role in instance
-            .profile(profile)
-            .map(|p| p.roles.clone())
-            .unwrap_or_default()
-        {
-            add(&mut by_role, &role, a);
-        }
-        add(&mut by_task, &format!("{}/{}", a.run_id, a.task_id), a);
-    }
-    let accounts: Vec<serde_json::Value> = instance
-        .accounts
-        .iter()
-        .map(|acc| {
-            let s = by_account.get(&acc.name).copied().unwrap_or_default();
-            let st = states.iter().find(|r| r.name == acc.name);
-            let cooldown = st
-                .and_then(|r| r.cooldown_until)
-                .filter(|t| *t > clock.now as i64);
-            json!({
-                "account": acc.name,
-                "spent_usd": s.usd,
-                "spent_tokens": s.tokens,
-                "attempts": s.attempts,
-                "budget_usd": acc.daily_budget_usd,
-                "budget_tokens": acc.daily_budget_tokens,
-                "left_usd": acc.daily_budget_usd.map(|b| (b - s.usd).max(0.0)),
-                "left_tokens": acc.daily_budget_tokens.map(|b| b.saturating_sub(s.tokens)),
-                "day_started": rfc3339(day_of(acc.day_starts)),
-                "cooldown_until": cooldown.map(rfc3339),
-                "disabled": st.and_then(|r| r.disabled.clone()),
-            })
-        })
-        .collect();
-    Ok(json!({
-        "accounts": accounts, "profiles": by_profile, "roles": by_role, "tasks": by_task,
-    }))
-}
+/// `fleet budget --json` and `GET /api/v1/budgets` (the read model is `fleet_views::budget`).
+pub use fleet_views::budget;
 
 const HOUR_MS: i64 = 3_600_000;
-
-/// The role an attempt played: the stage's agent (a stage run's id starts with
-/// `<epic>-<stage>-`), or for implementation the task's role.
-fn role_of(data: &EpicData, a: &AttemptRow) -> String {
-    match a.run_id.split('-').nth(1).unwrap_or("") {
-        "research" => "researcher".into(),
-        "architect" => "architect".into(),
-        "plan" => "planner".into(),
-        "review" => "reviewer".into(),
-        _ => data
-            .tasks
-            .iter()
-            .find(|t| t.id == a.task_id && t.run_id.as_deref() == Some(a.run_id.as_str()))
-            .map(|t| t.role.clone())
-            .filter(|r| !r.is_empty())
-            .unwrap_or_else(|| "developer".into()),
-    }
-}
-
-/// The ids of an epic's stage runs, the running one included (it is on the epic's row only
-/// once it finished).
-pub fn epic_runs(store: &dyn Store, epic: &EpicRow) -> Result<Vec<String>, StoreError> {
-    let mut ids: Vec<String> = epic
-        .stages
-        .iter()
-        .filter_map(|s| s.run_id.clone())
-        .collect();
-    for r in store.runs_named(&format!("{}-", epic.id))? {
-        if !ids.contains(&r.id) {
-            ids.push(r.id);
-        }
-    }
-    Ok(ids)
-}
 
 /// Every attempt of an epic's stage runs.
 pub fn epic_attempts(store: &dyn Store, epic: &EpicRow) -> Result<Vec<AttemptRow>, StoreError> {
     let mut out = Vec::new();
-    for run in epic_runs(store, epic)? {
-        out.extend(store.attempts(&run)?);
+    for run in fleet_views::epic::epic_runs(store, epic)? {
+        out.extend(store.attempts(&run.id)?);
     }
     Ok(out)
 }
@@ -185,19 +62,29 @@ pub fn agents_running(attempts: &[AttemptRow]) -> Vec<Value> {
         .collect()
 }
 
-/// The seed's metrics (`GET /api/v1/metrics`, the dashboard's panel).
+/// The seed's metrics (`GET /api/v1/metrics`, the dashboard's panel). Averages count real
+/// work only (implementation tasks, not planner, reviewer or verify steps); "in work" counts
+/// epics with a stage running now, not queued ones; the ETA is the current epic's remaining
+/// critical path (`fleet_views::eta`).
 pub fn metrics(p: &Pipeline) -> Result<Value, StoreError> {
     let store = &*p.store;
-    let now = fleet_engine::now_ms();
+    let now = fleet_views::now_ms();
     let budget = budget(&p.instance, store)?;
     let day = store.attempts_since(now - 24 * HOUR_MS)?;
-    let spans = task_spans(&day, now);
+    let work: Vec<AttemptRow> = day
+        .iter()
+        .filter(|a| fleet_views::is_work(a))
+        .cloned()
+        .collect();
+    let spans = task_spans(&work, now);
     let done: Vec<f64> = spans
         .values()
         .filter(|s| s.3)
         .map(|s| (s.1 - s.0) as f64 / 1000.0)
         .collect();
     let avg_task_secs = (!done.is_empty()).then(|| done.iter().sum::<f64>() / done.len() as f64);
+    let week = store.attempts_since(now - 7 * 24 * HOUR_MS)?;
+    let observed = fleet_views::eta::observed_task_secs(store, &week)?;
     let today = chrono::Local::now()
         .date_naive()
         .and_hms_opt(0, 0, 0)
@@ -210,7 +97,8 @@ pub fn metrics(p: &Pipeline) -> Result<Value, StoreError> {
         .max_by_key(|(_, s)| s.1 - s.0)
         .map(|((run, task), s)| json!({"run_id": run, "task": task, "secs": (s.1 - s.0) as f64 / 1000.0}));
     let recent = task_spans(
-        &day.iter()
+        &work
+            .iter()
             .filter(|a| a.started_at >= now - 2 * HOUR_MS)
             .cloned()
             .collect::<Vec<_>>(),
@@ -232,10 +120,22 @@ pub fn metrics(p: &Pipeline) -> Result<Value, StoreError> {
     };
     let awaiting_page = page(&["awaiting_acceptance"])?;
     let awaiting: Vec<String> = awaiting_page.epics.into_iter().map(|e| e.id).collect();
+    let blocked_page = page(&["blocked"])?;
+    let mut blocked = Vec::new();
+    for b in &blocked_page.epics {
+        if let Some(e) = store.epic(&b.id)? {
+            let question = fleet_pipeline::decode_data(&e)
+                .ok()
+                .and_then(|d| d.machine.and_then(|m| m.blocked))
+                .map(|b| b.question);
+            blocked.push(json!({"id": e.id, "project": e.project, "request": e.request, "question": question}));
+        }
+    }
     let working = page(WORKING)?;
     let mut tasks_left = 0usize;
     let mut epics = Vec::new();
-    let mut current: Option<(EpicRow, EpicData)> = None;
+    let mut in_work = Vec::new();
+    let mut current: Option<EpicRow> = None;
     for brief in &working.epics {
         let Some(epic) = store.epic(&brief.id)? else {
             continue;
@@ -245,36 +145,57 @@ pub fn metrics(p: &Pipeline) -> Result<Value, StoreError> {
         let merged = data.tasks.iter().filter(|t| t.state == "merged").count();
         tasks_left += data.tasks.iter().filter(|t| t.state == "planned").count();
         epics.push(json!({"id": epic.id, "state": epic.state, "done": merged, "total": total}));
+        if epic
+            .stages
+            .iter()
+            .any(|s| s.state == "running" && s.finished_at.is_none())
+        {
+            in_work.push(epic.id.clone());
+        }
         if current
             .as_ref()
-            .is_none_or(|(c, _)| epic.updated_at > c.updated_at)
+            .is_none_or(|c| epic.updated_at > c.updated_at)
         {
-            current = Some((epic, data));
+            current = Some(epic);
         }
     }
-    let (current_epic, roles) = match &current {
+    let (current_epic, roles) = match current
+        .as_ref()
+        .map(|e| fleet_views::epic::epic_view_without_events(store, &e.id, now))
+        .transpose()?
+        .flatten()
+    {
         None => (Value::Null, json!({})),
-        Some((epic, data)) => {
-            let total = data.tasks.iter().filter(|t| t.state != "skipped").count();
-            let merged = data.tasks.iter().filter(|t| t.state == "merged").count();
-            let left = data.tasks.iter().filter(|t| t.state == "planned").count();
-            let eta = match (epic.state.as_str(), avg_task_secs) {
-                ("implement", Some(avg)) => Some(left as f64 * avg / p.concurrency.max(1) as f64),
+        Some(view) => {
+            let total = view
+                .tasks
+                .iter()
+                .filter(|t| t.task.state != "skipped")
+                .count();
+            let merged = view
+                .tasks
+                .iter()
+                .filter(|t| t.task.state == "merged")
+                .count();
+            let eta = match view.state.as_str() {
+                "implement" => {
+                    fleet_views::eta::implement_eta(&view, &observed, p.concurrency, now)
+                }
                 _ => None,
             };
             let mut roles: BTreeMap<String, (f64, u64)> = BTreeMap::new();
-            for a in epic_attempts(store, epic)? {
-                let r = roles.entry(role_of(data, &a)).or_default();
-                r.0 += (a.finished_at.unwrap_or(now) - a.started_at) as f64 / 1000.0;
-                r.1 +=
-                    a.input_tokens + a.output_tokens + a.cache_read_tokens + a.cache_write_tokens;
+            for a in &view.attempts {
+                let r = roles.entry(a.role.clone()).or_default();
+                r.0 += a.duration_ms.unwrap_or(0) as f64 / 1000.0;
+                r.1 += a.tokens;
             }
             let roles: serde_json::Map<String, Value> = roles
                 .into_iter()
                 .map(|(k, (secs, tokens))| (k, json!({"secs": secs, "tokens": tokens})))
                 .collect();
             (
-                json!({"id": epic.id, "state": epic.state, "done": merged, "total": total, "eta_secs": eta}),
+                json!({"id": view.id, "state": view.state, "done": merged, "total": total,
+                       "eta_secs": eta, "now": view.now}),
                 Value::Object(roles),
             )
         }
@@ -283,13 +204,17 @@ pub fn metrics(p: &Pipeline) -> Result<Value, StoreError> {
         "accounts": budget["accounts"],
         "tasks_left": tasks_left,
         "avg_task_secs": avg_task_secs,
+        "observed_task_secs": observed,
         "current_epic": current_epic,
         "epics": epics,
         // The lists hold the newest 500; the counts are exact.
         "awaiting_acceptance": awaiting,
         "awaiting_acceptance_count": awaiting_page.total,
-        "in_work": working.epics.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
-        "in_work_count": working.total,
+        "blocked": blocked,
+        "blocked_count": blocked_page.total,
+        "in_work": in_work,
+        "in_work_count": in_work.len(),
+        "queued_count": working.total as usize - in_work.len().min(working.total as usize),
         "longest_task_today": longest,
         "most_retried_2h": most_retried,
         "agents_running": running,
@@ -301,7 +226,7 @@ pub fn metrics(p: &Pipeline) -> Result<Value, StoreError> {
 pub fn prometheus(p: &Pipeline) -> Result<String, StoreError> {
     use std::fmt::Write;
     let store = &*p.store;
-    let now = fleet_engine::now_ms();
+    let now = fleet_views::now_ms();
     let mut out = String::new();
     let esc = |s: &str| {
         s.replace('\\', "\\\\")
@@ -369,6 +294,104 @@ pub fn prometheus(p: &Pipeline) -> Result<String, StoreError> {
             .map(|(a, (_, t))| (format!("{{account=\"{}\"}}", esc(a)), t.to_string()))
             .collect(),
     );
+    let outcomes = outcomes(store)?;
+    let by_project = |f: &dyn Fn(&fleet_views::outcomes::Bucket) -> Vec<(&'static str, u64)>| {
+        outcomes
+            .projects
+            .iter()
+            .flat_map(|b| {
+                f(b).into_iter().map(|(k, n)| {
+                    (
+                        format!("{{project=\"{}\",outcome=\"{k}\"}}", esc(&b.project)),
+                        n.to_string(),
+                    )
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    family(
+        "fleet_requests",
+        "gauge",
+        "Requests (epics) per project: submitted, delivered, accepted, rejected (sent back by a person or a pull request comment at least once), blocked now.",
+        by_project(&|b| {
+            vec![
+                ("submitted", b.requests),
+                ("delivered", b.delivered),
+                ("accepted", b.accepted),
+                ("rejected", b.rejected),
+                ("blocked", b.blocked),
+            ]
+        }),
+    );
+    let per_project = |f: &dyn Fn(&fleet_views::outcomes::Bucket) -> Option<f64>| {
+        outcomes
+            .projects
+            .iter()
+            .filter_map(|b| {
+                f(b).map(|v| {
+                    (
+                        format!("{{project=\"{}\"}}", esc(&b.project)),
+                        format!("{v}"),
+                    )
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    family(
+        "fleet_attempts_per_task",
+        "gauge",
+        "Attempts per implementation task, per project.",
+        per_project(&|b| b.attempts_per_task),
+    );
+    family(
+        "fleet_cost_per_accepted_request_usd",
+        "gauge",
+        "Money spent per accepted request, per project.",
+        per_project(&|b| b.cost_per_accepted_usd),
+    );
+    family(
+        "fleet_request_to_pull_request_seconds",
+        "gauge",
+        "Average seconds from a request to its delivery (pull request, branch or deploy), per project.",
+        per_project(&|b| b.to_pull_request_secs_avg),
+    );
+    let per_profile = |f: &dyn Fn(&fleet_views::outcomes::ProfileOutcome) -> Option<String>| {
+        outcomes
+            .profiles
+            .iter()
+            .filter_map(|p| f(p).map(|v| (format!("{{profile=\"{}\"}}", esc(&p.profile)), v)))
+            .collect::<Vec<_>>()
+    };
+    family(
+        "fleet_profile_attempts",
+        "gauge",
+        "Ended attempts each agent profile played.",
+        per_profile(&|p| Some(p.attempts.to_string())),
+    );
+    family(
+        "fleet_profile_pass_rate",
+        "gauge",
+        "Share of an agent profile's ended attempts that passed.",
+        per_profile(&|p| p.pass_rate.map(|v| v.to_string())),
+    );
+    family(
+        "fleet_profile_stalls",
+        "gauge",
+        "Attempts of an agent profile that stalled.",
+        per_profile(&|p| Some(p.stalls.to_string())),
+    );
+    family(
+        "fleet_profile_rate_limits",
+        "gauge",
+        "Attempts of an agent profile that hit a rate limit or quota.",
+        per_profile(&|p| Some(p.rate_limits.to_string())),
+    );
+    family(
+        "fleet_profile_cost_per_passed_task_usd",
+        "gauge",
+        "Money an agent profile spent per attempt of it that passed.",
+        per_profile(&|p| p.cost_per_passed_usd.map(|v| v.to_string())),
+    );
     let running = agents_running(&store.attempts_since(now - 24 * HOUR_MS)?).len();
     family(
         "fleet_agents_running",
@@ -413,74 +436,63 @@ pub fn prometheus(p: &Pipeline) -> Result<String, StoreError> {
     Ok(out)
 }
 
-/// `GET /api/v1/tasks/{id}`: an epic with its stages, plan, attempts, reviews and latest events.
+/// `GET /api/v1/tasks/{id}`: the epic's read model (`fleet_views::EpicView`, the same
+/// `fleet task show --json` prints), with the header the dashboard reads as `task`, the plan
+/// as `plan`, and its latest events.
 pub fn epic_detail(p: &Pipeline, id: &str) -> Result<Option<Value>, StoreError> {
     let store = &*p.store;
-    let Some(epic) = store.epic(id)? else {
+    let now = fleet_views::now_ms();
+    let Some(view) = fleet_views::epic_view(store, id, now)? else {
         return Ok(None);
     };
-    let data: EpicData = serde_json::from_value(epic.data.clone()).unwrap_or_default();
-    let attempts = epic_attempts(store, &epic)?;
-    let mut runs = epic_runs(store, &epic)?;
-    runs.push(epic.id.clone());
+    let mut runs: Vec<String> = view
+        .stages
+        .iter()
+        .filter_map(|s| s.run_id.clone())
+        .collect();
+    if let Some(epic) = store.epic(id)? {
+        for r in fleet_views::epic::epic_runs(store, &epic)? {
+            if !runs.contains(&r.id) {
+                runs.push(r.id);
+            }
+        }
+    }
+    runs.push(view.id.clone());
     let events = store.latest_events(&runs, 200)?;
-    let now_doing = now_doing(&attempts, &events);
-    let delivery = data
-        .delivery
-        .as_ref()
-        .map(|d| json!({"kind": d.kind, "url": d.url, "number": d.number, "branch": epic.branch}));
-    Ok(Some(json!({
-        "task": {
-            "id": epic.id, "project": epic.project, "request": epic.request, "state": epic.state,
-            "cycle": epic.cycle, "created_at": epic.created_at, "updated_at": epic.updated_at,
-            "branch": epic.branch, "intent": epic.intent, "roles": epic.roles,
-            "routed_by": data.routed_by, "delivery": delivery, "now": now_doing,
-            "reason": fleet_pipeline::reason(&epic, &data),
-            "blocked": data.machine.as_ref().and_then(|m| m.blocked.clone()),
-        },
-        "stages": epic.stages,
-        "plan": data.tasks.iter().map(|t| {
-            let n = attempts.iter().filter(|a| Some(&a.run_id) == t.run_id.as_ref() && a.task_id == t.id).count();
-            json!({"id": t.id, "title": t.title, "role": t.role, "state": t.state, "cycle": t.cycle,
-                   "attempts": n, "run_id": t.run_id, "reason": t.reason})
-        }).collect::<Vec<_>>(),
-        "attempts": attempts,
-        "reviews": data.reviews,
-        "events": events,
-    })))
+    let mut out = serde_json::to_value(&view).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    out["task"] = json!({
+        "id": view.id, "project": view.project, "request": view.request, "state": view.state,
+        "cycle": view.cycle, "created_at": view.created_at, "updated_at": view.updated_at,
+        "branch": view.branch, "intent": view.intent, "roles": view.roles,
+        "routed_by": view.routed_by, "delivery": view.delivery, "now": view.now,
+        "reason": view.reason, "blocked": view.blocked,
+    });
+    out["plan"] = out["tasks"].clone();
+    out["events"] = json!(events);
+    Ok(Some(out))
 }
 
-/// One line on what the epic's agents are doing now: the newest running attempt and its
-/// latest action.
-fn now_doing(attempts: &[AttemptRow], events: &[fleet_store::Event]) -> Option<String> {
-    let a = attempts
-        .iter()
-        .filter(|a| a.finished_at.is_none() && a.outcome == "running")
-        .max_by_key(|a| a.started_at)?;
-    let who = match (&a.cli, &a.model) {
-        (Some(c), Some(m)) => format!("{c} ({m})"),
-        (Some(c), None) => c.clone(),
-        _ => "a command".into(),
-    };
-    let last = events.iter().rev().find(|e| {
-        e.run_id == a.run_id
-            && e.task.as_deref() == Some(a.task_id.as_str())
-            && e.attempt == Some(a.n)
-    });
-    let doing = match last.map(|e| (e.kind.as_str(), &e.data)) {
-        Some(("attempt.tool_call", d)) => {
-            let tool = d["name"]
-                .as_str()
-                .or(d["tool"].as_str())
-                .unwrap_or("a tool");
-            format!("is calling {tool}")
-        }
-        Some(("attempt.progress", d)) => {
-            format!("reports: {}", d["message"].as_str().unwrap_or(""))
-        }
-        Some(("task.checks_started", _)) => "is running the checks".into(),
-        Some(("agent.message", _)) => "is writing".into(),
-        _ => "is working".into(),
-    };
-    Some(format!("{}: {who} {doing} (attempt {})", a.task_id, a.n))
+/// The outcomes, computed at most once per [`OUTCOMES_FRESH`] while events keep coming (they
+/// read every epic and attempt: a board polling them and a Prometheus scraping them must not
+/// keep a core busy over 10,000 epics), and again at once after a quiet spell's first event.
+pub fn outcomes(store: &dyn Store) -> Result<std::sync::Arc<fleet_views::Outcomes>, StoreError> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    use std::time::Instant;
+    type Cached = (usize, u64, Instant, Arc<fleet_views::Outcomes>);
+    static CACHE: OnceLock<Mutex<Option<Cached>>> = OnceLock::new();
+    let key = store as *const dyn Store as *const () as usize;
+    let seq = store.newest_seq()?;
+    let cache = CACHE.get_or_init(|| Mutex::new(None));
+    if let Some((k, s, at, o)) = cache.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+        && *k == key
+        && (*s == seq || at.elapsed() < OUTCOMES_FRESH)
+    {
+        return Ok(o.clone());
+    }
+    let o = Arc::new(fleet_views::outcomes(store)?);
+    *cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, seq, Instant::now(), o.clone()));
+    Ok(o)
 }
+
+/// How stale the outcomes may be while the fleet works.
+const OUTCOMES_FRESH: std::time::Duration = std::time::Duration::from_secs(5);

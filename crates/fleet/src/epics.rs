@@ -3,8 +3,8 @@
 
 use crate::{InvalidInput, exit, open_store};
 use fleet_engine::StateDir;
-use fleet_pipeline::{EpicData, Pipeline, PipelineError};
-use fleet_store::{EpicRow, Event};
+use fleet_pipeline::{Pipeline, PipelineError};
+use fleet_store::Event;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -196,159 +196,201 @@ pub fn add(
     drive(&p, &epic.id)
 }
 
+/// `fleet task ls`: every epic with its state and, for a blocked or failed one, why (the
+/// read model `fleet_views::list_rows`, as the API's).
 pub fn ls(home: &Path, json_out: bool) -> anyhow::Result<u8> {
     let store = store(home)?;
-    let epics = store.epics()?;
+    let rows = fleet_views::list_rows(&*store)?;
     if json_out {
-        let list: Vec<_> = epics.iter().map(epic_json_brief).collect();
+        let list: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                json!({"id": r.id, "project": r.project, "state": r.state, "cycle": r.cycle,
+                       "reason": r.reason, "request": r.request, "branch": r.branch,
+                       "created_at": fleet_views::rfc3339(r.created_at)})
+            })
+            .collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
-    } else {
-        for e in &epics {
-            println!(
-                "{:<6} {:<20} {:<10} cycle {} {:<40} {}",
-                e.id,
-                e.state,
-                e.project,
-                e.cycle,
-                e.request.lines().next().unwrap_or(""),
-                epic_reason(e).lines().next().unwrap_or("")
-            );
+        return Ok(exit::PASSED);
+    }
+    if rows.is_empty() {
+        return Ok(exit::PASSED);
+    }
+    let first = |s: &str, n: usize| -> String {
+        let line = s.lines().next().unwrap_or("");
+        if line.chars().count() > n {
+            format!("{}…", line.chars().take(n - 1).collect::<String>())
+        } else {
+            line.to_string()
         }
+    };
+    println!(
+        "{:<6} {:<20} {:<12} {:>5}  {:<40} REASON",
+        "EPIC", "STATE", "PROJECT", "CYCLE", "REQUEST"
+    );
+    for r in &rows {
+        println!(
+            "{:<6} {:<20} {:<12} {:>5}  {:<40} {}",
+            r.id,
+            r.state,
+            first(&r.project, 12),
+            r.cycle,
+            first(&r.request, 40),
+            first(r.reason.as_deref().unwrap_or(""), 100)
+        );
     }
     Ok(exit::PASSED)
 }
 
-/// The reason column: why the epic is blocked or failed ("?" when its data cannot be read).
-fn epic_reason(e: &EpicRow) -> String {
-    match fleet_pipeline::decode_data(e) {
-        Ok(d) => fleet_pipeline::reason(e, &d).unwrap_or_default(),
-        Err(err) => format!("? {err}"),
+fn ms(ms: i64) -> String {
+    fleet_engine::fmt_duration(std::time::Duration::from_millis(ms.max(0) as u64))
+}
+
+fn local_time(at: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(at)
+        .map(|d| {
+            d.with_timezone(&chrono::Local)
+                .format("%H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+fn attempt_line(a: &fleet_views::AttemptView) -> String {
+    let who = match (&a.agent, &a.model) {
+        (Some(p), Some(m)) => format!("{p} ({m})"),
+        (Some(p), None) => p.clone(),
+        _ => "command".into(),
+    };
+    let mut line = format!(
+        "{} #{} {who} {}  {} tokens ${:.4}  {}",
+        a.task_id,
+        a.n,
+        a.outcome,
+        a.tokens,
+        a.cost_usd,
+        ms(a.duration_ms.unwrap_or(0))
+    );
+    if let Some(w) = &a.why
+        && a.n > 1
+    {
+        line.push_str(&format!("  (why: {})", w.lines().next().unwrap_or("")));
     }
+    line
 }
 
-fn epic_json_brief(e: &EpicRow) -> serde_json::Value {
-    json!({"id": e.id, "project": e.project, "state": e.state, "cycle": e.cycle,
-           "reason": Some(epic_reason(e)).filter(|r| !r.is_empty()),
-           "request": e.request, "branch": e.branch, "created_at": fleet_engine::rfc3339(e.created_at)})
-}
-
-/// Everything about an epic: stages, cycles, agents per stage, tasks, reviews, spend.
+/// Everything about an epic (`fleet_views::EpicView`, the same the API gives): live while a
+/// stage runs — its running attempts, who plays them, since when and what they did last —
+/// then every attempt with its agent, model, tokens and cost, and why each retry and swap
+/// happened.
 pub fn show(home: &Path, id: &str, json_out: bool) -> anyhow::Result<u8> {
     let store = store(home)?;
-    let epic = store
-        .epic(id)?
+    let view = fleet_views::epic_view(&*store, id, fleet_views::now_ms())?
         .ok_or_else(|| InvalidInput(format!("no epic {id:?}")))?;
-    let data: EpicData = fleet_pipeline::decode_data(&epic).map_err(pipeline_error)?;
-    let mut stages = Vec::new();
-    let mut spend_by_role: std::collections::BTreeMap<String, (f64, u64, i64)> = Default::default();
-    for s in &epic.stages {
-        let attempts = match &s.run_id {
-            Some(r) => store.attempts(r)?,
-            None => Vec::new(),
-        };
-        let agents: Vec<_> = attempts
-            .iter()
-            .map(|a| {
-                let tokens = a.input_tokens + a.output_tokens + a.cache_read_tokens + a.cache_write_tokens;
-                let role = data
-                    .tasks
-                    .iter()
-                    .find(|t| t.id == a.task_id)
-                    .map(|t| t.role.clone())
-                    .unwrap_or_else(|| a.task_id.clone());
-                let ms = a.finished_at.unwrap_or(a.started_at) - a.started_at;
-                let e = spend_by_role.entry(role).or_default();
-                e.0 += a.cost_usd;
-                e.1 += tokens;
-                e.2 += ms;
-                json!({"task": a.task_id, "attempt": a.n, "agent": a.profile, "cli": a.cli, "model": a.model,
-                       "outcome": a.outcome, "detail": a.detail, "tokens": tokens, "cost_usd": a.cost_usd,
-                       "duration_ms": ms})
-            })
-            .collect();
-        stages.push(json!({"stage": s.stage, "cycle": s.cycle, "state": s.state, "run": s.run_id,
-            "started_at": fleet_engine::rfc3339(s.started_at),
-            "duration_ms": s.finished_at.map(|f| f - s.started_at), "detail": s.detail, "attempts": agents}));
-    }
-    let spend: serde_json::Map<String, serde_json::Value> = spend_by_role
-        .iter()
-        .map(|(r, (usd, tok, ms))| {
-            (
-                r.clone(),
-                json!({"cost_usd": usd, "tokens": tok, "time_ms": ms}),
-            )
-        })
-        .collect();
-    let out = json!({
-        "id": epic.id, "project": epic.project, "request": epic.request, "state": epic.state,
-        "cycle": epic.cycle, "branch": epic.branch, "intent": epic.intent, "roles": epic.roles,
-        "stages": stages, "tasks": data.tasks, "reviews": data.reviews, "delivery": data.delivery,
-        "spend_by_role": spend, "reason": fleet_pipeline::reason(&epic, &data),
-        "blocked": data.machine.as_ref().and_then(|m| m.blocked.clone()), "answers": data.answers,
-    });
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        println!("{}", serde_json::to_string_pretty(&view)?);
         return Ok(exit::PASSED);
     }
-    println!("epic     {} ({})", epic.id, epic.state);
-    if let Some(b) = data.machine.as_ref().and_then(|m| m.blocked.as_ref()) {
+    println!("epic     {} ({})", view.id, view.state);
+    if let Some(b) = &view.blocked {
         println!("BLOCKED  at {}: {}", b.at, b.question);
         println!(
             "         answer: fleet task answer {} \"...\"   or fix, then: fleet task retry {}",
-            epic.id, epic.id
+            view.id, view.id
         );
-    } else if let Some(r) = fleet_pipeline::reason(&epic, &data) {
+    } else if let Some(r) = &view.reason {
         println!("reason   {}", r.lines().next().unwrap_or(""));
     }
-    println!("project  {}", epic.project);
-    println!("request  {}", epic.request);
-    if let Some(i) = &epic.intent {
-        println!("routed   {i} -> {}", epic.roles.join(", "));
+    println!("project  {}", view.project);
+    println!("request  {}", view.request);
+    if let Some(i) = &view.intent {
+        println!("routed   {i} -> {}", view.roles.join(", "));
     }
-    println!("branch   {}", epic.branch);
-    println!("cycles   {}", epic.cycle);
-    if let Some(d) = &data.delivery {
+    println!("branch   {}", view.branch);
+    println!("cycles   {}", view.cycle);
+    if let Some(d) = &view.delivery {
         println!("delivery {} {}", d.kind, d.url.as_deref().unwrap_or(""));
     }
-    println!("\nstages:");
-    for s in &stages {
+    println!(
+        "spent    ${:.4}, {} tokens, {} attempts",
+        view.total.cost_usd, view.total.tokens, view.total.attempts
+    );
+    if let Some(c) = &view.current {
+        let now = fleet_views::now_ms();
         println!(
-            "  c{} {:<10} {:<8} {:>8}  {}",
-            s["cycle"],
-            s["stage"].as_str().unwrap_or(""),
-            s["state"].as_str().unwrap_or(""),
-            s["duration_ms"]
-                .as_i64()
-                .map(
-                    |ms| fleet_engine::fmt_duration(std::time::Duration::from_millis(
-                        ms.max(0) as u64
-                    ))
-                )
-                .unwrap_or_default(),
-            s["detail"].as_str().unwrap_or("")
+            "\nnow: {} (cycle {}) running for {}, since {}",
+            c.stage,
+            c.cycle,
+            ms(now - c.since),
+            local_time(c.since)
         );
-        for a in s["attempts"].as_array().into_iter().flatten() {
+        if c.running.is_empty() {
+            println!("  no attempt running at this moment");
+        }
+        for a in &c.running {
+            let who = a.agent.as_deref().unwrap_or("command");
+            let last = a
+                .last_activity
+                .as_ref()
+                .map(|x| format!("; {} ago: {}", ms(now - x.at), x.text))
+                .unwrap_or_default();
             println!(
-                "       {} #{} {} ({}) {} tokens ${:.4}",
-                a["task"].as_str().unwrap_or(""),
-                a["attempt"],
-                a["agent"].as_str().unwrap_or("command"),
-                a["outcome"].as_str().unwrap_or(""),
-                a["tokens"],
-                a["cost_usd"].as_f64().unwrap_or(0.0)
+                "  {} #{} {who}{} since {}{last}",
+                a.task_id,
+                a.n,
+                a.model
+                    .as_deref()
+                    .map(|m| format!(" ({m})"))
+                    .unwrap_or_default(),
+                local_time(a.started_at)
             );
         }
     }
-    println!("\ntasks:");
-    for t in &data.tasks {
+    println!("\nstages:");
+    for s in &view.stages {
         println!(
-            "  c{} {:<20} {:<10} {:<10} {}",
-            t.cycle, t.id, t.role, t.state, t.title
+            "  c{} {:<10} {:<8} {:>8}  {}",
+            s.cycle,
+            s.stage,
+            s.state,
+            s.duration_ms.map(ms).unwrap_or_default(),
+            s.detail
+                .as_deref()
+                .unwrap_or("")
+                .lines()
+                .next()
+                .unwrap_or("")
+        );
+        for a in &s.attempts {
+            println!("       {}", attempt_line(a));
+        }
+    }
+    println!("\ntasks:");
+    for t in &view.tasks {
+        println!(
+            "  c{} {:<20} {:<10} {:<10} {:>2} tries  {}",
+            t.task.cycle, t.task.id, t.task.role, t.task.state, t.attempts, t.task.title
         );
     }
-    if !data.reviews.is_empty() {
+    let turns: Vec<_> = view
+        .history
+        .iter()
+        .filter(|h| h.kind != "epic.stage_finished")
+        .collect();
+    if !turns.is_empty() {
+        println!("\nwhy things happened:");
+        for h in turns {
+            println!(
+                "  {} {:<14} {}",
+                local_time(h.at),
+                h.task.as_deref().unwrap_or("-"),
+                h.why.lines().next().unwrap_or("")
+            );
+        }
+    }
+    if !view.reviews.is_empty() {
         println!("\nreviews:");
-        for r in &data.reviews {
+        for r in &view.reviews {
             println!(
                 "  c{} {:<20} {}",
                 r.cycle,
@@ -360,17 +402,15 @@ pub fn show(home: &Path, id: &str, json_out: bool) -> anyhow::Result<u8> {
             }
         }
     }
-    if !spend.is_empty() {
+    if !view.spend_by_role.is_empty() {
         println!("\ntime and spend by role:");
-        for (r, v) in &spend {
+        for (r, v) in &view.spend_by_role {
             println!(
                 "  {:<12} {:>10} tokens  ${:.4}  {}",
                 r,
-                v["tokens"],
-                v["cost_usd"].as_f64().unwrap_or(0.0),
-                fleet_engine::fmt_duration(std::time::Duration::from_millis(
-                    v["time_ms"].as_i64().unwrap_or(0).max(0) as u64
-                ))
+                v.tokens,
+                v.cost_usd,
+                ms(v.time_ms)
             );
         }
     }

@@ -10,6 +10,7 @@ mod progress;
 mod review_run;
 mod serve;
 mod state_store;
+mod stats;
 mod views;
 
 use clap::{Parser, Subcommand};
@@ -83,6 +84,13 @@ enum Command {
     },
     /// Spend today per account, profile, role and task, against the daily budgets.
     Budget {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Outcomes: per project and week, requests delivered, accepted, rejected and blocked,
+    /// attempts per task, cost per accepted request, time to the pull request; per agent
+    /// profile its pass rate, stalls, rate limits and cost per passed task.
+    Stats {
         #[arg(long)]
         json: bool,
     },
@@ -519,6 +527,10 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
             let (_, store) = open_existing_state(cli.home)?;
             views::budget(&instance, &*store, json)?;
             Ok(exit::PASSED)
+        }
+        Command::Stats { json } => {
+            let (_, store) = open_existing_state(cli.home)?;
+            stats::stats(&*store, json)
         }
         Command::Gc { interrupted, json } => {
             let (layout, store) = open_existing_state(cli.home)?;

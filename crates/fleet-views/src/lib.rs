@@ -1,0 +1,47 @@
+//! Read models: what `fleet task show|ls`, `fleet stats`, `fleet budget`, the API, the
+//! dashboard and `/metrics` show, computed from the store. One implementation below both the
+//! CLI and the server, so the two never disagree. Pure queries: nothing here changes state.
+
+pub mod budget;
+pub mod epic;
+pub mod eta;
+pub mod outcomes;
+
+pub use budget::budget;
+pub use epic::{AttemptView, EpicView, HistoryItem, ListRow, epic_view, list_rows};
+pub use outcomes::{Outcomes, outcomes};
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// `2026-11-21T06:45:00.123Z`
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// All tokens an attempt used.
+pub fn tokens(a: &fleet_store::AttemptRow) -> u64 {
+    a.input_tokens + a.output_tokens + a.cache_read_tokens + a.cache_write_tokens
+}
+
+/// The stage a run belongs to: a stage run's id is `<epic>-<stage>-c…`.
+pub fn stage_of_run(run_id: &str) -> &str {
+    run_id.split('-').nth(1).unwrap_or("")
+}
+
+/// The epic a stage run belongs to.
+pub fn epic_of_run(run_id: &str) -> &str {
+    run_id.split('-').next().unwrap_or("")
+}
+
+/// Whether an attempt did real work (an implementation task), not planning, review or verify.
+pub fn is_work(a: &fleet_store::AttemptRow) -> bool {
+    stage_of_run(&a.run_id) == "implement"
+}
