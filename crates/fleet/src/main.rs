@@ -4,7 +4,9 @@
 mod accounts;
 mod agents;
 mod demo;
+mod demo_story;
 mod epics;
+mod local_time;
 mod progress;
 mod serve;
 mod views;
@@ -142,8 +144,29 @@ enum Command {
     },
     /// Fleet's MCP server on stdin/stdout (agents launched by Fleet get it in their MCP config).
     Mcp,
-    /// Make a throwaway repository with a small project and a runbook, and run it.
+    /// See the fleet at work, no key needed: one sentence becomes a plan, parallel tasks, a
+    /// rate limit moved to another account, a failing check fixed, a review rejection fixed and
+    /// a branch on a local remote (Fleet's `http` agent against a scripted model on loopback).
     Demo {
+        #[command(subcommand)]
+        command: Option<DemoCommand>,
+        /// Where to create the demo (default: a new directory under the temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Open the dashboard (`fleet serve`) on the demo instance and watch it work live.
+        #[arg(long)]
+        serve: bool,
+        /// With --serve: where the dashboard listens.
+        #[arg(long, default_value = "127.0.0.1:7420")]
+        bind: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DemoCommand {
+    /// The runbook demo: a throwaway repository with a small shell project and a ten-task
+    /// runbook (parallel branches, a diamond, a flaky retry, a failing check).
+    Runbook {
         /// Where to create the demo repository (default: a new directory under the temp dir).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -491,7 +514,16 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
             views::gc(&layout, &*store, interrupted, json)?;
             Ok(exit::PASSED)
         }
-        Command::Demo { dir } => demo::run(dir),
+        Command::Demo {
+            command: Some(DemoCommand::Runbook { dir }),
+            ..
+        } => demo::run(dir),
+        Command::Demo {
+            command: None,
+            dir,
+            serve,
+            bind,
+        } => demo_story::run(demo_story::DemoFlags { dir, serve, bind }),
         Command::Serve {
             bind,
             public_url,

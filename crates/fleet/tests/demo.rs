@@ -1,0 +1,172 @@
+//! `fleet demo` from the built binary: no key, no network beyond loopback, one sentence through
+//! the real pipeline to a branch on a local bare remote, with the story the demo promises
+//! recorded in the store: several profiles, a swap after a rate limit, a fix after a failing
+//! check, a review rejection.
+
+mod support;
+use support::git;
+
+use serde_json::Value;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The attempts of every stage, in order.
+fn attempts(show: &Value) -> Vec<Value> {
+    show["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["attempts"].as_array().unwrap().clone())
+        .collect()
+}
+
+/// Whether some task has an attempt ending in `first` followed by a later attempt of the same
+/// task that passed, played by a different profile when `other_profile`.
+fn followed_by_pass(attempts: &[Value], first: &str, other_profile: bool) -> bool {
+    attempts.iter().any(|a| {
+        a["outcome"] == first
+            && attempts.iter().any(|b| {
+                b["task"] == a["task"]
+                    && b["attempt"].as_u64() > a["attempt"].as_u64()
+                    && b["outcome"] == "passed"
+                    && (!other_profile || b["agent"] != a["agent"])
+            })
+    })
+}
+
+#[test]
+fn the_demo_shows_a_request_planned_swapped_fixed_reviewed_and_delivered_to_the_remote() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_fleet"))
+        .current_dir(tmp.path())
+        .args(["demo", "--dir", dir.to_str().unwrap()])
+        .env_remove("FLEET_HOME")
+        // No key of any vendor is needed.
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("CLAUDE_CODE_OAUTH_TOKEN")
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(took < Duration::from_secs(60), "the demo took {took:?}");
+    // The story is told as it happens.
+    for line in [
+        "agent dev-fast started",
+        "rate limited",
+        "moved from dev-fast to dev-steady",
+        "failed",
+        "sent back",
+        "ready for acceptance",
+    ] {
+        assert!(
+            stderr.contains(line),
+            "{line:?} not in the live story:\n{stderr}"
+        );
+    }
+
+    let home = dir.join("instance");
+    let show = Command::new(env!("CARGO_BIN_EXE_fleet"))
+        .current_dir(dir.join("calc"))
+        .args(["task", "show", "e1", "--json"])
+        .env("FLEET_HOME", &home)
+        .output()
+        .unwrap();
+    assert!(
+        show.status.success(),
+        "{}",
+        String::from_utf8_lossy(&show.stderr)
+    );
+    let show: Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(show["state"], "awaiting_acceptance", "{show}");
+    let attempts = attempts(&show);
+    let mut profiles: Vec<&str> = attempts
+        .iter()
+        .filter_map(|a| a["agent"].as_str())
+        .collect();
+    profiles.sort();
+    profiles.dedup();
+    profiles.retain(|p| *p != "command");
+    assert!(profiles.len() >= 3, "profiles used: {profiles:?}");
+    assert!(
+        followed_by_pass(&attempts, "rate_limited", true),
+        "a rate-limited task moved to another profile and passed: {attempts:#?}"
+    );
+    assert!(
+        followed_by_pass(&attempts, "checks_failed", false),
+        "a task whose check failed was fixed: {attempts:#?}"
+    );
+    let verdicts: Vec<&str> = show["reviews"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["verdict"].as_str())
+        .collect();
+    assert_eq!(verdicts, ["reject", "approve"]);
+    // Planned tasks ran in parallel: two of the first plan's tasks have no dependency.
+    assert!(
+        show["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["stage"] == "plan"
+                && s["detail"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("add, mul, calc")),
+        "{show}"
+    );
+
+    // The branch is on the bare remote, holding the demo's work, the review's fix included.
+    let branch = show["branch"].as_str().unwrap();
+    let remote = dir.join("origin.git");
+    let pushed = git(&remote, &["rev-parse", &format!("refs/heads/{branch}")]);
+    assert_eq!(pushed.trim(), show["delivery"]["pushed"].as_str().unwrap());
+    let calc = git(&remote, &["show", &format!("{branch}:bin/calc")]);
+    assert!(calc.contains("usage: calc"), "{calc}");
+    assert_eq!(
+        git(&remote, &["show", &format!("{branch}:lib/mul.sh")]),
+        "echo $(( $1 * $2 ))\n"
+    );
+    let run = |a: &str, op: &str, b: &str| {
+        let wt = tmp.path().join("checkout");
+        if !wt.exists() {
+            git(
+                tmp.path(),
+                &[
+                    "clone",
+                    "-q",
+                    "-b",
+                    branch,
+                    remote.to_str().unwrap(),
+                    wt.to_str().unwrap(),
+                ],
+            );
+        }
+        let out = Command::new("sh")
+            .arg(wt.join("bin/calc"))
+            .args([a, op, b])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(run("6", "x", "7"), "42");
+    assert_eq!(run("2", "+", "3"), "5");
+
+    // A second demo in the same place is refused, not mixed into the first.
+    let again = Command::new(env!("CARGO_BIN_EXE_fleet"))
+        .args(["demo", "--dir", dir.to_str().unwrap()])
+        .env_remove("FLEET_HOME")
+        .output()
+        .unwrap();
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}
