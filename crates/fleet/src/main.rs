@@ -6,6 +6,7 @@ mod agents;
 mod demo;
 mod demo_story;
 mod epics;
+mod init;
 mod local_time;
 mod progress;
 mod serve;
@@ -45,10 +46,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create an instance here: fleet.yaml and .fleet/.
+    /// Create an instance here: finds the agent CLIs installed and the keys set (names only),
+    /// writes a commented fleet.yaml with a profile per CLI, and says what to run next.
     Init {
         #[arg(default_value = ".")]
         dir: PathBuf,
+        /// Point every profile at this endpoint instead of the vendors' own (a proxy, a
+        /// gateway, a local model server).
+        #[arg(long)]
+        base_url: Option<String>,
     },
     /// Run a YAML runbook: one worktree and branch per task, merged into fleet/runs/<instance>/<run>.
     Run {
@@ -474,7 +480,7 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
         cli.home = Some(abs);
     }
     match cli.command {
-        Command::Init { dir } => init(&dir),
+        Command::Init { dir, base_url } => init::run(&dir, base_url.as_deref()),
         Command::Run {
             file,
             resume,
@@ -906,19 +912,4 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
-}
-
-fn init(dir: &Path) -> anyhow::Result<u8> {
-    std::fs::create_dir_all(dir)?;
-    let config = dir.join("fleet.yaml");
-    if config.exists() {
-        return Err(InvalidInput(format!("{} already exists", config.display())).into());
-    }
-    std::fs::write(
-        &config,
-        "# Fleet instance configuration.\nstore: sqlite\nserver: { bind: \"127.0.0.1:7420\" }\n",
-    )?;
-    std::fs::create_dir_all(dir.join(".fleet"))?;
-    println!("created {}", config.display());
-    Ok(exit::PASSED)
 }

@@ -157,6 +157,47 @@ fn the_demo_shows_a_request_planned_swapped_fixed_reviewed_and_delivered_to_the_
     assert_eq!(run("6", "x", "7"), "42");
     assert_eq!(run("2", "+", "3"), "5");
 
+    // `fleet budget` says "over budget" for an account past its budget, in aligned columns.
+    let yaml = std::fs::read_to_string(home.join("fleet.yaml")).unwrap();
+    let lowered = yaml.replace(
+        "account-b: { daily_budget_tokens: 1000000 }",
+        "account-b: { daily_budget_tokens: 1000 }",
+    );
+    assert_ne!(yaml, lowered, "{yaml}");
+    std::fs::write(home.join("fleet.yaml"), lowered).unwrap();
+    let budget = Command::new(env!("CARGO_BIN_EXE_fleet"))
+        .current_dir(dir.join("calc"))
+        .arg("budget")
+        .env("FLEET_HOME", &home)
+        .output()
+        .unwrap();
+    let budget = String::from_utf8_lossy(&budget.stdout).into_owned();
+    let table: Vec<&str> = budget.lines().take_while(|l| !l.is_empty()).collect();
+    let row = |name: &str| {
+        *table
+            .iter()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{budget}"))
+    };
+    assert!(row("account-b").contains("over budget until"), "{budget}");
+    assert!(row("account-a").contains("cooling down until"), "{budget}");
+    let state_col = table[0].find("STATE").unwrap();
+    for line in &table[1..] {
+        let at = ["over budget", "cooling down", "usable"]
+            .iter()
+            .find_map(|w| line.find(w))
+            .unwrap();
+        assert_eq!(at, state_col, "columns align:\n{budget}");
+    }
+    for section in budget.split("\n\n").skip(1) {
+        let lines: Vec<&str> = section.lines().collect();
+        let end = lines[0].len();
+        assert!(
+            lines.iter().all(|l| l.len() == end),
+            "columns align:\n{section}"
+        );
+    }
+
     // A second demo in the same place is refused, not mixed into the first.
     let again = Command::new(env!("CARGO_BIN_EXE_fleet"))
         .args(["demo", "--dir", dir.to_str().unwrap()])
