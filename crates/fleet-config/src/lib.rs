@@ -16,6 +16,7 @@
 mod decode;
 mod duration;
 mod instance;
+pub mod keys;
 mod knowledge;
 mod notify;
 mod output;
