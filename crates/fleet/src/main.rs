@@ -8,6 +8,7 @@ mod demo_story;
 mod epics;
 mod init;
 mod local_time;
+mod logs;
 mod progress;
 mod serve;
 mod views;
@@ -150,6 +151,14 @@ enum Command {
     },
     /// Fleet's MCP server on stdin/stdout (agents launched by Fleet get it in their MCP config).
     Mcp,
+    /// A task's log (`fleet status` names runs and tasks); `-f` streams it as it grows and
+    /// ends when the task ends.
+    Logs {
+        run: String,
+        task: String,
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// See the fleet at work, no key needed: one sentence becomes a plan, parallel tasks, a
     /// rate limit moved to another account, a failing check fixed, a review rejection fixed and
     /// a branch on a local remote (Fleet's `http` agent against a scripted model on loopback).
@@ -250,6 +259,13 @@ enum TaskCommand {
         id: String,
         #[arg(long)]
         json: bool,
+    },
+    /// Every log of an epic's stage runs, oldest first; `-f` streams them as they grow and
+    /// ends when the epic stops working (awaiting acceptance, blocked, done).
+    Logs {
+        id: String,
+        #[arg(short, long)]
+        follow: bool,
     },
     /// Accept the delivered result.
     Accept { id: String },
@@ -389,12 +405,22 @@ fn main() -> ExitCode {
     }
     match real_main(cli) {
         Ok(code) => ExitCode::from(code),
+        // A reader that went away (`fleet task logs e1 | head`), met by a write that returned
+        // the error instead of panicking: the same quiet end as `quiet_on_closed_stdout`.
+        Err(err) if closed_pipe(&err) => ExitCode::from(exit::PASSED),
         Err(err) => {
             let code = classify(&err);
             eprintln!("fleet: error: {err:#}");
             ExitCode::from(code)
         }
     }
+}
+
+fn closed_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// A reader that went away (`fleet status --json | head`) ends the command quietly with
@@ -520,6 +546,10 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
             views::gc(&layout, &*store, interrupted, json)?;
             Ok(exit::PASSED)
         }
+        Command::Logs { run, task, follow } => {
+            let (layout, store) = open_existing_state(cli.home)?;
+            logs::task_log(&layout, &*store, &run, &task, follow)
+        }
         Command::Demo {
             command: Some(DemoCommand::Runbook { dir }),
             ..
@@ -611,6 +641,12 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
                 } => epics::add(&home, &project, &request, !no_wait, quiet),
                 TaskCommand::Ls { json } => epics::ls(&home, json),
                 TaskCommand::Show { id, json } => epics::show(&home, &id, json),
+                TaskCommand::Logs { id, follow } => logs::epic_log(
+                    &StateDir::new(home.join(".fleet")),
+                    &*epics::store(&home)?,
+                    &id,
+                    follow,
+                ),
                 TaskCommand::Accept { id } => epics::accept(&home, &id),
                 TaskCommand::Reject {
                     id,

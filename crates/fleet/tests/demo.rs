@@ -198,6 +198,26 @@ fn the_demo_shows_a_request_planned_swapped_fixed_reviewed_and_delivered_to_the_
         );
     }
 
+    // `fleet task logs` tells the whole story, stage run by stage run.
+    let logs = Command::new(env!("CARGO_BIN_EXE_fleet"))
+        .current_dir(dir.join("calc"))
+        .args(["task", "logs", "e1", "-f"])
+        .env("FLEET_HOME", &home)
+        .output()
+        .unwrap();
+    assert!(logs.status.success());
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    for part in [
+        "/ researcher ══",
+        "/ planner ══",
+        "/ mul ══",
+        "/ review ══",
+        "tool run_shell_command",
+        "$ test \"$(sh lib/mul.sh 4 5)\" = 20",
+    ] {
+        assert!(logs.contains(part), "{part:?} not in the logs");
+    }
+
     // A second demo in the same place is refused, not mixed into the first.
     let again = Command::new(env!("CARGO_BIN_EXE_fleet"))
         .args(["demo", "--dir", dir.to_str().unwrap()])
