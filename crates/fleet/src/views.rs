@@ -77,6 +77,27 @@ pub fn runs(store: &dyn Store, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn attempt_tokens(a: &fleet_store::AttemptRow) -> u64 {
+    a.input_tokens + a.output_tokens + a.cache_read_tokens + a.cache_write_tokens
+}
+
+/// `#2 dev-steady (http, scripted-steady): passed, 3900 tokens, $0.0000`.
+fn attempt_line(a: &fleet_store::AttemptRow) -> String {
+    let mut who = vec![a.cli.clone().unwrap_or_default()];
+    if let Some(m) = &a.model {
+        who.push(m.clone());
+    }
+    format!(
+        "#{} {} ({}): {}, {} tokens, ${:.4}",
+        a.n,
+        a.profile.as_deref().unwrap_or("-"),
+        who.join(", "),
+        a.outcome.replace('_', " "),
+        attempt_tokens(a),
+        a.cost_usd
+    )
+}
+
 pub fn status(
     layout: &StateDir,
     store: &dyn Store,
@@ -117,6 +138,8 @@ pub fn status(
                 "attempt_list": attempts.iter().filter(|a| a.task_id == t.id).map(|a| json!({
                     "n": a.n, "outcome": a.outcome, "exit_code": a.exit_code, "detail": a.detail,
                     "started_at": rfc3339(a.started_at), "finished_at": a.finished_at.map(rfc3339),
+                    "agent": a.profile, "cli": a.cli, "model": a.model, "account": a.account,
+                    "tokens": attempt_tokens(a), "cost_usd": a.cost_usd,
                 })).collect::<Vec<_>>(),
             }))
             .collect::<Vec<_>>());
@@ -138,6 +161,13 @@ pub fn status(
             t.attempts,
             t.reason.as_deref().unwrap_or("")
         );
+        // Who played each agent attempt, on what model, at what spend.
+        for a in attempts
+            .iter()
+            .filter(|a| a.task_id == t.id && a.profile.is_some())
+        {
+            println!("    {}", attempt_line(a));
+        }
     }
     Ok(exit::PASSED)
 }

@@ -198,6 +198,69 @@ fn the_demo_shows_a_request_planned_swapped_fixed_reviewed_and_delivered_to_the_
         );
     }
 
+    // `fleet status` (text and JSON) and the run's summary.md name each attempt's agent, model,
+    // tokens and cost.
+    let implement = show["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "implement")
+        .unwrap()["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let status = |json: bool| {
+        let mut args = vec!["status", implement.as_str()];
+        if json {
+            args.push("--json");
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_fleet"))
+            .current_dir(dir.join("calc"))
+            .args(&args)
+            .env("FLEET_HOME", &home)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = status(false);
+    assert!(
+        text.contains("dev-fast (http, scripted-fast): rate limited, 0 tokens, $0.0000"),
+        "{text}"
+    );
+    assert!(
+        text.contains("dev-steady (http, scripted-steady): passed, 3900 tokens"),
+        "{text}"
+    );
+    let json: Value = serde_json::from_str(&status(true)).unwrap();
+    let passed: Vec<&Value> = json["task_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["attempt_list"].as_array().unwrap())
+        .filter(|a| a["outcome"] == "passed")
+        .collect();
+    assert!(!passed.is_empty());
+    for a in passed {
+        assert_eq!(a["agent"], "dev-steady", "{a}");
+        assert_eq!(
+            (a["cli"].as_str(), a["model"].as_str()),
+            (Some("http"), Some("scripted-steady"))
+        );
+        assert_eq!(a["tokens"], 3900);
+        assert!(a["cost_usd"].is_number());
+    }
+    let summary = std::fs::read_to_string(json["summary"].as_str().unwrap()).unwrap();
+    assert!(summary.contains("## Agent attempts"), "{summary}");
+    assert!(
+        summary.contains(
+            "| mul | 1 | dev-fast | http | scripted-fast | checks failed | 3900 | $0.0000 |"
+        ) || summary.contains(
+            "| mul | 2 | dev-steady | http | scripted-steady | checks failed | 3900 | $0.0000 |"
+        ),
+        "{summary}"
+    );
+
     // `fleet task logs` tells the whole story, stage run by stage run.
     let logs = Command::new(env!("CARGO_BIN_EXE_fleet"))
         .current_dir(dir.join("calc"))
