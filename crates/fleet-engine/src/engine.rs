@@ -1167,6 +1167,9 @@ impl Coordinator {
                         "task.waiting",
                         json!({"until": crate::rfc3339(until as i64), "reason": why}),
                     );
+                    // A decision, not chatter: committed (and shown) now, not when the wait
+                    // ends hours later.
+                    self.urgent = true;
                     append_log(
                         &self.ctx,
                         i,

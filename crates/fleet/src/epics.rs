@@ -116,6 +116,15 @@ fn heartbeat(e: &Event) -> Option<String> {
                 s("detail").lines().next().unwrap_or("")
             )
         }
+        "task.waiting" => format!(
+            "{}: {task}: waiting until {}: {}",
+            e.run_id,
+            d["until"]
+                .as_str()
+                .map(crate::local_time::clock)
+                .unwrap_or_else(|| "it can go on".into()),
+            s("reason")
+        ),
         "attempt.swapped" => format!(
             "{}: {task}: moved from {} to {}: {}",
             e.run_id,
