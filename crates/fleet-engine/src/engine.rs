@@ -148,8 +148,8 @@ impl AttemptEnd {
     fn describe(&self) -> String {
         match &self.agent {
             Some(a) => format!(
-                "agent {}{}",
-                a.outcome.class.as_str(),
+                "the agent {}{}",
+                a.outcome.class.in_words(),
                 a.outcome
                     .detail
                     .as_deref()

@@ -268,7 +268,6 @@ pub fn run(flags: DemoFlags) -> anyhow::Result<u8> {
     for (name, scenario) in scenarios(&l.script)? {
         server.add_scenario(name, scenario);
     }
-    create(&l, &server)?;
     println!(
         "fleet demo: a throwaway project and instance in {}",
         l.root.display()
@@ -283,6 +282,7 @@ pub fn run(flags: DemoFlags) -> anyhow::Result<u8> {
         server.url()
     );
     println!("  request  \"{REQUEST}\"");
+    create(&l, &server)?;
     println!();
     let home = &l.home;
     if flags.serve {

@@ -294,3 +294,56 @@ fn the_demo_shows_a_request_planned_swapped_fixed_reviewed_and_delivered_to_the_
         String::from_utf8_lossy(&again.stderr)
     );
 }
+
+#[test]
+fn demo_serve_opens_the_dashboard_on_the_demo_while_it_works() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fleet"))
+        .args([
+            "demo",
+            "--serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--dir",
+            dir.to_str().unwrap(),
+        ])
+        .env_remove("FLEET_HOME")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("fleet serve: listening on ")
+                .map(str::to_string)
+        })
+        .expect("the dashboard's address");
+    std::thread::spawn(move || lines.for_each(drop));
+    let get = |path: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", &format!("{url}{path}")])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+        (code.to_string(), body.to_string())
+    };
+    assert_eq!(get("/").0, "200");
+    // The served fleet drives the demo's request to acceptance.
+    let started = Instant::now();
+    loop {
+        let (_, body) = get("/api/v1/tasks");
+        if body.contains("\"awaiting_acceptance\"") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}
