@@ -57,6 +57,24 @@ pub enum OutcomeClass {
 }
 
 impl OutcomeClass {
+    /// In plain words after "the agent", for what a person reads ("the agent was
+    /// rate-limited"); `as_str` is the stable name for JSON and the store.
+    pub fn in_words(self) -> &'static str {
+        match self {
+            OutcomeClass::Succeeded => "succeeded",
+            OutcomeClass::AgentError => "failed",
+            OutcomeClass::RateLimited => "was rate-limited",
+            OutcomeClass::QuotaExhausted => "ran out of quota",
+            OutcomeClass::AuthFailed => "was refused its credentials",
+            OutcomeClass::Overloaded => "found its vendor overloaded",
+            OutcomeClass::UpstreamError => "met a vendor error",
+            OutcomeClass::Crashed => "crashed",
+            OutcomeClass::Stalled => "stalled",
+            OutcomeClass::TimedOut => "timed out",
+            OutcomeClass::NoResult => "gave no result",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             OutcomeClass::Succeeded => "succeeded",

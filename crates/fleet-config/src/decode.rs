@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const TOP_KEYS: &[&str] = &[
+pub(crate) const TOP_KEYS: &[&str] = &[
     "name",
     "repo",
     "base",
@@ -18,7 +18,7 @@ const TOP_KEYS: &[&str] = &[
     "defaults",
     "tasks",
 ];
-const DEFAULTS_KEYS: &[&str] = &[
+pub(crate) const DEFAULTS_KEYS: &[&str] = &[
     "timeout",
     "retries",
     "retry_backoff",
@@ -31,7 +31,7 @@ const DEFAULTS_KEYS: &[&str] = &[
     "budget_usd",
     "max_time",
 ];
-const TASK_KEYS: &[&str] = &[
+pub(crate) const TASK_KEYS: &[&str] = &[
     "id",
     "kind",
     "parent",

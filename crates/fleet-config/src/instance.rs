@@ -17,7 +17,7 @@ pub const CLIS: &[&str] = &[
     "command", "http",
 ];
 
-const TOP_KEYS: &[&str] = &[
+pub(crate) const TOP_KEYS: &[&str] = &[
     "store",
     "server",
     "agents",
@@ -29,8 +29,8 @@ const TOP_KEYS: &[&str] = &[
     "intake",
     "audits",
 ];
-const SERVER_KEYS: &[&str] = &["bind", "public_url"];
-const PROFILE_KEYS: &[&str] = &[
+pub(crate) const SERVER_KEYS: &[&str] = &["bind", "public_url"];
+pub(crate) const PROFILE_KEYS: &[&str] = &[
     "cli",
     "model",
     "roles",
@@ -44,7 +44,7 @@ const PROFILE_KEYS: &[&str] = &[
     "stall_timeout",
     "command",
 ];
-const ACCOUNT_KEYS: &[&str] = &[
+pub(crate) const ACCOUNT_KEYS: &[&str] = &[
     "secrets",
     "daily_budget_usd",
     "daily_budget_tokens",

@@ -44,7 +44,7 @@ pub const BUILTIN_ROLES: &[(&str, &str)] = &[
 /// Where built-in files are said to be in errors.
 const BUILTIN_DIR: &str = "(built-in)";
 
-const ROLE_KEYS: &[&str] = &[
+pub(crate) const ROLE_KEYS: &[&str] = &[
     "name",
     "description",
     "artifacts",
@@ -52,7 +52,7 @@ const ROLE_KEYS: &[&str] = &[
     "skills",
     "writes_code",
 ];
-const BIBLE_KEYS: &[&str] = &[
+pub(crate) const BIBLE_KEYS: &[&str] = &[
     "name",
     "values",
     "tone",
@@ -62,7 +62,7 @@ const BIBLE_KEYS: &[&str] = &[
     "models",
     "skills",
 ];
-const SKILL_KEYS: &[&str] = &["name", "tags", "roles"];
+pub(crate) const SKILL_KEYS: &[&str] = &["name", "tags", "roles"];
 
 /// A name one file gives for something defined elsewhere, kept to check it exists.
 #[derive(Debug, Clone, PartialEq, Eq)]

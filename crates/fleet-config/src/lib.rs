@@ -18,6 +18,7 @@ mod decode;
 mod duration;
 mod instance;
 mod intake;
+pub mod keys;
 mod knowledge;
 mod notify;
 mod output;

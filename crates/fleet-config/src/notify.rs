@@ -52,11 +52,11 @@ pub const NOTIFY_KINDS: &[&str] = &["webhook", "slack", "telegram", "email"];
 /// Where the Telegram Bot API is, unless `api_url:` says otherwise.
 pub const DEFAULT_TELEGRAM_API: &str = "https://api.telegram.org";
 
-const COMMON_KEYS: &[&str] = &["kind", "on"];
-const WEBHOOK_KEYS: &[&str] = &["kind", "on", "url", "url_env"];
-const SLACK_KEYS: &[&str] = &["kind", "on", "url", "url_env"];
-const TELEGRAM_KEYS: &[&str] = &["kind", "on", "token_env", "chat_id", "api_url"];
-const EMAIL_KEYS: &[&str] = &[
+pub(crate) const COMMON_KEYS: &[&str] = &["kind", "on"];
+pub(crate) const WEBHOOK_KEYS: &[&str] = &["kind", "on", "url", "url_env"];
+pub(crate) const SLACK_KEYS: &[&str] = &["kind", "on", "url", "url_env"];
+pub(crate) const TELEGRAM_KEYS: &[&str] = &["kind", "on", "token_env", "chat_id", "api_url"];
+pub(crate) const EMAIL_KEYS: &[&str] = &[
     "kind",
     "on",
     "host",
@@ -67,8 +67,8 @@ const EMAIL_KEYS: &[&str] = &[
     "from",
     "to",
 ];
-const RETRY_KEYS: &[&str] = &["tries", "backoff_ms"];
-const BOT_KEYS: &[&str] = &["token_env", "api_url", "allowed_chats", "default_project"];
+pub(crate) const RETRY_KEYS: &[&str] = &["tries", "backoff_ms"];
+pub(crate) const BOT_KEYS: &[&str] = &["token_env", "api_url", "allowed_chats", "default_project"];
 
 /// One entry of `notifications:`, as written (secrets are still variable names).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 const BUILTIN_ROUTING: &str = include_str!("../defaults/routing.yaml");
 const BUILTIN_PATH: &str = "(built-in)/routing.yaml";
 
-const ROUTING_KEYS: &[&str] = &["rules", "classifier", "default_roles"];
-const RULE_KEYS: &[&str] = &["intent", "match", "roles"];
+pub(crate) const ROUTING_KEYS: &[&str] = &["rules", "classifier", "default_roles"];
+pub(crate) const RULE_KEYS: &[&str] = &["intent", "match", "roles"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routing {

@@ -359,6 +359,27 @@ pub enum Ending {
     NoResult,
 }
 
+/// In plain words after a subject, for what a person reads ("claude-dev was rate-limited").
+impl std::fmt::Display for Ending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Ending::Passed => "passed",
+            Ending::ChecksFailed => "failed its checks",
+            Ending::NoChange => "changed nothing",
+            Ending::AgentError => "reported an error",
+            Ending::RateLimited => "was rate-limited",
+            Ending::QuotaExhausted => "ran out of quota",
+            Ending::AuthFailed => "was refused its credentials",
+            Ending::Overloaded => "found its vendor overloaded",
+            Ending::Upstream => "met a vendor error",
+            Ending::Stalled => "stalled",
+            Ending::TimedOut => "timed out",
+            Ending::Crashed => "crashed",
+            Ending::NoResult => "gave no result",
+        })
+    }
+}
+
 impl Ending {
     /// The agent itself did badly (as opposed to its vendor or account): counts toward the
     /// critic swap.
@@ -605,7 +626,7 @@ pub fn next_attempt(
             Ending::Stalled | Ending::TimedOut | Ending::Crashed | Ending::NoResult => {
                 want.avoid_profile = Some(l.profile);
                 why = format!(
-                    "{} {:?}; swapping to the next profile",
+                    "{} {}; swapping to the next profile",
                     profiles[l.profile].name, l.ending
                 );
             }
@@ -617,12 +638,12 @@ pub fn next_attempt(
                 want.avoid_profile = Some(l.profile);
                 want.avoid_vendor = Some(profiles[l.profile].vendor.clone());
                 why = format!(
-                    "{} hit {:?}; moving to another usable profile, preferably another vendor",
+                    "{} {}; moving to another usable profile, preferably another vendor",
                     profiles[l.profile].name, l.ending
                 );
             }
             _ => {
-                why = format!("fixing after {:?}", l.ending);
+                why = format!("fixing: the last attempt {}", l.ending);
             }
         }
     }

@@ -148,8 +148,8 @@ impl AttemptEnd {
     fn describe(&self) -> String {
         match &self.agent {
             Some(a) => format!(
-                "agent {}{}",
-                a.outcome.class.as_str(),
+                "the agent {}{}",
+                a.outcome.class.in_words(),
                 a.outcome
                     .detail
                     .as_deref()
@@ -1167,6 +1167,9 @@ impl Coordinator {
                         "task.waiting",
                         json!({"until": crate::rfc3339(until as i64), "reason": why}),
                     );
+                    // A decision, not chatter: committed (and shown) now, not when the wait
+                    // ends hours later.
+                    self.urgent = true;
                     append_log(
                         &self.ctx,
                         i,

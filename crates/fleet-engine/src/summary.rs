@@ -115,6 +115,7 @@ pub fn render(
             notes.join("; ").replace('|', "\\|")
         );
     }
+    agent_attempts(&mut s, attempts);
     let failed_tasks: Vec<&TaskRow> = tasks.iter().filter(|t| t.state == "failed").collect();
     if !failed_tasks.is_empty() {
         let _ = writeln!(s, "\n## Failed\n");
@@ -175,6 +176,43 @@ pub fn render(
         crate::fmt_duration(ms(end - run.created_at))
     );
     s
+}
+
+fn tokens(a: &AttemptRow) -> u64 {
+    a.input_tokens + a.output_tokens + a.cache_read_tokens + a.cache_write_tokens
+}
+
+/// Who played each agent attempt, on which CLI and model, with its outcome and spend.
+fn agent_attempts(s: &mut String, attempts: &[AttemptRow]) {
+    let played: Vec<&AttemptRow> = attempts.iter().filter(|a| a.profile.is_some()).collect();
+    if played.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n## Agent attempts\n\n| task | attempt | agent | cli | model | outcome | tokens | cost |\n|---|---|---|---|---|---|---|---|"
+    );
+    let cell = |v: Option<&str>| v.unwrap_or("–").replace('|', "\\|");
+    for a in &played {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | ${:.4} |",
+            a.task_id,
+            a.n,
+            cell(a.profile.as_deref()),
+            cell(a.cli.as_deref()),
+            cell(a.model.as_deref()),
+            a.outcome.replace('_', " "),
+            tokens(a),
+            a.cost_usd
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n- Spend: {} tokens · ${:.4}",
+        played.iter().map(|a| tokens(a)).sum::<u64>(),
+        played.iter().map(|a| a.cost_usd).sum::<f64>()
+    );
 }
 
 fn ms(v: i64) -> Duration {

@@ -26,7 +26,8 @@ fn version(binary: &str) -> Result<String, String> {
             .to_string()),
         Some(127) => Err("not installed".into()),
         Some(124) => Err("`--version` timed out".into()),
-        other => Err(format!("`--version` exited {other:?}")),
+        Some(code) => Err(format!("`--version` exited {code}")),
+        None => Err("`--version` was killed by a signal".into()),
     }
 }
 

@@ -94,6 +94,50 @@ fn heartbeat(e: &Event) -> Option<String> {
             format!("{}: agent {} started on {task}", e.run_id, s("agent"))
         }
         "task.checks_failed" => format!("{}: {task}: check `{}` failed", e.run_id, s("check")),
+        "attempt.finished"
+            if matches!(
+                d["outcome"].as_str(),
+                Some(
+                    "rate_limited"
+                        | "quota_exhausted"
+                        | "auth_failed"
+                        | "overloaded"
+                        | "stalled"
+                        | "timed_out"
+                        | "crashed"
+                )
+            ) =>
+        {
+            format!(
+                "{}: {task}: attempt {} {}: {}",
+                e.run_id,
+                e.attempt.unwrap_or(0),
+                s("outcome").replace('_', " "),
+                s("detail").lines().next().unwrap_or("")
+            )
+        }
+        "task.waiting" => format!(
+            "{}: {task}: waiting until {}: {}",
+            e.run_id,
+            d["until"]
+                .as_str()
+                .map(crate::local_time::clock)
+                .unwrap_or_else(|| "it can go on".into()),
+            s("reason")
+        ),
+        "attempt.swapped" => format!(
+            "{}: {task}: moved from {} to {}: {}",
+            e.run_id,
+            s("from"),
+            s("to"),
+            s("reason")
+        ),
+        "account.cooldown" => format!(
+            "account {} cooling down until {}: {}",
+            s("account"),
+            crate::local_time::clock(&s("until")),
+            s("reason")
+        ),
         "task.merged" => format!("{}: {task} landed", e.run_id),
         "task.merge_conflict" => format!("{}: {task}: merge conflict, reworking", e.run_id),
         "task.failed" => format!("{}: {task} failed: {}", e.run_id, s("reason")),

@@ -5,7 +5,11 @@ mod accounts;
 mod agents;
 mod audit;
 mod demo;
+mod demo_story;
 mod epics;
+mod init;
+mod local_time;
+mod logs;
 mod progress;
 mod review_run;
 mod serve;
@@ -48,10 +52,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create an instance here: fleet.yaml and .fleet/.
+    /// Create an instance here: finds the agent CLIs installed and the keys set (names only),
+    /// writes a commented fleet.yaml with a profile per CLI, and says what to run next.
     Init {
         #[arg(default_value = ".")]
         dir: PathBuf,
+        /// Point every profile at this endpoint instead of the vendors' own (a proxy, a
+        /// gateway, a local model server).
+        #[arg(long)]
+        base_url: Option<String>,
     },
     /// Run a YAML runbook: one worktree and branch per task, merged into fleet/runs/<instance>/<run>.
     Run {
@@ -181,8 +190,37 @@ enum Command {
         /// A run id (see `fleet runs`) or an epic id (see `fleet task ls`).
         target: String,
     },
-    /// Make a throwaway repository with a small project and a runbook, and run it.
+    /// A task's log (`fleet status` names runs and tasks); `-f` streams it as it grows and
+    /// ends when the task ends.
+    Logs {
+        run: String,
+        task: String,
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// See the fleet at work, no key needed: one sentence becomes a plan, parallel tasks, a
+    /// rate limit moved to another account, a failing check fixed, a review rejection fixed and
+    /// a branch on a local remote (Fleet's `http` agent against a scripted model on loopback).
     Demo {
+        #[command(subcommand)]
+        command: Option<DemoCommand>,
+        /// Where to create the demo (default: a new directory under the temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Open the dashboard (`fleet serve`) on the demo instance and watch it work live.
+        #[arg(long)]
+        serve: bool,
+        /// With --serve: where the dashboard listens.
+        #[arg(long, default_value = "127.0.0.1:7420")]
+        bind: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DemoCommand {
+    /// The runbook demo: a throwaway repository with a small shell project and a ten-task
+    /// runbook (parallel branches, a diamond, a flaky retry, a failing check).
+    Runbook {
         /// Where to create the demo repository (default: a new directory under the temp dir).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -260,6 +298,13 @@ enum TaskCommand {
         id: String,
         #[arg(long)]
         json: bool,
+    },
+    /// Every log of an epic's stage runs, oldest first; `-f` streams them as they grow and
+    /// ends when the epic stops working (awaiting acceptance, blocked, done).
+    Logs {
+        id: String,
+        #[arg(short, long)]
+        follow: bool,
     },
     /// Accept the delivered result.
     Accept { id: String },
@@ -399,12 +444,22 @@ fn main() -> ExitCode {
     }
     match real_main(cli) {
         Ok(code) => ExitCode::from(code),
+        // A reader that went away (`fleet task logs e1 | head`), met by a write that returned
+        // the error instead of panicking: the same quiet end as `quiet_on_closed_stdout`.
+        Err(err) if closed_pipe(&err) => ExitCode::from(exit::PASSED),
         Err(err) => {
             let code = classify(&err);
             eprintln!("fleet: error: {err:#}");
             ExitCode::from(code)
         }
     }
+}
+
+fn closed_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// A reader that went away (`fleet status --json | head`) ends the command quietly with
@@ -493,7 +548,7 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
         cli.home = Some(abs);
     }
     match cli.command {
-        Command::Init { dir } => init(&dir),
+        Command::Init { dir, base_url } => init::run(&dir, base_url.as_deref()),
         Command::Run {
             file,
             resume,
@@ -537,7 +592,20 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
             views::gc(&layout, &*store, interrupted, json)?;
             Ok(exit::PASSED)
         }
-        Command::Demo { dir } => demo::run(dir),
+        Command::Logs { run, task, follow } => {
+            let (layout, store) = open_existing_state(cli.home)?;
+            logs::task_log(&layout, &*store, &run, &task, follow)
+        }
+        Command::Demo {
+            command: Some(DemoCommand::Runbook { dir }),
+            ..
+        } => demo::run(dir),
+        Command::Demo {
+            command: None,
+            dir,
+            serve,
+            bind,
+        } => demo_story::run(demo_story::DemoFlags { dir, serve, bind }),
         Command::Serve {
             bind,
             public_url,
@@ -636,6 +704,12 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
                 } => epics::add(&home, &project, &request, !no_wait, quiet),
                 TaskCommand::Ls { json } => epics::ls(&home, json),
                 TaskCommand::Show { id, json } => epics::show(&home, &id, json),
+                TaskCommand::Logs { id, follow } => logs::epic_log(
+                    &StateDir::new(home.join(".fleet")),
+                    &*epics::store(&home)?,
+                    &id,
+                    follow,
+                ),
                 TaskCommand::Accept { id } => epics::accept(&home, &id),
                 TaskCommand::Reject {
                     id,
@@ -928,19 +1002,4 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
-}
-
-fn init(dir: &Path) -> anyhow::Result<u8> {
-    std::fs::create_dir_all(dir)?;
-    let config = dir.join("fleet.yaml");
-    if config.exists() {
-        return Err(InvalidInput(format!("{} already exists", config.display())).into());
-    }
-    std::fs::write(
-        &config,
-        "# Fleet instance configuration.\nstore: sqlite\nserver: { bind: \"127.0.0.1:7420\" }\n",
-    )?;
-    std::fs::create_dir_all(dir.join(".fleet"))?;
-    println!("created {}", config.display());
-    Ok(exit::PASSED)
 }

@@ -3,7 +3,7 @@
 
 use fleet_engine::Observer;
 use fleet_store::{Event, Store};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,6 +22,8 @@ struct State {
     failed: usize,
     skipped: usize,
     running: BTreeSet<String>,
+    /// Tasks waiting for an account (cooldown, budget, window), with until when.
+    waiting: BTreeMap<String, String>,
 }
 
 impl Progress {
@@ -36,6 +38,7 @@ impl Progress {
                 failed: 0,
                 skipped: 0,
                 running: BTreeSet::new(),
+                waiting: BTreeMap::new(),
             })),
         }
     }
@@ -94,6 +97,7 @@ impl State {
         };
         let line = match e.kind.as_str() {
             "task.started" => {
+                self.waiting.remove(task);
                 self.running.insert(task.to_string());
                 format!("start   {task} (attempt {})", e.attempt.unwrap_or(1))
             }
@@ -124,6 +128,27 @@ impl State {
                 self.skipped += 1;
                 format!("cancel  {task}: {}", reason())
             }
+            "task.waiting" => {
+                let until = e.data["until"]
+                    .as_str()
+                    .map(crate::local_time::clock)
+                    .unwrap_or_else(|| "it can go on".into());
+                self.waiting.insert(task.to_string(), until.clone());
+                format!("wait    {task} until {until}: {}", reason())
+            }
+            "account.cooldown" => format!(
+                "cooldown account {} until {}: {}",
+                e.data["account"].as_str().unwrap_or(""),
+                e.data["until"]
+                    .as_str()
+                    .map(crate::local_time::clock)
+                    .unwrap_or_default(),
+                reason()
+            ),
+            "budget.exhausted" => format!(
+                "budget  account {} spent its daily budget; it waits for its next budget day",
+                e.data["account"].as_str().unwrap_or("")
+            ),
             "task.merge_conflict" => format!("CONFLICT {task}: {}", e.data["files"]),
             "run.started" => format!("run     {} ({} tasks)", e.run_id, self.total),
             "run.resumed" => format!("resume  {}", e.run_id),
@@ -156,9 +181,13 @@ impl State {
         }
         let _ = write!(
             std::io::stderr().lock(),
-            "\r\x1b[2K[{}] running {} · done {}/{} · failed {} · skipped {} · left {}{}",
+            "\r\x1b[2K[{}] running {}{} · done {}/{} · failed {} · skipped {} · left {}{}",
             fleet_engine::fmt_duration(self.started.elapsed()),
             self.running.len(),
+            match self.waiting.values().min() {
+                Some(first) => format!(" · waiting {} (until {first})", self.waiting.len()),
+                None => String::new(),
+            },
             self.done,
             self.total,
             self.failed,

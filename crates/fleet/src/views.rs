@@ -77,6 +77,27 @@ pub fn runs(store: &dyn Store, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn attempt_tokens(a: &fleet_store::AttemptRow) -> u64 {
+    a.input_tokens + a.output_tokens + a.cache_read_tokens + a.cache_write_tokens
+}
+
+/// `#2 dev-steady (http, scripted-steady): passed, 3900 tokens, $0.0000`.
+fn attempt_line(a: &fleet_store::AttemptRow) -> String {
+    let mut who = vec![a.cli.clone().unwrap_or_default()];
+    if let Some(m) = &a.model {
+        who.push(m.clone());
+    }
+    format!(
+        "#{} {} ({}): {}, {} tokens, ${:.4}",
+        a.n,
+        a.profile.as_deref().unwrap_or("-"),
+        who.join(", "),
+        a.outcome.replace('_', " "),
+        attempt_tokens(a),
+        a.cost_usd
+    )
+}
+
 pub fn status(
     layout: &StateDir,
     store: &dyn Store,
@@ -117,6 +138,8 @@ pub fn status(
                 "attempt_list": attempts.iter().filter(|a| a.task_id == t.id).map(|a| json!({
                     "n": a.n, "outcome": a.outcome, "exit_code": a.exit_code, "detail": a.detail,
                     "started_at": rfc3339(a.started_at), "finished_at": a.finished_at.map(rfc3339),
+                    "agent": a.profile, "cli": a.cli, "model": a.model, "account": a.account,
+                    "tokens": attempt_tokens(a), "cost_usd": a.cost_usd,
                 })).collect::<Vec<_>>(),
             }))
             .collect::<Vec<_>>());
@@ -138,6 +161,13 @@ pub fn status(
             t.attempts,
             t.reason.as_deref().unwrap_or("")
         );
+        // Who played each agent attempt, on what model, at what spend.
+        for a in attempts
+            .iter()
+            .filter(|a| a.task_id == t.id && a.profile.is_some())
+        {
+            println!("    {}", attempt_line(a));
+        }
     }
     Ok(exit::PASSED)
 }
@@ -222,6 +252,45 @@ pub fn gc(
     Ok(())
 }
 
+fn money(v: &serde_json::Value) -> String {
+    v.as_f64()
+        .map(|x| format!("${x:.4}"))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// A number as plain text, so that `{:>N}` pads it (a JSON value ignores the width).
+fn count(v: &serde_json::Value) -> String {
+    v.as_u64()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// An account's state in words: disabled, cooling down (until a local time), over budget (a
+/// budget of money or tokens spent: nothing runs on it until its day restarts), or usable.
+pub fn budget_state(a: &serde_json::Value) -> String {
+    let spent = |used: &str, budget: &str| {
+        a[budget]
+            .as_f64()
+            .is_some_and(|b| a[used].as_f64().unwrap_or(0.0) >= b)
+    };
+    if let Some(why) = a["disabled"].as_str() {
+        format!("disabled: {why}")
+    } else if let Some(until) = a["cooldown_until"].as_str() {
+        format!("cooling down until {}", crate::local_time::clock(until))
+    } else if spent("spent_usd", "budget_usd") || spent("spent_tokens", "budget_tokens") {
+        let next_day = a["day_started"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| crate::local_time::clock_ms(t.timestamp_millis() + 86_400_000));
+        match next_day {
+            Some(at) => format!("over budget until {at}"),
+            None => "over budget until its day restarts".into(),
+        }
+    } else {
+        "usable".into()
+    }
+}
+
 /// `fleet budget`: what each account, profile, role and task spent in the current budget day
 /// (each account's own), against the daily budgets, with cooldowns and disabled accounts.
 pub fn budget(
@@ -235,26 +304,21 @@ pub fn budget(
         return Ok(());
     }
     let accounts = report["accounts"].as_array().cloned().unwrap_or_default();
-    println!(
-        "{:<20} {:>12} {:>12} {:>12} {:>10}  STATE",
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{:<20} {:>12} {:>12} {:>12} {:>12}  STATE\n",
         "ACCOUNT", "SPENT", "BUDGET", "LEFT", "TOKENS"
-    );
+    ));
     for a in &accounts {
-        let money =
-            |v: &serde_json::Value| v.as_f64().map(|x| format!("${x:.4}")).unwrap_or("-".into());
-        let state = match (a["disabled"].as_str(), a["cooldown_until"].as_str()) {
-            (Some(why), _) => format!("disabled: {why}"),
-            (None, Some(until)) => format!("cooling down until {until}"),
-            _ => "usable".into(),
-        };
-        println!(
-            "{:<20} {:>12} {:>12} {:>12} {:>10}  {state}",
+        out.push_str(&format!(
+            "{:<20} {:>12} {:>12} {:>12} {:>12}  {}\n",
             a["account"].as_str().unwrap_or(""),
             money(&a["spent_usd"]),
             money(&a["budget_usd"]),
             money(&a["left_usd"]),
-            a["spent_tokens"]
-        );
+            count(&a["spent_tokens"]),
+            budget_state(a)
+        ));
     }
     for (title, key) in [
         ("PROFILE", "profiles"),
@@ -264,18 +328,25 @@ pub fn budget(
         let Some(map) = report[key].as_object().filter(|m| !m.is_empty()) else {
             continue;
         };
-        println!(
-            "\n{:<40} {:>12} {:>10} {:>8}",
-            title, "SPENT", "TOKENS", "TRIES"
-        );
+        let width = map
+            .keys()
+            .map(|k| k.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(title.len());
+        out.push_str(&format!(
+            "\n{title:<width$} {:>12} {:>12} {:>8}\n",
+            "SPENT", "TOKENS", "TRIES"
+        ));
         for (k, s) in map {
-            println!(
-                "{k:<40} {:>12} {:>10} {:>8}",
-                format!("${:.4}", s["usd"].as_f64().unwrap_or(0.0)),
-                s["tokens"],
-                s["attempts"]
-            );
+            out.push_str(&format!(
+                "{k:<width$} {:>12} {:>12} {:>8}\n",
+                money(&s["usd"]),
+                count(&s["tokens"]),
+                count(&s["attempts"])
+            ));
         }
     }
+    print!("{out}");
     Ok(())
 }

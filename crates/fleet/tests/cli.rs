@@ -564,7 +564,7 @@ fn the_demo_runs_as_designed() {
     let dir = tmp.path().join("demo");
     let started = Instant::now();
     let out = Command::new(FLEET)
-        .args(["demo", "--dir"])
+        .args(["demo", "runbook", "--dir"])
         .arg(&dir)
         .output()
         .unwrap();

@@ -130,6 +130,23 @@ fn qualified_model(model: &str) -> Result<String, AdapterError> {
 struct OpencodeStream {
     ev: Evidence,
     stopped: bool,
+    /// opencode's own words when the model is not one it knows: on stdout it says only
+    /// "UnknownError Unexpected server error", the reason is in its stderr log.
+    unknown_model: Option<String>,
+}
+
+/// `… error="ProviderModelNotFoundError: Model not found: anthropic/x. Did you mean: a, b?" …`
+/// -> `Model not found: anthropic/x. Did you mean: a, b?`
+fn model_not_found(line: &str) -> Option<String> {
+    let (_, rest) = line.split_once("ModelNotFoundError: ")?;
+    let text: String = rest
+        .split('"')
+        .next()
+        .unwrap_or(rest)
+        .chars()
+        .take(300)
+        .collect();
+    Some(text.trim().to_string())
 }
 
 impl Parser for OpencodeStream {
@@ -231,6 +248,9 @@ impl Parser for OpencodeStream {
 
     fn stderr_line(&mut self, line: &str) -> Vec<AgentEvent> {
         self.ev.stderr(line);
+        if self.unknown_model.is_none() {
+            self.unknown_model = model_not_found(line);
+        }
         // `level=ERROR … message="stream error" … error.error="AI_APICallError: <message>"`
         if !line.contains("message=\"stream error\"") {
             return Vec::new();
@@ -264,7 +284,15 @@ impl Parser for OpencodeStream {
         if self.stopped && end.exit_code == Some(0) && self.ev.errors.is_empty() {
             self.ev.terminal = Some(Ok(()));
         }
-        self.ev.classify(end)
+        let mut outcome = self.ev.classify(end);
+        // A profile naming a model opencode does not know: the agent's configuration is
+        // wrong (not the vendor, whose account must not cool down for it), and the detail
+        // says so instead of "Unexpected server error".
+        if let Some(why) = self.unknown_model.as_ref().filter(|_| !outcome.succeeded()) {
+            outcome.class = crate::OutcomeClass::AgentError;
+            outcome.detail = Some(format!("opencode does not know the model: {why}"));
+        }
+        outcome
     }
 }
 
@@ -273,6 +301,26 @@ mod tests {
     use super::*;
     use crate::OutcomeClass;
     use crate::cli::testing::*;
+
+    /// Recorded from opencode (the pinned version) against the scripted model server with
+    /// `model: anthropic/claude-no-such-model-9`.
+    #[test]
+    fn an_unknown_model_says_so() {
+        let mut p = Opencode.parser();
+        p.stderr_line(r#"timestamp=2026-12-06T09:06:44.899Z level=ERROR run=f169f6fe message=failed ref=err_2b21f1f0 error="ProviderModelNotFoundError: Model not found: anthropic/claude-no-such-model-9. Did you mean: claude-fable-5, claude-fable-5-1, claude-haiku-4-5?" cause="ProviderModelNotFoundError: Model not found""#);
+        p.stdout_line(r#"{"type":"error","timestamp":1796548004977,"sessionID":"ses_db565107dffeGu9MxUCpHOy1kS","error":{"name":"UnknownError","data":{"message":"Unexpected server error. Check server logs for details.","ref":"err_2b21f1f0"}}}"#);
+        let o = p.finish(&ProcessEnd {
+            exit_code: Some(1),
+            ..ProcessEnd::default()
+        });
+        assert_eq!(o.class, OutcomeClass::AgentError);
+        let detail = o.detail.unwrap();
+        assert!(
+            detail.starts_with("opencode does not know the model: Model not found: anthropic/claude-no-such-model-9. Did you mean: claude-fable-5"),
+            "{detail}"
+        );
+        assert!(!detail.contains("Unexpected server error"), "{detail}");
+    }
 
     #[test]
     fn launch_keeps_config_out_of_the_worktree() {
