@@ -83,8 +83,6 @@ pub fn metrics(p: &Pipeline) -> Result<Value, StoreError> {
         .map(|s| (s.1 - s.0) as f64 / 1000.0)
         .collect();
     let avg_task_secs = (!done.is_empty()).then(|| done.iter().sum::<f64>() / done.len() as f64);
-    let week = store.attempts_since(now - 7 * 24 * HOUR_MS)?;
-    let observed = fleet_views::eta::observed_task_secs(store, &week)?;
     let today = chrono::Local::now()
         .date_naive()
         .and_hms_opt(0, 0, 0)
@@ -177,8 +175,11 @@ pub fn metrics(p: &Pipeline) -> Result<Value, StoreError> {
                 .iter()
                 .filter(|t| t.task.state == "merged")
                 .count();
+            // The observed durations read a week of attempts: only when an ETA is wanted.
             let eta = match view.state.as_str() {
                 "implement" => {
+                    let week = store.attempts_since(now - 7 * 24 * HOUR_MS)?;
+                    let observed = fleet_views::eta::observed_task_secs(store, &week)?;
                     fleet_views::eta::implement_eta(&view, &observed, p.concurrency, now)
                 }
                 _ => None,
@@ -204,7 +205,6 @@ pub fn metrics(p: &Pipeline) -> Result<Value, StoreError> {
         "accounts": budget["accounts"],
         "tasks_left": tasks_left,
         "avg_task_secs": avg_task_secs,
-        "observed_task_secs": observed,
         "current_epic": current_epic,
         "epics": epics,
         // The lists hold the newest 500; the counts are exact.
