@@ -205,7 +205,7 @@ fn the_demo_shows_a_request_planned_swapped_fixed_reviewed_and_delivered_to_the_
         .unwrap()
         .iter()
         .find(|s| s["stage"] == "implement")
-        .unwrap()["run"]
+        .unwrap()["run_id"]
         .as_str()
         .unwrap()
         .to_string();
