@@ -802,5 +802,8 @@ pub fn not_started(detail: impl Into<String>) -> Outcome {
     Outcome::new(OutcomeClass::Crashed).with_detail(detail)
 }
 
+mod launch;
+pub use launch::{BUILTIN, builtin_command, launch};
+
 #[cfg(test)]
 mod tests;
