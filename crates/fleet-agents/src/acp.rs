@@ -116,11 +116,11 @@ pub fn error_line(id: &Value, code: i64, message: &str) -> String {
 }
 
 /// What Fleet offers the agent: the file system (through the engine, confined to the
-/// worktree), no terminal.
-pub fn initialize_params() -> Value {
+/// worktree) where `fs`, no terminal.
+pub fn initialize_params(fs: bool) -> Value {
     json!({
         "protocolVersion": PROTOCOL_VERSION,
-        "clientCapabilities": {"fs": {"readTextFile": true, "writeTextFile": true}, "terminal": false},
+        "clientCapabilities": {"fs": {"readTextFile": fs, "writeTextFile": fs}, "terminal": false},
         "clientInfo": {"name": "fleet", "version": env!("CARGO_PKG_VERSION")},
     })
 }
@@ -358,6 +358,17 @@ pub struct SessionConfig {
     /// Continue this session where the agent offers `session/load`.
     pub resume_session: Option<String>,
     pub policy: Policy,
+    /// Offer `fs/read_text_file` and `fs/write_text_file` (see [`offers_fs`]).
+    pub fs: bool,
+}
+
+/// Whether Fleet offers its file system to a CLI's ACP agent. Not to gemini and qwen: their
+/// ACP file service (gemini 0.61.0, qwen 0.15.10) recognises a missing file only by the text of
+/// a thrown `Error`, but their SDK rejects with the plain JSON-RPC error object
+/// (`String(err)` is "[object Object]"), so creating a new file through the client always
+/// fails ("Error checking existing file"). They then use the worktree's disk directly.
+pub fn offers_fs(cli: &str) -> bool {
+    !matches!(cli, "gemini" | "qwen")
 }
 
 /// One attempt's client side. See the module docs.
@@ -408,7 +419,7 @@ impl AcpClient {
 
     /// The first line: `initialize`.
     pub fn start(&mut self) -> Step {
-        let line = self.call(Pending::Initialize, "initialize", initialize_params());
+        let line = self.call(Pending::Initialize, "initialize", initialize_params(self.cfg.fs));
         Step {
             send: vec![line],
             ..Step::default()
@@ -608,7 +619,9 @@ impl AcpClient {
             }
             Pending::Prompt => {
                 self.flush_message(&mut step.events);
-                if let Some(u) = usage_of(&value["usage"]) {
+                let usage = usage_of(&value["usage"])
+                    .or_else(|| meta_usage(&value["_meta"]["quota"]["token_count"]));
+                if let Some(u) = usage {
                     step.events.push(AgentEvent::Usage(u));
                 }
                 let reason = value["stopReason"].as_str().unwrap_or("end_turn");
@@ -626,6 +639,8 @@ impl AcpClient {
         match method {
             "session/request_permission" => {
                 let tool = &params["toolCall"];
+                self.flush_message(&mut step.events);
+                self.see_tool(tool, &mut step.events);
                 let title = tool["title"]
                     .as_str()
                     .or(tool["kind"].as_str())
@@ -645,7 +660,6 @@ impl AcpClient {
                             None => json!({"outcome": "cancelled"}),
                         };
                         step.send.push(result_line(&id, json!({"outcome": outcome})));
-                        self.flush_message(&mut step.events);
                         step.events.push(AgentEvent::ToolResult {
                             name: Some(title),
                             ok: false,
@@ -696,25 +710,9 @@ impl AcpClient {
         }
         self.flush_message(events);
         match kind {
-            "tool_call" => {
+            "tool_call" | "tool_call_update" => {
                 let id = u["toolCallId"].as_str().unwrap_or("").to_string();
-                let title = u["title"]
-                    .as_str()
-                    .or(u["kind"].as_str())
-                    .unwrap_or("tool")
-                    .to_string();
-                events.push(AgentEvent::ToolCall {
-                    name: title.clone(),
-                    input: json!({
-                        "id": id, "kind": u["kind"], "status": u["status"],
-                        "input": u["rawInput"], "locations": u["locations"],
-                    }),
-                });
-                self.tools.insert(id.clone(), (title, false));
-                self.tool_status(&id, u, events);
-            }
-            "tool_call_update" => {
-                let id = u["toolCallId"].as_str().unwrap_or("").to_string();
+                self.see_tool(u, events);
                 if let Some(t) = u["title"].as_str()
                     && let Some(entry) = self.tools.get_mut(&id)
                 {
@@ -737,6 +735,28 @@ impl AcpClient {
             }
             _ => {}
         }
+    }
+
+    /// A tool call's first sight (a `tool_call` update, or — gemini, qwen — the permission
+    /// request or an update of a call never announced) is its [`AgentEvent::ToolCall`].
+    fn see_tool(&mut self, tc: &Value, events: &mut Vec<AgentEvent>) {
+        let id = tc["toolCallId"].as_str().unwrap_or("").to_string();
+        if self.tools.contains_key(&id) {
+            return;
+        }
+        let title = tc["title"]
+            .as_str()
+            .or(tc["kind"].as_str())
+            .unwrap_or("tool")
+            .to_string();
+        events.push(AgentEvent::ToolCall {
+            name: title.clone(),
+            input: json!({
+                "id": id, "kind": tc["kind"], "status": tc["status"],
+                "input": tc["rawInput"], "locations": tc["locations"],
+            }),
+        });
+        self.tools.insert(id, (title, false));
     }
 
     fn tool_status(&mut self, id: &str, u: &Value, events: &mut Vec<AgentEvent>) {
@@ -793,6 +813,18 @@ fn usage_of(v: &Value) -> Option<Usage> {
         output_tokens: n("outputTokens").saturating_add(n("thoughtTokens")),
         cache_read_tokens: n("cachedReadTokens"),
         cache_write_tokens: n("cachedWriteTokens"),
+    };
+    (!u.is_zero()).then_some(u)
+}
+
+/// gemini's and qwen's `_meta.quota.token_count` of a prompt response (snake_case counts).
+fn meta_usage(v: &Value) -> Option<Usage> {
+    let n = |k: &str| v[k].as_u64().unwrap_or(0);
+    let u = Usage {
+        input_tokens: n("input_tokens"),
+        output_tokens: n("output_tokens"),
+        cache_read_tokens: n("cached_input_tokens").max(n("cache_read_tokens")),
+        cache_write_tokens: 0,
     };
     (!u.is_zero()).then_some(u)
 }

@@ -10,6 +10,7 @@ fn client(resume: Option<&str>) -> AcpClient {
             roots: vec!["/w/repo".into()],
             deny_kinds: vec!["fetch".into()],
         },
+        fs: true,
     })
 }
 
@@ -64,7 +65,8 @@ fn permission_outside_the_worktree_is_refused_with_an_event_and_inside_granted()
     let s = sent(&step);
     assert_eq!(s[0]["id"], 7);
     assert_eq!(s[0]["result"]["outcome"]["optionId"], "no");
-    assert!(matches!(&step.events[0], AgentEvent::ToolResult { ok: false, output, .. } if output.contains("outside the task's worktree")));
+    assert!(matches!(&step.events[0], AgentEvent::ToolCall { name, .. } if name == "Write"));
+    assert!(matches!(&step.events[1], AgentEvent::ToolResult { ok: false, output, .. } if output.contains("outside the task's worktree")));
     let step = c.stdout_line(&req(8, "/w/repo/src/a.rs", "edit"));
     assert_eq!(sent(&step)[0]["result"]["outcome"]["optionId"], "yes");
     assert!(step.events.is_empty());

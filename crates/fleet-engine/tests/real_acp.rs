@@ -1,0 +1,158 @@
+//! The real agent CLIs driven over the Agent Client Protocol (`transport: acp`) against the
+//! scripted model server: the edit lands through ACP, tool calls and usage arrive as events,
+//! a permission outside the worktree is refused and the agent goes on, a 429 is classified
+//! for the swap, a hang is cancelled through `session/cancel` before the kill.
+
+use fleet_agents::{AgentEvent, OutcomeClass};
+use fleet_engine::AgentProfile;
+use fleet_engine::agent::{self, AgentRun};
+use fleet_testkit::{Fault, ModelServer, Scenario};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const STALL: Duration = Duration::from_secs(20);
+const GRACE: Duration = Duration::from_secs(2);
+
+fn profile(cli: &str, base_url: String) -> AgentProfile {
+    let mut p = AgentProfile::bare(cli);
+    p.acp = true;
+    p.base_url = Some(base_url);
+    p.model = Some(match cli {
+        "opencode" => "anthropic/claude-sonnet-4-5".into(),
+        "claude" => "claude-sonnet-4-5".into(),
+        "gemini" => "gemini-2.5-pro".into(),
+        _ => "mock-model".into(),
+    });
+    p.stall_timeout = STALL;
+    let path = format!(
+        "{}:/usr/local/bin:/usr/bin:/bin",
+        fleet_testkit::agent_bin_dir().display()
+    );
+    p.env.insert("PATH".into(), path);
+    p
+}
+
+fn secrets(cli: &str) -> BTreeMap<String, String> {
+    let (k, v) = match cli {
+        "claude" | "opencode" => ("ANTHROPIC_API_KEY", "sk-ant-test-0123456789"),
+        "gemini" => ("GEMINI_API_KEY", "gemini-test-0123456789"),
+        _ => ("OPENAI_API_KEY", "sk-test-0123456789"),
+    };
+    BTreeMap::from([(k.to_string(), v.to_string())])
+}
+
+pub struct Ended {
+    pub class: OutcomeClass,
+    pub events: Vec<AgentEvent>,
+    pub took: Duration,
+    pub transcript: String,
+    pub log: String,
+    pub repo: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn attempt(server: &ModelServer, cli: &str, case: &str, scenario: Scenario) -> Ended {
+    let name = format!("acp-{case}-{cli}");
+    server.add_scenario(&name, scenario);
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    std::process::Command::new("git")
+        .args(["init", "-q"])
+        .current_dir(&repo)
+        .status()
+        .unwrap();
+    let profile = profile(cli, server.base_url(&name));
+    let log_path = dir.path().join("log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let env = BTreeMap::new();
+    let secrets = secrets(cli);
+    let run = AgentRun {
+        profile: &profile,
+        prompt: "create hello.txt",
+        workdir: &repo,
+        home: &dir.path().join("home"),
+        transcript: &dir.path().join("transcript"),
+        log: &log,
+        timeout: Some(Duration::from_secs(150)),
+        kill_grace: GRACE,
+        resume_session: None,
+        mcp: None,
+        extra_env: &env,
+        secrets: &secrets,
+        redactor: &fleet_secrets::Redactor::default(),
+    };
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let started = Instant::now();
+    let mut events = Vec::new();
+    let (_, end) = agent::run(run, rx, |e| events.extend(e)).await.unwrap();
+    let transcript = std::fs::read_to_string(dir.path().join("transcript")).unwrap_or_default();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        !transcript.contains("0123456789") && !log.contains("0123456789"),
+        "{cli}/{case}: a secret reached the log or transcript"
+    );
+    Ended {
+        class: end.outcome.class,
+        events,
+        took: started.elapsed(),
+        transcript,
+        log,
+        repo,
+        _dir: dir,
+    }
+}
+
+fn tail(s: &str) -> String {
+    let n = s.chars().count();
+    s.chars().skip(n.saturating_sub(3000)).collect()
+}
+
+/// The edit lands through ACP; tool calls and usage are events.
+async fn edits(cli: &str) {
+    let server = ModelServer::start();
+    let e = attempt(&server, cli, "edit", Scenario::hello()).await;
+    let hello = std::fs::read_to_string(e.repo.join("hello.txt")).unwrap_or_default();
+    assert!(
+        e.class == OutcomeClass::Succeeded && hello.contains("hello from fleet, edited"),
+        "{cli}: {:?}, hello.txt = {hello:?}\n{}\n{}",
+        e.class,
+        e.log,
+        tail(&e.transcript)
+    );
+    assert!(e.events.iter().any(|ev| matches!(ev, AgentEvent::ToolCall { .. })), "{cli}: no tool call event\n{}\n{}", e.log, tail(&e.transcript));
+    assert!(e.events.iter().any(|ev| matches!(ev, AgentEvent::Session { .. })), "{cli}: no session event");
+    assert!(e.transcript.contains("\"session/prompt\""));
+    eprintln!("{cli}: edit over ACP in {:.1}s; events: {}", e.took.as_secs_f64(),
+        e.events.iter().map(|e| e.readable()).collect::<Vec<_>>().join(" | "));
+}
+
+/// A hang is cancelled through session/cancel, then killed, within the stall timeout + grace.
+async fn hang(cli: &str) {
+    let server = ModelServer::start();
+    let e = attempt(&server, cli, "hang", Scenario::hello().fault(Fault::HangBeforeHeaders { times: None })).await;
+    assert_eq!(e.class, OutcomeClass::Stalled, "{cli}\n{}", tail(&e.transcript));
+    assert!(e.transcript.contains("\"session/cancel\""), "{cli}: no session/cancel sent\n{}", tail(&e.transcript));
+    assert!(e.took < STALL + GRACE + Duration::from_secs(25), "{cli}: took {:?}", e.took);
+}
+
+/// A 429 with a reset time: rate limited (or quota), so the pool swaps to another vendor.
+async fn rate_limited(cli: &str) {
+    let server = ModelServer::start();
+    let in_an_hour = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+    let e = attempt(&server, cli, "429", Scenario::hello().fault(Fault::status(429).retry_after(3600).reset_at(in_an_hour))).await;
+    assert!(
+        matches!(e.class, OutcomeClass::RateLimited | OutcomeClass::QuotaExhausted),
+        "{cli}: {:?} after {:?}\n{}",
+        e.class,
+        e.took,
+        tail(&e.transcript)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_over_acp() {
+    edits("gemini").await;
+    rate_limited("gemini").await;
+    hang("gemini").await;
+}
