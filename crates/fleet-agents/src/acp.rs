@@ -215,7 +215,9 @@ impl Capabilities {
 }
 
 /// Which permission requests Fleet grants: tools of an allowed kind whose paths all lie in the
-/// task's worktree.
+/// task's worktree, and no change inside its `.git` (Fleet owns the history, the hooks and the
+/// config: an agent that wrote a hook would run code at Fleet's next commit), and no `git push`
+/// (delivery is Fleet's: a push would skip its checks and review).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     /// The worktree (as given and as resolved: both spellings of it count as inside).
@@ -244,9 +246,27 @@ impl Policy {
         if self.deny_kinds.iter().any(|k| k == kind) {
             return Err(format!("tools of kind {kind:?} are not allowed for this task"));
         }
+        if kind == "execute" {
+            let command = tool_call["rawInput"]["command"]
+                .as_str()
+                .or(tool_call["title"].as_str())
+                .unwrap_or("");
+            let words: Vec<&str> = command.split_whitespace().collect();
+            if words.windows(2).any(|w| w == ["git", "push"]) {
+                return Err(format!(
+                    "{command:?} pushes: delivery is Fleet's (after its checks and review)"
+                ));
+            }
+        }
+        let changes = !matches!(kind, "read" | "search" | "think" | "fetch");
         for p in tool_paths(tool_call) {
             if !self.inside(&p) {
                 return Err(format!("{p:?} is outside the task's worktree"));
+            }
+            if changes && self.in_git_dir(&p) {
+                return Err(format!(
+                    "{p:?} is in the repository's .git: Fleet owns its history, hooks and config"
+                ));
             }
         }
         Ok(())
@@ -255,9 +275,21 @@ impl Policy {
     /// Whether `path` (absolute, or relative to the worktree) stays inside it, by its words:
     /// the engine resolves symlinks again before it touches a file.
     pub fn inside(&self, path: &str) -> bool {
-        let Some(root) = self.roots.first() else {
+        let Some(out) = self.normalized(path) else {
             return false;
         };
+        self.roots.iter().any(|r| out.starts_with(r))
+    }
+
+    fn in_git_dir(&self, path: &str) -> bool {
+        let Some(out) = self.normalized(path) else {
+            return false;
+        };
+        self.roots.iter().any(|r| out.starts_with(r.join(".git")))
+    }
+
+    fn normalized(&self, path: &str) -> Option<PathBuf> {
+        let root = self.roots.first()?;
         let p = Path::new(path);
         let joined = if p.is_absolute() {
             p.to_path_buf()
@@ -274,7 +306,7 @@ impl Policy {
                 other => out.push(other.as_os_str()),
             }
         }
-        self.roots.iter().any(|r| out.starts_with(r))
+        Some(out)
     }
 }
 

@@ -156,3 +156,33 @@ async fn gemini_over_acp() {
     rate_limited("gemini").await;
     hang("gemini").await;
 }
+
+/// A `git push` asks for permission; Fleet's policy refuses it with an event and the agent
+/// goes on to the edit. (A path outside the worktree, or in its .git, is refused by gemini
+/// itself before any permission request: "Path not in workspace".)
+async fn denied_then_goes_on(cli: &str) {
+    let server = ModelServer::start();
+    let scenario = Scenario::new()
+        .shell("git push origin HEAD && touch pushed.txt")
+        .write_file("hello.txt", "hello from fleet\n")
+        .text("DONE");
+    let e = attempt(&server, cli, "deny", scenario).await;
+    let landed = e.repo.join("pushed.txt").exists();
+    assert!(!landed, "{cli}: the push ran\n{}", tail(&e.transcript));
+    let hello = std::fs::read_to_string(e.repo.join("hello.txt")).unwrap_or_default();
+    assert_eq!(hello, "hello from fleet\n", "{cli}: did not go on\n{}\n{}", e.log, tail(&e.transcript));
+    assert!(
+        e.events.iter().any(|ev| matches!(ev, AgentEvent::ToolResult { ok: false, output, .. } if output.contains("permission denied by Fleet's policy"))),
+        "{cli}: no refusal event\n{}\n{}", e.log, tail(&e.transcript)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_permission_outside_policy_is_denied() {
+    denied_then_goes_on("gemini").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qwen_over_acp() {
+    edits("qwen").await;
+}

@@ -72,6 +72,16 @@ fn permission_outside_the_worktree_is_refused_with_an_event_and_inside_granted()
     assert!(step.events.is_empty());
     let step = c.stdout_line(&req(9, "/w/repo/a", "fetch"));
     assert_eq!(sent(&step)[0]["result"]["outcome"]["optionId"], "no");
+    let step = c.stdout_line(&req(10, "/w/repo/.git/hooks/pre-commit", "edit"));
+    assert_eq!(sent(&step)[0]["result"]["outcome"]["optionId"], "no");
+    assert!(matches!(&step.events[0], AgentEvent::ToolResult { ok: false, output, .. } if output.contains(".git")));
+    let step = c.stdout_line(&req(11, "/w/repo/.git/HEAD", "read"));
+    assert_eq!(sent(&step)[0]["result"]["outcome"]["optionId"], "yes");
+    let push = r#"{"jsonrpc":"2.0","id":13,"method":"session/request_permission","params":{"sessionId":"S","toolCall":{"toolCallId":"p","title":"git push origin HEAD","kind":"execute"},"options":[{"optionId":"yes","kind":"allow_once"},{"optionId":"no","kind":"reject_once"}]}}"#;
+    let step = c.stdout_line(push);
+    assert_eq!(sent(&step)[0]["result"]["outcome"]["optionId"], "no");
+    let step = c.stdout_line(&req(12, "/w/repo/.gitignore", "edit"));
+    assert_eq!(sent(&step)[0]["result"]["outcome"]["optionId"], "yes");
 }
 
 #[test]
