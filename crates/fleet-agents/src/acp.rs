@@ -378,7 +378,34 @@ enum Pending {
     Initialize,
     NewSession,
     LoadSession,
+    SetMode,
     Prompt,
+}
+
+/// Modes that cannot edit (codex-acp starts in `read-only`), and the editing modes Fleet
+/// switches to, in order of preference; the permission policy still applies in them.
+const READ_ONLY_MODES: &[&str] = &["read-only", "plan"];
+const EDIT_MODES: &[&str] = &["auto", "default", "acceptEdits", "code"];
+
+/// The mode to switch a new session to: `preferred` where offered, else an editing mode when
+/// it starts in one that cannot edit.
+fn editing_mode(modes: &Value, preferred: Option<&str>) -> Option<String> {
+    let current = modes["currentModeId"].as_str()?;
+    let available: Vec<&str> = modes["availableModes"]
+        .as_array()?
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    if let Some(p) = preferred.filter(|p| available.contains(p)) {
+        return (p != current).then(|| p.to_string());
+    }
+    if !READ_ONLY_MODES.contains(&current) {
+        return None;
+    }
+    EDIT_MODES
+        .iter()
+        .find(|m| available.contains(m))
+        .map(|m| m.to_string())
 }
 
 /// What a session needs to start.
@@ -392,6 +419,16 @@ pub struct SessionConfig {
     pub policy: Policy,
     /// Offer `fs/read_text_file` and `fs/write_text_file` (see [`offers_fs`]).
     pub fs: bool,
+    /// The session mode to switch to where offered (see [`preferred_mode`]).
+    pub mode: Option<String>,
+}
+
+/// The session mode Fleet picks for a CLI's ACP agent. codex-acp: `full-access`, as its
+/// headless mode runs with `--dangerously-bypass-approvals-and-sandbox` — in the sandboxed
+/// `auto` mode every command of codex 0.169 exits 101 with no output in this container (its
+/// Linux sandbox cannot start), so no file is ever written.
+pub fn preferred_mode(cli: &str) -> Option<String> {
+    (cli == "codex").then(|| "full-access".to_string())
 }
 
 /// Whether Fleet offers its file system to a CLI's ACP agent. Not to gemini and qwen: their
@@ -590,6 +627,14 @@ impl AcpClient {
                     step.send.push(line);
                     return;
                 }
+                if what == Pending::SetMode {
+                    step.events.push(AgentEvent::Error {
+                        class: ErrorClass::Agent,
+                        message: format!("session/set_mode failed, prompting anyway: {}", e.text()),
+                    });
+                    self.prompt(step);
+                    return;
+                }
                 let text = e.text();
                 let class = match e.code {
                     // ACP's "auth_required".
@@ -601,6 +646,7 @@ impl AcpClient {
                     Pending::Initialize => "initialize",
                     Pending::NewSession => "session/new",
                     Pending::LoadSession => "session/load",
+                    Pending::SetMode => "session/set_mode",
                     Pending::Prompt => "session/prompt",
                 };
                 self.fail(class, format!("{method}: {text}"), step);
@@ -639,8 +685,16 @@ impl AcpClient {
                 };
                 self.session_id = Some(sid.to_string());
                 step.events.push(AgentEvent::Session { id: sid.into() });
-                self.prompt(step);
+                match editing_mode(&value["modes"], self.cfg.mode.as_deref()) {
+                    Some(mode) => {
+                        let params = json!({"sessionId": sid, "modeId": mode});
+                        let line = self.call(Pending::SetMode, "session/set_mode", params);
+                        step.send.push(line);
+                    }
+                    None => self.prompt(step),
+                }
             }
+            Pending::SetMode => self.prompt(step),
             Pending::LoadSession => {
                 self.replaying = false;
                 self.loaded = true;

@@ -253,6 +253,7 @@ pub async fn run(
         resume_session: resume.map(str::to_string),
         policy: Policy::for_worktree(r.workdir),
         fs: fleet_agents::acp::offers_fs(&profile.cli),
+        mode: fleet_agents::acp::preferred_mode(&profile.cli),
     });
     let mut emit = |events: Vec<AgentEvent>, log: &mut HeadTail<&std::fs::File>| {
         if events.is_empty() {

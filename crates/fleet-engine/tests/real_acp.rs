@@ -88,6 +88,12 @@ async fn attempt(server: &ModelServer, cli: &str, case: &str, scenario: Scenario
     let (_, end) = agent::run(run, rx, |e| events.extend(e)).await.unwrap();
     let transcript = std::fs::read_to_string(dir.path().join("transcript")).unwrap_or_default();
     let log = std::fs::read_to_string(&log_path).unwrap();
+    // FLEET_ACP_RECORD=dir keeps the transcripts (how fixtures/acp/ was recorded).
+    if let Some(dir) = std::env::var_os("FLEET_ACP_RECORD") {
+        let dir = std::path::PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{cli}-{case}.transcript")), &transcript).unwrap();
+    }
     assert!(
         !transcript.contains("0123456789") && !log.contains("0123456789"),
         "{cli}/{case}: a secret reached the log or transcript"
@@ -185,4 +191,19 @@ async fn gemini_permission_outside_policy_is_denied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qwen_over_acp() {
     edits("qwen").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opencode_over_acp() {
+    edits("opencode").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_over_acp_through_the_npm_adapter() {
+    edits("claude").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_over_acp_through_the_npm_adapter() {
+    edits("codex").await;
 }

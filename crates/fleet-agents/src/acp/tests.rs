@@ -11,6 +11,7 @@ fn client(resume: Option<&str>) -> AcpClient {
             deny_kinds: vec!["fetch".into()],
         },
         fs: true,
+        mode: None,
     })
 }
 
@@ -132,4 +133,16 @@ fn cancel_is_sent_once_and_only_in_a_session() {
     assert_eq!(v["method"], "session/cancel");
     assert_eq!(v["params"]["sessionId"], "S");
     assert_eq!(c.cancel(), None);
+}
+
+#[test]
+fn a_session_starting_read_only_is_switched_to_an_editing_mode_before_the_prompt() {
+    let mut c = client(None);
+    c.start();
+    c.stdout_line(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#);
+    let s = sent(&c.stdout_line(r#"{"jsonrpc":"2.0","id":2,"result":{"sessionId":"S","modes":{"currentModeId":"read-only","availableModes":[{"id":"read-only"},{"id":"auto"},{"id":"full-access"}]}}}"#));
+    assert_eq!(s[0]["method"], "session/set_mode");
+    assert_eq!(s[0]["params"]["modeId"], "auto");
+    let s = sent(&c.stdout_line(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#));
+    assert_eq!(s[0]["method"], "session/prompt");
 }
