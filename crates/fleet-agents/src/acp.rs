@@ -785,6 +785,10 @@ impl AcpClient {
 
     fn on_update(&mut self, u: &Value, events: &mut Vec<AgentEvent>) {
         let kind = u["sessionUpdate"].as_str().unwrap_or("");
+        // qwen: each model call's usage rides on an update's `_meta.usage`.
+        if let Some(usage) = usage_of(&u["_meta"]["usage"]) {
+            events.push(AgentEvent::Usage(usage));
+        }
         if kind == "agent_message_chunk" {
             if let Some(t) = u["content"]["text"].as_str() {
                 self.message.push_str(t);
@@ -901,6 +905,36 @@ fn usage_of(v: &Value) -> Option<Usage> {
         cache_write_tokens: n("cachedWriteTokens"),
     };
     (!u.is_zero()).then_some(u)
+}
+
+/// Feeds a recorded ACP transcript (the engine's: `> ` sent, `< ` received, `[stderr] `)
+/// through a fresh client configured as the engine configures `cli`'s: what the agent said
+/// replays into the same events and outcome. The sent lines are the client's own and skipped.
+pub fn replay(cli: &str, transcript: &str, end: &ProcessEnd) -> crate::Replay {
+    let mut client = AcpClient::new(SessionConfig {
+        cwd: PathBuf::from("/replay"),
+        prompt: String::new(),
+        mcp: None,
+        resume_session: None,
+        policy: Policy::for_worktree(Path::new("/replay")),
+        fs: offers_fs(cli),
+        mode: preferred_mode(cli),
+    });
+    let mut events = Vec::new();
+    client.start();
+    for line in transcript.lines() {
+        if let Some(l) = line.strip_prefix("< ") {
+            events.extend(client.stdout_line(l).events);
+        } else if let Some(l) = line.strip_prefix("[stderr] ") {
+            events.extend(client.stderr_line(l));
+        }
+    }
+    events.extend(client.flush());
+    let end = ProcessEnd {
+        signal: if client.done() { None } else { end.signal },
+        ..*end
+    };
+    crate::Replay::new(client.finish(&end), events)
 }
 
 /// gemini's and qwen's `_meta.quota.token_count` of a prompt response (snake_case counts).
