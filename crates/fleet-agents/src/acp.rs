@@ -589,6 +589,18 @@ impl AcpClient {
         })
     }
 
+    fn set_mode_then_prompt(&mut self, modes: &Value, step: &mut Step) {
+        let sid = self.session_id.clone().unwrap_or_default();
+        match editing_mode(modes, self.cfg.mode.as_deref()) {
+            Some(mode) => {
+                let params = json!({"sessionId": sid, "modeId": mode});
+                let line = self.call(Pending::SetMode, "session/set_mode", params);
+                step.send.push(line);
+            }
+            None => self.prompt(step),
+        }
+    }
+
     fn prompt(&mut self, step: &mut Step) {
         let Some(id) = self.session_id.clone() else {
             return;
@@ -685,14 +697,7 @@ impl AcpClient {
                 };
                 self.session_id = Some(sid.to_string());
                 step.events.push(AgentEvent::Session { id: sid.into() });
-                match editing_mode(&value["modes"], self.cfg.mode.as_deref()) {
-                    Some(mode) => {
-                        let params = json!({"sessionId": sid, "modeId": mode});
-                        let line = self.call(Pending::SetMode, "session/set_mode", params);
-                        step.send.push(line);
-                    }
-                    None => self.prompt(step),
-                }
+                self.set_mode_then_prompt(&value["modes"], step);
             }
             Pending::SetMode => self.prompt(step),
             Pending::LoadSession => {
@@ -701,7 +706,8 @@ impl AcpClient {
                 if let Some(sid) = &self.session_id {
                     step.events.push(AgentEvent::Session { id: sid.clone() });
                 }
-                self.prompt(step);
+                // A loaded session is back in the agent's default mode (codex: read-only).
+                self.set_mode_then_prompt(&value["modes"], step);
             }
             Pending::Prompt => {
                 self.flush_message(&mut step.events);

@@ -48,20 +48,34 @@ pub struct Ended {
     pub transcript: String,
     pub log: String,
     pub repo: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
 }
 
 async fn attempt(server: &ModelServer, cli: &str, case: &str, scenario: Scenario) -> Ended {
+    attempt_in(server, cli, case, scenario, tempfile::tempdir().unwrap(), None).await
+}
+
+/// An attempt in `dir` (its `repo` and `home` are made if missing), continuing `resume`.
+async fn attempt_in(
+    server: &ModelServer,
+    cli: &str,
+    case: &str,
+    scenario: Scenario,
+    dir: tempfile::TempDir,
+    resume: Option<&str>,
+) -> Ended {
     let name = format!("acp-{case}-{cli}");
     server.add_scenario(&name, scenario);
-    let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
-    std::fs::create_dir(&repo).unwrap();
-    std::process::Command::new("git")
-        .args(["init", "-q"])
-        .current_dir(&repo)
-        .status()
-        .unwrap();
+    if !repo.exists() {
+        std::fs::create_dir(&repo).unwrap();
+        std::process::Command::new("git")
+            .args(["init", "-q"])
+            .current_dir(&repo)
+            .status()
+            .unwrap();
+    }
+    let _ = std::fs::remove_file(dir.path().join("transcript"));
     let profile = profile(cli, server.base_url(&name));
     let log_path = dir.path().join("log");
     let log = std::fs::File::create(&log_path).unwrap();
@@ -76,7 +90,7 @@ async fn attempt(server: &ModelServer, cli: &str, case: &str, scenario: Scenario
         log: &log,
         timeout: Some(Duration::from_secs(150)),
         kill_grace: GRACE,
-        resume_session: None,
+        resume_session: resume,
         mcp: None,
         extra_env: &env,
         secrets: &secrets,
@@ -86,6 +100,7 @@ async fn attempt(server: &ModelServer, cli: &str, case: &str, scenario: Scenario
     let started = Instant::now();
     let mut events = Vec::new();
     let (_, end) = agent::run(run, rx, |e| events.extend(e)).await.unwrap();
+    drop(log);
     let transcript = std::fs::read_to_string(dir.path().join("transcript")).unwrap_or_default();
     let log = std::fs::read_to_string(&log_path).unwrap();
     // FLEET_ACP_RECORD=dir keeps the transcripts (how fixtures/acp/ was recorded).
@@ -105,8 +120,59 @@ async fn attempt(server: &ModelServer, cli: &str, case: &str, scenario: Scenario
         transcript,
         log,
         repo,
-        _dir: dir,
+        dir,
     }
+}
+
+fn session_of(events: &[AgentEvent]) -> Option<String> {
+    events.iter().rev().find_map(|e| match e {
+        AgentEvent::Session { id } => Some(id.clone()),
+        _ => None,
+    })
+}
+
+/// A second attempt continues the first one's session through `session/load` (all five
+/// agents advertise `loadSession`): the home is kept, the same session id comes back, and the
+/// new prompt's edit lands.
+async fn continues(cli: &str) {
+    let server = ModelServer::start();
+    let first = attempt(&server, cli, "first", Scenario::hello()).await;
+    assert_eq!(first.class, OutcomeClass::Succeeded, "{cli}\n{}", tail(&first.transcript));
+    let id = session_of(&first.events).expect("a session");
+    assert!(first.dir.path().join("home").is_dir(), "{cli}: the home of a loadable session was not kept");
+    // The scripted server's step is the number of tool results (and answered turns) in the
+    // conversation: a loaded session carries the first attempt's two tool results and its
+    // DONE, so its first reply is step 3 (second.txt); a fresh session would start again at
+    // hello.txt.
+    let second = Scenario::new()
+        .write_file("hello.txt", "hello from fleet\n")
+        .edit_file("hello.txt", "hello from fleet", "hello from fleet, edited")
+        .text("DONE")
+        .write_file("second.txt", "again\n")
+        .text("DONE");
+    // The same scenario name (so the same base URL) with the second script.
+    let e = attempt_in(&server, cli, "first", second, first.dir, Some(&id)).await;
+    assert!(e.transcript.contains("\"session/load\""), "{cli}: no session/load\n{}", tail(&e.transcript));
+    assert_eq!(e.class, OutcomeClass::Succeeded, "{cli}\n{}\n{}", e.log, tail(&e.transcript));
+    assert_eq!(session_of(&e.events).as_deref(), Some(id.as_str()), "{cli}: another session");
+    assert!(
+        !e.log.contains("session/load failed"),
+        "{cli}: the load failed\n{}",
+        tail(&e.transcript)
+    );
+    assert_eq!(std::fs::read_to_string(e.repo.join("second.txt")).unwrap_or_default(), "again\n", "{cli}\n{}", tail(&e.transcript));
+    let calls: Vec<String> = e
+        .events
+        .iter()
+        .filter_map(|ev| match ev {
+            AgentEvent::ToolCall { name, input } => Some(format!("{name} {input}")),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        calls.len() == 1 && calls[0].contains("second.txt"),
+        "{cli}: the continued session redid earlier steps: {calls:?}"
+    );
 }
 
 fn tail(s: &str) -> String {
@@ -163,6 +229,11 @@ async fn gemini_over_acp() {
     hang("gemini").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_continues_its_session_through_session_load() {
+    continues("codex").await;
+}
+
 /// A `git push` asks for permission; Fleet's policy refuses it with an event and the agent
 /// goes on to the edit. (A path outside the worktree, or in its .git, is refused by gemini
 /// itself before any permission request: "Path not in workspace".)
@@ -191,19 +262,47 @@ async fn gemini_permission_outside_policy_is_denied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qwen_over_acp() {
     edits("qwen").await;
+    rate_limited("qwen").await;
+    hang("qwen").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opencode_over_acp() {
     edits("opencode").await;
+    rate_limited("opencode").await;
+    hang("opencode").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_over_acp_through_the_npm_adapter() {
     edits("claude").await;
+    rate_limited("claude").await;
+    hang("claude").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codex_over_acp_through_the_npm_adapter() {
     edits("codex").await;
+    rate_limited("codex").await;
+    hang("codex").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_continues_its_session_through_session_load() {
+    continues("gemini").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qwen_continues_its_session_through_session_load() {
+    continues("qwen").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opencode_continues_its_session_through_session_load() {
+    continues("opencode").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_continues_its_session_through_session_load() {
+    continues("claude").await;
 }
