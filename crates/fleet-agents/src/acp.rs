@@ -244,7 +244,9 @@ impl Policy {
     pub fn decide(&self, tool_call: &Value) -> Result<(), String> {
         let kind = tool_call["kind"].as_str().unwrap_or("other");
         if self.deny_kinds.iter().any(|k| k == kind) {
-            return Err(format!("tools of kind {kind:?} are not allowed for this task"));
+            return Err(format!(
+                "tools of kind {kind:?} are not allowed for this task"
+            ));
         }
         if kind == "execute" {
             let command = tool_call["rawInput"]["command"]
@@ -488,7 +490,11 @@ impl AcpClient {
 
     /// The first line: `initialize`.
     pub fn start(&mut self) -> Step {
-        let line = self.call(Pending::Initialize, "initialize", initialize_params(self.cfg.fs));
+        let line = self.call(
+            Pending::Initialize,
+            "initialize",
+            initialize_params(self.cfg.fs),
+        );
         Step {
             send: vec![line],
             ..Step::default()
@@ -520,7 +526,10 @@ impl AcpClient {
             return None;
         }
         self.cancelled = true;
-        Some(notification_line("session/cancel", json!({"sessionId": id})))
+        Some(notification_line(
+            "session/cancel",
+            json!({"sessionId": id}),
+        ))
     }
 
     /// Answers a file-system call the engine carried out.
@@ -556,6 +565,12 @@ impl AcpClient {
     pub fn stderr_line(&mut self, line: &str) -> Vec<AgentEvent> {
         self.evidence.stderr(line);
         self.evidence.cli_retry_line(line).into_iter().collect()
+    }
+
+    /// A stderr line read by someone else (a built-in CLI's own parser): kept for a crash's
+    /// detail only.
+    pub fn stderr_tail(&mut self, line: &str) {
+        self.evidence.stderr(line);
     }
 
     /// The attempt has already failed though the agent goes on (it retries a rate limit on its
@@ -605,7 +620,8 @@ impl AcpClient {
         let Some(id) = self.session_id.clone() else {
             return;
         };
-        let params = json!({"sessionId": id, "prompt": [{"type": "text", "text": self.cfg.prompt}]});
+        let params =
+            json!({"sessionId": id, "prompt": [{"type": "text", "text": self.cfg.prompt}]});
         let line = self.call(Pending::Prompt, "session/prompt", params);
         step.send.push(line);
     }
@@ -885,10 +901,7 @@ fn content_text(u: &Value) -> String {
             if let Some(t) = text {
                 out.push_str(t);
             } else if b["type"] == "diff" {
-                out.push_str(&format!(
-                    "diff {}",
-                    b["path"].as_str().unwrap_or("?")
-                ));
+                out.push_str(&format!("diff {}", b["path"].as_str().unwrap_or("?")));
             }
         }
     }

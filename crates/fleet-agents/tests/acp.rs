@@ -8,20 +8,47 @@ use proptest::prelude::*;
 use std::path::Path;
 
 fn fixture(name: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/acp").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/acp")
+        .join(name);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 #[test]
 fn recorded_edits_replay_into_tool_calls_a_session_and_success() {
     for cli in ["gemini", "qwen", "opencode", "claude", "codex"] {
-        let r = acp::replay(cli, &fixture(&format!("{cli}-edit.transcript")), &ProcessEnd::default());
-        assert_eq!(r.outcome.class, OutcomeClass::Succeeded, "{cli}: {:?}", r.outcome);
+        let r = acp::replay(
+            cli,
+            &fixture(&format!("{cli}-edit.transcript")),
+            &ProcessEnd::default(),
+        );
+        assert_eq!(
+            r.outcome.class,
+            OutcomeClass::Succeeded,
+            "{cli}: {:?}",
+            r.outcome
+        );
         assert!(r.session_id.is_some(), "{cli}: no session");
-        let calls = r.events.iter().filter(|e| matches!(e, AgentEvent::ToolCall { .. })).count();
-        let done = r.events.iter().filter(|e| matches!(e, AgentEvent::ToolResult { ok: true, .. })).count();
-        assert!(calls >= 2 && done >= 2, "{cli}: {calls} calls, {done} ok results: {:?}", r.events);
-        assert_eq!(r.final_text.as_deref().map(str::trim), Some("DONE"), "{cli}");
+        let calls = r
+            .events
+            .iter()
+            .filter(|e| matches!(e, AgentEvent::ToolCall { .. }))
+            .count();
+        let done = r
+            .events
+            .iter()
+            .filter(|e| matches!(e, AgentEvent::ToolResult { ok: true, .. }))
+            .count();
+        assert!(
+            calls >= 2 && done >= 2,
+            "{cli}: {calls} calls, {done} ok results: {:?}",
+            r.events
+        );
+        assert_eq!(
+            r.final_text.as_deref().map(str::trim),
+            Some("DONE"),
+            "{cli}"
+        );
     }
 }
 
@@ -32,32 +59,57 @@ fn recorded_usage_is_read_where_the_agent_sends_it() {
     // `usage_update`. claude-code-acp 0.16.2 and codex-acp 0.16.0 send no token counts
     // (codex only the context window's fill: `used`/`size`).
     let usage = |cli: &str| {
-        acp::replay(cli, &fixture(&format!("{cli}-edit.transcript")), &ProcessEnd::default())
+        acp::replay(
+            cli,
+            &fixture(&format!("{cli}-edit.transcript")),
+            &ProcessEnd::default(),
+        )
     };
     let g = usage("gemini");
     assert_eq!((g.usage.input_tokens, g.usage.output_tokens), (300, 60));
     let q = usage("qwen");
-    assert_eq!((q.usage.input_tokens, q.usage.output_tokens), (300, 60), "three model calls of 100/20");
+    assert_eq!(
+        (q.usage.input_tokens, q.usage.output_tokens),
+        (300, 60),
+        "three model calls of 100/20"
+    );
     let o = usage("opencode");
     assert_eq!((o.usage.input_tokens, o.usage.output_tokens), (100, 20));
     assert_eq!(o.cost_usd, Some(0.0018));
     for cli in ["claude", "codex"] {
-        assert!(usage(cli).usage.is_zero(), "{cli} started reporting usage over ACP: read it");
+        assert!(
+            usage(cli).usage.is_zero(),
+            "{cli} started reporting usage over ACP: read it"
+        );
     }
 }
 
 #[test]
 fn recorded_failures_replay_into_their_classes() {
     let cases = [
-        ("gemini-429", &[OutcomeClass::RateLimited, OutcomeClass::QuotaExhausted][..]),
+        (
+            "gemini-429",
+            &[OutcomeClass::RateLimited, OutcomeClass::QuotaExhausted][..],
+        ),
         ("gemini-deny", &[OutcomeClass::Succeeded][..]),
     ];
     for (name, expected) in cases {
-        let end = ProcessEnd { signal: Some(15), ..ProcessEnd::default() };
+        let end = ProcessEnd {
+            signal: Some(15),
+            ..ProcessEnd::default()
+        };
         let r = acp::replay("gemini", &fixture(&format!("{name}.transcript")), &end);
-        assert!(expected.contains(&r.outcome.class), "{name}: {:?}", r.outcome);
+        assert!(
+            expected.contains(&r.outcome.class),
+            "{name}: {:?}",
+            r.outcome
+        );
     }
-    let r = acp::replay("gemini", &fixture("gemini-deny.transcript"), &ProcessEnd::default());
+    let r = acp::replay(
+        "gemini",
+        &fixture("gemini-deny.transcript"),
+        &ProcessEnd::default(),
+    );
     assert!(r.events.iter().any(|e| matches!(e, AgentEvent::ToolResult { ok: false, output, .. } if output.contains("git push"))));
 }
 

@@ -463,7 +463,9 @@ fn profiles(d: &mut Decoder<'_>, node: &Node) -> Vec<Profile> {
             if p.command.is_none() {
                 d.error(
                     at,
-                    format!("profile `{name}` has `cli: acp` but no `command:` (the ACP agent to run)"),
+                    format!(
+                        "profile `{name}` has `cli: acp` but no `command:` (the ACP agent to run)"
+                    ),
                 );
             }
         } else if p.transport == Transport::Acp && !ACP_CLIS.contains(&p.cli.as_str()) {

@@ -26,8 +26,8 @@ mod yaml;
 
 pub use duration::parse_duration;
 pub use instance::{
-    ACP_CLIS, Account, CLIS, InstanceConfig, Profile, StoreConfig, Transport, Window, load_instance,
-    parse_instance,
+    ACP_CLIS, Account, CLIS, InstanceConfig, Profile, StoreConfig, Transport, Window,
+    load_instance, parse_instance,
 };
 pub use knowledge::{
     BUILTIN_ROLES, Bible, Library, Role, Skill, parse_bible, parse_role, parse_skill, skills_text,

@@ -22,15 +22,20 @@ fn bad_transports_are_located_errors() {
     let errs = parse_instance(Path::new("fleet.yaml"), text).unwrap_err();
     let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
     assert!(
-        all.iter().any(|e| e.starts_with("fleet.yaml:4:16: `transport`: expected `native` or `acp`, found \"acpp\"")),
+        all.iter().any(|e| e.starts_with(
+            "fleet.yaml:4:16: `transport`: expected `native` or `acp`, found \"acpp\""
+        )),
         "{all:?}"
     );
     assert!(
-        all.iter().any(|e| e.starts_with("fleet.yaml:5:") && e.contains("`transport: acp` is built in for")),
+        all.iter()
+            .any(|e| e.starts_with("fleet.yaml:5:")
+                && e.contains("`transport: acp` is built in for")),
         "{all:?}"
     );
     assert!(
-        all.iter().any(|e| e.starts_with("fleet.yaml:8:") && e.contains("`cli: acp` but no `command:`")),
+        all.iter()
+            .any(|e| e.starts_with("fleet.yaml:8:") && e.contains("`cli: acp` but no `command:`")),
         "{all:?}"
     );
 }

@@ -29,6 +29,49 @@ const EXIT_AFTER_DONE: Duration = Duration::from_secs(2);
 /// How long a cancelled prompt gets to come back before the kill (capped by the kill grace).
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
 const FS_READ_MAX: u64 = 8 << 20;
+/// How often side logs are read.
+const SIDE_LOG_TICK: Duration = Duration::from_millis(250);
+
+/// New complete lines appended to the files of a directory since the last look (qwen's debug
+/// log, where it reports its retries).
+#[derive(Default)]
+struct SideLogs {
+    offsets: BTreeMap<std::path::PathBuf, u64>,
+}
+
+impl SideLogs {
+    fn read(&mut self, dir: &std::path::Path) -> Vec<String> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut lines = Vec::new();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return lines;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let offset = self.offsets.entry(path.clone()).or_insert(0);
+            let Ok(mut f) = std::fs::File::open(&path) else {
+                continue;
+            };
+            if f.seek(SeekFrom::Start(*offset)).is_err() {
+                continue;
+            }
+            let mut buf = Vec::new();
+            if f.take(1 << 20).read_to_end(&mut buf).is_err() {
+                continue;
+            }
+            let Some(end) = buf.iter().rposition(|b| *b == b'\n') else {
+                continue;
+            };
+            *offset += end as u64 + 1;
+            lines.extend(
+                String::from_utf8_lossy(&buf[..end])
+                    .lines()
+                    .map(str::to_string),
+            );
+        }
+        lines
+    }
+}
 
 /// Reads one line of at most [`MAX_LINE`] bytes; `None` at end of stream.
 async fn read_line(r: &mut (impl AsyncBufRead + Unpin)) -> Option<String> {
@@ -143,6 +186,32 @@ fn write_files(launch: &Launch) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// A stderr or side-log line: read by the CLI's own parser where it has one, else by the ACP
+/// client's generic rules.
+fn side_line(
+    client: &mut AcpClient,
+    native: Option<&mut Box<dyn fleet_agents::Parser>>,
+    line: &str,
+) -> Vec<AgentEvent> {
+    match native {
+        Some(n) => {
+            client.stderr_tail(line);
+            n.stderr_line(line)
+        }
+        None => client.stderr_line(line),
+    }
+}
+
+/// The attempt has already failed (a rate limit the agent retries on its own…).
+fn verdict(
+    client: &AcpClient,
+    native: Option<&dyn fleet_agents::Parser>,
+) -> Option<fleet_agents::Outcome> {
+    client
+        .verdict()
+        .or_else(|| native.and_then(|n| n.verdict()))
 }
 
 /// Ends the agent's process group: TERM, then KILL after `grace`.
@@ -315,6 +384,12 @@ pub async fn run(
     let mut ending = Ending::default();
     // Set once session/cancel went out: the kill follows at this instant.
     let mut kill_at: Option<Instant> = None;
+    let mut side = SideLogs::default();
+    // A built-in CLI reports its retries on stderr or in its logs as in headless mode: its own
+    // parser reads them (opencode's "stream error", qwen's debug log, gemini's "Attempt N").
+    let mut native: Option<Box<dyn fleet_agents::Parser>> = (profile.cli != "acp")
+        .then(|| fleet_agents::adapter(&profile.cli).map(|a| a.parser()))
+        .flatten();
 
     let send = |lines: Vec<String>, transcript: &mut HeadTail<std::fs::File>| {
         let mut bytes = Vec::new();
@@ -338,6 +413,9 @@ pub async fn run(
         }
         if let Some(k) = kill_at {
             wake = wake.min(k);
+        }
+        if launch.side_logs.is_some() {
+            wake = wake.min(now + SIDE_LOG_TICK);
         }
         let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(wake.max(now)));
         tokio::select! {
@@ -368,7 +446,7 @@ pub async fn run(
                         let _ = stdin.write_all(&bytes).await;
                         let _ = stdin.flush().await;
                     }
-                    if kill_at.is_none() && client.verdict().is_some() {
+                    if kill_at.is_none() && verdict(&client, native.as_deref()).is_some() {
                         ending.gave_up = true;
                         kill_at = Some(Instant::now() + CANCEL_GRACE.min(r.kill_grace));
                         if let Some(c) = client.cancel() {
@@ -385,9 +463,9 @@ pub async fn run(
                     last = Instant::now();
                     let line = redactor.clean(&line);
                     let _ = writeln!(transcript, "[stderr] {line}");
-                    let events = client.stderr_line(&line);
+                    let events = side_line(&mut client, native.as_mut(), &line);
                     emit(events, &mut log);
-                    if kill_at.is_none() && client.verdict().is_some() {
+                    if kill_at.is_none() && verdict(&client, native.as_deref()).is_some() {
                         ending.gave_up = true;
                         kill_at = Some(Instant::now() + CANCEL_GRACE.min(r.kill_grace));
                         if let Some(c) = client.cancel() {
@@ -405,6 +483,24 @@ pub async fn run(
                 }
             }
             _ = sleep => {
+                if let Some(dir) = &launch.side_logs {
+                    for line in side.read(dir) {
+                        last = Instant::now();
+                        let line = redactor.clean(&line);
+                        let _ = writeln!(transcript, "[log] {line}");
+                        let events = side_line(&mut client, native.as_mut(), &line);
+                        emit(events, &mut log);
+                    }
+                    if kill_at.is_none() && verdict(&client, native.as_deref()).is_some() {
+                        ending.gave_up = true;
+                        kill_at = Some(Instant::now() + CANCEL_GRACE.min(r.kill_grace));
+                        if let Some(c) = client.cancel() {
+                            let bytes = send(vec![c], &mut transcript);
+                            let _ = stdin.write_all(&bytes).await;
+                            let _ = stdin.flush().await;
+                        }
+                    }
+                }
                 let now = Instant::now();
                 if kill_at.is_some_and(|k| now >= k) {
                     break;
@@ -443,7 +539,7 @@ pub async fn run(
     {
         let line = redactor.clean(&line);
         let _ = writeln!(transcript, "[stderr] {line}");
-        let events = client.stderr_line(&line);
+        let events = side_line(&mut client, native.as_mut(), &line);
         emit(events, &mut log);
     }
     let tail = client.flush();
@@ -464,14 +560,13 @@ pub async fn run(
         ended_at: Some(chrono::Utc::now().timestamp()),
         utc_offset_secs: chrono::Local::now().offset().local_minus_utc(),
     };
-    let outcome = match client.verdict().filter(|_| ending.gave_up) {
+    let outcome = match verdict(&client, native.as_deref()).filter(|_| ending.gave_up) {
         Some(v) => v,
         None => client.finish(&pend),
     };
     let _ = transcript.finish();
     let _ = log.finish();
-    home_guard.keep =
-        outcome.succeeded() && client.capabilities().is_some_and(|c| c.load_session);
+    home_guard.keep = outcome.succeeded() && client.capabilities().is_some_and(|c| c.load_session);
     Ok((
         finished,
         AgentEnd {
@@ -508,7 +603,11 @@ pub async fn handshake(
     let pgid = child.id().expect("just spawned") as i32;
     let mut stdin = child.stdin.take().expect("piped");
     let mut out = BufReader::new(child.stdout.take().expect("piped"));
-    let line = fleet_agents::acp::request_line(1, "initialize", fleet_agents::acp::initialize_params(true));
+    let line = fleet_agents::acp::request_line(
+        1,
+        "initialize",
+        fleet_agents::acp::initialize_params(true),
+    );
     let result = async {
         stdin
             .write_all(format!("{line}\n").as_bytes())
@@ -530,7 +629,12 @@ pub async fn handshake(
     };
     let result = tokio::time::timeout(timeout, result)
         .await
-        .unwrap_or_else(|_| Err(format!("no answer to `initialize` within {}s", timeout.as_secs())));
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "no answer to `initialize` within {}s",
+                timeout.as_secs()
+            ))
+        });
     drop(stdin);
     end_group(&mut child, pgid, Duration::from_secs(1)).await;
     result

@@ -10,7 +10,9 @@ use fleet_testkit::{Fault, ModelServer, Scenario};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-const STALL: Duration = Duration::from_secs(20);
+/// Node CLIs take up to ~20 s to answer `initialize` on this loaded 2-core machine (qwen,
+/// opencode), silent meanwhile.
+const STALL: Duration = Duration::from_secs(30);
 const GRACE: Duration = Duration::from_secs(2);
 
 fn profile(cli: &str, base_url: String) -> AgentProfile {
@@ -52,7 +54,15 @@ pub struct Ended {
 }
 
 async fn attempt(server: &ModelServer, cli: &str, case: &str, scenario: Scenario) -> Ended {
-    attempt_in(server, cli, case, scenario, tempfile::tempdir().unwrap(), None).await
+    attempt_in(
+        server,
+        cli,
+        case,
+        scenario,
+        tempfile::tempdir().unwrap(),
+        None,
+    )
+    .await
 }
 
 /// An attempt in `dir` (its `repo` and `home` are made if missing), continuing `resume`.
@@ -76,7 +86,9 @@ async fn attempt_in(
             .unwrap();
     }
     let _ = std::fs::remove_file(dir.path().join("transcript"));
-    let profile = profile(cli, server.base_url(&name));
+    let mut profile = profile(cli, server.base_url(&name));
+    // `native…` cases run the same CLI through its own headless mode, for comparison.
+    profile.acp = !case.starts_with("native");
     let log_path = dir.path().join("log");
     let log = std::fs::File::create(&log_path).unwrap();
     let env = BTreeMap::new();
@@ -137,9 +149,17 @@ fn session_of(events: &[AgentEvent]) -> Option<String> {
 async fn continues(cli: &str) {
     let server = ModelServer::start();
     let first = attempt(&server, cli, "first", Scenario::hello()).await;
-    assert_eq!(first.class, OutcomeClass::Succeeded, "{cli}\n{}", tail(&first.transcript));
+    assert_eq!(
+        first.class,
+        OutcomeClass::Succeeded,
+        "{cli}\n{}",
+        tail(&first.transcript)
+    );
     let id = session_of(&first.events).expect("a session");
-    assert!(first.dir.path().join("home").is_dir(), "{cli}: the home of a loadable session was not kept");
+    assert!(
+        first.dir.path().join("home").is_dir(),
+        "{cli}: the home of a loadable session was not kept"
+    );
     // The scripted server's step is the number of tool results (and answered turns) in the
     // conversation: a loaded session carries the first attempt's two tool results and its
     // DONE, so its first reply is step 3 (second.txt); a fresh session would start again at
@@ -152,26 +172,45 @@ async fn continues(cli: &str) {
         .text("DONE");
     // The same scenario name (so the same base URL) with the second script.
     let e = attempt_in(&server, cli, "first", second, first.dir, Some(&id)).await;
-    assert!(e.transcript.contains("\"session/load\""), "{cli}: no session/load\n{}", tail(&e.transcript));
-    assert_eq!(e.class, OutcomeClass::Succeeded, "{cli}\n{}\n{}", e.log, tail(&e.transcript));
-    assert_eq!(session_of(&e.events).as_deref(), Some(id.as_str()), "{cli}: another session");
+    assert!(
+        e.transcript.contains("\"session/load\""),
+        "{cli}: no session/load\n{}",
+        tail(&e.transcript)
+    );
+    assert_eq!(
+        e.class,
+        OutcomeClass::Succeeded,
+        "{cli}\n{}\n{}",
+        e.log,
+        tail(&e.transcript)
+    );
+    assert_eq!(
+        session_of(&e.events).as_deref(),
+        Some(id.as_str()),
+        "{cli}: another session"
+    );
     assert!(
         !e.log.contains("session/load failed"),
         "{cli}: the load failed\n{}",
         tail(&e.transcript)
     );
-    assert_eq!(std::fs::read_to_string(e.repo.join("second.txt")).unwrap_or_default(), "again\n", "{cli}\n{}", tail(&e.transcript));
-    let calls: Vec<String> = e
-        .events
+    assert_eq!(
+        std::fs::read_to_string(e.repo.join("second.txt")).unwrap_or_default(),
+        "again\n",
+        "{cli}\n{}",
+        tail(&e.transcript)
+    );
+    // The agent's first model request of the second attempt already carried the first
+    // attempt's conversation.
+    let first_step = server
+        .requests(&format!("acp-first-{cli}"))
         .iter()
-        .filter_map(|ev| match ev {
-            AgentEvent::ToolCall { name, input } => Some(format!("{name} {input}")),
-            _ => None,
-        })
-        .collect();
-    assert!(
-        calls.len() == 1 && calls[0].contains("second.txt"),
-        "{cli}: the continued session redid earlier steps: {calls:?}"
+        .find_map(|r| r.step);
+    assert_eq!(
+        first_step,
+        Some(3),
+        "{cli}: the loaded session did not reach the model\n{}",
+        tail(&e.transcript)
     );
 }
 
@@ -192,29 +231,80 @@ async fn edits(cli: &str) {
         e.log,
         tail(&e.transcript)
     );
-    assert!(e.events.iter().any(|ev| matches!(ev, AgentEvent::ToolCall { .. })), "{cli}: no tool call event\n{}\n{}", e.log, tail(&e.transcript));
-    assert!(e.events.iter().any(|ev| matches!(ev, AgentEvent::Session { .. })), "{cli}: no session event");
+    assert!(
+        e.events
+            .iter()
+            .any(|ev| matches!(ev, AgentEvent::ToolCall { .. })),
+        "{cli}: no tool call event\n{}\n{}",
+        e.log,
+        tail(&e.transcript)
+    );
+    assert!(
+        e.events
+            .iter()
+            .any(|ev| matches!(ev, AgentEvent::Session { .. })),
+        "{cli}: no session event"
+    );
     assert!(e.transcript.contains("\"session/prompt\""));
-    eprintln!("{cli}: edit over ACP in {:.1}s; events: {}", e.took.as_secs_f64(),
-        e.events.iter().map(|e| e.readable()).collect::<Vec<_>>().join(" | "));
+    eprintln!(
+        "{cli}: edit over ACP in {:.1}s; events: {}",
+        e.took.as_secs_f64(),
+        e.events
+            .iter()
+            .map(|e| e.readable())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
 }
 
 /// A hang is cancelled through session/cancel, then killed, within the stall timeout + grace.
 async fn hang(cli: &str) {
     let server = ModelServer::start();
-    let e = attempt(&server, cli, "hang", Scenario::hello().fault(Fault::HangBeforeHeaders { times: None })).await;
-    assert_eq!(e.class, OutcomeClass::Stalled, "{cli}\n{}", tail(&e.transcript));
-    assert!(e.transcript.contains("\"session/cancel\""), "{cli}: no session/cancel sent\n{}", tail(&e.transcript));
-    assert!(e.took < STALL + GRACE + Duration::from_secs(25), "{cli}: took {:?}", e.took);
+    let e = attempt(
+        &server,
+        cli,
+        "hang",
+        Scenario::hello().fault(Fault::HangBeforeHeaders { times: None }),
+    )
+    .await;
+    assert_eq!(
+        e.class,
+        OutcomeClass::Stalled,
+        "{cli}\n{}",
+        tail(&e.transcript)
+    );
+    assert!(
+        e.transcript.contains("\"session/cancel\""),
+        "{cli}: no session/cancel sent\n{}",
+        tail(&e.transcript)
+    );
+    assert!(
+        e.took < STALL + GRACE + Duration::from_secs(25),
+        "{cli}: took {:?}",
+        e.took
+    );
 }
 
 /// A 429 with a reset time: rate limited (or quota), so the pool swaps to another vendor.
 async fn rate_limited(cli: &str) {
     let server = ModelServer::start();
-    let in_an_hour = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
-    let e = attempt(&server, cli, "429", Scenario::hello().fault(Fault::status(429).retry_after(3600).reset_at(in_an_hour))).await;
+    let in_an_hour = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let e = attempt(
+        &server,
+        cli,
+        "429",
+        Scenario::hello().fault(Fault::status(429).retry_after(3600).reset_at(in_an_hour)),
+    )
+    .await;
     assert!(
-        matches!(e.class, OutcomeClass::RateLimited | OutcomeClass::QuotaExhausted),
+        matches!(
+            e.class,
+            OutcomeClass::RateLimited | OutcomeClass::QuotaExhausted
+        ),
         "{cli}: {:?} after {:?}\n{}",
         e.class,
         e.took,
@@ -247,7 +337,13 @@ async fn denied_then_goes_on(cli: &str) {
     let landed = e.repo.join("pushed.txt").exists();
     assert!(!landed, "{cli}: the push ran\n{}", tail(&e.transcript));
     let hello = std::fs::read_to_string(e.repo.join("hello.txt")).unwrap_or_default();
-    assert_eq!(hello, "hello from fleet\n", "{cli}: did not go on\n{}\n{}", e.log, tail(&e.transcript));
+    assert_eq!(
+        hello,
+        "hello from fleet\n",
+        "{cli}: did not go on\n{}\n{}",
+        e.log,
+        tail(&e.transcript)
+    );
     assert!(
         e.events.iter().any(|ev| matches!(ev, AgentEvent::ToolResult { ok: false, output, .. } if output.contains("permission denied by Fleet's policy"))),
         "{cli}: no refusal event\n{}\n{}", e.log, tail(&e.transcript)
@@ -276,8 +372,32 @@ async fn opencode_over_acp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_over_acp_through_the_npm_adapter() {
     edits("claude").await;
-    rate_limited("claude").await;
     hang("claude").await;
+}
+
+/// claude-code-acp 0.16.2 says nothing while claude retries a 429 (no update, no stderr line;
+/// its headless stream has `rate_limit_event` and `system/api_retry`): over ACP a rate limit is
+/// only seen as a stall, cancelled through session/cancel — the pool then moves the task to the
+/// next profile, but cannot cool the account down until the reset time. Fails once the adapter
+/// reports it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_over_acp_sees_a_429_only_as_a_stall() {
+    let server = ModelServer::start();
+    let e = attempt(
+        &server,
+        "claude",
+        "429",
+        Scenario::hello().fault(Fault::status(429).retry_after(3600)),
+    )
+    .await;
+    assert_eq!(e.class, OutcomeClass::Stalled, "{}", tail(&e.transcript));
+    assert!(e.transcript.contains("\"session/cancel\""));
+    assert!(
+        server
+            .requests("acp-429-claude")
+            .iter()
+            .any(|r| r.outcome == "fault 429")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,9 +407,35 @@ async fn codex_over_acp_through_the_npm_adapter() {
     hang("codex").await;
 }
 
+/// gemini 0.61.0 advertises `loadSession`, but answers `session/load` of the session it ran in
+/// the same home and worktree with "No previous sessions found for this project": Fleet says so
+/// in an event and starts a new session, and the attempt still succeeds. Fails once gemini
+/// loads it (then it belongs with the others in `continues`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gemini_continues_its_session_through_session_load() {
-    continues("gemini").await;
+async fn gemini_offers_session_load_but_does_not_find_its_session() {
+    let server = ModelServer::start();
+    let first = attempt(&server, "gemini", "first", Scenario::hello()).await;
+    assert_eq!(first.class, OutcomeClass::Succeeded);
+    let id = session_of(&first.events).expect("a session");
+    let e = attempt_in(
+        &server,
+        "gemini",
+        "first",
+        Scenario::hello(),
+        first.dir,
+        Some(&id),
+    )
+    .await;
+    assert!(e.transcript.contains("\"session/load\""));
+    assert!(
+        e.log.contains("session/load failed, starting afresh")
+            && e.log.contains("No previous sessions found"),
+        "{}\n{}",
+        e.log,
+        tail(&e.transcript)
+    );
+    assert_eq!(e.class, OutcomeClass::Succeeded);
+    assert_ne!(session_of(&e.events), Some(id));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,4 +451,71 @@ async fn opencode_continues_its_session_through_session_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_continues_its_session_through_session_load() {
     continues("claude").await;
+}
+
+/// What an event is, without its contents: the shape two transports are compared by.
+fn kind(e: &AgentEvent) -> &'static str {
+    match e {
+        AgentEvent::Message { .. } => "message",
+        AgentEvent::ToolCall { .. } => "tool_call",
+        AgentEvent::ToolResult { ok: true, .. } => "tool_ok",
+        AgentEvent::ToolResult { ok: false, .. } => "tool_failed",
+        AgentEvent::Usage(_) => "usage",
+        AgentEvent::Cost { .. } => "cost",
+        AgentEvent::Session { .. } => "session",
+        AgentEvent::RateLimit { .. } => "rate_limit",
+        AgentEvent::Retrying { .. } => "retrying",
+        AgentEvent::Error { .. } => "error",
+    }
+}
+
+/// The same task through the CLI's headless mode and through ACP: both land the edit, and both
+/// report a session, two tool calls that succeeded, and the final DONE; the event streams are
+/// printed side by side.
+async fn side_by_side(cli: &str) {
+    let server = ModelServer::start();
+    let native = attempt(&server, cli, "native-same", Scenario::hello()).await;
+    let acp = attempt(&server, cli, "acp-same", Scenario::hello()).await;
+    let rows = native.events.len().max(acp.events.len());
+    eprintln!("{cli}: {:<60} | ACP", "headless");
+    for i in 0..rows {
+        let cell = |v: &Vec<AgentEvent>| {
+            v.get(i)
+                .map(|e| e.readable().chars().take(58).collect::<String>())
+                .unwrap_or_default()
+        };
+        eprintln!("  {:<60} | {}", cell(&native.events), cell(&acp.events));
+    }
+    for (name, e) in [("headless", &native), ("acp", &acp)] {
+        let hello = std::fs::read_to_string(e.repo.join("hello.txt")).unwrap_or_default();
+        assert_eq!(
+            hello, "hello from fleet, edited\n",
+            "{cli} {name}\n{}",
+            e.log
+        );
+        assert_eq!(e.class, OutcomeClass::Succeeded, "{cli} {name}");
+        let count = |k: &str| e.events.iter().filter(|ev| kind(ev) == k).count();
+        assert!(count("session") >= 1, "{cli} {name}: {:?}", e.events);
+        assert_eq!(
+            (count("tool_call"), count("tool_ok")),
+            (2, 2),
+            "{cli} {name}: {:?}",
+            e.events
+        );
+        let last = e.events.iter().rev().find_map(|ev| match ev {
+            AgentEvent::Message { text } => Some(text.trim().to_string()),
+            _ => None,
+        });
+        assert_eq!(last.as_deref(), Some("DONE"), "{cli} {name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_headless_and_acp_side_by_side() {
+    side_by_side("gemini").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_headless_and_acp_side_by_side() {
+    side_by_side("claude").await;
 }

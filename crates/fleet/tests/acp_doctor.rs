@@ -48,11 +48,19 @@ fn doctor_shakes_hands_with_real_acp_agents_and_lists_their_capabilities() {
     }
     // codex-acp offers session/load; the summary names it.
     assert_eq!(entry("cx")["acp"]["load_session"], true);
-    assert!(entry("cx")["acp_summary"].as_str().unwrap().contains("loadSession yes"));
+    assert!(
+        entry("cx")["acp_summary"]
+            .as_str()
+            .unwrap()
+            .contains("loadSession yes")
+    );
     let mute = entry("mute");
     assert_eq!(mute["ok"], false);
     assert!(
-        mute["problems"][0].as_str().unwrap().contains("no answer to `initialize`"),
+        mute["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("no answer to `initialize`"),
         "{mute}"
     );
     assert_eq!(out.status.code(), Some(1), "one profile has a problem");

@@ -15,12 +15,28 @@ pub fn builtin_command(cli: &str, model: Option<&str>) -> Option<(String, Vec<St
     };
     Some(match cli {
         "gemini" => ("gemini".into(), with_model(vec!["--acp".into()])),
+        // --debug: qwen logs the retries it makes only in ~/.qwen/debug/ (tailed as side logs).
         "qwen" => (
             "qwen".into(),
-            with_model(vec!["--acp".into(), "--auth-type".into(), "openai".into()]),
+            with_model(vec![
+                "--acp".into(),
+                "--auth-type".into(),
+                "openai".into(),
+                "--debug".into(),
+            ]),
         ),
-        // The model is in the opencode.json the adapter writes; `acp` takes no --model.
-        "opencode" => ("opencode".into(), vec!["acp".into()]),
+        // The model is in the opencode.json the adapter writes; `acp` takes no --model. Its
+        // logs on stderr are its only sign of life while it starts (20 s and more on a busy
+        // machine) and retries.
+        "opencode" => (
+            "opencode".into(),
+            vec![
+                "acp".into(),
+                "--print-logs".into(),
+                "--log-level".into(),
+                "INFO".into(),
+            ],
+        ),
         // Model: ANTHROPIC_MODEL (set below) for claude; config.toml for codex.
         "claude" => ("claude-code-acp".into(), Vec::new()),
         "codex" => ("codex-acp".into(), Vec::new()),
@@ -94,7 +110,10 @@ mod tests {
     use std::collections::BTreeMap;
     use std::path::Path;
 
-    fn req<'a>(secrets: &'a BTreeMap<String, String>, env: &'a BTreeMap<String, String>) -> AttemptRequest<'a> {
+    fn req<'a>(
+        secrets: &'a BTreeMap<String, String>,
+        env: &'a BTreeMap<String, String>,
+    ) -> AttemptRequest<'a> {
         AttemptRequest {
             prompt: "p",
             system: None,
@@ -119,7 +138,11 @@ mod tests {
         assert_eq!(l.args, ["--acp", "--model", "m1"]);
         assert_eq!(l.env["GOOGLE_GEMINI_BASE_URL"], "http://127.0.0.1:9/x");
         assert_eq!(l.env["HOME"], "/h");
-        assert!(l.files.iter().any(|f| f.path.ends_with(".gemini/settings.json")));
+        assert!(
+            l.files
+                .iter()
+                .any(|f| f.path.ends_with(".gemini/settings.json"))
+        );
         assert_eq!(l.stdin, Stdin::Null);
         assert_eq!(l.secret_env, ["GEMINI_API_KEY"]);
     }
@@ -128,8 +151,17 @@ mod tests {
     fn cli_acp_runs_its_command_and_needs_one() {
         let secrets = BTreeMap::new();
         let env = BTreeMap::new();
-        let l = launch("acp", Some("goose acp"), &["--x".into()], &req(&secrets, &env)).unwrap();
-        assert_eq!((l.program.as_str(), l.args.clone()), ("goose", vec!["acp".to_string(), "--x".to_string()]));
+        let l = launch(
+            "acp",
+            Some("goose acp"),
+            &["--x".into()],
+            &req(&secrets, &env),
+        )
+        .unwrap();
+        assert_eq!(
+            (l.program.as_str(), l.args.clone()),
+            ("goose", vec!["acp".to_string(), "--x".to_string()])
+        );
         assert!(launch("acp", None, &[], &req(&secrets, &env)).is_err());
         assert!(launch("aider", None, &[], &req(&secrets, &env)).is_err());
     }

@@ -38,36 +38,60 @@ fn a_session_runs_initialize_new_prompt_and_ends_on_the_prompt_response() {
     let s = sent(&step);
     assert_eq!(s[0]["method"], "session/prompt");
     assert_eq!(s[0]["params"]["prompt"][0]["text"], "create hello.txt");
-    let chunk = |t: &str| format!(r#"{{"jsonrpc":"2.0","method":"session/update","params":{{"sessionId":"S1","update":{{"sessionUpdate":"agent_message_chunk","content":{{"type":"text","text":"{t}"}}}}}}}}"#);
+    let chunk = |t: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","method":"session/update","params":{{"sessionId":"S1","update":{{"sessionUpdate":"agent_message_chunk","content":{{"type":"text","text":"{t}"}}}}}}}}"#
+        )
+    };
     assert!(c.stdout_line(&chunk("Hel")).events.is_empty());
     assert!(c.stdout_line(&chunk("lo")).events.is_empty());
     let ev = c.stdout_line(r#"{"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"S1","update":{"sessionUpdate":"tool_call","toolCallId":"t1","title":"WriteFile","kind":"edit","status":"pending","rawInput":{"path":"hello.txt"}}}}"#).events;
-    assert_eq!(ev[0], AgentEvent::Message { text: "Hello".into() });
+    assert_eq!(
+        ev[0],
+        AgentEvent::Message {
+            text: "Hello".into()
+        }
+    );
     assert!(matches!(&ev[1], AgentEvent::ToolCall { name, .. } if name == "WriteFile"));
     let ev = c.stdout_line(r#"{"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"S1","update":{"sessionUpdate":"tool_call_update","toolCallId":"t1","status":"completed","content":[{"type":"content","content":{"type":"text","text":"wrote"}}]}}}"#).events;
     assert_eq!(
         ev,
-        vec![AgentEvent::ToolResult { name: Some("WriteFile".into()), ok: true, output: "wrote".into() }]
+        vec![AgentEvent::ToolResult {
+            name: Some("WriteFile".into()),
+            ok: true,
+            output: "wrote".into()
+        }]
     );
     assert!(!c.done());
     let ev = c
         .stdout_line(r#"{"jsonrpc":"2.0","id":3,"result":{"stopReason":"end_turn","usage":{"inputTokens":10,"outputTokens":4,"cachedReadTokens":2}}}"#)
         .events;
     assert!(c.done());
-    assert!(matches!(ev[0], AgentEvent::Usage(u) if u.input_tokens == 10 && u.cache_read_tokens == 2));
-    assert_eq!(c.finish(&ProcessEnd::default()).class, OutcomeClass::Succeeded);
+    assert!(
+        matches!(ev[0], AgentEvent::Usage(u) if u.input_tokens == 10 && u.cache_read_tokens == 2)
+    );
+    assert_eq!(
+        c.finish(&ProcessEnd::default()).class,
+        OutcomeClass::Succeeded
+    );
 }
 
 #[test]
 fn permission_outside_the_worktree_is_refused_with_an_event_and_inside_granted() {
     let mut c = client(None);
-    let req = |id: u32, path: &str, kind: &str| format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"session/request_permission","params":{{"sessionId":"S","toolCall":{{"toolCallId":"t","title":"Write","kind":"{kind}","locations":[{{"path":"{path}"}}]}},"options":[{{"optionId":"yes","kind":"allow_once","name":"Allow"}},{{"optionId":"no","kind":"reject_once","name":"Reject"}}]}}}}"#);
+    let req = |id: u32, path: &str, kind: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"session/request_permission","params":{{"sessionId":"S","toolCall":{{"toolCallId":"t","title":"Write","kind":"{kind}","locations":[{{"path":"{path}"}}]}},"options":[{{"optionId":"yes","kind":"allow_once","name":"Allow"}},{{"optionId":"no","kind":"reject_once","name":"Reject"}}]}}}}"#
+        )
+    };
     let step = c.stdout_line(&req(7, "/w/repo/../secret.txt", "edit"));
     let s = sent(&step);
     assert_eq!(s[0]["id"], 7);
     assert_eq!(s[0]["result"]["outcome"]["optionId"], "no");
     assert!(matches!(&step.events[0], AgentEvent::ToolCall { name, .. } if name == "Write"));
-    assert!(matches!(&step.events[1], AgentEvent::ToolResult { ok: false, output, .. } if output.contains("outside the task's worktree")));
+    assert!(
+        matches!(&step.events[1], AgentEvent::ToolResult { ok: false, output, .. } if output.contains("outside the task's worktree"))
+    );
     let step = c.stdout_line(&req(8, "/w/repo/src/a.rs", "edit"));
     assert_eq!(sent(&step)[0]["result"]["outcome"]["optionId"], "yes");
     assert!(step.events.is_empty());
@@ -75,7 +99,9 @@ fn permission_outside_the_worktree_is_refused_with_an_event_and_inside_granted()
     assert_eq!(sent(&step)[0]["result"]["outcome"]["optionId"], "no");
     let step = c.stdout_line(&req(10, "/w/repo/.git/hooks/pre-commit", "edit"));
     assert_eq!(sent(&step)[0]["result"]["outcome"]["optionId"], "no");
-    assert!(matches!(&step.events[0], AgentEvent::ToolResult { ok: false, output, .. } if output.contains(".git")));
+    assert!(
+        matches!(&step.events[0], AgentEvent::ToolResult { ok: false, output, .. } if output.contains(".git"))
+    );
     let step = c.stdout_line(&req(11, "/w/repo/.git/HEAD", "read"));
     assert_eq!(sent(&step)[0]["result"]["outcome"]["optionId"], "yes");
     let push = r#"{"jsonrpc":"2.0","id":13,"method":"session/request_permission","params":{"sessionId":"S","toolCall":{"toolCallId":"p","title":"git push origin HEAD","kind":"execute"},"options":[{"optionId":"yes","kind":"allow_once"},{"optionId":"no","kind":"reject_once"}]}}"#;
@@ -89,7 +115,9 @@ fn permission_outside_the_worktree_is_refused_with_an_event_and_inside_granted()
 fn load_is_used_only_when_offered_and_its_replay_is_not_this_attempts() {
     let mut c = client(Some("OLD"));
     c.start();
-    let s = sent(&c.stdout_line(r#"{"jsonrpc":"2.0","id":1,"result":{"agentCapabilities":{"loadSession":true}}}"#));
+    let s = sent(&c.stdout_line(
+        r#"{"jsonrpc":"2.0","id":1,"result":{"agentCapabilities":{"loadSession":true}}}"#,
+    ));
     assert_eq!(s[0]["method"], "session/load");
     assert_eq!(s[0]["params"]["sessionId"], "OLD");
     let replay = c.stdout_line(r#"{"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"OLD","update":{"sessionUpdate":"tool_call","toolCallId":"old","title":"old"}}}"#);
@@ -112,13 +140,21 @@ fn acp_errors_are_classified() {
     c.stdout_line(r#"{"jsonrpc":"2.0","id":2,"result":{"sessionId":"S"}}"#);
     c.stdout_line(r#"{"jsonrpc":"2.0","id":3,"error":{"code":-32603,"message":"Internal error","data":{"details":"429 Too Many Requests: rate limit exceeded"}}}"#);
     assert!(c.done());
-    assert_eq!(c.finish(&ProcessEnd::default()).class, OutcomeClass::RateLimited);
+    assert_eq!(
+        c.finish(&ProcessEnd::default()).class,
+        OutcomeClass::RateLimited
+    );
 
     let mut c = client(None);
     c.start();
     c.stdout_line(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#);
-    c.stdout_line(r#"{"jsonrpc":"2.0","id":2,"error":{"code":-32000,"message":"Authentication required"}}"#);
-    assert_eq!(c.finish(&ProcessEnd::default()).class, OutcomeClass::AuthFailed);
+    c.stdout_line(
+        r#"{"jsonrpc":"2.0","id":2,"error":{"code":-32000,"message":"Authentication required"}}"#,
+    );
+    assert_eq!(
+        c.finish(&ProcessEnd::default()).class,
+        OutcomeClass::AuthFailed
+    );
 }
 
 #[test]
