@@ -6,4 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 FLEET_AGENT_BIN=${FLEET_AGENT_BIN:-$(bash scripts/install-agent-clis.sh | tail -n1)}
 export FLEET_AGENT_BIN
-exec cargo run -q --release -p fleet-engine --example acp_startup -- "$@"
+# Debug build: the runner's own cost is microseconds against CLI start-ups of seconds, and a
+# release build of the workspace takes many minutes on this machine.
+exec cargo run -q -p fleet-engine --example acp_startup -- "$@"

@@ -425,6 +425,15 @@ pub struct SessionConfig {
     pub mode: Option<String>,
 }
 
+/// Whether Fleet continues a CLI's sessions through `session/load`. Not gemini's: 0.61.0
+/// loads a session with each earlier tool result twice (google-gemini/gemini-cli#29365, as its
+/// `--resume`), which the Gemini API refuses with 400 "the number of function response parts
+/// is equal to the number of function call parts"; or, when its session file was not yet
+/// written, answers "No previous sessions found for this project". Seen with the real binary.
+pub fn loads_sessions(cli: &str) -> bool {
+    cli != "gemini"
+}
+
 /// The session mode Fleet picks for a CLI's ACP agent. codex-acp: `full-access`, as its
 /// headless mode runs with `--dangerously-bypass-approvals-and-sandbox` — in the sandboxed
 /// `auto` mode every command of codex 0.169 exits 101 with no output in this container (its

@@ -3,7 +3,7 @@
 //! through ACP, run by Fleet's agent runner against the scripted model server. Prints one
 //! Markdown table row per CLI: median, min and max of `RUNS` runs each.
 //!
-//! `bash bench/acp_startup.sh` (runs `cargo run --release -p fleet-engine --example acp_startup`).
+//! `bash bench/acp_startup.sh` (runs `cargo run -p fleet-engine --example acp_startup`).
 
 use fleet_engine::AgentProfile;
 use fleet_engine::agent::{self, AgentRun};

@@ -249,7 +249,9 @@ pub async fn run(
 ) -> Result<(Finished, AgentEnd), String> {
     let profile = r.profile;
     let started = Instant::now();
-    let resume = r.resume_session;
+    let resume = r
+        .resume_session
+        .filter(|_| fleet_agents::acp::loads_sessions(&profile.cli));
     if r.home.exists() && resume.is_none() {
         std::fs::remove_dir_all(r.home)
             .map_err(|e| format!("cannot clear {}: {e}", r.home.display()))?;
@@ -566,7 +568,9 @@ pub async fn run(
     };
     let _ = transcript.finish();
     let _ = log.finish();
-    home_guard.keep = outcome.succeeded() && client.capabilities().is_some_and(|c| c.load_session);
+    home_guard.keep = outcome.succeeded()
+        && fleet_agents::acp::loads_sessions(&profile.cli)
+        && client.capabilities().is_some_and(|c| c.load_session);
     Ok((
         finished,
         AgentEnd {

@@ -407,15 +407,20 @@ async fn codex_over_acp_through_the_npm_adapter() {
     hang("codex").await;
 }
 
-/// gemini 0.61.0 advertises `loadSession`, but answers `session/load` of the session it ran in
-/// the same home and worktree with "No previous sessions found for this project": Fleet says so
-/// in an event and starts a new session, and the attempt still succeeds. Fails once gemini
-/// loads it (then it belongs with the others in `continues`).
+/// gemini 0.61.0 advertises `loadSession`, but a loaded session replays each earlier tool
+/// result twice (as its `--resume`: google-gemini/gemini-cli#29365) and the next model call is
+/// refused with 400, or the session is not found yet: Fleet does not load gemini's sessions
+/// (see `fleet_agents::acp::loads_sessions`), its home is not kept, and the next attempt starts
+/// a new session that succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gemini_offers_session_load_but_does_not_find_its_session() {
+async fn gemini_sessions_are_not_loaded() {
     let server = ModelServer::start();
     let first = attempt(&server, "gemini", "first", Scenario::hello()).await;
     assert_eq!(first.class, OutcomeClass::Succeeded);
+    assert!(
+        !first.dir.path().join("home").exists(),
+        "gemini's home was kept"
+    );
     let id = session_of(&first.events).expect("a session");
     let e = attempt_in(
         &server,
@@ -426,15 +431,12 @@ async fn gemini_offers_session_load_but_does_not_find_its_session() {
         Some(&id),
     )
     .await;
-    assert!(e.transcript.contains("\"session/load\""));
     assert!(
-        e.log.contains("session/load failed, starting afresh")
-            && e.log.contains("No previous sessions found"),
-        "{}\n{}",
-        e.log,
+        !e.transcript.contains("\"session/load\""),
+        "{}",
         tail(&e.transcript)
     );
-    assert_eq!(e.class, OutcomeClass::Succeeded);
+    assert_eq!(e.class, OutcomeClass::Succeeded, "{}", tail(&e.transcript));
     assert_ne!(session_of(&e.events), Some(id));
 }
 

@@ -11,10 +11,13 @@ fn doctor_shakes_hands_with_real_acp_agents_and_lists_their_capabilities() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("instance");
     std::fs::create_dir_all(&home).unwrap();
+    // Without a base URL the agents would reach for their vendors (no network here).
+    let server = fleet_testkit::ModelServer::start();
+    let url = server.base_url("ok");
     let yaml = format!(
         "agents:\n\
-         \x20 gem: {{ cli: gemini, transport: acp, env: {{ PATH: \"{path}\" }} }}\n\
-         \x20 oc: {{ cli: opencode, transport: acp, env: {{ PATH: \"{path}\" }} }}\n\
+         \x20 gem: {{ cli: gemini, transport: acp, base_url: \"{url}\", env: {{ PATH: \"{path}\" }} }}\n\
+         \x20 oc: {{ cli: opencode, transport: acp, base_url: \"{url}\", env: {{ PATH: \"{path}\" }} }}\n\
          \x20 cx: {{ cli: acp, command: \"{}/codex-acp\", env: {{ PATH: \"{path}\" }} }}\n\
          \x20 mute: {{ cli: acp, command: \"sleep 60\", env: {{ PATH: \"{path}\" }} }}\n",
         bin.display()
