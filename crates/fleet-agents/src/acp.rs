@@ -429,9 +429,12 @@ pub struct SessionConfig {
 /// loads a session with each earlier tool result twice (google-gemini/gemini-cli#29365, as its
 /// `--resume`), which the Gemini API refuses with 400 "the number of function response parts
 /// is equal to the number of function call parts"; or, when its session file was not yet
-/// written, answers "No previous sessions found for this project". Seen with the real binary.
+/// written, answers "No previous sessions found for this project". Not qwen's: 0.15.10 answers
+/// `session/load` and replays the history to the client, but its next model request does not
+/// continue that conversation (it redoes an earlier step, which its edit tool then refuses: "has
+/// not been read in this session"). Seen with the real binaries.
 pub fn loads_sessions(cli: &str) -> bool {
-    cli != "gemini"
+    !matches!(cli, "gemini" | "qwen")
 }
 
 /// The session mode Fleet picks for a CLI's ACP agent. codex-acp: `full-access`, as its

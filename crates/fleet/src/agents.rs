@@ -348,7 +348,8 @@ fn acp_handshake(p: &AgentProfile) -> Result<fleet_agents::acp::Capabilities, St
     rt.block_on(fleet_engine::acp_session::handshake(
         &launch,
         dir.path(),
-        Duration::from_secs(30),
+        // Node agents take 15-20 s to answer on a busy 2-core machine.
+        Duration::from_secs(60),
     ))
 }
 

@@ -63,7 +63,7 @@ fn doctor_shakes_hands_with_real_acp_agents_and_lists_their_capabilities() {
         mute["problems"][0]
             .as_str()
             .unwrap()
-            .contains("no answer to `initialize`"),
+            .contains("no answer to `initialize` within 60s"),
         "{mute}"
     );
     assert_eq!(out.status.code(), Some(1), "one profile has a problem");
