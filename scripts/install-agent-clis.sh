@@ -19,8 +19,11 @@ PACKAGES=(
   "@google/gemini-cli@0.61.0"
   "@qwen-code/qwen-code@0.15.10"
   "opencode-ai@1.18.33"
+  # ACP adapters of claude and codex (Zed's; codex-acp ships a linux-x64 binary inside).
+  "@zed-industries/claude-code-acp@0.16.2"
+  "@zed-industries/codex-acp@0.16.0"
 )
-BINS=(claude codex gemini qwen opencode)
+BINS=(claude codex gemini qwen opencode claude-code-acp codex-acp)
 # Bump when the install procedure changes in a way that must invalidate existing caches.
 LAYOUT=1
 

@@ -13,6 +13,7 @@
 //! Adding a CLI = one module in `src/cli/` implementing [`Adapter`], one line in [`adapter`],
 //! and its recorded transcripts under `fixtures/<cli>/`.
 
+pub mod acp;
 pub mod cli;
 mod event;
 mod outcome;

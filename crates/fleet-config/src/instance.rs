@@ -14,8 +14,21 @@ use std::time::Duration;
 /// which the engine runs in-process; a test in the engine keeps the two lists equal.)
 pub const CLIS: &[&str] = &[
     "claude", "codex", "gemini", "qwen", "opencode", "cursor", "amp", "kiro", "aider", "goose",
-    "command", "http",
+    "command", "http", "acp",
 ];
+
+/// How Fleet talks to a profile's agent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// The CLI's own headless mode and stream format.
+    #[default]
+    Native,
+    /// The Agent Client Protocol over stdio (`cli: acp`, or a built-in CLI's ACP mode).
+    Acp,
+}
+
+/// The CLIs that may choose `transport: acp` (`acp` itself always speaks it).
+pub const ACP_CLIS: &[&str] = &["gemini", "qwen", "opencode", "claude", "codex", "acp"];
 
 pub(crate) const TOP_KEYS: &[&str] = &[
     "store",
@@ -43,6 +56,8 @@ pub(crate) const PROFILE_KEYS: &[&str] = &[
     "timeout",
     "stall_timeout",
     "command",
+    "transport",
+    "args",
 ];
 pub(crate) const ACCOUNT_KEYS: &[&str] = &[
     "secrets",
@@ -100,8 +115,13 @@ pub struct Profile {
     pub timeout: Option<Duration>,
     /// No output for this long and the attempt is ended as stalled.
     pub stall_timeout: Option<Duration>,
-    /// For `cli: command`: the command line that plays the agent.
+    /// For `cli: command`: the command line that plays the agent (for `cli: acp`: the ACP
+    /// agent; for a built-in CLI with `transport: acp`: a replacement for its ACP program).
     pub command: Option<String>,
+    /// `transport:`: native (default) or acp.
+    pub transport: Transport,
+    /// `args:`: extra arguments of an ACP agent's command.
+    pub args: Vec<String>,
     pub location: Location,
 }
 
@@ -366,6 +386,8 @@ fn profiles(d: &mut Decoder<'_>, node: &Node) -> Vec<Profile> {
             timeout: None,
             stall_timeout: None,
             command: None,
+            transport: Transport::Native,
+            args: Vec::new(),
             location: at,
         };
         for f in &fields.list {
@@ -425,6 +447,19 @@ fn profiles(d: &mut Decoder<'_>, node: &Node) -> Vec<Profile> {
                 "timeout" => p.timeout = d.timeout(v),
                 "stall_timeout" => p.stall_timeout = d.timeout(v),
                 "command" => p.command = d.text(v, "command").map(|s| s.value),
+                "transport" => {
+                    if let Some(t) = d.text(v, "transport") {
+                        match t.value.as_str() {
+                            "native" => p.transport = Transport::Native,
+                            "acp" => p.transport = Transport::Acp,
+                            other => d.error(
+                                t.at,
+                                format!("`transport`: expected `native` or `acp`, found {other:?}"),
+                            ),
+                        }
+                    }
+                }
+                "args" => p.args = string_list(d, v, "args", false),
                 _ => unreachable!(),
             }
         }
@@ -432,6 +467,25 @@ fn profiles(d: &mut Decoder<'_>, node: &Node) -> Vec<Profile> {
             d.error(
                 at,
                 format!("profile `{name}` needs `cli` (one of: {})", CLIS.join(", ")),
+            );
+        }
+        if p.cli == "acp" {
+            p.transport = Transport::Acp;
+            if p.command.is_none() {
+                d.error(
+                    at,
+                    format!(
+                        "profile `{name}` has `cli: acp` but no `command:` (the ACP agent to run)"
+                    ),
+                );
+            }
+        } else if p.transport == Transport::Acp && !ACP_CLIS.contains(&p.cli.as_str()) {
+            d.error(
+                at,
+                format!(
+                    "profile `{name}`: `transport: acp` is built in for {} only; run another ACP agent with `cli: acp` and `command:`",
+                    ACP_CLIS[..5].join(", ")
+                ),
             );
         }
         if p.cli == "command" && p.command.is_none() {

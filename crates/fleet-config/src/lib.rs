@@ -30,7 +30,8 @@ mod yaml;
 pub use audits::{AUDIT_KINDS, AuditSpec, DEFAULT_AUDIT_ROLE};
 pub use duration::parse_duration;
 pub use instance::{
-    Account, CLIS, InstanceConfig, Profile, StoreConfig, Window, load_instance, parse_instance,
+    ACP_CLIS, Account, CLIS, InstanceConfig, Profile, StoreConfig, Transport, Window,
+    load_instance, parse_instance,
 };
 pub use intake::{DEFAULT_INTAKE_LABEL, IntakeSpec};
 pub use knowledge::{

@@ -124,9 +124,9 @@ async fn run_http(
 }
 
 /// Removes an attempt's home when the attempt ends, however it ends, unless `keep` was set.
-struct RemoveOnDrop {
-    path: std::path::PathBuf,
-    keep: bool,
+pub(crate) struct RemoveOnDrop {
+    pub(crate) path: std::path::PathBuf,
+    pub(crate) keep: bool,
 }
 
 impl Drop for RemoveOnDrop {
@@ -169,6 +169,9 @@ pub async fn run(
     redactor.add(secrets.clone());
     if profile.cli == "http" {
         return run_http(&r, stop, &secrets, &redactor, on_events).await;
+    }
+    if profile.acp {
+        return crate::acp_session::run(&r, stop, &secrets, &redactor, on_events).await;
     }
     let adapter = fleet_agents::adapter(&profile.cli)
         .ok_or_else(|| format!("no adapter for cli {:?}", profile.cli))?;

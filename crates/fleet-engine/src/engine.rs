@@ -1268,7 +1268,10 @@ impl Coordinator {
                 .layout
                 .agent_home(&self.ctx.run_id, &self.plan.tasks[i].id);
             resume = fix_loop::resume_from(previous, &p.name)
-                .filter(|_| adapter.as_ref().is_some_and(|a| a.can_resume()) && home.is_dir())
+                // ACP: the home is kept only where the agent offered session/load.
+                .filter(|_| {
+                    (p.acp || adapter.as_ref().is_some_and(|a| a.can_resume())) && home.is_dir()
+                })
                 .map(|(s, n)| (s.to_string(), n));
             let spans = adapter.is_some_and(|a| a.usage_spans_resumed_session());
             match (&resume, self.session_usage.get(&i)) {

@@ -8,6 +8,7 @@
 //!
 //! Must not know: how the user typed the command (CLI), terminal rendering, YAML syntax.
 
+pub mod acp_session;
 pub mod agent;
 mod capped;
 pub mod engine;

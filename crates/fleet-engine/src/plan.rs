@@ -180,6 +180,10 @@ pub struct AgentProfile {
     pub timeout: Option<Duration>,
     pub stall_timeout: Duration,
     pub command: Option<String>,
+    /// Spoken to over the Agent Client Protocol (`cli: acp`, or `transport: acp`).
+    pub acp: bool,
+    /// Extra arguments of an ACP agent's command.
+    pub args: Vec<String>,
     pub account: Option<String>,
     /// Names of the env vars holding its credentials (values are read at launch, never stored).
     pub secrets: Vec<String>,
@@ -205,6 +209,8 @@ impl AgentProfile {
             timeout: p.timeout,
             stall_timeout: p.stall_timeout.unwrap_or(DEFAULT_STALL_TIMEOUT),
             command: p.command.clone(),
+            acp: p.transport == fleet_config::Transport::Acp,
+            args: p.args.clone(),
             account: p.account.clone(),
             secrets,
             roles: p.roles.clone(),
@@ -225,6 +231,8 @@ impl AgentProfile {
             timeout: None,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             command: None,
+            acp: cli == "acp",
+            args: Vec::new(),
             account: None,
             secrets: default_secrets(cli),
             roles: Vec::new(),
@@ -451,7 +459,7 @@ mod tests {
         let mut from_config: Vec<&str> = fleet_config::CLIS
             .iter()
             .copied()
-            .filter(|c| *c != "http")
+            .filter(|c| *c != "http" && *c != "acp")
             .collect();
         let mut adapters = fleet_agents::names();
         from_config.sort();

@@ -217,7 +217,13 @@ pub fn doctor(
     }
     for p in &all {
         let mut problems = Vec::new();
-        if p.cli != "http" && p.cli != "command" {
+        let mut acp = None;
+        if p.acp {
+            match acp_handshake(p) {
+                Ok(caps) => acp = Some(caps),
+                Err(e) => problems.push(format!("ACP: {e}")),
+            }
+        } else if p.cli != "http" && p.cli != "command" {
             let binary = fleet_agents::adapter(&p.cli)
                 .map(|a| a.binary())
                 .unwrap_or("?");
@@ -261,6 +267,10 @@ pub fn doctor(
             }
         }
         let mut entry = json!({"profile": p.name, "cli": p.cli, "ok": problems.is_empty(), "problems": problems, "notes": notes});
+        if let Some(caps) = &acp {
+            entry["acp"] = json!(caps);
+            entry["acp_summary"] = json!(caps.describe());
+        }
         if smoke == Some(p.name.as_str()) {
             let result = smoke_test(p)?;
             if result["outcome"] != "succeeded" {
@@ -292,6 +302,9 @@ pub fn doctor(
             for n in r["notes"].as_array().into_iter().flatten() {
                 println!("    note: {}", n.as_str().unwrap_or(""));
             }
+            if let Some(a) = r["acp_summary"].as_str() {
+                println!("    acp: {a}");
+            }
             if let Some(s) = r.get("smoke") {
                 println!(
                     "    smoke test: {} in {} ms, {} tokens, ${:.6}{}",
@@ -308,6 +321,37 @@ pub fn doctor(
         }
     }
     Ok(if healthy { exit::PASSED } else { exit::FAILED })
+}
+
+/// An ACP profile's `initialize` handshake: the agent started as an attempt would start it (its
+/// private home, credentials, scrubbed env), asked for its capabilities, then ended.
+fn acp_handshake(p: &AgentProfile) -> Result<fleet_agents::acp::Capabilities, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join("tmp")).map_err(|e| e.to_string())?;
+    let secrets = fleet_engine::agent::secret_values(&p.secrets);
+    let req = fleet_agents::AttemptRequest {
+        prompt: "",
+        system: None,
+        model: p.model.as_deref(),
+        workdir: dir.path(),
+        home: &home,
+        base_url: p.base_url.as_deref(),
+        secrets: &secrets,
+        env: &p.env,
+        max_turns: None,
+        resume_session: None,
+        mcp: None,
+    };
+    let launch = fleet_agents::acp::launch(&p.cli, p.command.as_deref(), &p.args, &req)
+        .map_err(|e| e.to_string())?;
+    let rt = crate::runtime().map_err(|e| e.to_string())?;
+    rt.block_on(fleet_engine::acp_session::handshake(
+        &launch,
+        dir.path(),
+        // Node agents take 15-20 s to answer on a busy 2-core machine.
+        Duration::from_secs(60),
+    ))
 }
 
 fn reachable(url: &str) -> Result<(), String> {
