@@ -143,10 +143,7 @@ pub fn tokens(text: &str) -> usize {
 
 /// The lessons to inject, best first, under the token cap: `scored` is (lesson, relevance).
 /// Ties go to the older id order, so the choice is deterministic.
-pub fn select_for_injection<'a>(
-    mut scored: Vec<(&'a Lesson, f64)>,
-    token_cap: usize,
-) -> Vec<&'a Lesson> {
+pub fn select_for_injection(mut scored: Vec<(&Lesson, f64)>, token_cap: usize) -> Vec<&Lesson> {
     scored.retain(|(_, s)| *s > 0.0);
     scored.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.id.cmp(&b.0.id)));
     let mut left = token_cap;

@@ -223,10 +223,10 @@ fn forgetting_with_an_injected_clock() {
     // Both injected into attempts over the window; only the second's attempts pass.
     for k in 0..3u32 {
         let at = t0 + (k as i64 + 1) * DAY;
-        db.record_injection(&[never.clone()], "r", "x", k + 1, at)
+        db.record_injection(std::slice::from_ref(&never), "r", "x", k + 1, at)
             .unwrap();
         db.record_result("r", "x", k + 1, false, at, &p).unwrap();
-        db.record_injection(&[useful.clone()], "r", "y", k + 1, at)
+        db.record_injection(std::slice::from_ref(&useful), "r", "y", k + 1, at)
             .unwrap();
         db.record_result("r", "y", k + 1, true, at, &p).unwrap();
     }
