@@ -34,6 +34,10 @@ pub const BUILTIN_ROLES: &[(&str, &str)] = &[
     ("qa", include_str!("../defaults/roles/qa.md")),
     ("devops", include_str!("../defaults/roles/devops.md")),
     ("db", include_str!("../defaults/roles/db.md")),
+    (
+        "retrospector",
+        include_str!("../defaults/roles/retrospector.md"),
+    ),
 ];
 
 /// Where built-in files are said to be in errors.

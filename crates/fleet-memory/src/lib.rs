@@ -9,8 +9,10 @@
 //! Must not know: processes, agents, git, the scheduler.
 
 pub mod db;
+pub mod graph;
 pub mod inject;
 pub mod lesson;
+pub mod retro;
 pub mod rules;
 
 pub use db::{Added, Hit, MemoryDb, MemoryError};
