@@ -48,8 +48,13 @@ CREATE TABLE documents (
     UNIQUE (kind, key)
 );
 CREATE VIRTUAL TABLE search USING fts5(
-    title, body, content='documents', content_rowid='id', tokenize='porter unicode61'
+    title, body, content='documents', content_rowid='id',
+    tokenize='unicode61 remove_diacritics 2'
 );
+-- Titles count twice: `ORDER BY rank` uses this, which FTS5 evaluates fastest.
+INSERT INTO search(search, rank) VALUES ('rank', 'bm25(2.0, 1.0)');
+-- How many documents hold each term: a query drops terms too common to rank by.
+CREATE VIRTUAL TABLE search_terms USING fts5vocab(search, 'row');
 CREATE TRIGGER documents_ai AFTER INSERT ON documents BEGIN
     INSERT INTO search(rowid, title, body) VALUES (new.id, new.title, new.body);
 END;
@@ -80,6 +85,15 @@ pub enum MemoryError {
 
 pub type Result<T> = std::result::Result<T, MemoryError>;
 
+/// The share of documents above which a term only counts when the query has nothing rarer.
+pub const COMMON_TERM: f64 = 0.05;
+
+/// Below this many documents every term counts: ranking them all is cheap.
+pub const SMALL_STORE: i64 = 1000;
+
+/// How many of the newest matching documents a search ranks.
+pub const RANK_WINDOW: i64 = 1000;
+
 /// What is searchable besides lessons.
 pub const KINDS: &[&str] = &["lesson", "skill", "trace", "decision", "context", "report"];
 
@@ -108,6 +122,9 @@ pub struct Added {
 pub struct MemoryDb {
     conn: Connection,
     redactor: Redactor,
+    /// Documents per term, and documents in all, as of the last write: searches outnumber
+    /// writes by far, and counting a common term's documents costs as much as a search.
+    frequencies: std::cell::RefCell<(Option<i64>, std::collections::HashMap<String, i64>)>,
 }
 
 impl MemoryDb {
@@ -121,12 +138,17 @@ impl MemoryDb {
         let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         migrate(&conn)?;
-        Ok(MemoryDb { conn, redactor })
+        Ok(MemoryDb {
+            conn,
+            redactor,
+            frequencies: Default::default(),
+        })
     }
 
     /// Adds a lesson (redacted, bounded). A near-duplicate of a live lesson of its scope is
     /// merged into it instead; then the scope is brought back under its cap.
     pub fn add_lesson(&mut self, mut lesson: Lesson, now: Millis, p: &Policy) -> Result<Added> {
+        self.wrote();
         lesson.text = self.redactor.clean_string(lesson.text.trim().to_string());
         if lesson.text.is_empty() {
             return Err(MemoryError::Invalid("a lesson needs a text".into()));
@@ -184,6 +206,11 @@ impl MemoryDb {
         Ok(added)
     }
 
+    /// Forgets the cached term frequencies: the documents changed.
+    fn wrote(&self) {
+        *self.frequencies.borrow_mut() = Default::default();
+    }
+
     pub fn lesson(&self, id: &str) -> Result<Option<Lesson>> {
         get_lesson(&self.conn, id)
     }
@@ -210,6 +237,7 @@ impl MemoryDb {
 
     /// Stores a lesson exactly as given (import): no merging, no caps.
     pub fn restore_lesson(&mut self, lesson: &Lesson) -> Result<()> {
+        self.wrote();
         let tx = self.conn.transaction()?;
         put_lesson(&tx, lesson)?;
         tx.commit()?;
@@ -218,6 +246,7 @@ impl MemoryDb {
 
     /// Archives a lesson at a person's word; it stays listed under `--archived`.
     pub fn forget(&mut self, id: &str, now: Millis) -> Result<Lesson> {
+        self.wrote();
         let tx = self.conn.transaction()?;
         let mut l = get_lesson(&tx, id)?.ok_or_else(|| MemoryError::NoLesson(id.into()))?;
         if l.archived_at.is_none() {
@@ -261,6 +290,7 @@ impl MemoryDb {
         now: Millis,
         p: &Policy,
     ) -> Result<Vec<String>> {
+        self.wrote();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -310,6 +340,7 @@ impl MemoryDb {
     /// The maintenance pass (merge, archive, cap, propose) over every live lesson, in one
     /// transaction.
     pub fn upkeep(&mut self, now: Millis, p: &Policy) -> Result<Upkeep> {
+        self.wrote();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -347,6 +378,7 @@ impl MemoryDb {
         body: &str,
         at: Millis,
     ) -> Result<()> {
+        self.wrote();
         if !KINDS.contains(&kind) || kind == "lesson" {
             return Err(MemoryError::Invalid(format!(
                 "unknown document kind {kind:?} (one of skill, trace, decision, context, report)"
@@ -361,6 +393,7 @@ impl MemoryDb {
         docs: impl IntoIterator<Item = (&'a str, &'a str, &'a str, &'a str)>,
         at: Millis,
     ) -> Result<()> {
+        self.wrote();
         let tx = self.conn.transaction()?;
         for (kind, key, title, body) in docs {
             put_doc(&tx, &self.redactor, kind, key, title, body, at)?;
@@ -382,37 +415,111 @@ impl MemoryDb {
 
     /// Ranked full-text search (BM25) over live lessons and documents, optionally of some
     /// kinds only. Any text is a valid query: it is split into words, each matched as a
-    /// term (prefix on the last), any of them matching.
+    /// term, any of them matching. Terms held by more than [`COMMON_TERM`] of the documents
+    /// are left out when the query has a rarer one (as Elasticsearch's common-terms query
+    /// does): BM25 gives them little weight, and scoring every document that holds them is
+    /// what would make a query slow. When every term is that common, the rarest is used.
+    /// BM25 ranks the newest [`RANK_WINDOW`] matching documents (all of them when fewer
+    /// match): the work per query is bounded whatever the store's size, and when a word is
+    /// everywhere, what is recent is what matters.
     pub fn search(&self, query: &str, kinds: &[String], limit: usize) -> Result<Vec<Hit>> {
-        let Some(q) = fts_query(query) else {
+        let terms = query_terms(query);
+        if terms.is_empty() || limit == 0 {
             return Ok(Vec::new());
+        }
+        let mut cache = self.frequencies.borrow_mut();
+        let total = match cache.0 {
+            Some(n) => n,
+            None => {
+                let n: i64 = self
+                    .conn
+                    .query_row("SELECT count(*) FROM documents", [], |r| r.get(0))?;
+                cache.0 = Some(n);
+                n
+            }
         };
-        let mut sql = String::from(
-            "SELECT d.kind, d.key, d.title,
-                    snippet(search, 1, '[', ']', '…', 16), -bm25(search, 2.0, 1.0)
-             FROM search JOIN documents d ON d.id = search.rowid
-             WHERE search MATCH ?1",
-        );
-        if !kinds.is_empty() {
+        let mut counted = Vec::with_capacity(terms.len());
+        for t in terms {
+            let df = match cache.1.get(&t) {
+                Some(df) => *df,
+                None => {
+                    let mut st = self
+                        .conn
+                        .prepare_cached("SELECT doc FROM search_terms WHERE term = ?1")?;
+                    // A term the index spells differently (diacritics) has no row: kept.
+                    let df: i64 = st.query_row([&t], |r| r.get(0)).optional()?.unwrap_or(-1);
+                    cache.1.insert(t.clone(), df);
+                    df
+                }
+            };
+            if df != 0 {
+                counted.push((t, df.max(0)));
+            }
+        }
+        drop(cache);
+        let mut kept: Vec<&(String, i64)> = counted
+            .iter()
+            .filter(|(_, df)| total < SMALL_STORE || (*df as f64) <= total as f64 * COMMON_TERM)
+            .collect();
+        if kept.is_empty() {
+            kept.extend(counted.iter().min_by_key(|(_, df)| *df));
+        }
+        if kept.is_empty() {
+            return Ok(Vec::new());
+        }
+        let q = kept
+            .iter()
+            .map(|(t, _)| format!("\"{}\"", t.replace('"', "")))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let ranked: Vec<(i64, f64)> = if kinds.is_empty() {
+            let mut st = self.conn.prepare_cached(
+                "SELECT rowid, -rank FROM (
+                     SELECT rowid, rank FROM search WHERE search MATCH ?1
+                     ORDER BY rowid DESC LIMIT ?3)
+                 ORDER BY rank LIMIT ?2",
+            )?;
+            st.query_map(params![q, limit as i64, RANK_WINDOW], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<std::result::Result<_, _>>()?
+        } else {
             let list: Vec<String> = kinds
                 .iter()
                 .map(|k| format!("'{}'", k.replace('\'', "''")))
                 .collect();
-            sql.push_str(&format!(" AND d.kind IN ({})", list.join(",")));
-        }
-        sql.push_str(" ORDER BY bm25(search, 2.0, 1.0) LIMIT ?2");
-        let mut st = self.conn.prepare_cached(&sql)?;
-        let hits = st
-            .query_map(params![q, limit as i64], |r| {
-                Ok(Hit {
-                    kind: r.get(0)?,
-                    key: r.get(1)?,
-                    title: r.get(2)?,
-                    snippet: r.get(3)?,
-                    score: r.get(4)?,
-                })
+            let mut st = self.conn.prepare_cached(&format!(
+                "SELECT rowid, -rank FROM (
+                     SELECT s.rowid, s.rank FROM search s CROSS JOIN documents d ON d.id = s.rowid
+                     WHERE search MATCH ?1 AND d.kind IN ({}) ORDER BY s.rowid DESC LIMIT ?3)
+                 ORDER BY rank LIMIT ?2",
+                list.join(",")
+            ))?;
+            st.query_map(params![q, limit as i64, RANK_WINDOW], |r| {
+                Ok((r.get(0)?, r.get(1)?))
             })?
-            .collect::<std::result::Result<_, _>>()?;
+            .collect::<std::result::Result<_, _>>()?
+        };
+        // The passage is cut here from the stored text, not by FTS5's `snippet()`: that reads
+        // every query term's whole index list again for each hit.
+        let words: Vec<&str> = kept.iter().map(|(t, _)| t.as_str()).collect();
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT kind, key, title, body FROM documents WHERE id = ?1")?;
+        let mut hits = Vec::with_capacity(ranked.len());
+        for (rowid, score) in ranked {
+            let (kind, key, title, body): (String, String, String, String) = st
+                .query_row([rowid], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?;
+            hits.push(Hit {
+                snippet: passage(&body, &words),
+                kind,
+                key,
+                title,
+                score,
+            });
+        }
         Ok(hits)
     }
 
@@ -474,18 +581,50 @@ const STOPWORDS: &[&str] = &[
     "on", "or", "that", "the", "this", "to", "was", "with",
 ];
 
-/// Words of the query as FTS5 terms, quoted (so `"`, `NEAR(`, `*` and `-` in a query are
-/// text, never syntax), joined by OR; `None` when there is no word.
-pub fn fts_query(text: &str) -> Option<String> {
+/// The query's words, lowercase, without stopwords and repeats, at most 32: each becomes a
+/// quoted FTS5 term, so `"`, `NEAR(`, `*` and `-` in a query are text, never syntax.
+pub fn query_terms(text: &str) -> Vec<String> {
     let lower = text.to_lowercase();
     let mut seen = std::collections::BTreeSet::new();
-    let terms: Vec<String> = lower
+    lower
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty() && !STOPWORDS.contains(w) && seen.insert(*w))
         .take(32)
-        .map(|w| format!("\"{w}\""))
+        .map(str::to_string)
+        .collect()
+}
+
+/// About 20 words of `body` around the first of `terms` it holds, each term found in `[...]`.
+pub fn passage(body: &str, terms: &[&str]) -> String {
+    let tokens: Vec<&str> = body.split_whitespace().collect();
+    let is_term = |w: &str| {
+        let bare: String = w
+            .chars()
+            .filter(|c| c.is_alphanumeric())
+            .collect::<String>()
+            .to_lowercase();
+        terms.contains(&bare.as_str())
+    };
+    let first = tokens.iter().position(|w| is_term(w)).unwrap_or(0);
+    let start = first.saturating_sub(6);
+    let end = (start + 20).min(tokens.len());
+    let mut out: Vec<String> = tokens[start..end]
+        .iter()
+        .map(|w| {
+            if is_term(w) {
+                format!("[{w}]")
+            } else {
+                w.to_string()
+            }
+        })
         .collect();
-    (!terms.is_empty()).then(|| terms.join(" OR "))
+    if start > 0 {
+        out.insert(0, "…".into());
+    }
+    if end < tokens.len() {
+        out.push("…".into());
+    }
+    out.join(" ")
 }
 
 fn parse_lesson(doc: &str) -> Result<Lesson> {
