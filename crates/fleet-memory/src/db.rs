@@ -48,22 +48,26 @@ CREATE TABLE documents (
     UNIQUE (kind, key)
 );
 CREATE VIRTUAL TABLE search USING fts5(
-    title, body, content='documents', content_rowid='id',
+    title, body, kind, content='documents', content_rowid='id',
     tokenize='unicode61 remove_diacritics 2'
 );
 -- Titles count twice: `ORDER BY rank` uses this, which FTS5 evaluates fastest.
-INSERT INTO search(search, rank) VALUES ('rank', 'bm25(2.0, 1.0)');
+-- The kind is indexed so that a search of some kinds is one more term, not a join; it
+-- weighs nothing.
+INSERT INTO search(search, rank) VALUES ('rank', 'bm25(2.0, 1.0, 0.0)');
 -- How many documents hold each term: a query drops terms too common to rank by.
 CREATE VIRTUAL TABLE search_terms USING fts5vocab(search, 'row');
 CREATE TRIGGER documents_ai AFTER INSERT ON documents BEGIN
-    INSERT INTO search(rowid, title, body) VALUES (new.id, new.title, new.body);
+    INSERT INTO search(rowid, title, body, kind) VALUES (new.id, new.title, new.body, new.kind);
 END;
 CREATE TRIGGER documents_ad AFTER DELETE ON documents BEGIN
-    INSERT INTO search(search, rowid, title, body) VALUES ('delete', old.id, old.title, old.body);
+    INSERT INTO search(search, rowid, title, body, kind)
+        VALUES ('delete', old.id, old.title, old.body, old.kind);
 END;
 CREATE TRIGGER documents_au AFTER UPDATE ON documents BEGIN
-    INSERT INTO search(search, rowid, title, body) VALUES ('delete', old.id, old.title, old.body);
-    INSERT INTO search(rowid, title, body) VALUES (new.id, new.title, new.body);
+    INSERT INTO search(search, rowid, title, body, kind)
+        VALUES ('delete', old.id, old.title, old.body, old.kind);
+    INSERT INTO search(rowid, title, body, kind) VALUES (new.id, new.title, new.body, new.kind);
 END;
 "#];
 
@@ -467,39 +471,31 @@ impl MemoryDb {
         if kept.is_empty() {
             return Ok(Vec::new());
         }
-        let q = kept
+        let mut q = kept
             .iter()
             .map(|(t, _)| format!("\"{}\"", t.replace('"', "")))
             .collect::<Vec<_>>()
             .join(" OR ");
-        let ranked: Vec<(i64, f64)> = if kinds.is_empty() {
-            let mut st = self.conn.prepare_cached(
-                "SELECT rowid, -rank FROM (
-                     SELECT rowid, rank FROM search WHERE search MATCH ?1
-                     ORDER BY rowid DESC LIMIT ?3)
-                 ORDER BY rank LIMIT ?2",
-            )?;
-            st.query_map(params![q, limit as i64, RANK_WINDOW], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?
-            .collect::<std::result::Result<_, _>>()?
-        } else {
+        // Words match titles and bodies, never the kind column.
+        q = format!("{{title body}} : ({q})");
+        if !kinds.is_empty() {
             let list: Vec<String> = kinds
                 .iter()
-                .map(|k| format!("'{}'", k.replace('\'', "''")))
+                .map(|k| format!("\"{}\"", k.replace('"', "")))
                 .collect();
-            let mut st = self.conn.prepare_cached(&format!(
-                "SELECT rowid, -rank FROM (
-                     SELECT s.rowid, s.rank FROM search s CROSS JOIN documents d ON d.id = s.rowid
-                     WHERE search MATCH ?1 AND d.kind IN ({}) ORDER BY s.rowid DESC LIMIT ?3)
-                 ORDER BY rank LIMIT ?2",
-                list.join(",")
-            ))?;
-            st.query_map(params![q, limit as i64, RANK_WINDOW], |r| {
+            q = format!("{q} AND kind : ({})", list.join(" OR "));
+        }
+        let mut st = self.conn.prepare_cached(
+            "SELECT rowid, -rank FROM (
+                 SELECT rowid, rank FROM search WHERE search MATCH ?1
+                 ORDER BY rowid DESC LIMIT ?3)
+             ORDER BY rank LIMIT ?2",
+        )?;
+        let ranked: Vec<(i64, f64)> = st
+            .query_map(params![q, limit as i64, RANK_WINDOW], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })?
-            .collect::<std::result::Result<_, _>>()?
-        };
+            .collect::<std::result::Result<_, _>>()?;
         // The passage is cut here from the stored text, not by FTS5's `snippet()`: that reads
         // every query term's whole index list again for each hit.
         let words: Vec<&str> = kept.iter().map(|(t, _)| t.as_str()).collect();

@@ -5,6 +5,7 @@ mod accounts;
 mod agents;
 mod demo;
 mod epics;
+mod memory;
 mod progress;
 mod serve;
 mod views;
@@ -139,6 +140,11 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Memory: lessons learned, knowledge search, the task graph as JSONL.
+    Memory {
+        #[command(subcommand)]
+        command: memory::MemoryCommand,
     },
     /// Fleet's MCP server on stdin/stdout (agents launched by Fleet get it in their MCP config).
     Mcp,
@@ -516,6 +522,7 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
                 TokenCommand::Revoke { name } => serve::token_revoke(&home, &name),
             }
         }
+        Command::Memory { command } => memory::run(cli.home, command),
         Command::Mcp => serve::mcp(&epics::instance_home(cli.home)?),
         Command::Artifact {
             command:
