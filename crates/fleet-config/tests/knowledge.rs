@@ -179,6 +179,7 @@ fn the_builtin_roles_keep_their_contract() {
             "planner",
             "qa",
             "researcher",
+            "retrospector",
             "reviewer"
         ]
     );
@@ -189,6 +190,7 @@ fn the_builtin_roles_keep_their_contract() {
     assert_eq!(artifacts("planner"), ["plan.json"]);
     assert_eq!(artifacts("reviewer"), ["review.json"]);
     assert_eq!(artifacts("qa"), ["review.json"]);
+    assert_eq!(artifacts("retrospector"), ["lessons.json"]);
     for r in lib.roles.values() {
         assert!(r.builtin);
         assert!(!r.description.is_empty(), "{}", r.name);
@@ -332,7 +334,7 @@ fn an_instance_overrides_and_adds_knowledge() {
     assert_eq!(dev.path, d.join("roles/developer.md"));
     assert!(lib.role("translator").is_some());
     assert!(lib.role("planner").unwrap().builtin);
-    assert_eq!(lib.roles.len(), 9);
+    assert_eq!(lib.roles.len(), BUILTIN_ROLES.len() + 1);
 
     let names = |v: Vec<&fleet_config::Skill>| -> Vec<String> {
         v.into_iter().map(|s| s.name.clone()).collect()
