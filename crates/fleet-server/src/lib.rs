@@ -16,6 +16,7 @@ mod api;
 pub mod auth;
 mod events;
 pub mod mcp;
+mod memory_tools;
 pub mod report;
 pub mod services;
 
