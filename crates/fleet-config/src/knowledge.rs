@@ -39,6 +39,10 @@ pub const BUILTIN_ROLES: &[(&str, &str)] = &[
         "framework-reviewer",
         include_str!("../defaults/roles/framework-reviewer.md"),
     ),
+    (
+        "retrospector",
+        include_str!("../defaults/roles/retrospector.md"),
+    ),
 ];
 
 /// Where built-in files are said to be in errors.

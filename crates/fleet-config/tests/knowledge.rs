@@ -181,6 +181,7 @@ fn the_builtin_roles_keep_their_contract() {
             "planner",
             "qa",
             "researcher",
+            "retrospector",
             "reviewer"
         ]
     );
@@ -196,6 +197,7 @@ fn the_builtin_roles_keep_their_contract() {
         artifacts("framework-reviewer"),
         ["log-analysis.md", "bug-report.md", "fix-plan.md"]
     );
+    assert_eq!(artifacts("retrospector"), ["lessons.json"]);
     for r in lib.roles.values() {
         assert!(r.builtin);
         assert!(!r.description.is_empty(), "{}", r.name);
@@ -339,7 +341,7 @@ fn an_instance_overrides_and_adds_knowledge() {
     assert_eq!(dev.path, d.join("roles/developer.md"));
     assert!(lib.role("translator").is_some());
     assert!(lib.role("planner").unwrap().builtin);
-    assert_eq!(lib.roles.len(), 11);
+    assert_eq!(lib.roles.len(), BUILTIN_ROLES.len() + 1);
 
     let names = |v: Vec<&fleet_config::Skill>| -> Vec<String> {
         v.into_iter().map(|s| s.name.clone()).collect()

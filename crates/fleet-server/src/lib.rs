@@ -18,6 +18,7 @@ mod board;
 mod events;
 mod intake;
 pub mod mcp;
+mod memory_tools;
 pub mod report;
 pub mod services;
 mod store_watch;

@@ -324,6 +324,40 @@ impl FleetMcp {
             Err(e) => failed(e),
         }
     }
+
+    #[tool(
+        description = "Search Fleet's memory (BM25-ranked): lessons learned, skills, task \
+        traces, decision logs, project context and past bug reports."
+    )]
+    async fn memory_search(
+        &self,
+        Parameters(q): Parameters<crate::memory_tools::MemorySearch>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let p = self.pipeline.clone();
+        match blocking(move || crate::memory_tools::search(&p, q)).await {
+            Ok(v) => ok(v),
+            Err(e) => failed(e),
+        }
+    }
+
+    #[tool(
+        description = "Remember a lesson for later agents: one or two imperative sentences, \
+        optionally for one project, some paths or words."
+    )]
+    async fn remember(
+        &self,
+        Parameters(r): Parameters<crate::memory_tools::Remember>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let p = self.pipeline.clone();
+        let at = self
+            .attempt
+            .as_ref()
+            .map(|a| (a.run.clone(), a.task.clone(), a.n));
+        match blocking(move || crate::memory_tools::remember(&p, at, r)).await {
+            Ok(v) => ok(v),
+            Err(e) => failed(e),
+        }
+    }
 }
 
 #[tool_handler(router = self.tool_router)]

@@ -10,6 +10,7 @@ mod epics;
 mod init;
 mod local_time;
 mod logs;
+mod memory;
 mod progress;
 mod review_run;
 mod serve;
@@ -160,6 +161,11 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Memory: lessons learned, knowledge search, the task graph as JSONL.
+    Memory {
+        #[command(subcommand)]
+        command: memory::MemoryCommand,
     },
     /// Fleet's MCP server on stdin/stdout (agents launched by Fleet get it in their MCP config).
     Mcp,
@@ -630,6 +636,7 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
                 TokenCommand::Revoke { name } => serve::token_revoke(&home, &name),
             }
         }
+        Command::Memory { command } => memory::run(cli.home, command),
         Command::Mcp => serve::mcp(&epics::instance_home(cli.home)?),
         Command::Audit {
             project,

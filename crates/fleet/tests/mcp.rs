@@ -75,7 +75,9 @@ fn the_stdio_server_serves_its_tools_to_an_mcp_client() {
                 "create_task",
                 "get_status",
                 "list_tasks",
+                "memory_search",
                 "read_context",
+                "remember",
                 "report_error",
                 "report_progress"
             ]
@@ -114,7 +116,9 @@ fn the_stdio_server_serves_its_tools_to_an_mcp_client() {
             [
                 "get_status",
                 "list_tasks",
+                "memory_search",
                 "read_context",
+                "remember",
                 "report_error",
                 "report_progress"
             ]
@@ -410,4 +414,67 @@ fn codex_and_gemini_launched_by_fleet_report_progress_too() {
             (Some("work"), Some(1))
         );
     }
+}
+
+/// An agent remembers a lesson over MCP (its attempt is the provenance) and finds it again with
+/// `memory_search`; a person's CLI sees the same lesson.
+#[test]
+fn agents_remember_and_search_memory_over_mcp() {
+    let (_server, inst, run) = instance();
+    let http = Http::new();
+    let id = http.rt.block_on(async {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_fleet"));
+        cmd.arg("mcp")
+            .env("FLEET_HOME", &inst.home)
+            .env("FLEET_RUN", &run)
+            .env("FLEET_TASK", "t")
+            .env("FLEET_ATTEMPT", "1");
+        let client = ().serve(rmcp::transport::TokioChildProcess::new(cmd).unwrap()).await.unwrap();
+        let (err, out) = call(
+            &client,
+            "remember",
+            json!({"lesson": "Shop prices are integers in cents, never floats.",
+                   "project": "shop", "words": ["price"]}),
+        )
+        .await;
+        assert!(!err, "{out}");
+        let id = serde_json::from_str::<Value>(&out).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let (err, out) = call(
+            &client,
+            "memory_search",
+            json!({"query": "how are prices stored in cents"}),
+        )
+        .await;
+        assert!(!err, "{out}");
+        let found: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            found["results"][0]["key"],
+            Value::String(id.clone()),
+            "{found}"
+        );
+        let (err, out) = call(
+            &client,
+            "memory_search",
+            json!({"query": "x", "kinds": ["emails"]}),
+        )
+        .await;
+        assert!(err && out.contains("emails"), "{out}");
+        let (err, out) = call(
+            &client,
+            "remember",
+            json!({"lesson": "x y z", "project": "nope"}),
+        )
+        .await;
+        assert!(err && out.contains("nope"), "{out}");
+        client.cancel().await.unwrap();
+        id
+    });
+    let shown: Value = serde_json::from_str(&inst.ok(&["memory", "show", &id, "--json"])).unwrap();
+    assert_eq!(shown["scope"], json!({"kind": "project", "name": "shop"}));
+    assert_eq!(shown["provenance"][0]["source"], "agent");
+    assert_eq!(shown["provenance"][0]["task"], "t");
+    assert_eq!(shown["provenance"][0]["attempt"], 1);
 }
