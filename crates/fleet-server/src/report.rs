@@ -446,6 +446,7 @@ pub fn epic_detail(p: &Pipeline, id: &str) -> Result<Option<Value>, StoreError> 
         }).collect::<Vec<_>>(),
         "attempts": attempts,
         "reviews": data.reviews,
+        "qa": data.qa,
         "events": events,
     })))
 }

@@ -285,6 +285,7 @@ pub fn show(home: &Path, id: &str, json_out: bool) -> anyhow::Result<u8> {
         "stages": stages, "tasks": data.tasks, "reviews": data.reviews, "delivery": data.delivery,
         "spend_by_role": spend, "reason": fleet_pipeline::reason(&epic, &data),
         "blocked": data.machine.as_ref().and_then(|m| m.blocked.clone()), "answers": data.answers,
+        "qa": data.qa,
     });
     if json_out {
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -356,6 +357,21 @@ pub fn show(home: &Path, id: &str, json_out: bool) -> anyhow::Result<u8> {
                 r.summary.lines().next().unwrap_or("")
             );
             for b in &r.bugs {
+                println!("       - {}", b.lines().next().unwrap_or(""));
+            }
+        }
+    }
+    if !data.qa.is_empty() {
+        println!("\nqa of the deployed app:");
+        for q in &data.qa {
+            println!(
+                "  c{} {:<6} {} {}",
+                q.cycle,
+                q.verdict,
+                q.url,
+                q.summary.lines().next().unwrap_or("")
+            );
+            for b in &q.bugs {
                 println!("       - {}", b.lines().next().unwrap_or(""));
             }
         }
