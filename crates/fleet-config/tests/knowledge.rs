@@ -188,7 +188,7 @@ fn the_builtin_roles_keep_their_contract() {
     assert_eq!(artifacts("architect"), ["architecture.md"]);
     assert_eq!(artifacts("planner"), ["plan.json"]);
     assert_eq!(artifacts("reviewer"), ["review.json"]);
-    assert_eq!(artifacts("qa"), ["review.json"]);
+    assert_eq!(artifacts("qa"), ["qa.json"]);
     for r in lib.roles.values() {
         assert!(r.builtin);
         assert!(!r.description.is_empty(), "{}", r.name);
