@@ -65,7 +65,7 @@ CASES: list[tuple[str, str, str, str]] = (
     + [(f"r{i:02}", "app", f"[review-reject] Add report {i} to the app", "awaiting") for i in range(11, 14)]
     + [(f"r{i:02}", "site", f"Add page {i} to the site", "awaiting") for i in range(14, 19)]
     + [(f"r{i:02}", "site", f"[qa-bug] Add form {i} to the site", "awaiting") for i in (19, 20)]
-    + [("r21", "site", "[deploy-flaky] Add the pricing page to the site", "awaiting")]
+    + [("r21", "site", "[flaky-env] Add the pricing page to the site", "awaiting")]
     + [(f"r{i:02}", "shop", f"Add product filter {i} to the shop", "awaiting") for i in range(22, 26)]
     + [(f"r{i:02}", "shop", f"[forge-500] Add coupon {i} to the shop", "awaiting") for i in (26, 27)]
     + [("r28", "locked", "Add the returns policy to the locked shop", "blocked:token")]
@@ -124,7 +124,7 @@ def planner():
     if "This is a follow-up plan" in prompt:
         return plan([task_json("follow-up")], "follow up")
     tasks = [task_json("a"), task_json("b", ["a"])]
-    if "[deploy-flaky]" in prompt:
+    if "[flaky-env]" in prompt:
         tasks.append(task_json("flaky"))
     return plan(tasks, "two small files")
 
@@ -324,7 +324,7 @@ class Bench:
         self.bin.mkdir()
         self.ledger = self.work / "ledger.jsonl"
         self.forge = Forge()
-        self.site = self.work / "site"
+        self.site = self.work / "www"
         self.site.mkdir()
         self.state = self.work / "deploy-state"
         self.state.mkdir()
@@ -364,6 +364,7 @@ class Bench:
         for name in ("app", "site", "shop", "locked"):
             init_repo(self.work / name, self.work / f"{name}.git")
         api = f"http://127.0.0.1:{self.forge.port}"
+        self.token = self.fleet_ok("token", "create", "--scope", "admin").strip().splitlines()[-1]
         self.fleet_ok("project", "add", "app", "--repo", str(self.work / "app"))
         self.fleet_ok("project", "add", "site", "--repo", str(self.work / "site"), "--delivery", "deploy",
                       "--deploy-command",
@@ -417,7 +418,8 @@ class Bench:
     def api(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": f"Bearer {self.token}"})
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
                 return r.status, json.loads(r.read() or b"{}")
@@ -439,7 +441,8 @@ class Bench:
             self.notes[case].append(f"refused at submit ({code})")
 
     def detail(self, case: str) -> dict:
-        return self.api("GET", f"/api/v1/tasks/{self.ids[case]}")[1]
+        body = self.api("GET", f"/api/v1/tasks/{self.ids[case]}")[1]
+        return {**body.get("task", {}), "stages": body.get("stages", [])}
 
     def wait_all(self, label: str) -> dict[str, dict]:
         deadline = time.time() + PHASE_TIMEOUT_S
@@ -462,6 +465,9 @@ class Bench:
                 time.sleep(7)
                 seen = {c: self.detail(c) for c in self.ids}
                 if all(seen[c].get("state") in ENDED for c in seen):
+                    for c in commented:
+                        self.notes[c].append(f"after the comments and 3 polls: {seen[c].get('state')}, "
+                                             f"cycle {seen[c].get('cycle')}")
                     break
                 commented = set(commented)
                 continue
@@ -535,7 +541,7 @@ class Bench:
         db = sqlite3.connect(self.home / ".fleet" / "fleet.db")
         runs = {rid: name for rid, name in db.execute("SELECT id, name FROM runs")}
         fates = {}
-        for line in self.ledger.read_text().splitlines():
+        for line in (self.ledger.read_text() if self.ledger.exists() else "").splitlines():
             e = json.loads(line)
             fates.setdefault((e["run"], e["task"]), e["line"])
         per = {}
