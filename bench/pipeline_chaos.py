@@ -56,6 +56,8 @@ SEED = "20261206"
 FAULTS = {"FAKE_P_WRONG": "0.3", "FAKE_P_RATE": "0.1", "FAKE_P_HANG": "0.05", "FAKE_P_CRASH": "0.05"}
 ROLES = ["researcher", "planner", "developer", "reviewer", "qa"]
 PHASE_TIMEOUT_S = 2400
+MAX_ATTEMPTS = 8
+STUCK_S = 120              # a working epic with no event for this long is reported stuck            # the engine's default attempts per task
 ENDED = {"awaiting_acceptance", "blocked", "failed", "done", "cancelled"}
 
 # (id, project, request, expected after phase 1) — the tag in brackets tells the scripted agents,
@@ -335,6 +337,9 @@ class Bench:
         self.submitted_at: dict[str, float] = {}
         self.refused: dict[str, str] = {}
         self.notes: dict[str, list[str]] = {c[0]: [] for c in CASES}
+        self.commented: set[str] = set()
+        self.comment_checked: set[str] = set()
+        self.stuck: set[str] = set()
 
     # ---------------------------------------------------------------------------------- setup
 
@@ -447,7 +452,7 @@ class Bench:
     def wait_all(self, label: str) -> dict[str, dict]:
         deadline = time.time() + PHASE_TIMEOUT_S
         seen: dict[str, dict] = {}
-        commented: set[str] = set()
+        commented = self.commented
         while time.time() < deadline:
             pending = []
             for case in self.ids:
@@ -458,24 +463,47 @@ class Bench:
                     self.leave_comments(case, d)
                     commented.add(case)
                     pending.append(case)
-                elif st not in ENDED:
-                    pending.append(case)
-            if commented and not pending:
+                elif st not in ENDED and case not in self.stuck:
+                    if self.silent_for(case) > STUCK_S:
+                        self.stuck.add(case)
+                        self.notes[case].append(
+                            f"stuck: no event for {STUCK_S} s in stage {st} (last: {self.last_event(case)})")
+                    else:
+                        pending.append(case)
+            if commented and not pending and not all(c in self.comment_checked for c in commented):
                 # Give the server three poll periods to (wrongly) start a cycle from them.
                 time.sleep(7)
                 seen = {c: self.detail(c) for c in self.ids}
                 if all(seen[c].get("state") in ENDED for c in seen):
                     for c in commented:
+                        self.comment_checked.add(c)
                         self.notes[c].append(f"after the comments and 3 polls: {seen[c].get('state')}, "
                                              f"cycle {seen[c].get('cycle')}")
                     break
-                commented = set(commented)
                 continue
             if not pending:
                 break
             log(f"{label}: {len(pending)} working: {', '.join(sorted(pending)[:10])}")
             time.sleep(3)
         return seen
+
+    def events_of(self, case: str) -> list:
+        db = sqlite3.connect(self.home / ".fleet" / "fleet.db", timeout=30)
+        try:
+            e = self.ids[case]
+            return list(db.execute(
+                "SELECT at, kind, data FROM events WHERE run_id = ? OR run_id LIKE ? ORDER BY seq DESC LIMIT 1",
+                (e, e + "-%")))
+        finally:
+            db.close()
+
+    def silent_for(self, case: str) -> float:
+        ev = self.events_of(case)
+        return time.time() - ev[0][0] / 1000 if ev else 0.0
+
+    def last_event(self, case: str) -> str:
+        ev = self.events_of(case)
+        return f"{ev[0][1]} {ev[0][2][:200]}" if ev else "none"
 
     def leave_comments(self, case: str, d: dict) -> None:
         url = (d.get("delivery") or {}).get("url") or ""
@@ -504,10 +532,14 @@ class Bench:
                           if case == "r29" else "Go on as planned.")
                 code, body = self.api("POST", f"/api/v1/tasks/{self.ids[case]}/answer", {"answer": answer})
                 self.notes[case].append(f"person answered ({code})")
-        if "r30" in self.refused:
+        stuck, self.stuck = sorted(self.stuck), set()
+        if "r30" in self.refused or stuck:
             self.stop_serve()
             self.write_config(with_db=True)
             self.start_serve()
+            for c in stuck:
+                self.notes[c].append("person restarted fleet serve (the stage's run resumes)")
+        if "r30" in self.refused:
             self.notes["r30"].append("person added a db profile, restarted fleet serve and submitted again")
             case = next(c for c in CASES if c[0] == "r30")
             self.submit(case[0], case[1], case[2])
@@ -520,6 +552,8 @@ class Bench:
         if not d:
             return "unknown"
         st = d.get("state")
+        if case in self.stuck:
+            return f"stuck in {st} (no event for {STUCK_S} s)"
         if st == "blocked":
             q = (d.get("blocked") or {}).get("question") or ""
             return f"blocked at {(d.get('blocked') or {}).get('at')}: {q[:200]}"
@@ -564,13 +598,19 @@ class Bench:
         # The floor: per agent task, the first attempt whose scripted fate is a success.
         task_state = {(runs.get(r, ""), t): s for r, t, s in db.execute("SELECT run_id, id, state FROM tasks")}
         floor_total = fleet_total = 0
-        unfinished = []
+        unfinished, over_limit = [], []
         for case, p in per.items():
             p["floor"] = 0
             for (name, task), n in p["tasks"].items():
                 line = fates.get((name, task))
                 if line is None or task_state.get((name, task)) not in ("merged", "passed"):
-                    unfinished.append(f"{case}:{name}/{task} ({task_state.get((name, task))}, {n} attempts)")
+                    k = 1
+                    while line and scripted(SEED, line, task, k)["fate"] != "success" and k < 100:
+                        k += 1
+                    unfinished.append(f"{case}:{name}/{task} ({task_state.get((name, task))}, {n} attempts, "
+                                      f"first scripted success at attempt {k})")
+                    if line and k > MAX_ATTEMPTS:
+                        over_limit.append(f"{case}:{name}/{task} needs {k} attempts, the limit is {MAX_ATTEMPTS}")
                     continue
                 k = 1
                 while scripted(SEED, line, task, k)["fate"] != "success" and k < 100:
@@ -580,10 +620,17 @@ class Bench:
                 fleet_total += n
         # Times: submit -> awaiting acceptance; submit -> first agent start; last merge -> PR.
         events = list(db.execute("SELECT at, run_id, task, kind, data FROM events ORDER BY seq"))
-        first_start, awaiting, merged_last, pr_opened = {}, {}, {}, {}
+        first_start, awaiting, merged_last, pr_opened, stage_start = {}, {}, {}, {}, {}
+        evidence: dict[str, dict[str, int]] = {}
         created = {}
         for at, run_id, task, kind, data in events:
             epic = runs.get(run_id, run_id).split("-")[0] if run_id in runs else run_id
+            if kind in ("epic.delivery_retried", "task.qa_failed", "task.review_rejected",
+                        "epic.qa_passed", "epic.qa_rendered"):
+                ev = evidence.setdefault(epic, {})
+                ev[kind.split(".", 1)[1]] = ev.get(kind.split(".", 1)[1], 0) + 1
+            if kind == "epic.stage_started":
+                stage_start.setdefault(epic, at)
             if kind == "task.created":
                 created.setdefault(epic, at)
             elif kind == "attempt.started":
@@ -602,29 +649,37 @@ class Bench:
                 p["time_s"] = (awaiting[e] - created[e]) / 1000
             if e in created and e in first_start:
                 p["to_first_agent_ms"] = first_start[e] - created[e]
+            if e in stage_start and e in first_start:
+                p["stage_to_first_agent_ms"] = first_start[e] - stage_start[e]
+            p["evidence"] = evidence.get(e, {})
             if e in merged_last and e in pr_opened and pr_opened[e] > merged_last[e]:
                 a, b = merged_last[e], pr_opened[e]
                 agent = sum(max(0, min(f, b) - max(s, a)) for s, f in p["agent_ms"])
                 p["merge_to_pr_ms"] = b - a
                 p["merge_to_pr_fleet_ms"] = b - a - agent
-        return {"per": per, "floor": floor_total, "fleet": fleet_total, "unfinished": unfinished}
+        return {"per": per, "floor": floor_total, "fleet": fleet_total, "unfinished": unfinished,
+                "over_limit": over_limit}
 
     def report(self, phase1: dict, phase2: dict, fig: dict, wall: float) -> str:
         lines = ["# Pipeline chaos benchmark", "",
                  f"`python3 bench/pipeline_chaos.py` — {len(CASES)} requests, `fleet serve --epics "
                  f"{self.args.epics}`, fleet binary `{self.fleet.relative_to(ROOT) if self.fleet.is_relative_to(ROOT) else self.fleet}`, "
                  f"seed {SEED}, wall {wall:.0f} s.", "",
-                 "| case | project | request | expected (phase 1) | phase 1 | ok | phase 2 | attempts | floor | cost $ | time s |",
-                 "|---|---|---|---|---|---|---|---|---|---|---|"]
+                 "| case | project | request | expected (phase 1) | phase 1 | ok | phase 2 | faults seen | attempts | floor | cost $ | time s |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         ok1 = ok2 = 0
         for case, project, request, expected in CASES:
             o1, o2 = phase1.get(case, "?"), phase2.get(case, "?")
             m = self.matches(expected, o1)
+            forced = [u for u in fig["over_limit"] if u.startswith(case + ":")]
+            if not m and forced and o1.startswith("blocked"):
+                m = True
+                self.notes[case].append("blocked as the script forces: " + "; ".join(forced))
             ok1 += m
             ok2 += o2 == "awaiting_acceptance"
             p = fig["per"].get(case, {})
             lines.append(f"| {case} | {project} | {request[:40]} | {expected} | {o1[:90].replace('|', '/')} | "
-                         f"{'yes' if m else '**no**'} | {o2[:40]} | {p.get('attempts', 0)} | {p.get('floor', 0)} | "
+                         f"{'yes' if m else '**no**'} | {o2[:40]} | {', '.join(f'{k} {v}' for k, v in sorted(p.get('evidence', {}).items()))} | {p.get('attempts', 0)} | {p.get('floor', 0)} | "
                          f"{p.get('cost', 0):.4f} | {p.get('time_s', float('nan')):.1f} |")
         failed1 = sum(1 for o in phase1.values() if o == "failed")
         failed2 = sum(1 for o in phase2.values() if o == "failed")
@@ -644,7 +699,9 @@ class Bench:
                   + (": " + "; ".join(fig["unfinished"][:8]) if fig["unfinished"] else ""),
                   f"- Attempts per request: {stat('attempts')}; cost per request ($): {stat('cost')}.",
                   f"- Time per request, submit -> awaiting acceptance (s): {stat('time_s')}.",
-                  f"- Fleet overhead, submit -> first agent start (ms): {stat('to_first_agent_ms')}.",
+                  f"- Submit -> first agent start (ms), queueing for one of the {self.args.epics} epic slots "
+                  f"included: {stat('to_first_agent_ms')}; Fleet's own part, the epic's first stage "
+                  f"started -> its first agent started (ms): {stat('stage_to_first_agent_ms')}.",
                   f"- Last merge -> pull request opened (ms): {stat('merge_to_pr_ms')}; without the "
                   f"agents' own time in that window (ms): {stat('merge_to_pr_fleet_ms')}.",
                   "", "## Notes per case", ""]
