@@ -57,7 +57,7 @@ FAULTS = {"FAKE_P_WRONG": "0.3", "FAKE_P_RATE": "0.1", "FAKE_P_HANG": "0.05", "F
 ROLES = ["researcher", "planner", "developer", "reviewer", "qa"]
 PHASE_TIMEOUT_S = 2400
 MAX_ATTEMPTS = 8
-STUCK_S = 120              # a working epic with no event for this long is reported stuck            # the engine's default attempts per task
+STUCK_S = 120              # a task still waiting this long after its announced wait is stuck            # the engine's default attempts per task
 ENDED = {"awaiting_acceptance", "blocked", "failed", "done", "cancelled"}
 
 # (id, project, request, expected after phase 1) — the tag in brackets tells the scripted agents,
@@ -464,10 +464,11 @@ class Bench:
                     commented.add(case)
                     pending.append(case)
                 elif st not in ENDED and case not in self.stuck:
-                    if self.silent_for(case) > STUCK_S:
+                    if self.overslept(case) > STUCK_S:
                         self.stuck.add(case)
                         self.notes[case].append(
-                            f"stuck: no event for {STUCK_S} s in stage {st} (last: {self.last_event(case)})")
+                            f"stuck: waiting {STUCK_S} s past the end of its wait in stage {st} (last: "
+                            f"{self.last_event(case)})")
                     else:
                         pending.append(case)
             if commented and not pending and not all(c in self.comment_checked for c in commented):
@@ -497,9 +498,17 @@ class Bench:
         finally:
             db.close()
 
-    def silent_for(self, case: str) -> float:
+    def overslept(self, case: str) -> float:
+        """Seconds since the end of the wait a task announced as its last event (0: none)."""
         ev = self.events_of(case)
-        return time.time() - ev[0][0] / 1000 if ev else 0.0
+        if not ev or ev[0][1] != "task.waiting":
+            return 0.0
+        until = json.loads(ev[0][2]).get("until")
+        if not until:
+            return 0.0
+        from datetime import datetime
+        end = datetime.fromisoformat(until.replace("Z", "+00:00")).timestamp()
+        return time.time() - end
 
     def last_event(self, case: str) -> str:
         ev = self.events_of(case)
@@ -553,7 +562,7 @@ class Bench:
             return "unknown"
         st = d.get("state")
         if case in self.stuck:
-            return f"stuck in {st} (no event for {STUCK_S} s)"
+            return f"stuck in {st} (still waiting {STUCK_S} s after its wait ended)"
         if st == "blocked":
             q = (d.get("blocked") or {}).get("question") or ""
             return f"blocked at {(d.get('blocked') or {}).get('at')}: {q[:200]}"
