@@ -25,6 +25,9 @@ pub const TEMPLATE_VARS: &[&str] = &[
     "cycle",
     // The code-writing roles some profile plays (the planner may give tasks only these).
     "roles",
+    // QA: the deployed app's address, and the page as Fleet's headless browser rendered it.
+    "url",
+    "page",
 ];
 
 /// Fills `template` with `vars`. The error names the unknown placeholder (or the malformed

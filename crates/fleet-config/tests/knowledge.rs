@@ -191,7 +191,7 @@ fn the_builtin_roles_keep_their_contract() {
     assert_eq!(artifacts("architect"), ["architecture.md"]);
     assert_eq!(artifacts("planner"), ["plan.json"]);
     assert_eq!(artifacts("reviewer"), ["review.json"]);
-    assert_eq!(artifacts("qa"), ["review.json"]);
+    assert_eq!(artifacts("qa"), ["qa.json"]);
     assert_eq!(artifacts("auditor"), ["findings.json"]);
     assert_eq!(
         artifacts("framework-reviewer"),

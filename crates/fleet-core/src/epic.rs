@@ -3,6 +3,9 @@
 //!
 //! ```text
 //! research -> [architect] -> plan -> implement -> review -> deliver -> awaiting_acceptance -> done
+//!                                                              |  (deployed) ^
+//!                                                              +--> qa ------+ (QA passed)
+//!                                                                    +-> plan (QA found bugs: next cycle)
 //!                 ^            ^  \      |          |                      |
 //!                 |            |   +-----+ (tasks failed: re-plan them)    |
 //!                 |            +--------------------+ (review rejected: fix tasks, next cycle)
@@ -28,6 +31,8 @@ pub enum Stage {
     Implement,
     Review,
     Deliver,
+    /// A QA agent tests the app deployed to a test environment; bugs start the next cycle.
+    Qa,
     AwaitingAcceptance,
     /// Waiting for a person to answer one question (or fix the config and retry); the epic
     /// then continues from the stage it stopped at ([`Blocked::at`]).
@@ -38,13 +43,14 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 11] = [
+    pub const ALL: [Stage; 12] = [
         Stage::Research,
         Stage::Architect,
         Stage::Plan,
         Stage::Implement,
         Stage::Review,
         Stage::Deliver,
+        Stage::Qa,
         Stage::AwaitingAcceptance,
         Stage::Blocked,
         Stage::Done,
@@ -60,6 +66,7 @@ impl Stage {
             Stage::Implement => "implement",
             Stage::Review => "review",
             Stage::Deliver => "deliver",
+            Stage::Qa => "qa",
             Stage::AwaitingAcceptance => "awaiting_acceptance",
             Stage::Blocked => "blocked",
             Stage::Done => "done",
@@ -180,6 +187,8 @@ pub enum Outcome {
     Approved,
     /// Review: rejected with a bug report.
     Rejected,
+    /// Deliver: deployed to a test environment that QA tests before a person is asked.
+    Deployed,
     /// A person accepted the delivered result.
     Accepted,
     /// A person rejected it (or review comments arrived on its pull request).
@@ -327,6 +336,17 @@ pub fn next(state: &EpicState, outcome: &Outcome, limits: &Limits) -> Step {
             Stage::AwaitingAcceptance,
             "delivered; waiting for a person to accept".into(),
         ),
+        (Stage::Deliver, Outcome::Deployed) => go(
+            s,
+            Stage::Qa,
+            "deployed to the test environment; QA tests it".into(),
+        ),
+        (Stage::Qa, Outcome::Passed) => go(
+            s,
+            Stage::AwaitingAcceptance,
+            "QA passed on the deployed app; waiting for a person to accept".into(),
+        ),
+        (Stage::Qa, Outcome::Rejected) => new_cycle(state, "QA found bugs in the deployed app"),
         (Stage::AwaitingAcceptance, Outcome::Accepted) => go(s, Stage::Done, "accepted".into()),
         (Stage::AwaitingAcceptance, Outcome::Reworked) => {
             new_cycle(state, "a person asked for changes")

@@ -2,9 +2,10 @@
 //!
 //! Owns: task ids, the task graph and its validation, the task state machine, retry policy,
 //! the scheduler's choice of what runs next, the agent pool's policy (`pool`), the plan a
-//! planner returns and its validation (`work_plan`), an epic's life (`epic`), when recurring
-//! audits are due (`schedule`) and which of their findings become requests (`audit`), and the
-//! always-on rules over what an attempt may change (`policy`). Everything here is a plain function over
+//! planner returns and its validation (`work_plan`), the QA agent's bug report (`qa`), an
+//! epic's life (`epic`), when recurring audits are due (`schedule`) and which of their findings
+//! become requests (`audit`), and the always-on rules over what an attempt may change
+//! (`policy`). Everything here is a plain function over
 //! data: no IO, no clock (time is passed in as [`Millis`]), no async runtime. The engine
 //! (`fleet-engine`) feeds it what happened and persists the transitions it returns before
 //! acting on them.
@@ -17,6 +18,7 @@ pub mod graph;
 pub mod id;
 pub mod policy;
 pub mod pool;
+pub mod qa;
 pub mod retry;
 pub mod run;
 pub mod schedule;

@@ -19,6 +19,7 @@
 
 pub mod audit;
 mod pr_life;
+mod qa;
 mod stages;
 
 use fleet_config::{InstanceConfig, Library};
@@ -118,6 +119,21 @@ pub struct Delivery {
     pub no_change: Option<String>,
 }
 
+/// One QA run on the deployed app.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QaRecord {
+    pub cycle: u32,
+    pub url: String,
+    /// `pass` or `fail`.
+    pub verdict: String,
+    pub summary: String,
+    pub bugs: Vec<String>,
+    /// Fleet's own rendering of the page (headless chromium), when the project asks for it.
+    pub dom: Option<String>,
+    pub screenshot: Option<String>,
+}
+
 /// A project to register (`fleet project add`, `POST /api/v1/projects`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -138,6 +154,17 @@ pub struct NewProject {
     pub remote: Option<String>,
     pub deploy_command: Option<String>,
     pub bible: Option<String>,
+    /// Deploys: a QA agent tests the deployed app before a person is asked to accept.
+    pub qa: Option<QaSpec>,
+}
+
+/// How QA tests a deployed project (`"qa"` of its delivery).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QaSpec {
+    /// Fleet renders the deployed URL with headless chromium (DOM and a screenshot) and gives
+    /// the QA agent the rendered page; the agent may run chromium itself too.
+    pub browser: bool,
 }
 
 /// An epic's branch: `fleet/epics/<instance>/<epic>`. Epic ids are unique only within an
@@ -171,6 +198,9 @@ pub struct EpicData {
     /// A person's answers to the questions a blocked epic asked; they join the request every
     /// later agent reads.
     pub answers: Vec<Answer>,
+    /// Deploys: QA's reports on the deployed app, one per QA run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub qa: Vec<QaRecord>,
 }
 
 /// A question Fleet asked about an epic, and what a person answered.
@@ -199,6 +229,9 @@ pub struct DeliverySpec {
     pub remote: Option<String>,
     /// Deploys: the command; the last URL it prints is the result.
     pub command: Option<String>,
+    /// Deploys: QA tests the deployed app (also on when some profile plays `qa`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qa: Option<QaSpec>,
 }
 
 pub struct Pipeline {
@@ -362,7 +395,7 @@ impl Pipeline {
                         "--delivery deploy needs --deploy-command".into(),
                     ));
                 };
-                json!({"kind": "deploy", "command": cmd})
+                json!({"kind": "deploy", "command": cmd, "qa": p.qa})
             }
             other => {
                 return Err(PipelineError::Invalid(format!(
@@ -689,7 +722,7 @@ impl Pipeline {
             let step = pr_life::after_plan(&project, &mut data, stage, step).await;
             if let Some(s) = epic.stages.last_mut() {
                 s.state = match outcome {
-                    Outcome::Passed | Outcome::Approved => "passed".into(),
+                    Outcome::Passed | Outcome::Approved | Outcome::Deployed => "passed".into(),
                     Outcome::NeedsPerson { .. } => "blocked".into(),
                     _ => "failed".into(),
                 };

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Where agents of non-code roles leave what they return.
-const OUT: &str = ".fleet-out";
+pub(crate) const OUT: &str = ".fleet-out";
 const MAX_TASKS: usize = 50;
 
 /// `fleet artifact check KIND FILE`: what a stage's acceptance check runs on the artifact an
@@ -43,13 +43,19 @@ pub fn artifact_check(
             validate_review(&review).map_err(|errs| errs.iter().map(|e| e.to_string()).collect())
         }
         "findings" => crate::audit::parse_findings(text).map(|_| ()),
+        "qa" => {
+            let report: fleet_core::qa::QaReport = serde_json::from_str(text)
+                .map_err(|e| vec![format!("qa.json is not a valid QA report: {e}")])?;
+            fleet_core::qa::validate_qa_report(&report)
+                .map_err(|errs| errs.iter().map(|e| e.to_string()).collect())
+        }
         other => Err(vec![format!(
-            "unknown artifact kind {other:?} (expected plan, review or findings)"
+            "unknown artifact kind {other:?} (expected plan, review, qa or findings)"
         )]),
     }
 }
 
-fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
@@ -87,6 +93,7 @@ pub(crate) fn blocker(
         Stage::Architect => vec!["architect".into()],
         Stage::Plan => vec!["planner".into()],
         Stage::Review => vec!["reviewer".into()],
+        Stage::Qa => vec!["qa".into()],
         Stage::Implement => data
             .tasks
             .iter()
@@ -156,7 +163,7 @@ fn bullet(items: &[String]) -> String {
 }
 
 /// The variables every role template may use.
-fn vars(
+pub(crate) fn vars(
     p: &Pipeline,
     epic: &EpicRow,
     data: &EpicData,
@@ -202,7 +209,7 @@ fn vars(
     v
 }
 
-fn render(
+pub(crate) fn render(
     p: &Pipeline,
     role: &str,
     vars: &BTreeMap<&'static str, String>,
@@ -221,7 +228,7 @@ fn render(
 }
 
 /// Starts (or, after a crash, resumes or reads back) the engine run `name` of `runbook`.
-async fn run(
+pub(crate) async fn run(
     p: &Pipeline,
     epic: &EpicRow,
     name: &str,
@@ -280,7 +287,7 @@ fn finished(p: &Pipeline, run_id: &str) -> Result<RunRow> {
     Ok(row)
 }
 
-fn base_runbook(
+pub(crate) fn base_runbook(
     p: &Pipeline,
     epic: &EpicRow,
     project: &ProjectRow,
@@ -300,7 +307,7 @@ fn base_runbook(
 /// A stage whose one agent writes one artifact, checked by `check`. Returns the run and the
 /// artifact's text (`None` when the agent never produced a valid one).
 #[allow(clippy::too_many_arguments)]
-async fn artifact_stage(
+pub(crate) async fn artifact_stage(
     p: &Pipeline,
     epic: &EpicRow,
     project: &ProjectRow,
@@ -327,7 +334,7 @@ async fn artifact_stage(
 }
 
 /// Why the run's tasks did not pass, for stage details.
-fn run_failure(p: &Pipeline, row: &RunRow) -> String {
+pub(crate) fn run_failure(p: &Pipeline, row: &RunRow) -> String {
     p.store
         .tasks(&row.id)
         .map(|ts| {
@@ -347,7 +354,7 @@ fn run_failure(p: &Pipeline, row: &RunRow) -> String {
         .unwrap_or_default()
 }
 
-type StageEnd = (Outcome, String, Option<String>);
+pub(crate) type StageEnd = (Outcome, String, Option<String>);
 
 /// Asks the classifier `profile` for the request's intent (IMR, when no rule matched). `None`:
 /// it named no known intent, or could not answer; the default route stands.
@@ -536,6 +543,7 @@ pub(crate) async fn run_stage(
         Stage::Implement => implement(p, epic, data, project, name, &v).await,
         Stage::Review => review(p, epic, data, project, name, &v).await,
         Stage::Deliver => deliver(p, epic, data, project, name).await,
+        Stage::Qa => crate::qa::run(p, epic, data, project, name, &v).await,
         other => Ok((
             Outcome::Failed {
                 why: format!("{other} is not a stage Fleet runs"),
@@ -548,7 +556,7 @@ pub(crate) async fn run_stage(
 
 /// The stage stops and the epic asks a person `question` (never `failed`: the cause is
 /// fixable).
-fn needs_person(question: String) -> StageEnd {
+pub(crate) fn needs_person(question: String) -> StageEnd {
     (
         Outcome::NeedsPerson {
             question: question.clone(),
@@ -558,7 +566,7 @@ fn needs_person(question: String) -> StageEnd {
     )
 }
 
-fn fail(why: String, row: &RunRow) -> StageEnd {
+pub(crate) fn fail(why: String, row: &RunRow) -> StageEnd {
     (
         Outcome::Failed { why: why.clone() },
         why,
@@ -691,8 +699,9 @@ async fn review(
         }
     }
     let mut v = v.clone();
-    // The reviewer gets no developer context: the request, the criteria and the diff.
-    v.insert("feedback", String::new());
+    // The reviewer gets no developer context: the request, the criteria and the diff — and
+    // the bug reports of earlier cycles (review and QA), to check that they were fixed.
+    v.insert("feedback", crate::qa::earlier_reports(data));
     v.insert("architecture", String::new());
     let mut acceptance: Vec<String> = commands.iter().map(|c| format!("`{c}` exits 0")).collect();
     acceptance.extend(statements.iter().cloned());
@@ -955,7 +964,13 @@ async fn deliver(
                     } else {
                         ""
                     };
-                    Ok((Outcome::Passed, format!("deployed at {}{by}", d.url), None))
+                    // A deployed app is tested by QA before a person is asked to accept it.
+                    let outcome = if crate::qa::wanted(p, &spec) {
+                        Outcome::Deployed
+                    } else {
+                        Outcome::Passed
+                    };
+                    Ok((outcome, format!("deployed at {}{by}", d.url), None))
                 }
                 Err(e) => {
                     let devops = match handed {

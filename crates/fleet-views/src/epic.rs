@@ -5,7 +5,7 @@
 
 use crate::{is_work, stage_of_run, tokens};
 use fleet_core::epic::Blocked;
-use fleet_pipeline::{Answer, EpicData, EpicTask, ReviewRecord};
+use fleet_pipeline::{Answer, EpicData, EpicTask, QaRecord, ReviewRecord};
 use fleet_store::{AttemptRow, EpicRow, Event, RunRow, Store, StoreError};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -139,6 +139,8 @@ pub struct EpicView {
     pub attempts: Vec<AttemptView>,
     pub history: Vec<HistoryItem>,
     pub reviews: Vec<ReviewRecord>,
+    /// QA of the deployed app, one per cycle it ran.
+    pub qa: Vec<QaRecord>,
     pub spend_by_role: BTreeMap<String, Spend>,
     pub total: Spend,
 }
@@ -475,6 +477,7 @@ fn view(
         attempts,
         history,
         reviews: data.reviews.clone(),
+        qa: data.qa.clone(),
         spend_by_role,
         total,
     }))

@@ -242,6 +242,7 @@ fn create(l: &Layout, server: &ModelServer) -> anyhow::Result<()> {
             remote: Some("origin".into()),
             deploy_command: None,
             bible: None,
+            qa: None,
         },
     )?;
     Ok(())

@@ -446,6 +446,21 @@ pub fn show(home: &Path, id: &str, json_out: bool) -> anyhow::Result<u8> {
             }
         }
     }
+    if !view.qa.is_empty() {
+        println!("\nqa of the deployed app:");
+        for q in &view.qa {
+            println!(
+                "  c{} {:<6} {} {}",
+                q.cycle,
+                q.verdict,
+                q.url,
+                q.summary.lines().next().unwrap_or("")
+            );
+            for b in &q.bugs {
+                println!("       - {}", b.lines().next().unwrap_or(""));
+            }
+        }
+    }
     if !view.spend_by_role.is_empty() {
         println!("\ntime and spend by role:");
         for (r, v) in &view.spend_by_role {

@@ -273,6 +273,12 @@ enum ProjectCommand {
         /// The bible (bibles/<name>.md) the project follows.
         #[arg(long)]
         bible: Option<String>,
+        /// Deploys: a QA agent tests the deployed app before a person is asked to accept.
+        #[arg(long)]
+        qa: bool,
+        /// Deploys: QA with a headless browser (Fleet renders the deployed page; implies --qa).
+        #[arg(long)]
+        qa_browser: bool,
     },
     /// List projects.
     Ls {
@@ -680,6 +686,8 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
                     remote,
                     deploy_command,
                     bible,
+                    qa,
+                    qa_browser,
                 } => epics::project_add(
                     &home,
                     epics::NewProject {
@@ -695,6 +703,9 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
                         remote,
                         deploy_command,
                         bible,
+                        qa: (qa || qa_browser).then_some(fleet_pipeline::QaSpec {
+                            browser: qa_browser,
+                        }),
                     },
                 ),
                 ProjectCommand::Ls { json } => epics::project_ls(&home, json),
