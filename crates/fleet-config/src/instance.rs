@@ -26,6 +26,7 @@ const TOP_KEYS: &[&str] = &[
     "notifications",
     "notify_retry",
     "telegram",
+    "projects",
 ];
 const SERVER_KEYS: &[&str] = &["bind", "public_url"];
 const PROFILE_KEYS: &[&str] = &[
@@ -69,6 +70,8 @@ pub struct InstanceConfig {
     pub notify_retry: NotifyRetry,
     /// `telegram:`: the bot that takes requests, when configured.
     pub telegram: Option<TelegramSpec>,
+    /// `projects:`: limits of each project's epics, by project name.
+    pub projects: BTreeMap<String, crate::ProjectLimits>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,7 +192,13 @@ impl InstanceConfig {
             notifications: Vec::new(),
             notify_retry: NotifyRetry::default(),
             telegram: None,
+            projects: BTreeMap::new(),
         }
+    }
+
+    /// The limits of `project`'s epics: its `projects:` entry, or the defaults.
+    pub fn project_limits(&self, project: &str) -> crate::ProjectLimits {
+        self.projects.get(project).cloned().unwrap_or_default()
     }
 }
 
@@ -262,6 +271,7 @@ pub fn parse_instance(path: &Path, text: &str) -> Result<InstanceConfig, Vec<Con
                     cfg.notify_retry = notify::retry(&mut d, value).unwrap_or_default()
                 }
                 "telegram" => cfg.telegram = notify::telegram(&mut d, value),
+                "projects" => cfg.projects = crate::project_limits::decode(&mut d, value),
                 _ => unreachable!("fields() keeps known keys only"),
             }
         }

@@ -19,6 +19,7 @@ mod instance;
 mod knowledge;
 mod notify;
 mod output;
+mod project_limits;
 mod read;
 mod routing;
 mod template;
@@ -35,6 +36,7 @@ pub use notify::{
     DEFAULT_TELEGRAM_API, EmailSpec, EmailTls, NOTIFY_EVENTS, NOTIFY_KINDS, NotifyKind,
     NotifyRetry, NotifySpec, TelegramSpec, UrlSource,
 };
+pub use project_limits::ProjectLimits;
 pub use read::{MAX_FILE_BYTES, read_text};
 pub use routing::{Route, RouteSource, Routing, Rule, route};
 pub use template::{TEMPLATE_VARS, render};

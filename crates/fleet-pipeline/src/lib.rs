@@ -17,6 +17,7 @@
 //! and review run on a throwaway branch of their own run; only the implement stage — atomic
 //! tasks of a validated plan — lands on the epic's branch.
 
+mod limits;
 mod pr_life;
 mod stages;
 
@@ -618,6 +619,21 @@ impl Pipeline {
             if !machine.stage.is_working() {
                 return Ok(epic);
             }
+            // A configured hard limit of money or time ends the epic: the one way to `failed`
+            // besides a person cancelling.
+            if let Some(why) = self.hard_limit(&epic)? {
+                let limits = self.limits_of(&epic.project);
+                let step = epic::next(&machine, &Outcome::LimitReached { why }, &limits);
+                let ev = vec![self.emit(
+                    &epic,
+                    "task.failed",
+                    json!({"stage": machine.stage.as_str(), "reason": step.why}),
+                )];
+                epic.state = step.state.stage.as_str().into();
+                data.machine = Some(step.state);
+                self.saved(&mut epic, &data, ev)?;
+                continue;
+            }
             let project = self.project(&epic.project)?;
             // The epic's branch is made at intake, after the epic is saved: a crash in between
             // leaves it to be made here.
@@ -686,7 +702,7 @@ impl Pipeline {
                 Err(e @ PipelineError::Interrupted(_)) => return Err(e),
                 Err(e) => (Outcome::Failed { why: e.to_string() }, e.to_string(), None),
             };
-            let step = epic::next(&machine, &outcome, &self.limits);
+            let step = epic::next(&machine, &outcome, &self.limits_of(&epic.project));
             let step = pr_life::after_plan(&project, &mut data, stage, step).await;
             if let Some(s) = epic.stages.last_mut() {
                 s.state = match outcome {
@@ -740,11 +756,15 @@ impl Pipeline {
         }
     }
 
-    /// A person accepts the delivered result: the epic is done.
+    /// A person accepts the delivered result: the epic is done. A result delivered once stays
+    /// acceptable when a later fix cycle stopped (blocked, or failed at a hard limit).
     pub fn accept(&self, id: &str) -> Result<EpicRow> {
         let (mut epic, mut data) = self.epic(id)?;
-        let machine = self.awaiting(&epic, &data)?;
-        let step = epic::next(&machine, &Outcome::Accepted, &self.limits);
+        let machine = data.machine.clone().unwrap_or(EpicState::new(true, false));
+        if !epic::acceptable(&machine) {
+            self.awaiting(&epic, &data)?;
+        }
+        let step = epic::next(&machine, &Outcome::Accepted, &self.limits_of(&epic.project));
         epic.state = step.state.stage.as_str().into();
         data.machine = Some(step.state);
         let ev = vec![
@@ -777,7 +797,7 @@ impl Pipeline {
         feedback: &str,
     ) -> Result<EpicRow> {
         let machine = self.awaiting(&epic, &data)?;
-        let step = epic::next(&machine, &Outcome::Reworked, &self.limits);
+        let step = epic::next(&machine, &Outcome::Reworked, &self.limits_of(&epic.project));
         data.reviews.push(ReviewRecord {
             cycle: machine.cycle,
             verdict: verdict.into(),
@@ -818,7 +838,7 @@ impl Pipeline {
                 machine.stage
             )));
         }
-        let step = epic::next(&machine, &Outcome::Cancel, &self.limits);
+        let step = epic::next(&machine, &Outcome::Cancel, &self.limits_of(&epic.project));
         epic.state = step.state.stage.as_str().into();
         data.machine = Some(step.state);
         let ev = vec![self.emit(
@@ -871,7 +891,11 @@ impl Pipeline {
         machine: EpicState,
         mut detail: serde_json::Value,
     ) -> Result<EpicRow> {
-        let step = epic::next(&machine, &Outcome::Unblocked, &self.limits);
+        let step = epic::next(
+            &machine,
+            &Outcome::Unblocked,
+            &self.limits_of(&epic.project),
+        );
         detail["next"] = json!(step.state.stage.as_str());
         detail["why"] = json!(step.why);
         let ev = vec![self.emit(&epic, "task.unblocked", detail)];

@@ -150,7 +150,7 @@ fn rework(
         .collect::<Vec<_>>()
         .join("\n");
     let machine = p.awaiting(&epic, &data)?;
-    let step = epic::next(&machine, &Outcome::Reworked, &p.limits);
+    let step = epic::next(&machine, &Outcome::Reworked, &p.limits_of(&epic.project));
     data.reviews.push(ReviewRecord {
         cycle: machine.cycle,
         verdict: "pull_request_comments".into(),
@@ -205,7 +205,7 @@ fn end(p: &Pipeline, mut epic: EpicRow, mut data: EpicData, state: PrState) -> R
             ],
         )
     };
-    let step = epic::next(&machine, &outcome, &p.limits);
+    let step = epic::next(&machine, &outcome, &p.limits_of(&epic.project));
     epic.state = step.state.stage.as_str().into();
     data.machine = Some(step.state);
     p.save(&mut epic, &data, events)

@@ -290,7 +290,7 @@ fn base_runbook(
     name: &str,
     tasks: Vec<Value>,
 ) -> Value {
-    let concurrency = p.concurrency;
+    let concurrency = p.concurrency_of(&project.name);
     json!({
         "name": name,
         "repo": project.path,
