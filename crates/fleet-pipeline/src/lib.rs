@@ -19,6 +19,7 @@
 
 mod limits;
 mod pr_life;
+mod preflight;
 mod stages;
 
 use fleet_config::{InstanceConfig, Library};
@@ -440,6 +441,10 @@ impl Pipeline {
             bible: p.bible,
             created_at: fleet_engine::now_ms(),
         };
+        // Found now, not when the finished work cannot be pushed.
+        if let Some(q) = self.remote_problem(&row, None) {
+            return Err(PipelineError::Invalid(q));
+        }
         store.add_project(&row)?;
         Ok(row)
     }
@@ -501,7 +506,7 @@ impl Pipeline {
             + 1;
         let mut n = n;
         let needs_design = needs_design(request);
-        let machine = EpicState::new(self.context_file(project).is_file(), needs_design);
+        let mut machine = EpicState::new(self.context_file(project).is_file(), needs_design);
         let now = now_ms();
         let id = format!("e{n}");
         let instance = fleet_engine::layout::instance_id(&*self.store)?;
@@ -526,33 +531,66 @@ impl Pipeline {
             matched: route.matched.clone(),
             ..EpicData::default()
         };
-        let mut created = self.emit(
+        let mut created = vec![self.emit(
             &epic,
             "task.created",
             json!({"kind": "epic", "project": project, "request": request,
                    "intent": route.intent, "roles": route.roles, "matched": route.matched,
                    "next": machine.stage.as_str()}),
-        );
+        )];
+        // An unreachable remote would waste every agent's work: the epic waits for a person
+        // from the start (the question names the epic: it is renamed below with the epic).
+        if let Some(question) = self.remote_problem(&p, Some(&id)) {
+            let first = machine.stage;
+            machine = epic::next(
+                &machine,
+                &Outcome::NeedsPerson { question },
+                &self.limits_of(project),
+            )
+            .state;
+            epic.state = machine.stage.as_str().into();
+            created.push(self.emit(
+                &epic,
+                "task.blocked",
+                json!({"stage": first.as_str(),
+                       "question": machine.blocked.as_ref().map(|b| b.question.clone())}),
+            ));
+        }
+        let data = EpicData {
+            machine: Some(machine.clone()),
+            ..data
+        };
         epic.data = serde_json::to_value(&data).map_err(|e| PipelineError::Other(e.to_string()))?;
-        self.redact(&mut epic, std::slice::from_mut(&mut created));
+        self.redact(&mut epic, &mut created);
         // Ids are taken by inserting: two requests filed at once get two epics, never one.
         let seqs = loop {
-            match self
-                .store
-                .create_epic(&epic, std::slice::from_ref(&created))
-            {
+            match self.store.create_epic(&epic, &created) {
                 Ok(seqs) => break seqs,
                 Err(fleet_store::StoreError::Exists(..)) => {
                     n += 1;
+                    let retry = |id: &str| format!("fleet task retry {id}`");
+                    let (old, new) = (retry(&epic.id), retry(&format!("e{n}")));
+                    if let Ok(text) = serde_json::to_string(&epic.data) {
+                        epic.data = serde_json::from_str(&text.replace(&old, &new))
+                            .unwrap_or_else(|_| epic.data.clone());
+                    }
+                    for c in &mut created {
+                        if let Ok(text) = serde_json::to_string(&c.data) {
+                            c.data = serde_json::from_str(&text.replace(&old, &new))
+                                .unwrap_or_else(|_| c.data.clone());
+                        }
+                    }
                     epic.id = format!("e{n}");
                     epic.branch = epic_branch(&instance, &epic.id);
-                    created.run_id = epic.id.clone();
-                    created.task = Some(epic.id.clone());
+                    for c in &mut created {
+                        c.run_id = epic.id.clone();
+                        c.task = Some(epic.id.clone());
+                    }
                 }
                 Err(e) => return Err(e.into()),
             }
         };
-        self.publish(vec![created], seqs);
+        self.publish(created, seqs);
         // The epic's branch exists from the start: every stage builds on it.
         self.claim_branch(&repo, &mut epic)?;
         Ok(epic)
@@ -876,7 +914,9 @@ impl Pipeline {
         let (epic, data) = self.epic(id)?;
         let (machine, blocked) = self.blocked(&epic, &data)?;
         let project = self.project(&epic.project)?;
-        if let Some(q) = stages::blocker(self, &epic, &data, &project, blocked.at) {
+        if let Some(q) = stages::blocker(self, &epic, &data, &project, blocked.at)
+            .or_else(|| self.remote_problem(&project, Some(id)))
+        {
             return Err(PipelineError::NotNow(format!(
                 "epic {id} is still blocked: {q}"
             )));

@@ -158,3 +158,43 @@ impl Inst {
             .collect()
     }
 }
+
+/// `fleet serve` of an [`Inst`] on a loopback port; killed when dropped.
+pub struct Serving(pub std::process::Child, pub String);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Inst {
+    pub fn serve(&self) -> Serving {
+        use std::io::BufRead;
+        let mut child = self
+            .command(&["serve", "--bind", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        let addr = first
+            .strip_prefix("fleet serve: listening on ")
+            .unwrap_or_else(|| panic!("{first}"))
+            .to_string();
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+        Serving(child, addr)
+    }
+
+    /// A new API token of `scope`.
+    pub fn token(&self, scope: &str) -> String {
+        let out = self.expect(&["token", "create", "--scope", scope, "--name", scope], 0);
+        out.lines()
+            .find(|l| l.starts_with("fleet_"))
+            .unwrap_or_else(|| panic!("{out}"))
+            .trim()
+            .to_string()
+    }
+}
