@@ -117,8 +117,8 @@ pub fn notification_for(fleet: &Fleet, e: &Event) -> Result<Option<Notification>
                 Alert::Blocked,
                 format!("{} needs you: {}", epic.id, first_line(&epic.request, 80)),
                 format!(
-                    "{question}\nAnswer: fleet task answer {id} \"…\" — or fix it, then: fleet task \
-                     retry {id}",
+                    "{question}\nAnswer: fleet task answer {id} \"…\" (or /answer {id} … to the \
+                     bot) — or fix it, then: fleet task retry {id} (or /retry {id})",
                     id = epic.id
                 ),
             )
@@ -382,6 +382,25 @@ impl BotBackend for BotOverFleet {
             "{} sent back: cycle {} plans fixes from your comment",
             epic.id, epic.cycle
         ))
+    }
+
+    fn answer(&self, id: &str, text: &str) -> Result<String, String> {
+        let epic = self
+            .0
+            .pipeline
+            .answer(id, text)
+            .map_err(|e| e.to_string())?;
+        self.0.work.notify_one();
+        Ok(format!(
+            "{} goes on with your answer: {}",
+            epic.id, epic.state
+        ))
+    }
+
+    fn retry(&self, id: &str) -> Result<String, String> {
+        let epic = self.0.pipeline.retry(id).map_err(|e| e.to_string())?;
+        self.0.work.notify_one();
+        Ok(format!("{} goes on: {}", epic.id, epic.state))
     }
 }
 

@@ -72,12 +72,15 @@ fn the_stdio_server_serves_its_tools_to_an_mcp_client() {
         assert_eq!(
             names(person.list_all_tools().await.unwrap()),
             [
+                "answer_task",
                 "create_task",
                 "get_status",
+                "list_blocked",
                 "list_tasks",
                 "read_context",
                 "report_error",
-                "report_progress"
+                "report_progress",
+                "retry_task"
             ]
         );
         let (err, out) = call(
@@ -113,6 +116,7 @@ fn the_stdio_server_serves_its_tools_to_an_mcp_client() {
             names(client.list_all_tools().await.unwrap()),
             [
                 "get_status",
+                "list_blocked",
                 "list_tasks",
                 "read_context",
                 "report_error",
