@@ -127,6 +127,35 @@ pub fn notification_for(fleet: &Fleet, e: &Event) -> Result<Option<Notification>
             n.branch = Some(epic.branch);
             Ok(Some(n))
         }
+        "pr.merged" | "pr.closed" if epic_level => {
+            let Some((epic, _)) = epic_of(fleet, e)? else {
+                return Ok(None);
+            };
+            let merged = e.kind == "pr.merged";
+            let (alert, what, outcome) = if merged {
+                (Alert::PrMerged, "was merged", "The epic is done.")
+            } else {
+                (
+                    Alert::PrClosed,
+                    "was closed without merging",
+                    "The epic is cancelled.",
+                )
+            };
+            let mut n = Notification::new(
+                alert,
+                format!(
+                    "{}: its pull request {what}: {}",
+                    epic.id,
+                    first_line(&epic.request, 80)
+                ),
+                format!("Project {}. {outcome}", epic.project),
+            )
+            .with_task(base, &epic.id);
+            n.pr_url = e.data["url"].as_str().map(str::to_string);
+            n.project = Some(epic.project);
+            n.branch = Some(epic.branch);
+            Ok(Some(n))
+        }
         "task.failed" if epic_level => {
             let Some((epic, _)) = epic_of(fleet, e)? else {
                 return Ok(None);
