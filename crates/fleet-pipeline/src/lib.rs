@@ -21,6 +21,7 @@ mod limits;
 mod pr_life;
 mod preflight;
 mod stages;
+mod triage_agent;
 
 use fleet_config::{InstanceConfig, Library};
 use fleet_core::epic::{self, EpicState, Limits, Outcome, Stage};

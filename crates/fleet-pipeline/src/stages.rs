@@ -303,7 +303,7 @@ fn base_runbook(
 /// A stage whose one agent writes one artifact, checked by `check`. Returns the run and the
 /// artifact's text (`None` when the agent never produced a valid one).
 #[allow(clippy::too_many_arguments)]
-async fn artifact_stage(
+pub(crate) async fn artifact_stage(
     p: &Pipeline,
     epic: &EpicRow,
     project: &ProjectRow,

@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 /// The planner writes `$DIR/ask.json` once when it exists (questions, say), else a plan of one
 /// new task `tN` (N counts the plans). The developer writes `$FLEET_TASK.txt` after sleeping
 /// `$DIR/dev-sleep` seconds when that file exists. The reviewer rejects while `$DIR/reject`
-/// exists.
+/// exists; asked to triage a pull request comment, it answers `$DIR/triage-verdict`.
 const AGENT: &str = r##"set -e
 mkdir -p .fleet-out
 cat "$FLEET_PROMPT_FILE" > "$DIR/prompts/$1.txt"
@@ -29,7 +29,9 @@ case "$1" in
     if [ -f "$DIR/dev-sleep" ]; then sleep "$(cat "$DIR/dev-sleep")"; fi
     echo "$FLEET_TASK is done" > "$FLEET_TASK.txt" ;;
   reviewer)
-    if [ -f "$DIR/reject" ]; then
+    if grep -q "You triage a comment" "$FLEET_PROMPT_FILE"; then
+      printf '{"verdict": "%s", "reason": "scripted triage"}' "$(cat "$DIR/triage-verdict")" > .fleet-out/triage.json
+    elif [ -f "$DIR/reject" ]; then
       printf '%s' '{"verdict": "reject", "summary": "no", "bugs": [{"title": "still wrong", "details": "fix it"}]}' > .fleet-out/review.json
     else printf '%s' '{"verdict": "approve", "summary": "fine"}' > .fleet-out/review.json; fi ;;
 esac
