@@ -18,6 +18,7 @@
 //! tasks of a validated plan — lands on the epic's branch.
 
 mod limits;
+mod new_project;
 mod pr_life;
 mod preflight;
 mod stages;

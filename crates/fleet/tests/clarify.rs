@@ -59,21 +59,3 @@ fn a_vague_request_blocks_with_the_planners_questions_and_the_answer_replans() {
         "{stages:?}"
     );
 }
-
-#[test]
-fn an_invalid_question_list_goes_back_to_the_planner_not_to_the_person() {
-    let inst = Inst::new(&ALL, "");
-    inst.add_shop();
-    // Questions mixed with a plan are refused by the plan check; the planner's next answer
-    // (a plan) is used and nobody is asked.
-    std::fs::write(
-        inst.path("ask.json"),
-        r#"{"questions": ["which?"], "summary": "s", "phases": [{"id": "p", "title": "P",
-            "tasks": [{"id": "t", "title": "T", "role": "developer", "description": "d",
-                       "acceptance": {"commands": ["true"]}}]}]}"#,
-    )
-    .unwrap();
-    let out = inst.expect(&["task", "add", "Add a file", "--project", "shop"], 0);
-    assert!(out.contains("epic e1 awaiting_acceptance"), "{out}");
-    assert!(inst.events_of("e1", "task.blocked").is_empty());
-}
