@@ -41,6 +41,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "telegram",
     "intake",
     "audits",
+    "projects",
 ];
 pub(crate) const SERVER_KEYS: &[&str] = &["bind", "public_url"];
 pub(crate) const PROFILE_KEYS: &[&str] = &[
@@ -90,6 +91,8 @@ pub struct InstanceConfig {
     pub intake: Option<crate::intake::IntakeSpec>,
     /// `audits:`, in the order written.
     pub audits: Vec<crate::audits::AuditSpec>,
+    /// `projects:`: limits of each project's epics, by project name.
+    pub projects: BTreeMap<String, crate::ProjectLimits>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,7 +221,13 @@ impl InstanceConfig {
             telegram: None,
             intake: None,
             audits: Vec::new(),
+            projects: BTreeMap::new(),
         }
+    }
+
+    /// The limits of `project`'s epics: its `projects:` entry, or the defaults.
+    pub fn project_limits(&self, project: &str) -> crate::ProjectLimits {
+        self.projects.get(project).cloned().unwrap_or_default()
     }
 }
 
@@ -293,6 +302,7 @@ pub fn parse_instance(path: &Path, text: &str) -> Result<InstanceConfig, Vec<Con
                 "telegram" => cfg.telegram = notify::telegram(&mut d, value),
                 "intake" => cfg.intake = crate::intake::intake(&mut d, value),
                 "audits" => cfg.audits = crate::audits::audits(&mut d, value),
+                "projects" => cfg.projects = crate::project_limits::decode(&mut d, value),
                 _ => unreachable!("fields() keeps known keys only"),
             }
         }

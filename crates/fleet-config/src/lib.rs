@@ -22,6 +22,7 @@ pub mod keys;
 mod knowledge;
 mod notify;
 mod output;
+mod project_limits;
 mod read;
 mod routing;
 mod template;
@@ -41,6 +42,7 @@ pub use notify::{
     DEFAULT_TELEGRAM_API, EmailSpec, EmailTls, NOTIFY_EVENTS, NOTIFY_KINDS, NotifyKind,
     NotifyRetry, NotifySpec, TelegramSpec, UrlSource,
 };
+pub use project_limits::ProjectLimits;
 pub use read::{MAX_FILE_BYTES, read_text};
 pub use routing::{Route, RouteSource, Routing, Rule, route};
 pub use template::{TEMPLATE_VARS, render};

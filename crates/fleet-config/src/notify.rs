@@ -44,6 +44,8 @@ pub const NOTIFY_EVENTS: &[&str] = &[
     "budget_exhausted",
     "auth_failed",
     "blocked",
+    "pr_merged",
+    "pr_closed",
 ];
 
 /// Every `kind:` of notification.

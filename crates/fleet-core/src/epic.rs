@@ -16,6 +16,7 @@
 //!                    (`fleet task answer` / `fleet task retry`), keeping what landed
 //! a stage that could not finish, the end of the ladder, spent cycles -> blocked as well
 //! any -> cancelled (a person gives up)
+//! any not ended -> failed (a configured hard limit of money or time is reached)
 //! ```
 //! Plain functions over data: the pipeline runs a stage, reports how it ended, and persists
 //! the [`Step`] this module returns before acting on it.
@@ -136,6 +137,21 @@ pub struct EpicState {
     /// Times a person unblocked it: a stage run again after that is a new engine run.
     #[serde(default)]
     pub resumes: u32,
+    /// A reviewed result was delivered once: it stays acceptable whatever a later fix cycle
+    /// does (blocks, or ends at a hard limit), see [`acceptable`].
+    #[serde(default)]
+    pub delivered: bool,
+}
+
+/// Whether a person may accept the epic now: it awaits acceptance, or an approved result was
+/// delivered and a later fix cycle stopped (blocked, or failed at a hard limit) — the person
+/// may still take that result. Never while a stage runs, nor after done or cancelled.
+pub fn acceptable(state: &EpicState) -> bool {
+    match state.stage {
+        Stage::AwaitingAcceptance => true,
+        Stage::Blocked | Stage::Failed => state.delivered,
+        _ => false,
+    }
 }
 
 /// Why an epic waits for a person.
@@ -166,6 +182,7 @@ impl EpicState {
             needs_design,
             blocked: None,
             resumes: 0,
+            delivered: false,
         }
     }
 }
@@ -201,6 +218,11 @@ pub enum Outcome {
     /// A person answered the question or fixed the config: continue where it stopped.
     Unblocked,
     Cancel,
+    /// A configured hard limit of money or time per epic is reached (`crate::budget`): the
+    /// only way to `failed` besides a person cancelling.
+    LimitReached {
+        why: String,
+    },
 }
 
 /// What happens next, and why (the why is an event and shows in `fleet task show`).
@@ -228,6 +250,12 @@ pub fn next(state: &EpicState, outcome: &Outcome, limits: &Limits) -> Step {
     if *outcome == Outcome::Cancel {
         s.blocked = None;
         return go(s, Stage::Cancelled, "cancelled".into());
+    }
+    if let Outcome::LimitReached { why } = outcome
+        && !state.stage.is_final()
+    {
+        s.blocked = None;
+        return go(s, Stage::Failed, why.clone());
     }
     if let Outcome::NeedsPerson { question } = outcome
         && state.stage.is_working()
@@ -331,23 +359,41 @@ pub fn next(state: &EpicState, outcome: &Outcome, limits: &Limits) -> Step {
         }
         (Stage::Review, Outcome::Approved) => go(s, Stage::Deliver, "the review approved".into()),
         (Stage::Review, Outcome::Rejected) => new_cycle(state, "the review sent it back"),
-        (Stage::Deliver, Outcome::Passed) => go(
-            s,
-            Stage::AwaitingAcceptance,
-            "delivered; waiting for a person to accept".into(),
-        ),
+        (Stage::Deliver, Outcome::Passed) => {
+            s.delivered = true;
+            go(
+                s,
+                Stage::AwaitingAcceptance,
+                "delivered; waiting for a person to accept".into(),
+            )
+        }
         (Stage::Deliver, Outcome::Deployed) => go(
             s,
             Stage::Qa,
             "deployed to the test environment; QA tests it".into(),
         ),
-        (Stage::Qa, Outcome::Passed) => go(
-            s,
-            Stage::AwaitingAcceptance,
-            "QA passed on the deployed app; waiting for a person to accept".into(),
-        ),
+        (Stage::Qa, Outcome::Passed) => {
+            // Only a deployed app QA passed is a result a person may accept later.
+            s.delivered = true;
+            go(
+                s,
+                Stage::AwaitingAcceptance,
+                "QA passed on the deployed app; waiting for a person to accept".into(),
+            )
+        }
         (Stage::Qa, Outcome::Rejected) => new_cycle(state, "QA found bugs in the deployed app"),
-        (Stage::AwaitingAcceptance, Outcome::Accepted) => go(s, Stage::Done, "accepted".into()),
+        (_, Outcome::Accepted) if acceptable(state) => {
+            let why = if state.stage == Stage::AwaitingAcceptance {
+                "accepted".to_string()
+            } else {
+                format!(
+                    "accepted the result delivered earlier (the fix cycle {} had stopped: {})",
+                    state.cycle, state.stage
+                )
+            };
+            s.blocked = None;
+            go(s, Stage::Done, why)
+        }
         (Stage::AwaitingAcceptance, Outcome::Reworked) => {
             new_cycle(state, "a person asked for changes")
         }

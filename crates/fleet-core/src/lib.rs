@@ -13,6 +13,7 @@
 //! Must not know: SQLite, git, processes, tokio, the file system, YAML.
 
 pub mod audit;
+pub mod budget;
 pub mod epic;
 pub mod graph;
 pub mod id;

@@ -21,8 +21,10 @@
 //! 6. **Approval or thanks** — what is left is approval/thanks when it is short (at most
 //!    [`SHORT_WORDS`] words) and says so ([`APPROVAL_WORDS`]: "lgtm", "looks good", "thanks",
 //!    "merging", 👍, 🎉, …), or empty: [`Verdict::Approval`].
-//! 7. **Anything else** is a change request: when in doubt Fleet does the work, since ignoring
-//!    a person is worse than a cycle the planner can answer with "no change needed".
+//! 7. **Anything else** no rule decides: [`Verdict::Ambiguous`]. The pipeline hands it to a
+//!    triage agent (the `triage` role, else a reviewer) whose answer ([`agent_verdict`]) decides;
+//!    without one it is a change request — ignoring a person is worse than a cycle the
+//!    planner can answer with "no change needed".
 //!
 //! Pure: no IO, no clock; matching is on lower-cased words, so "LGTM!" and "lgtm" agree.
 
@@ -147,6 +149,8 @@ pub enum Verdict {
     Bot,
     /// A reply Fleet posted itself.
     Own,
+    /// No rule decides: an agent reads it.
+    Ambiguous,
 }
 
 impl Verdict {
@@ -156,6 +160,7 @@ impl Verdict {
             Verdict::Approval => "approval",
             Verdict::Bot => "bot",
             Verdict::Own => "own",
+            Verdict::Ambiguous => "ambiguous",
         }
     }
 
@@ -207,9 +212,20 @@ pub fn triage(c: &Comment<'_>) -> (Verdict, &'static str) {
         return (Verdict::Approval, "6: approval or thanks");
     }
     (
-        Verdict::ChangeRequest,
-        "7: not recognisably approval or noise",
+        Verdict::Ambiguous,
+        "7: no rule decides: a triage agent reads it",
     )
+}
+
+/// A triage agent's answer (`change_request`, `approval` or `noise`, any case, surrounding
+/// blanks ignored) as a verdict; `None` for anything else.
+pub fn agent_verdict(answer: &str) -> Option<Verdict> {
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "change_request" => Some(Verdict::ChangeRequest),
+        "approval" => Some(Verdict::Approval),
+        "noise" => Some(Verdict::Bot),
+        _ => None,
+    }
 }
 
 /// Rule 2: whether `login` (of type `user_type`) is a bot.
@@ -305,14 +321,34 @@ mod tests {
             "This should handle the empty case",
             "Can you rename this?",
             "nit: typo in the title",
-            "Why is this here?",
             "The header is broken on mobile",
+            "Why is this here?",
             "```suggestion\nlet x = 1;\n```",
             "LGTM but please add a test",
             "Thanks! Could you also update the README?",
-            "Hmm, I am not convinced by the approach taken here overall, it seems off to me",
         ] {
             assert_eq!(of("octocat", body), Verdict::ChangeRequest, "{body:?}");
+        }
+    }
+
+    #[test]
+    fn what_no_rule_decides_goes_to_an_agent() {
+        for body in [
+            "Interesting approach here.",
+            "Hmm, I am not convinced by the approach taken here overall, it seems off to me",
+            "Merged the other branch first, this one is next after lunch today probably",
+        ] {
+            assert_eq!(of("octocat", body), Verdict::Ambiguous, "{body:?}");
+            assert!(!Verdict::Ambiguous.is_change_request());
+        }
+        assert_eq!(
+            agent_verdict(" Change_Request\n"),
+            Some(Verdict::ChangeRequest)
+        );
+        assert_eq!(agent_verdict("approval"), Some(Verdict::Approval));
+        assert_eq!(agent_verdict("noise"), Some(Verdict::Bot));
+        for odd in ["", "ambiguous", "own", "yes", "change request"] {
+            assert_eq!(agent_verdict(odd), None, "{odd:?}");
         }
     }
 

@@ -34,7 +34,15 @@ pub struct WorkPlan {
     /// (the epic already has tasks): a first plan must plan something.
     #[serde(default)]
     pub no_change: Option<String>,
+    /// The planner's questions when the request is too vague to plan (the seed: "the fleet's
+    /// agents brief the person first"). Then there are no phases: the epic waits for a person,
+    /// whose answers join the request, and planning runs again.
+    #[serde(default)]
+    pub questions: Vec<String>,
 }
+
+/// Most questions one clarification may ask: a person answers a few, not a questionnaire.
+pub const MAX_QUESTIONS: usize = 10;
 
 /// A group of tasks. Depending on a phase means depending on every task in it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +123,7 @@ pub struct PlanContext {
 pub struct ValidPlan {
     summary: String,
     no_change: Option<String>,
+    questions: Vec<String>,
     phases: Vec<ValidPhase>,
     tasks: Vec<PlannedTask>,
 }
@@ -127,6 +136,12 @@ impl ValidPlan {
     /// Why nothing needs to change, when the planner said so (then there are no tasks).
     pub fn no_change(&self) -> Option<&str> {
         self.no_change.as_deref()
+    }
+
+    /// What the planner needs a person to answer before it can plan (then there are no
+    /// tasks); trimmed, in the order written.
+    pub fn questions(&self) -> &[String] {
+        &self.questions
     }
 
     /// Phases in the order the planner wrote them.
@@ -227,6 +242,11 @@ pub enum PlanErrorKind {
     NoChangeWithPhases,
     /// `no_change` in the first plan of an epic, which has nothing delivered yet.
     NoChangeInFirstPlan,
+    /// `questions` together with phases or `no_change`: a plan asks, or plans, not both.
+    QuestionsWithPlan,
+    TooManyQuestions {
+        count: usize,
+    },
     /// A graph error the checks above should already have caught; kept so that validation
     /// never panics.
     Graph {
@@ -296,6 +316,13 @@ impl PlanError {
             NoChangeInFirstPlan => "no_change in the first plan of a request; expected phases of \
                                     tasks (no_change is only an answer to a rework cycle)"
                 .into(),
+            QuestionsWithPlan => "questions together with phases or no_change; expected either \
+                                  only questions (the request is too vague to plan) or a plan"
+                .into(),
+            TooManyQuestions { count } => format!(
+                "{count} questions; expected at most {MAX_QUESTIONS}: ask only what the plan \
+                 cannot do without"
+            ),
             RejectWithoutBugs => {
                 "verdict is reject but no bug is listed; expected at least one bug with a title"
                     .into()
@@ -366,10 +393,66 @@ fn validate_no_change(
     };
     Ok(ValidPlan {
         summary,
+        questions: Vec::new(),
         no_change: Some(why.trim().to_string()),
         phases: Vec::new(),
         tasks: Vec::new(),
     })
+}
+
+/// A plan asking the person questions: at least one, each non-blank, nothing planned.
+fn validate_questions(plan: &WorkPlan) -> Result<ValidPlan, Vec<PlanError>> {
+    let mut errors = Vec::new();
+    if plan.questions.len() > MAX_QUESTIONS {
+        errors.push(PlanError::new(
+            "questions",
+            PlanErrorKind::TooManyQuestions {
+                count: plan.questions.len(),
+            },
+        ));
+    }
+    for (i, q) in plan.questions.iter().enumerate() {
+        if is_blank(q) {
+            errors.push(PlanError::new(
+                format!("questions[{i}]"),
+                PlanErrorKind::EmptyText,
+            ));
+        }
+    }
+    if !plan.phases.is_empty() || plan.no_change.is_some() {
+        errors.push(PlanError::new(
+            "questions",
+            PlanErrorKind::QuestionsWithPlan,
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(ValidPlan {
+        summary: plan.summary.trim().to_string(),
+        no_change: None,
+        questions: plan
+            .questions
+            .iter()
+            .map(|q| q.trim().to_string())
+            .collect(),
+        phases: Vec::new(),
+        tasks: Vec::new(),
+    })
+}
+
+/// The one question a blocked epic asks when its planner needs `questions` answered: every
+/// question, numbered, and how to answer them (`epic` is the epic's id).
+pub fn clarify_question(epic: &str, questions: &[String]) -> String {
+    let mut text = String::from("The request is too vague to plan; the planner asks you:");
+    for (i, q) in questions.iter().enumerate() {
+        text.push_str(&format!("\n{}. {}", i + 1, q.trim()));
+    }
+    text.push_str(&format!(
+        "\nAnswer them in one `fleet task answer {epic} \"...\"` (your answers join the request \
+         and planning starts again), or `fleet task cancel {epic}`."
+    ));
+    text
 }
 
 /// Validates a plan and flattens it into atomic tasks in dependency order.
@@ -382,6 +465,9 @@ pub fn validate_plan(plan: &WorkPlan, ctx: &PlanContext) -> Result<ValidPlan, Ve
     // Errors in ids or dependencies make the graph meaningless; the rest do not.
     let mut graph_ok = true;
 
+    if !plan.questions.is_empty() {
+        return validate_questions(plan);
+    }
     if let Some(why) = &plan.no_change {
         return validate_no_change(plan, why, ctx);
     }
@@ -507,6 +593,7 @@ pub fn validate_plan(plan: &WorkPlan, ctx: &PlanContext) -> Result<ValidPlan, Ve
         Ok(tasks) if errors.is_empty() => Ok(ValidPlan {
             summary: plan.summary.clone(),
             no_change: None,
+            questions: Vec::new(),
             phases: plan
                 .phases
                 .iter()

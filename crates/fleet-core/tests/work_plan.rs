@@ -48,6 +48,7 @@ fn plan(phases: Vec<PlanPhase>) -> WorkPlan {
         summary: "Build it in steps.".into(),
         phases,
         no_change: None,
+        questions: vec![],
     }
 }
 
@@ -904,21 +905,99 @@ fn no_change_is_an_answer_to_a_rework_cycle_only() {
 }
 
 #[test]
-fn plan_schema_says_plan_or_no_change() {
+fn plan_schema_says_plan_or_no_change_or_questions() {
     let root = load_schema("plan.schema.json");
     assert_eq!(
         resolve(&root, &root["properties"]["no_change"])["pattern"],
         "\\S"
     );
+    let questions = &root["properties"]["questions"];
+    assert_eq!(questions["minItems"], 1);
+    assert_eq!(questions["maxItems"], fleet_core::work_plan::MAX_QUESTIONS);
+    assert_eq!(resolve(&root, &questions["items"])["pattern"], "\\S");
     let branches = root["oneOf"]
         .as_array()
-        .expect("oneOf: a plan or no_change");
-    assert_eq!(branches.len(), 2);
-    assert_eq!(branches[0]["required"], json!(["summary", "phases"]));
-    assert_eq!(branches[0]["not"]["required"], json!(["no_change"]));
-    assert_eq!(branches[1]["required"], json!(["no_change"]));
-    assert_eq!(branches[1]["not"]["required"], json!(["phases"]));
-    // serde reads both shapes.
+        .expect("oneOf: a plan, no_change or questions");
+    assert_eq!(branches.len(), 3);
+    let shapes = [
+        (json!(["summary", "phases"]), ["no_change", "questions"]),
+        (json!(["no_change"]), ["phases", "questions"]),
+        (json!(["questions"]), ["phases", "no_change"]),
+    ];
+    for (branch, (required, excluded)) in branches.iter().zip(shapes) {
+        assert_eq!(branch["required"], required);
+        let not: Vec<Value> = excluded
+            .iter()
+            .map(|k| json!({ "required": [k] }))
+            .collect();
+        assert_eq!(branch["not"]["anyOf"], json!(not));
+    }
+    // serde reads every shape.
     serde_json::from_value::<WorkPlan>(json!({"no_change": "why"})).unwrap();
+    serde_json::from_value::<WorkPlan>(json!({"questions": ["which page?"]})).unwrap();
     serde_json::from_value::<WorkPlan>(serde_json::to_value(full_plan()).unwrap()).unwrap();
+}
+
+// "Too vague to plan": the planner asks the person first
+
+#[test]
+fn questions_are_a_plan_of_their_own_and_never_mix_with_tasks() {
+    let ask: WorkPlan =
+        serde_json::from_str(r#"{"questions": [" Which page? ", "Which colour?"]}"#).unwrap();
+    for ctx in [ctx(), rework_ctx()] {
+        let valid = validate_plan(&ask, &ctx).expect("questions are a valid answer");
+        assert_eq!(valid.questions(), ["Which page?", "Which colour?"]);
+        assert!(valid.tasks().is_empty() && valid.no_change().is_none());
+    }
+    let blank: WorkPlan = serde_json::from_str(r#"{"questions": ["ok?", " "]}"#).unwrap();
+    assert_eq!(
+        errors(&blank, &rework_ctx()),
+        ["questions[1]: expected a non-empty text, found an empty or blank one"]
+    );
+    let mut both = plan(vec![phase("p", vec![task("t", &[])])]);
+    both.questions = vec!["why?".into()];
+    assert!(errors(&both, &rework_ctx())[0].starts_with("questions: questions together with"));
+    let with_no_change: WorkPlan =
+        serde_json::from_str(r#"{"questions": ["a?"], "no_change": "b"}"#).unwrap();
+    assert!(errors(&with_no_change, &rework_ctx())[0].starts_with("questions: questions together"));
+    let many = WorkPlan {
+        questions: (0..11).map(|i| format!("q{i}?")).collect(),
+        ..plan(vec![])
+    };
+    assert_eq!(
+        errors(&many, &rework_ctx()),
+        ["questions: 11 questions; expected at most 10: ask only what the plan cannot do without"]
+    );
+    // An empty list is no question: the plan must then plan.
+    let none: WorkPlan = serde_json::from_str(r#"{"questions": []}"#).unwrap();
+    assert!(
+        errors(&none, &ctx())
+            .iter()
+            .any(|e| e.starts_with("phases:"))
+    );
+}
+
+proptest! {
+    /// Any 1..=10 non-blank questions validate, keep their order, and the one question the
+    /// blocked epic asks lists every one of them, numbered, with how to answer.
+    #[test]
+    fn every_question_reaches_the_person_in_order(
+        qs in prop::collection::vec("[A-Za-z ?]{0,12}[A-Za-z?][A-Za-z ?]{0,12}", 1..=10),
+        epic in "e[1-9][0-9]{0,3}",
+    ) {
+        let ask = WorkPlan { questions: qs.clone(), ..plan(vec![]) };
+        let valid = validate_plan(&ask, &ctx()).unwrap();
+        let want: Vec<String> = qs.iter().map(|q| q.trim().to_string()).collect();
+        prop_assert_eq!(valid.questions(), &want[..]);
+        let text = fleet_core::work_plan::clarify_question(&epic, valid.questions());
+        let mut from = 0;
+        for (i, q) in want.iter().enumerate() {
+            let line = format!("\n{}. {q}", i + 1);
+            let at = text[from..].find(&line);
+            prop_assert!(at.is_some(), "{line:?} missing after {from} in {text:?}");
+            from += at.unwrap() + line.len();
+        }
+        let answer = format!("fleet task answer {epic} ");
+        prop_assert!(text.contains(&answer));
+    }
 }

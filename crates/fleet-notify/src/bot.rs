@@ -12,6 +12,8 @@ pub const HELP: &str = "Fleet takes requests here.\n\
 /status — what Fleet is working on\n\
 /accept ID — accept a delivered epic\n\
 /reject ID REASON — send it back with what to change\n\
+/answer ID TEXT — answer a blocked task's question; it goes on\n\
+/retry ID — after fixing what a blocked task asked about, let it go on\n\
 /help — this list";
 
 /// One message to the bot, understood.
@@ -31,6 +33,15 @@ pub enum BotCommand {
     Reject {
         id: String,
         reason: String,
+    },
+    /// `/answer ID text`: the answer to a blocked task's question.
+    Answer {
+        id: String,
+        text: String,
+    },
+    /// `/retry ID`: the person fixed what a blocked task asked about.
+    Retry {
+        id: String,
     },
     /// A known command without what it needs; the text says how to use it.
     Usage(String),
@@ -108,6 +119,25 @@ pub fn parse_command(text: &str) -> BotCommand {
                 ),
             }
         }
+        "answer" => {
+            let id = args.next();
+            let answer = id.map(|id| rest[id.len()..].trim()).unwrap_or("");
+            match id {
+                Some(id) if !answer.is_empty() => BotCommand::Answer {
+                    id: id.to_string(),
+                    text: answer.to_string(),
+                },
+                _ => BotCommand::Usage(
+                    "Usage: /answer ID TEXT — e.g. /answer e1 the shop page, and follow the OS \
+                     setting"
+                        .to_string(),
+                ),
+            }
+        }
+        "retry" => match (args.next(), args.next()) {
+            (Some(id), None) => BotCommand::Retry { id: id.to_string() },
+            _ => BotCommand::Usage("Usage: /retry ID — e.g. /retry e1".to_string()),
+        },
         _ => BotCommand::Unknown(text.to_string()),
     }
 }
@@ -123,6 +153,10 @@ pub trait BotBackend: Send + Sync {
     fn accept(&self, id: &str) -> Result<String, String>;
     /// Rejects a delivered epic with `reason` (which becomes rework); what to tell the person.
     fn reject(&self, id: &str, reason: &str) -> Result<String, String>;
+    /// Answers a blocked epic's question; what to tell the person.
+    fn answer(&self, id: &str, text: &str) -> Result<String, String>;
+    /// Lets a blocked epic go on after the person fixed the cause; what to tell the person.
+    fn retry(&self, id: &str) -> Result<String, String>;
 }
 
 /// How the bot runs.
@@ -266,6 +300,20 @@ async fn answer(cfg: &BotConfig, backend: &Arc<dyn BotBackend>, text: &str) -> S
                 Ok(Err(e)) | Err(e) => format!("Cannot reject {id}: {e}"),
             }
         }
+        BotCommand::Answer { id, text } => {
+            let i = id.clone();
+            match blocking(backend, move |b| b.answer(&i, &text)).await {
+                Ok(Ok(msg)) => msg,
+                Ok(Err(e)) | Err(e) => format!("Cannot answer {id}: {e}"),
+            }
+        }
+        BotCommand::Retry { id } => {
+            let i = id.clone();
+            match blocking(backend, move |b| b.retry(&i)).await {
+                Ok(Ok(msg)) => msg,
+                Ok(Err(e)) | Err(e) => format!("Cannot retry {id}: {e}"),
+            }
+        }
     }
 }
 
@@ -343,6 +391,33 @@ mod tests {
             parse_command("/new_task\nmulti\nline"),
             new_task(None, "multi\nline")
         );
+    }
+
+    #[test]
+    fn answer_and_retry() {
+        assert_eq!(
+            parse_command("/answer e3 the shop page\nand the admin"),
+            Answer {
+                id: "e3".into(),
+                text: "the shop page\nand the admin".into()
+            }
+        );
+        assert_eq!(
+            parse_command("/retry@FleetBot e3"),
+            Retry { id: "e3".into() }
+        );
+        for usage in [
+            "/answer",
+            "/answer e3",
+            "/answer e3   ",
+            "/retry",
+            "/retry e1 e2",
+        ] {
+            assert!(
+                matches!(parse_command(usage), Usage(_)),
+                "{usage:?} should answer with its usage"
+            );
+        }
     }
 
     #[test]

@@ -18,15 +18,21 @@ pub enum Event {
     AuthFailed,
     /// An epic needs a person: one question to answer (or a fix, then a retry).
     Blocked,
+    /// The epic's pull request was merged: the epic is done.
+    PrMerged,
+    /// The epic's pull request was closed without merging: the epic is cancelled.
+    PrClosed,
 }
 
 impl Event {
-    pub const ALL: [Event; 5] = [
+    pub const ALL: [Event; 7] = [
         Event::AwaitingAcceptance,
         Event::Failed,
         Event::BudgetExhausted,
         Event::AuthFailed,
         Event::Blocked,
+        Event::PrMerged,
+        Event::PrClosed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -36,6 +42,8 @@ impl Event {
             Event::BudgetExhausted => "budget_exhausted",
             Event::AuthFailed => "auth_failed",
             Event::Blocked => "blocked",
+            Event::PrMerged => "pr_merged",
+            Event::PrClosed => "pr_closed",
         }
     }
 

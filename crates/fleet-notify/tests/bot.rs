@@ -55,6 +55,16 @@ impl BotBackend for Recorder {
         self.record(format!("reject {id} | {reason}"));
         Ok(format!("Rejected {id}; rework starts."))
     }
+
+    fn answer(&self, id: &str, text: &str) -> Result<String, String> {
+        self.record(format!("answer {id} | {text}"));
+        Ok(format!("{id} goes on with your answer."))
+    }
+
+    fn retry(&self, id: &str) -> Result<String, String> {
+        self.record(format!("retry {id}"));
+        Err(format!("epic {id} is still blocked: set GITHUB_TOKEN"))
+    }
 }
 
 /// A bot running on its own runtime; stopped (and awaited) on drop.
@@ -173,6 +183,42 @@ fn the_bot_answers_every_command() {
             "accept e9",
             "submit nope | something",
         ]
+    );
+}
+
+#[test]
+fn blocked_tasks_are_answered_and_retried_from_the_chat() {
+    let tg = TelegramDouble::start(TOKEN);
+    let bot = Bot::start(&tg, Some("shop"));
+    let script = [
+        "/answer e4 the shop page, and follow the OS",
+        "/retry e4",
+        "/answer e4",
+        "/help",
+    ];
+    for text in script {
+        tg.push_message(ME, text);
+    }
+    let sent = tg.wait_sent(script.len(), WAIT);
+    let replies: Vec<&str> = sent.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(replies[0], "e4 goes on with your answer.");
+    assert_eq!(
+        replies[1],
+        "Cannot retry e4: epic e4 is still blocked: set GITHUB_TOKEN"
+    );
+    assert!(
+        replies[2].starts_with("Usage: /answer ID TEXT"),
+        "{}",
+        replies[2]
+    );
+    assert!(
+        replies[3].contains("/answer ID TEXT") && replies[3].contains("/retry ID"),
+        "{}",
+        replies[3]
+    );
+    assert_eq!(
+        bot.backend.calls(),
+        ["answer e4 | the shop page, and follow the OS", "retry e4"]
     );
 }
 

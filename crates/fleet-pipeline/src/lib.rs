@@ -18,9 +18,13 @@
 //! tasks of a validated plan — lands on the epic's branch.
 
 pub mod audit;
+mod limits;
+mod new_project;
 mod pr_life;
+mod preflight;
 mod qa;
 mod stages;
+mod triage_agent;
 
 use fleet_config::{InstanceConfig, Library};
 use fleet_core::epic::{self, EpicState, Limits, Outcome, Stage};
@@ -473,6 +477,10 @@ impl Pipeline {
             bible: p.bible,
             created_at: fleet_engine::now_ms(),
         };
+        // Found now, not when the finished work cannot be pushed.
+        if let Some(q) = self.remote_problem(&row, None) {
+            return Err(PipelineError::Invalid(q));
+        }
         store.add_project(&row)?;
         Ok(row)
     }
@@ -534,7 +542,7 @@ impl Pipeline {
             + 1;
         let mut n = n;
         let needs_design = needs_design(request);
-        let machine = EpicState::new(self.context_file(project).is_file(), needs_design);
+        let mut machine = EpicState::new(self.context_file(project).is_file(), needs_design);
         let now = now_ms();
         let id = format!("e{n}");
         let instance = fleet_engine::layout::instance_id(&*self.store)?;
@@ -559,33 +567,66 @@ impl Pipeline {
             matched: route.matched.clone(),
             ..EpicData::default()
         };
-        let mut created = self.emit(
+        let mut created = vec![self.emit(
             &epic,
             "task.created",
             json!({"kind": "epic", "project": project, "request": request,
                    "intent": route.intent, "roles": route.roles, "matched": route.matched,
                    "next": machine.stage.as_str()}),
-        );
+        )];
+        // An unreachable remote would waste every agent's work: the epic waits for a person
+        // from the start (the question names the epic: it is renamed below with the epic).
+        if let Some(question) = self.remote_problem(&p, Some(&id)) {
+            let first = machine.stage;
+            machine = epic::next(
+                &machine,
+                &Outcome::NeedsPerson { question },
+                &self.limits_of(project),
+            )
+            .state;
+            epic.state = machine.stage.as_str().into();
+            created.push(self.emit(
+                &epic,
+                "task.blocked",
+                json!({"stage": first.as_str(),
+                       "question": machine.blocked.as_ref().map(|b| b.question.clone())}),
+            ));
+        }
+        let data = EpicData {
+            machine: Some(machine.clone()),
+            ..data
+        };
         epic.data = serde_json::to_value(&data).map_err(|e| PipelineError::Other(e.to_string()))?;
-        self.redact(&mut epic, std::slice::from_mut(&mut created));
+        self.redact(&mut epic, &mut created);
         // Ids are taken by inserting: two requests filed at once get two epics, never one.
         let seqs = loop {
-            match self
-                .store
-                .create_epic(&epic, std::slice::from_ref(&created))
-            {
+            match self.store.create_epic(&epic, &created) {
                 Ok(seqs) => break seqs,
                 Err(fleet_store::StoreError::Exists(..)) => {
                     n += 1;
+                    let retry = |id: &str| format!("fleet task retry {id}`");
+                    let (old, new) = (retry(&epic.id), retry(&format!("e{n}")));
+                    if let Ok(text) = serde_json::to_string(&epic.data) {
+                        epic.data = serde_json::from_str(&text.replace(&old, &new))
+                            .unwrap_or_else(|_| epic.data.clone());
+                    }
+                    for c in &mut created {
+                        if let Ok(text) = serde_json::to_string(&c.data) {
+                            c.data = serde_json::from_str(&text.replace(&old, &new))
+                                .unwrap_or_else(|_| c.data.clone());
+                        }
+                    }
                     epic.id = format!("e{n}");
                     epic.branch = epic_branch(&instance, &epic.id);
-                    created.run_id = epic.id.clone();
-                    created.task = Some(epic.id.clone());
+                    for c in &mut created {
+                        c.run_id = epic.id.clone();
+                        c.task = Some(epic.id.clone());
+                    }
                 }
                 Err(e) => return Err(e.into()),
             }
         };
-        self.publish(vec![created], seqs);
+        self.publish(created, seqs);
         // The epic's branch exists from the start: every stage builds on it.
         self.claim_branch(&repo, &mut epic)?;
         Ok(epic)
@@ -649,6 +690,21 @@ impl Pipeline {
                 .ok_or_else(|| PipelineError::Other(format!("epic {id} has no state")))?;
             if !machine.stage.is_working() {
                 return Ok(epic);
+            }
+            // A configured hard limit of money or time ends the epic: the one way to `failed`
+            // besides a person cancelling.
+            if let Some(why) = self.hard_limit(&epic)? {
+                let limits = self.limits_of(&epic.project);
+                let step = epic::next(&machine, &Outcome::LimitReached { why }, &limits);
+                let ev = vec![self.emit(
+                    &epic,
+                    "task.failed",
+                    json!({"stage": machine.stage.as_str(), "reason": step.why}),
+                )];
+                epic.state = step.state.stage.as_str().into();
+                data.machine = Some(step.state);
+                self.saved(&mut epic, &data, ev)?;
+                continue;
             }
             let project = self.project(&epic.project)?;
             // The epic's branch is made at intake, after the epic is saved: a crash in between
@@ -718,7 +774,7 @@ impl Pipeline {
                 Err(e @ PipelineError::Interrupted(_)) => return Err(e),
                 Err(e) => (Outcome::Failed { why: e.to_string() }, e.to_string(), None),
             };
-            let step = epic::next(&machine, &outcome, &self.limits);
+            let step = epic::next(&machine, &outcome, &self.limits_of(&epic.project));
             let step = pr_life::after_plan(&project, &mut data, stage, step).await;
             if let Some(s) = epic.stages.last_mut() {
                 s.state = match outcome {
@@ -772,11 +828,15 @@ impl Pipeline {
         }
     }
 
-    /// A person accepts the delivered result: the epic is done.
+    /// A person accepts the delivered result: the epic is done. A result delivered once stays
+    /// acceptable when a later fix cycle stopped (blocked, or failed at a hard limit).
     pub fn accept(&self, id: &str) -> Result<EpicRow> {
         let (mut epic, mut data) = self.epic(id)?;
-        let machine = self.awaiting(&epic, &data)?;
-        let step = epic::next(&machine, &Outcome::Accepted, &self.limits);
+        let machine = data.machine.clone().unwrap_or(EpicState::new(true, false));
+        if !epic::acceptable(&machine) {
+            self.awaiting(&epic, &data)?;
+        }
+        let step = epic::next(&machine, &Outcome::Accepted, &self.limits_of(&epic.project));
         epic.state = step.state.stage.as_str().into();
         data.machine = Some(step.state);
         let ev = vec![
@@ -809,7 +869,7 @@ impl Pipeline {
         feedback: &str,
     ) -> Result<EpicRow> {
         let machine = self.awaiting(&epic, &data)?;
-        let step = epic::next(&machine, &Outcome::Reworked, &self.limits);
+        let step = epic::next(&machine, &Outcome::Reworked, &self.limits_of(&epic.project));
         data.reviews.push(ReviewRecord {
             cycle: machine.cycle,
             verdict: verdict.into(),
@@ -850,7 +910,7 @@ impl Pipeline {
                 machine.stage
             )));
         }
-        let step = epic::next(&machine, &Outcome::Cancel, &self.limits);
+        let step = epic::next(&machine, &Outcome::Cancel, &self.limits_of(&epic.project));
         epic.state = step.state.stage.as_str().into();
         data.machine = Some(step.state);
         let ev = vec![self.emit(
@@ -888,7 +948,9 @@ impl Pipeline {
         let (epic, data) = self.epic(id)?;
         let (machine, blocked) = self.blocked(&epic, &data)?;
         let project = self.project(&epic.project)?;
-        if let Some(q) = stages::blocker(self, &epic, &data, &project, blocked.at) {
+        if let Some(q) = stages::blocker(self, &epic, &data, &project, blocked.at)
+            .or_else(|| self.remote_problem(&project, Some(id)))
+        {
             return Err(PipelineError::NotNow(format!(
                 "epic {id} is still blocked: {q}"
             )));
@@ -903,7 +965,11 @@ impl Pipeline {
         machine: EpicState,
         mut detail: serde_json::Value,
     ) -> Result<EpicRow> {
-        let step = epic::next(&machine, &Outcome::Unblocked, &self.limits);
+        let step = epic::next(
+            &machine,
+            &Outcome::Unblocked,
+            &self.limits_of(&epic.project),
+        );
         detail["next"] = json!(step.state.stage.as_str());
         detail["why"] = json!(step.why);
         let ev = vec![self.emit(&epic, "task.unblocked", detail)];

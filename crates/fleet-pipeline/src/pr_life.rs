@@ -58,7 +58,27 @@ pub(crate) async fn poll(p: &Pipeline, id: &str) -> Result<usize> {
     if new.is_empty() {
         return Ok(0);
     }
-    triaged(p, epic, data, new)
+    // What no rule decides, an agent reads (before anything is saved: a crash re-reads them).
+    let mut decided = BTreeMap::new();
+    for c in &new {
+        if rule_verdict(c).0 == Verdict::Ambiguous {
+            let d = crate::triage_agent::decide(p, &epic, &project, c).await?;
+            decided.insert((c.id, format!("{:?}", c.kind)), d);
+        }
+    }
+    // The agent's run took a while: a person may have accepted or cancelled meanwhile.
+    let (epic, data) = p.epic(id)?;
+    p.awaiting(&epic, &data)?;
+    triaged(p, epic, data, new, decided)
+}
+
+fn rule_verdict(c: &ReviewComment) -> (Verdict, &'static str) {
+    triage::triage(&triage::Comment {
+        author: &c.author,
+        author_type: c.author_type.as_deref(),
+        body: &c.body,
+        review_state: c.review_state.as_deref(),
+    })
 }
 
 /// The highest comment id of `kind` already read (GitHub numbers each kind separately).
@@ -77,6 +97,7 @@ fn triaged(
     mut epic: EpicRow,
     mut data: EpicData,
     new: Vec<ReviewComment>,
+    mut decided: BTreeMap<(u64, String), crate::triage_agent::Decision>,
 ) -> Result<usize> {
     let mut d = data.delivery.clone().unwrap_or_default();
     let mut events = Vec::new();
@@ -88,19 +109,28 @@ fn triaged(
             CommentKind::Verdict => &mut d.seen_review_verdict,
         };
         *slot = (*slot).max(Some(c.id));
-        let (verdict, rule) = triage::triage(&triage::Comment {
-            author: &c.author,
-            author_type: c.author_type.as_deref(),
-            body: &c.body,
-            review_state: c.review_state.as_deref(),
-        });
+        let (mut verdict, rule) = rule_verdict(&c);
+        let mut by = json!("rule");
+        let mut reason = serde_json::Value::Null;
+        if verdict == Verdict::Ambiguous {
+            let d = decided.remove(&(c.id, format!("{:?}", c.kind))).unwrap_or(
+                crate::triage_agent::Decision {
+                    verdict: Verdict::ChangeRequest,
+                    reason: "not read by an agent: read as a change request".into(),
+                    by: "default".into(),
+                },
+            );
+            verdict = d.verdict;
+            by = json!(d.by);
+            reason = json!(d.reason);
+        }
         // Fleet's own replies are not news to anyone.
         if verdict != Verdict::Own {
             events.push(p.emit(
                 &epic,
                 "pr.comment_triaged",
                 json!({"comment": c.id, "author": c.author, "url": c.url,
-                       "verdict": verdict.as_str(), "rule": rule,
+                       "verdict": verdict.as_str(), "rule": rule, "by": by, "reason": reason,
                        "starts_rework": verdict.is_change_request()}),
             ));
         }
@@ -150,7 +180,7 @@ fn rework(
         .collect::<Vec<_>>()
         .join("\n");
     let machine = p.awaiting(&epic, &data)?;
-    let step = epic::next(&machine, &Outcome::Reworked, &p.limits);
+    let step = epic::next(&machine, &Outcome::Reworked, &p.limits_of(&epic.project));
     data.reviews.push(ReviewRecord {
         cycle: machine.cycle,
         verdict: "pull_request_comments".into(),
@@ -205,7 +235,7 @@ fn end(p: &Pipeline, mut epic: EpicRow, mut data: EpicData, state: PrState) -> R
             ],
         )
     };
-    let step = epic::next(&machine, &outcome, &p.limits);
+    let step = epic::next(&machine, &outcome, &p.limits_of(&epic.project));
     epic.state = step.state.stage.as_str().into();
     data.machine = Some(step.state);
     p.save(&mut epic, &data, events)

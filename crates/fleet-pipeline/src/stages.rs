@@ -180,6 +180,10 @@ pub(crate) fn vars(
             epic.roles.join(", ")
         ));
     }
+    if !data.answers.is_empty() {
+        // Marked so that every agent tells the person's later words from the request itself.
+        request.push_str("\n\n## Answers from the person");
+    }
     for a in &data.answers {
         request.push_str(&format!(
             "\n\nFleet asked ({} stage): {}\nThe person answered: {}",
@@ -294,7 +298,7 @@ pub(crate) fn base_runbook(
     name: &str,
     tasks: Vec<Value>,
 ) -> Value {
-    let concurrency = p.concurrency;
+    let concurrency = p.concurrency_of(&project.name);
     json!({
         "name": name,
         "repo": project.path,
@@ -499,6 +503,16 @@ pub(crate) async fn run_stage(
                         .join("; ")
                 ))
             })?;
+            if !valid.questions().is_empty() {
+                // Too vague to plan: the person is asked; answered, planning runs again with
+                // the answers joined to the request.
+                let question = fleet_core::work_plan::clarify_question(&epic.id, valid.questions());
+                return Ok((
+                    Outcome::NeedsPerson { question },
+                    format!("the planner asks {} question(s)", valid.questions().len()),
+                    Some(row.id),
+                ));
+            }
             if let Some(why) = valid.no_change() {
                 // After a delivery (a rework cycle), the drive sees this and skips to awaiting
                 // acceptance (`pr_life::after_plan`). Before one (re-planning failed tasks),

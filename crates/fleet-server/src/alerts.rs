@@ -117,12 +117,41 @@ pub fn notification_for(fleet: &Fleet, e: &Event) -> Result<Option<Notification>
                 Alert::Blocked,
                 format!("{} needs you: {}", epic.id, first_line(&epic.request, 80)),
                 format!(
-                    "{question}\nAnswer: fleet task answer {id} \"…\" — or fix it, then: fleet task \
-                     retry {id}",
+                    "{question}\nAnswer: fleet task answer {id} \"…\" (or /answer {id} … to the \
+                     bot) — or fix it, then: fleet task retry {id} (or /retry {id})",
                     id = epic.id
                 ),
             )
             .with_task(base, &epic.id);
+            n.project = Some(epic.project);
+            n.branch = Some(epic.branch);
+            Ok(Some(n))
+        }
+        "pr.merged" | "pr.closed" if epic_level => {
+            let Some((epic, _)) = epic_of(fleet, e)? else {
+                return Ok(None);
+            };
+            let merged = e.kind == "pr.merged";
+            let (alert, what, outcome) = if merged {
+                (Alert::PrMerged, "was merged", "The epic is done.")
+            } else {
+                (
+                    Alert::PrClosed,
+                    "was closed without merging",
+                    "The epic is cancelled.",
+                )
+            };
+            let mut n = Notification::new(
+                alert,
+                format!(
+                    "{}: its pull request {what}: {}",
+                    epic.id,
+                    first_line(&epic.request, 80)
+                ),
+                format!("Project {}. {outcome}", epic.project),
+            )
+            .with_task(base, &epic.id);
+            n.pr_url = e.data["url"].as_str().map(str::to_string);
             n.project = Some(epic.project);
             n.branch = Some(epic.branch);
             Ok(Some(n))
@@ -382,6 +411,25 @@ impl BotBackend for BotOverFleet {
             "{} sent back: cycle {} plans fixes from your comment",
             epic.id, epic.cycle
         ))
+    }
+
+    fn answer(&self, id: &str, text: &str) -> Result<String, String> {
+        let epic = self
+            .0
+            .pipeline
+            .answer(id, text)
+            .map_err(|e| e.to_string())?;
+        self.0.work.notify_one();
+        Ok(format!(
+            "{} goes on with your answer: {}",
+            epic.id, epic.state
+        ))
+    }
+
+    fn retry(&self, id: &str) -> Result<String, String> {
+        let epic = self.0.pipeline.retry(id).map_err(|e| e.to_string())?;
+        self.0.work.notify_one();
+        Ok(format!("{} goes on: {}", epic.id, epic.state))
     }
 }
 

@@ -6,8 +6,10 @@
 //! event of the attempt it came from (`attempt.progress`, `attempt.reported_error`), so the
 //! dashboard's "what is it doing now" and the timeline show it. On stdio the attempt is known
 //! from the environment Fleet launched the agent with (`FLEET_RUN`, `FLEET_TASK`,
-//! `FLEET_ATTEMPT`); over HTTP the caller names it. An agent's server (the attempt is known)
-//! has no `create_task`.
+//! `FLEET_ATTEMPT`); over HTTP the caller names it. A person's client also lists blocked tasks
+//! with their questions and answers or retries them. An agent's server (the attempt is known)
+//! has no `create_task`, `answer_task` or `retry_task`: agents do not file work nor answer for
+//! the person.
 
 use crate::report;
 use fleet_pipeline::Pipeline;
@@ -92,6 +94,14 @@ pub struct Report {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct AnswerTask {
+    /// The blocked task (epic), e.g. `e12`.
+    pub id: String,
+    /// The answer to its question, in plain words; it joins the request.
+    pub answer: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct Project {
     /// The project name.
     pub project: String,
@@ -123,7 +133,9 @@ impl FleetMcp {
         if attempt.is_some() {
             // An agent Fleet launched reports on its attempt and reads; it does not file new
             // work (a prompt-injected agent must not spawn epics, each launching more agents).
-            tool_router.remove_route("create_task");
+            for person_only in ["create_task", "answer_task", "retry_task"] {
+                tool_router.remove_route(person_only);
+            }
         }
         FleetMcp {
             pipeline,
@@ -196,6 +208,25 @@ impl FleetMcp {
                     json!({"recorded": kind, "run": attempt.run, "task": attempt.task,
                           "attempt": attempt.n}),
                 )
+            }
+            Err(e) => failed(e),
+        }
+    }
+}
+
+impl FleetMcp {
+    /// The answer to answer_task and retry_task: where the task goes on; a serving fleet
+    /// drives it at once.
+    fn unblocked(
+        &self,
+        res: Result<fleet_store::EpicRow, String>,
+    ) -> Result<CallToolResult, ErrorData> {
+        match res {
+            Ok(epic) => {
+                if let Some(f) = &self.on_submit {
+                    f();
+                }
+                ok(json!({"id": epic.id, "state": epic.state}))
             }
             Err(e) => failed(e),
         }
@@ -276,6 +307,69 @@ impl FleetMcp {
             Ok(page) => ok(json!({"total": page.total, "tasks": page.epics})),
             Err(e) => failed(e),
         }
+    }
+
+    #[tool(
+        description = "List the blocked tasks, each with the one question it asks a person and \
+        the stage it continues at once answered (answer_task) or fixed and retried (retry_task)."
+    )]
+    async fn list_blocked(&self) -> Result<CallToolResult, ErrorData> {
+        let p = self.pipeline.clone();
+        let res = blocking(move || {
+            let query = EpicQuery {
+                states: vec!["blocked".into()],
+                limit: 500,
+                ..EpicQuery::default()
+            };
+            let page = p.store.epic_page(&query).map_err(|e| e.to_string())?;
+            let tasks: Vec<Value> = page
+                .epics
+                .iter()
+                .map(|brief| {
+                    let blocked = p
+                        .epic(&brief.id)
+                        .ok()
+                        .and_then(|(_, d)| d.machine)
+                        .and_then(|m| m.blocked);
+                    let e = brief;
+                    json!({"id": e.id, "project": e.project, "request": e.request,
+                           "question": blocked.as_ref().map(|b| b.question.clone()),
+                           "at": blocked.map(|b| b.at.as_str())})
+                })
+                .collect();
+            Ok(json!({"total": page.total, "tasks": tasks}))
+        })
+        .await;
+        match res {
+            Ok(v) => ok(v),
+            Err(e) => failed(e),
+        }
+    }
+
+    #[tool(
+        description = "Answer a blocked task's question: the answer joins the request and the \
+        task continues at the stage it stopped at."
+    )]
+    async fn answer_task(
+        &self,
+        Parameters(a): Parameters<AnswerTask>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let p = self.pipeline.clone();
+        let res = blocking(move || p.answer(&a.id, &a.answer).map_err(|e| e.to_string())).await;
+        self.unblocked(res)
+    }
+
+    #[tool(
+        description = "Retry a blocked task after fixing what it asked about (a token, a \
+        profile, a remote): Fleet checks again and the task continues where it stopped."
+    )]
+    async fn retry_task(
+        &self,
+        Parameters(t): Parameters<TaskId>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let p = self.pipeline.clone();
+        let res = blocking(move || p.retry(&t.id).map_err(|e| e.to_string())).await;
+        self.unblocked(res)
     }
 
     #[tool(

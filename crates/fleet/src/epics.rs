@@ -174,6 +174,25 @@ pub fn project_add(home: &Path, p: NewProject) -> anyhow::Result<u8> {
     Ok(exit::PASSED)
 }
 
+pub fn project_new(
+    home: &Path,
+    name: &str,
+    bible: &str,
+    dir: Option<std::path::PathBuf>,
+) -> anyhow::Result<u8> {
+    let row = pipeline(home, true)?
+        .new_project(name, bible, dir)
+        .map_err(pipeline_error)?;
+    println!(
+        "project {} created ({} on {}, bible {})",
+        row.name,
+        row.path,
+        row.default_branch,
+        row.bible.as_deref().unwrap_or("")
+    );
+    Ok(exit::PASSED)
+}
+
 pub fn project_ls(home: &Path, json_out: bool) -> anyhow::Result<u8> {
     let store = store(home)?;
     let projects = store.projects()?;

@@ -280,6 +280,17 @@ enum ProjectCommand {
         #[arg(long)]
         qa_browser: bool,
     },
+    /// Create a project from nothing: a new repository with a README from the bible,
+    /// registered to follow it.
+    New {
+        name: String,
+        /// The bible (bibles/<name>.md) whose stack, design, tone and deploy target drive it.
+        #[arg(long)]
+        bible: String,
+        /// Where the repository is made (default .fleet/repos/<name>).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// List projects.
     Ls {
         #[arg(long)]
@@ -708,6 +719,9 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
                         }),
                     },
                 ),
+                ProjectCommand::New { name, bible, dir } => {
+                    epics::project_new(&home, &name, &bible, dir)
+                }
                 ProjectCommand::Ls { json } => epics::project_ls(&home, json),
             }
         }

@@ -72,14 +72,17 @@ fn the_stdio_server_serves_its_tools_to_an_mcp_client() {
         assert_eq!(
             names(person.list_all_tools().await.unwrap()),
             [
+                "answer_task",
                 "create_task",
                 "get_status",
+                "list_blocked",
                 "list_tasks",
                 "memory_search",
                 "read_context",
                 "remember",
                 "report_error",
-                "report_progress"
+                "report_progress",
+                "retry_task"
             ]
         );
         let (err, out) = call(
@@ -115,6 +118,7 @@ fn the_stdio_server_serves_its_tools_to_an_mcp_client() {
             names(client.list_all_tools().await.unwrap()),
             [
                 "get_status",
+                "list_blocked",
                 "list_tasks",
                 "memory_search",
                 "read_context",

@@ -2,6 +2,7 @@
 
 pub mod epics;
 pub mod kill;
+pub mod scripted;
 pub mod server;
 
 use std::path::Path;
