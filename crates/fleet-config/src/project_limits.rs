@@ -18,7 +18,7 @@ use crate::yaml::Node;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-const KEYS: &[&str] = &[
+pub(crate) const KEYS: &[&str] = &[
     "max_cycles",
     "max_replans",
     "max_rearchitects",
