@@ -1072,6 +1072,19 @@ const EPIC_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 /// How often a driver waiting for an epic's lease tries again.
 const EPIC_LEASE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// Takes epic `id`'s lease without waiting (`None`: a fleet is working on the epic), for work
+/// that must not overlap its driving (`fleet review-run`). Released when dropped.
+pub fn try_lease_epic(
+    store: std::sync::Arc<dyn Store>,
+    id: &str,
+) -> Result<Option<fleet_store::Lease>> {
+    Ok(fleet_store::Lease::try_take(
+        store,
+        &epic_lease_name(id)?,
+        EPIC_LEASE_TTL,
+    )?)
+}
+
 fn epic_lease_name(id: &str) -> Result<String> {
     fleet_core::validate_id(id).map_err(|e| PipelineError::Invalid(format!("epic {id:?}: {e}")))?;
     Ok(format!("epic/{id}"))

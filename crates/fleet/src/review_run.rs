@@ -61,19 +61,18 @@ pub fn run(home: Option<PathBuf>, target: &str) -> anyhow::Result<u8> {
             "a review of {target} is already running; wait for it to end"
         ))
     })?;
+    // The epic's lease is in the store (the driver of any process or machine takes it).
+    let _epic_lease = match &epic {
+        Some(epic) => Some(
+            fleet_pipeline::try_lease_epic(store.clone(), epic)?.ok_or_else(|| {
+                InvalidInput(format!(
+                    "epic {epic} is live (a fleet is working on it); review it when it stops"
+                ))
+            })?,
+        ),
+        None => None,
+    };
     let mut held: Vec<File> = Vec::new();
-    if let Some(epic) = &epic {
-        let lease = layout
-            .root()
-            .join("locks")
-            .join(format!("epic-{epic}.lock"));
-        std::fs::create_dir_all(layout.root().join("locks"))?;
-        held.push(try_flock(&lease)?.ok_or_else(|| {
-            InvalidInput(format!(
-                "epic {epic} is live (a fleet is working on it); review it when it stops"
-            ))
-        })?);
-    }
     for run in &runs {
         let lock = layout.lock(&run.id);
         if let Some(dir) = lock.parent() {

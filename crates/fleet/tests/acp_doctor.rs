@@ -19,7 +19,7 @@ fn doctor_shakes_hands_with_real_acp_agents_and_lists_their_capabilities() {
          \x20 gem: {{ cli: gemini, transport: acp, base_url: \"{url}\", env: {{ PATH: \"{path}\" }} }}\n\
          \x20 oc: {{ cli: opencode, transport: acp, base_url: \"{url}\", env: {{ PATH: \"{path}\" }} }}\n\
          \x20 cx: {{ cli: acp, command: \"{}/codex-acp\", env: {{ PATH: \"{path}\" }} }}\n\
-         \x20 mute: {{ cli: acp, command: \"sleep 60\", env: {{ PATH: \"{path}\" }} }}\n",
+         \x20 mute: {{ cli: acp, command: \"sleep 600\", env: {{ PATH: \"{path}\" }} }}\n",
         bin.display()
     );
     std::fs::write(home.join("fleet.yaml"), yaml).unwrap();
