@@ -232,12 +232,13 @@ pub async fn run(
             spec.role, spec.name, spec.role
         )));
     }
-    let role = p
-        .library
-        .role(&spec.role)
-        .or_else(|| p.library.role(fleet_config::DEFAULT_AUDIT_ROLE))
-        .ok_or_else(|| PipelineError::Other("the auditor role is missing".into()))?;
-    let mut vars: BTreeMap<&str, String> = fleet_config::TEMPLATE_VARS
+    // A role without a template of its own plays the built-in auditor's.
+    let role = if p.library.role(&spec.role).is_some() {
+        spec.role.as_str()
+    } else {
+        fleet_config::DEFAULT_AUDIT_ROLE
+    };
+    let mut vars: BTreeMap<&'static str, String> = fleet_config::TEMPLATE_VARS
         .iter()
         .map(|k| (*k, String::new()))
         .collect();
@@ -249,17 +250,13 @@ pub async fn run(
     );
     let bible = project.bible.as_deref().and_then(|b| p.library.bible(b));
     vars.insert("bible", bible.map(|b| b.prompt_text()).unwrap_or_default());
-    let skills = p.library.skills_for(&spec.role, project.bible.as_deref());
-    vars.insert("skills", fleet_config::skills_text(&skills));
-    let prompt = role
-        .render(&vars)
-        .map_err(|e| PipelineError::Other(format!("role {}: {e}", spec.role)))?;
+    let prompt = crate::stages::render(p, role, &vars, project.bible.as_deref())?;
     let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
     let name = format!("audit-{}-{}-{stamp}", spec.name, project.name);
     let checks = vec![
         format!(
-            "'{}' artifact check findings {OUT}/findings.json",
-            p.fleet_exe.display().to_string().replace('\'', r"'\''")
+            "{} artifact check findings {OUT}/findings.json",
+            crate::stages::shell_quote(&p.fleet_exe.display().to_string())
         ),
         format!("test -z \"$(git status --porcelain -- . ':(exclude){OUT}')\""),
     ];

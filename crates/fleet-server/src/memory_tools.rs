@@ -100,5 +100,5 @@ pub fn remember(
     let added = open(p)?
         .add_lesson(lesson, now, &Policy::default())
         .map_err(|e| e.to_string())?;
-    Ok(serde_json::to_value(added).unwrap_or_default())
+    serde_json::to_value(added).map_err(|e| e.to_string())
 }
