@@ -12,8 +12,9 @@
 //! recorded in the store's meta with the request it became, so a redelivered or replayed
 //! payload answers `200 {"duplicate": true}` with the first request instead of making another.
 //! A source that reads like a request still open in the project joins that request the same
-//! way (`fleet_core::audit`'s similarity). Intake is serialized within the process so two
-//! deliveries of one payload racing each other still make one request.
+//! way (`fleet_core::audit`'s similarity). Check-then-submit holds the project's intake lease in
+//! the store (`intake/<project>`), so two deliveries of one payload racing each other — on one
+//! replica or on two sharing a PostgreSQL — still make one request.
 
 use crate::Fleet;
 use crate::api::{ApiError, ApiResult, blocking, brief};
@@ -24,13 +25,13 @@ use fleet_core::audit::{KnownRequest, SIMILAR, Standing, similarity};
 use fleet_store::EpicRow;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
+use std::time::Duration;
 
-/// The one lock that makes check-then-submit atomic within this process.
-fn intake_lock() -> &'static Mutex<()> {
-    static LOCK: OnceLock<Mutex<()>> = OnceLock::new();
-    LOCK.get_or_init(|| Mutex::new(()))
-}
+/// How long a replica that died mid-intake keeps others of another machine waiting; a dead
+/// holder of this machine is taken over at once (`fleet_store::Lease`).
+const INTAKE_LEASE_TTL: Duration = Duration::from_secs(30);
+const INTAKE_LEASE_POLL: Duration = Duration::from_millis(20);
 
 /// What became of a delivery.
 enum Taken {
@@ -91,8 +92,14 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
 /// Makes `request` a new epic of `project` unless `key` was taken before or an open request of
 /// the project reads the same.
 fn take(fleet: &Fleet, key: &str, project: &str, request: &str) -> Result<Taken, ApiError> {
-    let _one_at_a_time = intake_lock().lock().unwrap_or_else(|e| e.into_inner());
     let p = &fleet.pipeline;
+    // One check-then-submit per project at a time across every process sharing the store.
+    let _one_at_a_time = fleet_store::Lease::take(
+        p.store.clone(),
+        &format!("intake/{project}"),
+        INTAKE_LEASE_TTL,
+        INTAKE_LEASE_POLL,
+    )?;
     let meta_key = format!("intake.{key}");
     if let Some(id) = p.store.meta(&meta_key)?
         && let Some(epic) = p.store.epic(&id)?

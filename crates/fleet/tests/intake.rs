@@ -233,3 +233,71 @@ fn an_alert_becomes_a_request_once_per_fingerprint() {
     assert_eq!(status, 400, "{answer}");
     assert_eq!(epics(&inst).len(), 1);
 }
+
+/// Two `fleet serve` replicas (separate homes) on one PostgreSQL, each receiving three of six
+/// racing deliveries of one issue: one request, whichever replica took it. Within one process a
+/// mutex would do; across replicas only the store's lease (`intake/<project>`) does.
+#[test]
+fn racing_deliveries_across_two_replicas_make_one_request() {
+    use fleet_store::contract::pg::TestDb;
+    let db = TestDb::create();
+    let server = scripted_server();
+    let forge = ForgeDouble::start(support::epics::TOKEN);
+    forge.add_repo("acme", "shop");
+    let a = Instance::new(&server);
+    let yaml = format!(
+        "store: {}\n{}intake:\n  secret_env: FLEET_INTAKE_SECRET\n  label: fleet\n",
+        db.url(),
+        std::fs::read_to_string(a.home.join("fleet.yaml")).unwrap()
+    );
+    std::fs::write(a.home.join("fleet.yaml"), &yaml).unwrap();
+    a.add_shop_on_github(&forge.base_url());
+    let b_tmp = tempfile::tempdir().unwrap();
+    let b = Instance {
+        home: b_tmp.path().join("instance-b"),
+        _tmp: b_tmp,
+        repo: a.repo.clone(),
+        remote: a.remote.clone(),
+    };
+    std::fs::create_dir_all(&b.home).unwrap();
+    std::fs::write(b.home.join("fleet.yaml"), &yaml).unwrap();
+    let env = [("FLEET_INTAKE_SECRET", KEY)];
+    let ra = Served::start_with_env(&a, "127.0.0.1", &[], &env);
+    let rb = Served::start_with_env(&b, "127.0.0.1", &[], &env);
+    let http = Http::new();
+
+    let event = issue_event(31, "Search results lose the selected filter", &["fleet"]);
+    let body = serde_json::to_vec(&event).unwrap();
+    let signature = sign(&body);
+    let urls: Vec<String> = [&ra.url, &rb.url]
+        .iter()
+        .map(|u| format!("{u}/api/v1/intake/github"))
+        .collect();
+    let statuses: Vec<u16> = http.rt.block_on(async {
+        let sends = (0..6).map(|i| {
+            http.client
+                .post(&urls[i % 2])
+                .header("x-github-event", "issues")
+                .header("x-hub-signature-256", &signature)
+                .body(body.clone())
+                .send()
+        });
+        futures_util::future::join_all(sends)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap().status().as_u16())
+            .collect()
+    });
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        5,
+        "{statuses:?}"
+    );
+    let store = fleet_store::PostgresStore::open(db.url()).unwrap();
+    assert_eq!(store.epics().unwrap().len(), 1);
+}
