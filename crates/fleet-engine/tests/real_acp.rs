@@ -109,6 +109,7 @@ async fn attempt_in(
         extra_env: &env,
         secrets: &secrets,
         redactor: &fleet_secrets::Redactor::default(),
+        policy: None,
     };
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let started = Instant::now();
@@ -466,6 +467,7 @@ fn kind(e: &AgentEvent) -> &'static str {
         AgentEvent::RateLimit { .. } => "rate_limit",
         AgentEvent::Retrying { .. } => "retrying",
         AgentEvent::Error { .. } => "error",
+        AgentEvent::Policy { .. } => "policy",
     }
 }
 

@@ -9,6 +9,9 @@ fn client(resume: Option<&str>) -> AcpClient {
         policy: Policy {
             roots: vec!["/w/repo".into()],
             deny_kinds: vec!["fetch".into()],
+            protected: Vec::new(),
+            allowed_paths: None,
+            allowed_kinds: Vec::new(),
         },
         fs: true,
         mode: None,
