@@ -274,3 +274,74 @@ fi
     assert!(stderr.contains("protected by policy `runs`"), "{stderr}");
     let _ = &strict.tmp;
 }
+
+/// The real claude, through its `PostToolUse` hook: its first edit breaks the lint, the hook
+/// tells it at once (the lint's failure is in the model's very next request, recorded by the
+/// scripted server) and reverts the file; its second edit passes, and the task lands in one
+/// attempt, without the reverted file.
+#[test]
+fn real_claude_hears_a_failing_lint_at_once_through_its_hook_and_the_edit_is_reverted() {
+    use fleet_testkit::{ModelServer, Scenario};
+    let server = ModelServer::start();
+    server.add_scenario(
+        "claude",
+        Scenario::new()
+            .write_file("bad.txt", "TODO: later\n")
+            .write_file("out.txt", "done\n")
+            .text("DONE"),
+    );
+    let inst = Instance::new(
+        "true\n",
+        "  - name: no-todo\n    after_edit: \"! grep -rn TODO --include=*.txt .\"\n    revert: true\n",
+    );
+    let path = format!(
+        "{}:/usr/local/bin:/usr/bin:/bin",
+        fleet_testkit::agent_bin_dir().display()
+    );
+    let yaml = std::fs::read_to_string(inst.home.join("fleet.yaml")).unwrap();
+    let (_, policies) = yaml.split_once("policies:\n").unwrap();
+    std::fs::write(
+        inst.home.join("fleet.yaml"),
+        format!(
+            "agents:\n  dev:\n    cli: claude\n    model: claude-sonnet-4-5\n    account: anthropic\n    base_url: \"{}\"\n    stall_timeout: 60s\n    env: {{ PATH: \"{path}\" }}\naccounts:\n  anthropic: {{ secrets: [ANTHROPIC_API_KEY] }}\npolicies:\n{policies}",
+            server.base_url("claude")
+        ),
+    )
+    .unwrap();
+    let (out, run) = inst.run_task("    timeout: 3m\n    max_attempts: 1\n");
+    let log = inst.log(&run);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{log}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The request after the first edit carries the hook's report: rule, command, grep's match.
+    let requests = server.requests("claude");
+    let told = requests
+        .iter()
+        .position(|r| r.contains("Fleet policy `no-todo` failed after your edit of bad.txt"))
+        .unwrap_or_else(|| panic!("no request carried the hook's report\n{log}"));
+    assert!(requests[told].contains("bad.txt:1:TODO: later"));
+    assert!(requests[told].contains("Fleet reverted bad.txt"));
+    assert!(
+        requests[..told]
+            .iter()
+            .all(|r| !r.contains("Fleet policy `no-todo`"))
+    );
+    let events = inst.events(&run);
+    let failed = policy_events(&events, "policy.failed");
+    assert_eq!(failed.len(), 1, "{events:#?}");
+    assert_eq!(failed[0]["data"]["rule"], "no-todo");
+    assert!(failed[0]["data"]["detail"].as_str().unwrap().contains("bad.txt"));
+    assert_eq!(policy_events(&events, "policy.reverted").len(), 1);
+    let branch = support::fleet_branch(&inst.repo, "runs", &run);
+    assert_eq!(
+        show(&inst.repo, &format!("{branch}:out.txt")).as_deref(),
+        Some("done\n")
+    );
+    assert_eq!(show(&inst.repo, &format!("{branch}:bad.txt")), None);
+    // The hook lives in the attempt's private settings, never in the repository.
+    assert!(!inst.repo.join(".claude").exists());
+    assert_eq!(show(&inst.repo, &format!("{branch}:.claude/settings.json")), None);
+}
