@@ -157,7 +157,7 @@ pub struct AgentRun<'a> {
     pub mcp: Option<&'a fleet_agents::McpServer>,
     /// The run's policies as they apply to this attempt (`after_edit` hook, protected and
     /// allowed paths and tools for permission requests); `None` = none.
-    pub policy: Option<&'a crate::engine::policy_enforce::AttemptPolicy>,
+    pub policy: Option<&'a crate::AttemptPolicy>,
 }
 
 /// Runs the attempt; `on_events` receives normalized events as they are parsed.

@@ -30,7 +30,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 #[path = "policy_enforce.rs"]
-pub(crate) mod policy_enforce;
+pub mod policy_enforce;
 
 /// How long agent observations (messages, tool calls, usage) may wait to be committed with
 /// the ones after them. Decisions are never delayed.
