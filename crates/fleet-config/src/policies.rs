@@ -98,8 +98,7 @@ fn rule(d: &mut Decoder<'_>, node: &Node) -> Option<PolicyRule> {
             }
             "protected_paths" => {
                 rule.protected_paths = patterns(d, v, "protected_paths");
-                if let Err(e) = fleet_core::policy::ProtectedPaths::new("", &rule.protected_paths)
-                {
+                if let Err(e) = fleet_core::policy::ProtectedPaths::new("", &rule.protected_paths) {
                     d.error(v.loc, format!("`protected_paths`: {e}"));
                 }
             }
@@ -237,6 +236,9 @@ mod tests {
                 .starts_with("fleet.yaml:8:24"),
             "{text:?}"
         );
-        assert!(find("color").unwrap().starts_with("fleet.yaml:9"), "{text:?}");
+        assert!(
+            find("color").unwrap().starts_with("fleet.yaml:9"),
+            "{text:?}"
+        );
     }
 }

@@ -231,7 +231,10 @@ pub async fn run(
         && adapter.add_post_edit_hook(&mut launch, r.home, hook)
     {
         let mut log = r.log;
-        let _ = writeln!(log, "   after_edit policies run after every file edit ({hook})");
+        let _ = writeln!(
+            log,
+            "   after_edit policies run after every file edit ({hook})"
+        );
     }
     for f in &launch.files {
         if let Some(dir) = f.path.parent() {

@@ -187,6 +187,7 @@ rel=${file#"$wt"/}
 [ "$rel" = "$file" ] && case "$file" in /*) rel= ;; esac
 cd "$wt" || exit 0
 status=0
+msg=
 run_rule() {
   out=$(env -i "$@" 2>&1)
   code=$?
@@ -200,10 +201,12 @@ run_rule() {
     fi
   fi
   printf '%s\t%s\t%s\t%s\n' "$name" "$code" "$reverted" "$rel" >> "$log"
-  printf 'Fleet policy `%s` failed after your edit of %s: `%s` exited %s.\n' "$name" "${rel:-a file}" "$cmd" "$code" >&2
-  printf '%s\n' "$out" | tail -n 40 >&2
+  msg="${msg}Fleet policy \`$name\` failed after your edit of ${rel:-a file}: \`$cmd\` exited $code.
+$(printf '%s\n' "$out" | tail -n 40)
+"
   if [ "$reverted" = yes ]; then
-    printf 'Fleet reverted %s to its last committed state. Make your change again so that `%s` passes.\n' "$rel" "$cmd" >&2
+    msg="${msg}Fleet reverted $rel to its last committed state. Make your change again so that \`$cmd\` passes.
+"
   fi
   status=2
 }
@@ -218,7 +221,20 @@ run_rule() {
             env_words.join(" ")
         ));
     }
-    s.push_str("exit $status\n");
+    // Exit 2 with the report on stderr (claude, gemini); `json` (qwen, whose exit-2 stderr
+    // does not reach the model headless): exit 0 with a JSON block decision and the report as
+    // additional context of the tool's result.
+    s.push_str(
+        r#"[ "$status" -eq 0 ] && exit 0
+if [ "$1" = json ]; then
+  esc=$(printf '%s' "$msg" | tr -d '\000-\010\013-\037' | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/\t/\\t/g' | awk 'BEGIN{ORS="\\n"} {print}')
+  printf '{"decision":"block","reason":"%s","hookSpecificOutput":{"hookEventName":"PostToolUse","additionalContext":"%s"}}\n' "$esc" "$esc"
+  exit 0
+fi
+printf '%s' "$msg" >&2
+exit 2
+"#,
+    );
     s
 }
 
@@ -268,7 +284,9 @@ pub(super) async fn after_attempt(
     let c = ctx.clone();
     let (reported, moved) = tokio::task::spawn_blocking(move || {
         let reported = std::fs::read_to_string(hook_log(&c, task)).unwrap_or_default();
-        let moved = before.map(|b| put_branches_back(&c, &b)).unwrap_or_default();
+        let moved = before
+            .map(|b| put_branches_back(&c, &b))
+            .unwrap_or_default();
         (reported, moved)
     })
     .await
@@ -276,7 +294,8 @@ pub(super) async fn after_attempt(
     let mut events = Vec::new();
     for line in reported.lines() {
         let mut f = line.split('\t');
-        let (Some(rule), Some(code), Some(reverted), path) = (f.next(), f.next(), f.next(), f.next())
+        let (Some(rule), Some(code), Some(reverted), path) =
+            (f.next(), f.next(), f.next(), f.next())
         else {
             continue;
         };
@@ -287,7 +306,11 @@ pub(super) async fn after_attempt(
             format!("after the agent's edit of {path}: exit {code} (the agent was told at once)"),
         ));
         if reverted == "yes" {
-            events.push(event("reverted", rule, format!("{path} put back as committed")));
+            events.push(event(
+                "reverted",
+                rule,
+                format!("{path} put back as committed"),
+            ));
         }
     }
     if let Ok(end) = &mut result
@@ -297,7 +320,9 @@ pub(super) async fn after_attempt(
         let mut said = Vec::new();
         for (rule, branch, what) in &moved {
             events.push(event("protected", rule, format!("branch {branch}: {what}")));
-            said.push(format!("branch {branch} is protected by policy `{rule}` ({what})"));
+            said.push(format!(
+                "branch {branch} is protected by policy `{rule}` ({what})"
+            ));
         }
         agent.outcome = fleet_agents::Outcome {
             class: fleet_agents::OutcomeClass::AgentError,
@@ -418,7 +443,11 @@ pub(super) async fn check_change(
             "── policy `{}`: {}{} ──",
             rule.name,
             finished.describe(),
-            if note.is_empty() { "" } else { ", changes undone" }
+            if note.is_empty() {
+                ""
+            } else {
+                ", changes undone"
+            }
         );
         send(ctx, task, events);
         return Some(FinishResult::CheckFailed {

@@ -389,7 +389,16 @@ async fn protected_write_denied_then_goes_on(cli: &str) {
         ..Default::default()
     };
     let dir = tempfile::tempdir().unwrap();
-    let e = attempt_under(&server, cli, "protected", scenario, dir, None, Some(&policy)).await;
+    let e = attempt_under(
+        &server,
+        cli,
+        "protected",
+        scenario,
+        dir,
+        None,
+        Some(&policy),
+    )
+    .await;
     assert!(
         !e.repo.join("migrations/001.sql").exists(),
         "{cli}: the protected file was written\n{}\n{}",
@@ -405,7 +414,9 @@ async fn protected_write_denied_then_goes_on(cli: &str) {
         tail(&e.transcript)
     );
     assert!(
-        e.events.iter().any(|ev| matches!(ev, AgentEvent::Policy { kind, rule, detail }
+        e.events
+            .iter()
+            .any(|ev| matches!(ev, AgentEvent::Policy { kind, rule, detail }
             if kind == "denied" && rule == "keep-out" && detail.contains("migrations/001.sql"))),
         "{cli}: no policy.denied event\n{}\n{}",
         e.log,

@@ -45,7 +45,10 @@ impl Repo {
     pub fn restore_paths(&self, worktree: &Path, rev: &str, paths: &[String]) -> Result<()> {
         for path in paths {
             if path.split('/').any(|c| c == "..") || path.starts_with('/') {
-                return Err(bad("restore", format!("{path:?} is not inside the worktree")));
+                return Err(bad(
+                    "restore",
+                    format!("{path:?} is not inside the worktree"),
+                ));
             }
             let (_, out) = self
                 .git_in(worktree)
@@ -99,7 +102,12 @@ impl Repo {
 
     /// Puts branch `branch` back at `old` (deletes it when `old` is `None`), provided it is
     /// still at `now` (compare-and-swap: a branch moved again meanwhile is left alone).
-    pub fn put_branch_back(&self, branch: &str, old: Option<&str>, now: Option<&str>) -> Result<()> {
+    pub fn put_branch_back(
+        &self,
+        branch: &str,
+        old: Option<&str>,
+        now: Option<&str>,
+    ) -> Result<()> {
         let refname = format!("refs/heads/{branch}");
         let _admin = self.admin_lock()?;
         let g = self.git().args(["update-ref", "-m", "fleet: policy"]);

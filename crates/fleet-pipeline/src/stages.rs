@@ -244,14 +244,8 @@ pub(crate) async fn run(
     if let Some(row) = p.store.runs()?.into_iter().find(|r| r.name == name) {
         if !matches!(row.state.as_str(), "passed" | "failed" | "cancelled") {
             let (opts, _watch) = p.engine_options(&epic.id);
-            fleet_engine::resume(
-                p.layout.clone(),
-                p.store.clone(),
-                &row.id,
-                &instance,
-                opts,
-            )
-            .await?;
+            fleet_engine::resume(p.layout.clone(), p.store.clone(), &row.id, &instance, opts)
+                .await?;
         }
         return finished(p, &row.id);
     }

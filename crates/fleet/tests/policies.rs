@@ -58,6 +58,8 @@ impl Instance {
             .args(args)
             .env("FLEET_HOME", &self.home)
             .env("ANTHROPIC_API_KEY", "sk-ant-test-secret-1234")
+            .env("OPENAI_API_KEY", "sk-test-secret-1234")
+            .env("GEMINI_API_KEY", "gemini-test-secret-1234")
             .output()
             .unwrap()
     }
@@ -87,8 +89,13 @@ impl Instance {
     }
 
     fn log(&self, run: &str) -> String {
-        std::fs::read_to_string(self.home.join(".fleet/runs").join(run).join("logs/work.log"))
-            .unwrap_or_default()
+        std::fs::read_to_string(
+            self.home
+                .join(".fleet/runs")
+                .join(run)
+                .join("logs/work.log"),
+        )
+        .unwrap_or_default()
     }
 
     fn prompt(&self, n: u32) -> String {
@@ -205,11 +212,12 @@ printf 'done\n' > out.txt
     // Two paths in each of the two attempts.
     assert_eq!(protected.len(), 4, "{events:#?}");
     assert!(protected.iter().all(|e| e["data"]["rule"] == "keep-out"));
-    assert!(
-        protected
-            .iter()
-            .any(|e| e["data"]["detail"].as_str().unwrap().contains("migrations/001.sql"))
-    );
+    assert!(protected.iter().any(|e| {
+        e["data"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("migrations/001.sql")
+    }));
     let second = inst.prompt(2);
     assert!(
         second.contains("migrations/001.sql is protected by policy `keep-out`"),
@@ -261,7 +269,10 @@ fi
     let protected = policy_events(&events, "policy.protected");
     assert_eq!(protected.len(), 2, "{events:#?}");
     assert!(protected.iter().all(|e| e["data"]["rule"] == "branches"));
-    assert!(inst.prompt(2).contains("branch main is protected by policy `branches`"));
+    assert!(
+        inst.prompt(2)
+            .contains("branch main is protected by policy `branches`")
+    );
 
     // A run whose own integration branch is protected never starts.
     let strict = Instance::new(
@@ -275,16 +286,16 @@ fi
     let _ = &strict.tmp;
 }
 
-/// The real claude, through its `PostToolUse` hook: its first edit breaks the lint, the hook
-/// tells it at once (the lint's failure is in the model's very next request, recorded by the
-/// scripted server) and reverts the file; its second edit passes, and the task lands in one
-/// attempt, without the reverted file.
-#[test]
-fn real_claude_hears_a_failing_lint_at_once_through_its_hook_and_the_edit_is_reverted() {
+/// A real CLI with hooks (claude's `PostToolUse`, gemini's `AfterTool`, qwen's
+/// `PostToolUse`): its first edit breaks the lint, the hook tells it at once (the lint's
+/// failure is in the model's very next request, recorded by the scripted server) and reverts
+/// the file; its second edit passes, and the task lands in one attempt, without the reverted
+/// file.
+fn hears_a_failing_lint_through_its_hook(cli: &str) {
     use fleet_testkit::{ModelServer, Scenario};
     let server = ModelServer::start();
     server.add_scenario(
-        "claude",
+        cli,
         Scenario::new()
             .write_file("bad.txt", "TODO: later\n")
             .write_file("out.txt", "done\n")
@@ -298,13 +309,18 @@ fn real_claude_hears_a_failing_lint_at_once_through_its_hook_and_the_edit_is_rev
         "{}:/usr/local/bin:/usr/bin:/bin",
         fleet_testkit::agent_bin_dir().display()
     );
+    let (model, account, key) = match cli {
+        "claude" => ("claude-sonnet-4-5", "anthropic", "ANTHROPIC_API_KEY"),
+        "gemini" => ("gemini-2.5-pro", "google", "GEMINI_API_KEY"),
+        _ => ("gpt-5.1-codex", "openai", "OPENAI_API_KEY"),
+    };
     let yaml = std::fs::read_to_string(inst.home.join("fleet.yaml")).unwrap();
     let (_, policies) = yaml.split_once("policies:\n").unwrap();
     std::fs::write(
         inst.home.join("fleet.yaml"),
         format!(
-            "agents:\n  dev:\n    cli: claude\n    model: claude-sonnet-4-5\n    account: anthropic\n    base_url: \"{}\"\n    stall_timeout: 60s\n    env: {{ PATH: \"{path}\" }}\naccounts:\n  anthropic: {{ secrets: [ANTHROPIC_API_KEY] }}\npolicies:\n{policies}",
-            server.base_url("claude")
+            "agents:\n  dev:\n    cli: {cli}\n    model: {model}\n    account: {account}\n    base_url: \"{}\"\n    stall_timeout: 60s\n    env: {{ PATH: \"{path}\" }}\naccounts:\n  {account}: {{ secrets: [{key}] }}\npolicies:\n{policies}",
+            server.base_url(cli)
         ),
     )
     .unwrap();
@@ -313,35 +329,65 @@ fn real_claude_hears_a_failing_lint_at_once_through_its_hook_and_the_edit_is_rev
     assert_eq!(
         out.status.code(),
         Some(0),
-        "{}\n{log}",
+        "{cli}: {}\n{log}",
         String::from_utf8_lossy(&out.stderr)
     );
     // The request after the first edit carries the hook's report: rule, command, grep's match.
-    let requests = server.requests("claude");
+    let requests = server.requests(cli);
     let told = requests
         .iter()
         .position(|r| r.contains("Fleet policy `no-todo` failed after your edit of bad.txt"))
-        .unwrap_or_else(|| panic!("no request carried the hook's report\n{log}"));
-    assert!(requests[told].contains("bad.txt:1:TODO: later"));
-    assert!(requests[told].contains("Fleet reverted bad.txt"));
+        .unwrap_or_else(|| panic!("{cli}: no request carried the hook's report\n{log}"));
+    assert!(requests[told].contains("bad.txt:1:TODO: later"), "{cli}");
+    assert!(requests[told].contains("Fleet reverted bad.txt"), "{cli}");
     assert!(
         requests[..told]
             .iter()
-            .all(|r| !r.contains("Fleet policy `no-todo`"))
+            .all(|r| !r.contains("Fleet policy `no-todo`")),
+        "{cli}"
     );
     let events = inst.events(&run);
     let failed = policy_events(&events, "policy.failed");
-    assert_eq!(failed.len(), 1, "{events:#?}");
+    assert_eq!(failed.len(), 1, "{cli}: {events:#?}");
     assert_eq!(failed[0]["data"]["rule"], "no-todo");
-    assert!(failed[0]["data"]["detail"].as_str().unwrap().contains("bad.txt"));
-    assert_eq!(policy_events(&events, "policy.reverted").len(), 1);
+    assert!(
+        failed[0]["data"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("bad.txt")
+    );
+    assert_eq!(policy_events(&events, "policy.reverted").len(), 1, "{cli}");
     let branch = support::fleet_branch(&inst.repo, "runs", &run);
     assert_eq!(
         show(&inst.repo, &format!("{branch}:out.txt")).as_deref(),
-        Some("done\n")
+        Some("done\n"),
+        "{cli}"
     );
-    assert_eq!(show(&inst.repo, &format!("{branch}:bad.txt")), None);
+    assert_eq!(
+        show(&inst.repo, &format!("{branch}:bad.txt")),
+        None,
+        "{cli}"
+    );
     // The hook lives in the attempt's private settings, never in the repository.
-    assert!(!inst.repo.join(".claude").exists());
-    assert_eq!(show(&inst.repo, &format!("{branch}:.claude/settings.json")), None);
+    for dir in [".claude", ".gemini", ".qwen"] {
+        assert!(
+            !inst.repo.join(dir).exists(),
+            "{cli}: {dir} in the repository"
+        );
+    }
+}
+
+#[test]
+fn real_claude_hears_a_failing_lint_at_once_through_its_hook_and_the_edit_is_reverted() {
+    hears_a_failing_lint_through_its_hook("claude");
+}
+
+#[test]
+fn real_gemini_hears_a_failing_lint_at_once_through_its_hook_and_the_edit_is_reverted() {
+    hears_a_failing_lint_through_its_hook("gemini");
+}
+
+#[test]
+fn real_qwen_hears_a_failing_lint_at_once_through_its_hook_and_the_edit_is_reverted() {
+    hears_a_failing_lint_through_its_hook("qwen");
 }

@@ -79,6 +79,30 @@ pub(crate) fn secret_names(req: &AttemptRequest<'_>) -> Vec<String> {
     req.secrets.keys().cloned().collect()
 }
 
+/// Adds a command hook on `event` for the tools `matcher` names to the `settings.json` the
+/// launch writes at `path` (gemini's and qwen's hooks live in it). `false` if the launch
+/// writes no such file.
+pub(crate) fn add_settings_hook(
+    launch: &mut crate::Launch,
+    path: &std::path::Path,
+    event: &str,
+    matcher: &str,
+    command: &str,
+) -> bool {
+    let Some(spec) = launch.files.iter_mut().find(|f| f.path == path) else {
+        return false;
+    };
+    let Ok(mut settings) = serde_json::from_str::<serde_json::Value>(&spec.contents) else {
+        return false;
+    };
+    settings["hooks"][event] = serde_json::json!([{
+        "matcher": matcher,
+        "hooks": [{"type": "command", "name": "fleet-policy", "command": command}]
+    }]);
+    spec.contents = settings.to_string();
+    true
+}
+
 /// A private config file in the attempt's home.
 pub(crate) fn file(path: std::path::PathBuf, contents: String, secret: bool) -> FileSpec {
     FileSpec {
