@@ -867,15 +867,15 @@ impl AcpClient {
                             None => json!({"outcome": "cancelled"}),
                         };
                         step.send.push(result_line(&id, json!({"outcome": outcome})));
-                        step.events.push(AgentEvent::Policy {
-                            kind: "denied".into(),
-                            rule: denial.rule.clone(),
-                            detail: format!("{title}: {}", denial.reason),
-                        });
                         step.events.push(AgentEvent::ToolResult {
-                            name: Some(title),
+                            name: Some(title.clone()),
                             ok: false,
                             output: format!("permission denied by Fleet's policy: {}", denial.reason),
+                        });
+                        step.events.push(AgentEvent::Policy {
+                            kind: "denied".into(),
+                            rule: denial.rule,
+                            detail: format!("{title}: {}", denial.reason),
                         });
                     }
                 }

@@ -227,3 +227,60 @@ pub(crate) mod testing {
         }
     }
 }
+
+#[cfg(test)]
+mod post_edit_hooks {
+    use super::testing::launch_with;
+    use std::path::Path;
+
+    /// The hook goes into the attempt's private settings (under its home), on each CLI's own
+    /// file-editing tools; CLIs without headless hooks say so and change nothing.
+    #[test]
+    fn hooks_live_in_the_attempts_home_on_the_editing_tools() {
+        let home = Path::new("/tmp/home");
+        for (cli, file, event, matcher) in [
+            (
+                "claude",
+                "fleet-policy-settings.json",
+                "PostToolUse",
+                "Write|Edit|MultiEdit|NotebookEdit",
+            ),
+            ("gemini", ".gemini/settings.json", "AfterTool", "write_file|replace"),
+            (
+                "qwen",
+                ".qwen/settings.json",
+                "PostToolUse",
+                "WriteFile|Edit|write_file|edit|replace",
+            ),
+        ] {
+            let a = crate::adapter(cli).unwrap();
+            let mut l = launch_with(&*a, None, None);
+            assert!(a.add_post_edit_hook(&mut l, home, "sh /x/hook.sh"), "{cli}");
+            let spec = l.files.iter().find(|f| f.path == home.join(file)).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&spec.contents).unwrap();
+            let hook = &v["hooks"][event][0];
+            assert_eq!(hook["matcher"], matcher, "{cli}");
+            assert!(
+                hook["hooks"][0]["command"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("sh /x/hook.sh"),
+                "{cli}"
+            );
+        }
+        let claude = crate::adapter("claude").unwrap();
+        let mut l = launch_with(&*claude, None, None);
+        claude.add_post_edit_hook(&mut l, home, "h");
+        let at = l.args.iter().position(|a| a == "--settings").unwrap();
+        assert_eq!(l.args[at + 1], "/tmp/home/fleet-policy-settings.json");
+        for cli in ["codex", "cursor", "amp", "kiro", "aider", "goose"] {
+            let Some(a) = crate::adapter(cli) else {
+                continue;
+            };
+            let mut l = launch_with(&*a, None, None);
+            let before = l.clone();
+            assert!(!a.add_post_edit_hook(&mut l, home, "h"), "{cli}");
+            assert_eq!(l, before, "{cli}");
+        }
+    }
+}
