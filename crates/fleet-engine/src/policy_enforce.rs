@@ -162,11 +162,15 @@ fn quote(s: &str) -> String {
 }
 
 /// The hook: reads the tool call (JSON on stdin) for the edited file, runs every `after_edit`
-/// command in the worktree with the environment checks get (never the agent's keys), and on a
+/// command in the worktree with the environment checks get less `pass_env` (never the agent's
+/// keys), and on a
 /// failure reports to the agent on stderr with exit 2, reverting the file to its committed
 /// state where the rule says so.
 fn hook_script(ctx: &Ctx, task: usize, n: u32, cwd: &Path) -> String {
-    let env: BTreeMap<String, String> = super::command_env(ctx, task, n, cwd);
+    // What checks see of Fleet's own environment and the task's markers, but not the values of
+    // `pass_env` (they may be credentials, and this script is a file).
+    let mut env: BTreeMap<String, String> = ctx.command_env.clone();
+    env.extend(super::task_env(ctx, task, n, cwd));
     let env_words: Vec<String> = env
         .iter()
         .filter(|(k, _)| k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))

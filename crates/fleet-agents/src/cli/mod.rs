@@ -245,7 +245,12 @@ mod post_edit_hooks {
                 "PostToolUse",
                 "Write|Edit|MultiEdit|NotebookEdit",
             ),
-            ("gemini", ".gemini/settings.json", "AfterTool", "write_file|replace"),
+            (
+                "gemini",
+                ".gemini/settings.json",
+                "AfterTool",
+                "write_file|replace",
+            ),
             (
                 "qwen",
                 ".qwen/settings.json",
