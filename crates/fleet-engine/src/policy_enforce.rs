@@ -285,6 +285,9 @@ pub(super) async fn after_attempt(
     before: Option<Vec<(String, String)>>,
     mut result: Result<AttemptEnd, String>,
 ) -> Result<AttemptEnd, String> {
+    if before.is_none() && ctx.policy.after_edit().next().is_none() {
+        return result; // No hook and no branch to guard: nothing to look at.
+    }
     let c = ctx.clone();
     let (reported, moved) = tokio::task::spawn_blocking(move || {
         let reported = std::fs::read_to_string(hook_log(&c, task)).unwrap_or_default();
