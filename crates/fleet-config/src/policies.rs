@@ -204,6 +204,26 @@ mod tests {
     }
 
     #[test]
+    fn a_bible_carries_policies_for_its_projects() {
+        let bible = crate::parse_bible(
+            Path::new("bibles/internal.md"),
+            "---\nname: internal\npolicies:\n  - { name: lint, after_edit: make lint, revert: true }\n---\nShip small.\n",
+        )
+        .unwrap();
+        assert_eq!(bible.policies.len(), 1);
+        assert_eq!(bible.policies[0].after_edit.as_deref(), Some("make lint"));
+        let errors = crate::parse_bible(
+            Path::new("bibles/internal.md"),
+            "---\nname: internal\npolicies:\n  - { name: x }\n---\n",
+        )
+        .unwrap_err();
+        assert!(
+            errors[0].to_string().contains("needs `after_edit`"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
     fn bad_rules_are_located() {
         let errors = parse_instance(
             Path::new("fleet.yaml"),
