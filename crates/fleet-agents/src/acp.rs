@@ -19,6 +19,7 @@
 
 use crate::outcome::{Evidence, classify_text};
 use crate::{AgentEvent, ErrorClass, McpServer, Outcome, OutcomeClass, ProcessEnd, Usage};
+use fleet_core::policy::ProtectedPaths;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -218,12 +219,30 @@ impl Capabilities {
 /// task's worktree, and no change inside its `.git` (Fleet owns the history, the hooks and the
 /// config: an agent that wrote a hook would run code at Fleet's next commit), and no `git push`
 /// (delivery is Fleet's: a push would skip its checks and review).
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Beside those fixed rules, the task's policies: paths protected by a rule (`policies:`
+/// `protected_paths`) are never granted to a tool that changes files, and a task that declares
+/// `allowed_paths` / `allowed_tools` is granted nothing else.
+#[derive(Debug, Clone)]
 pub struct Policy {
     /// The worktree (as given and as resolved: both spellings of it count as inside).
     pub roots: Vec<PathBuf>,
     /// ACP tool kinds refused outright (`execute`, `fetch`, `delete`…); empty = none.
     pub deny_kinds: Vec<String>,
+    /// Paths no tool may change, by rule.
+    pub protected: Vec<ProtectedPaths>,
+    /// The only paths a tool that changes files may touch; `None` = the whole worktree.
+    pub allowed_paths: Option<ProtectedPaths>,
+    /// The only tool kinds granted; empty = every kind not denied.
+    pub allowed_kinds: Vec<String>,
+}
+
+/// Why a permission request was refused: the rule (a policy's name, `allowed_paths`,
+/// `allowed_tools` or `worktree` for Fleet's fixed rules) and the reason in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub rule: String,
+    pub reason: String,
 }
 
 impl Policy {
@@ -237,11 +256,79 @@ impl Policy {
         Policy {
             roots,
             deny_kinds: Vec::new(),
+            protected: Vec::new(),
+            allowed_paths: None,
+            allowed_kinds: Vec::new(),
         }
     }
 
     /// `Ok(())` to allow, or why not.
     pub fn decide(&self, tool_call: &Value) -> Result<(), String> {
+        self.judge(tool_call).map_err(|d| d.reason)
+    }
+
+    /// `Ok(())` to allow, or which rule refuses it and why.
+    pub fn judge(&self, tool_call: &Value) -> Result<(), Denial> {
+        let fixed = |reason: String| Denial {
+            rule: "worktree".into(),
+            reason,
+        };
+        self.fixed_rules(tool_call).map_err(fixed)?;
+        let kind = tool_call["kind"].as_str().unwrap_or("other");
+        if !self.allowed_kinds.is_empty() && !self.allowed_kinds.iter().any(|k| k == kind) {
+            return Err(Denial {
+                rule: "allowed_tools".into(),
+                reason: format!(
+                    "tools of kind {kind:?} are not among the task's allowed tools ({})",
+                    self.allowed_kinds.join(", ")
+                ),
+            });
+        }
+        if matches!(kind, "read" | "search" | "think" | "fetch") {
+            return Ok(());
+        }
+        let paths: Vec<String> = tool_paths(tool_call)
+            .iter()
+            .filter_map(|p| self.relative(p))
+            .collect();
+        if let Some(v) = fleet_core::policy::violations(&self.protected, &paths).first() {
+            return Err(Denial {
+                rule: v.rule.clone(),
+                reason: format!(
+                    "{:?} is protected by policy `{}` (pattern `{}`)",
+                    v.path, v.rule, v.pattern
+                ),
+            });
+        }
+        if let Some(allowed) = &self.allowed_paths {
+            let all = [allowed.clone()];
+            for p in &paths {
+                if fleet_core::policy::violations(&all, std::slice::from_ref(p)).is_empty() {
+                    return Err(Denial {
+                        rule: "allowed_paths".into(),
+                        reason: format!(
+                            "{p:?} is outside the task's allowed paths ({})",
+                            allowed.patterns().join(", ")
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A path inside the worktree, relative to it (`None` outside).
+    pub fn relative(&self, path: &str) -> Option<String> {
+        let out = self.normalized(path)?;
+        self.roots.iter().find_map(|r| {
+            out.strip_prefix(r)
+                .ok()
+                .map(|rel| rel.to_string_lossy().into_owned())
+        })
+    }
+
+    /// Fleet's fixed rules: inside the worktree, nothing in `.git`, no `git push`.
+    fn fixed_rules(&self, tool_call: &Value) -> Result<(), String> {
         let kind = tool_call["kind"].as_str().unwrap_or("other");
         if self.deny_kinds.iter().any(|k| k == kind) {
             return Err(format!(
@@ -766,7 +853,7 @@ impl AcpClient {
                     .or(tool["kind"].as_str())
                     .unwrap_or("tool")
                     .to_string();
-                match self.cfg.policy.decide(tool) {
+                match self.cfg.policy.judge(tool) {
                     Ok(()) => {
                         let outcome = match pick_option(&params["options"], &["allow_once", "allow_always"]) {
                             Some(o) => json!({"outcome": "selected", "optionId": o}),
@@ -774,16 +861,21 @@ impl AcpClient {
                         };
                         step.send.push(result_line(&id, json!({"outcome": outcome})));
                     }
-                    Err(reason) => {
+                    Err(denial) => {
                         let outcome = match pick_option(&params["options"], &["reject_once", "reject_always"]) {
                             Some(o) => json!({"outcome": "selected", "optionId": o}),
                             None => json!({"outcome": "cancelled"}),
                         };
                         step.send.push(result_line(&id, json!({"outcome": outcome})));
                         step.events.push(AgentEvent::ToolResult {
-                            name: Some(title),
+                            name: Some(title.clone()),
                             ok: false,
-                            output: format!("permission denied by Fleet's policy: {reason}"),
+                            output: format!("permission denied by Fleet's policy: {}", denial.reason),
+                        });
+                        step.events.push(AgentEvent::Policy {
+                            kind: "denied".into(),
+                            rule: denial.rule,
+                            detail: format!("{title}: {}", denial.reason),
                         });
                     }
                 }

@@ -102,6 +102,13 @@ pub enum AgentEvent {
         class: ErrorClass,
         message: String,
     },
+    /// Fleet enforced one of its policies on the agent (`denied`: a permission request was
+    /// refused; `failed`/`reverted`: an `after_edit` command failed, the edit was undone).
+    Policy {
+        kind: String,
+        rule: String,
+        detail: String,
+    },
 }
 
 impl AgentEvent {
@@ -154,6 +161,9 @@ impl AgentEvent {
             }
             AgentEvent::Error { class, message } => {
                 format!("error ({class:?}): {}", clip(message, 400))
+            }
+            AgentEvent::Policy { kind, rule, detail } => {
+                format!("policy {rule} {kind}: {}", clip(detail, 400))
             }
         }
     }

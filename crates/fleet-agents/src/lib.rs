@@ -159,6 +159,14 @@ pub trait Adapter: Send + Sync {
     fn launch(&self, req: &AttemptRequest<'_>) -> Result<Launch, AdapterError>;
     /// A fresh parser for one attempt's output.
     fn parser(&self) -> Box<dyn Parser>;
+
+    /// Makes `command` run after every file edit of the agent, its failure (exit 2, stderr)
+    /// fed back to the agent at once, through the CLI's own hooks, in the attempt's private
+    /// config under `home` (never the repository). `false`: this CLI has no such hook that
+    /// works headless, and Fleet runs the policy after the attempt instead.
+    fn add_post_edit_hook(&self, _launch: &mut Launch, _home: &Path, _command: &str) -> bool {
+        false
+    }
     /// The CLI can continue an earlier session (see [`AttemptRequest::resume_session`]).
     fn can_resume(&self) -> bool {
         false

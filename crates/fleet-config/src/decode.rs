@@ -52,6 +52,13 @@ pub(crate) const TASK_KEYS: &[&str] = &[
     "escalate_after",
     "budget_usd",
     "max_time",
+    "allowed_paths",
+    "allowed_tools",
+];
+
+/// The ACP tool kinds a task's `allowed_tools` may name.
+pub const TOOL_KINDS: &[&str] = &[
+    "read", "edit", "delete", "move", "search", "execute", "think", "fetch", "other",
 ];
 
 const DEFAULT_CONCURRENCY: usize = 4;
@@ -141,6 +148,8 @@ struct Settings {
     checks: Option<Vec<String>>,
     env: BTreeMap<String, String>,
     pass_env: Vec<String>,
+    allowed_paths: Vec<String>,
+    allowed_tools: Vec<String>,
 }
 
 /// A task as decoded, before defaults and before knowing whether it is a container.
@@ -213,6 +222,8 @@ impl RawTask {
             escalate_after: own.escalate_after.or(defaults.escalate_after),
             budget_usd: own.budget_usd.or(defaults.budget_usd),
             max_time: own.max_time.or(defaults.max_time),
+            allowed_paths: own.allowed_paths,
+            allowed_tools: own.allowed_tools,
             location: self.at,
         })
     }
@@ -310,6 +321,28 @@ impl Decoder<'_> {
             "checks" => settings.checks = self.checks(value),
             "env" => settings.env = self.env(value),
             "pass_env" => settings.pass_env = self.env_names(value),
+            "allowed_paths" => {
+                settings.allowed_paths = crate::policies::patterns(self, value, "allowed_paths");
+                if let Err(e) = fleet_core::policy::ProtectedPaths::new("", &settings.allowed_paths)
+                {
+                    self.error(value.loc, format!("`allowed_paths`: {e}"));
+                }
+            }
+            "allowed_tools" => {
+                let tools = crate::policies::patterns(self, value, "allowed_tools");
+                for t in &tools {
+                    if !TOOL_KINDS.contains(&t.as_str()) {
+                        self.error(
+                            value.loc,
+                            format!(
+                                "`allowed_tools`: unknown tool kind {t:?}; expected some of: {}",
+                                TOOL_KINDS.join(", ")
+                            ),
+                        );
+                    }
+                }
+                settings.allowed_tools = tools;
+            }
             _ => return false,
         }
         true

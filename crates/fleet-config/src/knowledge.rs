@@ -65,6 +65,7 @@ pub(crate) const BIBLE_KEYS: &[&str] = &[
     "checks",
     "models",
     "skills",
+    "policies",
 ];
 pub(crate) const SKILL_KEYS: &[&str] = &["name", "tags", "roles"];
 
@@ -121,6 +122,8 @@ pub struct Bible {
     /// Preferred agent profiles.
     pub models: Vec<String>,
     pub skills: Vec<String>,
+    /// Always-on rules of the bible's projects (added to the instance's and the project's).
+    pub policies: Vec<crate::PolicyRule>,
     /// Free text given to agents.
     pub body: String,
     pub path: PathBuf,
@@ -721,7 +724,9 @@ pub fn parse_bible(path: &Path, text: &str) -> Result<Bible, Vec<ConfigError>> {
     let (mut values, mut constraints, mut checks) = (Vec::new(), Vec::new(), Vec::new());
     let (mut tone, mut deploy) = (None, None);
     let mut refs = Vec::new();
+    let mut policies = Vec::new();
     let common = decode(&mut d, text, Kind::Bible, |d, f| match f.key {
+        "policies" => policies = crate::policies::policies(d, f.value),
         "values" => values = texts(d, f.value, "values"),
         "constraints" => constraints = texts(d, f.value, "constraints"),
         "tone" => tone = d.text(f.value, "tone").map(|s| s.value),
@@ -740,6 +745,7 @@ pub fn parse_bible(path: &Path, text: &str) -> Result<Bible, Vec<ConfigError>> {
         checks,
         models: names(&refs, "models"),
         skills: names(&refs, "skills"),
+        policies,
         body: c.body.to_string(),
         path: path.to_path_buf(),
         location: c.location,

@@ -22,6 +22,7 @@ pub mod keys;
 mod knowledge;
 mod notify;
 mod output;
+mod policies;
 mod project_limits;
 mod read;
 mod routing;
@@ -42,6 +43,7 @@ pub use notify::{
     DEFAULT_TELEGRAM_API, EmailSpec, EmailTls, NOTIFY_EVENTS, NOTIFY_KINDS, NotifyKind,
     NotifyRetry, NotifySpec, TelegramSpec, UrlSource,
 };
+pub use policies::PolicyRule;
 pub use project_limits::ProjectLimits;
 pub use read::{MAX_FILE_BYTES, read_text};
 pub use routing::{Route, RouteSource, Routing, Rule, route};
@@ -163,6 +165,11 @@ pub struct TaskSpec {
     pub budget_usd: Option<f64>,
     /// Agent tasks: wall time for the whole loop.
     pub max_time: Option<Duration>,
+    /// Agent tasks: the only paths (globs) an agent may change through a tool it asks
+    /// permission for (ACP agents); empty = anywhere in the worktree.
+    pub allowed_paths: Vec<String>,
+    /// Agent tasks: the only ACP tool kinds (`read`, `edit`, `execute`…) granted; empty = all.
+    pub allowed_tools: Vec<String>,
     /// Where the task's mapping starts (its first key).
     pub location: Location,
 }

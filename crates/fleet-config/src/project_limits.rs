@@ -26,6 +26,7 @@ pub(crate) const KEYS: &[&str] = &[
     "budget_usd",
     "budget_tokens",
     "max_time",
+    "policies",
 ];
 
 /// The most tasks of one stage run at once a project may ask for.
@@ -46,6 +47,8 @@ pub struct ProjectLimits {
     pub budget_tokens: Option<u64>,
     /// Working time per epic (its stages' durations; waiting for a person is not counted).
     pub max_time: Option<Duration>,
+    /// `policies:`: the project's own always-on rules (added to the instance's).
+    pub policies: Vec<crate::PolicyRule>,
 }
 
 impl Default for ProjectLimits {
@@ -58,6 +61,7 @@ impl Default for ProjectLimits {
             budget_usd: None,
             budget_tokens: None,
             max_time: None,
+            policies: Vec::new(),
         }
     }
 }
@@ -100,6 +104,7 @@ pub(crate) fn decode(d: &mut Decoder<'_>, node: &Node) -> BTreeMap<String, Proje
                     }
                 }
                 "budget_tokens" => l.budget_tokens = count(d, v, f.key, 1, u32::MAX).map(u64::from),
+                "policies" => l.policies = crate::policies::policies(d, v),
                 "max_time" => {
                     l.max_time = d.duration(v, f.key);
                     if l.max_time.is_some_and(|t| t.is_zero()) {

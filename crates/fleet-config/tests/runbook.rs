@@ -116,6 +116,8 @@ fn the_product_example_decodes_into_typed_values() {
                 escalate_after: None,
                 budget_usd: None,
                 max_time: None,
+                allowed_paths: vec![],
+                allowed_tools: vec![],
                 location: Location { line: 8, col: 5 },
             },
             TaskSpec {
@@ -142,6 +144,8 @@ fn the_product_example_decodes_into_typed_values() {
                 escalate_after: None,
                 budget_usd: None,
                 max_time: None,
+                allowed_paths: vec![],
+                allowed_tools: vec![],
                 location: Location { line: 11, col: 5 },
             },
             TaskSpec {
@@ -161,6 +165,8 @@ fn the_product_example_decodes_into_typed_values() {
                 escalate_after: None,
                 budget_usd: None,
                 max_time: None,
+                allowed_paths: vec![],
+                allowed_tools: vec![],
                 location: Location { line: 18, col: 5 },
             },
             TaskSpec {
@@ -184,6 +190,8 @@ fn the_product_example_decodes_into_typed_values() {
                 escalate_after: None,
                 budget_usd: None,
                 max_time: None,
+                allowed_paths: vec![],
+                allowed_tools: vec![],
                 location: Location { line: 22, col: 5 },
             },
         ],

@@ -66,6 +66,7 @@ async fn once(server: &ModelServer, cli: &str, acp: bool) -> Duration {
         extra_env: &env,
         secrets: &secrets,
         redactor: &fleet_secrets::Redactor::default(),
+        policy: None,
     };
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let started = Instant::now();

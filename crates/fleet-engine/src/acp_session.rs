@@ -317,12 +317,18 @@ pub async fn run(
         .map_err(|e| format!("cannot open the transcript: {e}"))?;
     let mut transcript = HeadTail::new(transcript, 8 << 20, 2 << 20);
     let mut log = HeadTail::new(r.log, 1 << 20, 1 << 20);
+    let mut policy = Policy::for_worktree(r.workdir);
+    if let Some(p) = r.policy {
+        policy.protected = p.protected.clone();
+        policy.allowed_paths = p.allowed_paths.clone();
+        policy.allowed_kinds = p.allowed_tools.clone();
+    }
     let mut client = AcpClient::new(SessionConfig {
         cwd: r.workdir.to_path_buf(),
         prompt: r.prompt.to_string(),
         mcp: mcp.clone(),
         resume_session: resume.map(str::to_string),
-        policy: Policy::for_worktree(r.workdir),
+        policy: policy.clone(),
         fs: fleet_agents::acp::offers_fs(&profile.cli),
         mode: fleet_agents::acp::preferred_mode(&profile.cli),
     });
@@ -430,7 +436,15 @@ pub async fn run(
                     let mut replies = step.send;
                     for call in &step.fs {
                         let (id, result) = match call {
-                            FsCall::Read { id, .. } | FsCall::Write { id, .. } => (id, fs_call(r.workdir, call)),
+                            FsCall::Read { id, .. } => (id, fs_call(r.workdir, call)),
+                            // A write goes through the same policy as a permission request.
+                            FsCall::Write { id, path, .. } => match policy.judge(&json!({"kind": "edit", "locations": [{"path": path}]})) {
+                                Ok(()) => (id, fs_call(r.workdir, call)),
+                                Err(denial) => {
+                                    emit(vec![AgentEvent::Policy { kind: "denied".into(), rule: denial.rule, detail: format!("write {path}: {}", denial.reason) }], &mut log);
+                                    (id, Err(FsError::Refused(denial.reason)))
+                                }
+                            },
                         };
                         match &result {
                             Err(FsError::Refused(e)) => emit(vec![AgentEvent::ToolResult { name: Some("fs".into()), ok: false, output: format!("refused: {e}") }], &mut log),

@@ -155,6 +155,9 @@ pub struct AgentRun<'a> {
     pub redactor: &'a Redactor,
     /// Fleet's MCP server for this run; the attempt's identity is added to its env.
     pub mcp: Option<&'a fleet_agents::McpServer>,
+    /// The run's policies as they apply to this attempt (`after_edit` hook, protected and
+    /// allowed paths and tools for permission requests); `None` = none.
+    pub policy: Option<&'a crate::AttemptPolicy>,
 }
 
 /// Runs the attempt; `on_events` receives normalized events as they are parsed.
@@ -221,9 +224,18 @@ pub async fn run(
         resume_session,
         mcp: mcp.as_ref(),
     };
-    let launch = adapter
+    let mut launch = adapter
         .launch(&req)
         .map_err(|e| format!("{} adapter: {e}", profile.cli))?;
+    if let Some(hook) = r.policy.and_then(|p| p.post_edit_hook.as_deref())
+        && adapter.add_post_edit_hook(&mut launch, r.home, hook)
+    {
+        let mut log = r.log;
+        let _ = writeln!(
+            log,
+            "   after_edit policies run after every file edit ({hook})"
+        );
+    }
     for f in &launch.files {
         if let Some(dir) = f.path.parent() {
             std::fs::DirBuilder::new()

@@ -29,6 +29,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
+#[path = "policy_enforce.rs"]
+pub mod policy_enforce;
+
 /// How long agent observations (messages, tool calls, usage) may wait to be committed with
 /// the ones after them. Decisions are never delayed.
 const OBSERVATION_DELAY: Duration = Duration::from_millis(100);
@@ -248,6 +251,8 @@ struct Ctx {
     redactor: fleet_secrets::Redactor,
     /// What commands and checks see of Fleet's environment (`process::command_env`).
     command_env: std::collections::BTreeMap<String, String>,
+    /// The run's `policies:`, compiled.
+    policy: policy_enforce::Enforcer,
 }
 
 /// Starts a new run of `plan`. The run id is `<name>-<yyyymmdd>-<hhmmss>` (plus `-N` if taken).
@@ -294,6 +299,11 @@ pub async fn start_in(
         repo.exclude("/.fleet/")?;
     }
     let mut run_id = new_run_id(&*store, &plan.name)?;
+    let named = plan.integration.clone();
+    policy_enforce::refuse_protected_branch(
+        &plan,
+        &named.unwrap_or_else(|| integration_branch(&instance, &run_id)),
+    )?;
     let (row, tasks, integration) = loop {
         let integration = plan
             .integration
@@ -620,6 +630,7 @@ impl Coordinator {
         // Run ids are unique only within an instance: the tag that finds a dead fleet's
         // leftovers carries the instance too, so no other instance's processes are killed.
         let tag = format!("{}/{run_id}", layout::instance_id(&*store)?);
+        let policy = policy_enforce::Enforcer::new(&plan.policies).map_err(EngineError::Invalid)?;
         let ctx = Arc::new(Ctx {
             repo_root: repo.root().to_path_buf(),
             integration: row.integration_branch.clone(),
@@ -638,6 +649,7 @@ impl Coordinator {
             stop: stop_rx,
             redactor: run_redactor(opts.redactor.clone(), &plan),
             command_env: process::command_env(&[]),
+            policy,
         });
         let active = run.count(TaskState::Running) + run.count(TaskState::Checking);
         let book = AccountBook::load(&plan.pool, &*store, &clock())?;
@@ -1492,6 +1504,16 @@ impl Coordinator {
                 ),
                 E::Error { class, message } => {
                     ("attempt.error", json!({"class": class, "message": message}))
+                }
+                E::Policy { kind, rule, detail } => {
+                    let kind = format!("policy.{kind}");
+                    self.event(
+                        Some(task),
+                        Some(n),
+                        &kind,
+                        json!({"rule": rule, "detail": detail}),
+                    );
+                    continue;
                 }
             };
             if matches!(
@@ -2390,7 +2412,16 @@ fn conflict_for_rework(ctx: &Ctx, id: &str, onto: &str) -> Result<MergeStep, fle
 /// the previous attempt otherwise) and runs the command in it.
 async fn attempt_worker(ctx: Arc<Ctx>, job: AttemptJob) {
     let task = job.task;
+    let agent = job.profile.is_some() && matches!(ctx.tasks[task].action, TaskAction::Agent(_));
+    let refs = match agent {
+        true => policy_enforce::refs_before(&ctx).await,
+        false => None,
+    };
     let result = run_attempt(&ctx, job).await;
+    let result = match agent {
+        true => policy_enforce::after_attempt(&ctx, task, refs, result).await,
+        false => result,
+    };
     let _ = ctx.tx.send(Msg::Attempt { task, result });
 }
 
@@ -2557,6 +2588,7 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
     let transcript = ctx.layout.transcript(&ctx.run_id, &def.id, n);
     // The handoff quotes check output and the worktree's changes: whatever a secret got into.
     let prompt = ctx.redactor.clean_string(prompt);
+    let policy = policy_enforce::attempt_policy(ctx, task, n, &cwd).await;
     let run = agent::AgentRun {
         profile,
         prompt: &prompt,
@@ -2571,6 +2603,7 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, Stri
         secrets: &agent::secret_values(&profile.secrets),
         redactor: &ctx.redactor,
         mcp: ctx.mcp.as_ref(),
+        policy: Some(&policy),
     };
     let tx = ctx.tx.clone();
     let (finished, end) = agent::run(run, ctx.stop.clone(), |events| {
@@ -2644,6 +2677,11 @@ async fn run_finish(ctx: &Arc<Ctx>, task: usize, n: u32, recheck: bool) -> Finis
                 finished: Finished::failed_check(),
                 output,
             };
+        }
+        if !recheck
+            && let Some(failed) = policy_enforce::check_change(ctx, task, &cwd, &log, &env).await
+        {
+            return failed;
         }
     }
     let total = def.checks.len();

@@ -23,6 +23,7 @@ pub mod signals;
 mod spawn;
 pub mod summary;
 
+pub use engine::policy_enforce::AttemptPolicy;
 pub use engine::{
     EngineOptions, Observer, RunEnd, RunReport, catch_up_journal, resume, start, start_in,
 };

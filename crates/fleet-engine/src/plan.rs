@@ -30,6 +30,9 @@ pub struct Plan {
     pub tasks: Vec<TaskDef>,
     /// The agent profiles tasks may draw on, and their accounts.
     pub pool: std::sync::Arc<AgentPool>,
+    /// The always-on rules every attempt obeys (`policies:` of the instance; a caller adds
+    /// the project's and its bible's).
+    pub policies: Vec<fleet_config::PolicyRule>,
 }
 
 /// Profiles (from fleet.yaml, plus the default profile of every bare CLI a task names) and
@@ -263,6 +266,9 @@ pub struct TaskDef {
     pub retry: RetryPolicy,
     /// Wall time for the whole task (all attempts).
     pub max_time: Option<Duration>,
+    /// `allowed_paths` / `allowed_tools`: what an ACP agent is granted permission for.
+    pub allowed_paths: Vec<String>,
+    pub allowed_tools: Vec<String>,
 }
 
 impl TaskDef {
@@ -390,6 +396,8 @@ pub fn plan_from_runbook(
                     .max(1),
             },
             max_time: t.max_time,
+            allowed_paths: t.allowed_paths.clone(),
+            allowed_tools: t.allowed_tools.clone(),
         });
     }
     if !errors.is_empty() {
@@ -411,6 +419,7 @@ pub fn plan_from_runbook(
         nodes: rb.node_specs(),
         tasks,
         pool: std::sync::Arc::new(pool),
+        policies: instance.policies.clone(),
     })
 }
 

@@ -76,6 +76,19 @@ async fn attempt_in(
     dir: tempfile::TempDir,
     resume: Option<&str>,
 ) -> Ended {
+    attempt_under(server, cli, case, scenario, dir, resume, None).await
+}
+
+/// [`attempt_in`] under the run's policies as they apply to the attempt.
+async fn attempt_under(
+    server: &ModelServer,
+    cli: &str,
+    case: &str,
+    scenario: Scenario,
+    dir: tempfile::TempDir,
+    resume: Option<&str>,
+    policy: Option<&fleet_engine::AttemptPolicy>,
+) -> Ended {
     let name = format!("acp-{case}-{cli}");
     server.add_scenario(&name, scenario);
     let repo = dir.path().join("repo");
@@ -109,6 +122,7 @@ async fn attempt_in(
         extra_env: &env,
         secrets: &secrets,
         redactor: &fleet_secrets::Redactor::default(),
+        policy,
     };
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let started = Instant::now();
@@ -358,6 +372,68 @@ async fn gemini_permission_outside_policy_is_denied() {
     denied_then_goes_on("gemini").await;
 }
 
+/// A write to a path a policy protects (`policies: protected_paths`) is refused when the agent
+/// asks permission for it, with a `policy.denied` event naming the rule, and the agent goes on
+/// to the edit it may make.
+async fn protected_write_denied_then_goes_on(cli: &str) {
+    let server = ModelServer::start();
+    let scenario = Scenario::new()
+        .write_file("migrations/001.sql", "DROP TABLE users;\n")
+        .write_file("hello.txt", "hello from fleet\n")
+        .text("DONE");
+    let policy = fleet_engine::AttemptPolicy {
+        protected: vec![
+            fleet_core::policy::ProtectedPaths::new("keep-out", &["migrations/".to_string()])
+                .unwrap(),
+        ],
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let e = attempt_under(
+        &server,
+        cli,
+        "protected",
+        scenario,
+        dir,
+        None,
+        Some(&policy),
+    )
+    .await;
+    assert!(
+        !e.repo.join("migrations/001.sql").exists(),
+        "{cli}: the protected file was written\n{}\n{}",
+        e.log,
+        tail(&e.transcript)
+    );
+    let hello = std::fs::read_to_string(e.repo.join("hello.txt")).unwrap_or_default();
+    assert_eq!(
+        hello,
+        "hello from fleet\n",
+        "{cli}: did not go on\n{}\n{}",
+        e.log,
+        tail(&e.transcript)
+    );
+    assert!(
+        e.events
+            .iter()
+            .any(|ev| matches!(ev, AgentEvent::Policy { kind, rule, detail }
+            if kind == "denied" && rule == "keep-out" && detail.contains("migrations/001.sql"))),
+        "{cli}: no policy.denied event\n{}\n{}",
+        e.log,
+        tail(&e.transcript)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_write_to_a_protected_path_is_denied() {
+    protected_write_denied_then_goes_on("gemini").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qwen_write_to_a_protected_path_is_denied() {
+    protected_write_denied_then_goes_on("qwen").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qwen_over_acp() {
     edits("qwen").await;
@@ -466,6 +542,7 @@ fn kind(e: &AgentEvent) -> &'static str {
         AgentEvent::RateLimit { .. } => "rate_limit",
         AgentEvent::Retrying { .. } => "retrying",
         AgentEvent::Error { .. } => "error",
+        AgentEvent::Policy { .. } => "policy",
     }
 }
 

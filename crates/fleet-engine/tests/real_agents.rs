@@ -80,6 +80,7 @@ async fn attempt(server: &ModelServer, cli: &str, case: &str, scenario: Scenario
         extra_env: &env,
         secrets: &secrets,
         redactor: &fleet_secrets::Redactor::default(),
+        policy: None,
     };
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let started = Instant::now();
@@ -237,6 +238,7 @@ async fn http_agent_edits_files_and_classifies_errors() {
                 extra_env: &env,
                 secrets: &secrets,
                 redactor: &fleet_secrets::Redactor::default(),
+                policy: None,
             };
             let (_tx, rx) = tokio::sync::watch::channel(false);
             let mut events = Vec::new();

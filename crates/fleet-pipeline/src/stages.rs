@@ -239,17 +239,13 @@ pub(crate) async fn run(
     runbook: Value,
     integration: Option<&str>,
 ) -> Result<RunRow> {
+    // The project's own policies and its bible's join the instance's (on resume too).
+    let instance = with_project_policies(p, &epic.project);
     if let Some(row) = p.store.runs()?.into_iter().find(|r| r.name == name) {
         if !matches!(row.state.as_str(), "passed" | "failed" | "cancelled") {
             let (opts, _watch) = p.engine_options(&epic.id);
-            fleet_engine::resume(
-                p.layout.clone(),
-                p.store.clone(),
-                &row.id,
-                &p.instance,
-                opts,
-            )
-            .await?;
+            fleet_engine::resume(p.layout.clone(), p.store.clone(), &row.id, &instance, opts)
+                .await?;
         }
         return finished(p, &row.id);
     }
@@ -266,7 +262,7 @@ pub(crate) async fn run(
                 .join("; "),
         )
     })?;
-    let mut plan = fleet_engine::plan_from_runbook(&rb, &p.instance).map_err(|e| {
+    let mut plan = fleet_engine::plan_from_runbook(&rb, &instance).map_err(|e| {
         PipelineError::Invalid(
             e.iter()
                 .map(|e| e.to_string())
@@ -278,6 +274,21 @@ pub(crate) async fn run(
     let (opts, _watch) = p.engine_options(&epic.id);
     let report = fleet_engine::start(p.layout.clone(), p.store.clone(), plan, opts).await?;
     finished(p, &report.run_id)
+}
+
+/// The instance configuration with `project`'s policies (`projects.NAME.policies`) and its
+/// bible's added to the instance's own.
+pub(crate) fn with_project_policies(p: &Pipeline, project: &str) -> fleet_config::InstanceConfig {
+    let mut instance = p.instance.clone();
+    instance
+        .policies
+        .extend(p.instance.project_limits(project).policies);
+    if let Ok(Some(row)) = p.store.project(project)
+        && let Some(bible) = row.bible.as_deref().and_then(|b| p.library.bible(b))
+    {
+        instance.policies.extend(bible.policies.iter().cloned());
+    }
+    instance
 }
 
 fn finished(p: &Pipeline, run_id: &str) -> Result<RunRow> {

@@ -401,6 +401,7 @@ fn smoke_test(p: &AgentProfile) -> anyhow::Result<serde_json::Value> {
         extra_env: &env,
         secrets: &fleet_engine::agent::secret_values(&p.secrets),
         redactor: &fleet_secrets::Redactor::from_process_env(&[]),
+        policy: None,
     };
     let started = std::time::Instant::now();
     let (_tx, rx) = tokio::sync::watch::channel(false);

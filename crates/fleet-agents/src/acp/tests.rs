@@ -9,6 +9,9 @@ fn client(resume: Option<&str>) -> AcpClient {
         policy: Policy {
             roots: vec!["/w/repo".into()],
             deny_kinds: vec!["fetch".into()],
+            protected: Vec::new(),
+            allowed_paths: None,
+            allowed_kinds: Vec::new(),
         },
         fs: true,
         mode: None,
@@ -181,4 +184,79 @@ fn a_session_starting_read_only_is_switched_to_an_editing_mode_before_the_prompt
     assert_eq!(s[0]["params"]["modeId"], "auto");
     let s = sent(&c.stdout_line(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#));
     assert_eq!(s[0]["method"], "session/prompt");
+}
+
+fn policed() -> Policy {
+    let mut p = Policy::for_worktree(std::path::Path::new("/w/repo"));
+    let rule = |name: &str, pats: &[&str]| {
+        fleet_core::policy::ProtectedPaths::new(
+            name,
+            &pats.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap()
+    };
+    p.protected = vec![rule("keep-out", &["migrations/", ".env"])];
+    p.allowed_paths = Some(rule("allowed_paths", &["src/", "docs/*.md", "migrations/"]));
+    p.allowed_kinds = vec!["read".into(), "edit".into(), "search".into()];
+    p
+}
+
+#[test]
+fn permissions_follow_protected_paths_and_the_tasks_allow_lists() {
+    let p = policed();
+    let judge = |v: Value| p.judge(&v).map_err(|d| (d.rule, d.reason));
+    let edit = |path: &str| json!({"kind": "edit", "locations": [{"path": path}]});
+    assert_eq!(judge(edit("/w/repo/src/main.rs")), Ok(()));
+    assert_eq!(judge(edit("docs/guide.md")), Ok(()));
+    // Protected wins over allowed, whatever the spelling of the path.
+    let (rule, reason) = judge(edit("/w/repo/src/../migrations/001.sql")).unwrap_err();
+    assert_eq!(rule, "keep-out");
+    assert!(reason.contains("migrations/001.sql") && reason.contains("migrations/"));
+    assert_eq!(
+        judge(json!({"kind": "edit", "rawInput": {"file_path": "/w/repo/app/.env"}}))
+            .unwrap_err()
+            .0,
+        "keep-out"
+    );
+    // Outside the allow-list.
+    let (rule, reason) = judge(edit("/w/repo/Cargo.toml")).unwrap_err();
+    assert_eq!(rule, "allowed_paths");
+    assert!(reason.contains("Cargo.toml"), "{reason}");
+    // Reading is not changing: protected and unlisted paths may be read.
+    assert_eq!(
+        judge(json!({"kind": "read", "locations": [{"path": "/w/repo/.env"}]})),
+        Ok(())
+    );
+    // A kind the task does not allow.
+    assert_eq!(
+        judge(json!({"kind": "execute", "rawInput": {"command": "ls"}}))
+            .unwrap_err()
+            .0,
+        "allowed_tools"
+    );
+    // Fleet's fixed rules still come first.
+    assert_eq!(judge(edit("/etc/passwd")).unwrap_err().0, "worktree");
+}
+
+#[test]
+fn a_refused_permission_is_a_policy_event_and_the_agent_is_answered() {
+    let mut c = AcpClient::new(SessionConfig {
+        cwd: "/w/repo".into(),
+        prompt: "p".into(),
+        mcp: None,
+        resume_session: None,
+        policy: policed(),
+        fs: true,
+        mode: None,
+    });
+    c.start();
+    let step = c.stdout_line(
+        r#"{"jsonrpc":"2.0","id":7,"method":"session/request_permission","params":{"sessionId":"S","toolCall":{"toolCallId":"t1","title":"WriteFile","kind":"edit","locations":[{"path":"/w/repo/migrations/1.sql"}]},"options":[{"optionId":"ok","kind":"allow_once"},{"optionId":"no","kind":"reject_once"}]}}"#,
+    );
+    let answer: Value = serde_json::from_str(&step.send[0]).unwrap();
+    assert_eq!(answer["id"], 7);
+    assert_eq!(answer["result"]["outcome"]["optionId"], "no");
+    assert!(step.events.iter().any(|e| matches!(e,
+        AgentEvent::Policy { kind, rule, detail }
+            if kind == "denied" && rule == "keep-out" && detail.contains("migrations/1.sql"))));
 }

@@ -103,6 +103,29 @@ impl Adapter for Claude {
     fn parser(&self) -> Box<dyn Parser> {
         Box::new(ClaudeStream::new(false))
     }
+
+    /// A `PostToolUse` hook on the file-editing tools, in a settings file of the attempt's
+    /// home given with `--settings` (so the repository's `.claude/` is never written). Claude
+    /// shows a hook's stderr to the model when it exits 2.
+    fn add_post_edit_hook(
+        &self,
+        launch: &mut Launch,
+        home: &std::path::Path,
+        command: &str,
+    ) -> bool {
+        let path = home.join("fleet-policy-settings.json");
+        let settings = serde_json::json!({"hooks": {"PostToolUse": [{
+            "matcher": "Write|Edit|MultiEdit|NotebookEdit",
+            "hooks": [{"type": "command", "command": command}]
+        }]}});
+        launch
+            .files
+            .push(super::file(path.clone(), settings.to_string(), false));
+        launch
+            .args
+            .extend(["--settings".into(), path.display().to_string()]);
+        true
+    }
 }
 
 /// Claude's stream-json, also spoken (with small differences) by qwen and amp.

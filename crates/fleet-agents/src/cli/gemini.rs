@@ -88,6 +88,23 @@ impl Adapter for Gemini {
     fn parser(&self) -> Box<dyn Parser> {
         Box::new(GeminiStream::default())
     }
+
+    /// An `AfterTool` hook on its file-writing tools in the attempt's `~/.gemini/settings.json`:
+    /// exit 2 replaces the tool's result with the hook's stderr and the turn goes on.
+    fn add_post_edit_hook(
+        &self,
+        launch: &mut Launch,
+        home: &std::path::Path,
+        command: &str,
+    ) -> bool {
+        super::add_settings_hook(
+            launch,
+            &home.join(".gemini/settings.json"),
+            "AfterTool",
+            "write_file|replace",
+            command,
+        )
+    }
 }
 
 /// Gemini's stream-json (qwen's JSON is claude-shaped, not this).

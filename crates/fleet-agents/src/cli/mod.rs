@@ -79,6 +79,30 @@ pub(crate) fn secret_names(req: &AttemptRequest<'_>) -> Vec<String> {
     req.secrets.keys().cloned().collect()
 }
 
+/// Adds a command hook on `event` for the tools `matcher` names to the `settings.json` the
+/// launch writes at `path` (gemini's and qwen's hooks live in it). `false` if the launch
+/// writes no such file.
+pub(crate) fn add_settings_hook(
+    launch: &mut crate::Launch,
+    path: &std::path::Path,
+    event: &str,
+    matcher: &str,
+    command: &str,
+) -> bool {
+    let Some(spec) = launch.files.iter_mut().find(|f| f.path == path) else {
+        return false;
+    };
+    let Ok(mut settings) = serde_json::from_str::<serde_json::Value>(&spec.contents) else {
+        return false;
+    };
+    settings["hooks"][event] = serde_json::json!([{
+        "matcher": matcher,
+        "hooks": [{"type": "command", "name": "fleet-policy", "command": command}]
+    }]);
+    spec.contents = settings.to_string();
+    true
+}
+
 /// A private config file in the attempt's home.
 pub(crate) fn file(path: std::path::PathBuf, contents: String, secret: bool) -> FileSpec {
     FileSpec {
@@ -200,6 +224,68 @@ pub(crate) mod testing {
                     f.path
                 );
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod post_edit_hooks {
+    use super::testing::launch_with;
+    use std::path::Path;
+
+    /// The hook goes into the attempt's private settings (under its home), on each CLI's own
+    /// file-editing tools; CLIs without headless hooks say so and change nothing.
+    #[test]
+    fn hooks_live_in_the_attempts_home_on_the_editing_tools() {
+        let home = Path::new("/tmp/home");
+        for (cli, file, event, matcher) in [
+            (
+                "claude",
+                "fleet-policy-settings.json",
+                "PostToolUse",
+                "Write|Edit|MultiEdit|NotebookEdit",
+            ),
+            (
+                "gemini",
+                ".gemini/settings.json",
+                "AfterTool",
+                "write_file|replace",
+            ),
+            (
+                "qwen",
+                ".qwen/settings.json",
+                "PostToolUse",
+                "WriteFile|Edit|write_file|edit|replace",
+            ),
+        ] {
+            let a = crate::adapter(cli).unwrap();
+            let mut l = launch_with(&*a, None, None);
+            assert!(a.add_post_edit_hook(&mut l, home, "sh /x/hook.sh"), "{cli}");
+            let spec = l.files.iter().find(|f| f.path == home.join(file)).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&spec.contents).unwrap();
+            let hook = &v["hooks"][event][0];
+            assert_eq!(hook["matcher"], matcher, "{cli}");
+            assert!(
+                hook["hooks"][0]["command"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("sh /x/hook.sh"),
+                "{cli}"
+            );
+        }
+        let claude = crate::adapter("claude").unwrap();
+        let mut l = launch_with(&*claude, None, None);
+        claude.add_post_edit_hook(&mut l, home, "h");
+        let at = l.args.iter().position(|a| a == "--settings").unwrap();
+        assert_eq!(l.args[at + 1], "/tmp/home/fleet-policy-settings.json");
+        for cli in ["codex", "cursor", "amp", "kiro", "aider", "goose"] {
+            let Some(a) = crate::adapter(cli) else {
+                continue;
+            };
+            let mut l = launch_with(&*a, None, None);
+            let before = l.clone();
+            assert!(!a.add_post_edit_hook(&mut l, home, "h"), "{cli}");
+            assert_eq!(l, before, "{cli}");
         }
     }
 }

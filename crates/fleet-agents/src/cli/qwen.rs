@@ -108,6 +108,23 @@ impl Adapter for Qwen {
     fn parser(&self) -> Box<dyn Parser> {
         Box::new(ClaudeStream::new(true))
     }
+
+    /// A `PostToolUse` hook on its file-writing tools in the attempt's `~/.qwen/settings.json`:
+    /// exit 2 passes the hook's stderr to the model as error feedback.
+    fn add_post_edit_hook(
+        &self,
+        launch: &mut Launch,
+        home: &std::path::Path,
+        command: &str,
+    ) -> bool {
+        super::add_settings_hook(
+            launch,
+            &home.join(".qwen/settings.json"),
+            "PostToolUse",
+            "WriteFile|Edit|write_file|edit|replace",
+            &format!("{command} json"),
+        )
+    }
 }
 
 #[cfg(test)]
