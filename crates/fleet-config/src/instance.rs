@@ -42,6 +42,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "intake",
     "audits",
     "projects",
+    "forge",
 ];
 pub(crate) const SERVER_KEYS: &[&str] = &["bind", "public_url"];
 pub(crate) const PROFILE_KEYS: &[&str] = &[
@@ -93,6 +94,8 @@ pub struct InstanceConfig {
     pub audits: Vec<crate::audits::AuditSpec>,
     /// `projects:`: limits of each project's epics, by project name.
     pub projects: BTreeMap<String, crate::ProjectLimits>,
+    /// `forge:`: where `fleet project new` creates repositories, when configured.
+    pub forge: Option<crate::forge::ForgeSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,6 +188,7 @@ impl InstanceConfig {
         }
         names.extend(self.telegram.as_ref().map(|t| t.token_env.clone()));
         names.extend(self.intake.as_ref().map(|i| i.secret_env.clone()));
+        names.extend(self.forge.as_ref().map(|f| f.token_env.clone()));
         names.sort();
         names.dedup();
         names
@@ -222,6 +226,7 @@ impl InstanceConfig {
             intake: None,
             audits: Vec::new(),
             projects: BTreeMap::new(),
+            forge: None,
         }
     }
 
@@ -303,6 +308,7 @@ pub fn parse_instance(path: &Path, text: &str) -> Result<InstanceConfig, Vec<Con
                 "intake" => cfg.intake = crate::intake::intake(&mut d, value),
                 "audits" => cfg.audits = crate::audits::audits(&mut d, value),
                 "projects" => cfg.projects = crate::project_limits::decode(&mut d, value),
+                "forge" => cfg.forge = crate::forge::forge(&mut d, value),
                 _ => unreachable!("fields() keeps known keys only"),
             }
         }

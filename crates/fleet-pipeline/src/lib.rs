@@ -35,6 +35,7 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use fleet_deliver::ForgeError;
 pub use pr_life::PendingReply;
 pub use stages::artifact_check;
 
@@ -63,6 +64,10 @@ pub enum PipelineError {
     /// Fleet was stopped while a stage's run was going; driving the epic again resumes it.
     #[error("interrupted during run {0}; `fleet task resume` continues")]
     Interrupted(String),
+    /// A forge refused or could not be reached (after retries, when it may pass): a token
+    /// it rejected, a name already taken there (exit 5 at the CLI; 409 or 502 over HTTP).
+    #[error("{0}")]
+    Forge(String, fleet_deliver::ForgeError),
     #[error("{0}")]
     Other(String),
 }
