@@ -33,7 +33,7 @@ mod remote;
 
 pub use body::{PullRequestSummary, ReviewCycle, TaskLine, pull_request_body};
 pub use create::{NewRepository, RepositoryRequest, create_repository};
-pub use deploy::{DeployError, Deployed, deploy, last_url};
+pub use deploy::{DeployError, Deployed, deploy, last_url, probe};
 pub use error::{ForgeError, ForgeKind};
 pub use github::GitHub;
 pub use gitlab::GitLab;

@@ -18,6 +18,7 @@
 //! tasks of a validated plan — lands on the epic's branch.
 
 pub mod audit;
+mod devops_deploy;
 mod limits;
 mod new_project;
 mod pr_life;
@@ -236,7 +237,8 @@ pub struct DeliverySpec {
     pub token_env: Option<String>,
     /// The git remote (name or URL) the branch is pushed to.
     pub remote: Option<String>,
-    /// Deploys: the command; the last URL it prints is the result.
+    /// Deploys: the command; the last URL it prints is the result. `None`: a DevOps agent
+    /// deploys and reports the address (`.fleet-out/deploy.json`).
     pub command: Option<String>,
     /// Deploys: QA tests the deployed app (also on when some profile plays `qa`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -398,14 +400,8 @@ impl Pipeline {
                 json!({"kind": "pull_request", "forge": forge, "api_url": p.api_url, "repo": repo,
                        "token_env": p.token_env, "remote": p.remote.clone().unwrap_or_else(|| "origin".into())})
             }
-            "deploy" => {
-                let Some(cmd) = &p.deploy_command else {
-                    return Err(PipelineError::Invalid(
-                        "--delivery deploy needs --deploy-command".into(),
-                    ));
-                };
-                json!({"kind": "deploy", "command": cmd, "qa": p.qa})
-            }
+            // Without a command, a DevOps agent deploys and reports the address.
+            "deploy" => json!({"kind": "deploy", "command": p.deploy_command, "qa": p.qa}),
             other => {
                 return Err(PipelineError::Invalid(format!(
                     "--delivery {other:?}: expected branch, pull_request or deploy"

@@ -269,7 +269,8 @@ enum ProjectCommand {
         /// The git remote the branch is pushed to (default origin).
         #[arg(long)]
         remote: Option<String>,
-        /// Deploys: the command; the last URL it prints is the result.
+        /// Deploys: the command; the last URL it prints is the result. Without one, a DevOps
+        /// agent deploys to a test environment and reports the URL (.fleet-out/deploy.json).
         #[arg(long)]
         deploy_command: Option<String>,
         /// The bible (bibles/<name>.md) the project follows.
