@@ -43,6 +43,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "audits",
     "projects",
     "policies",
+    "forge",
 ];
 pub(crate) const SERVER_KEYS: &[&str] = &["bind", "public_url"];
 pub(crate) const PROFILE_KEYS: &[&str] = &[
@@ -96,6 +97,8 @@ pub struct InstanceConfig {
     pub projects: BTreeMap<String, crate::ProjectLimits>,
     /// `policies:`: the instance's always-on rules, in the order written.
     pub policies: Vec<crate::PolicyRule>,
+    /// `forge:`: where `fleet project new` creates repositories, when configured.
+    pub forge: Option<crate::forge::ForgeSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +191,7 @@ impl InstanceConfig {
         }
         names.extend(self.telegram.as_ref().map(|t| t.token_env.clone()));
         names.extend(self.intake.as_ref().map(|i| i.secret_env.clone()));
+        names.extend(self.forge.as_ref().map(|f| f.token_env.clone()));
         names.sort();
         names.dedup();
         names
@@ -226,6 +230,7 @@ impl InstanceConfig {
             audits: Vec::new(),
             projects: BTreeMap::new(),
             policies: Vec::new(),
+            forge: None,
         }
     }
 
@@ -308,6 +313,7 @@ pub fn parse_instance(path: &Path, text: &str) -> Result<InstanceConfig, Vec<Con
                 "audits" => cfg.audits = crate::audits::audits(&mut d, value),
                 "projects" => cfg.projects = crate::project_limits::decode(&mut d, value),
                 "policies" => cfg.policies = crate::policies::policies(&mut d, value),
+                "forge" => cfg.forge = crate::forge::forge(&mut d, value),
                 _ => unreachable!("fields() keeps known keys only"),
             }
         }

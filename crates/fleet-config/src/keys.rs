@@ -3,7 +3,7 @@
 //! to what is really read (`tests/config_doc.rs`).
 
 use crate::{
-    audits, decode, instance, intake, knowledge, notify, policies, project_limits, routing,
+    audits, decode, forge, instance, intake, knowledge, notify, policies, project_limits, routing,
 };
 
 /// A section of a user-written file and the keys it accepts. `section` is the heading that
@@ -49,6 +49,7 @@ pub fn sections() -> Vec<Section> {
         s("fleet.yaml: audits[]", audits::AUDIT_KEYS),
         s("fleet.yaml: projects.NAME", project_limits::KEYS),
         s("fleet.yaml: policies[]", policies::POLICY_KEYS),
+        s("fleet.yaml: forge", forge::FORGE_KEYS),
         s("runbook", decode::TOP_KEYS),
         s("runbook: defaults", decode::DEFAULTS_KEYS),
         s("runbook: tasks[]", decode::TASK_KEYS),

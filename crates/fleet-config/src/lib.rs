@@ -16,6 +16,7 @@
 mod audits;
 mod decode;
 mod duration;
+mod forge;
 mod instance;
 mod intake;
 pub mod keys;
@@ -31,6 +32,7 @@ mod yaml;
 
 pub use audits::{AUDIT_KINDS, AuditSpec, DEFAULT_AUDIT_ROLE};
 pub use duration::parse_duration;
+pub use forge::ForgeSpec;
 pub use instance::{
     ACP_CLIS, Account, CLIS, InstanceConfig, Profile, StoreConfig, Transport, Window,
     load_instance, parse_instance,

@@ -494,7 +494,7 @@ fn events(d: &mut Decoder<'_>, node: &Node) -> Vec<String> {
 
 /// An `http://` or `https://` URL, without its trailing `/`. The value is not echoed: a URL
 /// may carry a token.
-fn http_url(d: &mut Decoder<'_>, node: &Node, key: &str) -> Option<String> {
+pub(crate) fn http_url(d: &mut Decoder<'_>, node: &Node, key: &str) -> Option<String> {
     let u = d.text(node, key)?;
     let rest = u
         .value

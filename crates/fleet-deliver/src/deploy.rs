@@ -328,6 +328,31 @@ fn tail(s: &str, max: usize) -> String {
     }
 }
 
+/// Whether `url` answers: an HTTP answer below 500 within 15 s is `Ok(status)`; a refused or
+/// broken connection, a timeout or a 5xx is `Err` with what happened. Used to check the
+/// address a DevOps agent says it deployed to before QA is sent there.
+pub async fn probe(url: &str) -> Result<u16, String> {
+    let resp = crate::http::client()
+        .get(url)
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await
+        .map_err(|e| {
+            let mut m = e.to_string();
+            let mut cur = std::error::Error::source(&e);
+            while let Some(s) = cur {
+                m.push_str(&format!(": {s}"));
+                cur = s.source();
+            }
+            m
+        })?;
+    let status = resp.status().as_u16();
+    if status >= 500 {
+        return Err(format!("it answered {status}"));
+    }
+    Ok(status)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

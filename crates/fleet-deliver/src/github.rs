@@ -47,7 +47,7 @@ impl GitHub {
     }
 
     /// Sends `METHOD path` (path starting with `/`, query included) with GitHub's headers.
-    async fn request(
+    pub(crate) async fn request(
         &self,
         method: Method,
         path: &str,

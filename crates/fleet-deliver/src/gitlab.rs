@@ -44,7 +44,7 @@ impl GitLab {
         self.api_url.trim_end_matches('/')
     }
 
-    async fn request(
+    pub(crate) async fn request(
         &self,
         method: Method,
         path: &str,

@@ -12,6 +12,7 @@
 //!   the last URL it printed.
 //! - [`pull_request_body`]: the Markdown description of a pull request, built from plain inputs.
 //! - [`parse_remote`]: host, owner and repository of a git remote URL.
+//! - [`create_repository`]: a new private repository on either forge (`fleet project new`).
 //!
 //! # What it must not know
 //! Tasks, the store, the engine. Callers hand it plain strings and numbers.
@@ -22,6 +23,7 @@
 //! from the network is passed through a redaction of the token before it is kept.
 
 mod body;
+mod create;
 mod deploy;
 mod error;
 mod github;
@@ -30,7 +32,8 @@ mod http;
 mod remote;
 
 pub use body::{PullRequestSummary, ReviewCycle, TaskLine, pull_request_body};
-pub use deploy::{DeployError, Deployed, deploy, last_url};
+pub use create::{NewRepository, RepositoryRequest, create_repository};
+pub use deploy::{DeployError, Deployed, deploy, last_url, probe};
 pub use error::{ForgeError, ForgeKind};
 pub use github::GitHub;
 pub use gitlab::GitLab;

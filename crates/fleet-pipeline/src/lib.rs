@@ -18,6 +18,7 @@
 //! tasks of a validated plan — lands on the epic's branch.
 
 pub mod audit;
+mod devops_deploy;
 mod limits;
 mod new_project;
 mod pr_life;
@@ -35,6 +36,7 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use fleet_deliver::ForgeError;
 pub use pr_life::PendingReply;
 pub use stages::artifact_check;
 
@@ -63,6 +65,10 @@ pub enum PipelineError {
     /// Fleet was stopped while a stage's run was going; driving the epic again resumes it.
     #[error("interrupted during run {0}; `fleet task resume` continues")]
     Interrupted(String),
+    /// A forge refused or could not be reached (after retries, when it may pass): a token
+    /// it rejected, a name already taken there (exit 5 at the CLI; 409 or 502 over HTTP).
+    #[error("{0}")]
+    Forge(String, fleet_deliver::ForgeError),
     #[error("{0}")]
     Other(String),
 }
@@ -231,7 +237,8 @@ pub struct DeliverySpec {
     pub token_env: Option<String>,
     /// The git remote (name or URL) the branch is pushed to.
     pub remote: Option<String>,
-    /// Deploys: the command; the last URL it prints is the result.
+    /// Deploys: the command; the last URL it prints is the result. `None`: a DevOps agent
+    /// deploys and reports the address (`.fleet-out/deploy.json`).
     pub command: Option<String>,
     /// Deploys: QA tests the deployed app (also on when some profile plays `qa`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -393,14 +400,8 @@ impl Pipeline {
                 json!({"kind": "pull_request", "forge": forge, "api_url": p.api_url, "repo": repo,
                        "token_env": p.token_env, "remote": p.remote.clone().unwrap_or_else(|| "origin".into())})
             }
-            "deploy" => {
-                let Some(cmd) = &p.deploy_command else {
-                    return Err(PipelineError::Invalid(
-                        "--delivery deploy needs --deploy-command".into(),
-                    ));
-                };
-                json!({"kind": "deploy", "command": cmd, "qa": p.qa})
-            }
+            // Without a command, a DevOps agent deploys and reports the address.
+            "deploy" => json!({"kind": "deploy", "command": p.deploy_command, "qa": p.qa}),
             other => {
                 return Err(PipelineError::Invalid(format!(
                     "--delivery {other:?}: expected branch, pull_request or deploy"

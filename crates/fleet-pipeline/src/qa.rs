@@ -60,6 +60,49 @@ fn chromium() -> String {
     std::env::var("FLEET_CHROMIUM").unwrap_or_else(|_| "chromium".into())
 }
 
+/// Whether the chromium Fleet runs can be found (an existing file, or a name on `PATH`):
+/// checked before QA starts and again on `fleet task retry`, so a missing browser asks its
+/// question without any agent being launched.
+pub(crate) fn chromium_found() -> bool {
+    let exe = chromium();
+    let runnable = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if exe.contains('/') {
+        return runnable(Path::new(&exe));
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| runnable(&d.join(&exe))))
+}
+
+/// The question of a QA stage that needs a browser Fleet cannot find or run.
+pub(crate) fn browser_question(url: &str, why: &str, epic: &str) -> String {
+    format!(
+        "QA of {url} needs a headless browser (the project's `qa: {{browser: true}}`), and \
+         Fleet could not render the page: {why}. Install Debian's chromium (`apt-get install \
+         chromium`, or set FLEET_CHROMIUM), then run `fleet task retry {epic}`."
+    )
+}
+
+/// Whether QA of `spec` needs a browser that is missing: the question, or `None`.
+pub(crate) fn browser_missing(spec: &DeliverySpec, data: &EpicData, epic: &str) -> Option<String> {
+    let browser = spec.qa.as_ref().is_some_and(|q| q.browser);
+    if !browser || chromium_found() {
+        return None;
+    }
+    let url = data
+        .delivery
+        .as_ref()
+        .and_then(|d| d.url.clone())
+        .unwrap_or_else(|| "the deployed app".into());
+    Some(browser_question(
+        &url,
+        &format!("{} is not installed (not found on PATH)", chromium()),
+        epic,
+    ))
+}
+
 async fn chromium_run(args: &[String], profile: &Path) -> std::result::Result<Vec<u8>, String> {
     let mut cmd = tokio::process::Command::new(chromium());
     cmd.args([
@@ -163,15 +206,7 @@ pub(crate) async fn run(
                 )])?;
                 rendered = Some(r);
             }
-            Err(why) => {
-                return Ok(needs_person(format!(
-                    "QA of {url} needs a headless browser (the project's `qa: {{browser: \
-                     true}}`), and Fleet could not render the page: {why}. Install Debian's \
-                     chromium (`apt-get install chromium`, or set FLEET_CHROMIUM), then run \
-                     `fleet task retry {}`.",
-                    epic.id
-                )));
-            }
+            Err(why) => return Ok(needs_person(browser_question(&url, &why, &epic.id))),
         }
     }
     let mut v = v.clone();

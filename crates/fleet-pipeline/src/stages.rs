@@ -43,6 +43,7 @@ pub fn artifact_check(
             validate_review(&review).map_err(|errs| errs.iter().map(|e| e.to_string()).collect())
         }
         "findings" => crate::audit::parse_findings(text).map(|_| ()),
+        "deploy" => crate::devops_deploy::parse_report(text).map(|_| ()),
         "qa" => {
             let report: fleet_core::qa::QaReport = serde_json::from_str(text)
                 .map_err(|e| vec![format!("qa.json is not a valid QA report: {e}")])?;
@@ -50,7 +51,7 @@ pub fn artifact_check(
                 .map_err(|errs| errs.iter().map(|e| e.to_string()).collect())
         }
         other => Err(vec![format!(
-            "unknown artifact kind {other:?} (expected plan, review, qa or findings)"
+            "unknown artifact kind {other:?} (expected plan, review, qa, deploy or findings)"
         )]),
     }
 }
@@ -120,8 +121,24 @@ pub(crate) fn blocker(
             epic.id
         ));
     }
+    if stage == Stage::Qa
+        && let Some(q) = delivery_spec(project)
+            .ok()
+            .and_then(|spec| crate::qa::browser_missing(&spec, data, &epic.id))
+    {
+        return Some(q);
+    }
     if stage == Stage::Deliver {
         let spec = delivery_spec(project).ok()?;
+        if spec.kind == "deploy" && spec.command.is_none() && !p.playable("devops") {
+            return Some(format!(
+                "No agent profile plays role devops, which deploys this project (it has no \
+                 deploy command). Add one to fleet.yaml (`agents: {{ ops: {{ cli: claude, \
+                 roles: [devops] }} }}`) or give the project a deploy command, then run `fleet \
+                 task retry {}`.",
+                epic.id
+            ));
+        }
         if spec.kind == "pull_request" {
             let var = spec
                 .token_env
@@ -960,9 +977,33 @@ async fn deliver(
             }
         }
         "deploy" => {
-            let command = spec.command.clone().ok_or_else(|| {
-                PipelineError::Invalid(format!("project {}: deploy needs a command", project.name))
-            })?;
+            let Some(command) = spec.command.clone() else {
+                // No deploy command: a DevOps agent deploys and reports the address.
+                return match crate::devops_deploy::deploy(p, epic, data, project, name).await? {
+                    Ok(url) => {
+                        delivery.url = Some(url.clone());
+                        data.delivery = Some(delivery);
+                        let outcome = if crate::qa::wanted(p, &spec) {
+                            Outcome::Deployed
+                        } else {
+                            Outcome::Passed
+                        };
+                        Ok((
+                            outcome,
+                            format!("deployed at {url} by a DevOps agent"),
+                            None,
+                        ))
+                    }
+                    Err(why) => Ok(needs_person(format!(
+                        "DevOps agents could not deploy to a test environment ({} runs): \
+                         {why}\nGive them what they need (access, a target in the bible, or \
+                         a deploy command: `fleet project add --deploy-command`), then run \
+                         `fleet task retry {}`.",
+                        crate::devops_deploy::DEPLOY_RUNS,
+                        epic.id
+                    ))),
+                };
+            };
             let mut result = deploy_retried(p, epic, &repo, &command, &tip).await?;
             // A deploy that keeps failing goes to a DevOps agent with its output (when one
             // is configured); what it fixes lands on the epic's branch, then Fleet deploys again.

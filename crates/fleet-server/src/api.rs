@@ -48,6 +48,12 @@ impl From<PipelineError> for ApiError {
             }
             PipelineError::NotNow(m) => ApiError(StatusCode::CONFLICT, m),
             e @ PipelineError::Conflict(_) => ApiError(StatusCode::CONFLICT, e.to_string()),
+            // A name the forge says is taken is the caller's to change; anything else the
+            // forge refused is the instance's forge (its token) failing, not the caller.
+            PipelineError::Forge(m, fleet_pipeline::ForgeError::Validation { .. }) => {
+                ApiError(StatusCode::CONFLICT, m)
+            }
+            PipelineError::Forge(m, _) => ApiError(StatusCode::BAD_GATEWAY, m),
             other => ApiError(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
         }
     }
@@ -161,6 +167,7 @@ pub fn router(fleet: Fleet) -> Router {
         .route("/api/v1/tasks/{id}/answer", post(answer_task))
         .route("/api/v1/tasks/{id}/retry", post(retry_task))
         .route("/api/v1/projects", get(list_projects).post(add_project))
+        .route("/api/v1/projects/new", post(new_project))
         .route("/api/v1/projects/{name}", get(project_detail))
         .route("/api/v1/runs", get(list_runs))
         .route("/api/v1/agents", get(agents))
@@ -455,6 +462,30 @@ async fn add_project(
     let new: fleet_pipeline::NewProject = body(&bytes)?;
     let p = fleet.pipeline.clone();
     let row = blocking(move || Ok(p.add_project(new)?)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"project": project_json(&row)})),
+    )
+        .into_response())
+}
+
+/// `{name, bible}`: a project from nothing (`fleet project new`), in `.fleet/repos/<name>`
+/// and on the instance's forge when one is configured. Needs `admin`, as registering does.
+async fn new_project(
+    State(fleet): State<Fleet>,
+    caller: Caller,
+    bytes: axum::body::Bytes,
+) -> ApiResult {
+    caller.require(&fleet, Scope::Admin).await?;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct New {
+        name: String,
+        bible: String,
+    }
+    let new: New = body(&bytes)?;
+    let p = fleet.pipeline.clone();
+    let row = blocking(move || Ok(p.new_project(&new.name, &new.bible, None)?)).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"project": project_json(&row)})),

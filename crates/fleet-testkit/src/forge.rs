@@ -29,6 +29,9 @@
 //! - `POST /projects/:id/merge_requests/:iid/notes` — a note as [`TOKEN_USER`] (201; 400
 //!   `body is missing`; 404 for a merge request that does not exist).
 //!
+//! Repositories are created on both (`repos.rs`): GitHub `POST /user/repos` and
+//! `POST /orgs/{org}/repos`, GitLab `POST /projects` and `GET /namespaces/:id`.
+//!
 //! As the real services do: GitHub needs a `User-Agent` (403 without), answers 401 `Requires
 //! authentication` without a token and `Bad credentials` with a wrong one (`Authorization:
 //! Bearer <t>` or `token <t>`), 404 `Not Found` for repositories it was not told about, and
@@ -48,6 +51,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+mod repos;
+pub use repos::CreatedRepository;
 
 use axum::Router;
 use axum::body::Body;
@@ -208,6 +214,10 @@ struct Db {
     next_note_id: u64,
     faults: VecDeque<(u16, String)>,
     requests: Vec<ForgeRequest>,
+    orgs: BTreeSet<String>,
+    groups: Vec<(u64, String)>,
+    git_root: Option<std::path::PathBuf>,
+    created: Vec<CreatedRepository>,
 }
 
 struct Shared {
@@ -769,6 +779,12 @@ fn github(
         .collect();
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
     let reply = match seg.as_slice() {
+        ["user", "repos"] if method == Method::POST => {
+            repos::github_create_repo(shared, None, bytes)
+        }
+        ["orgs", org, "repos"] if method == Method::POST => {
+            repos::github_create_repo(shared, Some(org), bytes)
+        }
         ["repos", owner, repo, rest @ ..] => {
             let key = {
                 let db = shared.db();
@@ -1289,6 +1305,11 @@ fn gitlab(
         .map(decode)
         .collect();
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
+    match (method.as_str(), seg.as_slice()) {
+        ("POST", ["projects"]) => return repos::gitlab_create_project(shared, bytes),
+        ("GET", ["namespaces", id]) => return repos::gitlab_namespace(shared, id),
+        _ => {}
+    }
     let ["projects", id, rest @ ..] = seg.as_slice() else {
         return Reply::json(404, json!({"error": "404 Not Found"}));
     };
@@ -1777,7 +1798,7 @@ mod tests {
     }
 
     /// One raw HTTP/1.1 exchange: (status, lower-cased head, body).
-    fn http(
+    pub(super) fn http(
         double: &ForgeDouble,
         method: &str,
         path: &str,

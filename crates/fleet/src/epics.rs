@@ -159,6 +159,7 @@ fn pipeline_error(e: PipelineError) -> anyhow::Error {
     match e {
         PipelineError::Invalid(m) | PipelineError::NotNow(m) => InvalidInput(m).into(),
         PipelineError::NoSuchEpic(id) => InvalidInput(format!("no epic {id:?}")).into(),
+        PipelineError::Forge(m, _) => crate::ForgeFailure(m).into(),
         other => other.into(),
     }
 }

@@ -33,6 +33,8 @@ pub mod exit {
     pub const ERROR: u8 = 3;
     /// The configured store cannot be opened (unreachable, unknown URL, newer schema).
     pub const STORE: u8 = 4;
+    /// A forge refused (a rejected token, a taken name) or kept failing (`fleet project new`).
+    pub const FORGE: u8 = 5;
     pub const INTERRUPTED: u8 = 130;
 }
 
@@ -267,7 +269,8 @@ enum ProjectCommand {
         /// The git remote the branch is pushed to (default origin).
         #[arg(long)]
         remote: Option<String>,
-        /// Deploys: the command; the last URL it prints is the result.
+        /// Deploys: the command; the last URL it prints is the result. Without one, a DevOps
+        /// agent deploys to a test environment and reports the URL (.fleet-out/deploy.json).
         #[arg(long)]
         deploy_command: Option<String>,
         /// The bible (bibles/<name>.md) the project follows.
@@ -536,6 +539,9 @@ fn classify(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<InvalidInput>().is_some() {
         return exit::INVALID;
     }
+    if err.downcast_ref::<ForgeFailure>().is_some() {
+        return exit::FORGE;
+    }
     if let Some(e) = err.downcast_ref::<EngineError>() {
         return match e {
             EngineError::Invalid(_)
@@ -552,6 +558,18 @@ fn classify(err: &anyhow::Error) -> u8 {
 /// An error in what the user gave us (arguments, files); exit code 2.
 #[derive(Debug)]
 pub struct InvalidInput(pub String);
+
+/// A forge refused or kept failing; exit code 5.
+#[derive(Debug)]
+pub struct ForgeFailure(pub String);
+
+impl std::fmt::Display for ForgeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ForgeFailure {}
 
 impl std::fmt::Display for InvalidInput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
