@@ -600,9 +600,22 @@ impl Pipeline {
         epic.data = serde_json::to_value(&data).map_err(|e| PipelineError::Other(e.to_string()))?;
         self.redact(&mut epic, &mut created);
         // Ids are taken by inserting: two requests filed at once get two epics, never one.
-        let seqs = loop {
-            match self.store.create_epic(&epic, &created) {
-                Ok(seqs) => break seqs,
+        // The epic's lease is held from before it is visible until its branch is claimed, so
+        // no driver (a `fleet serve` on this store) works on it meanwhile: one that did would
+        // make the branch first, and the rename below would lose its compare-and-swap.
+        let (seqs, _not_yet) = loop {
+            let lease = fleet_store::Lease::try_take(
+                self.store.clone(),
+                &epic_lease_name(&epic.id)?,
+                EPIC_LEASE_TTL,
+            )?;
+            let created_now = match lease {
+                Some(_) => self.store.create_epic(&epic, &created),
+                // Someone works on an epic of this id: it exists.
+                None => Err(fleet_store::StoreError::Exists("epic", epic.id.clone())),
+            };
+            match created_now {
+                Ok(seqs) => break (seqs, lease),
                 Err(fleet_store::StoreError::Exists(..)) => {
                     n += 1;
                     let retry = |id: &str| format!("fleet task retry {id}`");
