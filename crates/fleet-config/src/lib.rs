@@ -20,6 +20,7 @@ mod instance;
 mod intake;
 pub mod keys;
 mod knowledge;
+mod memory;
 mod notify;
 mod output;
 mod project_limits;
@@ -42,6 +43,7 @@ pub use notify::{
     DEFAULT_TELEGRAM_API, EmailSpec, EmailTls, NOTIFY_EVENTS, NOTIFY_KINDS, NotifyKind,
     NotifyRetry, NotifySpec, TelegramSpec, UrlSource,
 };
+pub use memory::MemoryConfig;
 pub use project_limits::ProjectLimits;
 pub use read::{MAX_FILE_BYTES, read_text};
 pub use routing::{Route, RouteSource, Routing, Rule, route};
