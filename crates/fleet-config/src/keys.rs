@@ -2,9 +2,7 @@
 //! (a key missing from its list is refused as unknown), so `docs/CONFIG.md` can be kept equal
 //! to what is really read (`tests/config_doc.rs`).
 
-use crate::{
-    audits, decode, instance, intake, knowledge, memory, notify, project_limits, routing,
-};
+use crate::{audits, decode, instance, intake, knowledge, memory, notify, project_limits, routing};
 
 /// A section of a user-written file and the keys it accepts. `section` is the heading that
 /// documents it in docs/CONFIG.md.

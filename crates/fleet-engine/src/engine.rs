@@ -9,8 +9,8 @@
 use crate::agent;
 use crate::fix_loop::{self, AccountBook};
 use crate::journal::Journal;
-use crate::lessons::Memory;
 use crate::layout::{self, StateDir, integration_branch, task_branch};
+use crate::lessons::Memory;
 use crate::log_maker::LogMaker;
 use crate::plan::{AgentProfile, Plan, TaskAction, TaskDef};
 use crate::process::{self, CommandSpec, Finished};
@@ -1318,7 +1318,12 @@ impl Coordinator {
         self.past.entry(i).or_default().push(a);
         self.event(Some(i), Some(n), "attempt.started", data);
         if !lessons.is_empty() {
-            self.event(Some(i), Some(n), "attempt.lessons", json!({ "lessons": lessons }));
+            self.event(
+                Some(i),
+                Some(n),
+                "attempt.lessons",
+                json!({ "lessons": lessons }),
+            );
         }
         // A task's first attempt gets a fresh worktree, and so does every attempt of a command:
         // a command is not idempotent (`echo x >> f`), so it must start from a known state, not

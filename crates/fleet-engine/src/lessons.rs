@@ -7,7 +7,7 @@
 //! going without lessons, with a line in the task's log saying why.
 
 use crate::plan::{TaskAction, TaskDef};
-use fleet_memory::{Millis, MemoryDb, Policy, Scope, TaskContext};
+use fleet_memory::{MemoryDb, Millis, Policy, Scope, TaskContext};
 use std::path::Path;
 use std::sync::Arc;
 

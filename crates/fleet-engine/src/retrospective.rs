@@ -175,16 +175,16 @@ impl Learner {
         let library = fleet_config::Library::load(home.as_deref())
             .or_else(|_| fleet_config::Library::load(None))
             .map_err(|e| format!("{} error(s) in roles", e.len()))?;
-        let role = library
-            .role("retrospector")
-            .ok_or("no retrospector role")?;
+        let role = library.role("retrospector").ok_or("no retrospector role")?;
         let diff = match &t.commit {
             Some(c) => self.repo.diff(&self.base, c, MAX_DIFF).unwrap_or_default(),
             None => String::new(),
         };
         let evidence: String = {
             let chars: Vec<char> = t.evidence.chars().collect();
-            chars[chars.len().saturating_sub(MAX_EVIDENCE)..].iter().collect()
+            chars[chars.len().saturating_sub(MAX_EVIDENCE)..]
+                .iter()
+                .collect()
         };
         let known: Vec<String> = db
             .lessons(false)

@@ -148,7 +148,9 @@ impl World {
 
     /// A run with nothing for memory to do but its upkeep.
     async fn idle_run(&self, name: &str) {
-        let end = self.run(name, "  - id: noop\n    command: \"true\"\n").await;
+        let end = self
+            .run(name, "  - id: noop\n    command: \"true\"\n")
+            .await;
         assert_eq!(end, RunEnd::Passed);
     }
 }
@@ -166,14 +168,24 @@ async fn a_lesson_that_never_helps_is_archived_after_its_window_through_real_run
 
     // Injected into an attempt that then fails: used, never helped.
     w.at(T0 + DAY);
-    assert_eq!(w.run("weekly", &agent_task("alpha", 1)).await, RunEnd::Failed);
+    assert_eq!(
+        w.run("weekly", &agent_task("alpha", 1)).await,
+        RunEnd::Failed
+    );
     let l = w.db().lesson(&useless).unwrap().unwrap();
     assert_eq!((l.used, l.helped, l.last_used_at), (1, 0, Some(T0 + DAY)));
 
     // A day short of the window: kept.
     w.at(T0 + DAY + 59 * DAY);
     w.idle_run("later").await;
-    assert!(w.db().lesson(&useless).unwrap().unwrap().archived_at.is_none());
+    assert!(
+        w.db()
+            .lesson(&useless)
+            .unwrap()
+            .unwrap()
+            .archived_at
+            .is_none()
+    );
 
     // The window since its last use has passed: archived, not deleted, with the reason.
     w.at(T0 + DAY + 60 * DAY);
@@ -184,15 +196,27 @@ async fn a_lesson_that_never_helps_is_archived_after_its_window_through_real_run
         l.archived_why.as_deref(),
         Some("injected 1 times, never helped, idle 60 days")
     );
-    let archived: Vec<String> = w.db().lessons(true).unwrap().into_iter().map(|l| l.id).collect();
+    let archived: Vec<String> = w
+        .db()
+        .lessons(true)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
     assert_eq!(archived, [useless]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retrospective_lessons_merge_with_their_twin_and_keep_the_scope_under_its_cap() {
     let w = World::new();
-    let twin = w.seed("Run the formatter before committing Rust code.", &["rustfmt"]);
-    w.seed("Keep the changelog in CHANGES.md, newest first.", &["changelog"]);
+    let twin = w.seed(
+        "Run the formatter before committing Rust code.",
+        &["rustfmt"],
+    );
+    w.seed(
+        "Keep the changelog in CHANGES.md, newest first.",
+        &["changelog"],
+    );
     w.seed("Migrations are numbered with four digits.", &["migration"]);
     std::fs::write(
         w.dir.join("lessons.json"),
@@ -206,7 +230,10 @@ async fn retrospective_lessons_merge_with_their_twin_and_keep_the_scope_under_it
 
     // A task fails its check, then passes: the retrospective writes three lessons.
     w.at(T0 + 2 * DAY);
-    assert_eq!(w.run("convention", &agent_task("beta", 3)).await, RunEnd::Passed);
+    assert_eq!(
+        w.run("convention", &agent_task("beta", 3)).await,
+        RunEnd::Passed
+    );
 
     let live = w.db().lessons(false).unwrap();
     let scope = Scope::Project("shop".into());
@@ -224,7 +251,10 @@ async fn retrospective_lessons_merge_with_their_twin_and_keep_the_scope_under_it
         .collect();
     assert_eq!(
         sources,
-        [("person", None, None), ("retrospective", Some("beta"), Some(2))]
+        [
+            ("person", None, None),
+            ("retrospective", Some("beta"), Some(2))
+        ]
     );
     // Two lessons went over the cap and were archived (kept, with the reason).
     let archived = w.db().lessons(true).unwrap();

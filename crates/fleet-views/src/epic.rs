@@ -660,8 +660,18 @@ mod lesson_tests {
     #[test]
     fn an_attempt_shows_its_lessons_and_whether_they_helped() {
         let events = vec![
-            event("t1", 1, "attempt.lessons", serde_json::json!({"lessons": ["L-a", "L-b"]})),
-            event("t2", 2, "attempt.lessons", serde_json::json!({"lessons": ["L-c"]})),
+            event(
+                "t1",
+                1,
+                "attempt.lessons",
+                serde_json::json!({"lessons": ["L-a", "L-b"]}),
+            ),
+            event(
+                "t2",
+                2,
+                "attempt.lessons",
+                serde_json::json!({"lessons": ["L-c"]}),
+            ),
         ];
         let data = EpicData::default();
         let passed = attempt_view(&data, &attempt(1, "passed"), &events, 10);

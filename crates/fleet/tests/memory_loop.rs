@@ -115,7 +115,11 @@ impl Project {
 
     fn lessons(&self) -> Vec<Value> {
         let out = self.fleet(&["memory", "ls", "--json"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice::<Value>(&out.stdout)
             .unwrap()
             .as_array()
@@ -153,18 +157,31 @@ fn a_broken_convention_becomes_a_lesson_that_a_later_task_passes_with_first_time
     let p = Project::new();
     // The first task breaks the convention, learns it from its check, and passes.
     passed(&p.run("first", "billing"));
-    assert_eq!(attempts(&p.events("first")), 2, "the first task needs a retry");
+    assert_eq!(
+        attempts(&p.events("first")),
+        2,
+        "the first task needs a retry"
+    );
 
     // The retrospective was handed the failing output and the fixing diff, and wrote a lesson
     // with its provenance.
     let retro = std::fs::read_to_string(p.dir.join("retro-prompt.txt")).unwrap();
-    assert!(retro.contains("the first line must be the license header"), "{retro}");
-    assert!(retro.contains("+// SPDX-License-Identifier: MIT"), "the fixing diff: {retro}");
+    assert!(
+        retro.contains("the first line must be the license header"),
+        "{retro}"
+    );
+    assert!(
+        retro.contains("+// SPDX-License-Identifier: MIT"),
+        "the fixing diff: {retro}"
+    );
     let lessons = p.lessons();
     assert_eq!(lessons.len(), 1, "{lessons:?}");
     let lesson = &lessons[0];
     let id = lesson["id"].as_str().unwrap().to_string();
-    assert_eq!(lesson["scope"], serde_json::json!({"kind": "project", "name": "shop"}));
+    assert_eq!(
+        lesson["scope"],
+        serde_json::json!({"kind": "project", "name": "shop"})
+    );
     assert_eq!(lesson["provenance"][0]["task"], "billing");
     assert_eq!(lesson["provenance"][0]["attempt"], 2);
     assert_eq!(lesson["used"], 0);
@@ -173,7 +190,11 @@ fn a_broken_convention_becomes_a_lesson_that_a_later_task_passes_with_first_time
     // injection is an event of that attempt and counts as helping.
     passed(&p.run("second", "invoices"));
     let second = p.events("second");
-    assert_eq!(attempts(&second), 1, "the lesson makes the first attempt pass");
+    assert_eq!(
+        attempts(&second),
+        1,
+        "the lesson makes the first attempt pass"
+    );
     let injected = second
         .iter()
         .find(|e| e["kind"] == "attempt.lessons")
@@ -181,13 +202,20 @@ fn a_broken_convention_becomes_a_lesson_that_a_later_task_passes_with_first_time
     assert_eq!(injected["attempt"], 1);
     assert_eq!(injected["data"]["lessons"], serde_json::json!([id]));
     let lesson = &p.lessons()[0];
-    assert_eq!((lesson["used"].as_u64(), lesson["helped"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (lesson["used"].as_u64(), lesson["helped"].as_u64()),
+        (Some(1), Some(1))
+    );
 
     // With memory off the same kind of task needs two attempts: nothing is injected.
     p.configure("memory:\n  enabled: false\n");
     passed(&p.run("third", "refunds"));
     let third = p.events("third");
-    assert_eq!(attempts(&third), 2, "without the lesson the first attempt fails");
+    assert_eq!(
+        attempts(&third),
+        2,
+        "without the lesson the first attempt fails"
+    );
     assert!(!third.iter().any(|e| e["kind"] == "attempt.lessons"));
     // ...and no retrospective ran for it (memory off), so the lesson is unchanged.
     let lessons = p.lessons();

@@ -42,15 +42,27 @@ fn a_real_claude_searches_memory_over_mcp_and_the_model_reads_the_result() {
         .filter(|r| r.contains("integers in cents"))
         .collect();
     // The model learns the lesson from the tool's result, named by its id...
-    assert!(!with_lesson.is_empty(), "the search result reached the model");
-    assert!(with_lesson[0].contains(&id), "the result names the lesson's id");
+    assert!(
+        !with_lesson.is_empty(),
+        "the search result reached the model"
+    );
+    assert!(
+        with_lesson[0].contains(&id),
+        "the result names the lesson's id"
+    );
     // ...and only from it: the lesson is not in the task's prompt (nothing there calls for it),
     // so every request that holds it carries a tool result of `memory_search`.
     for r in &with_lesson {
-        assert!(r.contains("tool_result"), "the lesson came another way: {:?}", r.body);
+        assert!(
+            r.contains("tool_result"),
+            "the lesson came another way: {:?}",
+            r.body
+        );
     }
     assert!(
-        requests.iter().any(|r| !r.contains("integers in cents") && r.contains("write done.txt")),
+        requests
+            .iter()
+            .any(|r| !r.contains("integers in cents") && r.contains("write done.txt")),
         "the model's first request, before the search, holds the task but not the lesson"
     );
 }
