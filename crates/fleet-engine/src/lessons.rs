@@ -25,6 +25,9 @@ pub struct MemorySettings {
     pub bible: Option<String>,
     /// Retrospectives after the run (off for a retrospective's own run).
     pub retrospectives: bool,
+    /// The words of a review, QA or person that rejected earlier work this run fixes: once
+    /// the run passes, a retrospective learns from them and the run's change.
+    pub rejection: Option<String>,
     pub clock: MemoryClock,
 }
 
@@ -42,6 +45,7 @@ impl MemorySettings {
             project: None,
             bible: None,
             retrospectives: c.enabled,
+            rejection: None,
             clock: Arc::new(crate::now_ms),
         }
     }

@@ -41,6 +41,8 @@ pub(crate) struct Learner {
     store: Arc<dyn Store>,
     pool: Arc<AgentPool>,
     plan_name: String,
+    /// The run's first task: the provenance of what a rejection taught.
+    first_task: String,
     repo_path: PathBuf,
     kill_grace: Duration,
     mcp: Option<fleet_agents::McpServer>,
@@ -66,6 +68,7 @@ impl Learner {
             store: store.clone(),
             pool: plan.pool.clone(),
             plan_name: plan.name.clone(),
+            first_task: plan.tasks.first().map(|t| t.id.clone()).unwrap_or_default(),
             repo_path: plan.repo.clone(),
             kill_grace: opts.kill_grace,
             mcp: opts.mcp.clone(),
@@ -94,7 +97,22 @@ impl Learner {
         if let Err(e) = db.upkeep(self.settings.now(), &self.settings.policy) {
             eprintln!("fleet: memory upkeep failed: {e}");
         }
-        if !self.settings.retrospectives || report.troubles.is_empty() {
+        let mut troubles = report.troubles.clone();
+        if let (Some(words), crate::RunEnd::Passed) = (&self.settings.rejection, report.end) {
+            troubles.push(Trouble {
+                task: self.first_task.clone(),
+                attempt: 1,
+                what: "a review, QA or a person rejected earlier work; this run fixed it".into(),
+                evidence: words.clone(),
+                prompt: format!("The fix of: {words}"),
+                commit: self
+                    .repo
+                    .branch_tip(&report.integration_branch)
+                    .ok()
+                    .flatten(),
+            });
+        }
+        if !self.settings.retrospectives || troubles.is_empty() {
             return;
         }
         if !self
@@ -105,7 +123,7 @@ impl Learner {
         {
             return;
         }
-        for t in report.troubles.iter().take(MAX_PER_RUN) {
+        for t in troubles.iter().take(MAX_PER_RUN) {
             match self.learn(&mut db, &report.run_id, t).await {
                 Ok(n) => eprintln!(
                     "fleet: retrospective of {}: {n} lesson{} written",

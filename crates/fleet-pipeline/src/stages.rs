@@ -239,6 +239,19 @@ pub(crate) async fn run(
     runbook: Value,
     integration: Option<&str>,
 ) -> Result<RunRow> {
+    run_fixing(p, epic, name, runbook, integration, None).await
+}
+
+/// [`run`] of work that fixes what a review, QA or a person rejected (`rejection`: their
+/// words): once it passes, the engine's retrospective learns from those words and the fix.
+async fn run_fixing(
+    p: &Pipeline,
+    epic: &EpicRow,
+    name: &str,
+    runbook: Value,
+    integration: Option<&str>,
+    rejection: Option<String>,
+) -> Result<RunRow> {
     if let Some(row) = p.store.runs()?.into_iter().find(|r| r.name == name) {
         if !matches!(row.state.as_str(), "passed" | "failed" | "cancelled") {
             let (opts, _watch) = p.engine_options(&epic.id);
@@ -275,7 +288,8 @@ pub(crate) async fn run(
         )
     })?;
     plan.integration = integration.map(str::to_string);
-    let (opts, _watch) = p.engine_options(&epic.id);
+    let (mut opts, _watch) = p.engine_options(&epic.id);
+    opts.memory.rejection = rejection;
     let report = fleet_engine::start(p.layout.clone(), p.store.clone(), plan, opts).await?;
     finished(p, &report.run_id)
 }
@@ -588,6 +602,22 @@ pub(crate) fn fail(why: String, row: &RunRow) -> StageEnd {
     )
 }
 
+/// The words that sent an earlier cycle's work back (a review, QA or a person), when this
+/// cycle's implementation is what fixes them.
+fn rejection_fixed(data: &EpicData, cycle: u32) -> Option<String> {
+    let r = data
+        .reviews
+        .last()
+        .filter(|r| r.verdict != "approve" && r.cycle < cycle)?;
+    Some(format!(
+        "{} in cycle {}: {}\n{}",
+        r.verdict.replace('_', " "),
+        r.cycle,
+        r.summary,
+        bullet(&r.bugs)
+    ))
+}
+
 async fn implement(
     p: &Pipeline,
     epic: &EpicRow,
@@ -639,7 +669,8 @@ async fn implement(
         }));
     }
     let rb = base_runbook(p, epic, project, name, tasks);
-    let row = run(p, epic, name, rb, Some(&epic.branch)).await?;
+    let rejection = rejection_fixed(data, epic.cycle);
+    let row = run_fixing(p, epic, name, rb, Some(&epic.branch), rejection).await?;
     let rows = p.store.tasks(&row.id)?;
     let mut failed = Vec::new();
     for r in &rows {

@@ -222,3 +222,48 @@ fn a_broken_convention_becomes_a_lesson_that_a_later_task_passes_with_first_time
     assert_eq!(lessons.len(), 1);
     assert_eq!(lessons[0]["used"], 1);
 }
+
+/// A review rejection is a trigger too: once the next cycle's fix has passed (and landed), a
+/// retrospective is handed the reviewer's words and the fixing diff, and writes a lesson whose
+/// provenance is the fix's run and task.
+#[test]
+fn a_review_rejection_fixed_in_the_next_cycle_becomes_a_lesson() {
+    use support::scripted::Inst;
+    let inst = Inst::new(
+        &[
+            "researcher",
+            "planner",
+            "developer",
+            "reviewer",
+            "retrospector",
+        ],
+        "",
+    );
+    inst.add_shop();
+    std::fs::write(inst.path("reject-once"), "").unwrap();
+    let out = inst.run(&["task", "add", "Add a file", "--project", "shop"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("awaiting_acceptance"),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let retro = inst.prompt("retrospector");
+    assert!(
+        retro.contains("still wrong"),
+        "the reviewer's words: {retro}"
+    );
+    assert!(retro.contains("+t2 is done"), "the fixing diff: {retro}");
+    let out = inst.run(&["memory", "ls", "--json"]);
+    let lessons: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lessons = lessons.as_array().unwrap();
+    assert_eq!(lessons.len(), 1, "{lessons:?}");
+    assert!(lessons[0]["text"].as_str().unwrap().contains("still wrong"));
+    let origin = &lessons[0]["provenance"][0];
+    assert_eq!(origin["source"], "retrospective");
+    assert_eq!(origin["task"], "t2");
+    assert!(
+        origin["run"].as_str().unwrap().starts_with("e1-implement"),
+        "{origin}"
+    );
+}
