@@ -605,16 +605,30 @@ pub(crate) fn fail(why: String, row: &RunRow) -> StageEnd {
 /// The words that sent an earlier cycle's work back (a review, QA or a person), when this
 /// cycle's implementation is what fixes them.
 fn rejection_fixed(data: &EpicData, cycle: u32) -> Option<String> {
-    let r = data
+    let review = data
         .reviews
         .last()
-        .filter(|r| r.verdict != "approve" && r.cycle < cycle)?;
+        .filter(|r| r.verdict != "approve" && r.cycle < cycle)
+        .map(|r| (r.cycle, r.verdict.replace('_', " "), &r.summary, &r.bugs));
+    let qa = data
+        .qa
+        .last()
+        .filter(|q| q.verdict != "pass" && q.cycle < cycle)
+        .map(|q| (q.cycle, format!("QA at {}", q.url), &q.summary, &q.bugs));
+    // The later of the two is what this cycle fixes (QA runs after the review of its cycle).
+    let (at, by, summary, bugs) = match (review, qa) {
+        (Some(r), Some(q)) => {
+            if q.0 >= r.0 {
+                q
+            } else {
+                r
+            }
+        }
+        (r, q) => r.or(q)?,
+    };
     Some(format!(
-        "{} in cycle {}: {}\n{}",
-        r.verdict.replace('_', " "),
-        r.cycle,
-        r.summary,
-        bullet(&r.bugs)
+        "{by} rejected the work of cycle {at}: {summary}\n{}",
+        bullet(bugs)
     ))
 }
 
