@@ -167,7 +167,9 @@ impl Memory {
 
     /// Attempt `n` of `task` ended with `outcome`: its lessons learn whether it passed, and a
     /// pass after a failure (`failure`: the last failing check or conflict) is kept for the
-    /// retrospective. An interruption is no verdict and teaches nothing.
+    /// retrospective. An interruption, or a vendor's or account's trouble (a rate limit, a
+    /// spent quota, a refused login, an overloaded or failing upstream), is no verdict on the
+    /// lessons and teaches nothing.
     pub(crate) fn attempt_ended(
         &mut self,
         run: &str,
@@ -177,7 +179,15 @@ impl Memory {
         failure: Option<&(String, Option<i32>, String)>,
         commit: Option<&String>,
     ) {
-        if outcome == "interrupted" {
+        const NO_VERDICT: &[&str] = &[
+            "interrupted",
+            "rate_limited",
+            "quota_exhausted",
+            "auth_failed",
+            "overloaded",
+            "upstream_error",
+        ];
+        if NO_VERDICT.contains(&outcome) {
             return;
         }
         let passed = outcome == "passed";
