@@ -44,6 +44,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "projects",
     "policies",
     "forge",
+    "memory",
 ];
 pub(crate) const SERVER_KEYS: &[&str] = &["bind", "public_url"];
 pub(crate) const PROFILE_KEYS: &[&str] = &[
@@ -99,6 +100,8 @@ pub struct InstanceConfig {
     pub policies: Vec<crate::PolicyRule>,
     /// `forge:`: where `fleet project new` creates repositories, when configured.
     pub forge: Option<crate::forge::ForgeSpec>,
+    /// `memory:`: lessons injected into prompts and the knobs of forgetting, or the defaults.
+    pub memory: crate::MemoryConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,6 +234,7 @@ impl InstanceConfig {
             projects: BTreeMap::new(),
             policies: Vec::new(),
             forge: None,
+            memory: crate::MemoryConfig::default(),
         }
     }
 
@@ -314,6 +318,7 @@ pub fn parse_instance(path: &Path, text: &str) -> Result<InstanceConfig, Vec<Con
                 "projects" => cfg.projects = crate::project_limits::decode(&mut d, value),
                 "policies" => cfg.policies = crate::policies::policies(&mut d, value),
                 "forge" => cfg.forge = crate::forge::forge(&mut d, value),
+                "memory" => cfg.memory = crate::memory::memory(&mut d, value),
                 _ => unreachable!("fields() keeps known keys only"),
             }
         }

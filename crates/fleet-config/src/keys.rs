@@ -3,7 +3,8 @@
 //! to what is really read (`tests/config_doc.rs`).
 
 use crate::{
-    audits, decode, forge, instance, intake, knowledge, notify, policies, project_limits, routing,
+    audits, decode, forge, instance, intake, knowledge, memory, notify, policies, project_limits,
+    routing,
 };
 
 /// A section of a user-written file and the keys it accepts. `section` is the heading that
@@ -50,6 +51,7 @@ pub fn sections() -> Vec<Section> {
         s("fleet.yaml: projects.NAME", project_limits::KEYS),
         s("fleet.yaml: policies[]", policies::POLICY_KEYS),
         s("fleet.yaml: forge", forge::FORGE_KEYS),
+        s("fleet.yaml: memory", memory::MEMORY_KEYS),
         s("runbook", decode::TOP_KEYS),
         s("runbook: defaults", decode::DEFAULTS_KEYS),
         s("runbook: tasks[]", decode::TASK_KEYS),

@@ -10,9 +10,11 @@ use crate::agent;
 use crate::fix_loop::{self, AccountBook};
 use crate::journal::Journal;
 use crate::layout::{self, StateDir, integration_branch, task_branch};
+use crate::lessons::Memory;
 use crate::log_maker::LogMaker;
 use crate::plan::{AgentProfile, Plan, TaskAction, TaskDef};
 use crate::process::{self, CommandSpec, Finished};
+use crate::retrospective::Learner;
 use crate::summary;
 use crate::{EngineError, now_ms};
 use fleet_core::graph::validate;
@@ -61,6 +63,8 @@ pub struct EngineOptions {
     /// Every secret the caller knows of (an instance's accounts, forges, bots); the run adds
     /// its agents' own. Everything the run stores, logs or hands an agent passes it.
     pub redactor: fleet_secrets::Redactor,
+    /// Lessons injected into agent attempts, and the retrospectives after the run.
+    pub memory: crate::lessons::MemorySettings,
 }
 
 impl Default for EngineOptions {
@@ -71,6 +75,7 @@ impl Default for EngineOptions {
             mcp: None,
             stop: None,
             redactor: fleet_secrets::Redactor::from_process_env(&[]),
+            memory: Default::default(),
         }
     }
 }
@@ -93,6 +98,8 @@ pub struct RunReport {
     pub integration_branch: String,
     pub summary: PathBuf,
     pub logs: PathBuf,
+    /// Tasks that failed and then passed: what the retrospectives after the run learn from.
+    pub troubles: Vec<crate::lessons::Trouble>,
 }
 
 /// What a worker reports back to the coordinator.
@@ -339,12 +346,15 @@ pub async fn start_in(
     };
     let run = Run::new(graph, task_plans(&plan));
     let branches = layout::task_branches(&instance, &run_id);
+    let learner = Learner::new(&repo, &base, &layout, &store, &plan, &opts);
     let mut coord = Coordinator::new(
         layout, store, repo, plan, run_id, row, tasks, run, branches, opts,
     )?;
     coord.integration_tip = base;
     coord.branch = branch;
-    coord.drive().await
+    let report = coord.drive().await?;
+    learner.after(&report).await;
+    Ok(report)
 }
 
 /// The rows and events that create run `run_id` of `plan`.
@@ -472,6 +482,7 @@ pub async fn resume(
     } else {
         legacy
     };
+    let learner = Learner::new(&repo, &row.base_sha, &layout, &store, &plan, &opts);
     let mut coord = Coordinator::new(
         layout,
         store,
@@ -486,7 +497,9 @@ pub async fn resume(
     )?;
     coord.integration_tip = tip;
     coord.recover()?;
-    coord.drive().await
+    let report = coord.drive().await?;
+    learner.after(&report).await;
+    Ok(report)
 }
 
 fn join_errors(errors: &[fleet_config::ConfigError]) -> String {
@@ -605,6 +618,8 @@ struct Coordinator {
     observer: Option<Observer>,
     /// Creates the logs of tasks that became ready, before they start.
     logs: LogMaker,
+    /// Lessons in prompts, and what they led to.
+    memory: Memory,
     _lock: File,
 }
 
@@ -624,6 +639,7 @@ impl Coordinator {
     ) -> Result<Coordinator, EngineError> {
         std::fs::create_dir_all(layout.logs_dir(&run_id))?;
         let lock = lock_run(&layout, &run_id)?;
+        let layout_root = &layout.root().to_path_buf();
         let journal = Journal::open(&layout.events(&run_id), &*store, &run_id)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -651,6 +667,12 @@ impl Coordinator {
             command_env: process::command_env(&[]),
             policy,
         });
+        let memory = Memory::open(
+            layout_root,
+            &ctx.repo_root,
+            opts.memory.clone(),
+            ctx.redactor.clone(),
+        );
         let active = run.count(TaskState::Running) + run.count(TaskState::Checking);
         let book = AccountBook::load(&plan.pool, &*store, &clock())?;
         let mut past: HashMap<usize, Vec<AttemptRow>> = HashMap::new();
@@ -700,6 +722,7 @@ impl Coordinator {
             chatter: HashMap::new(),
             observer: opts.observer,
             logs: LogMaker::start(),
+            memory,
             _lock: lock,
         })
     }
@@ -1264,6 +1287,7 @@ impl Coordinator {
         let mut data = json!({"command": self.plan.tasks[i].describe()});
         let mut prompt = None;
         let mut resume = None;
+        let mut lessons = Vec::new();
         if let Some(pi) = profile {
             let p = &self.plan.pool.profiles[pi];
             a.profile = Some(p.name.clone());
@@ -1271,7 +1295,9 @@ impl Coordinator {
             a.model = p.model.clone();
             a.account = p.account.clone();
             data = json!({"agent": p.name, "cli": p.cli, "model": p.model, "account": p.account});
-            prompt = Some(self.prompt_for(i));
+            let (text, ids) =
+                (self.memory).inject(&self.ctx.run_id, &self.plan.tasks[i], n, self.prompt_for(i));
+            (prompt, lessons) = (Some(text), ids);
             let previous = self.past.get(&i).and_then(|v| v.last());
             let adapter = fleet_agents::adapter(&p.cli);
             // The session lives in the task's kept home (gone after a crash of fleet itself).
@@ -1303,6 +1329,14 @@ impl Coordinator {
         self.attempts.insert(i, a.clone());
         self.past.entry(i).or_default().push(a);
         self.event(Some(i), Some(n), "attempt.started", data);
+        if !lessons.is_empty() {
+            self.event(
+                Some(i),
+                Some(n),
+                "attempt.lessons",
+                json!({ "lessons": lessons }),
+            );
+        }
         // A task's first attempt gets a fresh worktree, and so does every attempt of a command:
         // a command is not idempotent (`echo x >> f`), so it must start from a known state, not
         // on top of what an interrupted or failed run of it left. An agent's later attempts
@@ -1577,6 +1611,9 @@ impl Coordinator {
                        "cost_usd": a.cost_usd, "tokens": a.input_tokens + a.output_tokens + a.cache_read_tokens + a.cache_write_tokens}),
             );
             self.account_after(i, &a);
+            let (task, failure) = (&self.plan.tasks[i], self.last_check.get(&i));
+            let commit = self.rows[i].commit_sha.as_ref();
+            (self.memory).attempt_ended(&self.ctx.run_id, task, n, outcome, failure, commit);
             if let Some(last) = self
                 .past
                 .get_mut(&i)
@@ -2060,6 +2097,7 @@ impl Coordinator {
             integration_branch: self.ctx.integration.clone(),
             summary: summary_path,
             logs: self.ctx.layout.logs_dir(self.run_id()),
+            troubles: std::mem::take(&mut self.memory.troubles),
         })
     }
 }

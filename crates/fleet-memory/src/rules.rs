@@ -49,6 +49,18 @@ impl Default for Policy {
     }
 }
 
+impl Policy {
+    /// The defaults with `fleet.yaml`'s `memory:` knobs applied.
+    pub fn from_config(c: &fleet_config::MemoryConfig) -> Policy {
+        Policy {
+            inject_tokens: c.inject_tokens,
+            archive_after: c.archive_after_days as Millis * DAY,
+            scope_cap: c.scope_cap,
+            ..Policy::default()
+        }
+    }
+}
+
 /// What an attempt is about, to rank lessons for it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TaskContext {

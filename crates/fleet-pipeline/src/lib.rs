@@ -1072,6 +1072,7 @@ impl Pipeline {
                 .map(|home| mcp_server(&self.fleet_exe, home)),
             // Forge tokens are named `*_TOKEN` (see `looks_like_secret_name`): covered too.
             redactor: fleet_secrets::Redactor::from_process_env(&self.instance.secret_names()),
+            memory: fleet_engine::lessons::MemorySettings::from_config(&self.instance.memory),
             ..EngineOptions::default()
         }
     }

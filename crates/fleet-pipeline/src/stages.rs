@@ -256,6 +256,19 @@ pub(crate) async fn run(
     runbook: Value,
     integration: Option<&str>,
 ) -> Result<RunRow> {
+    run_fixing(p, epic, name, runbook, integration, None).await
+}
+
+/// [`run`] of work that fixes what a review, QA or a person rejected (`rejection`: their
+/// words): once it passes, the engine's retrospective learns from those words and the fix.
+async fn run_fixing(
+    p: &Pipeline,
+    epic: &EpicRow,
+    name: &str,
+    runbook: Value,
+    integration: Option<&str>,
+    rejection: Option<String>,
+) -> Result<RunRow> {
     // The project's own policies and its bible's join the instance's (on resume too).
     let instance = with_project_policies(p, &epic.project);
     if let Some(row) = p.store.runs()?.into_iter().find(|r| r.name == name) {
@@ -288,7 +301,8 @@ pub(crate) async fn run(
         )
     })?;
     plan.integration = integration.map(str::to_string);
-    let (opts, _watch) = p.engine_options(&epic.id);
+    let (mut opts, _watch) = p.engine_options(&epic.id);
+    opts.memory.rejection = rejection;
     let report = fleet_engine::start(p.layout.clone(), p.store.clone(), plan, opts).await?;
     finished(p, &report.run_id)
 }
@@ -616,6 +630,36 @@ pub(crate) fn fail(why: String, row: &RunRow) -> StageEnd {
     )
 }
 
+/// The words that sent an earlier cycle's work back (a review, QA or a person), when this
+/// cycle's implementation is what fixes them.
+fn rejection_fixed(data: &EpicData, cycle: u32) -> Option<String> {
+    let review = data
+        .reviews
+        .last()
+        .filter(|r| r.verdict != "approve" && r.cycle < cycle)
+        .map(|r| (r.cycle, r.verdict.replace('_', " "), &r.summary, &r.bugs));
+    let qa = data
+        .qa
+        .last()
+        .filter(|q| q.verdict != "pass" && q.cycle < cycle)
+        .map(|q| (q.cycle, format!("QA at {}", q.url), &q.summary, &q.bugs));
+    // The later of the two is what this cycle fixes (QA runs after the review of its cycle).
+    let (at, by, summary, bugs) = match (review, qa) {
+        (Some(r), Some(q)) => {
+            if q.0 >= r.0 {
+                q
+            } else {
+                r
+            }
+        }
+        (r, q) => r.or(q)?,
+    };
+    Some(format!(
+        "{by} rejected the work of cycle {at}: {summary}\n{}",
+        bullet(bugs)
+    ))
+}
+
 async fn implement(
     p: &Pipeline,
     epic: &EpicRow,
@@ -667,7 +711,8 @@ async fn implement(
         }));
     }
     let rb = base_runbook(p, epic, project, name, tasks);
-    let row = run(p, epic, name, rb, Some(&epic.branch)).await?;
+    let rejection = rejection_fixed(data, epic.cycle);
+    let row = run_fixing(p, epic, name, rb, Some(&epic.branch), rejection).await?;
     let rows = p.store.tasks(&row.id)?;
     let mut failed = Vec::new();
     for r in &rows {

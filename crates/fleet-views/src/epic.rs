@@ -43,6 +43,11 @@ pub struct AttemptView {
     pub why: Option<String>,
     /// The newest thing it did, while it runs.
     pub last_activity: Option<Activity>,
+    /// The lessons memory put into its prompt, by id (`fleet memory show ID`).
+    pub lessons: Vec<String>,
+    /// Whether those lessons helped: the attempt passed (`None` without lessons, or while it
+    /// runs). This is what weighed them.
+    pub lessons_helped: Option<bool>,
 }
 
 /// What a running attempt did last.
@@ -483,6 +488,25 @@ fn view(
     }))
 }
 
+/// The ids of the lessons injected into attempt `a` (its `attempt.lessons` event).
+fn lessons_of(a: &AttemptRow, events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .find(|e| {
+            e.kind == "attempt.lessons"
+                && e.run_id == a.run_id
+                && e.task.as_deref() == Some(a.task_id.as_str())
+                && e.attempt == Some(a.n)
+        })
+        .and_then(|e| e.data["lessons"].as_array())
+        .map(|ids| {
+            ids.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn attempt_view(data: &EpicData, a: &AttemptRow, events: &[Event], now: i64) -> AttemptView {
     let of_task =
         |e: &&Event| e.run_id == a.run_id && e.task.as_deref() == Some(a.task_id.as_str());
@@ -515,6 +539,9 @@ fn attempt_view(data: &EpicData, a: &AttemptRow, events: &[Event], now: i64) -> 
         })
         .filter(|w| !w.is_empty());
     let running = a.outcome == "running" && a.finished_at.is_none();
+    let lessons = lessons_of(a, events);
+    let lessons_helped = (!lessons.is_empty() && !running && a.outcome != "interrupted")
+        .then(|| a.outcome == "passed");
     let last_activity = running
         .then(|| {
             events
@@ -558,6 +585,8 @@ fn attempt_view(data: &EpicData, a: &AttemptRow, events: &[Event], now: i64) -> 
         cost_usd: a.cost_usd,
         why,
         last_activity,
+        lessons,
+        lessons_helped,
     }
 }
 
@@ -595,5 +624,65 @@ pub fn list_row(e: &EpicRow) -> ListRow {
         branch: e.branch.clone(),
         created_at: e.created_at,
         reason,
+    }
+}
+
+#[cfg(test)]
+mod lesson_tests {
+    use super::*;
+
+    fn event(task: &str, attempt: u32, kind: &str, data: serde_json::Value) -> Event {
+        Event {
+            seq: 1,
+            at: 5,
+            run_id: "e1-implement-1".into(),
+            task: Some(task.into()),
+            attempt: Some(attempt),
+            kind: kind.into(),
+            data,
+        }
+    }
+
+    fn attempt(n: u32, outcome: &str) -> AttemptRow {
+        AttemptRow {
+            run_id: "e1-implement-1".into(),
+            task_id: "t1".into(),
+            n,
+            started_at: 5,
+            finished_at: (outcome != "running").then_some(9),
+            outcome: outcome.into(),
+            ..AttemptRow::default()
+        }
+    }
+
+    /// An attempt shows the lessons its own `attempt.lessons` event names (not another
+    /// attempt's or task's) and whether they helped: it passed.
+    #[test]
+    fn an_attempt_shows_its_lessons_and_whether_they_helped() {
+        let events = vec![
+            event(
+                "t1",
+                1,
+                "attempt.lessons",
+                serde_json::json!({"lessons": ["L-a", "L-b"]}),
+            ),
+            event(
+                "t2",
+                2,
+                "attempt.lessons",
+                serde_json::json!({"lessons": ["L-c"]}),
+            ),
+        ];
+        let data = EpicData::default();
+        let passed = attempt_view(&data, &attempt(1, "passed"), &events, 10);
+        assert_eq!(passed.lessons, ["L-a", "L-b"]);
+        assert_eq!(passed.lessons_helped, Some(true));
+        let failed = attempt_view(&data, &attempt(1, "checks_failed"), &events, 10);
+        assert_eq!(failed.lessons_helped, Some(false));
+        let running = attempt_view(&data, &attempt(1, "running"), &events, 10);
+        assert_eq!(running.lessons_helped, None);
+        let other = attempt_view(&data, &attempt(2, "passed"), &events, 10);
+        assert!(other.lessons.is_empty());
+        assert_eq!(other.lessons_helped, None);
     }
 }

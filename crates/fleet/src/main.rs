@@ -933,10 +933,10 @@ fn run_file(state: StateChoice, file: &Path, flags: RunFlags) -> anyhow::Result<
         let rb = fleet_config::load_runbook(file).map_err(|e| config_errors(&e))?;
         let plan =
             fleet_engine::plan_from_runbook(&rb, &instance).map_err(|e| config_errors(&e))?;
-        Ok((plan, instance.secret_names()))
+        Ok((plan, instance.secret_names(), instance.memory))
     });
     let guessed = guess.join().ok().flatten();
-    let (plan, secret_names) = planned?;
+    let (plan, secret_names, memory) = planned?;
     let base = plan.base.as_deref().unwrap_or("HEAD");
     let (repo, base_sha) = match guessed {
         Some(found) if plan.repo == guessed_dir && base == "HEAD" => found,
@@ -973,6 +973,7 @@ fn run_file(state: StateChoice, file: &Path, flags: RunFlags) -> anyhow::Result<
         mcp,
         stop: None,
         redactor: fleet_secrets::Redactor::from_process_env(&secret_names),
+        memory: fleet_engine::lessons::MemorySettings::from_config(&memory),
     };
     let report = rt.block_on(async {
         let ticker = progress.ticker();
@@ -1005,6 +1006,7 @@ fn resume_run(home: Option<PathBuf>, run: &str, flags: RunFlags) -> anyhow::Resu
         mcp,
         stop: None,
         redactor: fleet_secrets::Redactor::from_process_env(&instance.secret_names()),
+        memory: fleet_engine::lessons::MemorySettings::from_config(&instance.memory),
     };
     let report = rt.block_on(async {
         let ticker = progress.ticker();

@@ -339,6 +339,7 @@ fn review_in(
     let opts = EngineOptions {
         mcp: mcp_server(home).ok(),
         redactor,
+        memory: fleet_engine::lessons::MemorySettings::from_config(&instance.memory),
         ..EngineOptions::default()
     };
     let rt = crate::runtime()?;

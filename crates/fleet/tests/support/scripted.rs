@@ -12,7 +12,9 @@ use std::process::{Command, Output};
 /// The planner writes `$DIR/ask.json` once when it exists (questions, say), else a plan of one
 /// new task `tN` (N counts the plans). The developer writes `$FLEET_TASK.txt` after sleeping
 /// `$DIR/dev-sleep` seconds when that file exists. The reviewer rejects while `$DIR/reject`
-/// exists; asked to triage a pull request comment, it answers `$DIR/triage-verdict`.
+/// exists (once when `$DIR/reject-once` does); asked to triage a pull request comment, it
+/// answers `$DIR/triage-verdict`. The retrospector writes a lesson when its evidence holds the
+/// review's "still wrong".
 const AGENT: &str = r##"set -e
 mkdir -p .fleet-out
 cat "$FLEET_PROMPT_FILE" > "$DIR/prompts/$1.txt"
@@ -31,9 +33,14 @@ case "$1" in
   reviewer)
     if grep -q "You triage a comment" "$FLEET_PROMPT_FILE"; then
       printf '{"verdict": "%s", "reason": "scripted triage"}' "$(cat "$DIR/triage-verdict")" > .fleet-out/triage.json
-    elif [ -f "$DIR/reject" ]; then
+    elif [ -f "$DIR/reject" ] || [ -f "$DIR/reject-once" ]; then
+      rm -f "$DIR/reject-once"
       printf '%s' '{"verdict": "reject", "summary": "no", "bugs": [{"title": "still wrong", "details": "fix it"}]}' > .fleet-out/review.json
     else printf '%s' '{"verdict": "approve", "summary": "fine"}' > .fleet-out/review.json; fi ;;
+  retrospector)
+    if grep -q 'still wrong' "$FLEET_PROMPT_FILE"; then
+      printf '%s' '{"lessons": [{"scope": "project", "lesson": "Shop reviewers reject a file that is still wrong: read the bug report of the last review first."}]}' > .fleet-out/lessons.json
+    else printf '%s' '{"lessons": []}' > .fleet-out/lessons.json; fi ;;
 esac
 echo "done as $1"
 "##;
