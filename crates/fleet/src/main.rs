@@ -5,6 +5,7 @@ mod accounts;
 mod agents;
 mod audit;
 mod demo;
+mod demo_clis;
 mod demo_story;
 mod epics;
 mod init;
@@ -33,6 +34,9 @@ pub mod exit {
     pub const ERROR: u8 = 3;
     /// The configured store cannot be opened (unreachable, unknown URL, newer schema).
     pub const STORE: u8 = 4;
+    /// What the command needs is not on this machine (`fleet demo --real` without an agent
+    /// CLI and its key); nothing was done.
+    pub const UNAVAILABLE: u8 = 5;
     pub const INTERRUPTED: u8 = 130;
 }
 
@@ -219,6 +223,10 @@ enum Command {
         /// With --serve: where the dashboard listens.
         #[arg(long, default_value = "127.0.0.1:7420")]
         bind: String,
+        /// Use the installed agent CLIs with your keys (as `fleet init` finds them) instead of
+        /// the scripted model; exit 5 when no CLI has its key set.
+        #[arg(long)]
+        real: bool,
     },
 }
 
@@ -628,7 +636,13 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
             dir,
             serve,
             bind,
-        } => demo_story::run(demo_story::DemoFlags { dir, serve, bind }),
+            real,
+        } => demo_story::run(demo_story::DemoFlags {
+            dir,
+            serve,
+            bind,
+            real,
+        }),
         Command::Serve {
             bind,
             public_url,
