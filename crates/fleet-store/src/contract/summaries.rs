@@ -50,7 +50,10 @@ pub fn summaries(store: &dyn Store) {
         blocked_question: None,
         last_stage_detail: None,
     };
-    assert_eq!(store.epic_summaries().unwrap(), std::slice::from_ref(&first));
+    assert_eq!(
+        store.epic_summaries().unwrap(),
+        std::slice::from_ref(&first)
+    );
 
     // Delivered twice (the first delivery counts), sent back by a person, now blocked.
     let mut e1b = e1.clone();
@@ -79,13 +82,19 @@ pub fn summaries(store: &dyn Store) {
         ..first.clone()
     };
     assert_eq!(summarize(&e1b), second);
-    assert_eq!(store.epic_summaries().unwrap(), std::slice::from_ref(&second));
+    assert_eq!(
+        store.epic_summaries().unwrap(),
+        std::slice::from_ref(&second)
+    );
 
     // A write that did not happen leaves the summary as it was.
     e1.state = "done".into();
     assert!(store.update_epic(&e1, 20, &[]).is_err());
     assert!(store.create_epic(&e1, &[]).is_err());
-    assert_eq!(store.epic_summaries().unwrap(), std::slice::from_ref(&second));
+    assert_eq!(
+        store.epic_summaries().unwrap(),
+        std::slice::from_ref(&second)
+    );
 
     // Pull request comments count as a rejection; oldest first.
     let e0 = EpicRow {
