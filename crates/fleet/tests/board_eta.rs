@@ -3,7 +3,7 @@
 //! model server, the ETA shown is the remaining critical path at the observed speed: with `a`
 //! and `c` running for longer than a developer task took before, what is left is `b`, one
 //! observed duration. The observed duration is computed here straight from the store's
-//! attempts, not by the read model.
+//! attempts, not by the read model; the board's average time per task is that same figure.
 
 mod support;
 use support::epics::{Instance, scripted_server};
@@ -131,6 +131,15 @@ fn the_board_shows_the_remaining_critical_path_at_observed_speeds() {
         .unwrap();
         b.wait_text(
             "[data-metric=eta]",
+            |t| t == expected,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        // The average time per task is over the real (implementation) tasks that passed, not
+        // the planner's, reviewer's or verify steps.
+        b.wait_text(
+            "[data-metric=avg_task_time]",
             |t| t == expected,
             Duration::from_secs(30),
         )
