@@ -210,7 +210,8 @@ enum Command {
     },
     /// See the fleet at work, no key needed: one sentence becomes a plan, parallel tasks, a
     /// rate limit moved to another account, a failing check fixed, a review rejection fixed and
-    /// a branch on a local remote (Fleet's `http` agent against a scripted model on loopback).
+    /// a branch on a local remote (Fleet's `http` agent against a scripted model on loopback,
+    /// and an installed agent CLI beside it, with a dummy key). `--real`: your CLIs and keys.
     Demo {
         #[command(subcommand)]
         command: Option<DemoCommand>,
