@@ -3,7 +3,8 @@
 //! model server, the ETA shown is the remaining critical path at the observed speed: with `a`
 //! and `c` running for longer than a developer task took before, what is left is `b`, one
 //! observed duration. The observed duration is computed here straight from the store's
-//! attempts, not by the read model; the board's average time per task is that same figure.
+//! attempts, not by the read model; the board's average time per task is that same figure,
+//! and "in work" counts the request that runs, not one waiting in the queue.
 
 mod support;
 use support::epics::{Instance, scripted_server};
@@ -79,7 +80,8 @@ fn the_board_shows_the_remaining_critical_path_at_observed_speeds() {
         .ok(&["token", "create", "--scope", "submit"])
         .trim()
         .to_string();
-    let served = Served::start(&inst, "127.0.0.1", &[]);
+    // One request driven at a time: a third one waits in the queue.
+    let served = Served::start(&inst, "127.0.0.1", &["--epics", "1"]);
     let http = Http::new();
     let submit = |request: &str| {
         let (s, _) = http.post(
@@ -119,8 +121,8 @@ fn the_board_shows_the_remaining_critical_path_at_observed_speeds() {
         "nothing else passed"
     );
     let expected = dur(observed);
+    let b = http.rt.block_on(Browser::launch()).unwrap();
     http.rt.block_on(async {
-        let b = Browser::launch().await.unwrap();
         b.goto(&format!("{}/", served.url)).await.unwrap();
         b.wait_text(
             "#epic-progress-label",
@@ -148,6 +150,25 @@ fn the_board_shows_the_remaining_critical_path_at_observed_speeds() {
         b.screenshot_png(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("board-eta.png"))
             .await
             .unwrap();
+    });
+    // A third request waits for the driver e2 holds: "in work" counts what runs, not it.
+    submit("Add the d file to the shop");
+    http.rt.block_on(async {
+        b.wait_text(
+            "#epic-progress-label",
+            |t| t.contains("e3"),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        assert_eq!(b.text("[data-metric=in_work]").await.unwrap(), "1");
+        assert_eq!(
+            b.attr("[data-metric=in_work]", "title")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("e2")
+        );
     });
     std::fs::write(&go, "").unwrap();
 }
