@@ -1,11 +1,14 @@
 //! The contract every [`Store`] backend must pass, public so that each backend (and any new
 //! one) runs the very same checks: a backend's test calls each function with a fresh store
-//! (`basics`, `accounts_and_spend_since`, `leases`), or with several handles on one fresh
+//! (`basics`, `accounts_and_spend_since`, `leases`, `summaries`), or with several handles on one fresh
 //! database (`concurrent_writers`, `wakes_waiters`). Enabled by the `contract` feature.
 //!
 //! [`pg`] makes a throwaway PostgreSQL database per test.
 
 pub mod pg;
+mod summaries;
+
+pub use summaries::summaries;
 
 use crate::{AttemptRow, Batch, NewEvent, RunRow, RunStateChange, Store, StoreError, TaskRow};
 use serde_json::json;

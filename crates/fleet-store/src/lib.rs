@@ -17,11 +17,13 @@ mod lease;
 mod open;
 mod postgres;
 mod sqlite;
+mod summary;
 
 pub use lease::{Lease, LeaseHolder};
 pub use open::{StoreUrl, open};
 pub use postgres::PostgresStore;
 pub use sqlite::{Durability, SqliteStore};
+pub use summary::{AttemptTallies, EpicSummary, ProfileTally, RunTally, summarize};
 
 use serde::{Deserialize, Serialize};
 
@@ -312,6 +314,11 @@ pub trait Store: Send + Sync {
     fn epics(&self) -> Result<Vec<EpicRow>>;
     /// One page of epics, newest first, with the total and the count per state (the board).
     fn epic_page(&self, query: &EpicQuery) -> Result<EpicPage>;
+    /// Every epic's summary (no stages, no data), oldest first: what lists and outcomes read
+    /// over many epics. Kept in the transaction of every epic write (see [`summarize`]).
+    fn epic_summaries(&self) -> Result<Vec<EpicSummary>>;
+    /// Every attempt, counted per run and per profile and outcome.
+    fn attempt_tallies(&self) -> Result<AttemptTallies>;
     /// Stores an API token (by its hash); fails with [`StoreError::Exists`] if the name is taken.
     fn add_token(&self, token: &TokenRow) -> Result<()>;
     /// The live (not revoked) token with this hash.

@@ -23,9 +23,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+mod summary;
+
 /// Migrations, applied in order; the index + 1 is the schema version (table `schema_version`).
 /// Never edit a released one: append a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE runs (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -131,7 +134,10 @@ CREATE TABLE leases (
     holder TEXT NOT NULL,
     expires_at BIGINT NOT NULL
 );
-"#];
+"#,
+    // Epic summaries for lists and outcomes (`crate::summary`).
+    summary::MIGRATION,
+];
 
 /// The channel commits of events notify (payload: the newest seq).
 const CHANNEL: &str = "fleet_events";
@@ -290,6 +296,7 @@ impl PostgresStore {
             let mut c = Client::connect(&url, NoTls)
                 .map_err(|e| StoreError::Unreachable(shown.clone(), e.to_string()))?;
             migrate(&mut c)?;
+            summary::backfill(&mut c)?;
             ensure_instance_id(&mut c)?;
             Ok::<_, StoreError>(c)
         })?;
@@ -376,6 +383,7 @@ impl PostgresStore {
             if tx.execute(sql, &args)? == 0 {
                 return Ok(None);
             }
+            summary::write(tx, epic)?;
             Ok(Some(insert_events(tx, events)?))
         })
     }
@@ -1069,6 +1077,14 @@ impl Store for PostgresStore {
             |r| Ok(r.try_get::<_, String>(0)?),
         )?;
         docs.first().map(|d| from_doc("epic", d)).transpose()
+    }
+
+    fn epic_summaries(&self) -> Result<Vec<crate::EpicSummary>> {
+        self.with(summary::read_all)
+    }
+
+    fn attempt_tallies(&self) -> Result<crate::AttemptTallies> {
+        self.with(summary::tallies)
     }
 
     fn epics(&self) -> Result<Vec<EpicRow>> {

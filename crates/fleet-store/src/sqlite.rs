@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+mod summary;
+
 /// Migrations, applied in order; the index + 1 is the schema version. Never edit a released
 /// one: append a new one.
 const MIGRATIONS: &[&str] = &[
@@ -158,6 +160,8 @@ CREATE TABLE leases (
     expires_at INTEGER NOT NULL
 );
 "#,
+    // Epic summaries for lists and outcomes (`crate::summary`).
+    summary::MIGRATION,
 ];
 
 /// A driver error as the store's own: busy and locked stay recognisable (they may pass if
@@ -444,6 +448,7 @@ impl SqliteStore {
         // The `Checkpointer` copies the WAL back; a commit does only as a last resort.
         conn.pragma_update(None, "wal_autocheckpoint", WAL_LIMIT_PAGES)?;
         when_not_busy(|| migrate(&conn))?;
+        when_not_busy(|| summary::backfill(&conn))?;
         when_not_busy(|| ensure_instance_id(&conn))?;
         Ok(conn)
     }
@@ -490,6 +495,7 @@ impl SqliteStore {
             if tx.execute(sql, args.as_slice())? == 0 {
                 return Ok(None);
             }
+            summary::write(&tx, epic)?;
             let out = insert_events(&tx, events)?;
             tx.commit()?;
             Ok(Some(out.into_iter().map(|e| e.seq).collect()))
@@ -1171,6 +1177,14 @@ impl Store for SqliteStore {
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             docs.iter().map(|d| from_doc("epic", d)).collect()
         })
+    }
+
+    fn epic_summaries(&self) -> Result<Vec<crate::EpicSummary>> {
+        self.with(|conn| summary::read_all(conn))
+    }
+
+    fn attempt_tallies(&self) -> Result<crate::AttemptTallies> {
+        self.with(|conn| summary::tallies(conn))
     }
 
     fn create_run(

@@ -133,3 +133,44 @@ fn open_picks_the_backend_by_url_and_refuses_unknown_ones() {
         Ok(_) => panic!("an unreachable server must be an error"),
     }
 }
+
+#[test]
+fn sqlite_passes_the_summaries_contract() {
+    contract::summaries(&SqliteStore::in_memory().unwrap());
+}
+
+#[test]
+fn opening_a_database_from_before_the_summaries_summarizes_its_epics() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fleet.db");
+    let epic = fleet_store::EpicRow {
+        id: "e1".into(),
+        project: "web".into(),
+        state: "blocked".into(),
+        created_at: 7,
+        updated_at: 7,
+        data: json!({"machine": {"blocked": {"question": "Which database?"}}}),
+        ..Default::default()
+    };
+    {
+        let store = SqliteStore::open(&path, Durability::Process).unwrap();
+        store.save_epic(&epic, &[]).unwrap();
+    }
+    // Back to the schema before the summaries, as an older Fleet left it.
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        conn.execute_batch("DROP TABLE epic_summaries").unwrap();
+        conn.pragma_update(None, "user_version", version - 1)
+            .unwrap();
+    }
+    let store = SqliteStore::open(&path, Durability::Process).unwrap();
+    let summaries = store.epic_summaries().unwrap();
+    assert_eq!(summaries, [fleet_store::summarize(&epic)]);
+    assert_eq!(
+        summaries[0].blocked_question.as_deref(),
+        Some("Which database?")
+    );
+}

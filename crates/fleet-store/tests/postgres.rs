@@ -78,3 +78,36 @@ fn refuses_a_database_from_a_newer_fleet() {
         Ok(_) => panic!("a newer schema must be refused"),
     }
 }
+
+#[test]
+fn postgres_summaries() {
+    let db = TestDb::create();
+    contract::summaries(&*store(&db));
+}
+
+#[test]
+fn postgres_opening_a_database_from_before_the_summaries_summarizes_its_epics() {
+    let db = TestDb::create();
+    let epic = fleet_store::EpicRow {
+        id: "e1".into(),
+        project: "web".into(),
+        state: "done".into(),
+        created_at: 7,
+        updated_at: 7,
+        stages: vec![fleet_store::StageRow {
+            stage: "deliver".into(),
+            state: "passed".into(),
+            finished_at: Some(9),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    store(&db).save_epic(&epic, &[]).unwrap();
+    // Back to the schema before the summaries, as an older Fleet left it.
+    let mut c = postgres::Client::connect(db.url(), postgres::NoTls).unwrap();
+    c.batch_execute("DROP TABLE epic_summaries; UPDATE schema_version SET version = version - 1")
+        .unwrap();
+    let summaries = store(&db).epic_summaries().unwrap();
+    assert_eq!(summaries, [fleet_store::summarize(&epic)]);
+    assert_eq!(summaries[0].delivered_at, Some(9));
+}

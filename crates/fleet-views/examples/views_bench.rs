@@ -1,8 +1,9 @@
 //! The read models over many epics (issue 22: "fast with 10,000 epics"): writes the known
 //! workload of `tests/support/workload.rs` (N epics, each with a plan and an implementation
-//! run and their attempts) into a fresh SQLite store, then times `outcomes` (every epic and
-//! attempt), `list_rows` (`fleet task ls`), `epic_view` of one epic (`fleet task show`, the
-//! API's detail) and the ETA's observed durations. Run by `bench/views.sh`.
+//! run and their attempts) into a fresh SQLite store, then times the store's summary reads,
+//! `outcomes` (summaries and attempt tallies), `list_rows` (`fleet task ls`, from the
+//! summaries), `epic_view` of one epic (`fleet task show`, the API's detail) and the ETA's
+//! observed durations. Run by `bench/views.sh`.
 //!
 //! Usage: views_bench [N] (default 10000)
 
@@ -48,6 +49,10 @@ fn main() {
     println!("  of which the store's epics(): median {med:.1?}, max {max:.1?}");
     let (med, max, _) = time(3, || store.attempts_since(i64::MIN).unwrap().len());
     println!("  of which the store's attempts_since(): median {med:.1?}, max {max:.1?}");
+    let (med, max, _) = time(5, || store.epic_summaries().unwrap().len());
+    println!("  the store's epic_summaries(): median {med:.1?}, max {max:.1?}");
+    let (med, max, _) = time(5, || store.attempt_tallies().unwrap().runs.len());
+    println!("  the store's attempt_tallies(): median {med:.1?}, max {max:.1?}");
     let (med, max, o) = time(5, || fleet_views::outcomes(&store).unwrap());
     println!(
         "outcomes (fleet stats, /api/v1/outcomes, /metrics): median {med:.1?}, max {max:.1?} ({} weeks x projects, {} profiles)",

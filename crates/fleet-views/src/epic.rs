@@ -604,24 +604,27 @@ pub struct ListRow {
     pub reason: Option<String>,
 }
 
-/// Every epic as a list row, newest first as the store gives them.
+/// Every epic as a list row, oldest first, from the store's summaries (no epic document is
+/// read, so it stays fast over many epics).
 pub fn list_rows(store: &dyn Store) -> Result<Vec<ListRow>, StoreError> {
-    Ok(store.epics()?.iter().map(list_row).collect())
+    Ok(store.epic_summaries()?.into_iter().map(list_row).collect())
 }
 
-pub fn list_row(e: &EpicRow) -> ListRow {
-    let reason = match fleet_pipeline::decode_data(e) {
-        Err(_) if e.data.is_null() => None,
-        Ok(d) => fleet_pipeline::reason(e, &d),
-        Err(err) => Some(format!("? {err}")),
-    };
+/// A list row: why it is blocked (its question) or failed (its last stage's detail), as
+/// `fleet_pipeline::reason` says for a whole epic.
+pub fn list_row(e: fleet_store::EpicSummary) -> ListRow {
+    let reason = e.blocked_question.or(if e.state == "failed" {
+        e.last_stage_detail
+    } else {
+        None
+    });
     ListRow {
-        id: e.id.clone(),
-        project: e.project.clone(),
-        state: e.state.clone(),
+        id: e.id,
+        project: e.project,
+        state: e.state,
         cycle: e.cycle,
-        request: e.request.clone(),
-        branch: e.branch.clone(),
+        request: e.request,
+        branch: e.branch,
         created_at: e.created_at,
         reason,
     }

@@ -41,7 +41,10 @@ pub fn epic_of_run(run_id: &str) -> &str {
     run_id.split('-').next().unwrap_or("")
 }
 
+/// The stage whose tasks are real work (implementation), not planning, review or verify.
+pub const WORK_STAGE: &str = "implement";
+
 /// Whether an attempt did real work (an implementation task), not planning, review or verify.
 pub fn is_work(a: &fleet_store::AttemptRow) -> bool {
-    stage_of_run(&a.run_id) == "implement"
+    stage_of_run(&a.run_id) == WORK_STAGE
 }

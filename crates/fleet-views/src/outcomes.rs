@@ -15,10 +15,10 @@
 //!   (`stalled`), rate limits (`rate_limited` and `quota_exhausted`), cost per passed task
 //!   = its cost / its passed attempts.
 
-use crate::{epic_of_run, is_work};
+use crate::{WORK_STAGE, epic_of_run, stage_of_run};
 use fleet_store::{Store, StoreError};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Bucket {
@@ -74,37 +74,39 @@ pub fn iso_week(ms: i64) -> String {
 #[derive(Default)]
 struct EpicFacts {
     cost: f64,
-    tasks: BTreeSet<(String, String)>,
+    tasks: u64,
     attempts: u64,
 }
 
-/// Every epic and attempt in the store, summed. Three reads (epics, attempts, nothing per
-/// epic), so it stays fast over many epics.
+/// Every epic and attempt in the store, summed. Two summary reads (the epics' summaries and the
+/// attempts counted per run and per profile), so it stays fast over many epics.
 pub fn outcomes(store: &dyn Store) -> Result<Outcomes, StoreError> {
-    let epics = store.epics()?;
-    let attempts = store.attempts_since(i64::MIN)?;
+    let epics = store.epic_summaries()?;
+    let tallies = store.attempt_tallies()?;
     let mut facts: HashMap<&str, EpicFacts> = HashMap::new();
+    for r in &tallies.runs {
+        let f = facts.entry(epic_of_run(&r.run_id)).or_default();
+        f.cost += r.cost_usd;
+        // A run's tasks are distinct (run, task) pairs: tasks of different runs add up.
+        if stage_of_run(&r.run_id) == WORK_STAGE {
+            f.tasks += r.tasks;
+            f.attempts += r.attempts;
+        }
+    }
     let mut profiles: BTreeMap<String, ProfileOutcome> = BTreeMap::new();
-    for a in &attempts {
-        let f = facts.entry(epic_of_run(&a.run_id)).or_default();
-        f.cost += a.cost_usd;
-        if is_work(a) {
-            f.tasks.insert((a.run_id.clone(), a.task_id.clone()));
-            f.attempts += 1;
+    for t in &tallies.profiles {
+        let p = profiles.entry(t.profile.clone()).or_default();
+        p.profile = t.profile.clone();
+        p.cost_usd += t.cost_usd;
+        // A running attempt has not ended: its cost counts, the attempt not yet.
+        if t.outcome != "running" {
+            p.attempts += t.attempts;
         }
-        let Some(profile) = &a.profile else { continue };
-        let p = profiles.entry(profile.clone()).or_default();
-        p.profile = profile.clone();
-        p.attempts += 1;
-        p.cost_usd += a.cost_usd;
-        match a.outcome.as_str() {
-            "passed" => p.passed += 1,
-            "stalled" => p.stalls += 1,
-            "rate_limited" | "quota_exhausted" => p.rate_limits += 1,
+        match t.outcome.as_str() {
+            "passed" => p.passed += t.attempts,
+            "stalled" => p.stalls += t.attempts,
+            "rate_limited" | "quota_exhausted" => p.rate_limits += t.attempts,
             _ => {}
-        }
-        if a.outcome == "running" {
-            p.attempts -= 1;
         }
     }
     for p in profiles.values_mut() {
@@ -134,20 +136,7 @@ pub fn outcomes(store: &dyn Store) -> Result<Outcomes, StoreError> {
                 week: "*".into(),
                 ..Bucket::default()
             });
-        let delivered_at = e
-            .stages
-            .iter()
-            .filter(|s| s.stage == "deliver" && s.state == "passed")
-            .filter_map(|s| s.finished_at)
-            .min();
-        let rejected = e.data["reviews"].as_array().is_some_and(|rs| {
-            rs.iter().any(|r| {
-                matches!(
-                    r["verdict"].as_str(),
-                    Some("rejected_by_person" | "pull_request_comments")
-                )
-            })
-        });
+        let (delivered_at, rejected) = (e.delivered_at, e.rejected);
         let f = facts.get(e.id.as_str());
         for b in [&mut *b, &mut *pb, &mut total] {
             b.requests += 1;
@@ -160,7 +149,7 @@ pub fn outcomes(store: &dyn Store) -> Result<Outcomes, StoreError> {
             b.rejected += u64::from(rejected);
             if let Some(f) = f {
                 b.cost_usd += f.cost;
-                b.tasks += f.tasks.len() as u64;
+                b.tasks += f.tasks;
                 b.attempts += f.attempts;
             }
         }

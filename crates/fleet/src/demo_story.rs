@@ -10,7 +10,7 @@
 //! checks, the merge queue, the store. The scripted replies call the agent's own tools
 //! (a shell command that writes the task's files), so what lands is what the tools did.
 
-use crate::{epics, exit};
+use crate::{demo_clis, epics, exit};
 use anyhow::Context;
 use fleet_testkit::{Fault, ModelServer, Scenario, Usage};
 use serde_json::json;
@@ -25,6 +25,8 @@ pub struct DemoFlags {
     /// Open the dashboard on the demo instance and let `fleet serve` drive the request.
     pub serve: bool,
     pub bind: String,
+    /// The installed agent CLIs with the user's keys, instead of the embedded model.
+    pub real: bool,
 }
 
 /// Where the demo's parts live, all under one throwaway directory.
@@ -184,8 +186,9 @@ fn scenarios(script: &Path) -> anyhow::Result<Vec<(&'static str, Scenario)>> {
     ])
 }
 
-/// The demo instance's `fleet.yaml`: five `http` profiles over two accounts.
-fn fleet_yaml(server: &ModelServer) -> String {
+/// The demo instance's `fleet.yaml`: five `http` profiles over two accounts, and a profile
+/// for each installed real CLI that joins (`demo_clis`).
+fn fleet_yaml(server: &ModelServer, real_clis: &str, real_account: &str) -> String {
     let profile = |name: &str, model: &str, role: &str, account: &str, priority: u32| {
         format!(
             "  {name}:\n    cli: http\n    model: {model}\n    roles: [{role}]\n    account: {account}\n    priority: {priority}\n    base_url: \"{}\"\n    stall_timeout: 30s\n",
@@ -195,19 +198,21 @@ fn fleet_yaml(server: &ModelServer) -> String {
     format!(
         "# The `fleet demo` instance: Fleet's own `http` agent plays every role against a scripted\n\
          # model server on loopback ({}). See docs/CONFIG.md for every key.\n\
-         agents:\n{}{}{}{}{}\
-         accounts:\n  account-a: {{ daily_budget_tokens: 1000000 }}\n  account-b: {{ daily_budget_tokens: 1000000 }}\n",
+         agents:\n{}{}{}{}{}{}\
+         accounts:\n  account-a: {{ daily_budget_tokens: 1000000 }}\n  account-b: {{ daily_budget_tokens: 1000000 }}\n{}",
         server.url(),
+        real_clis,
         profile("researcher", "scripted-small", "researcher", "account-b", 0),
         profile("planner", "scripted-large", "planner", "account-b", 0),
         profile("dev-fast", "scripted-fast", "developer", "account-a", 10),
         profile("dev-steady", "scripted-steady", "developer", "account-b", 5),
         profile("reviewer", "scripted-large", "reviewer", "account-b", 0),
+        real_account,
     )
 }
 
 /// Makes the project, its bare remote and the instance.
-fn create(l: &Layout, server: &ModelServer) -> anyhow::Result<()> {
+fn create(l: &Layout, fleet_yaml: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(&l.repo)?;
     git(&l.repo, &["init", "-q", "-b", "main"])?;
     std::fs::write(
@@ -226,7 +231,7 @@ fn create(l: &Layout, server: &ModelServer) -> anyhow::Result<()> {
     )?;
     git(&l.repo, &["push", "-q", "origin", "main"])?;
     std::fs::create_dir_all(&l.home)?;
-    std::fs::write(l.home.join("fleet.yaml"), fleet_yaml(server))?;
+    std::fs::write(l.home.join("fleet.yaml"), fleet_yaml)?;
     epics::project_add(
         &l.home,
         epics::NewProject {
@@ -249,6 +254,18 @@ fn create(l: &Layout, server: &ModelServer) -> anyhow::Result<()> {
 }
 
 pub fn run(flags: DemoFlags) -> anyhow::Result<u8> {
+    // `--real` without a CLI and its key is refused before anything is created.
+    let real = if flags.real {
+        match demo_clis::usable(crate::init::detect()) {
+            Ok(usable) => Some(usable),
+            Err(why) => {
+                eprintln!("{why}");
+                return Ok(exit::UNAVAILABLE);
+            }
+        }
+    } else {
+        None
+    };
     let root = match flags.dir {
         Some(d) => d,
         None => std::env::temp_dir().join(format!(
@@ -265,10 +282,6 @@ pub fn run(flags: DemoFlags) -> anyhow::Result<u8> {
         .into());
     }
     let l = Layout::new(root);
-    let server = ModelServer::start();
-    for (name, scenario) in scenarios(&l.script)? {
-        server.add_scenario(name, scenario);
-    }
     println!(
         "fleet demo: a throwaway project and instance in {}",
         l.root.display()
@@ -278,12 +291,49 @@ pub fn run(flags: DemoFlags) -> anyhow::Result<u8> {
         l.repo.display(),
         l.remote.display()
     );
-    println!(
-        "  agents   researcher, planner, dev-fast, dev-steady, reviewer: Fleet's `http` agent against a scripted model on {}",
-        server.url()
-    );
+    // The embedded model lives as long as the demo.
+    let mut _server = None;
+    let yaml = match &real {
+        Some(usable) => {
+            let names: Vec<&str> = usable.iter().map(|f| f.cli).collect();
+            println!(
+                "  agents   {}: the real CLIs, with your keys, against their vendors",
+                names.join(", ")
+            );
+            demo_clis::real_yaml(usable)
+        }
+        None => {
+            let server = ModelServer::start();
+            let scenarios = scenarios(&l.script)?;
+            for (name, scenario) in &scenarios {
+                server.add_scenario(name, scenario.clone());
+            }
+            let clis = demo_clis::loopback_clis();
+            let of_role = |role: &str| {
+                scenarios
+                    .iter()
+                    .find(|(name, _)| *name == role)
+                    .map(|(_, s)| s.clone())
+                    .unwrap_or_default()
+            };
+            let profiles = demo_clis::loopback_profiles(&clis, &server, of_role);
+            println!(
+                "  agents   researcher, planner, dev-fast, dev-steady, reviewer: Fleet's `http` agent against a scripted model on {}",
+                server.url()
+            );
+            for c in &clis {
+                println!(
+                    "           {}: the real `{}` CLI as the {}, against the same model (a dummy key, none of yours)",
+                    c.cli, c.cli, c.role
+                );
+            }
+            let yaml = fleet_yaml(&server, &profiles, demo_clis::loopback_account(&clis));
+            _server = Some(server);
+            yaml
+        }
+    };
     println!("  request  \"{REQUEST}\"");
-    create(&l, &server)?;
+    create(&l, &yaml)?;
     println!();
     let home = &l.home;
     if flags.serve {
@@ -311,6 +361,13 @@ pub fn run(flags: DemoFlags) -> anyhow::Result<u8> {
     if code != exit::PASSED {
         println!("The demo did not reach acceptance; the story above says where it stopped.");
         return Ok(code);
+    }
+    if real.is_some() {
+        println!(
+            "Real agents took the sentence to a branch on the demo's remote, awaiting acceptance."
+        );
+        println!("  FLEET_HOME={} fleet task show e1", home.display());
+        return Ok(exit::PASSED);
     }
     println!(
         "What you just saw: one sentence became a plan of parallel tasks (add and mul, then calc);"

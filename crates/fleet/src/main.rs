@@ -5,6 +5,7 @@ mod accounts;
 mod agents;
 mod audit;
 mod demo;
+mod demo_clis;
 mod demo_story;
 mod epics;
 mod init;
@@ -33,8 +34,10 @@ pub mod exit {
     pub const ERROR: u8 = 3;
     /// The configured store cannot be opened (unreachable, unknown URL, newer schema).
     pub const STORE: u8 = 4;
-    /// A forge refused (a rejected token, a taken name) or kept failing (`fleet project new`).
-    pub const FORGE: u8 = 5;
+    /// Something outside Fleet that the command needs is missing, refused or down, and
+    /// nothing was done: an agent CLI with its key (`fleet demo --real`), the forge (`fleet
+    /// project new`: a rejected token, a taken name, a forge that kept failing).
+    pub const UNAVAILABLE: u8 = 5;
     pub const INTERRUPTED: u8 = 130;
 }
 
@@ -208,7 +211,8 @@ enum Command {
     },
     /// See the fleet at work, no key needed: one sentence becomes a plan, parallel tasks, a
     /// rate limit moved to another account, a failing check fixed, a review rejection fixed and
-    /// a branch on a local remote (Fleet's `http` agent against a scripted model on loopback).
+    /// a branch on a local remote (Fleet's `http` agent against a scripted model on loopback,
+    /// and an installed agent CLI beside it, with a dummy key). `--real`: your CLIs and keys.
     Demo {
         #[command(subcommand)]
         command: Option<DemoCommand>,
@@ -221,6 +225,10 @@ enum Command {
         /// With --serve: where the dashboard listens.
         #[arg(long, default_value = "127.0.0.1:7420")]
         bind: String,
+        /// Use the installed agent CLIs with your keys (as `fleet init` finds them) instead of
+        /// the scripted model; exit 5 when no CLI has its key set.
+        #[arg(long)]
+        real: bool,
     },
 }
 
@@ -540,7 +548,7 @@ fn classify(err: &anyhow::Error) -> u8 {
         return exit::INVALID;
     }
     if err.downcast_ref::<ForgeFailure>().is_some() {
-        return exit::FORGE;
+        return exit::UNAVAILABLE;
     }
     if let Some(e) = err.downcast_ref::<EngineError>() {
         return match e {
@@ -646,7 +654,13 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
             dir,
             serve,
             bind,
-        } => demo_story::run(demo_story::DemoFlags { dir, serve, bind }),
+            real,
+        } => demo_story::run(demo_story::DemoFlags {
+            dir,
+            serve,
+            bind,
+            real,
+        }),
         Command::Serve {
             bind,
             public_url,

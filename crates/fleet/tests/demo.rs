@@ -43,6 +43,8 @@ fn the_demo_shows_a_request_planned_swapped_fixed_reviewed_and_delivered_to_the_
         .current_dir(tmp.path())
         .args(["demo", "--dir", dir.to_str().unwrap()])
         .env_remove("FLEET_HOME")
+        // The pinned real CLIs are installed (as on CI): one of them joins the demo.
+        .env("FLEET_AGENT_BIN", fleet_testkit::agent_bin_dir())
         // No key of any vendor is needed.
         .env_remove("ANTHROPIC_API_KEY")
         .env_remove("OPENAI_API_KEY")
@@ -92,6 +94,22 @@ fn the_demo_shows_a_request_planned_swapped_fixed_reviewed_and_delivered_to_the_
     profiles.dedup();
     profiles.retain(|p| *p != "command");
     assert!(profiles.len() >= 3, "profiles used: {profiles:?}");
+    // A real agent CLI, installed on this machine, played an attempt beside Fleet's `http`
+    // agent, against the same loopback model, and passed.
+    let real: Vec<&Value> = attempts
+        .iter()
+        .filter(|a| {
+            ["claude", "gemini", "opencode"].contains(&a["cli"].as_str().unwrap_or(""))
+                && a["outcome"] == "passed"
+        })
+        .collect();
+    assert!(!real.is_empty(), "no real CLI played: {attempts:#?}");
+    assert!(attempts.iter().any(|a| a["cli"] == "http"), "{attempts:#?}");
+    let cli = real[0]["cli"].as_str().unwrap();
+    assert!(
+        stderr.contains(&format!("agent {cli} started on researcher")),
+        "{stderr}"
+    );
     assert!(
         followed_by_pass(&attempts, "rate_limited", true),
         "a rate-limited task moved to another profile and passed: {attempts:#?}"
@@ -346,4 +364,144 @@ fn demo_serve_opens_the_dashboard_on_the_demo_while_it_works() {
     }
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
+}
+
+/// A tiny bin directory holding only `claude` of the pinned CLIs.
+fn only_claude(dir: &std::path::Path) -> std::path::PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(
+        fleet_testkit::agent_bin_dir().join("claude"),
+        bin.join("claude"),
+    )
+    .unwrap();
+    bin
+}
+
+#[test]
+fn demo_real_without_a_cli_and_its_key_says_what_is_missing_and_creates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let real = |agent_bin: Option<&std::path::Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleet"));
+        cmd.args(["demo", "--real", "--dir", dir.to_str().unwrap()])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", tmp.path());
+        if let Some(b) = agent_bin {
+            cmd.env("FLEET_AGENT_BIN", b);
+        }
+        cmd.output().unwrap()
+    };
+    // No CLI at all.
+    let out = real(None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("no agent CLI was found"), "{stderr}");
+    assert!(!dir.exists());
+    // A CLI without its key: the message names the CLI and the keys it reads.
+    let bin = only_claude(tmp.path());
+    let out = real(Some(&bin));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("claude (none of ANTHROPIC_API_KEY"),
+        "{stderr}"
+    );
+    assert!(!dir.exists());
+}
+
+#[test]
+fn demo_real_launches_the_real_cli_with_the_key_from_the_environment_only() {
+    use fleet_testkit::{ModelServer, Scenario};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let bin = only_claude(tmp.path());
+    // The "vendor" is a scripted model server: every role's conversation records the CLI's
+    // environment and writes every stage's artifact (the review's anew each time, so the
+    // reviewer changes something), so the real pipeline runs to the end.
+    let files = tmp.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let plan = serde_json::json!({"summary": "one file", "phases": [{"id": "p", "title": "P", "tasks": [
+        {"id": "hello", "title": "Hello", "role": "developer", "description": "hello.txt says hello",
+         "depends_on": [], "acceptance": {"commands": ["test -s hello.txt"], "statements": ["hello.txt says hello"]}}]}]});
+    std::fs::write(files.join("plan.json"), plan.to_string()).unwrap();
+    std::fs::write(files.join("context.md"), "# calc\n").unwrap();
+    let f = files.display();
+    let server = ModelServer::start();
+    server.add_scenario(
+        "vendor",
+        Scenario::new()
+            .shell(format!(
+                "env >> {f}/env.txt; mkdir -p .fleet-out; cp {f}/context.md {f}/plan.json .fleet-out/; \
+                 printf '{{\"verdict\": \"approve\", \"summary\": \"fine %s\"}}' \"$(date +%s%N)\" > .fleet-out/review.json; \
+                 echo hello > hello.txt"
+            ))
+            .text("Done."),
+    );
+    let key = "sk-ant-test-real-demo-5678";
+    let out = Command::new(env!("CARGO_BIN_EXE_fleet"))
+        .args(["demo", "--real", "--dir", dir.to_str().unwrap()])
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", tmp.path())
+        .env("FLEET_AGENT_BIN", &bin)
+        .env("ANTHROPIC_API_KEY", key)
+        .env("ANTHROPIC_BASE_URL", server.base_url("vendor"))
+        .env("DEMO_CANARY", "must-not-reach-the-agent")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("agent claude-dev started on researcher"),
+        "{stderr}"
+    );
+    assert!(
+        server.model_calls("vendor") >= 4,
+        "research, plan, develop, review"
+    );
+    // The CLI got the key and the base URL from Fleet's environment, and nothing else of it.
+    let env = std::fs::read_to_string(files.join("env.txt")).unwrap();
+    assert!(env.contains(&format!("ANTHROPIC_API_KEY={key}\n")), "{env}");
+    assert!(
+        env.contains(&format!("ANTHROPIC_BASE_URL={}", server.base_url("vendor"))),
+        "{env}"
+    );
+    assert!(!env.contains("DEMO_CANARY"), "{env}");
+    assert!(
+        !env.contains(&format!("HOME={}\n", tmp.path().display())),
+        "{env}"
+    );
+    // The key is named in fleet.yaml, its value is nowhere in the instance.
+    let home = dir.join("instance");
+    let yaml = std::fs::read_to_string(home.join("fleet.yaml")).unwrap();
+    assert!(yaml.contains("ANTHROPIC_API_KEY"), "{yaml}");
+    let grep = Command::new("grep")
+        .args(["-r", "-l", key])
+        .arg(&home)
+        .output()
+        .unwrap();
+    assert!(
+        grep.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&grep.stdout)
+    );
+    // The work is on the demo's remote.
+    let show = Command::new(env!("CARGO_BIN_EXE_fleet"))
+        .args(["task", "show", "e1", "--json"])
+        .env("FLEET_HOME", &home)
+        .output()
+        .unwrap();
+    let show: Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(show["state"], "awaiting_acceptance", "{show}");
+    let branch = show["branch"].as_str().unwrap();
+    assert_eq!(
+        git(
+            &dir.join("origin.git"),
+            &["show", &format!("{branch}:hello.txt")]
+        ),
+        "hello\n"
+    );
 }
