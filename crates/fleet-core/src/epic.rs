@@ -701,7 +701,11 @@ mod tests {
         assert_eq!((sent_back.stage, sent_back.resumes), (Stage::Research, 1));
         let approved = next(&s, &Outcome::Accepted, &l);
         assert_eq!(
-            (approved.state.stage, approved.state.cycle, approved.state.approved),
+            (
+                approved.state.stage,
+                approved.state.cycle,
+                approved.state.approved
+            ),
             (Stage::Plan, 1, true)
         );
         assert!(approved.why.contains("migration plan"), "{}", approved.why);
@@ -718,7 +722,10 @@ mod tests {
             assert_eq!(s.stage, want);
         }
         let text = serde_json::to_string(&EpicState::new(true, false)).unwrap();
-        assert!(!text.contains("mode"), "a standard epic's document is unchanged: {text}");
+        assert!(
+            !text.contains("mode"),
+            "a standard epic's document is unchanged: {text}"
+        );
     }
 
     #[test]

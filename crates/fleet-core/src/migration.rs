@@ -95,7 +95,11 @@ mod tests {
         .collect();
         assert_eq!(
             outside_docs(&paths, "docs/migration/e1"),
-            ["docs/migration/e1x/notes.md", "src/main.rs", "docs/migration/e1"]
+            [
+                "docs/migration/e1x/notes.md",
+                "src/main.rs",
+                "docs/migration/e1"
+            ]
         );
     }
 }

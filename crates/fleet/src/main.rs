@@ -305,6 +305,10 @@ enum TaskCommand {
         request: String,
         #[arg(long)]
         project: String,
+        /// standard, or migrate: the read-only legacy contour (eight documents under
+        /// docs/migration/<epic>/, no code changed until `fleet task accept` approves them).
+        #[arg(long, default_value = "standard", value_parser = parse_mode)]
+        mode: fleet_core::epic::Mode,
         /// Only record the request (a server or `fleet task resume` works on it).
         #[arg(long)]
         no_wait: bool,
@@ -329,8 +333,16 @@ enum TaskCommand {
         #[arg(short, long)]
         follow: bool,
     },
-    /// Accept the delivered result.
-    Accept { id: String },
+    /// Accept the delivered result (migration mode: approve the documents; the implementation
+    /// is planned and worked on).
+    Accept {
+        id: String,
+        /// Migration mode: only approve (a server or `fleet task resume` works on it).
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Reject the delivered result: the comment becomes fix tasks of the next cycle.
     Reject {
         id: String,
@@ -511,6 +523,10 @@ fn quiet_on_closed_stdout() {
     }));
 }
 
+fn parse_mode(s: &str) -> Result<fleet_core::epic::Mode, String> {
+    fleet_core::epic::Mode::parse(s).ok_or_else(|| format!("{s:?}: expected standard or migrate"))
+}
+
 /// Whether the command starts or drives runs: those listen for stop signals themselves.
 fn drives_runs(command: &Command) -> bool {
     match command {
@@ -518,6 +534,7 @@ fn drives_runs(command: &Command) -> bool {
         Command::Task { command } => matches!(
             command,
             TaskCommand::Add { .. }
+                | TaskCommand::Accept { .. }
                 | TaskCommand::Reject { .. }
                 | TaskCommand::Answer { .. }
                 | TaskCommand::Retry { .. }
@@ -731,9 +748,10 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
                 TaskCommand::Add {
                     request,
                     project,
+                    mode,
                     no_wait,
                     quiet,
-                } => epics::add(&home, &project, &request, !no_wait, quiet),
+                } => epics::add_as(&home, &project, &request, mode, !no_wait, quiet),
                 TaskCommand::Ls { json } => epics::ls(&home, json),
                 TaskCommand::Show { id, json } => epics::show(&home, &id, json),
                 TaskCommand::Logs { id, follow } => logs::epic_log(
@@ -742,7 +760,9 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
                     &id,
                     follow,
                 ),
-                TaskCommand::Accept { id } => epics::accept(&home, &id),
+                TaskCommand::Accept { id, no_wait, quiet } => {
+                    epics::accept(&home, &id, !no_wait, quiet)
+                }
                 TaskCommand::Reject {
                     id,
                     comment,
