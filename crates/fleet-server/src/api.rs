@@ -171,6 +171,7 @@ pub fn router(fleet: Fleet) -> Router {
         .route("/api/v1/intake/github", post(crate::intake::github))
         .route("/api/v1/intake/alert", post(crate::intake::alert))
         .merge(crate::board::routes())
+        .merge(crate::audits::routes())
         .merge(
             Router::new()
                 .nest_service("/mcp", mcp)
