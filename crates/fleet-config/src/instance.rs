@@ -42,6 +42,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "intake",
     "audits",
     "projects",
+    "review_runs",
 ];
 pub(crate) const SERVER_KEYS: &[&str] = &["bind", "public_url"];
 pub(crate) const PROFILE_KEYS: &[&str] = &[
@@ -93,6 +94,8 @@ pub struct InstanceConfig {
     pub audits: Vec<crate::audits::AuditSpec>,
     /// `projects:`: limits of each project's epics, by project name.
     pub projects: BTreeMap<String, crate::ProjectLimits>,
+    /// `review_runs:`: Fleet reviews its own runs when they end, when configured.
+    pub review_runs: Option<crate::review_runs::ReviewRuns>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,6 +225,7 @@ impl InstanceConfig {
             intake: None,
             audits: Vec::new(),
             projects: BTreeMap::new(),
+            review_runs: None,
         }
     }
 
@@ -303,6 +307,7 @@ pub fn parse_instance(path: &Path, text: &str) -> Result<InstanceConfig, Vec<Con
                 "intake" => cfg.intake = crate::intake::intake(&mut d, value),
                 "audits" => cfg.audits = crate::audits::audits(&mut d, value),
                 "projects" => cfg.projects = crate::project_limits::decode(&mut d, value),
+                "review_runs" => cfg.review_runs = crate::review_runs::decode(&mut d, value),
                 _ => unreachable!("fields() keeps known keys only"),
             }
         }

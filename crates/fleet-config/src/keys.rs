@@ -2,7 +2,9 @@
 //! (a key missing from its list is refused as unknown), so `docs/CONFIG.md` can be kept equal
 //! to what is really read (`tests/config_doc.rs`).
 
-use crate::{audits, decode, instance, intake, knowledge, notify, project_limits, routing};
+use crate::{
+    audits, decode, instance, intake, knowledge, notify, project_limits, review_runs, routing,
+};
 
 /// A section of a user-written file and the keys it accepts. `section` is the heading that
 /// documents it in docs/CONFIG.md.
@@ -46,6 +48,7 @@ pub fn sections() -> Vec<Section> {
         s("fleet.yaml: intake", intake::INTAKE_KEYS),
         s("fleet.yaml: audits[]", audits::AUDIT_KEYS),
         s("fleet.yaml: projects.NAME", project_limits::KEYS),
+        s("fleet.yaml: review_runs", review_runs::REVIEW_RUNS_KEYS),
         s("runbook", decode::TOP_KEYS),
         s("runbook: defaults", decode::DEFAULTS_KEYS),
         s("runbook: tasks[]", decode::TASK_KEYS),

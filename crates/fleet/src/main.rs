@@ -935,10 +935,10 @@ fn run_file(state: StateChoice, file: &Path, flags: RunFlags) -> anyhow::Result<
         let rb = fleet_config::load_runbook(file).map_err(|e| config_errors(&e))?;
         let plan =
             fleet_engine::plan_from_runbook(&rb, &instance).map_err(|e| config_errors(&e))?;
-        Ok((plan, instance.secret_names()))
+        Ok((plan, instance.secret_names(), instance.review_runs))
     });
     let guessed = guess.join().ok().flatten();
-    let (plan, secret_names) = planned?;
+    let (plan, secret_names, review_runs) = planned?;
     let base = plan.base.as_deref().unwrap_or("HEAD");
     let (repo, base_sha) = match guessed {
         Some(found) if plan.repo == guessed_dir && base == "HEAD" => found,
@@ -961,6 +961,7 @@ fn run_file(state: StateChoice, file: &Path, flags: RunFlags) -> anyhow::Result<
         }
     };
     let mcp = home.as_deref().and_then(|h| mcp_server(h).ok());
+    let instance_home = home.clone();
     let root = match home {
         Some(home) => home.join(".fleet"),
         None => repo.root().join(".fleet"),
@@ -982,7 +983,16 @@ fn run_file(state: StateChoice, file: &Path, flags: RunFlags) -> anyhow::Result<
         ticker.abort();
         r
     });
-    finish(report, &progress)
+    let ended = report.as_ref().ok().map(|r| (r.run_id.clone(), r.end));
+    let code = finish(report, &progress)?;
+    // `review_runs:`: the framework review, once the run has ended and let go of its lock.
+    if let (Some(home), Some(cfg), Some((run, end))) = (instance_home, review_runs, ended)
+        && end != RunEnd::Interrupted
+        && cfg.wants(end == RunEnd::Passed)
+    {
+        review_run::after_run(&home, &run);
+    }
+    Ok(code)
 }
 
 /// Fleet's MCP server of the instance at `home`, for the agents a run launches: `fleet mcp`
