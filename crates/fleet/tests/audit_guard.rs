@@ -127,7 +127,7 @@ fn a_manual_audit_and_the_scheduled_one_never_overlap() {
     // First seen on Saturday: the weekly slot is Monday 03:00.
     let out = s.fleet(&["audit", "--due-at", "2026-12-05 12:00", "--json"]);
     assert!(out.status.success(), "{}", text(&out));
-    let mut manual = s
+    let manual = s
         .command(&["audit", "--json"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
