@@ -45,6 +45,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "policies",
     "forge",
     "memory",
+    "review_runs",
 ];
 pub(crate) const SERVER_KEYS: &[&str] = &["bind", "public_url"];
 pub(crate) const PROFILE_KEYS: &[&str] = &[
@@ -102,6 +103,8 @@ pub struct InstanceConfig {
     pub forge: Option<crate::forge::ForgeSpec>,
     /// `memory:`: lessons injected into prompts and the knobs of forgetting, or the defaults.
     pub memory: crate::MemoryConfig,
+    /// `review_runs:`: Fleet reviews its own runs when they end, when configured.
+    pub review_runs: Option<crate::review_runs::ReviewRuns>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,6 +238,7 @@ impl InstanceConfig {
             policies: Vec::new(),
             forge: None,
             memory: crate::MemoryConfig::default(),
+            review_runs: None,
         }
     }
 
@@ -319,6 +323,7 @@ pub fn parse_instance(path: &Path, text: &str) -> Result<InstanceConfig, Vec<Con
                 "policies" => cfg.policies = crate::policies::policies(&mut d, value),
                 "forge" => cfg.forge = crate::forge::forge(&mut d, value),
                 "memory" => cfg.memory = crate::memory::memory(&mut d, value),
+                "review_runs" => cfg.review_runs = crate::review_runs::decode(&mut d, value),
                 _ => unreachable!("fields() keeps known keys only"),
             }
         }

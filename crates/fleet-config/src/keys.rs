@@ -4,7 +4,7 @@
 
 use crate::{
     audits, decode, forge, instance, intake, knowledge, memory, notify, policies, project_limits,
-    routing,
+    review_runs, routing,
 };
 
 /// A section of a user-written file and the keys it accepts. `section` is the heading that
@@ -52,6 +52,7 @@ pub fn sections() -> Vec<Section> {
         s("fleet.yaml: policies[]", policies::POLICY_KEYS),
         s("fleet.yaml: forge", forge::FORGE_KEYS),
         s("fleet.yaml: memory", memory::MEMORY_KEYS),
+        s("fleet.yaml: review_runs", review_runs::REVIEW_RUNS_KEYS),
         s("runbook", decode::TOP_KEYS),
         s("runbook: defaults", decode::DEFAULTS_KEYS),
         s("runbook: tasks[]", decode::TASK_KEYS),

@@ -27,6 +27,7 @@ mod output;
 mod policies;
 mod project_limits;
 mod read;
+mod review_runs;
 mod routing;
 mod template;
 mod yaml;
@@ -50,6 +51,7 @@ pub use notify::{
 pub use policies::PolicyRule;
 pub use project_limits::ProjectLimits;
 pub use read::{MAX_FILE_BYTES, read_text};
+pub use review_runs::{ReviewAfter, ReviewRuns};
 pub use routing::{Route, RouteSource, Routing, Rule, route};
 pub use template::{TEMPLATE_VARS, render};
 

@@ -17,6 +17,11 @@
 //! a stage that could not finish, the end of the ladder, spent cycles -> blocked as well
 //! any -> cancelled (a person gives up)
 //! any not ended -> failed (a configured hard limit of money or time is reached)
+//!
+//! migration mode (read-only until approved; `crate::migration`):
+//! research -> architect -> deliver (the eight documents only) -> awaiting approval
+//!   -> accepted: plan (cycle 1, from the migration plan) -> implement -> ... as above
+//!   -> reworked: research again (the documents are rewritten)
 //! ```
 //! Plain functions over data: the pipeline runs a stage, reports how it ended, and persists
 //! the [`Step`] this module returns before acting on it.
@@ -97,6 +102,36 @@ impl std::fmt::Display for Stage {
     }
 }
 
+/// How an epic works: the ordinary contour, or migration mode — the read-only legacy contour
+/// whose research and architect stages deliver documents only, and which plans code only
+/// after a person approved them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Standard,
+    Migrate,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Standard => "standard",
+            Mode::Migrate => "migrate",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Mode> {
+        [Mode::Standard, Mode::Migrate]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+
+    fn is_standard(&self) -> bool {
+        *self == Mode::Standard
+    }
+}
+
 /// Limits of the loops (from the project or instance config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
@@ -141,6 +176,28 @@ pub struct EpicState {
     /// does (blocks, or ends at a hard limit), see [`acceptable`].
     #[serde(default)]
     pub delivered: bool,
+    /// Migration mode: read-only until a person approves the documents.
+    #[serde(default, skip_serializing_if = "Mode::is_standard")]
+    pub mode: Mode,
+    /// Migration mode: a person approved the documents; code may now be planned.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approved: bool,
+}
+
+impl EpicState {
+    /// Migration mode, before approval: no code may change yet.
+    pub fn read_only(&self) -> bool {
+        self.mode == Mode::Migrate && !self.approved
+    }
+
+    /// A migration epic: the legacy system is studied first, whatever context exists (the
+    /// eight documents are about this request), then the architect writes the plan documents.
+    pub fn migration() -> EpicState {
+        EpicState {
+            mode: Mode::Migrate,
+            ..EpicState::new(false, true)
+        }
+    }
 }
 
 /// Whether a person may accept the epic now: it awaits acceptance, or an approved result was
@@ -183,6 +240,8 @@ impl EpicState {
             blocked: None,
             resumes: 0,
             delivered: false,
+            mode: Mode::Standard,
+            approved: false,
         }
     }
 }
@@ -303,6 +362,11 @@ pub fn next(state: &EpicState, outcome: &Outcome, limits: &Limits) -> Step {
             why: format!("{why}: planning fix tasks (cycle {})", s.cycle + 1),
         }
     };
+    if state.read_only()
+        && let Some(step) = read_only_next(state, outcome)
+    {
+        return step;
+    }
     match (state.stage, outcome) {
         (Stage::Research, Outcome::Passed) => {
             s.has_context = true;
@@ -402,6 +466,59 @@ pub fn next(state: &EpicState, outcome: &Outcome, limits: &Limits) -> Step {
             why: format!("{outcome:?} does not apply to an epic in {stage}; nothing changes"),
         },
     }
+}
+
+/// Migration mode before approval: research, architect, the documents delivered, then a
+/// person approves (the implementation is planned as cycle 1) or sends them back (research
+/// again, as a new run). `None`: the ordinary rules apply (blocks, answers, cancellation).
+fn read_only_next(state: &EpicState, outcome: &Outcome) -> Option<Step> {
+    let mut s = state.clone();
+    let (stage, why) = match (state.stage, outcome) {
+        (Stage::Research, Outcome::Passed) => {
+            s.has_context = true;
+            (
+                Stage::Architect,
+                "legacy documents written (read-only); the architect writes the migration plan",
+            )
+        }
+        (Stage::Architect, Outcome::Passed) => (
+            Stage::Deliver,
+            "the eight migration documents are written; delivering them (no code changed)",
+        ),
+        // The documents are no result a person may accept as done: `delivered` stays false.
+        // (A deploying project's documents are delivered the same way: there is nothing to
+        // deploy or test.)
+        (Stage::Deliver, Outcome::Passed | Outcome::Deployed) => (
+            Stage::AwaitingAcceptance,
+            "migration documents delivered; waiting for a person to approve them",
+        ),
+        (Stage::AwaitingAcceptance, Outcome::Accepted) => {
+            s.approved = true;
+            s.cycle = 1;
+            s.replans = 0;
+            (
+                Stage::Plan,
+                "the migration documents are approved: planning the implementation from the \
+                 migration plan (cycle 1)",
+            )
+        }
+        (Stage::AwaitingAcceptance, Outcome::Reworked) => {
+            // A new run of research, not a read-back of the approved-for-nothing old one.
+            s.resumes += 1;
+            (
+                Stage::Research,
+                "a person asked for changes to the migration documents: studying again",
+            )
+        }
+        // Blocks, answers, cancellation and limits: the ordinary rules, which lead back only
+        // to the stage that stopped.
+        _ => return None,
+    };
+    s.stage = stage;
+    Some(Step {
+        state: s,
+        why: why.into(),
+    })
 }
 
 #[cfg(test)]
@@ -564,6 +681,51 @@ mod tests {
         let old = r#"{"stage":"plan","cycle":1,"replans":0,"rearchitects":0,"has_context":true,"needs_design":false}"#;
         let o: EpicState = serde_json::from_str(old).unwrap();
         assert_eq!((o.stage, o.blocked, o.resumes), (Stage::Plan, None, 0));
+    }
+
+    #[test]
+    fn migration_mode_delivers_documents_then_plans_code_only_after_approval() {
+        let l = Limits::default();
+        let mut s = EpicState::migration();
+        assert_eq!((s.stage, s.read_only()), (Stage::Research, true));
+        for (o, want) in [
+            (Outcome::Passed, Stage::Architect),
+            (Outcome::Passed, Stage::Deliver),
+            (Outcome::Passed, Stage::AwaitingAcceptance),
+        ] {
+            s = next(&s, &o, &l).state;
+            assert_eq!(s.stage, want);
+        }
+        assert!(!s.delivered, "documents are no acceptable result");
+        let sent_back = next(&s, &Outcome::Reworked, &l).state;
+        assert_eq!((sent_back.stage, sent_back.resumes), (Stage::Research, 1));
+        let approved = next(&s, &Outcome::Accepted, &l);
+        assert_eq!(
+            (
+                approved.state.stage,
+                approved.state.cycle,
+                approved.state.approved
+            ),
+            (Stage::Plan, 1, true)
+        );
+        assert!(approved.why.contains("migration plan"), "{}", approved.why);
+        // From here on, the ordinary contour.
+        let mut s = approved.state;
+        for (o, want) in [
+            (Outcome::Passed, Stage::Implement),
+            (Outcome::Passed, Stage::Review),
+            (Outcome::Approved, Stage::Deliver),
+            (Outcome::Passed, Stage::AwaitingAcceptance),
+            (Outcome::Accepted, Stage::Done),
+        ] {
+            s = next(&s, &o, &l).state;
+            assert_eq!(s.stage, want);
+        }
+        let text = serde_json::to_string(&EpicState::new(true, false)).unwrap();
+        assert!(
+            !text.contains("mode"),
+            "a standard epic's document is unchanged: {text}"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod budget;
 pub mod epic;
 pub mod graph;
 pub mod id;
+pub mod migration;
 pub mod policy;
 pub mod pool;
 pub mod qa;

@@ -87,3 +87,32 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Migration mode is read-only until a person approves: whatever the stages and a person
+    /// report, short of an acceptance, the epic never reaches a stage that plans or writes
+    /// code; and an acceptance of the delivered documents plans cycle 1, approved.
+    #[test]
+    fn a_migration_epic_plans_no_code_before_approval(
+        outcomes in prop::collection::vec(
+            prop_oneof![other_outcome(), Just(Outcome::Unblocked), Just(Outcome::Deployed)], 0..30),
+    ) {
+        let l = Limits::default();
+        let mut s = EpicState::migration();
+        for o in &outcomes {
+            let before = s.clone();
+            s = next(&s, o, &l).state;
+            if before.read_only() && *o == Outcome::Accepted && before.stage == Stage::AwaitingAcceptance {
+                prop_assert_eq!((s.stage, s.cycle, s.approved), (Stage::Plan, 1, true));
+                break;
+            }
+            prop_assert!(s.read_only(), "{:?} approved it", o);
+            prop_assert!(
+                !matches!(s.stage, Stage::Plan | Stage::Implement | Stage::Review | Stage::Qa | Stage::Done),
+                "{:?} led a read-only epic to {}", o, s.stage
+            );
+            prop_assert!(!s.delivered);
+            prop_assert_eq!(s.stage == Stage::Blocked, s.blocked.is_some());
+        }
+    }
+}

@@ -232,6 +232,22 @@ pub async fn run(
             spec.role, spec.name, spec.role
         )));
     }
+    // Two runs of one audit on one project never overlap, whoever started them (`fleet
+    // audit`, the schedule of this or another `fleet serve`): a lease in the store.
+    let lease_name = format!("audit/{}/{}", spec.name, project.name);
+    let store = p.store.clone();
+    let lease = tokio::task::spawn_blocking(move || {
+        fleet_store::Lease::try_take(store, &lease_name, AUDIT_LEASE_TTL)
+    })
+    .await
+    .map_err(|e| PipelineError::Other(e.to_string()))??;
+    let Some(_lease) = lease else {
+        return Err(PipelineError::NotNow(format!(
+            "audit {} of project {} is running already (another `fleet audit` or its schedule); \
+             it was not started again",
+            spec.name, project.name
+        )));
+    };
     // A role without a template of its own plays the built-in auditor's.
     let role = if p.library.role(&spec.role).is_some() {
         spec.role.as_str()
@@ -308,14 +324,34 @@ pub async fn run(
         None
     };
     let Some(findings) = text.and_then(|t| parse_findings(&t).ok()) else {
-        record.outcome = format!(
-            "the auditor returned no valid findings (run {})",
-            report.run_id
-        );
+        let secrets = secrets_refused(p, &report.run_id)?;
+        record.outcome = if secrets.is_empty() {
+            format!(
+                "the auditor returned no valid findings (run {})",
+                report.run_id
+            )
+        } else {
+            format!(
+                "the secret scan refused the auditor's findings: a secret was found at {} (the \
+                 value is not shown); nothing was submitted — the auditor must cite where a \
+                 secret is, never copy it (run {})",
+                secrets.join(", "),
+                report.run_id
+            )
+        };
         save(p, &record)?;
         return Ok(record);
     };
     record.outcome = "passed".into();
+    // Two audits of one project finishing together must not both submit one finding: the
+    // known requests are read and the new ones submitted under one lease per project.
+    let store = p.store.clone();
+    let submit_lease = format!("audit-submit/{}", project.name);
+    let _submitting = tokio::task::spawn_blocking(move || {
+        fleet_store::Lease::take(store, &submit_lease, AUDIT_LEASE_TTL, SUBMIT_POLL)
+    })
+    .await
+    .map_err(|e| PipelineError::Other(e.to_string()))??;
     let now = fleet_engine::now_ms().max(0) as u64;
     let known = known_requests(p, &project.name)?;
     let window = u64::from(spec.dedupe_days) * DAY_MS;
@@ -356,6 +392,39 @@ pub async fn run(
     }
     save(p, &record)?;
     Ok(record)
+}
+
+/// How long an audit's lease lasts without renewal (its heartbeat renews it while it runs;
+/// a dead holder of this machine loses it at once, of another machine after this).
+const AUDIT_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+const SUBMIT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Where the engine's secret scan refused the auditor's change, as `file:line (what kind)`,
+/// never the value: read from the run's failed checks (the scan says where, never what).
+fn secrets_refused(p: &Pipeline, run_id: &str) -> Result<Vec<String>> {
+    let mut places: Vec<String> = Vec::new();
+    for e in p.store.events(Some(run_id), 0, 100_000)? {
+        if e.kind != "task.checks_failed" || e.data["check"] != "no secrets in the change" {
+            continue;
+        }
+        for line in e.data["output_tail"].as_str().unwrap_or("").lines() {
+            // `FILE:LINE: what`, as the engine writes them.
+            let Some((place, what)) = line.split_once(": ") else {
+                continue;
+            };
+            let Some((file, n)) = place.rsplit_once(':') else {
+                continue;
+            };
+            if file.is_empty() || n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let found = format!("{place} ({})", what.trim());
+            if !places.contains(&found) {
+                places.push(found);
+            }
+        }
+    }
+    Ok(places)
 }
 
 fn save(p: &Pipeline, record: &AuditRecord) -> Result<()> {
@@ -408,7 +477,13 @@ pub async fn tick(p: &Pipeline, now: LocalMinute) -> Result<Vec<AuditRecord>> {
             let Some(slot) = due(spec.schedule, since, now) else {
                 continue;
             };
-            let record = run(p, spec, &project, Some(slot)).await?;
+            let record = match run(p, spec, &project, Some(slot)).await {
+                Ok(record) => record,
+                // The same audit runs now (started by hand, or by another server): this slot
+                // stays due and is run by a later tick, never alongside.
+                Err(PipelineError::NotNow(_)) => continue,
+                Err(e) => return Err(e),
+            };
             p.store
                 .set_meta(&format!("audit.slot.{key}"), &slot.to_string())?;
             ran.push(record);

@@ -20,6 +20,7 @@
 pub mod audit;
 mod devops_deploy;
 mod limits;
+pub mod migrate;
 mod new_project;
 mod pr_life;
 mod preflight;
@@ -521,6 +522,12 @@ impl Pipeline {
 
     /// Intake: a person's request becomes an epic of `project`, routed to roles (IMR).
     pub fn submit(&self, project: &str, request: &str) -> Result<EpicRow> {
+        self.submit_as(project, request, epic::Mode::Standard)
+    }
+
+    /// [`Pipeline::submit`] in `mode`: [`epic::Mode::Migrate`] is the read-only legacy
+    /// contour (eight documents, approval, then the implementation; see `migrate`).
+    pub fn submit_as(&self, project: &str, request: &str, mode: epic::Mode) -> Result<EpicRow> {
         let request = request.trim();
         if request.is_empty() {
             return Err(PipelineError::Invalid("the request is empty".into()));
@@ -543,7 +550,12 @@ impl Pipeline {
             + 1;
         let mut n = n;
         let needs_design = needs_design(request);
-        let mut machine = EpicState::new(self.context_file(project).is_file(), needs_design);
+        let mut machine = match mode {
+            epic::Mode::Migrate => EpicState::migration(),
+            epic::Mode::Standard => {
+                EpicState::new(self.context_file(project).is_file(), needs_design)
+            }
+        };
         let now = now_ms();
         let id = format!("e{n}");
         let instance = fleet_engine::layout::instance_id(&*self.store)?;
@@ -573,7 +585,7 @@ impl Pipeline {
             "task.created",
             json!({"kind": "epic", "project": project, "request": request,
                    "intent": route.intent, "roles": route.roles, "matched": route.matched,
-                   "next": machine.stage.as_str()}),
+                   "mode": mode.as_str(), "next": machine.stage.as_str()}),
         )];
         // An unreachable remote would waste every agent's work: the epic waits for a person
         // from the start (the question names the epic: it is renamed below with the epic).
@@ -852,11 +864,22 @@ impl Pipeline {
         }
         let step = epic::next(&machine, &Outcome::Accepted, &self.limits_of(&epic.project));
         epic.state = step.state.stage.as_str().into();
+        let ev = if step.state.stage == Stage::Done {
+            vec![
+                self.emit(&epic, "epic.accepted", json!({})),
+                self.emit(&epic, "task.done", json!({"cycles": epic.cycle})),
+            ]
+        } else {
+            // Migration mode: the documents are approved; the implementation is the next
+            // cycle (the caller drives the epic on).
+            epic.cycle = step.state.cycle;
+            vec![self.emit(
+                &epic,
+                "epic.approved",
+                json!({"next": step.state.stage.as_str(), "why": step.why}),
+            )]
+        };
         data.machine = Some(step.state);
-        let ev = vec![
-            self.emit(&epic, "epic.accepted", json!({})),
-            self.emit(&epic, "task.done", json!({"cycles": epic.cycle})),
-        ];
         self.save(&mut epic, &data, ev)?;
         Ok(epic)
     }

@@ -443,7 +443,11 @@ pub(crate) async fn run_stage(
     if let Some(question) = blocker(p, epic, data, project, stage) {
         return Ok(needs_person(question));
     }
-    let v = vars(p, epic, data, project);
+    let mut v = vars(p, epic, data, project);
+    if let Some(end) = crate::migrate::stage(p, epic, data, project, stage, name, &v).await? {
+        return Ok(end);
+    }
+    crate::migrate::extend_vars(epic, data, project, stage, &mut v)?;
     let bible = project.bible.as_deref();
     match stage {
         Stage::Research => {
@@ -785,6 +789,7 @@ async fn review(
             commands.push(c);
         }
     }
+    statements.extend(crate::migrate::review_criteria(epic, data, project)?);
     let mut v = v.clone();
     // The reviewer gets no developer context: the request, the criteria and the diff — and
     // the bug reports of earlier cycles (review and QA), to check that they were fixed.

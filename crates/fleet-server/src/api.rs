@@ -178,6 +178,7 @@ pub fn router(fleet: Fleet) -> Router {
         .route("/api/v1/intake/github", post(crate::intake::github))
         .route("/api/v1/intake/alert", post(crate::intake::alert))
         .merge(crate::board::routes())
+        .merge(crate::audits::routes())
         .merge(
             Router::new()
                 .nest_service("/mcp", mcp)
@@ -317,6 +318,9 @@ async fn list_tasks(
 struct NewTask {
     project: String,
     request: String,
+    /// `standard` (the default) or `migrate` (the read-only legacy contour).
+    #[serde(default)]
+    mode: Option<String>,
 }
 
 /// Reads a JSON body, answering 400 with serde's message (which names the field) when it is
@@ -339,8 +343,17 @@ async fn submit_task(
 ) -> ApiResult {
     caller.require(&fleet, Scope::Submit).await?;
     let t: NewTask = body(&bytes)?;
+    let mode = match t.mode.as_deref() {
+        None => fleet_core::epic::Mode::Standard,
+        Some(m) => fleet_core::epic::Mode::parse(m).ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("mode {m:?}: expected standard or migrate"),
+            )
+        })?,
+    };
     let p = fleet.pipeline.clone();
-    let epic = blocking(move || Ok(p.submit(&t.project, &t.request)?)).await?;
+    let epic = blocking(move || Ok(p.submit_as(&t.project, &t.request, mode)?)).await?;
     fleet.work.notify_one();
     Ok((
         StatusCode::CREATED,
@@ -371,6 +384,8 @@ async fn accept_task(
     caller.require(&fleet, Scope::Submit).await?;
     let p = fleet.pipeline.clone();
     let epic = blocking(move || p.accept(&id).map_err(ApiError::from)).await?;
+    // Approved migration documents: the driver plans the implementation now.
+    fleet.work.notify_one();
     Ok(Json(json!({"task": brief(&epic)})).into_response())
 }
 

@@ -13,6 +13,7 @@
 
 pub mod alerts;
 mod api;
+mod audits;
 pub mod auth;
 mod board;
 mod events;

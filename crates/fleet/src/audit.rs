@@ -55,7 +55,14 @@ pub fn run(home: Option<PathBuf>, args: AuditArgs) -> anyhow::Result<u8> {
                 continue;
             }
             matched = true;
-            ran.push(rt.block_on(audit::run(&p, spec, project, None))?);
+            match rt.block_on(audit::run(&p, spec, project, None)) {
+                Ok(record) => ran.push(record),
+                // The same audit is running (by hand or on its schedule): not started twice.
+                Err(fleet_pipeline::PipelineError::NotNow(why)) => {
+                    return Err(InvalidInput(why).into());
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     if !matched {

@@ -251,8 +251,29 @@ pub fn add(
     wait: bool,
     quiet: bool,
 ) -> anyhow::Result<u8> {
+    add_as(
+        home,
+        project,
+        request,
+        fleet_core::epic::Mode::Standard,
+        wait,
+        quiet,
+    )
+}
+
+/// `fleet task add --mode MODE`.
+pub fn add_as(
+    home: &Path,
+    project: &str,
+    request: &str,
+    mode: fleet_core::epic::Mode,
+    wait: bool,
+    quiet: bool,
+) -> anyhow::Result<u8> {
     let p = driving_pipeline(home, quiet)?;
-    let epic = p.submit(project, request).map_err(pipeline_error)?;
+    let epic = p
+        .submit_as(project, request, mode)
+        .map_err(pipeline_error)?;
     println!("epic {} created", epic.id);
     if !wait {
         return Ok(exit::PASSED);
@@ -496,11 +517,24 @@ pub fn show(home: &Path, id: &str, json_out: bool) -> anyhow::Result<u8> {
     Ok(exit::PASSED)
 }
 
-pub fn accept(home: &Path, id: &str) -> anyhow::Result<u8> {
-    let p = pipeline(home, true)?;
+/// Accepts the delivered result; in migration mode, approves the documents and (unless
+/// `wait` is off) works on the implementation they plan until it awaits acceptance.
+pub fn accept(home: &Path, id: &str, wait: bool, quiet: bool) -> anyhow::Result<u8> {
+    let p = driving_pipeline(home, quiet)?;
     let e = p.accept(id).map_err(pipeline_error)?;
-    println!("epic {} {}", e.id, e.state);
-    Ok(exit::PASSED)
+    let working = fleet_core::epic::Stage::parse(&e.state).is_some_and(|s| s.is_working());
+    if !working {
+        println!("epic {} {}", e.id, e.state);
+        return Ok(exit::PASSED);
+    }
+    println!(
+        "epic {} approved: cycle {} plans the implementation",
+        e.id, e.cycle
+    );
+    if !wait {
+        return Ok(exit::PASSED);
+    }
+    drive(&p, id)
 }
 
 pub fn reject(home: &Path, id: &str, comment: &str, wait: bool, quiet: bool) -> anyhow::Result<u8> {

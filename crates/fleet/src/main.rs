@@ -316,6 +316,10 @@ enum TaskCommand {
         request: String,
         #[arg(long)]
         project: String,
+        /// standard, or migrate: the read-only legacy contour (eight documents under
+        /// docs/migration/<epic>/, no code changed until `fleet task accept` approves them).
+        #[arg(long, default_value = "standard", value_parser = parse_mode)]
+        mode: fleet_core::epic::Mode,
         /// Only record the request (a server or `fleet task resume` works on it).
         #[arg(long)]
         no_wait: bool,
@@ -340,8 +344,16 @@ enum TaskCommand {
         #[arg(short, long)]
         follow: bool,
     },
-    /// Accept the delivered result.
-    Accept { id: String },
+    /// Accept the delivered result (migration mode: approve the documents; the implementation
+    /// is planned and worked on).
+    Accept {
+        id: String,
+        /// Migration mode: only approve (a server or `fleet task resume` works on it).
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Reject the delivered result: the comment becomes fix tasks of the next cycle.
     Reject {
         id: String,
@@ -522,6 +534,10 @@ fn quiet_on_closed_stdout() {
     }));
 }
 
+fn parse_mode(s: &str) -> Result<fleet_core::epic::Mode, String> {
+    fleet_core::epic::Mode::parse(s).ok_or_else(|| format!("{s:?}: expected standard or migrate"))
+}
+
 /// Whether the command starts or drives runs: those listen for stop signals themselves.
 fn drives_runs(command: &Command) -> bool {
     match command {
@@ -529,6 +545,7 @@ fn drives_runs(command: &Command) -> bool {
         Command::Task { command } => matches!(
             command,
             TaskCommand::Add { .. }
+                | TaskCommand::Accept { .. }
                 | TaskCommand::Reject { .. }
                 | TaskCommand::Answer { .. }
                 | TaskCommand::Retry { .. }
@@ -763,9 +780,10 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
                 TaskCommand::Add {
                     request,
                     project,
+                    mode,
                     no_wait,
                     quiet,
-                } => epics::add(&home, &project, &request, !no_wait, quiet),
+                } => epics::add_as(&home, &project, &request, mode, !no_wait, quiet),
                 TaskCommand::Ls { json } => epics::ls(&home, json),
                 TaskCommand::Show { id, json } => epics::show(&home, &id, json),
                 TaskCommand::Logs { id, follow } => logs::epic_log(
@@ -774,7 +792,9 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
                     &id,
                     follow,
                 ),
-                TaskCommand::Accept { id } => epics::accept(&home, &id),
+                TaskCommand::Accept { id, no_wait, quiet } => {
+                    epics::accept(&home, &id, !no_wait, quiet)
+                }
                 TaskCommand::Reject {
                     id,
                     comment,
@@ -947,10 +967,15 @@ fn run_file(state: StateChoice, file: &Path, flags: RunFlags) -> anyhow::Result<
         let rb = fleet_config::load_runbook(file).map_err(|e| config_errors(&e))?;
         let plan =
             fleet_engine::plan_from_runbook(&rb, &instance).map_err(|e| config_errors(&e))?;
-        Ok((plan, instance.secret_names(), instance.memory))
+        Ok((
+            plan,
+            instance.secret_names(),
+            instance.memory,
+            instance.review_runs,
+        ))
     });
     let guessed = guess.join().ok().flatten();
-    let (plan, secret_names, memory) = planned?;
+    let (plan, secret_names, memory, review_runs) = planned?;
     let base = plan.base.as_deref().unwrap_or("HEAD");
     let (repo, base_sha) = match guessed {
         Some(found) if plan.repo == guessed_dir && base == "HEAD" => found,
@@ -973,6 +998,7 @@ fn run_file(state: StateChoice, file: &Path, flags: RunFlags) -> anyhow::Result<
         }
     };
     let mcp = home.as_deref().and_then(|h| mcp_server(h).ok());
+    let instance_home = home.clone();
     let root = match home {
         Some(home) => home.join(".fleet"),
         None => repo.root().join(".fleet"),
@@ -995,7 +1021,16 @@ fn run_file(state: StateChoice, file: &Path, flags: RunFlags) -> anyhow::Result<
         ticker.abort();
         r
     });
-    finish(report, &progress)
+    let ended = report.as_ref().ok().map(|r| (r.run_id.clone(), r.end));
+    let code = finish(report, &progress)?;
+    // `review_runs:`: the framework review, once the run has ended and let go of its lock.
+    if let (Some(home), Some(cfg), Some((run, end))) = (instance_home, review_runs, ended)
+        && end != RunEnd::Interrupted
+        && cfg.wants(end == RunEnd::Passed)
+    {
+        review_run::after_run(&home, &run);
+    }
+    Ok(code)
 }
 
 /// Fleet's MCP server of the instance at `home`, for the agents a run launches: `fleet mcp`

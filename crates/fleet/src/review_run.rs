@@ -93,7 +93,7 @@ pub fn run(home: Option<PathBuf>, target: &str) -> anyhow::Result<u8> {
     let report = review_in(
         &work,
         &layout,
-        store,
+        store.clone(),
         &instance,
         target,
         &runs,
@@ -132,8 +132,66 @@ pub fn run(home: Option<PathBuf>, target: &str) -> anyhow::Result<u8> {
     for path in written {
         text.push_str(&format!("  {}\n", path.display()));
     }
+    let lessons = repo.read_file(&report.integration_branch, ".fleet-out/lessons.json")?;
+    if let Some(lessons) = lessons {
+        let project = epic
+            .as_deref()
+            .and_then(|e| store.epic(e).ok().flatten())
+            .map(|e| e.project);
+        text.push_str(&match remember(&home, target, project, &lessons) {
+            Ok(n) => format!("lessons: {n} added to memory (.fleet/memory.db)\n"),
+            Err(e) => format!("lessons: not added: {e}\n"),
+        });
+    }
     let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
     Ok(exit::PASSED)
+}
+
+/// Adds the lessons a framework review proposed to the instance's memory, with the reviewed
+/// run (or epic) as their provenance; returns how many were added or merged.
+fn remember(
+    home: &Path,
+    target: &str,
+    project: Option<String>,
+    text: &str,
+) -> anyhow::Result<usize> {
+    let file = fleet_memory::retro::parse(text)
+        .map_err(|e| anyhow::anyhow!("lessons.json is not valid: {e}"))?;
+    let now = fleet_engine::now_ms();
+    let origin = fleet_memory::retro::Origin {
+        project: project.clone().unwrap_or_default(),
+        bible: None,
+        run: target.to_string(),
+        task: ROLE.to_string(),
+        attempt: 1,
+        at: now,
+    };
+    let mut db = crate::memory::open(home)?;
+    let mut n = 0;
+    for mut lesson in fleet_memory::retro::to_lessons(file, &origin) {
+        // A review of a plain run has no project: its lessons are the instance's.
+        if project.is_none() {
+            lesson.scope = fleet_memory::Scope::Instance;
+        }
+        for p in &mut lesson.provenance {
+            p.source = "framework-review".into();
+        }
+        db.add_lesson(lesson, now, &fleet_memory::Policy::default())?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// After `fleet run` ended: the framework review of `run`, when `review_runs:` asks for it
+/// (the caller checked). The run has released its lock; what the review does never changes
+/// the run's exit code, so a failure is only reported.
+pub fn after_run(home: &Path, run: &str) {
+    eprintln!("fleet run: review_runs: starting the framework review of run {run}");
+    match self::run(Some(home.to_path_buf()), run) {
+        Ok(code) if code == exit::PASSED => {}
+        Ok(code) => eprintln!("fleet run: the framework review of {run} ended with exit {code}"),
+        Err(e) => eprintln!("fleet run: the framework review of {run} did not run: {e:#}"),
+    }
 }
 
 /// The runs a target names: one run, or every stage run of an epic (and the epic's id).
