@@ -78,7 +78,10 @@ mod tests {
         assert!(is_stale(Some(&stamp()), Some(3), 0, r));
         assert!(is_stale(Some(&stamp()), Some(0), 2 * 86_400_000, r));
         assert!(is_stale(Some(&stamp()), None, 0, r), "history rewritten");
-        assert!(is_stale(None, Some(0), 0, r), "an unstamped context gets a stamp");
+        assert!(
+            is_stale(None, Some(0), 0, r),
+            "an unstamped context gets a stamp"
+        );
         let never = Refresh {
             commits: None,
             days: None,

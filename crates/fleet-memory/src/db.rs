@@ -98,6 +98,26 @@ pub const SMALL_STORE: i64 = 1000;
 /// How many of the newest matching documents a search ranks.
 pub const RANK_WINDOW: i64 = 1000;
 
+/// The most documents of each kind kept: past it, the oldest (by when they were written) are
+/// dropped, so memory stays small however long an instance runs. A trace is at most 24 KiB
+/// and a decision log 32 KiB (their renderers), any document 64 KiB ([`MAX_DOCUMENT_BYTES`]);
+/// lessons have their own cap per scope ([`Policy::scope_cap`]).
+pub const DOCUMENT_CAPS: &[(&str, i64)] = &[
+    ("skill", 5_000),
+    ("trace", 20_000),
+    ("decision", 5_000),
+    ("context", 1_000),
+    ("report", 20_000),
+];
+
+/// The cap of a kind of document.
+pub fn document_cap(kind: &str) -> i64 {
+    DOCUMENT_CAPS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or(i64::MAX, |(_, n)| *n)
+}
+
 /// What is searchable besides lessons.
 pub const KINDS: &[&str] = &["lesson", "skill", "trace", "decision", "context", "report"];
 
@@ -373,7 +393,9 @@ impl MemoryDb {
     }
 
     /// Stores (or replaces) a searchable document: a skill, trace, decision log, project
-    /// context or report. Redacted and bounded.
+    /// context or report. Redacted and bounded; the kind is kept under its cap
+    /// ([`DOCUMENT_CAPS`]). Returns the keys of the documents dropped to keep it there (the
+    /// caller removes files it keeps for them).
     pub fn put_document(
         &mut self,
         kind: &str,
@@ -381,29 +403,37 @@ impl MemoryDb {
         title: &str,
         body: &str,
         at: Millis,
-    ) -> Result<()> {
-        self.wrote();
-        if !KINDS.contains(&kind) || kind == "lesson" {
-            return Err(MemoryError::Invalid(format!(
-                "unknown document kind {kind:?} (one of skill, trace, decision, context, report)"
-            )));
-        }
-        put_doc(&self.conn, &self.redactor, kind, key, title, body, at)
+    ) -> Result<Vec<String>> {
+        self.put_documents([(kind, key, title, body)], at)
     }
 
-    /// Many documents in one transaction (benchmarks, imports).
+    /// Many documents in one transaction (benchmarks, imports), each kind then kept under its
+    /// cap; the keys dropped, by kind, oldest first.
     pub fn put_documents<'a>(
         &mut self,
         docs: impl IntoIterator<Item = (&'a str, &'a str, &'a str, &'a str)>,
         at: Millis,
-    ) -> Result<()> {
+    ) -> Result<Vec<String>> {
         self.wrote();
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut kinds = std::collections::BTreeSet::new();
         for (kind, key, title, body) in docs {
+            if !KINDS.contains(&kind) || kind == "lesson" {
+                return Err(MemoryError::Invalid(format!(
+                    "unknown document kind {kind:?} (one of skill, trace, decision, context, report)"
+                )));
+            }
+            kinds.insert(kind.to_string());
             put_doc(&tx, &self.redactor, kind, key, title, body, at)?;
         }
+        let mut dropped = Vec::new();
+        for kind in kinds {
+            dropped.extend(trim_kind(&tx, &kind, document_cap(&kind))?);
+        }
         tx.commit()?;
-        Ok(())
+        Ok(dropped)
     }
 
     pub fn document(&self, kind: &str, key: &str) -> Result<Option<(String, String)>> {
@@ -569,6 +599,29 @@ fn put_doc(
         params![kind, key, title, body, at],
     )?;
     Ok(())
+}
+
+/// Drops the oldest documents of `kind` past `cap`; their keys.
+fn trim_kind(conn: &Connection, kind: &str, cap: i64) -> Result<Vec<String>> {
+    let n: i64 = conn.query_row(
+        "SELECT count(*) FROM documents WHERE kind = ?1",
+        [kind],
+        |r| r.get(0),
+    )?;
+    if n <= cap {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<String> = {
+        let mut st =
+            conn.prepare("SELECT key FROM documents WHERE kind = ?1 ORDER BY at, id LIMIT ?2")?;
+        st.query_map(params![kind, n - cap], |r| r.get(0))?
+            .collect::<std::result::Result<_, _>>()?
+    };
+    let mut del = conn.prepare_cached("DELETE FROM documents WHERE kind = ?1 AND key = ?2")?;
+    for k in &keys {
+        del.execute(params![kind, k])?;
+    }
+    Ok(keys)
 }
 
 /// Words too common to say anything about relevance.

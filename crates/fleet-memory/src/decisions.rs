@@ -257,9 +257,21 @@ mod tests {
             data,
         };
         let events = vec![
-            ev(3, "task.review_rejected", json!({"cycle": 1, "bugs": ["no tests"]})),
-            ev(1, "epic.stage_started", json!({"stage": "plan", "cycle": 1})),
-            ev(2, "attempt.swapped", json!({"from": "dev-a", "to": "dev-b", "reason": "stalled"})),
+            ev(
+                3,
+                "task.review_rejected",
+                json!({"cycle": 1, "bugs": ["no tests"]}),
+            ),
+            ev(
+                1,
+                "epic.stage_started",
+                json!({"stage": "plan", "cycle": 1}),
+            ),
+            ev(
+                2,
+                "attempt.swapped",
+                json!({"from": "dev-a", "to": "dev-b", "reason": "stalled"}),
+            ),
             ev(4, "agent.message", json!({"text": "noise"})),
         ];
         let md = render(&epic, &events);

@@ -33,7 +33,10 @@ pub fn relative_path(run_id: &str, task: &str) -> String {
 
 /// Whether a task state is an end: a trace is written then.
 pub fn is_final(state: &str) -> bool {
-    matches!(state, "merged" | "passed" | "failed" | "skipped" | "cancelled")
+    matches!(
+        state,
+        "merged" | "passed" | "failed" | "skipped" | "cancelled"
+    )
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary, saying so.
@@ -89,7 +92,10 @@ fn fence(body: &str) -> String {
 /// that decide nothing (messages, tool calls, usage).
 fn timeline_line(e: &Event) -> Option<String> {
     let d = &e.data;
-    let at = e.attempt.map(|n| format!("attempt {n}: ")).unwrap_or_default();
+    let at = e
+        .attempt
+        .map(|n| format!("attempt {n}: "))
+        .unwrap_or_default();
     let line = match e.kind.as_str() {
         "agent.selected" => format!("chose `{}`: {}", text(d, "profile"), text(d, "reason")),
         "attempt.swapped" => format!(
@@ -371,10 +377,30 @@ mod tests {
         ];
         let huge = "x".repeat(100_000);
         let events = vec![
-            ev(1, None, "agent.selected", json!({"profile": "dev-a", "reason": "first"})),
-            ev(2, Some(1), "task.checks_failed", json!({"check": "make test", "exit_code": 2, "output_tail": format!("{huge}\nFAIL: tabs")})),
-            ev(3, Some(1), "task.retrying", json!({"reason": "check failed"})),
-            ev(4, None, "attempt.swapped", json!({"from": "dev-a", "to": "dev-b", "reason": "kept failing"})),
+            ev(
+                1,
+                None,
+                "agent.selected",
+                json!({"profile": "dev-a", "reason": "first"}),
+            ),
+            ev(
+                2,
+                Some(1),
+                "task.checks_failed",
+                json!({"check": "make test", "exit_code": 2, "output_tail": format!("{huge}\nFAIL: tabs")}),
+            ),
+            ev(
+                3,
+                Some(1),
+                "task.retrying",
+                json!({"reason": "check failed"}),
+            ),
+            ev(
+                4,
+                None,
+                "attempt.swapped",
+                json!({"from": "dev-a", "to": "dev-b", "reason": "kept failing"}),
+            ),
             ev(5, Some(2), "agent.message", json!({"text": "hi"})),
             ev(6, Some(2), "task.merged", json!({"merge": "b".repeat(40)})),
         ];

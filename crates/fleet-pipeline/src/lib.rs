@@ -19,6 +19,7 @@
 
 pub mod audit;
 mod limits;
+mod memory_edge;
 mod new_project;
 mod pr_life;
 mod preflight;
@@ -295,6 +296,7 @@ impl Pipeline {
             }
         };
         self.publish(events, seqs);
+        memory_edge::decision_log(self, epic);
         Ok(())
     }
 
@@ -542,7 +544,10 @@ impl Pipeline {
             + 1;
         let mut n = n;
         let needs_design = needs_design(request);
-        let mut machine = EpicState::new(self.context_file(project).is_file(), needs_design);
+        let mut machine = EpicState::new(
+            memory_edge::context_is_fresh(self, &p, &repo, &base),
+            needs_design,
+        );
         let now = now_ms();
         let id = format!("e{n}");
         let instance = fleet_engine::layout::instance_id(&*self.store)?;
