@@ -197,6 +197,30 @@ fn attempts_sorted<'a>(t: &TaskTrace<'a>) -> Vec<&'a AttemptRow> {
     v
 }
 
+/// The part of a prompt that says what this task is: from a `## Your task` heading (a role
+/// template's) to the next heading, or the whole prompt when it has none.
+pub fn asked_part(prompt: &str) -> &str {
+    let Some(start) = prompt.find("## Your task") else {
+        return prompt;
+    };
+    let rest = &prompt[start..];
+    let body = rest.find('\n').map_or(rest.len(), |i| i + 1);
+    match rest[body..].find("\n## ") {
+        Some(end) => {
+            // The acceptance criteria belong to what was asked.
+            let more = &rest[body + end + 1..];
+            if more.starts_with("## Acceptance") {
+                let after = more.find('\n').map_or(more.len(), |i| i + 1);
+                let stop = more[after..].find("\n## ").map_or(more.len(), |j| after + j);
+                &prompt[start..start + body + end + 1 + stop]
+            } else {
+                &prompt[start..start + body + end]
+            }
+        }
+        None => rest,
+    }
+}
+
 /// One line for a later agent: the outcome, who tried, and why attempts failed.
 pub fn summary(t: &TaskTrace) -> String {
     let attempts = attempts_sorted(t);
@@ -255,7 +279,7 @@ pub fn render(t: &TaskTrace) -> String {
         t.task
             .reason
             .as_deref()
-            .filter(|r| !r.is_empty())
+            .filter(|r| !r.is_empty() && !matches!(t.task.state.as_str(), "merged" | "passed"))
             .map(|r| format!(" — {}", first_line(r)))
             .unwrap_or_default()
     ));
@@ -266,7 +290,7 @@ pub fn render(t: &TaskTrace) -> String {
         out.push_str(&format!("- Landed as: `{}`\n", short(m)));
     }
     out.push_str("\n## What was asked\n\n");
-    out.push_str(&fence(&cut(t.asked.trim(), MAX_QUOTE)));
+    out.push_str(&fence(&cut(asked_part(t.asked).trim(), MAX_QUOTE)));
     out.push_str("\n\n## Attempts\n\n");
     let attempts = attempts_sorted(t);
     if attempts.is_empty() {
@@ -329,6 +353,17 @@ mod tests {
             kind: kind.into(),
             data,
         }
+    }
+
+    #[test]
+    fn what_was_asked_is_the_task_and_its_criteria_not_the_roles_boilerplate() {
+        let p = "You are a developer.\n\n## Your task\n\nAdd t1\n\n## Acceptance criteria\n\n- `x` exits 0\n\n## Project context\n\nlong";
+        assert_eq!(
+            asked_part(p),
+            "## Your task\n\nAdd t1\n\n## Acceptance criteria\n\n- `x` exits 0\n"
+        );
+        assert_eq!(asked_part("just do it"), "just do it");
+        assert_eq!(asked_part("## Your task\nall"), "## Your task\nall");
     }
 
     #[test]

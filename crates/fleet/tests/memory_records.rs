@@ -108,6 +108,7 @@ fn a_tasks_trace_explains_its_retry_without_the_secret_and_the_next_cycle_is_sho
     for want in [
         "# Trace: task `t1`",
         "t1 merged after 2 attempts by developer-sh",
+        "## What was asked\n\n```\n## Your task\n\nAdd t1 (t1)",
         "| 1 | `developer-sh`",
         "| 2 | `developer-sh`",
         "attempt 1: check `grep -q good t1.txt",
