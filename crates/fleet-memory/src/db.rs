@@ -19,7 +19,8 @@ pub const MAX_LESSON_CHARS: usize = 2000;
 /// Longer documents are cut here (with a note saying so) before they are stored.
 pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE lessons (
     id TEXT PRIMARY KEY,
     scope TEXT NOT NULL,
@@ -69,7 +70,21 @@ CREATE TRIGGER documents_au AFTER UPDATE ON documents BEGIN
         VALUES ('delete', old.id, old.title, old.body, old.kind);
     INSERT INTO search(rowid, title, body, kind) VALUES (new.id, new.title, new.body, new.kind);
 END;
-"#];
+"#,
+    r#"
+-- How many documents there are, kept by triggers: a search needs it (to tell common terms),
+-- and counting 100,000 rows in every process that opens the file is a cold read of the
+-- whole (kind, key) index.
+CREATE TABLE document_count (n INTEGER NOT NULL);
+INSERT INTO document_count SELECT count(*) FROM documents;
+CREATE TRIGGER documents_count_ai AFTER INSERT ON documents BEGIN
+    UPDATE document_count SET n = n + 1;
+END;
+CREATE TRIGGER documents_count_ad AFTER DELETE ON documents BEGIN
+    UPDATE document_count SET n = n - 1;
+END;
+"#,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
@@ -161,6 +176,10 @@ impl MemoryDb {
         conn.busy_timeout(Duration::from_secs(10))?;
         let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Pages are read through a mapping of the file (the OS's page cache), not copied into
+        // each connection's own cache with a system call per page: a process that opens the
+        // file for one search (the CLI, the MCP tool) starts with that cache cold.
+        let _mapped: i64 = conn.query_row("PRAGMA mmap_size = 268435456", [], |r| r.get(0))?;
         migrate(&conn)?;
         Ok(MemoryDb {
             conn,
@@ -389,7 +408,25 @@ impl MemoryDb {
             }
         }
         tx.commit()?;
+        self.compact()?;
         Ok(done)
+    }
+
+    /// Merges the search index's segments into one. Every write adds a segment and FTS5's
+    /// automerge leaves several per level, each of which a query must look every term up in:
+    /// over 100,000 entries loaded in batches, merging them cut a search's CPU time by a third
+    /// to a half (docs/BENCHMARKS.md, M1).
+    /// Part of [`MemoryDb::upkeep`]; seconds over 100,000 entries, so not on every write.
+    pub fn compact(&mut self) -> Result<()> {
+        self.conn
+            .execute("INSERT INTO search(search) VALUES ('optimize')", [])?;
+        // The merge rewrote the index into the WAL: copied back and emptied, readers find
+        // every page in the file again instead of looking each up in the WAL's index first.
+        // Busy (another process reading) is fine: its next checkpoint does it.
+        let _ = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        Ok(())
     }
 
     /// Stores (or replaces) a searchable document: a skill, trace, decision log, project
@@ -467,7 +504,7 @@ impl MemoryDb {
             None => {
                 let n: i64 = self
                     .conn
-                    .query_row("SELECT count(*) FROM documents", [], |r| r.get(0))?;
+                    .query_row("SELECT n FROM document_count", [], |r| r.get(0))?;
                 cache.0 = Some(n);
                 n
             }

@@ -211,7 +211,9 @@ pub fn asked_part(prompt: &str) -> &str {
             let more = &rest[body + end + 1..];
             if more.starts_with("## Acceptance") {
                 let after = more.find('\n').map_or(more.len(), |i| i + 1);
-                let stop = more[after..].find("\n## ").map_or(more.len(), |j| after + j);
+                let stop = more[after..]
+                    .find("\n## ")
+                    .map_or(more.len(), |j| after + j);
                 &prompt[start..start + body + end + 1 + stop]
             } else {
                 &prompt[start..start + body + end]
