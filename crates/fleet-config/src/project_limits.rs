@@ -27,7 +27,15 @@ pub(crate) const KEYS: &[&str] = &[
     "budget_tokens",
     "max_time",
     "policies",
+    "context_refresh_commits",
+    "context_refresh_days",
+    "memory_export",
 ];
+
+/// Refresh a project's context after this many new commits on its default branch…
+pub const CONTEXT_REFRESH_COMMITS: u32 = 50;
+/// …or after this many days, whichever comes first.
+pub const CONTEXT_REFRESH_DAYS: u32 = 30;
 
 /// The most tasks of one stage run at once a project may ask for.
 const MAX_CONCURRENCY: u32 = 64;
@@ -49,6 +57,14 @@ pub struct ProjectLimits {
     pub max_time: Option<Duration>,
     /// `policies:`: the project's own always-on rules (added to the instance's).
     pub policies: Vec<crate::PolicyRule>,
+    /// New commits on the default branch after which the project's context is refreshed by a
+    /// researcher at the next request (`None`: never on that measure).
+    pub context_refresh_commits: Option<u32>,
+    /// Days after which the context is refreshed (`None`: never on that measure).
+    pub context_refresh_days: Option<u32>,
+    /// Opt-in: the repository path at which `fleet memory export`'s JSONL is committed on the
+    /// delivery branch at each delivery.
+    pub memory_export: Option<String>,
 }
 
 impl Default for ProjectLimits {
@@ -62,6 +78,9 @@ impl Default for ProjectLimits {
             budget_tokens: None,
             max_time: None,
             policies: Vec::new(),
+            context_refresh_commits: Some(CONTEXT_REFRESH_COMMITS),
+            context_refresh_days: Some(CONTEXT_REFRESH_DAYS),
+            memory_export: None,
         }
     }
 }
@@ -114,12 +133,46 @@ pub(crate) fn decode(d: &mut Decoder<'_>, node: &Node) -> BTreeMap<String, Proje
                         );
                     }
                 }
+                "context_refresh_commits" => {
+                    l.context_refresh_commits = count(d, v, f.key, 0, 1_000_000)
+                        .map_or(l.context_refresh_commits, |n| (n > 0).then_some(n))
+                }
+                "context_refresh_days" => {
+                    l.context_refresh_days = count(d, v, f.key, 0, 36_500)
+                        .map_or(l.context_refresh_days, |n| (n > 0).then_some(n))
+                }
+                "memory_export" => l.memory_export = repo_path(d, v, f.key),
                 _ => unreachable!("fields() keeps known keys only"),
             }
         }
         out.insert(e.key.to_string(), l);
     }
     out
+}
+
+/// A relative path inside the repository: no `..`, not absolute, not in `.git`.
+fn repo_path(d: &mut Decoder<'_>, node: &Node, key: &str) -> Option<String> {
+    let text = d.text(node, key)?.value;
+    let parts: Vec<&str> = text.split('/').collect();
+    let bad = text.starts_with('/')
+        || text.ends_with('/')
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || *p == "." || *p == "..")
+        || parts[0] == ".git"
+        || text.contains('\\')
+        || text.chars().any(char::is_control);
+    if bad {
+        d.error(
+            node.loc,
+            format!(
+                "`{key}`: expected a relative file path inside the repository \
+                 (like `.fleet/graph.jsonl`), found {text:?}"
+            ),
+        );
+        return None;
+    }
+    Some(text)
 }
 
 /// An integer in `lo..=hi`, or an error naming the range.
@@ -177,6 +230,40 @@ mod tests {
             ),
             (core.max_cycles, core.max_replans, core.max_rearchitects, 4)
         );
+    }
+
+    #[test]
+    fn memory_keys_decode_and_zero_turns_a_refresh_measure_off() {
+        let cfg = parse_instance(
+            Path::new("fleet.yaml"),
+            "projects:\n  shop:\n    context_refresh_commits: 3\n    context_refresh_days: 0\n    \
+             memory_export: .fleet/graph.jsonl\n",
+        )
+        .unwrap();
+        let shop = cfg.project_limits("shop");
+        assert_eq!(shop.context_refresh_commits, Some(3));
+        assert_eq!(shop.context_refresh_days, None);
+        assert_eq!(shop.memory_export.as_deref(), Some(".fleet/graph.jsonl"));
+        let d = cfg.project_limits("other");
+        assert_eq!(
+            (
+                d.context_refresh_commits,
+                d.context_refresh_days,
+                d.memory_export
+            ),
+            (
+                Some(super::CONTEXT_REFRESH_COMMITS),
+                Some(super::CONTEXT_REFRESH_DAYS),
+                None
+            )
+        );
+        for bad in ["../x", "/etc/passwd", ".git/config", "a//b", "dir/"] {
+            let all = errors(&format!("projects:\n  shop:\n    memory_export: {bad}\n"));
+            assert!(
+                all.len() == 1 && all[0].starts_with("fleet.yaml:3:20: `memory_export`"),
+                "{bad}: {all:?}"
+            );
+        }
     }
 
     #[test]

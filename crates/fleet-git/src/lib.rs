@@ -23,6 +23,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod commit_file;
 mod policy;
 mod repair;
 pub use repair::{Repair, STALE_LOCK_AGE};

@@ -19,7 +19,8 @@ pub const MAX_LESSON_CHARS: usize = 2000;
 /// Longer documents are cut here (with a note saying so) before they are stored.
 pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE lessons (
     id TEXT PRIMARY KEY,
     scope TEXT NOT NULL,
@@ -69,7 +70,21 @@ CREATE TRIGGER documents_au AFTER UPDATE ON documents BEGIN
         VALUES ('delete', old.id, old.title, old.body, old.kind);
     INSERT INTO search(rowid, title, body, kind) VALUES (new.id, new.title, new.body, new.kind);
 END;
-"#];
+"#,
+    r#"
+-- How many documents there are, kept by triggers: a search needs it (to tell common terms),
+-- and counting 100,000 rows in every process that opens the file is a cold read of the
+-- whole (kind, key) index.
+CREATE TABLE document_count (n INTEGER NOT NULL);
+INSERT INTO document_count SELECT count(*) FROM documents;
+CREATE TRIGGER documents_count_ai AFTER INSERT ON documents BEGIN
+    UPDATE document_count SET n = n + 1;
+END;
+CREATE TRIGGER documents_count_ad AFTER DELETE ON documents BEGIN
+    UPDATE document_count SET n = n - 1;
+END;
+"#,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
@@ -97,6 +112,26 @@ pub const SMALL_STORE: i64 = 1000;
 
 /// How many of the newest matching documents a search ranks.
 pub const RANK_WINDOW: i64 = 1000;
+
+/// The most documents of each kind kept: past it, the oldest (by when they were written) are
+/// dropped, so memory stays small however long an instance runs. A trace is at most 24 KiB
+/// and a decision log 32 KiB (their renderers), any document 64 KiB ([`MAX_DOCUMENT_BYTES`]);
+/// lessons have their own cap per scope ([`Policy::scope_cap`]).
+pub const DOCUMENT_CAPS: &[(&str, i64)] = &[
+    ("skill", 5_000),
+    ("trace", 20_000),
+    ("decision", 5_000),
+    ("context", 1_000),
+    ("report", 20_000),
+];
+
+/// The cap of a kind of document.
+pub fn document_cap(kind: &str) -> i64 {
+    DOCUMENT_CAPS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or(i64::MAX, |(_, n)| *n)
+}
 
 /// What is searchable besides lessons.
 pub const KINDS: &[&str] = &["lesson", "skill", "trace", "decision", "context", "report"];
@@ -141,6 +176,10 @@ impl MemoryDb {
         conn.busy_timeout(Duration::from_secs(10))?;
         let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Pages are read through a mapping of the file (the OS's page cache), not copied into
+        // each connection's own cache with a system call per page: a process that opens the
+        // file for one search (the CLI, the MCP tool) starts with that cache cold.
+        let _mapped: i64 = conn.query_row("PRAGMA mmap_size = 268435456", [], |r| r.get(0))?;
         migrate(&conn)?;
         Ok(MemoryDb {
             conn,
@@ -369,11 +408,31 @@ impl MemoryDb {
             }
         }
         tx.commit()?;
+        self.compact()?;
         Ok(done)
     }
 
+    /// Merges the search index's segments into one. Every write adds a segment and FTS5's
+    /// automerge leaves several per level, each of which a query must look every term up in:
+    /// over 100,000 entries loaded in batches, merging them cut a search's CPU time by a third
+    /// to a half (docs/BENCHMARKS.md, M1).
+    /// Part of [`MemoryDb::upkeep`]; seconds over 100,000 entries, so not on every write.
+    pub fn compact(&mut self) -> Result<()> {
+        self.conn
+            .execute("INSERT INTO search(search) VALUES ('optimize')", [])?;
+        // The merge rewrote the index into the WAL: copied back and emptied, readers find
+        // every page in the file again instead of looking each up in the WAL's index first.
+        // Busy (another process reading) is fine: its next checkpoint does it.
+        let _ = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        Ok(())
+    }
+
     /// Stores (or replaces) a searchable document: a skill, trace, decision log, project
-    /// context or report. Redacted and bounded.
+    /// context or report. Redacted and bounded; the kind is kept under its cap
+    /// ([`DOCUMENT_CAPS`]). Returns the keys of the documents dropped to keep it there (the
+    /// caller removes files it keeps for them).
     pub fn put_document(
         &mut self,
         kind: &str,
@@ -381,29 +440,37 @@ impl MemoryDb {
         title: &str,
         body: &str,
         at: Millis,
-    ) -> Result<()> {
-        self.wrote();
-        if !KINDS.contains(&kind) || kind == "lesson" {
-            return Err(MemoryError::Invalid(format!(
-                "unknown document kind {kind:?} (one of skill, trace, decision, context, report)"
-            )));
-        }
-        put_doc(&self.conn, &self.redactor, kind, key, title, body, at)
+    ) -> Result<Vec<String>> {
+        self.put_documents([(kind, key, title, body)], at)
     }
 
-    /// Many documents in one transaction (benchmarks, imports).
+    /// Many documents in one transaction (benchmarks, imports), each kind then kept under its
+    /// cap; the keys dropped, by kind, oldest first.
     pub fn put_documents<'a>(
         &mut self,
         docs: impl IntoIterator<Item = (&'a str, &'a str, &'a str, &'a str)>,
         at: Millis,
-    ) -> Result<()> {
+    ) -> Result<Vec<String>> {
         self.wrote();
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut kinds = std::collections::BTreeSet::new();
         for (kind, key, title, body) in docs {
+            if !KINDS.contains(&kind) || kind == "lesson" {
+                return Err(MemoryError::Invalid(format!(
+                    "unknown document kind {kind:?} (one of skill, trace, decision, context, report)"
+                )));
+            }
+            kinds.insert(kind.to_string());
             put_doc(&tx, &self.redactor, kind, key, title, body, at)?;
         }
+        let mut dropped = Vec::new();
+        for kind in kinds {
+            dropped.extend(trim_kind(&tx, &kind, document_cap(&kind))?);
+        }
         tx.commit()?;
-        Ok(())
+        Ok(dropped)
     }
 
     pub fn document(&self, kind: &str, key: &str) -> Result<Option<(String, String)>> {
@@ -437,7 +504,7 @@ impl MemoryDb {
             None => {
                 let n: i64 = self
                     .conn
-                    .query_row("SELECT count(*) FROM documents", [], |r| r.get(0))?;
+                    .query_row("SELECT n FROM document_count", [], |r| r.get(0))?;
                 cache.0 = Some(n);
                 n
             }
@@ -569,6 +636,29 @@ fn put_doc(
         params![kind, key, title, body, at],
     )?;
     Ok(())
+}
+
+/// Drops the oldest documents of `kind` past `cap`; their keys.
+fn trim_kind(conn: &Connection, kind: &str, cap: i64) -> Result<Vec<String>> {
+    let n: i64 = conn.query_row(
+        "SELECT count(*) FROM documents WHERE kind = ?1",
+        [kind],
+        |r| r.get(0),
+    )?;
+    if n <= cap {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<String> = {
+        let mut st =
+            conn.prepare("SELECT key FROM documents WHERE kind = ?1 ORDER BY at, id LIMIT ?2")?;
+        st.query_map(params![kind, n - cap], |r| r.get(0))?
+            .collect::<std::result::Result<_, _>>()?
+    };
+    let mut del = conn.prepare_cached("DELETE FROM documents WHERE kind = ?1 AND key = ?2")?;
+    for k in &keys {
+        del.execute(params![kind, k])?;
+    }
+    Ok(keys)
 }
 
 /// Words too common to say anything about relevance.

@@ -8,12 +8,15 @@
 //!
 //! Must not know: processes, agents, git, the scheduler.
 
+pub mod context;
 pub mod db;
+pub mod decisions;
 pub mod graph;
 pub mod inject;
 pub mod lesson;
 pub mod retro;
 pub mod rules;
+pub mod trace;
 
 pub use db::{Added, Hit, MemoryDb, MemoryError};
 pub use lesson::{AppliesWhen, Lesson, Millis, Provenance, Scope};

@@ -309,3 +309,51 @@ fn recall_picks_relevant_lessons_under_the_token_cap() {
     };
     assert!(db.recall(&ctx, 0, &tight).unwrap().is_empty());
 }
+
+#[test]
+fn each_kind_of_document_stays_under_its_cap_dropping_the_oldest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(&dir);
+    let cap = fleet_memory::db::document_cap("trace") as usize;
+    let keys: Vec<String> = (0..cap).map(|i| format!("r/t{i:06}")).collect();
+    let dropped = db
+        .put_documents(
+            keys.iter().map(|k| ("trace", k.as_str(), "t", "a trace")),
+            1,
+        )
+        .unwrap();
+    assert!(dropped.is_empty(), "{dropped:?}");
+    db.put_document("decision", "e1", "log", "a decision", 1)
+        .unwrap();
+    // One more trace, newer: the oldest trace goes, nothing of another kind does.
+    let dropped = db
+        .put_document("trace", "r/new", "t", "the newest trace", 2)
+        .unwrap();
+    assert_eq!(dropped, vec!["r/t000000".to_string()]);
+    assert!(db.document("trace", "r/t000000").unwrap().is_none());
+    assert!(db.document("trace", "r/new").unwrap().is_some());
+    assert!(db.document("decision", "e1").unwrap().is_some());
+    let hits = db.search("newest", &["trace".into()], 5).unwrap();
+    assert_eq!(hits.len(), 1);
+}
+
+#[test]
+fn compacting_the_index_changes_no_result_and_the_count_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(&dir);
+    // Many small transactions: many index segments, as single writes leave them.
+    for i in 0..1200 {
+        let body = format!("entry {i} about {}", ["webhook", "payment", "login"][i % 3]);
+        db.put_document("report", &format!("r{i}"), "r", &body, i as i64)
+            .unwrap();
+    }
+    let before = db.search("webhook login", &[], 20).unwrap();
+    db.compact().unwrap();
+    assert_eq!(db.search("webhook login", &[], 20).unwrap(), before);
+    drop(db);
+    // A fresh process counts 1,200 documents (past SMALL_STORE, the common-terms rule
+    // applies): every term is in a third of them, so only the rarest is searched.
+    let db = open(&dir);
+    let hits = db.search("webhook payment", &[], 2000).unwrap();
+    assert_eq!(hits.len(), 400, "{}", hits.len());
+}

@@ -20,6 +20,7 @@
 pub mod audit;
 mod devops_deploy;
 mod limits;
+mod memory_edge;
 pub mod migrate;
 mod new_project;
 mod pr_life;
@@ -303,6 +304,7 @@ impl Pipeline {
             }
         };
         self.publish(events, seqs);
+        memory_edge::decision_log(self, epic);
         Ok(())
     }
 
@@ -552,9 +554,10 @@ impl Pipeline {
         let needs_design = needs_design(request);
         let mut machine = match mode {
             epic::Mode::Migrate => EpicState::migration(),
-            epic::Mode::Standard => {
-                EpicState::new(self.context_file(project).is_file(), needs_design)
-            }
+            epic::Mode::Standard => EpicState::new(
+                memory_edge::context_is_fresh(self, &p, &repo, &base),
+                needs_design,
+            ),
         };
         let now = now_ms();
         let id = format!("e{n}");

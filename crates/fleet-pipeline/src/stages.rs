@@ -214,7 +214,8 @@ pub(crate) fn vars(
     v.insert("bible", bible.map(|b| b.prompt_text()).unwrap_or_default());
     v.insert(
         "context",
-        std::fs::read_to_string(p.context_file(&project.name)).unwrap_or_default(),
+        std::fs::read_to_string(p.context_file(&project.name)).unwrap_or_default()
+            + &crate::memory_edge::history(p, epic, data),
     );
     v.insert("architecture", data.architecture.clone());
     v.insert("feedback", data.feedback.clone());
@@ -330,6 +331,7 @@ fn finished(p: &Pipeline, run_id: &str) -> Result<RunRow> {
     if row.state == "interrupted" || row.state == "running" {
         return Err(PipelineError::Interrupted(run_id.to_string()));
     }
+    crate::memory_edge::traces_of_run(p, &row);
     Ok(row)
 }
 
@@ -470,10 +472,7 @@ pub(crate) async fn run_stage(
                 ));
             };
             let path = p.context_file(&project.name);
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| PipelineError::Other(e.to_string()))?;
-            }
-            std::fs::write(&path, &text).map_err(|e| PipelineError::Other(e.to_string()))?;
+            crate::memory_edge::context_written(p, &project.name, &path, &text, &epic.base_sha)?;
             Ok((
                 Outcome::Passed,
                 format!("context written to {}", path.display()),
@@ -950,6 +949,7 @@ async fn deliver(
 ) -> Result<StageEnd> {
     let spec = delivery_spec(project)?;
     let repo = fleet_git::Repo::open(Path::new(&project.path))?;
+    crate::memory_edge::commit_export(p, epic, project)?;
     let tip = repo
         .branch_tip(&epic.branch)?
         .ok_or_else(|| PipelineError::Other(format!("branch {} is gone", epic.branch)))?;
