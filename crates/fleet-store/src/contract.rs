@@ -6,6 +6,7 @@
 //! [`pg`] makes a throwaway PostgreSQL database per test.
 
 pub mod pg;
+pub mod queue;
 
 use crate::{AttemptRow, Batch, NewEvent, RunRow, RunStateChange, Store, StoreError, TaskRow};
 use serde_json::json;
