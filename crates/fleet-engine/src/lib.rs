@@ -19,6 +19,8 @@ pub mod layout;
 mod log_maker;
 pub mod plan;
 pub mod process;
+pub mod remote;
+pub mod runner;
 pub mod signals;
 mod spawn;
 pub mod summary;

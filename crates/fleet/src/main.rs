@@ -13,6 +13,7 @@ mod logs;
 mod memory;
 mod progress;
 mod review_run;
+mod runner;
 mod serve;
 mod state_store;
 mod stats;
@@ -33,6 +34,8 @@ pub mod exit {
     pub const ERROR: u8 = 3;
     /// The configured store cannot be opened (unreachable, unknown URL, newer schema).
     pub const STORE: u8 = 4;
+    /// `fleet runner` (or a run on runners) on a store with no task queue (SQLite).
+    pub const NEEDS_SHARED_STORE: u8 = 5;
     pub const INTERRUPTED: u8 = 130;
 }
 
@@ -80,7 +83,14 @@ enum Command {
         /// Seconds between SIGTERM and SIGKILL when a task's processes are ended.
         #[arg(long, default_value_t = 5.0)]
         kill_grace: f64,
+        /// Queue the tasks for `fleet runner` workers (which clone the repository's `origin`)
+        /// instead of running them here; needs a PostgreSQL store.
+        #[arg(long, conflicts_with = "resume")]
+        on_runners: bool,
     },
+    /// Claim and do tasks of runs queued with `fleet run --on-runners`, from the shared store
+    /// (PostgreSQL), until SIGTERM; then finish or hand back running tasks within --grace.
+    Runner(runner::RunnerArgs),
     /// List runs, newest first.
     Runs {
         #[arg(long)]
@@ -514,7 +524,7 @@ fn quiet_on_closed_stdout() {
 /// Whether the command starts or drives runs: those listen for stop signals themselves.
 fn drives_runs(command: &Command) -> bool {
     match command {
-        Command::Run { .. } | Command::Serve { .. } => true,
+        Command::Run { .. } | Command::Serve { .. } | Command::Runner(_) => true,
         Command::Task { command } => matches!(
             command,
             TaskCommand::Add { .. }
@@ -578,11 +588,13 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
             quiet,
             fsync,
             kill_grace,
+            on_runners,
         } => {
             let opts = RunFlags {
                 quiet,
                 fsync,
                 kill_grace: std::time::Duration::from_secs_f64(kill_grace.max(0.0)),
+                on_runners,
             };
             match (file, resume) {
                 (Some(file), None) => run_file(StateChoice::Discover(cli.home), &file, opts),
@@ -590,6 +602,7 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
                 _ => unreachable!("clap enforces exactly one"),
             }
         }
+        Command::Runner(args) => runner::runner(cli.home, args),
         Command::Runs { json } => {
             let (_, store) = open_existing_state(cli.home)?;
             views::runs(&*store, json)?;
@@ -803,6 +816,8 @@ pub struct RunFlags {
     pub quiet: bool,
     pub fsync: bool,
     pub kill_grace: std::time::Duration,
+    /// Queue the tasks for runners instead (`fleet_engine::remote`).
+    pub on_runners: bool,
 }
 
 /// The instance directory: explicit, or the nearest ancestor of `start` holding fleet.yaml.
@@ -947,6 +962,9 @@ fn run_file(state: StateChoice, file: &Path, flags: RunFlags) -> anyhow::Result<
     };
     let layout = StateDir::new(root);
     let store = open_store(&layout, flags.fsync)?;
+    if flags.on_runners {
+        return runner::run_on_runners(store, &plan, repo.root(), &base_sha, flags.quiet);
+    }
     let rt = runtime()?;
     let progress = progress::Progress::new(flags.quiet, plan.tasks.len());
     let opts = EngineOptions {
