@@ -23,6 +23,9 @@ use std::time::Duration;
 /// one redo, then one more chance).
 pub const MAX_CLAIMS: u32 = 3;
 
+/// The least time between two looks at a run's queue by [`wait`].
+const SCAN_GAP: Duration = Duration::from_millis(250);
+
 /// What a runner is told to do for one task (the queue entry's `spec`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskOrder {
@@ -207,6 +210,7 @@ pub fn wait(
         .ok_or_else(|| EngineError::Invalid(NO_QUEUE.into()))?;
     let mut seen = store.newest_seq()?;
     loop {
+        let scanned = std::time::Instant::now();
         queue.fail_exhausted(MAX_CLAIMS, now_ms())?;
         let rows = queue.queued(run_id)?;
         if rows
@@ -229,6 +233,12 @@ pub fn wait(
             return Ok(None);
         }
         seen = store.wait_for_events(seen, poll)?;
+        // Runners commit events for every task they claim and end: looking at the whole
+        // queue at each of them would cost the database more than the runners do. A few
+        // looks a second are enough for a run's end.
+        if let Some(rest) = SCAN_GAP.checked_sub(scanned.elapsed()) {
+            std::thread::sleep(rest);
+        }
     }
 }
 
