@@ -4,12 +4,14 @@
 //! in the middle of a task and another is sent SIGTERM in the middle of one: every task ends
 //! done once and is merged once (walked on the remote's integration branch), the killed
 //! runner's task is redone within the lease's TTL + 5 s, and the drained runner finishes its
-//! task before it exits.
+//! task before it exits. Two `fleet serve` replicas on the same PostgreSQL stream the run's
+//! events, written by five processes, each exactly once and in order.
 
 mod support;
+use support::epics::Instance;
 use support::git;
 use support::kill::wait_until;
-use support::server::wait_for;
+use support::server::{Http, Served, wait_for};
 
 use fleet_store::contract::pg::TestDb;
 use fleet_store::{PostgresStore, Store};
@@ -89,6 +91,60 @@ fn sigterm(pid: u32) {
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
 }
 
+/// Reads an SSE stream in the background: the seq of every event, until dropped.
+struct SseReader {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SseReader {
+    fn open(http: &Http, url: String) -> SseReader {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = seen.clone();
+        let task = http.rt.spawn(async move {
+            let mut resp = reqwest::Client::new().get(url).send().await.unwrap();
+            assert_eq!(resp.status().as_u16(), 200);
+            let mut buf = String::new();
+            while let Ok(Some(chunk)) = resp.chunk().await {
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buf.find("\n\n") {
+                    let frame: String = buf.drain(..end + 2).collect();
+                    for line in frame.lines() {
+                        if let Some(v) = line.strip_prefix("id:") {
+                            out.lock().unwrap().push(v.trim().parse::<u64>().unwrap());
+                        }
+                    }
+                }
+            }
+        });
+        SseReader { seen, task }
+    }
+
+    fn seen(&self) -> Vec<u64> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for SseReader {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An API replica's instance: its own home, naming the shared store.
+fn replica(db: &str, work: &Path, remote: &Path) -> Instance {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("fleet.yaml"), format!("store: {db}\n")).unwrap();
+    Instance {
+        _tmp: tmp,
+        home,
+        repo: work.to_path_buf(),
+        remote: remote.to_path_buf(),
+    }
+}
+
 /// The pid in a runner's lease holder name (`host:pid:start:n`).
 fn pid_of(holder: &str) -> u32 {
     holder.split(':').nth(1).unwrap().parse().unwrap()
@@ -117,6 +173,15 @@ fn runners_survive_kill_and_drain_and_land_every_task_once() {
     std::fs::write(home.join("fleet.yaml"), format!("store: {}\n", db.url())).unwrap();
     let store: std::sync::Arc<dyn Store> =
         std::sync::Arc::new(PostgresStore::open(db.url()).unwrap());
+    let (ia, ib) = (
+        replica(db.url(), &work, &remote),
+        replica(db.url(), &work, &remote),
+    );
+    let ra = Served::start(&ia, "127.0.0.1", &["--epics", "0"]);
+    let rb = Served::start(&ib, "127.0.0.1", &["--epics", "0"]);
+    let http = Http::new();
+    let sse_a = SseReader::open(&http, format!("{}/api/v1/events?after=0", ra.url));
+    let sse_b = SseReader::open(&http, format!("{}/api/v1/events?after=0", rb.url));
 
     let mut runners: Vec<Child> = (0..3)
         .map(|i| {
@@ -225,6 +290,25 @@ fn runners_survive_kill_and_drain_and_land_every_task_once() {
         "slow 2\n"
     );
     assert_eq!(git(&remote, &["show", &format!("{int}:count")]), "14\n");
+
+    // Every event of the store, on both replicas' streams, once each and in order.
+    let newest = store.newest_seq().unwrap();
+    let every: Vec<u64> = store
+        .events(None, 0, 1_000_000)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(every, (1..=newest).collect::<Vec<_>>());
+    for (name, sse) in [("a", &sse_a), ("b", &sse_b)] {
+        let seen = wait_for(30, &format!("replica {name}'s stream at {newest}"), || {
+            let seen = sse.seen();
+            (seen.last() >= Some(&newest)).then_some(seen)
+        });
+        assert_eq!(seen, every, "replica {name}: every event once, in order");
+    }
+    ra.stop();
+    rb.stop();
 
     for mut r in runners {
         if r.try_wait().unwrap().is_some() {
