@@ -86,6 +86,25 @@ fn project(root: &Path, marks: &Path) -> (PathBuf, PathBuf) {
     (remote, work)
 }
 
+/// The runner processes; on a failed assertion, killed (and their tasks' waits released) so
+/// nothing outlives the test.
+struct Runners {
+    children: Vec<Child>,
+    marks: PathBuf,
+}
+
+impl Drop for Runners {
+    fn drop(&mut self) {
+        for mark in ["go-slow", "go-drained"] {
+            let _ = std::fs::write(self.marks.join(mark), "");
+        }
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 fn sigterm(pid: u32) {
     // SAFETY: kill(2) on a child of this test.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
@@ -183,12 +202,16 @@ fn runners_survive_kill_and_drain_and_land_every_task_once() {
     let sse_a = SseReader::open(&http, format!("{}/api/v1/events?after=0", ra.url));
     let sse_b = SseReader::open(&http, format!("{}/api/v1/events?after=0", rb.url));
 
-    let mut runners: Vec<Child> = (0..3)
-        .map(|i| {
-            let ws = tmp.path().join(format!("runner{i}"));
-            spawn_runner(db.url(), &ws, &tmp.path().join(format!("runner{i}.out")))
-        })
-        .collect();
+    let mut guard = Runners {
+        children: (0..3)
+            .map(|i| {
+                let ws = tmp.path().join(format!("runner{i}"));
+                spawn_runner(db.url(), &ws, &tmp.path().join(format!("runner{i}.out")))
+            })
+            .collect(),
+        marks: marks.clone(),
+    };
+    let runners = &mut guard.children;
     let coordinator = Command::new(FLEET)
         .args(["run", "--on-runners"])
         .arg(work.join("runbook.yaml"))
@@ -310,13 +333,12 @@ fn runners_survive_kill_and_drain_and_land_every_task_once() {
     ra.stop();
     rb.stop();
 
-    for mut r in runners {
+    for r in runners.iter_mut() {
         if r.try_wait().unwrap().is_some() {
             continue;
         }
         sigterm(r.id());
-        let _ = wait_until(&mut r, Instant::now() + Duration::from_secs(30));
-        let _ = r.kill();
+        let _ = wait_until(r, Instant::now() + Duration::from_secs(30));
     }
 }
 
