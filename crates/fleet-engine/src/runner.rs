@@ -591,3 +591,89 @@ fn merged_before(dir: &Path, tip: &str, trailer: &str) -> Result<Option<String>,
         .map_err(|e| e.to_string())?;
     Ok(out.lines().next().map(str::to_string))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleet_store::contract::pg::TestDb;
+    use fleet_store::{PostgresStore, QueueItem};
+
+    fn sh(dir: &Path, script: &str) {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{script}: {out:?}");
+    }
+
+    /// A runner that pushed the merge and died before recording it: the redo, with its own
+    /// commit from its own clean clone, finds the task on the branch and does not merge again.
+    #[test]
+    fn a_redo_of_a_task_already_landed_does_not_land_twice() {
+        let db = TestDb::create();
+        let store: Arc<dyn Store> = Arc::new(PostgresStore::open(db.url()).unwrap());
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        sh(
+            root,
+            "git init -q --bare -b main remote.git && git clone -q remote.git seed && cd seed \
+             && echo x > README && git add -A && git commit -qm seed \
+             && git push -q origin main main:fleet/runs/i/r1",
+        );
+        let order = TaskOrder {
+            run: "true".into(),
+            workspace: "git".into(),
+            checks: vec![],
+            timeout_ms: None,
+            env: Default::default(),
+            pass_env: vec![],
+            remote: root.join("remote.git").display().to_string(),
+            integration: "fleet/runs/i/r1".into(),
+            task_branch: "fleet/tasks/i/r1/a".into(),
+        };
+        let q = store.queue().unwrap();
+        q.enqueue(
+            &[QueueItem {
+                run_id: "r1".into(),
+                task_id: "a".into(),
+                deps: vec![],
+                needs: vec![],
+                spec: serde_json::to_value(&order).unwrap(),
+            }],
+            &[],
+        )
+        .unwrap();
+        let ad = RunnerAd {
+            name: "r".into(),
+            offers: vec![],
+            concurrency: 1,
+        };
+        let ttl = Duration::from_secs(30);
+        let claim = q.claim(&ad, ttl, 3, &[]).unwrap().unwrap();
+        let mut merges = Vec::new();
+        for (n, content) in [(1, "first"), (2, "second")] {
+            let dir = root.join(format!("ws{n}"));
+            prepare(&dir, &root.join("logs"), &order, true).unwrap();
+            sh(&dir, &format!("echo {content} > a.txt"));
+            let repo = fleet_git::Repo::open(&dir).unwrap();
+            let commit = repo.commit_all(&dir, "task a").unwrap().unwrap();
+            merges.push(land(store.clone(), &claim, &order, &dir, &commit, ttl).unwrap());
+        }
+        assert!(merges[0].is_some());
+        assert_eq!(merges[0], merges[1], "the redo reports the first landing");
+        let log = git(
+            &root.join("remote.git"),
+            &["log", "--format=%B", "fleet/runs/i/r1"],
+        )
+        .unwrap();
+        assert_eq!(log.matches("Fleet-Task: r1/a").count(), 1, "{log}");
+        let tree = git(&root.join("remote.git"), &["show", "fleet/runs/i/r1:a.txt"]).unwrap();
+        assert_eq!(tree, "first\n");
+    }
+}
