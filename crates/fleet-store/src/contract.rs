@@ -9,6 +9,7 @@ pub mod pg;
 mod summaries;
 
 pub use summaries::summaries;
+pub mod queue;
 
 use crate::{AttemptRow, Batch, NewEvent, RunRow, RunStateChange, Store, StoreError, TaskRow};
 use serde_json::json;

@@ -16,12 +16,15 @@ pub mod contract;
 mod lease;
 mod open;
 mod postgres;
+mod postgres_queue;
+pub mod queue;
 mod sqlite;
 mod summary;
 
 pub use lease::{Lease, LeaseHolder};
 pub use open::{StoreUrl, open};
 pub use postgres::PostgresStore;
+pub use queue::{Claim, Finish, QueueItem, QueueRow, RunnerAd, TaskQueue};
 pub use sqlite::{Durability, SqliteStore};
 pub use summary::{AttemptTallies, EpicSummary, ProfileTally, RunTally, summarize};
 
@@ -250,6 +253,11 @@ impl Batch {
 /// with several processes writing at once, so a tail that remembers the last seq it read
 /// misses nothing and sees nothing twice.
 pub trait Store: Send + Sync {
+    /// The queue `fleet runner` workers claim tasks from; `None` for a backend on one machine
+    /// (SQLite), where a run's own process runs its tasks.
+    fn queue(&self) -> Option<&dyn TaskQueue> {
+        None
+    }
     /// Takes the lease `name` for `holder` until `ttl` from now, if it is free, expired, or
     /// already `holder`'s (then it is renewed). Whether `holder` holds it now. Expiry is judged
     /// by the store's clock (the server's for PostgreSQL), so holders on several machines agree.

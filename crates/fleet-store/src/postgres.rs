@@ -137,6 +137,7 @@ CREATE TABLE leases (
 "#,
     // Epic summaries for lists and outcomes (`crate::summary`).
     summary::MIGRATION,
+    crate::postgres_queue::MIGRATION,
 ];
 
 /// The channel commits of events notify (payload: the newest seq).
@@ -151,7 +152,7 @@ const POLL_DEAF: Duration = Duration::from_millis(100);
 const POOL_IDLE: usize = 8;
 
 /// The server's clock in ms since the epoch: every holder of a lease is judged by one clock.
-const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+pub(crate) const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 pub struct PostgresStore {
     url: String,
@@ -311,7 +312,10 @@ impl PostgresStore {
 
     /// Runs `f` on a pooled connection (a new one when none is idle); a connection that broke
     /// is dropped rather than pooled.
-    fn with<T: Send>(&self, f: impl FnOnce(&mut Client) -> Result<T> + Send) -> Result<T> {
+    pub(crate) fn with<T: Send>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<T> + Send,
+    ) -> Result<T> {
         off_runtime(|| {
             let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let mut client = match pooled {
@@ -331,7 +335,7 @@ impl PostgresStore {
     }
 
     /// Runs `f` in a transaction: committed if it succeeds, rolled back (by dropping) if not.
-    fn in_transaction<T: Send>(
+    pub(crate) fn in_transaction<T: Send>(
         &self,
         f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T> + Send,
     ) -> Result<T> {
@@ -434,7 +438,10 @@ fn ensure_instance_id(c: &mut Client) -> Result<()> {
 
 /// Appends events, numbered from the counter row (see the module's note), and notifies
 /// listeners at commit.
-fn insert_events(tx: &mut postgres::Transaction<'_>, events: &[NewEvent]) -> Result<Vec<u64>> {
+pub(crate) fn insert_events(
+    tx: &mut postgres::Transaction<'_>,
+    events: &[NewEvent],
+) -> Result<Vec<u64>> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
@@ -725,6 +732,10 @@ fn counts(rows: &[Row]) -> Result<std::collections::BTreeMap<String, u64>> {
 }
 
 impl Store for PostgresStore {
+    fn queue(&self) -> Option<&dyn crate::TaskQueue> {
+        Some(self)
+    }
+
     fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
         let ttl = ttl.as_millis() as i64;
         self.with(|c| {

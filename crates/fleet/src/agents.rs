@@ -31,7 +31,7 @@ fn version(binary: &str) -> Result<String, String> {
     }
 }
 
-fn on_path(binary: &str) -> Option<std::path::PathBuf> {
+pub(crate) fn on_path(binary: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(binary))

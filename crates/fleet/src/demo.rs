@@ -128,6 +128,7 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<u8> {
         quiet: false,
         fsync: false,
         kill_grace: std::time::Duration::from_secs(2),
+        on_runners: false,
     };
     // The demo's state lives in the demo repository, whatever instance surrounds the caller.
     let code = crate::run_file(crate::StateChoice::RepoOnly, &runbook, flags)?;

@@ -14,6 +14,7 @@ mod logs;
 mod memory;
 mod progress;
 mod review_run;
+mod runner;
 mod serve;
 mod state_store;
 mod stats;
@@ -36,7 +37,8 @@ pub mod exit {
     pub const STORE: u8 = 4;
     /// Something outside Fleet that the command needs is missing, refused or down, and
     /// nothing was done: an agent CLI with its key (`fleet demo --real`), the forge (`fleet
-    /// project new`: a rejected token, a taken name, a forge that kept failing).
+    /// project new`: a rejected token, a taken name, a forge that kept failing), a store
+    /// shared by machines (`fleet runner` on SQLite, which has no task queue).
     pub const UNAVAILABLE: u8 = 5;
     pub const INTERRUPTED: u8 = 130;
 }
@@ -85,7 +87,14 @@ enum Command {
         /// Seconds between SIGTERM and SIGKILL when a task's processes are ended.
         #[arg(long, default_value_t = 5.0)]
         kill_grace: f64,
+        /// Queue the tasks for `fleet runner` workers (which clone the repository's `origin`)
+        /// instead of running them here; needs a PostgreSQL store.
+        #[arg(long, conflicts_with = "resume")]
+        on_runners: bool,
     },
+    /// Claim and do tasks of runs queued with `fleet run --on-runners`, from the shared store
+    /// (PostgreSQL), until SIGTERM; then finish or hand back running tasks within --grace.
+    Runner(runner::RunnerArgs),
     /// List runs, newest first.
     Runs {
         #[arg(long)]
@@ -541,7 +550,7 @@ fn parse_mode(s: &str) -> Result<fleet_core::epic::Mode, String> {
 /// Whether the command starts or drives runs: those listen for stop signals themselves.
 fn drives_runs(command: &Command) -> bool {
     match command {
-        Command::Run { .. } | Command::Serve { .. } => true,
+        Command::Run { .. } | Command::Serve { .. } | Command::Runner(_) => true,
         Command::Task { command } => matches!(
             command,
             TaskCommand::Add { .. }
@@ -621,11 +630,13 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
             quiet,
             fsync,
             kill_grace,
+            on_runners,
         } => {
             let opts = RunFlags {
                 quiet,
                 fsync,
                 kill_grace: std::time::Duration::from_secs_f64(kill_grace.max(0.0)),
+                on_runners,
             };
             match (file, resume) {
                 (Some(file), None) => run_file(StateChoice::Discover(cli.home), &file, opts),
@@ -633,6 +644,7 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
                 _ => unreachable!("clap enforces exactly one"),
             }
         }
+        Command::Runner(args) => runner::runner(cli.home, args),
         Command::Runs { json } => {
             let (_, store) = open_existing_state(cli.home)?;
             views::runs(&*store, json)?;
@@ -855,6 +867,8 @@ pub struct RunFlags {
     pub quiet: bool,
     pub fsync: bool,
     pub kill_grace: std::time::Duration,
+    /// Queue the tasks for runners instead (`fleet_engine::remote`).
+    pub on_runners: bool,
 }
 
 /// The instance directory: explicit, or the nearest ancestor of `start` holding fleet.yaml.
@@ -1005,6 +1019,9 @@ fn run_file(state: StateChoice, file: &Path, flags: RunFlags) -> anyhow::Result<
     };
     let layout = StateDir::new(root);
     let store = open_store(&layout, flags.fsync)?;
+    if flags.on_runners {
+        return runner::run_on_runners(store, &plan, repo.root(), &base_sha, flags.quiet);
+    }
     let rt = runtime()?;
     let progress = progress::Progress::new(flags.quiet, plan.tasks.len());
     let opts = EngineOptions {

@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""`fleet runner` on PostgreSQL (issue 19), side by side in one run:
+
+  RQ1  1,000 instant tasks (`workspace: none`) claimed by 1, 2 and 4 runners (concurrency 1
+       each) vs the floor: a minimal `FOR UPDATE SKIP LOCKED` claim loop with as many threads
+       (crates/fleet-store/examples/claim_floor.rs, same client library). Throughput (tasks/s,
+       first claim to last task done) and claim-to-start latency p50/p99 (Fleet: from the
+       runner starting its claim to the task's command running; floor: from starting the claim
+       to its commit).
+  RQ2  400 `workspace: none` tasks of `sleep 0.2`: 1 runner vs 4 runners (concurrency 1 each),
+       wall time from the first claim to the last task done.
+
+Usage: python3 bench/runners.py [--quick] [--no-build]   (writes bench/results/runners.md)
+Needs PostgreSQL at FLEET_TEST_PG_URL (default postgres://postgres@127.0.0.1:5432/postgres)
+and psql. Debug binaries: a release build of the whole workspace is not made here.
+"""
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN = os.environ.get("FLEET_TEST_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+FLEET = ROOT / "target/debug/fleet"
+FLOOR = ROOT / "target/debug/examples/claim_floor"
+
+
+def db_url(name):
+    return ADMIN.rsplit("/", 1)[0] + "/" + name
+
+
+def psql(url, sql):
+    out = subprocess.run(["psql", "-qAtX", url, "-c", sql], check=True, capture_output=True, text=True)
+    return out.stdout
+
+
+def fresh_db(tag):
+    name = f"fleet_bench_{tag}_{os.getpid()}"
+    psql(ADMIN, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    psql(ADMIN, f"CREATE DATABASE {name}")
+    return name
+
+
+def drop_db(name):
+    psql(ADMIN, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def git(cwd, *args):
+    subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True)
+
+
+def project(tmp, tasks, command):
+    remote, work = tmp / "remote.git", tmp / "proj"
+    git(tmp, "init", "-q", "--bare", "-b", "main", "remote.git")
+    git(tmp, "clone", "-q", str(remote), "proj")
+    lines = ["name: bench", "tasks:"]
+    for i in range(tasks):
+        lines += [f"  - id: t{i:04d}", "    workspace: none", f"    command: {json.dumps(command)}"]
+    (work / "runbook.yaml").write_text("\n".join(lines) + "\n")
+    env = dict(os.environ, GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@b", GIT_COMMITTER_NAME="b",
+               GIT_COMMITTER_EMAIL="b@b")
+    subprocess.run(["git", "-C", str(work), "add", "-A"], check=True, env=env)
+    subprocess.run(["git", "-C", str(work), "commit", "-qm", "seed"], check=True, env=env)
+    git(work, "push", "-q", "origin", "main")
+    return work
+
+
+def fleet_case(runners, tasks, command, tag):
+    """Starts `runners` runners, queues the runbook, waits; returns the run's events."""
+    name = fresh_db(tag)
+    url = db_url(name)
+    tmp = Path(tempfile.mkdtemp(prefix="fleet-runners-"))
+    try:
+        work = project(tmp, tasks, command.replace("STARTS", str(tmp / "starts")))
+        (tmp / "starts").mkdir()
+        home = tmp / "home"
+        home.mkdir()
+        (home / "fleet.yaml").write_text(f"store: {url}\n")
+        # Migrate once before the runners start (they would wait on the advisory lock).
+        subprocess.run([str(FLEET), "runs"], env=dict(os.environ, FLEET_HOME=str(home)),
+                       check=True, capture_output=True)
+        procs = [subprocess.Popen([str(FLEET), "runner", "--store", url, "--workspace",
+                                   str(tmp / f"ws{i}"), "--concurrency", "1"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for i in range(runners)]
+        deadline = time.time() + 30
+        while int(psql(url, "SELECT count(*) FROM runners").strip() or 0) < runners:
+            assert time.time() < deadline, "runners did not advertise"
+            time.sleep(0.05)
+        out = subprocess.run([str(FLEET), "run", "-q", "--on-runners", str(work / "runbook.yaml")],
+                             env=dict(os.environ, FLEET_HOME=str(home)), capture_output=True, text=True)
+        assert out.returncode == 0, out.stdout + out.stderr
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(timeout=60)
+        rows = psql(url, "SELECT task, kind, at FROM events WHERE kind IN ('task.started', 'task.done')")
+        started, done = {}, {}
+        for line in rows.splitlines():
+            task, kind, at = line.split("|")
+            (started if kind == "task.started" else done)[task] = int(at)
+        starts = {}
+        for f in (tmp / "starts").iterdir():
+            starts[f.name] = int(f.read_text().strip()) / 1e6  # ns -> ms
+        assert len(done) == tasks, f"{len(done)} of {tasks} done"
+        return started, done, starts
+    finally:
+        drop_db(name)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * p))]
+
+
+def floor_case(threads, tasks, tag):
+    name = fresh_db(tag)
+    try:
+        out = subprocess.run([str(FLOOR), db_url(name), str(tasks), str(threads)],
+                             check=True, capture_output=True, text=True)
+        d = json.loads(out.stdout)
+        lat = [x / 1000 for x in d["latency_us"]]
+        return tasks / d["wall_s"], pct(lat, 0.5), pct(lat, 0.99)
+    finally:
+        drop_db(name)
+
+
+def main():
+    quick = "--quick" in sys.argv
+    if "--no-build" not in sys.argv:
+        subprocess.run(["cargo", "build", "-q", "-p", "fleet"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "-q", "-p", "fleet-store", "--example", "claim_floor"],
+                       cwd=ROOT, check=True)
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+    report = [f"# fleet runner benchmarks ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+              f"Fleet `{head}`, {os.cpu_count()} CPUs, debug build)", ""]
+    n1 = 200 if quick else 1000
+    report += [f"## RQ1 — {n1} instant tasks: runners vs a minimal SKIP LOCKED loop", "",
+               "| runners | floor tasks/s | Fleet tasks/s | Fleet / floor | floor claim p50 / p99 (ms) "
+               "| Fleet claim-to-start p50 / p99 (ms) |", "|---|---|---|---|---|---|"]
+    for n in (1, 2, 4):
+        f_tp, f50, f99 = floor_case(n, n1, f"floor{n}")
+        started, done, starts = fleet_case(n, n1, "date +%s%N > STARTS/$FLEET_TASK", f"rq1_{n}")
+        span = (max(done.values()) - min(started.values())) / 1000
+        tp = n1 / span
+        lat = [starts[t] - started[t] for t in started if t in starts]
+        report.append(f"| {n} | {f_tp:.0f} | {tp:.0f} | {tp / f_tp:.2f} | {f50:.2f} / {f99:.2f} "
+                      f"| {pct(lat, 0.5):.2f} / {pct(lat, 0.99):.2f} |")
+        print(report[-1], flush=True)
+    n2 = 100 if quick else 400
+    report += ["", f"## RQ2 — {n2} tasks of `sleep 0.2`: 1 vs 4 runners (concurrency 1)", "",
+               "| runners | wall, first claim to last done (s) | ideal (s) |", "|---|---|---|"]
+    walls = {}
+    for n in (1, 4):
+        started, done, _ = fleet_case(n, n2, "sleep 0.2", f"rq2_{n}")
+        walls[n] = (max(done.values()) - min(started.values())) / 1000
+        report.append(f"| {n} | {walls[n]:.2f} | {n2 * 0.2 / n:.1f} |")
+        print(report[-1], flush=True)
+    report += ["", f"Speed-up 1 → 4 runners: **{walls[1] / walls[4]:.2f}x**"]
+    text = "\n".join(report) + "\n"
+    out = ROOT / "bench/results"
+    out.mkdir(exist_ok=True)
+    (out / "runners.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,317 @@
+//! The coordinator's side of running a run on `fleet runner` workers: starting a task is
+//! enqueueing it, and a runner's report is a store event the coordinator waits for.
+//!
+//! [`submit`] makes the run's integration branch on the project's remote (at the base), the
+//! run and task rows, and one queue entry per leaf task with its dependencies (containers
+//! expanded to their leaves). Runners resolve readiness themselves (a task is claimable once
+//! its dependencies are done), so the coordinator holds no state a runner waits on: [`wait`]
+//! only watches the queue until every task ended, fails the tasks whose runners kept dying,
+//! and records how the run ended. A coordinator that dies loses nothing; the runners go on.
+//!
+//! Shell tasks only in this build: an agent task is refused at submit (a runner would need
+//! the pool and accounts of `engine.rs`, which is being split).
+
+use crate::plan::{Plan, TaskAction};
+use crate::{EngineError, layout, now_ms};
+use fleet_store::{Batch, NewEvent, QueueItem, RunRow, RunStateChange, Store, TaskRow};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::path::Path;
+use std::time::Duration;
+
+/// Claims of one task before it fails because its runners keep vanishing (the first run and
+/// one redo, then one more chance).
+pub const MAX_CLAIMS: u32 = 3;
+
+/// The least time between two looks at a run's queue by [`wait`].
+const SCAN_GAP: Duration = Duration::from_millis(250);
+
+/// What a runner is told to do for one task (the queue entry's `spec`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskOrder {
+    pub run: String,
+    /// `git`: a fresh clone of `remote` on a task branch from the integration branch, merged
+    /// back when it passes; `none`: an empty directory, nothing merged.
+    pub workspace: String,
+    pub checks: Vec<String>,
+    pub timeout_ms: Option<u64>,
+    pub env: std::collections::BTreeMap<String, String>,
+    pub pass_env: Vec<String>,
+    pub remote: String,
+    pub integration: String,
+    pub task_branch: String,
+}
+
+/// A run handed to runners.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submitted {
+    pub run_id: String,
+    pub integration: String,
+    pub tasks: usize,
+}
+
+/// Why a store cannot take a run for runners: it has no queue (SQLite).
+pub const NO_QUEUE: &str = "runners need a store shared by several machines: set `store: postgres://…` in fleet.yaml (this instance's store is the SQLite file, which has no task queue)";
+
+/// Enqueues `plan` for runners that clone `remote`; `base_sha` must be a commit the local
+/// repository `repo` has (it is pushed to the remote as the integration branch).
+pub fn submit(
+    store: &dyn Store,
+    plan: &Plan,
+    repo: &Path,
+    remote: &str,
+    base_sha: &str,
+) -> Result<Submitted, EngineError> {
+    let queue = store
+        .queue()
+        .ok_or_else(|| EngineError::Invalid(NO_QUEUE.into()))?;
+    let graph = fleet_core::graph::validate(&plan.nodes)
+        .map_err(|e| EngineError::Invalid(format!("the task graph is invalid: {e:?}")))?;
+    if let Some(t) = plan
+        .tasks
+        .iter()
+        .find(|t| matches!(t.action, TaskAction::Agent(_)))
+    {
+        return Err(EngineError::Invalid(format!(
+            "task {:?} is an agent task: runners play shell tasks only in this build",
+            t.id
+        )));
+    }
+    let instance = layout::instance_id(store)?;
+    let run_id = new_run_id(store, &plan.name)?;
+    let integration = plan
+        .integration
+        .clone()
+        .unwrap_or_else(|| layout::integration_branch(&instance, &run_id));
+    let branches = layout::task_branches(&instance, &run_id);
+    push_branch(repo, remote, base_sha, &integration)?;
+
+    let now = now_ms();
+    let leaves: Vec<usize> = (0..graph.len())
+        .filter(|&n| graph.is_leaf(n) && plan.tasks[n].runs_something())
+        .collect();
+    let row = RunRow {
+        id: run_id.clone(),
+        name: plan.name.clone(),
+        runbook_path: plan.runbook_path.display().to_string(),
+        runbook_source: plan.source.clone(),
+        repo: without_password(remote),
+        base_sha: base_sha.to_string(),
+        integration_branch: integration.clone(),
+        state: "running".into(),
+        created_at: now,
+        updated_at: now,
+        finished_at: None,
+    };
+    let mut rows = Vec::new();
+    let mut items = Vec::new();
+    let mut events = vec![event(
+        &run_id,
+        None,
+        "run.started",
+        json!({"name": plan.name, "base": base_sha, "integration_branch": integration,
+               "tasks": leaves.len(), "executor": "runners", "remote": without_password(remote)}),
+    )];
+    for (idx, &n) in leaves.iter().enumerate() {
+        let t = &plan.tasks[n];
+        let TaskAction::Shell(command) = &t.action else {
+            continue;
+        };
+        let mut deps: Vec<String> = Vec::new();
+        for &d in graph.deps(n) {
+            for leaf in graph.leaves_under(d) {
+                deps.push(graph.id(leaf).to_string());
+            }
+        }
+        deps.sort();
+        deps.dedup();
+        let order = TaskOrder {
+            run: command.clone(),
+            workspace: if t.worktree { "git" } else { "none" }.into(),
+            checks: t.checks.clone(),
+            timeout_ms: t.timeout.map(|d| d.as_millis() as u64),
+            env: t.env.clone(),
+            pass_env: t.pass_env.clone(),
+            remote: remote.to_string(),
+            integration: integration.clone(),
+            task_branch: layout::task_branch(&branches, &t.id),
+        };
+        rows.push(TaskRow {
+            run_id: run_id.clone(),
+            idx: idx as u32,
+            id: t.id.clone(),
+            state: if deps.is_empty() { "ready" } else { "pending" }.into(),
+            attempts: 0,
+            failures: 0,
+            not_before: 0,
+            reason: None,
+            commit_sha: None,
+            merge_sha: None,
+            started_at: None,
+            finished_at: None,
+        });
+        events.push(event(
+            &run_id,
+            Some(&t.id),
+            "task.created",
+            json!({"runs": command, "checks": t.checks, "worktree": t.worktree, "deps": deps}),
+        ));
+        items.push(QueueItem {
+            run_id: run_id.clone(),
+            task_id: t.id.clone(),
+            deps,
+            needs: vec!["sh".into()],
+            spec: serde_json::to_value(&order).map_err(std::io::Error::other)?,
+        });
+    }
+    store.create_run(&row, &rows, &events)?;
+    queue.enqueue(
+        &items,
+        &[event(
+            &run_id,
+            None,
+            "run.queued",
+            json!({"tasks": items.len()}),
+        )],
+    )?;
+    Ok(Submitted {
+        run_id,
+        integration,
+        tasks: items.len(),
+    })
+}
+
+/// How a run on runners ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteEnd {
+    pub done: usize,
+    pub failed: Vec<(String, String)>,
+    pub skipped: usize,
+}
+
+impl RemoteEnd {
+    pub fn passed(&self) -> bool {
+        self.failed.is_empty() && self.skipped == 0
+    }
+}
+
+/// Waits until every task of the run ended (woken by the runners' events; the lease expiries
+/// that no event announces are looked at every `poll`), then records the run's end.
+/// `stopped` is asked between waits: the coordinator may go away at any time (the run goes
+/// on; a later `wait` picks it up).
+pub fn wait(
+    store: &dyn Store,
+    run_id: &str,
+    poll: Duration,
+    stopped: impl Fn() -> bool,
+) -> Result<Option<RemoteEnd>, EngineError> {
+    let queue = store
+        .queue()
+        .ok_or_else(|| EngineError::Invalid(NO_QUEUE.into()))?;
+    let mut seen = store.newest_seq()?;
+    loop {
+        let scanned = std::time::Instant::now();
+        queue.fail_exhausted(MAX_CLAIMS, now_ms())?;
+        let rows = queue.queued(run_id)?;
+        if rows
+            .iter()
+            .all(|r| matches!(r.state.as_str(), "done" | "failed" | "skipped"))
+        {
+            let end = RemoteEnd {
+                done: rows.iter().filter(|r| r.state == "done").count(),
+                failed: rows
+                    .iter()
+                    .filter(|r| r.state == "failed")
+                    .map(|r| (r.task_id.clone(), r.detail.clone().unwrap_or_default()))
+                    .collect(),
+                skipped: rows.iter().filter(|r| r.state == "skipped").count(),
+            };
+            record_end(store, run_id, &end)?;
+            return Ok(Some(end));
+        }
+        if stopped() {
+            return Ok(None);
+        }
+        seen = store.wait_for_events(seen, poll)?;
+        // Runners commit events for every task they claim and end: looking at the whole
+        // queue at each of them would cost the database more than the runners do. A few
+        // looks a second are enough for a run's end.
+        if let Some(rest) = SCAN_GAP.checked_sub(scanned.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+}
+
+fn record_end(store: &dyn Store, run_id: &str, end: &RemoteEnd) -> Result<(), EngineError> {
+    let now = now_ms();
+    let state = if end.passed() { "passed" } else { "failed" };
+    store.commit(&Batch {
+        run_state: Some(RunStateChange {
+            run_id: run_id.to_string(),
+            state: state.into(),
+            at: now,
+            finished_at: Some(now),
+        }),
+        events: vec![event(
+            run_id,
+            None,
+            "run.finished",
+            json!({"state": state, "done": end.done, "failed": end.failed.len(),
+                   "skipped": end.skipped}),
+        )],
+        ..Batch::default()
+    })?;
+    Ok(())
+}
+
+fn event(run: &str, task: Option<&str>, kind: &str, data: serde_json::Value) -> NewEvent {
+    NewEvent {
+        at: now_ms(),
+        run_id: run.to_string(),
+        task: task.map(str::to_string),
+        attempt: None,
+        kind: kind.into(),
+        data,
+    }
+}
+
+fn new_run_id(store: &dyn Store, name: &str) -> Result<String, EngineError> {
+    let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
+    let base = format!("{name}-{stamp}");
+    let mut id = base.clone();
+    let mut n = 2;
+    while store.run(&id)?.is_some() {
+        id = format!("{base}-{n}");
+        n += 1;
+    }
+    Ok(id)
+}
+
+/// `https://user:token@host/x.git` as `https://user@host/x.git`: events and rows are read by
+/// people and the API; the queue entry (read by runners only) keeps the URL as given.
+pub fn without_password(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let user = url[s + 3..at].split(':').next().unwrap_or("");
+            format!("{}{user}{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Creates `branch` on `remote` at `sha`; refused (not forced) if it exists elsewhere.
+fn push_branch(repo: &Path, remote: &str, sha: &str, branch: &str) -> Result<(), EngineError> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["push", "--quiet", "--end-of-options", remote])
+        .arg(format!("{sha}:refs/heads/{branch}"))
+        .output()?;
+    if !out.status.success() {
+        return Err(EngineError::Invalid(format!(
+            "cannot create {branch} on {remote}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}

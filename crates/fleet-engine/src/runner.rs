@@ -1,0 +1,679 @@
+//! `fleet runner`: a worker that claims tasks from the store's queue and does them on its own
+//! machine, sharing nothing with other runners but the store and the projects' remotes.
+//!
+//! A claimed task runs in a fresh directory under the runner's workspace root (a clone of the
+//! remote on the task's branch, or an empty directory for `workspace: none`), with the
+//! engine's supervised processes ([`crate::process::run`]: own process group, timeout, log).
+//! The claim's lease is renewed every third of its TTL; a runner that dies stops renewing,
+//! and another claims the task again after the TTL and redoes it from scratch.
+//!
+//! Landing is serialized per run by the store lease `merge/<run>`, and the integration branch
+//! on the remote only ever moves compare-and-swap (`push --force-with-lease=<ref>:<tip read>`):
+//! a push that lost a race fetches, merges again and retries. Every merge commit carries a
+//! `Fleet-Task: <run>/<task>` trailer, and a task whose trailer is already on the branch (its
+//! first runner merged, then died before saying so) is not merged again: merged exactly once.
+//!
+//! A stop signal drains: no new claims; running tasks get `grace` to finish, then their
+//! commands are ended and the tasks handed back (claimable at once by another runner).
+
+use crate::process::{self, CommandSpec};
+use crate::remote::{MAX_CLAIMS, NO_QUEUE, TaskOrder};
+use crate::{EngineError, now_ms};
+use fleet_store::{Claim, Finish, Lease, LeaseHolder, NewEvent, RunnerAd, Store};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, Clone)]
+pub struct RunnerOptions {
+    /// This runner's own directory: task workspaces and logs go under it.
+    pub workspace: PathBuf,
+    /// Tasks at once.
+    pub concurrency: u32,
+    /// Advertised as `label:<l>`; a task that needs a label only goes to runners with it.
+    pub labels: Vec<String>,
+    /// Agent CLIs installed here, advertised as `cli:<name>`.
+    pub clis: Vec<String>,
+    /// A claim's lease: a dead runner's task is claimed again this long after its last beat.
+    pub lease_ttl: Duration,
+    /// How long a draining runner lets its running tasks finish before handing them back.
+    pub grace: Duration,
+    /// Between SIGTERM and SIGKILL when a task's processes are ended.
+    pub kill_grace: Duration,
+    /// How often an idle runner looks at the queue when no event woke it (lease expiries
+    /// announce themselves with no event).
+    pub idle_poll: Duration,
+}
+
+/// What a runner did before it stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunnerTally {
+    pub done: u32,
+    pub failed: u32,
+    pub handed_back: u32,
+    /// Claims that ran out while this runner worked (another runner redoes them).
+    pub lost: u32,
+}
+
+impl RunnerTally {
+    fn add(&mut self, o: &RunnerTally) {
+        self.done += o.done;
+        self.failed += o.failed;
+        self.handed_back += o.handed_back;
+        self.lost += o.lost;
+    }
+}
+
+/// What this runner offers: `sh` (every runner runs shell commands), its CLIs and labels.
+pub fn offers(clis: &[String], labels: &[String]) -> Vec<String> {
+    let mut o = vec!["sh".to_string()];
+    o.extend(clis.iter().map(|c| format!("cli:{c}")));
+    o.extend(labels.iter().map(|l| format!("label:{l}")));
+    o
+}
+
+/// Claims and does tasks until `stop` is raised, then drains (see the module's note).
+pub async fn serve(
+    store: Arc<dyn Store>,
+    opts: RunnerOptions,
+    stop: watch::Receiver<bool>,
+) -> Result<RunnerTally, EngineError> {
+    if store.queue().is_none() {
+        return Err(EngineError::Invalid(NO_QUEUE.into()));
+    }
+    let ad = RunnerAd {
+        name: LeaseHolder::this_process().as_str().to_string(),
+        offers: offers(&opts.clis, &opts.labels),
+        concurrency: opts.concurrency.max(1),
+    };
+    blocking({
+        let (store, ad, ttl) = (store.clone(), ad.clone(), opts.lease_ttl);
+        move || queue_of(&*store).advertise(&ad, ttl)
+    })
+    .await?;
+    let (kill_tx, kill_rx) = watch::channel(false);
+    let drain = tokio::spawn({
+        let (mut stop, grace) = (stop.clone(), opts.grace);
+        async move {
+            while !*stop.borrow_and_update() {
+                if stop.changed().await.is_err() {
+                    return;
+                }
+            }
+            tokio::time::sleep(grace).await;
+            let _ = kill_tx.send(true);
+        }
+    });
+    let beat = tokio::spawn({
+        let (store, ad, ttl) = (store.clone(), ad.clone(), opts.lease_ttl);
+        async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                let (store, ad) = (store.clone(), ad.clone());
+                let _ = blocking(move || queue_of(&*store).advertise(&ad, ttl)).await;
+            }
+        }
+    });
+    let slots: Vec<_> = (0..ad.concurrency)
+        .map(|_| {
+            let slot = Slot {
+                store: store.clone(),
+                ad: ad.clone(),
+                opts: opts.clone(),
+                kill: kill_rx.clone(),
+            };
+            tokio::spawn(slot.run(stop.clone()))
+        })
+        .collect();
+    let mut tally = RunnerTally::default();
+    let mut first_error = None;
+    for s in slots {
+        match s.await {
+            Ok(Ok(t)) => tally.add(&t),
+            Ok(Err(e)) => first_error = first_error.or(Some(e)),
+            Err(e) => first_error = first_error.or(Some(EngineError::Io(std::io::Error::other(e)))),
+        }
+    }
+    drain.abort();
+    beat.abort();
+    let name = ad.name.clone();
+    let _ = blocking(move || queue_of(&*store).retire(&name)).await;
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(tally),
+    }
+}
+
+fn queue_of(store: &dyn Store) -> &dyn fleet_store::TaskQueue {
+    store.queue().expect("checked when the runner started")
+}
+
+/// The store is blocking: its calls go to the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> fleet_store::Result<T> + Send + 'static,
+) -> Result<T, EngineError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(EngineError::from)
+}
+
+/// One task at a time; a runner has `concurrency` of these.
+struct Slot {
+    store: Arc<dyn Store>,
+    ad: RunnerAd,
+    opts: RunnerOptions,
+    kill: watch::Receiver<bool>,
+}
+
+/// How a task's work ended on this runner.
+enum Worked {
+    Passed {
+        commit: Option<String>,
+    },
+    Failed(String),
+    /// Its command was ended (drain grace over, or the claim was lost).
+    Stopped,
+}
+
+impl Slot {
+    async fn run(self, mut stop: watch::Receiver<bool>) -> Result<RunnerTally, EngineError> {
+        let mut tally = RunnerTally::default();
+        let store = self.store.clone();
+        let mut seen = blocking(move || store.newest_seq()).await?;
+        while !*stop.borrow_and_update() {
+            let started = NewEvent {
+                at: now_ms(),
+                run_id: String::new(),
+                task: None,
+                attempt: None,
+                kind: "task.started".into(),
+                data: json!({"runner": self.ad.name}),
+            };
+            let (store, ad, ttl) = (self.store.clone(), self.ad.clone(), self.opts.lease_ttl);
+            let claim = blocking(move || {
+                queue_of(&*store).claim(&ad, ttl, MAX_CLAIMS, std::slice::from_ref(&started))
+            })
+            .await?;
+            let Some(claim) = claim else {
+                let (store, poll) = (self.store.clone(), self.opts.idle_poll);
+                tokio::select! {
+                    newest = blocking(move || store.wait_for_events(seen, poll)) => seen = newest?,
+                    _ = stop.changed() => {}
+                }
+                continue;
+            };
+            self.work(claim, &mut tally).await?;
+        }
+        Ok(tally)
+    }
+
+    async fn work(&self, claim: Claim, tally: &mut RunnerTally) -> Result<(), EngineError> {
+        let order: TaskOrder = match serde_json::from_value(claim.spec.clone()) {
+            Ok(o) => o,
+            Err(e) => {
+                let reason = format!("the queued order is not one this runner reads: {e}");
+                self.finish(&claim, failed(&reason), tally).await?;
+                return Ok(());
+            }
+        };
+        let (lost_tx, lost_rx) = watch::channel(false);
+        let beat = tokio::spawn({
+            let (store, claim, ttl) = (self.store.clone(), claim.clone(), self.opts.lease_ttl);
+            async move {
+                loop {
+                    tokio::time::sleep(ttl / 3).await;
+                    let (store, claim) = (store.clone(), claim.clone());
+                    // An error (the store away for a moment) is tried at the next beat.
+                    if let Ok(false) =
+                        blocking(move || queue_of(&*store).heartbeat(&claim, ttl)).await
+                    {
+                        let _ = lost_tx.send(true);
+                        return;
+                    }
+                }
+            }
+        });
+        let cmd_stop = either(self.kill.clone(), lost_rx.clone());
+        let dir = self
+            .opts
+            .workspace
+            .join("tasks")
+            .join(&claim.run_id)
+            .join(format!("{}.{}", claim.task_id, claim.n));
+        let worked = self.execute(&claim, &order, &dir, cmd_stop).await;
+        let lost = *lost_rx.borrow();
+        let outcome = match worked {
+            _ if lost => {
+                tally.lost += 1;
+                beat.abort();
+                return Ok(());
+            }
+            Err(e) => Worked::Failed(format!("the runner could not do it: {e}")),
+            Ok(w) => w,
+        };
+        let result = match outcome {
+            Worked::Stopped => {
+                let ev = event("task.handed_back", json!({"runner": self.ad.name}));
+                let (store, c) = (self.store.clone(), claim.clone());
+                if blocking(move || queue_of(&*store).hand_back(&c, &[ev])).await? {
+                    tally.handed_back += 1;
+                } else {
+                    tally.lost += 1;
+                }
+                Ok(())
+            }
+            Worked::Failed(reason) => self.finish(&claim, failed(&reason), tally).await,
+            Worked::Passed { commit: None } => {
+                let end = Finish {
+                    state: "done".into(),
+                    detail: None,
+                    merge_sha: None,
+                };
+                self.finish(&claim, end, tally).await
+            }
+            Worked::Passed {
+                commit: Some(commit),
+            } => {
+                let (store, c, o, d, ttl) = (
+                    self.store.clone(),
+                    claim.clone(),
+                    order.clone(),
+                    dir.clone(),
+                    self.opts.lease_ttl,
+                );
+                let landed =
+                    tokio::task::spawn_blocking(move || land(store, &c, &o, &d, &commit, ttl))
+                        .await
+                        .map_err(std::io::Error::other)?;
+                match landed {
+                    Ok(Some(merge)) => {
+                        let end = Finish {
+                            state: "done".into(),
+                            detail: None,
+                            merge_sha: Some(merge),
+                        };
+                        self.finish(&claim, end, tally).await
+                    }
+                    Ok(None) => {
+                        tally.lost += 1;
+                        Ok(())
+                    }
+                    Err(reason) => self.finish(&claim, failed(&reason), tally).await,
+                }
+            }
+        };
+        beat.abort();
+        // The workspace was this claim's alone; the log stays.
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await;
+        result
+    }
+
+    async fn finish(
+        &self,
+        claim: &Claim,
+        end: Finish,
+        tally: &mut RunnerTally,
+    ) -> Result<(), EngineError> {
+        let mut events = Vec::new();
+        if let Some(m) = &end.merge_sha {
+            events.push(event("task.merged", json!({"merge": m})));
+        }
+        events.push(match end.state.as_str() {
+            "done" => event("task.done", json!({"runner": self.ad.name})),
+            _ => event("task.failed", json!({"reason": end.detail})),
+        });
+        let is_done = end.state == "done";
+        let (store, c) = (self.store.clone(), claim.clone());
+        if blocking(move || queue_of(&*store).finish(&c, &end, &events)).await? {
+            if is_done {
+                tally.done += 1;
+            } else {
+                tally.failed += 1;
+            }
+        } else {
+            tally.lost += 1;
+        }
+        Ok(())
+    }
+
+    /// Prepares a clean workspace, runs the command and its checks, commits and pushes the
+    /// task branch.
+    async fn execute(
+        &self,
+        claim: &Claim,
+        order: &TaskOrder,
+        dir: &Path,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Worked, EngineError> {
+        let logs = self.opts.workspace.join("logs").join(&claim.run_id);
+        let git_ws = order.workspace == "git";
+        {
+            let (dir, logs, order) = (dir.to_path_buf(), logs.clone(), order.clone());
+            tokio::task::spawn_blocking(move || prepare(&dir, &logs, &order, git_ws))
+                .await
+                .map_err(std::io::Error::other)??;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(logs.join(format!("{}.{}.log", claim.task_id, claim.n)))?;
+        let mut env = process::command_env(&order.pass_env);
+        env.extend(order.env.clone());
+        env.insert("FLEET_RUN".into(), claim.run_id.clone());
+        env.insert("FLEET_TASK".into(), claim.task_id.clone());
+        env.insert("FLEET_ATTEMPT".into(), claim.n.to_string());
+        let spec = |command| CommandSpec {
+            command,
+            cwd: dir,
+            env: &env,
+            timeout: order.timeout_ms.map(Duration::from_millis),
+            kill_grace: self.opts.kill_grace,
+        };
+        let ran = process::run(spec(&order.run), &log, stop.clone(), |_| {}).await?;
+        if ran.stopped {
+            return Ok(Worked::Stopped);
+        }
+        if !ran.success() {
+            return Ok(Worked::Failed(ran.describe()));
+        }
+        for check in &order.checks {
+            let ran = process::run(spec(check), &log, stop.clone(), |_| {}).await?;
+            if ran.stopped {
+                return Ok(Worked::Stopped);
+            }
+            if !ran.success() {
+                return Ok(Worked::Failed(format!(
+                    "check {check:?} failed: {}",
+                    ran.describe()
+                )));
+            }
+        }
+        if !git_ws {
+            return Ok(Worked::Passed { commit: None });
+        }
+        let (dir, order, claim) = (dir.to_path_buf(), order.clone(), claim.clone());
+        let commit = tokio::task::spawn_blocking(move || -> Result<_, EngineError> {
+            let repo = fleet_git::Repo::open(&dir)?;
+            let msg = format!("fleet: task {} (claim {})", claim.task_id, claim.n);
+            let Some(sha) = repo.commit_all(&dir, &msg)? else {
+                return Ok(None);
+            };
+            // Forced: a redo replaces what a dead runner may have pushed.
+            git(
+                &dir,
+                &[
+                    "push",
+                    "--quiet",
+                    "--force",
+                    "origin",
+                    &format!("HEAD:refs/heads/{}", order.task_branch),
+                ],
+            )?;
+            Ok(Some(sha))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        Ok(Worked::Passed { commit })
+    }
+}
+
+fn failed(reason: &str) -> Finish {
+    Finish {
+        state: "failed".into(),
+        detail: Some(reason.to_string()),
+        merge_sha: None,
+    }
+}
+
+fn event(kind: &str, data: serde_json::Value) -> NewEvent {
+    NewEvent {
+        at: now_ms(),
+        run_id: String::new(),
+        task: None,
+        attempt: None,
+        kind: kind.into(),
+        data,
+    }
+}
+
+/// A watch raised when either is.
+fn either(mut a: watch::Receiver<bool>, mut b: watch::Receiver<bool>) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(*a.borrow() || *b.borrow());
+    tokio::spawn(async move {
+        loop {
+            if *a.borrow_and_update() || *b.borrow_and_update() {
+                let _ = tx.send(true);
+                return;
+            }
+            tokio::select! {
+                r = a.changed() => if r.is_err() { return },
+                r = b.changed() => if r.is_err() { return },
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    rx
+}
+
+/// A clean workspace: whatever an earlier claim of this runner left is removed first.
+fn prepare(dir: &Path, logs: &Path, order: &TaskOrder, git_ws: bool) -> Result<(), EngineError> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
+    std::fs::create_dir_all(logs)?;
+    if !git_ws {
+        std::fs::create_dir_all(dir)?;
+        return Ok(());
+    }
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(parent)?;
+    let dest = dir.display().to_string();
+    git(
+        parent,
+        &[
+            "clone",
+            "--quiet",
+            "--no-hardlinks",
+            "--branch",
+            &order.integration,
+            "--end-of-options",
+            &order.remote,
+            &dest,
+        ],
+    )?;
+    git(dir, &["checkout", "--quiet", "-B", &order.task_branch])?;
+    Ok(())
+}
+
+/// Runs git in `dir`; its stdout, or an error with its stderr.
+fn git(dir: &Path, args: &[&str]) -> Result<String, EngineError> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        return Err(EngineError::Invalid(format!(
+            "git {}: {}",
+            args.first().copied().unwrap_or_default(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Tries to push the integration branch this many times before giving up on a task.
+const LAND_TRIES: u32 = 20;
+
+/// Lands `commit` on the integration branch of the remote, under the run's merge lease:
+/// `Ok(Some(merge))` once it is there (now or by an earlier claim), `Ok(None)` if the claim
+/// was lost meanwhile (nothing pushed), `Err(reason)` if it cannot land (a conflict).
+fn land(
+    store: Arc<dyn Store>,
+    claim: &Claim,
+    order: &TaskOrder,
+    dir: &Path,
+    commit: &str,
+    ttl: Duration,
+) -> Result<Option<String>, String> {
+    let lease = Lease::take(
+        store.clone(),
+        &format!("merge/{}", claim.run_id),
+        ttl,
+        Duration::from_millis(20),
+    )
+    .map_err(|e| e.to_string())?;
+    let trailer = format!("Fleet-Task: {}/{}", claim.run_id, claim.task_id);
+    let int = &order.integration;
+    let remote_ref = format!("refs/remotes/origin/{int}");
+    let repo = fleet_git::Repo::open(dir).map_err(|e| e.to_string())?;
+    for _ in 0..LAND_TRIES {
+        if lease.is_lost() || !queue_of(&*store).heartbeat(claim, ttl).unwrap_or(true) {
+            return Ok(None);
+        }
+        git(
+            dir,
+            &[
+                "fetch",
+                "--quiet",
+                "origin",
+                &format!("+refs/heads/{int}:{remote_ref}"),
+            ],
+        )
+        .map_err(|e| e.to_string())?;
+        let tip = repo.resolve(&remote_ref).map_err(|e| e.to_string())?;
+        if let Some(earlier) = merged_before(dir, &tip, &trailer)? {
+            return Ok(Some(earlier));
+        }
+        repo.set_branch("fleet-landing", &tip)
+            .map_err(|e| e.to_string())?;
+        let message = format!("fleet: merge {}\n\n{trailer}\n", claim.task_id);
+        let merge = match repo
+            .merge_into("fleet-landing", commit, &message)
+            .map_err(|e| e.to_string())?
+        {
+            fleet_git::MergeOutcome::Merged { commit } => commit,
+            fleet_git::MergeOutcome::AlreadyMerged => return Ok(Some(tip)),
+            fleet_git::MergeOutcome::Conflict { files } => {
+                return Err(format!("merge conflict in {}", files.join(", ")));
+            }
+        };
+        let cas = format!("--force-with-lease=refs/heads/{int}:{tip}");
+        if git(
+            dir,
+            &[
+                "push",
+                "--quiet",
+                &cas,
+                "origin",
+                &format!("{merge}:refs/heads/{int}"),
+            ],
+        )
+        .is_ok()
+        {
+            return Ok(Some(merge));
+        }
+        // Lost the race (someone moved the branch since the fetch): fetch, merge again.
+    }
+    Err(format!(
+        "could not update {int} on the remote in {LAND_TRIES} tries"
+    ))
+}
+
+/// The merge commit of an earlier claim of this task on the branch at `tip`, if any.
+fn merged_before(dir: &Path, tip: &str, trailer: &str) -> Result<Option<String>, String> {
+    let pattern = format!("^{}$", trailer.replace('.', "\\."));
+    let out = git(dir, &["log", "--format=%H", "--grep", &pattern, tip, "--"])
+        .map_err(|e| e.to_string())?;
+    Ok(out.lines().next().map(str::to_string))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleet_store::contract::pg::TestDb;
+    use fleet_store::{PostgresStore, QueueItem};
+
+    fn sh(dir: &Path, script: &str) {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{script}: {out:?}");
+    }
+
+    /// A runner that pushed the merge and died before recording it: the redo, with its own
+    /// commit from its own clean clone, finds the task on the branch and does not merge again.
+    #[test]
+    fn a_redo_of_a_task_already_landed_does_not_land_twice() {
+        let db = TestDb::create();
+        let store: Arc<dyn Store> = Arc::new(PostgresStore::open(db.url()).unwrap());
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        sh(
+            root,
+            "git init -q --bare -b main remote.git && git clone -q remote.git seed && cd seed \
+             && echo x > README && git add -A && git commit -qm seed \
+             && git push -q origin main main:fleet/runs/i/r1",
+        );
+        let order = TaskOrder {
+            run: "true".into(),
+            workspace: "git".into(),
+            checks: vec![],
+            timeout_ms: None,
+            env: Default::default(),
+            pass_env: vec![],
+            remote: root.join("remote.git").display().to_string(),
+            integration: "fleet/runs/i/r1".into(),
+            task_branch: "fleet/tasks/i/r1/a".into(),
+        };
+        let q = store.queue().unwrap();
+        q.enqueue(
+            &[QueueItem {
+                run_id: "r1".into(),
+                task_id: "a".into(),
+                deps: vec![],
+                needs: vec![],
+                spec: serde_json::to_value(&order).unwrap(),
+            }],
+            &[],
+        )
+        .unwrap();
+        let ad = RunnerAd {
+            name: "r".into(),
+            offers: vec![],
+            concurrency: 1,
+        };
+        let ttl = Duration::from_secs(30);
+        let claim = q.claim(&ad, ttl, 3, &[]).unwrap().unwrap();
+        let mut merges = Vec::new();
+        for (n, content) in [(1, "first"), (2, "second")] {
+            let dir = root.join(format!("ws{n}"));
+            prepare(&dir, &root.join("logs"), &order, true).unwrap();
+            sh(&dir, &format!("echo {content} > a.txt"));
+            let repo = fleet_git::Repo::open(&dir).unwrap();
+            let commit = repo.commit_all(&dir, "task a").unwrap().unwrap();
+            merges.push(land(store.clone(), &claim, &order, &dir, &commit, ttl).unwrap());
+        }
+        assert!(merges[0].is_some());
+        assert_eq!(merges[0], merges[1], "the redo reports the first landing");
+        let log = git(
+            &root.join("remote.git"),
+            &["log", "--format=%B", "fleet/runs/i/r1"],
+        )
+        .unwrap();
+        assert_eq!(log.matches("Fleet-Task: r1/a").count(), 1, "{log}");
+        let tree = git(&root.join("remote.git"), &["show", "fleet/runs/i/r1:a.txt"]).unwrap();
+        assert_eq!(tree, "first\n");
+    }
+}

@@ -1,0 +1,218 @@
+//! The task queue's contract ([`crate::TaskQueue`]), for backends that have one, and what a
+//! backend without one must do (say so, not pretend).
+
+use crate::{Claim, Finish, NewEvent, QueueItem, RunnerAd, Store, TaskQueue};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn item(run: &str, task: &str, deps: &[&str], needs: &[&str]) -> QueueItem {
+    QueueItem {
+        run_id: run.into(),
+        task_id: task.into(),
+        deps: deps.iter().map(|s| s.to_string()).collect(),
+        needs: needs.iter().map(|s| s.to_string()).collect(),
+        spec: json!({"run": format!("echo {task}")}),
+    }
+}
+
+fn runner(name: &str, offers: &[&str]) -> RunnerAd {
+    RunnerAd {
+        name: name.into(),
+        offers: offers.iter().map(|s| s.to_string()).collect(),
+        concurrency: 1,
+    }
+}
+
+fn ev(kind: &str) -> NewEvent {
+    NewEvent {
+        at: 1,
+        run_id: String::new(),
+        task: None,
+        attempt: None,
+        kind: kind.into(),
+        data: json!({}),
+    }
+}
+
+fn done() -> Finish {
+    Finish {
+        state: "done".into(),
+        detail: None,
+        merge_sha: Some("abc".into()),
+    }
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn claim(q: &dyn TaskQueue, r: &RunnerAd) -> Option<Claim> {
+    q.claim(r, LONG, 3, &[ev("task.started")]).unwrap()
+}
+
+/// A backend without a queue says so.
+pub fn has_no_queue(store: &dyn Store) {
+    assert!(store.queue().is_none());
+}
+
+/// Dependencies, needs, heartbeats, expiry and redo, hand-back, failure and skipping.
+pub fn queue(store: &dyn Store) {
+    let q = store.queue().expect("this backend has a queue");
+    q.enqueue(
+        &[
+            item("q1", "a", &[], &["sh"]),
+            item("q1", "b", &["a"], &["sh"]),
+            item("q1", "gpu", &[], &["sh", "label:gpu"]),
+            item("q1", "c", &["b"], &["sh"]),
+        ],
+        &[ev("run.queued")],
+    )
+    .unwrap();
+    assert!(
+        q.enqueue(&[item("q1", "a", &[], &[])], &[]).is_err(),
+        "a task is queued once"
+    );
+    let plain = runner("r1", &["sh"]);
+    let gpu = runner("r2", &["sh", "label:gpu"]);
+
+    // Only `a` is claimable by a runner without the label: `b` waits for `a`.
+    let a = claim(q, &plain).expect("a is ready");
+    assert_eq!((a.task_id.as_str(), a.n), ("a", 1));
+    assert_eq!(a.spec, json!({"run": "echo a"}));
+    assert!(
+        claim(q, &plain).is_none(),
+        "b waits for a; gpu needs a label"
+    );
+    let g = claim(q, &gpu).expect("the labelled runner takes gpu");
+    assert_eq!(g.task_id, "gpu");
+    assert!(q.heartbeat(&a, LONG).unwrap());
+    assert!(q.finish(&a, &done(), &[ev("task.done")]).unwrap());
+    assert!(!q.finish(&a, &done(), &[]).unwrap(), "a claim ends once");
+    assert!(
+        !q.heartbeat(&a, LONG).unwrap(),
+        "an ended claim is not renewed"
+    );
+
+    // A lease that runs out: another runner claims the task again, as claim 2, and the first
+    // holder can neither renew nor finish it.
+    let b1 = q
+        .claim(&plain, Duration::from_millis(200), 3, &[])
+        .unwrap()
+        .expect("b is ready once a is done");
+    assert_eq!(b1.task_id, "b");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let b2 = loop {
+        if let Some(c) = claim(q, &gpu) {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "b's lease never ran out");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        (b2.task_id.as_str(), b2.n, b2.holder.as_str()),
+        ("b", 2, "r2")
+    );
+    assert!(!q.heartbeat(&b1, LONG).unwrap());
+    assert!(!q.finish(&b1, &done(), &[]).unwrap());
+
+    // Handed back: claimable at once, and not counted as a claim.
+    assert!(q.hand_back(&b2, &[ev("task.handed_back")]).unwrap());
+    let b3 = claim(q, &plain).expect("a handed-back task is claimable at once");
+    assert_eq!((b3.task_id.as_str(), b3.n), ("b", 2));
+
+    // A failure skips what depends on it, and nothing is claimable after.
+    let failed = Finish {
+        state: "failed".into(),
+        detail: Some("exit 1".into()),
+        merge_sha: None,
+    };
+    assert!(q.finish(&b3, &failed, &[ev("task.failed")]).unwrap());
+    assert!(claim(q, &gpu).is_none(), "c was skipped");
+    let rows = q.queued("q1").unwrap();
+    let states: Vec<(&str, &str, u32)> = rows
+        .iter()
+        .map(|r| (r.task_id.as_str(), r.state.as_str(), r.claims))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("a", "done", 1),
+            ("b", "failed", 2),
+            ("c", "skipped", 0),
+            ("gpu", "claimed", 1)
+        ]
+    );
+    assert_eq!(rows[0].merge_sha.as_deref(), Some("abc"));
+
+    // The events went with the changes, stamped with the claim.
+    let events = store.events(Some("q1"), 0, 100).unwrap();
+    let kinds: Vec<(&str, Option<&str>, Option<u32>)> = events
+        .iter()
+        .map(|e| (e.kind.as_str(), e.task.as_deref(), e.attempt))
+        .collect();
+    assert!(
+        kinds.contains(&("task.done", Some("a"), Some(1))),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("task.failed", Some("b"), Some(2))),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("task.skipped", Some("c"), None)),
+        "{kinds:?}"
+    );
+
+    // A task whose runner keeps vanishing fails at the claim limit instead of looping.
+    q.enqueue(&[item("q2", "x", &[], &[])], &[]).unwrap();
+    let x = q
+        .claim(&plain, Duration::from_millis(1), 1, &[])
+        .unwrap()
+        .expect("x is ready");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while q.fail_exhausted(1, 5).unwrap() == 0 {
+        assert!(Instant::now() < deadline, "x never failed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(q.claim(&plain, LONG, 1, &[]).unwrap().is_none());
+    assert!(!q.finish(&x, &done(), &[]).unwrap());
+    assert_eq!(q.queued("q2").unwrap()[0].state, "failed");
+
+    // Advertisements.
+    q.advertise(&gpu, LONG).unwrap();
+    q.advertise(&plain, LONG).unwrap();
+    assert_eq!(q.runners().unwrap(), [plain.clone(), gpu.clone()]);
+    q.retire("r1").unwrap();
+    assert_eq!(q.runners().unwrap(), [gpu]);
+}
+
+/// Several handles claiming at once: every task is claimed exactly once.
+pub fn concurrent_claims(stores: &[Arc<dyn Store>]) {
+    let items: Vec<QueueItem> = (0..60)
+        .map(|i| item("cc", &format!("t{i:02}"), &[], &[]))
+        .collect();
+    stores[0].queue().unwrap().enqueue(&items, &[]).unwrap();
+    let claimed: Vec<Vec<String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = stores
+            .iter()
+            .enumerate()
+            .map(|(i, store)| {
+                s.spawn(move || {
+                    let q = store.queue().unwrap();
+                    let me = runner(&format!("c{i}"), &[]);
+                    let mut got = Vec::new();
+                    while let Some(c) = claim(q, &me) {
+                        got.push(c.task_id.clone());
+                        assert!(q.finish(&c, &done(), &[]).unwrap());
+                    }
+                    got
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let all: Vec<&String> = claimed.iter().flatten().collect();
+    let unique: BTreeSet<&String> = all.iter().copied().collect();
+    assert_eq!(all.len(), 60, "every task claimed once: {claimed:?}");
+    assert_eq!(unique.len(), 60);
+}

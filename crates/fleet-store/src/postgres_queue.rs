@@ -1,0 +1,379 @@
+//! [`TaskQueue`] on PostgreSQL: claims are `SELECT … FOR UPDATE SKIP LOCKED`, so claimers
+//! never queue behind each other's row locks, and a claim's lease is judged by the server's
+//! clock (runners' clocks need not agree).
+//!
+//! The run's `tasks` rows (what the API and the CLI show) follow the queue in the same
+//! transactions: `running` when claimed, `merged`/`passed`/`failed`/`skipped` when it ends,
+//! `ready` when handed back.
+
+use crate::postgres::{NOW_MS, PostgresStore, insert_events};
+use crate::queue::{Claim, Finish, QueueItem, QueueRow, RunnerAd, TaskQueue};
+use crate::{NewEvent, Result, StoreError};
+use postgres::Transaction;
+use serde_json::json;
+use std::time::Duration;
+
+/// The queue's tables: a new migration (appended to `postgres::MIGRATIONS`).
+pub(crate) const MIGRATION: &str = r#"
+CREATE TABLE task_queue (
+    seq BIGSERIAL NOT NULL UNIQUE,
+    run_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    deps TEXT[] NOT NULL,
+    needs TEXT[] NOT NULL,
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL,
+    holder TEXT,
+    expires_at BIGINT,
+    claims BIGINT NOT NULL DEFAULT 0,
+    detail TEXT,
+    merge_sha TEXT,
+    PRIMARY KEY (run_id, task_id)
+);
+CREATE INDEX task_queue_open ON task_queue (seq) WHERE state IN ('queued', 'claimed');
+CREATE TABLE runners (
+    name TEXT PRIMARY KEY,
+    offers TEXT[] NOT NULL,
+    concurrency BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+"#;
+
+/// Events a queue change writes get the claim's run, task and number.
+fn stamped(events: &[NewEvent], run: &str, task: &str, n: u32) -> Vec<NewEvent> {
+    events
+        .iter()
+        .map(|e| NewEvent {
+            run_id: run.to_string(),
+            task: Some(task.to_string()),
+            attempt: Some(n),
+            ..e.clone()
+        })
+        .collect()
+}
+
+/// Skips the queued tasks that depend, directly or not, on `task`; returns their ids.
+fn skip_dependents(tx: &mut Transaction<'_>, run: &str, task: &str) -> Result<Vec<String>> {
+    let rows = tx.query(
+        "WITH RECURSIVE down(task_id) AS (
+             SELECT task_id FROM task_queue WHERE run_id = $1 AND $2 = ANY(deps)
+             UNION
+             SELECT q.task_id FROM task_queue q JOIN down d ON d.task_id = ANY(q.deps)
+             WHERE q.run_id = $1)
+         UPDATE task_queue SET state = 'skipped', detail = 'a dependency failed: ' || $2
+         WHERE run_id = $1 AND state = 'queued' AND task_id IN (SELECT task_id FROM down)
+         RETURNING task_id",
+        &[&run, &task],
+    )?;
+    let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    tx.execute(
+        "UPDATE tasks SET state = 'skipped' WHERE run_id = $1 AND id = ANY($2)",
+        &[&run, &ids],
+    )?;
+    Ok(ids)
+}
+
+/// The `tasks` row's state for a finished queue entry.
+fn task_state(end: &Finish) -> &'static str {
+    match (end.state.as_str(), &end.merge_sha) {
+        ("done", Some(_)) => "merged",
+        ("done", None) => "passed",
+        _ => "failed",
+    }
+}
+
+impl TaskQueue for PostgresStore {
+    fn enqueue(&self, items: &[QueueItem], events: &[NewEvent]) -> Result<()> {
+        self.in_transaction(|tx| {
+            let st = tx.prepare(
+                "INSERT INTO task_queue (run_id, task_id, deps, needs, spec, state)
+                 VALUES ($1, $2, $3, $4, $5, 'queued')",
+            )?;
+            for it in items {
+                let spec = it.spec.to_string();
+                tx.execute(&st, &[&it.run_id, &it.task_id, &it.deps, &it.needs, &spec])
+                    .map_err(|e| match e.code() {
+                        Some(&postgres::error::SqlState::UNIQUE_VIOLATION) => StoreError::Exists(
+                            "queued task",
+                            format!("{}/{}", it.run_id, it.task_id),
+                        ),
+                        _ => e.into(),
+                    })?;
+            }
+            insert_events(tx, events)?;
+            Ok(())
+        })
+    }
+
+    fn claim(
+        &self,
+        runner: &RunnerAd,
+        ttl: Duration,
+        max_claims: u32,
+        events: &[NewEvent],
+    ) -> Result<Option<Claim>> {
+        let ttl = ttl.as_millis() as i64;
+        let max = i64::from(max_claims);
+        self.in_transaction(|tx| {
+            let row = tx.query_opt(
+                &format!(
+                    "WITH pick AS (
+                        SELECT q.run_id, q.task_id FROM task_queue q
+                        WHERE (q.state = 'queued'
+                               OR (q.state = 'claimed' AND q.expires_at <= {NOW_MS}
+                                   AND q.claims < $4))
+                          AND q.needs <@ $1::text[]
+                          AND NOT EXISTS (
+                              SELECT 1 FROM task_queue d
+                              WHERE d.run_id = q.run_id AND d.task_id = ANY(q.deps)
+                                AND d.state <> 'done')
+                        ORDER BY q.seq
+                        LIMIT 1
+                        FOR UPDATE OF q SKIP LOCKED)
+                     UPDATE task_queue t SET state = 'claimed', holder = $2,
+                        expires_at = {NOW_MS} + $3, claims = t.claims + 1
+                     FROM pick WHERE t.run_id = pick.run_id AND t.task_id = pick.task_id
+                     RETURNING t.run_id, t.task_id, t.claims, t.spec"
+                ),
+                &[&runner.offers, &runner.name, &ttl, &max],
+            )?;
+            let Some(row) = row else { return Ok(None) };
+            let (run_id, task_id): (String, String) = (row.get(0), row.get(1));
+            let n = row.get::<_, i64>(2) as u32;
+            let spec: String = row.get(3);
+            tx.execute(
+                "UPDATE tasks SET state = 'running', attempts = $3,
+                    started_at = COALESCE(started_at, $4)
+                 WHERE run_id = $1 AND id = $2",
+                &[
+                    &run_id,
+                    &task_id,
+                    &i64::from(n),
+                    &events.first().map_or(0, |e| e.at),
+                ],
+            )?;
+            insert_events(tx, &stamped(events, &run_id, &task_id, n))?;
+            Ok(Some(Claim {
+                run_id,
+                task_id,
+                n,
+                holder: runner.name.clone(),
+                spec: serde_json::from_str(&spec)
+                    .map_err(|e| StoreError::Corrupt(format!("queued task spec: {e}")))?,
+            }))
+        })
+    }
+
+    fn heartbeat(&self, claim: &Claim, ttl: Duration) -> Result<bool> {
+        let ttl = ttl.as_millis() as i64;
+        self.with(|c| {
+            let n = c.execute(
+                &format!(
+                    "UPDATE task_queue SET expires_at = {NOW_MS} + $5
+                     WHERE run_id = $1 AND task_id = $2 AND holder = $3 AND claims = $4
+                       AND state = 'claimed'"
+                ),
+                &[
+                    &claim.run_id,
+                    &claim.task_id,
+                    &claim.holder,
+                    &i64::from(claim.n),
+                    &ttl,
+                ],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    fn finish(&self, claim: &Claim, end: &Finish, events: &[NewEvent]) -> Result<bool> {
+        self.in_transaction(|tx| {
+            let n = tx.execute(
+                "UPDATE task_queue SET state = $5, detail = $6, merge_sha = $7, holder = NULL,
+                    expires_at = NULL
+                 WHERE run_id = $1 AND task_id = $2 AND holder = $3 AND claims = $4
+                   AND state = 'claimed'",
+                &[
+                    &claim.run_id,
+                    &claim.task_id,
+                    &claim.holder,
+                    &i64::from(claim.n),
+                    &end.state,
+                    &end.detail,
+                    &end.merge_sha,
+                ],
+            )?;
+            if n != 1 {
+                return Ok(false);
+            }
+            let at = events.first().map_or(0, |e| e.at);
+            tx.execute(
+                "UPDATE tasks SET state = $3, merge_sha = $4, reason = $5, finished_at = $6
+                 WHERE run_id = $1 AND id = $2",
+                &[
+                    &claim.run_id,
+                    &claim.task_id,
+                    &task_state(end),
+                    &end.merge_sha,
+                    &end.detail,
+                    &at,
+                ],
+            )?;
+            let mut all = stamped(events, &claim.run_id, &claim.task_id, claim.n);
+            if end.state != "done" {
+                for id in skip_dependents(tx, &claim.run_id, &claim.task_id)? {
+                    all.push(NewEvent {
+                        at,
+                        run_id: claim.run_id.clone(),
+                        task: Some(id),
+                        attempt: None,
+                        kind: "task.skipped".into(),
+                        data: json!({"reason": format!("a dependency failed: {}", claim.task_id)}),
+                    });
+                }
+            }
+            insert_events(tx, &all)?;
+            Ok(true)
+        })
+    }
+
+    fn hand_back(&self, claim: &Claim, events: &[NewEvent]) -> Result<bool> {
+        self.in_transaction(|tx| {
+            let n = tx.execute(
+                "UPDATE task_queue SET state = 'queued', holder = NULL, expires_at = NULL,
+                    claims = claims - 1
+                 WHERE run_id = $1 AND task_id = $2 AND holder = $3 AND claims = $4
+                   AND state = 'claimed'",
+                &[
+                    &claim.run_id,
+                    &claim.task_id,
+                    &claim.holder,
+                    &i64::from(claim.n),
+                ],
+            )?;
+            if n != 1 {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE tasks SET state = 'ready' WHERE run_id = $1 AND id = $2",
+                &[&claim.run_id, &claim.task_id],
+            )?;
+            insert_events(tx, &stamped(events, &claim.run_id, &claim.task_id, claim.n))?;
+            Ok(true)
+        })
+    }
+
+    fn fail_exhausted(&self, max_claims: u32, at: i64) -> Result<usize> {
+        let max = i64::from(max_claims);
+        self.in_transaction(|tx| {
+            let rows = tx.query(
+                &format!(
+                    "UPDATE task_queue SET state = 'failed', holder = NULL,
+                        detail = 'its runner stopped answering ' || claims || ' times'
+                     WHERE state = 'claimed' AND expires_at <= {NOW_MS} AND claims >= $1
+                     RETURNING run_id, task_id, detail"
+                ),
+                &[&max],
+            )?;
+            let mut events = Vec::new();
+            for r in &rows {
+                let (run, task, detail): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+                tx.execute(
+                    "UPDATE tasks SET state = 'failed', reason = $3, finished_at = $4
+                     WHERE run_id = $1 AND id = $2",
+                    &[&run, &task, &detail, &at],
+                )?;
+                events.push(NewEvent {
+                    at,
+                    run_id: run.clone(),
+                    task: Some(task.clone()),
+                    attempt: None,
+                    kind: "task.failed".into(),
+                    data: json!({"reason": detail}),
+                });
+                for id in skip_dependents(tx, &run, &task)? {
+                    events.push(NewEvent {
+                        at,
+                        run_id: run.clone(),
+                        task: Some(id),
+                        attempt: None,
+                        kind: "task.skipped".into(),
+                        data: json!({"reason": format!("a dependency failed: {task}")}),
+                    });
+                }
+            }
+            insert_events(tx, &events)?;
+            Ok(rows.len())
+        })
+    }
+
+    fn queued(&self, run_id: &str) -> Result<Vec<QueueRow>> {
+        let run = run_id.to_string();
+        self.with(|c| {
+            let rows = c.query(
+                "SELECT run_id, task_id, state, holder, claims, detail, merge_sha
+                 FROM task_queue WHERE run_id = $1 ORDER BY task_id",
+                &[&run],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| QueueRow {
+                    run_id: r.get(0),
+                    task_id: r.get(1),
+                    state: r.get(2),
+                    holder: r.get(3),
+                    claims: r.get::<_, i64>(4) as u32,
+                    detail: r.get(5),
+                    merge_sha: r.get(6),
+                })
+                .collect())
+        })
+    }
+
+    fn advertise(&self, runner: &RunnerAd, ttl: Duration) -> Result<()> {
+        let ttl = ttl.as_millis() as i64;
+        self.with(|c| {
+            c.execute(
+                &format!(
+                    "INSERT INTO runners (name, offers, concurrency, expires_at)
+                     VALUES ($1, $2, $3, {NOW_MS} + $4)
+                     ON CONFLICT (name) DO UPDATE SET offers = excluded.offers,
+                        concurrency = excluded.concurrency, expires_at = excluded.expires_at"
+                ),
+                &[
+                    &runner.name,
+                    &runner.offers,
+                    &i64::from(runner.concurrency),
+                    &ttl,
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn retire(&self, name: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM runners WHERE name = $1", &[&name])?;
+            Ok(())
+        })
+    }
+
+    fn runners(&self) -> Result<Vec<RunnerAd>> {
+        self.with(|c| {
+            let rows = c.query(
+                &format!(
+                    "SELECT name, offers, concurrency FROM runners
+                     WHERE expires_at > {NOW_MS} ORDER BY name"
+                ),
+                &[],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| RunnerAd {
+                    name: r.get(0),
+                    offers: r.get(1),
+                    concurrency: r.get::<_, i64>(2) as u32,
+                })
+                .collect())
+        })
+    }
+}

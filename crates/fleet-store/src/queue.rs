@@ -1,0 +1,113 @@
+//! The task queue `fleet runner` workers claim from: the store's side of running a run's
+//! tasks on other machines.
+//!
+//! A coordinator [`TaskQueue::enqueue`]s a run's tasks with their dependencies; a runner
+//! [`TaskQueue::claim`]s one whose dependencies are all done and whose needs it can meet,
+//! holds it with a lease it renews ([`TaskQueue::heartbeat`]), and ends it with
+//! [`TaskQueue::finish`] or gives it back ([`TaskQueue::hand_back`]). A claim whose lease ran
+//! out is claimable again (a new claim number: the work is redone from a clean workspace), up
+//! to a limit. Every change carries its events, written in the same transaction, so a stream
+//! of the event log sees the queue's life.
+//!
+//! Only backends shared by several machines have a queue: PostgreSQL does
+//! (`FOR UPDATE SKIP LOCKED`); SQLite says so by returning `None` from [`crate::Store::queue`].
+
+use crate::{NewEvent, Result};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// One task to be run by a runner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueItem {
+    pub run_id: String,
+    pub task_id: String,
+    /// Tasks of the same run that must be `done` before this one may be claimed.
+    pub deps: Vec<String>,
+    /// What a runner must offer to claim it (`sh`, `cli:claude`, `label:gpu`, …).
+    pub needs: Vec<String>,
+    /// What to do, as the coordinator described it (opaque to the store).
+    pub spec: serde_json::Value,
+}
+
+/// A runner as it advertises itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunnerAd {
+    /// Unique per process (a [`crate::LeaseHolder`] name).
+    pub name: String,
+    /// What it can play: every `needs` entry of an item it claims is one of these.
+    pub offers: Vec<String>,
+    pub concurrency: u32,
+}
+
+/// A task a runner holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claim {
+    pub run_id: String,
+    pub task_id: String,
+    /// 1 for the first claim; more when an earlier holder's lease ran out or it handed back.
+    pub n: u32,
+    pub holder: String,
+    pub spec: serde_json::Value,
+}
+
+/// How a claimed task ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finish {
+    /// `done` or `failed` (a failed task's dependents are skipped).
+    pub state: String,
+    pub detail: Option<String>,
+    /// The integration branch commit that landed the task, if it landed one.
+    pub merge_sha: Option<String>,
+}
+
+/// A queue entry as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueRow {
+    pub run_id: String,
+    pub task_id: String,
+    /// `queued`, `claimed`, `done`, `failed`, `skipped`.
+    pub state: String,
+    pub holder: Option<String>,
+    /// Claims so far (a hand-back does not count).
+    pub claims: u32,
+    pub detail: Option<String>,
+    pub merge_sha: Option<String>,
+}
+
+/// The queue's operations (see the module's note).
+pub trait TaskQueue: Send + Sync {
+    /// Adds a run's tasks (all of them, in one transaction) with their events.
+    fn enqueue(&self, items: &[QueueItem], events: &[NewEvent]) -> Result<()>;
+    /// Claims the oldest claimable task `runner` can play for `ttl`, skipping rows other
+    /// claimers hold locked: queued with every dependency done, or claimed under a lease that
+    /// ran out and claimed fewer than `max_claims` times. `events` are written with the claim
+    /// (each gets the claim's run, task and number).
+    fn claim(
+        &self,
+        runner: &RunnerAd,
+        ttl: Duration,
+        max_claims: u32,
+        events: &[NewEvent],
+    ) -> Result<Option<Claim>>;
+    /// Extends the claim's lease; `false` when it is no longer this claim's (it ran out and
+    /// another runner claimed the task, or it ended).
+    fn heartbeat(&self, claim: &Claim, ttl: Duration) -> Result<bool>;
+    /// Ends the claim with its outcome and events; `false`, and nothing written, when the
+    /// claim is no longer this one's.
+    fn finish(&self, claim: &Claim, end: &Finish, events: &[NewEvent]) -> Result<bool>;
+    /// Gives the task back unfinished (a draining runner): claimable again at once, and the
+    /// claim not counted; `false` when it was no longer this claim's.
+    fn hand_back(&self, claim: &Claim, events: &[NewEvent]) -> Result<bool>;
+    /// Fails the claimed tasks whose lease ran out after `max_claims` claims (nobody may
+    /// claim them again), with a `task.failed` event each and their dependents skipped.
+    /// Returns how many.
+    fn fail_exhausted(&self, max_claims: u32, at: i64) -> Result<usize>;
+    /// A run's queue entries, by task id.
+    fn queued(&self, run_id: &str) -> Result<Vec<QueueRow>>;
+    /// Records (or refreshes) a runner's advertisement until `ttl` from now.
+    fn advertise(&self, runner: &RunnerAd, ttl: Duration) -> Result<()>;
+    /// Removes a runner's advertisement (it exits).
+    fn retire(&self, name: &str) -> Result<()>;
+    /// Runners whose advertisement is live.
+    fn runners(&self) -> Result<Vec<RunnerAd>>;
+}

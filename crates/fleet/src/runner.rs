@@ -1,0 +1,170 @@
+//! `fleet runner` (a worker claiming tasks from the shared store) and `fleet run FILE
+//! --on-runners` (a run handed to runners instead of run here): the CLI side of
+//! `fleet_engine::runner` and `fleet_engine::remote`.
+
+use crate::{InvalidInput, exit, state_store};
+use fleet_engine::layout::StateDir;
+use fleet_engine::remote;
+use fleet_engine::runner::{RunnerOptions, serve};
+use fleet_store::{Durability, Store};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct RunnerArgs {
+    /// The shared store (`postgres://…`); default: the instance's fleet.yaml `store:`.
+    #[arg(long, env = "FLEET_STORE")]
+    store: Option<String>,
+    /// This runner's own directory for task workspaces and logs (never shared).
+    #[arg(long, value_name = "DIR")]
+    workspace: PathBuf,
+    /// Tasks run at once.
+    #[arg(long, default_value_t = 1)]
+    concurrency: u32,
+    /// A label tasks may need (repeatable), advertised as `label:<l>`.
+    #[arg(long = "label", value_name = "LABEL")]
+    labels: Vec<String>,
+    /// Seconds a claim lives without a heartbeat: a dead runner's task is redone after this.
+    #[arg(long, default_value_t = 30.0)]
+    lease_ttl: f64,
+    /// Seconds a stopping runner lets running tasks finish before handing them back.
+    #[arg(long, default_value_t = 30.0)]
+    grace: f64,
+    /// Seconds between SIGTERM and SIGKILL when a task's processes are ended.
+    #[arg(long, default_value_t = 5.0)]
+    kill_grace: f64,
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+/// The store a runner or a run on runners uses: `--store`, else the instance's.
+fn open_shared(home: Option<&Path>, url: Option<&str>) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(url) = url {
+        return fleet_store::open(url, Durability::Process)
+            .map_err(|e| anyhow::Error::new(e).context("cannot open --store"));
+    }
+    let home = home.map(Path::to_path_buf).ok_or_else(|| {
+        InvalidInput(
+            "fleet runner needs --store postgres://… or an instance (FLEET_HOME, --home) whose \
+             fleet.yaml sets `store:`"
+                .into(),
+        )
+    })?;
+    state_store::open(&StateDir::new(home.join(".fleet")), false)
+}
+
+/// Agent CLIs installed here (their binaries on PATH).
+fn installed_clis() -> Vec<String> {
+    fleet_agents::cli::all()
+        .into_iter()
+        .filter(|a| crate::agents::on_path(a.binary()).is_some())
+        .map(|a| a.name().to_string())
+        .collect()
+}
+
+/// `fleet runner`: claims and does tasks until a stop signal, then drains.
+pub fn runner(home: Option<PathBuf>, args: RunnerArgs) -> anyhow::Result<u8> {
+    let stop = fleet_engine::signals::stop_watch();
+    let home = crate::find_home(home, &std::env::current_dir()?);
+    let store = open_shared(home.as_deref(), args.store.as_deref())?;
+    if store.queue().is_none() {
+        eprintln!("fleet: error: {}", remote::NO_QUEUE);
+        return Ok(exit::UNAVAILABLE);
+    }
+    let workspace = std::path::absolute(&args.workspace)
+        .map_err(|e| InvalidInput(format!("--workspace {}: {e}", args.workspace.display())))?;
+    std::fs::create_dir_all(&workspace)
+        .map_err(|e| InvalidInput(format!("--workspace {}: {e}", workspace.display())))?;
+    let opts = RunnerOptions {
+        workspace,
+        concurrency: args.concurrency.max(1),
+        labels: args.labels,
+        clis: installed_clis(),
+        lease_ttl: secs(args.lease_ttl).max(Duration::from_millis(300)),
+        grace: secs(args.grace),
+        kill_grace: secs(args.kill_grace),
+        idle_poll: Duration::from_secs(1),
+    };
+    println!(
+        "fleet runner: pid {}, concurrency {}, offers {}, workspace {}",
+        std::process::id(),
+        opts.concurrency,
+        fleet_engine::runner::offers(&opts.clis, &opts.labels).join(" "),
+        opts.workspace.display()
+    );
+    let rt = crate::runtime()?;
+    let tally = rt.block_on(serve(store, opts, stop))?;
+    println!(
+        "fleet runner: stopped: {} done, {} failed, {} handed back, {} lost to other runners",
+        tally.done, tally.failed, tally.handed_back, tally.lost
+    );
+    Ok(exit::PASSED)
+}
+
+/// `fleet run FILE --on-runners`: the run's tasks are queued for runners, which clone the
+/// repository's `origin`; this waits for them and reports like a run.
+pub fn run_on_runners(
+    store: Arc<dyn Store>,
+    plan: &fleet_engine::Plan,
+    repo: &Path,
+    base_sha: &str,
+    quiet: bool,
+) -> anyhow::Result<u8> {
+    if store.queue().is_none() {
+        eprintln!("fleet: error: {}", remote::NO_QUEUE);
+        return Ok(exit::UNAVAILABLE);
+    }
+    let stop = fleet_engine::signals::stop_watch();
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["remote", "get-url", "origin"])
+        .output()?;
+    let origin = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || origin.is_empty() {
+        return Err(InvalidInput(format!(
+            "a run on runners needs the repository's `origin` remote (runners clone it): {} has none",
+            repo.display()
+        ))
+        .into());
+    }
+    let sub = remote::submit(&*store, plan, repo, &origin, base_sha)?;
+    if !quiet {
+        println!(
+            "run {}: {} tasks queued for runners; they land on {} at {}",
+            sub.run_id,
+            sub.tasks,
+            sub.integration,
+            remote::without_password(&origin)
+        );
+    }
+    let end = remote::wait(&*store, &sub.run_id, Duration::from_secs(1), || {
+        *stop.borrow()
+    })?;
+    let Some(end) = end else {
+        println!(
+            "run {}: stopped waiting; the runners go on with it",
+            sub.run_id
+        );
+        return Ok(exit::INTERRUPTED);
+    };
+    for (task, reason) in &end.failed {
+        println!("  failed {task}: {reason}");
+    }
+    println!(
+        "run {} {}: {} done, {} failed, {} skipped",
+        sub.run_id,
+        if end.passed() { "passed" } else { "failed" },
+        end.done,
+        end.failed.len(),
+        end.skipped
+    );
+    Ok(if end.passed() {
+        exit::PASSED
+    } else {
+        exit::FAILED
+    })
+}
