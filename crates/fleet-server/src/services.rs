@@ -13,6 +13,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// What to do once the driver has finished working on an epic (it needs a person, or it
+/// ended): called on the drive's thread, after the epic's lease was let go.
+#[derive(Clone)]
+pub struct AfterEpic(pub Arc<dyn Fn(&fleet_store::EpicRow) + Send + Sync>);
+
+impl std::fmt::Debug for AfterEpic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AfterEpic")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ServiceOptions {
     /// Epics worked on at once.
@@ -21,6 +32,8 @@ pub struct ServiceOptions {
     pub scan: Duration,
     /// How often delivered pull requests are checked for review comments.
     pub pr_poll: Duration,
+    /// Called after each drive of an epic that stopped (`review_runs:`, the framework review).
+    pub after_epic: Option<AfterEpic>,
 }
 
 impl Default for ServiceOptions {
@@ -29,6 +42,7 @@ impl Default for ServiceOptions {
             epics: 2,
             scan: Duration::from_secs(2),
             pr_poll: Duration::from_secs(60),
+            after_epic: None,
         }
     }
 }
@@ -77,7 +91,12 @@ async fn driver(
                 }
                 st.running.insert(epic.id.clone());
                 drop(st);
-                spawn_drive(fleet.clone(), state.clone(), epic.id.clone());
+                spawn_drive(
+                    fleet.clone(),
+                    state.clone(),
+                    epic.id.clone(),
+                    opts.after_epic.clone(),
+                );
             }
         }
         tokio::select! {
@@ -90,7 +109,12 @@ async fn driver(
 
 /// Drives one epic on its own thread and runtime: a stage's engine run is long and does
 /// blocking IO; the API must stay responsive meanwhile.
-fn spawn_drive(fleet: Fleet, state: Arc<Mutex<Driving>>, id: String) {
+fn spawn_drive(
+    fleet: Fleet,
+    state: Arc<Mutex<Driving>>,
+    id: String,
+    after_epic: Option<AfterEpic>,
+) {
     /// Whatever happens on the thread (even a panic), the epic leaves `running` and the
     /// driver looks again.
     struct Done {
@@ -137,6 +161,10 @@ fn spawn_drive(fleet: Fleet, state: Arc<Mutex<Driving>>, id: String) {
                     rt.block_on(fleet.pipeline.try_drive(&id))
                         .map_err(|e| e.to_string())
                 });
+            let stopped = match &result {
+                Ok(Some(epic)) => Some(epic.clone()),
+                _ => None,
+            };
             done.wait_ms = Some(match result {
                 Ok(Some(_)) => 0,
                 // Another process is working on it: look again in a while.
@@ -151,6 +179,12 @@ fn spawn_drive(fleet: Fleet, state: Arc<Mutex<Driving>>, id: String) {
                 }
             });
             drop(done); // releases the epic (see `Done`)
+            // Not while the server is stopping: the drive was cut short, nothing ended.
+            if let (Some(after), Some(epic)) = (after_epic, stopped)
+                && !*fleet.stop.borrow()
+            {
+                (after.0)(&epic);
+            }
         });
     if let Err(e) = spawned {
         // The closure (and its `Done`) was dropped: the epic is released and backed off.

@@ -194,6 +194,29 @@ pub fn after_run(home: &Path, run: &str) {
     }
 }
 
+/// After `fleet serve` finished working on `epic` (it awaits a person or ended): the framework
+/// review of its runs, when `review_runs:` asks for it — a result awaiting acceptance or done
+/// counts as passed; a cancelled epic is a person's choice and is not reviewed. Runs on the
+/// drive's thread once the epic's lease is free; the review takes that lease itself, so the
+/// driver cannot pick the epic up meanwhile, and a failure is only reported.
+pub fn after_epic(home: &Path, cfg: fleet_config::ReviewRuns, epic: &fleet_store::EpicRow) {
+    let passed = match epic.state.as_str() {
+        "awaiting_acceptance" | "done" => true,
+        "cancelled" => return,
+        _ => false,
+    };
+    if !cfg.wants(passed) {
+        return;
+    }
+    let id = &epic.id;
+    eprintln!("fleet serve: review_runs: starting the framework review of epic {id}");
+    match self::run(Some(home.to_path_buf()), id) {
+        Ok(code) if code == exit::PASSED => {}
+        Ok(code) => eprintln!("fleet serve: the framework review of {id} ended with exit {code}"),
+        Err(e) => eprintln!("fleet serve: the framework review of {id} did not run: {e:#}"),
+    }
+}
+
 /// The runs a target names: one run, or every stage run of an epic (and the epic's id).
 fn target_runs(
     store: &dyn Store,

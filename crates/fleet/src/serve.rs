@@ -19,6 +19,7 @@ pub fn serve(home: &Path, flags: ServeFlags) -> anyhow::Result<u8> {
     fleet_engine::signals::hold();
     let mut pipeline = epics::pipeline(home, flags.quiet)?;
     let bind = flags.bind.unwrap_or_else(|| pipeline.instance.bind.clone());
+    let review_runs = pipeline.instance.review_runs;
     let (events, wake) = fleet_server::event_channel();
     // One stop for the server, its services and the stage runs it drives.
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -48,6 +49,12 @@ pub fn serve(home: &Path, flags: ServeFlags) -> anyhow::Result<u8> {
         let opts = fleet_server::services::ServiceOptions {
             epics: flags.epics,
             pr_poll: std::time::Duration::from_secs(flags.pr_poll.max(1)),
+            after_epic: review_runs.map(|cfg| {
+                let home = home.to_path_buf();
+                fleet_server::services::AfterEpic(Arc::new(move |epic: &fleet_store::EpicRow| {
+                    crate::review_run::after_epic(&home, cfg, epic)
+                }))
+            }),
             ..Default::default()
         };
         let services = fleet_server::services::start(fleet.clone(), opts).map_err(InvalidInput)?;
