@@ -103,10 +103,14 @@ fn postgres_opening_a_database_from_before_the_summaries_summarizes_its_epics() 
         ..Default::default()
     };
     store(&db).save_epic(&epic, &[]).unwrap();
-    // Back to the schema before the summaries, as an older Fleet left it.
+    // Back to the schema before the summaries (version 1; the runners' queue, version 3,
+    // came after them), as an older Fleet left it.
     let mut c = postgres::Client::connect(db.url(), postgres::NoTls).unwrap();
-    c.batch_execute("DROP TABLE epic_summaries; UPDATE schema_version SET version = version - 1")
-        .unwrap();
+    c.batch_execute(
+        "DROP TABLE epic_summaries; DROP TABLE task_queue; DROP TABLE runners; \
+         UPDATE schema_version SET version = 1",
+    )
+    .unwrap();
     let summaries = store(&db).epic_summaries().unwrap();
     assert_eq!(summaries, [fleet_store::summarize(&epic)]);
     assert_eq!(summaries[0].delivered_at, Some(9));
