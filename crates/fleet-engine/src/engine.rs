@@ -784,6 +784,23 @@ impl Coordinator {
             }
             self.rows[i] = row.clone();
             self.batch.tasks.push(row);
+            if matches!(t.to, TaskState::Merged | TaskState::Failed) {
+                let (task, past) = (
+                    &self.plan.tasks[i],
+                    self.past.get(&i).map_or(&[][..], |v| v),
+                );
+                let (c, store) = (&self.ctx, &self.store);
+                let src = crate::task_traces::Source {
+                    store,
+                    repo: &c.repo,
+                    redactor: &c.redactor,
+                    run_id: &c.run_id,
+                };
+                self.memory.traces.ended(src, &self.rows[i], task, past);
+                if t.to == TaskState::Failed {
+                    self.memory.gave_up(task, t.reason.as_deref());
+                }
+            }
             let attempt = (t.attempt > 0).then_some(t.attempt);
             let (kind, data) = match (t.from, t.to) {
                 (TaskState::Pending, TaskState::Ready) => ("task.ready", json!({})),
@@ -1037,6 +1054,7 @@ impl Coordinator {
         if let Some(making) = self.branch.take() {
             making.await.map_err(std::io::Error::other)??;
         }
+        self.memory.traces.settle().await;
         self.finish()
     }
 
@@ -1376,10 +1394,12 @@ impl Coordinator {
             .unwrap_or_default();
         let note =
             fix_loop::handoff_note(&self.plan.tasks[i].checks, &done, self.last_check.get(&i));
+        let earlier = (self.memory.traces).section(&self.plan.nodes, &self.plan.tasks[i].id);
+        let asked = crate::task_traces::with_section(&a.prompt, &earlier);
         if note.is_empty() {
-            a.prompt.clone()
+            asked
         } else {
-            format!("{}\n\n---\n\n{note}", a.prompt.trim_end())
+            format!("{}\n\n---\n\n{note}", asked.trim_end())
         }
     }
 

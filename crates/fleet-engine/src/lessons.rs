@@ -8,6 +8,7 @@
 
 use crate::plan::{TaskAction, TaskDef};
 use fleet_memory::{MemoryDb, Millis, Policy, Scope, TaskContext};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -72,6 +73,10 @@ impl MemorySettings {
     }
 }
 
+/// The failing output of all a given-up task's attempts handed over (the retrospective keeps
+/// the last 6,000 characters of its evidence).
+const RECURRING_EVIDENCE: usize = 5_600;
+
 /// What a task went through that a retrospective may learn from.
 #[derive(Debug, Clone)]
 pub struct Trouble {
@@ -93,8 +98,12 @@ pub(crate) struct Memory {
     db: Option<MemoryDb>,
     pub(crate) settings: MemorySettings,
     scopes: Vec<Scope>,
-    /// Tasks that failed and then passed, in the order they passed.
+    /// Tasks that failed and then passed, or failed for good, in the order they ended.
     pub(crate) troubles: Vec<Trouble>,
+    /// Each task's failed attempts so far: (attempt, outcome, failing output).
+    failures: HashMap<String, Vec<(u32, String, String)>>,
+    /// The run's task traces, shown to dependents (`task_traces.rs`).
+    pub(crate) traces: crate::task_traces::Traces,
 }
 
 /// Where an instance's memory lives, beside its store.
@@ -121,6 +130,8 @@ impl Memory {
             scopes: settings.scopes(repo_root),
             settings,
             troubles: Vec::new(),
+            failures: HashMap::new(),
+            traces: crate::task_traces::Traces::new(state_root),
         }
     }
 
@@ -191,6 +202,11 @@ impl Memory {
             return;
         }
         let passed = outcome == "passed";
+        if !passed {
+            let output = failure.map(|f| f.2.clone()).unwrap_or_default();
+            let seen = self.failures.entry(task.id.clone()).or_default();
+            seen.push((n, outcome.to_string(), output));
+        }
         let now = self.settings.now();
         if let Some(db) = self.db.as_mut()
             && let Err(e) = db.record_result(run, &task.id, n, passed, now, &self.settings.policy)
@@ -218,5 +234,47 @@ impl Memory {
                 commit: commit.cloned(),
             });
         }
+    }
+
+    /// `task` failed for good (it gave up after its attempts, `why`): a recurring failure the
+    /// retrospective learns from, handed the failing output of each attempt. Nothing passed,
+    /// so there is no fixing diff.
+    pub(crate) fn gave_up(&mut self, task: &TaskDef, why: Option<&str>) {
+        let (TaskAction::Agent(a), Some(seen)) = (&task.action, self.failures.remove(&task.id))
+        else {
+            return;
+        };
+        let Some(last) = seen.last().map(|f| f.0) else {
+            return;
+        };
+        // Each attempt's share of the evidence, so the last one cannot crowd out the first.
+        let share = RECURRING_EVIDENCE / seen.len();
+        let mut evidence = String::new();
+        for (n, outcome, output) in &seen {
+            evidence.push_str(&format!("### Attempt {n}: {outcome}\n\n"));
+            let tail = output.trim();
+            let cut = tail
+                .char_indices()
+                .rev()
+                .nth(share)
+                .map_or(tail, |(i, _)| &tail[i..]);
+            evidence.push_str(if cut.is_empty() { "(no output)" } else { cut });
+            evidence.push_str("\n\n");
+        }
+        if let Some(why) = why {
+            evidence.push_str(&format!("It gave up: {why}\n"));
+        }
+        self.troubles.push(Trouble {
+            task: task.id.clone(),
+            attempt: last,
+            what: format!(
+                "a recurring failure: it failed {} attempt{} and gave up; what should be done differently",
+                seen.len(),
+                if seen.len() == 1 { "" } else { "s" }
+            ),
+            evidence,
+            prompt: a.prompt.clone(),
+            commit: None,
+        });
     }
 }

@@ -26,6 +26,7 @@ pub mod runner;
 pub mod signals;
 mod spawn;
 pub mod summary;
+mod task_traces;
 
 pub use engine::policy_enforce::AttemptPolicy;
 pub use engine::{

@@ -62,7 +62,10 @@ fn asked(run: &RunRow) -> BTreeMap<String, String> {
 }
 
 /// Writes the trace of every ended task of `run` (`.fleet/traces/<run>/<task>.md`) and
-/// indexes it for search (kind `trace`, key `<run>/<task>`). Idempotent.
+/// indexes it for search (kind `trace`, key `<run>/<task>`). Idempotent. The engine already
+/// wrote the trace of each task that landed or gave up, for its dependents in the run
+/// (`fleet_engine`'s `task_traces.rs`), and waited for those writes before the run ended: this
+/// write, from the same renderer over the complete rows, always comes last and overwrites.
 pub(crate) fn traces_of_run(p: &Pipeline, run: &RunRow) {
     if let Err(e) = write_traces(p, run) {
         eprintln!("fleet: memory: traces of run {}: {e}", run.id);
