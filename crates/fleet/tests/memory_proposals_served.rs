@@ -31,7 +31,7 @@ fn helpful_lesson(inst: &Instance, text: &str, now: i64) -> String {
     let id = added["id"].as_str().unwrap().to_string();
     let mut db = db(&inst.home);
     for a in 1..=Policy::default().promote_after {
-        db.record_injection(&[id.clone()], "run-1", &id, a, now)
+        db.record_injection(std::slice::from_ref(&id), "run-1", &id, a, now)
             .unwrap();
         db.record_result("run-1", &id, a, true, now, &Policy::default())
             .unwrap();
