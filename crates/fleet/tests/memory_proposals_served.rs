@@ -155,6 +155,7 @@ fn proposals_are_listed_with_read_and_only_admin_approves_or_dismisses_them_api_
         .await
         .unwrap();
         b.refresh().await.unwrap();
+        b.wait_present(&item(&by_click), WAIT).await.unwrap();
         b.click(&format!("{} button[data-action=approve]", item(&by_click)))
             .await
             .unwrap();
@@ -162,6 +163,7 @@ fn proposals_are_listed_with_read_and_only_admin_approves_or_dismisses_them_api_
             .await
             .unwrap();
         b.wait_absent(&item(&by_click), WAIT).await.unwrap();
+        b.wait_present(&item(&dismissed), WAIT).await.unwrap();
         b.click(&format!("{} button[data-action=dismiss]", item(&dismissed)))
             .await
             .unwrap();
