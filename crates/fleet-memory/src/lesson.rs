@@ -85,6 +85,12 @@ pub struct Lesson {
     pub archived_why: Option<String>,
     /// When a person was asked to make it a skill (never promoted without them).
     pub proposed_at: Option<Millis>,
+    /// The skill a person made of it (`skills/<name>.md`); the lesson is then archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_to: Option<String>,
+    /// A person declined the proposal: it is not proposed again (and stays a lesson).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dismissed_at: Option<Millis>,
 }
 
 impl Lesson {
@@ -109,6 +115,8 @@ impl Lesson {
             archived_at: None,
             archived_why: None,
             proposed_at: None,
+            promoted_to: None,
+            dismissed_at: None,
         }
     }
 

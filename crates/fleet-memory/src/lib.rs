@@ -4,7 +4,8 @@
 //! that weigh, decay, merge, cap, archive and propose them (`rules.rs`, pure, clock injected),
 //! their store with a BM25-ranked full-text index over lessons and documents (skills, traces,
 //! decision logs, project context, reports) in its own SQLite file (`db.rs`), and the
-//! prompt block that injects them (`inject.rs`).
+//! prompt block that injects them (`inject.rs`), and a person's side of proposals: lessons
+//! proposed as skills, approved into `skills/<name>.md` or dismissed (`skills.rs`).
 //!
 //! Must not know: processes, agents, git, the scheduler.
 
@@ -16,6 +17,7 @@ pub mod inject;
 pub mod lesson;
 pub mod retro;
 pub mod rules;
+pub mod skills;
 pub mod trace;
 
 pub use db::{Added, Hit, MemoryDb, MemoryError};

@@ -179,6 +179,7 @@ pub fn router(fleet: Fleet) -> Router {
         .route("/api/v1/intake/alert", post(crate::intake::alert))
         .merge(crate::board::routes())
         .merge(crate::audits::routes())
+        .merge(crate::memory_api::routes())
         .merge(
             Router::new()
                 .nest_service("/mcp", mcp)

@@ -19,6 +19,7 @@ mod board;
 mod events;
 mod intake;
 pub mod mcp;
+mod memory_api;
 mod memory_tools;
 pub mod report;
 pub mod services;

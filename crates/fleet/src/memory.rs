@@ -65,6 +65,21 @@ pub enum MemoryCommand {
     },
     /// Rebuild an exported graph into this (empty) instance.
     Import { file: PathBuf },
+    /// Lessons proposed as skills (they kept helping), waiting for a person's word.
+    Proposals {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a proposed lesson a skill: writes `skills/<name>.md` (never over an existing one)
+    /// and archives the lesson as promoted.
+    Approve {
+        id: String,
+        /// The skill's name (default `lesson-<id>`).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Decline a proposal: the lesson stays, and is not proposed again.
+    Dismiss { id: String },
 }
 
 fn now_ms() -> i64 {
@@ -251,6 +266,38 @@ pub fn run(home: Option<PathBuf>, command: MemoryCommand) -> anyhow::Result<u8> 
                 other => graph_error(other),
             })?;
             println!("imported {} objects", lines.len());
+        }
+        MemoryCommand::Proposals { json } => {
+            let proposals = db.proposals()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&proposals)?);
+            } else if proposals.is_empty() {
+                println!("no proposals");
+            } else {
+                for p in proposals {
+                    println!(
+                        "{}  {:<20} helped {} of {}  {}",
+                        p.id,
+                        p.scope,
+                        p.helped,
+                        p.used,
+                        first_line(&p.text)
+                    );
+                }
+            }
+        }
+        MemoryCommand::Approve { id, name } => {
+            let path = db
+                .approve(&home, &id, name.as_deref(), now_ms())
+                .map_err(invalid)?;
+            println!("wrote {}", path.display());
+        }
+        MemoryCommand::Dismiss { id } => {
+            let l = db.dismiss(&id, now_ms()).map_err(invalid)?;
+            println!(
+                "dismissed {}: it stays a lesson and is not proposed again",
+                l.id
+            );
         }
     }
     Ok(exit::PASSED)

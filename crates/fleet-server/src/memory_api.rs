@@ -1,0 +1,112 @@
+//! `/api/v1/memory/proposals`: lessons proposed as skills, and a person's word on them.
+//! Reading needs `read`; approving (which writes `skills/<name>.md` in the instance home) and
+//! dismissing need `admin`, as every change to the instance's own files does.
+
+use crate::Fleet;
+use crate::api::{ApiError, Caller};
+use crate::auth::Scope;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use fleet_memory::{MemoryDb, MemoryError};
+use fleet_pipeline::Pipeline;
+use serde_json::{Value, json};
+
+pub fn routes() -> Router<Fleet> {
+    Router::new()
+        .route("/api/v1/memory/proposals", get(list))
+        .route("/api/v1/memory/proposals/{id}/approve", post(approve))
+        .route("/api/v1/memory/proposals/{id}/dismiss", post(dismiss))
+}
+
+fn open(p: &Pipeline) -> Result<MemoryDb, ApiError> {
+    let redactor = fleet_secrets::Redactor::from_process_env(&p.instance.secret_names());
+    MemoryDb::open(&p.layout.root().join("memory.db"), redactor).map_err(error)
+}
+
+fn error(e: MemoryError) -> ApiError {
+    match e {
+        MemoryError::NoLesson(_) => ApiError(StatusCode::NOT_FOUND, e.to_string()),
+        // Not pending, a bad name, or a skill of that name already there.
+        MemoryError::Invalid(_) => ApiError(StatusCode::CONFLICT, e.to_string()),
+        other => ApiError(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn on_pool<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+}
+
+async fn list(State(fleet): State<Fleet>, caller: Caller) -> Result<Response, ApiError> {
+    caller.require(&fleet, Scope::Read).await?;
+    let p = fleet.pipeline.clone();
+    let proposals = on_pool(move || open(&p)?.proposals().map_err(error)).await?;
+    Ok(Json(json!({"proposals": proposals})).into_response())
+}
+
+/// Optional body `{"name": "…"}`: the skill's name (default `lesson-<id>`).
+async fn approve(
+    State(fleet): State<Fleet>,
+    caller: Caller,
+    Path(id): Path<String>,
+    bytes: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    caller.require(&fleet, Scope::Admin).await?;
+    let name = if bytes.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("body: {e}")))?;
+        match v.get("name") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => {
+                return Err(ApiError(
+                    StatusCode::BAD_REQUEST,
+                    "body: `name` is a string".into(),
+                ));
+            }
+        }
+    };
+    let p = fleet.pipeline.clone();
+    let path = on_pool(move || {
+        let home = p.layout.root().parent().unwrap_or(p.layout.root());
+        open(&p)?
+            .approve(home, &id, name.as_deref(), now_ms())
+            .map_err(error)
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        // Relative to the instance home: the API does not hand out the server's paths.
+        Json(json!({"skill": format!(
+            "skills/{}",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        )})),
+    )
+        .into_response())
+}
+
+async fn dismiss(
+    State(fleet): State<Fleet>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(&fleet, Scope::Admin).await?;
+    let p = fleet.pipeline.clone();
+    let l = on_pool(move || open(&p)?.dismiss(&id, now_ms()).map_err(error)).await?;
+    Ok(Json(json!({"dismissed": l.id})).into_response())
+}
