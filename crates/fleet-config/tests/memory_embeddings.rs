@@ -47,7 +47,8 @@ fn a_missing_model_and_a_bad_url_are_errors_with_positions() {
         "{text:?}"
     );
     assert!(
-        text.iter().any(|t| t.contains("needs `base_url` and `model`")),
+        text.iter()
+            .any(|t| t.contains("needs `base_url` and `model`")),
         "{text:?}"
     );
 }

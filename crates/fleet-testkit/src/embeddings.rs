@@ -63,3 +63,27 @@ pub fn respond(body: &Value) -> Result<Value, String> {
     Ok(json!({"object": "list", "data": data, "model": model,
               "usage": {"prompt_tokens": 0, "total_tokens": 0}}))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synonyms_share_a_vector_and_other_words_do_not() {
+        assert_eq!(embed("schema rollback"), embed("Database reversible"));
+        assert_ne!(embed("schema"), embed("rustfmt"));
+        let n: f32 = embed("a b c").iter().map(|x| x * x).sum();
+        assert!((n - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn a_list_answers_in_order_and_a_bad_input_is_refused() {
+        let v = respond(&json!({"model": "m", "input": ["x", "y"]})).unwrap();
+        assert_eq!(v["data"][1]["index"], 1);
+        assert_eq!(
+            v["data"][1]["embedding"].as_array().unwrap().len(),
+            DIMENSIONS
+        );
+        assert!(respond(&json!({"input": 3})).is_err());
+    }
+}
