@@ -52,6 +52,7 @@ pub fn sections() -> Vec<Section> {
         s("fleet.yaml: policies[]", policies::POLICY_KEYS),
         s("fleet.yaml: forge", forge::FORGE_KEYS),
         s("fleet.yaml: memory", memory::MEMORY_KEYS),
+        s("fleet.yaml: memory.embeddings", memory::EMBEDDINGS_KEYS),
         s("fleet.yaml: review_runs", review_runs::REVIEW_RUNS_KEYS),
         s("runbook", decode::TOP_KEYS),
         s("runbook: defaults", decode::DEFAULTS_KEYS),

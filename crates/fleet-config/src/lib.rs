@@ -43,7 +43,7 @@ pub use intake::{DEFAULT_INTAKE_LABEL, IntakeSpec};
 pub use knowledge::{
     BUILTIN_ROLES, Bible, Library, Role, Skill, parse_bible, parse_role, parse_skill, skills_text,
 };
-pub use memory::MemoryConfig;
+pub use memory::{EMBEDDINGS_BUILT, EmbeddingsConfig, MemoryConfig};
 pub use notify::{
     DEFAULT_TELEGRAM_API, EmailSpec, EmailTls, NOTIFY_EVENTS, NOTIFY_KINDS, NotifyKind,
     NotifyRetry, NotifySpec, TelegramSpec, UrlSource,

@@ -6,6 +6,10 @@
 //!   inject_tokens: 800       # lessons in one prompt take at most this many tokens
 //!   archive_after_days: 60   # a lesson that never helped is archived after this idle time
 //!   scope_cap: 200           # live lessons per scope
+//!   embeddings:              # optional; needs a fleet built with `--features embeddings`
+//!     base_url: https://api.openai.com/v1
+//!     model: text-embedding-3-small
+//!     key_env: OPENAI_API_KEY
 //! ```
 
 use crate::decode::Decoder;
@@ -16,7 +20,23 @@ pub(crate) const MEMORY_KEYS: &[&str] = &[
     "inject_tokens",
     "archive_after_days",
     "scope_cap",
+    "embeddings",
 ];
+
+pub(crate) const EMBEDDINGS_KEYS: &[&str] = &["base_url", "model", "key_env"];
+
+/// Where search gets embeddings from: an OpenAI-compatible `POST {base_url}/embeddings`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddingsConfig {
+    pub base_url: String,
+    pub model: String,
+    /// The variable holding the API key (never the key itself); none: no `Authorization`.
+    pub key_env: Option<String>,
+}
+
+/// Whether this build can use `memory.embeddings` (the `embeddings` feature, which
+/// `fleet-memory`'s feature of that name turns on).
+pub const EMBEDDINGS_BUILT: bool = cfg!(feature = "embeddings");
 
 /// The `memory:` section, or its defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +45,8 @@ pub struct MemoryConfig {
     pub inject_tokens: usize,
     pub archive_after_days: u32,
     pub scope_cap: usize,
+    /// Embeddings fused into search; none: BM25 alone.
+    pub embeddings: Option<EmbeddingsConfig>,
 }
 
 impl Default for MemoryConfig {
@@ -34,6 +56,7 @@ impl Default for MemoryConfig {
             inject_tokens: 800,
             archive_after_days: 60,
             scope_cap: 200,
+            embeddings: None,
         }
     }
 }
@@ -74,10 +97,66 @@ pub(crate) fn memory(d: &mut Decoder<'_>, node: &Node) -> MemoryConfig {
                     m.scope_cap = n as usize;
                 }
             }
+            "embeddings" => m.embeddings = embeddings(d, v),
             _ => unreachable!("fields() keeps known keys only"),
         }
     }
     m
+}
+
+/// `memory.embeddings`. A build without the feature refuses it here, at load, rather than
+/// searching without embeddings while the file says otherwise.
+fn embeddings(d: &mut Decoder<'_>, node: &Node) -> Option<EmbeddingsConfig> {
+    let fields = d.fields(node, EMBEDDINGS_KEYS, "in `memory.embeddings`", "a mapping")?;
+    let (mut base_url, mut model, mut key_env) = (None, None, None);
+    for f in &fields.list {
+        let Some(t) = d.text(f.value, f.key) else {
+            continue;
+        };
+        match f.key {
+            "base_url" => {
+                let u = t.value.trim_end_matches('/').to_string();
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    d.error(
+                        t.at,
+                        format!("`base_url`: expected an http(s) URL, found {:?}", t.value),
+                    );
+                    continue;
+                }
+                base_url = Some(u);
+            }
+            "model" => model = Some(t.value),
+            "key_env" => key_env = Some(t.value),
+            _ => unreachable!("fields() keeps known keys only"),
+        }
+    }
+    if !EMBEDDINGS_BUILT {
+        d.error(
+            node.loc,
+            "`memory.embeddings`: this fleet was built without the `embeddings` feature \
+             (cargo build --features embeddings); remove the key or use such a build",
+        );
+        return None;
+    }
+    let mut missing = Vec::new();
+    if base_url.is_none() {
+        missing.push("`base_url`");
+    }
+    if model.is_none() {
+        missing.push("`model`");
+    }
+    if !missing.is_empty() {
+        d.error(
+            node.loc,
+            format!("`memory.embeddings` needs {}", missing.join(" and ")),
+        );
+        return None;
+    }
+    Some(EmbeddingsConfig {
+        base_url: base_url?,
+        model: model?,
+        key_env,
+    })
 }
 
 /// An integer in `lo..=hi`, or an error naming the range.

@@ -14,6 +14,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+#[cfg(feature = "embeddings")]
+#[path = "embed.rs"]
+mod embed;
+
 /// Longest lesson text accepted: lessons are advice, not documents.
 pub const MAX_LESSON_CHARS: usize = 2000;
 /// Longer documents are cut here (with a note saying so) before they are stored.
@@ -164,6 +168,10 @@ pub struct MemoryDb {
     /// Documents per term, and documents in all, as of the last write: searches outnumber
     /// writes by far, and counting a common term's documents costs as much as a search.
     frequencies: std::cell::RefCell<(Option<i64>, std::collections::HashMap<String, i64>)>,
+    #[cfg(feature = "embeddings")]
+    embedder: Option<embed::Embedder>,
+    #[cfg(feature = "embeddings")]
+    embed_warnings: std::cell::RefCell<Vec<String>>,
 }
 
 impl MemoryDb {
@@ -185,7 +193,37 @@ impl MemoryDb {
             conn,
             redactor,
             frequencies: Default::default(),
+            #[cfg(feature = "embeddings")]
+            embedder: None,
+            #[cfg(feature = "embeddings")]
+            embed_warnings: Default::default(),
         })
+    }
+
+    /// Opens the store as `fleet.yaml`'s `memory:` section says: with `embeddings` set, search
+    /// fuses them in (a build without the feature refuses the key; `fleet-config` already does
+    /// at load).
+    pub fn open_configured(
+        path: &Path,
+        redactor: Redactor,
+        cfg: &fleet_config::MemoryConfig,
+    ) -> Result<MemoryDb> {
+        let db = MemoryDb::open(path, redactor)?;
+        match &cfg.embeddings {
+            None => Ok(db),
+            #[cfg(feature = "embeddings")]
+            Some(e) => db.with_embeddings(e),
+            #[cfg(not(feature = "embeddings"))]
+            Some(_) => Err(MemoryError::Invalid(
+                "memory.embeddings: this fleet was built without the `embeddings` feature".into(),
+            )),
+        }
+    }
+
+    /// After a committed write: documents without a vector get one (embeddings on only).
+    fn embed_new(&self) {
+        #[cfg(feature = "embeddings")]
+        self.backfill();
     }
 
     /// Adds a lesson (redacted, bounded). A near-duplicate of a live lesson of its scope is
@@ -246,6 +284,7 @@ impl MemoryDb {
             }
         }
         tx.commit()?;
+        self.embed_new();
         Ok(added)
     }
 
@@ -284,6 +323,7 @@ impl MemoryDb {
         let tx = self.conn.transaction()?;
         put_lesson(&tx, lesson)?;
         tx.commit()?;
+        self.embed_new();
         Ok(())
     }
 
@@ -358,6 +398,7 @@ impl MemoryDb {
             params![run_id, task, attempt, passed as i64],
         )?;
         tx.commit()?;
+        self.embed_new();
         Ok(ids)
     }
 
@@ -409,6 +450,7 @@ impl MemoryDb {
         }
         tx.commit()?;
         self.compact()?;
+        self.embed_new();
         Ok(done)
     }
 
@@ -470,6 +512,7 @@ impl MemoryDb {
             dropped.extend(trim_kind(&tx, &kind, document_cap(&kind))?);
         }
         tx.commit()?;
+        self.embed_new();
         Ok(dropped)
     }
 
@@ -493,7 +536,20 @@ impl MemoryDb {
     /// BM25 ranks the newest [`RANK_WINDOW`] matching documents (all of them when fewer
     /// match): the work per query is bounded whatever the store's size, and when a word is
     /// everywhere, what is recent is what matters.
+    ///
+    /// With embeddings on (feature `embeddings` and `memory.embeddings`), this ranking is
+    /// fused by reciprocal rank with the documents' cosine similarity to the query, and
+    /// [`Hit::score`] is the fused score.
     pub fn search(&self, query: &str, kinds: &[String], limit: usize) -> Result<Vec<Hit>> {
+        #[cfg(feature = "embeddings")]
+        let hits = self.fused(query, kinds, limit)?;
+        #[cfg(not(feature = "embeddings"))]
+        let hits = self.search_bm25(query, kinds, limit)?;
+        Ok(hits.into_iter().map(|(_, h)| h).collect())
+    }
+
+    /// The BM25 ranking [`Self::search`] describes, with each hit's document row id.
+    fn search_bm25(&self, query: &str, kinds: &[String], limit: usize) -> Result<Vec<(i64, Hit)>> {
         let terms = query_terms(query);
         if terms.is_empty() || limit == 0 {
             return Ok(Vec::new());
@@ -575,13 +631,16 @@ impl MemoryDb {
                 .query_row([rowid], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })?;
-            hits.push(Hit {
-                snippet: passage(&body, &words),
-                kind,
-                key,
-                title,
-                score,
-            });
+            hits.push((
+                rowid,
+                Hit {
+                    snippet: passage(&body, &words),
+                    kind,
+                    key,
+                    title,
+                    score,
+                },
+            ));
         }
         Ok(hits)
     }

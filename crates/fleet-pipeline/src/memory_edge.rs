@@ -23,7 +23,11 @@ const SHOWN_TRACES: usize = 10;
 const MAX_HISTORY_CHARS: usize = 4000;
 
 fn memory(p: &Pipeline) -> Option<MemoryDb> {
-    match MemoryDb::open(&p.layout.root().join("memory.db"), p.redactor()) {
+    match MemoryDb::open_configured(
+        &p.layout.root().join("memory.db"),
+        p.redactor(),
+        &p.instance.memory,
+    ) {
         Ok(db) => Some(db),
         Err(e) => {
             eprintln!("fleet: memory: {e}");

@@ -35,6 +35,7 @@
 mod anthropic;
 mod background;
 mod codec;
+pub mod embeddings;
 pub mod forge;
 mod gemini;
 mod openai;

@@ -564,6 +564,18 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
     };
     let path = uri.path();
+    // Embeddings under any base URL (`/v1/embeddings`, `/s/NAME/v1/embeddings`): they are
+    // computed, not scripted.
+    if method == Method::POST && path.ends_with("/embeddings") {
+        return match crate::embeddings::respond(&body) {
+            Ok(v) => json_response(200, &[], &v),
+            Err(m) => json_response(
+                400,
+                &[],
+                &json!({"error": {"message": m, "type": "invalid_request_error"}}),
+            ),
+        };
+    }
     let Some(rest) = path.strip_prefix("/s/") else {
         if method == Method::HEAD {
             return Response::new(Body::empty());
