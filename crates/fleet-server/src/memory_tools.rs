@@ -36,7 +36,13 @@ pub struct Remember {
 
 fn open(p: &Pipeline) -> Result<MemoryDb, String> {
     let redactor = fleet_secrets::Redactor::from_process_env(&p.instance.secret_names());
-    MemoryDb::open(&p.layout.root().join("memory.db"), redactor).map_err(|e| e.to_string())
+    // With `memory.embeddings` (and the feature) configured, agents' searches fuse them in.
+    MemoryDb::open_configured(
+        &p.layout.root().join("memory.db"),
+        redactor,
+        &p.instance.memory,
+    )
+    .map_err(|e| e.to_string())
 }
 
 fn now_ms() -> i64 {

@@ -93,9 +93,10 @@ fn now_ms() -> i64 {
 pub fn open(home: &Path) -> anyhow::Result<MemoryDb> {
     let instance = crate::load_instance(Some(home))?;
     let redactor = fleet_secrets::Redactor::from_process_env(&instance.secret_names());
-    Ok(MemoryDb::open(
+    Ok(MemoryDb::open_configured(
         &home.join(".fleet").join("memory.db"),
         redactor,
+        &instance.memory,
     )?)
 }
 
