@@ -321,7 +321,7 @@ fn rank_specific(c: ErrorClass) -> u8 {
 /// them. Used when a CLI gives no structured error field.
 pub fn classify_text(message: &str) -> ErrorClass {
     let m = message.to_ascii_lowercase();
-    let has = |words: &[&str]| words.iter().any(|w| m.contains(w));
+    let has = |words: &[&str]| words.iter().any(|w| contains_term(&m, w));
     if has(&[
         "401",
         "403 ",
@@ -389,6 +389,22 @@ pub fn classify_text(message: &str) -> ErrorClass {
     } else {
         ErrorClass::Agent
     }
+}
+
+/// Whether `text` contains `term`; a status code (digits) only as a word of its own, so "401"
+/// is not found in a path like `runs/canary-20261206-134019` or a name like `.tmpa401f`.
+fn contains_term(text: &str, term: &str) -> bool {
+    if !term.trim_end().bytes().all(|b| b.is_ascii_digit()) {
+        return text.contains(term);
+    }
+    let bytes = text.as_bytes();
+    let code = term.trim_end().len();
+    text.match_indices(term).any(|(i, _)| {
+        let before = i.checked_sub(1).map(|j| bytes[j]);
+        let after = bytes.get(i + code).copied();
+        !before.is_some_and(|c| c.is_ascii_alphanumeric())
+            && !after.is_some_and(|c| c.is_ascii_alphanumeric())
+    })
 }
 
 /// When a limit resets, read from the words CLIs use: "Try again at 3:28 PM" (local time),
@@ -521,6 +537,20 @@ mod tests {
             Some(now + 17 * 3600)
         );
         assert_eq!(reset_from_text("no time here", now, 0), None);
+    }
+
+    #[test]
+    fn a_status_code_counts_only_as_a_number_of_its_own() {
+        // A command agent printing its environment at 13:40:19: the run's name holds "401".
+        assert_eq!(
+            classify_text("XDG_CACHE_HOME=/tmp/i/.fleet/homes/canary-20261206-134019/leak/.cache"),
+            ErrorClass::Agent
+        );
+        assert_eq!(classify_text("wrote /tmp/.tmpa429f/out"), ErrorClass::Agent);
+        assert_eq!(classify_text("HTTP/1.1 401"), ErrorClass::AuthFailed);
+        assert_eq!(classify_text("status=429;"), ErrorClass::RateLimited);
+        assert_eq!(classify_text("(503) try later"), ErrorClass::Upstream);
+        assert_eq!(classify_text("403 Forbidden"), ErrorClass::AuthFailed);
     }
 
     #[test]

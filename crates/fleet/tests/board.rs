@@ -86,6 +86,43 @@ fn the_board_shows_live_work_its_change_outcomes_history_and_takes_answers() {
         )
         .await
         .unwrap();
+        // Its tokens and cost are the API's figures, formatted as the board formats them.
+        let detail: serde_json::Value = http
+            .client
+            .get(format!("{}/api/v1/tasks/e1", served.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let dev = detail["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["profile"] == "dev-claude")
+            .expect("a dev-claude attempt")
+            .clone();
+        let tokens = dev["tokens"].as_u64().unwrap();
+        assert!(tokens > 0, "{dev}");
+        let row = format!(
+            "#detail-attempts tr[data-run='{}'][data-attempt='{}']",
+            dev["run_id"].as_str().unwrap(),
+            dev["n"]
+        );
+        assert_eq!(
+            b.text(&format!("{row} [data-k=tokens]")).await.unwrap(),
+            board_tokens(tokens)
+        );
+        let cost = dev["cost_usd"].as_f64().unwrap();
+        assert_eq!(
+            b.text(&format!("{row} [data-k=cost]")).await.unwrap(),
+            if cost == 0.0 {
+                "—".to_string()
+            } else {
+                format!("${cost:.2}")
+            }
+        );
         b.wait_text(
             "#outcomes [data-outcome-total] [data-k=delivered]",
             |t| t == "1",
@@ -174,4 +211,13 @@ fn the_board_shows_live_work_its_change_outcomes_history_and_takes_answers() {
         answered["answers"][0]["question"],
         "Which page is slow: the cart or the search?"
     );
+}
+
+/// The board's `tokens()`: exact below 1,000, then thousands with one decimal ("1.2k", "3k").
+fn board_tokens(v: u64) -> String {
+    if v < 1000 {
+        return v.to_string();
+    }
+    let k = format!("{:.1}", v as f64 / 1e3);
+    format!("{}k", k.strip_suffix(".0").unwrap_or(&k))
 }
