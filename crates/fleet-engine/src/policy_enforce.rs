@@ -289,15 +289,20 @@ pub(super) async fn after_attempt(
         return result; // No hook and no branch to guard: nothing to look at.
     }
     let c = ctx.clone();
-    let (reported, moved) = tokio::task::spawn_blocking(move || {
+    let joined = tokio::task::spawn_blocking(move || {
+        // No hook log: the hook never ran (no edit was made).
         let reported = std::fs::read_to_string(hook_log(&c, task)).unwrap_or_default();
         let moved = before
             .map(|b| put_branches_back(&c, &b))
             .unwrap_or_default();
         (reported, moved)
     })
-    .await
-    .unwrap_or_default();
+    .await;
+    // A guard that could not look must not pass for one that found nothing moved.
+    let (reported, moved) = match joined {
+        Ok(found) => found,
+        Err(e) => return Err(format!("the policy check after the attempt failed: {e}")),
+    };
     let mut events = Vec::new();
     for line in reported.lines() {
         let mut f = line.split('\t');

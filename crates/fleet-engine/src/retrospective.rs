@@ -195,7 +195,10 @@ impl Learner {
             .map_err(|e| format!("{} error(s) in roles", e.len()))?;
         let role = library.role("retrospector").ok_or("no retrospector role")?;
         let diff = match &t.commit {
-            Some(c) => self.repo.diff(&self.base, c, MAX_DIFF).unwrap_or_default(),
+            Some(c) => self
+                .repo
+                .diff(&self.base, c, MAX_DIFF)
+                .unwrap_or_else(|e| format!("(the fixing diff could not be read: {e})")),
             None => String::new(),
         };
         let evidence: String = {
