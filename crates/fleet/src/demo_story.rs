@@ -169,11 +169,13 @@ fn scenarios(script: &Path) -> anyhow::Result<Vec<(&'static str, Scenario)>> {
                 .text("The plan is in .fleet-out/plan.json.")
                 .usage(Usage::new(2400, 300)),
         ),
-        // The first developer's first request is refused with 429 (its account is limited for
-        // an hour): the task moves at once to the other account's developer.
+        // The first developer's account is limited for an hour: every request to it is refused
+        // with 429 (not only the first: add and mul start on it together, and whichever reached
+        // it second would otherwise pass there), and each task moves at once to the other
+        // account's developer.
         (
             "dev-fast",
-            dev("scripted-fast").fault(Fault::status(429).retry_after(3600).times(1)),
+            dev("scripted-fast").fault(Fault::status(429).retry_after(3600)),
         ),
         ("dev-steady", dev("scripted-steady")),
         (
@@ -373,7 +375,7 @@ pub fn run(flags: DemoFlags) -> anyhow::Result<u8> {
         "What you just saw: one sentence became a plan of parallel tasks (add and mul, then calc);"
     );
     println!(
-        "dev-fast was rate-limited and the task moved to dev-steady on another account; mul's first"
+        "dev-fast was rate-limited and the tasks moved to dev-steady on another account; mul's first"
     );
     println!(
         "version failed its check and the next attempt fixed it; the reviewer sent the work back"
