@@ -200,10 +200,8 @@ pub fn after_run(home: &Path, run: &str) {
 /// drive's thread once the epic's lease is free; the review takes that lease itself, so the
 /// driver cannot pick the epic up meanwhile, and a failure is only reported.
 pub fn after_epic(home: &Path, cfg: fleet_config::ReviewRuns, epic: &fleet_store::EpicRow) {
-    let passed = match epic.state.as_str() {
-        "awaiting_acceptance" | "done" => true,
-        "cancelled" => return,
-        _ => false,
+    let Some(passed) = ended_as(&epic.state) else {
+        return;
     };
     if !cfg.wants(passed) {
         return;
@@ -214,6 +212,19 @@ pub fn after_epic(home: &Path, cfg: fleet_config::ReviewRuns, epic: &fleet_store
         Ok(code) if code == exit::PASSED => {}
         Ok(code) => eprintln!("fleet serve: the framework review of {id} ended with exit {code}"),
         Err(e) => eprintln!("fleet serve: the framework review of {id} did not run: {e:#}"),
+    }
+}
+
+/// How an epic the driver let go of ended: `Some(true)` passed (awaiting acceptance or done),
+/// `Some(false)` failed, `None` not ended in a way a review is for: cancelled by a person, or
+/// blocked on a question (it goes on once answered, and is reviewed when it ends), or a stage
+/// another process will carry on.
+fn ended_as(state: &str) -> Option<bool> {
+    use fleet_core::epic::Stage;
+    match Stage::parse(state)? {
+        Stage::AwaitingAcceptance | Stage::Done => Some(true),
+        Stage::Failed => Some(false),
+        _ => None,
     }
 }
 
@@ -429,7 +440,7 @@ fn review_in(
 
 #[cfg(test)]
 mod tests {
-    use super::head_tail;
+    use super::{ended_as, head_tail};
 
     #[test]
     fn head_tail_keeps_both_ends_on_char_boundaries() {
@@ -438,5 +449,15 @@ mod tests {
         let cut = head_tail(text, 5, 5);
         assert!(cut.starts_with("éé") && cut.ends_with("éé"), "{cut}");
         assert!(cut.contains("bytes cut"));
+    }
+
+    #[test]
+    fn only_an_epic_that_ended_is_reviewed_and_a_blocked_one_is_not_a_failure() {
+        assert_eq!(ended_as("awaiting_acceptance"), Some(true));
+        assert_eq!(ended_as("done"), Some(true));
+        assert_eq!(ended_as("failed"), Some(false));
+        for waiting in ["blocked", "cancelled", "implement", "review", "qa", "bogus"] {
+            assert_eq!(ended_as(waiting), None, "{waiting}");
+        }
     }
 }
