@@ -31,10 +31,22 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
+/// Writes one line to a task log (see [`attempt::write_log_line`]).
+macro_rules! log_line {
+    ($log:expr, $($arg:tt)*) => {
+        write_log_line(&$log, format_args!($($arg)*))
+    };
+}
+
+mod attempt;
 #[path = "policy_enforce.rs"]
 pub mod policy_enforce;
 mod recorder;
 
+use attempt::{
+    append_log, attempt_worker, command_env, open_log, read_from, redact_log_since, task_env,
+    workdir, write_log_line,
+};
 use recorder::run_redactor;
 
 /// How long agent observations (messages, tool calls, usage) may wait to be committed with
@@ -1894,123 +1906,6 @@ fn lock_run(layout: &StateDir, run_id: &str) -> Result<File, EngineError> {
     Ok(file)
 }
 
-/// A file's bytes from `offset` on (lossy UTF-8), without the trailer line fleet wrote.
-fn read_from(path: &std::path::Path, offset: u64) -> String {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut text = String::new();
-    if let Ok(mut f) = File::open(path)
-        && f.seek(SeekFrom::Start(offset)).is_ok()
-    {
-        let mut bytes = Vec::new();
-        let _ = f.take(1 << 20).read_to_end(&mut bytes);
-        text = String::from_utf8_lossy(&bytes).into_owned();
-    }
-    text.lines()
-        .filter(|l| !l.starts_with("── check:"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn open_log(ctx: &Ctx, task: usize) -> std::io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(ctx.layout.log(&ctx.run_id, &ctx.tasks[task].id))
-}
-
-/// Appends one line to a task's log in a single `write`: `writeln!` on a `File` issues one
-/// per formatted piece, which adds up over thousands of short tasks.
-fn write_log_line(mut log: &File, line: std::fmt::Arguments<'_>) {
-    let _ = log.write_all(format!("{line}\n").as_bytes());
-}
-
-macro_rules! log_line {
-    ($log:expr, $($arg:tt)*) => {
-        write_log_line(&$log, format_args!($($arg)*))
-    };
-}
-
-fn append_log(ctx: &Ctx, task: usize, text: &str) {
-    if let Ok(mut f) = open_log(ctx, task) {
-        let _ = f.write_all(text.as_bytes());
-    }
-}
-
-fn task_env(
-    ctx: &Ctx,
-    task: usize,
-    n: u32,
-    cwd: &std::path::Path,
-) -> std::collections::BTreeMap<String, String> {
-    let def = &ctx.tasks[task];
-    let mut env = def.env.clone();
-    env.insert("FLEET_RUN".into(), ctx.run_id.clone());
-    env.insert("FLEET_BRANCH".into(), ctx.integration.clone());
-    env.insert(RUN_TAG.into(), ctx.tag.clone());
-    env.insert("FLEET_TASK".into(), def.id.clone());
-    env.insert("FLEET_ATTEMPT".into(), n.to_string());
-    env.insert("FLEET_WORKDIR".into(), cwd.display().to_string());
-    env
-}
-
-/// The whole environment of a task's command and checks: what Fleet lets commands see of its
-/// own, the variables the runbook passes by name, the task's `env:`, and Fleet's markers.
-fn command_env(
-    ctx: &Ctx,
-    task: usize,
-    n: u32,
-    cwd: &std::path::Path,
-) -> std::collections::BTreeMap<String, String> {
-    let mut env = ctx.command_env.clone();
-    for name in &ctx.tasks[task].pass_env {
-        if let Ok(value) = std::env::var(name) {
-            env.insert(name.clone(), value);
-        }
-    }
-    env.extend(task_env(ctx, task, n, cwd));
-    env
-}
-
-/// Rewrites what a command appended to its log since `from` without secrets, if it printed
-/// any (the command writes the file itself, so this is the first point Fleet sees it).
-fn redact_log_since(ctx: &Ctx, task: usize, log: &File, from: u64) {
-    use std::io::{Read, Seek, SeekFrom};
-    if log.metadata().map_or(true, |m| m.len() <= from) {
-        return; // It printed nothing (most commands): no file to open.
-    }
-    let path = ctx.layout.log(&ctx.run_id, &ctx.tasks[task].id);
-    let Ok(mut reader) = File::open(&path) else {
-        return;
-    };
-    if reader.seek(SeekFrom::Start(from)).is_err() {
-        return;
-    }
-    let mut bytes = Vec::new();
-    if reader.read_to_end(&mut bytes).is_err() {
-        return;
-    }
-    let mut text = String::from_utf8_lossy(&bytes);
-    let cut = bytes.len() > 2 * LOG_KEEP;
-    if cut {
-        let (head, tail) = (
-            String::from_utf8_lossy(&bytes[..LOG_KEEP]),
-            String::from_utf8_lossy(&bytes[bytes.len() - LOG_KEEP..]),
-        );
-        let cut = bytes.len() - 2 * LOG_KEEP;
-        text = std::borrow::Cow::Owned(format!(
-            "{head}\n[… {cut} bytes of output cut: the first and last {} kept …]\n{tail}",
-            LOG_KEEP
-        ));
-    }
-    let clean = ctx.redactor.clean(&text);
-    if cut || matches!(clean, std::borrow::Cow::Owned(_)) {
-        // The log is opened for appending: cut it back, then write the clean text.
-        if log.set_len(from).is_ok() {
-            let _ = (&*log).write_all(clean.as_bytes());
-        }
-    }
-}
-
 /// Scans what task `task` would commit for secrets: the values Fleet knows and the shapes of
 /// well-known credentials. A hit fails the attempt like a failing check (the agent is told
 /// where, never what), so nothing of it lands.
@@ -2050,18 +1945,6 @@ async fn secrets_in_change(ctx: &Arc<Ctx>, task: usize, log: &File) -> Option<Fi
         finished: Finished::failed_check(),
         output,
     })
-}
-
-/// How much of a command's output a task log keeps at its head and at its tail when the
-/// output is longer than twice that.
-const LOG_KEEP: usize = 1 << 20;
-
-fn workdir(ctx: &Ctx, task: usize) -> PathBuf {
-    if ctx.tasks[task].worktree {
-        ctx.layout.worktree(&ctx.run_id, &ctx.tasks[task].id)
-    } else {
-        ctx.repo_root.clone()
-    }
 }
 
 /// One turn of the merge queue for task `id` whose work is at `tip` (see
@@ -2138,226 +2021,6 @@ fn conflict_for_rework(ctx: &Ctx, id: &str, onto: &str) -> Result<MergeStep, fle
     Ok(MergeStep::Rework {
         files,
         onto: onto.to_string(),
-    })
-}
-
-/// One attempt's command: prepares the worktree (fresh on a task's first attempt; as left by
-/// the previous attempt otherwise) and runs the command in it.
-async fn attempt_worker(ctx: Arc<Ctx>, job: AttemptJob) {
-    let task = job.task;
-    let agent = job.profile.is_some() && matches!(ctx.tasks[task].action, TaskAction::Agent(_));
-    let refs = match agent {
-        true => policy_enforce::refs_before(&ctx).await,
-        false => None,
-    };
-    let result = run_attempt(&ctx, job).await;
-    let result = match agent {
-        true => policy_enforce::after_attempt(&ctx, task, refs, result).await,
-        false => result,
-    };
-    let _ = ctx.tx.send(Msg::Attempt { task, result });
-}
-
-async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, String> {
-    let AttemptJob {
-        task,
-        n,
-        fresh,
-        tip,
-        profile,
-        prompt,
-        resume,
-    } = job;
-    let def = &ctx.tasks[task];
-    let cwd = workdir(ctx, task);
-    let cannot_log = |e: std::io::Error| format!("cannot open the task log: {e}");
-    // The log is created off the event loop (creating a file can be slow): in the worktree's
-    // hand-off, else by the log maker ahead of the attempt or, if it has not yet, in the
-    // command's spawn (`process::run_opening_log`).
-    let mut log = None;
-    if def.worktree {
-        let c = ctx.clone();
-        let path = cwd.clone();
-        let (opened, made) = tokio::task::spawn_blocking(move || {
-            let opened = open_log(&c, task);
-            if opened.is_err() {
-                return (opened, Ok(false));
-            }
-            let def = &c.tasks[task];
-            let complete = if fresh {
-                Ok(false)
-            } else {
-                c.repo.is_complete_worktree(&path)
-            };
-            let made = match complete {
-                Ok(true) => Ok(false),
-                Ok(false) => c
-                    .repo
-                    .add_worktree(&path, &task_branch(&c.task_branches, &def.id), &tip)
-                    .map(|_| true),
-                Err(e) => Err(e),
-            };
-            (opened, made)
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-        let opened = log.insert(opened.map_err(cannot_log)?);
-        if let Err(e) = made {
-            let reason = format!("could not create the worktree: {e}");
-            log_line!(
-                opened,
-                "── attempt {n} · {} ──\n{reason}",
-                crate::rfc3339(now_ms())
-            );
-            return Err(reason);
-        }
-    }
-    let env = task_env(ctx, task, n, &cwd);
-    let profile = match (&def.action, profile) {
-        (TaskAction::Agent(_), Some(p)) => &ctx.profiles[p],
-        _ => {
-            let env = command_env(ctx, task, n, &cwd);
-            let command = match &def.action {
-                TaskAction::Shell(c) => c.as_str(),
-                _ => "true",
-            };
-            let header = format!(
-                "── attempt {n} · {} · in {} ──\n$ {command}\n",
-                crate::rfc3339(now_ms()),
-                cwd.display()
-            );
-            let spec = CommandSpec {
-                command,
-                cwd: &cwd,
-                env: &env,
-                timeout: def.timeout,
-                kill_grace: ctx.kill_grace,
-            };
-            let stop = ctx.stop.clone();
-            let (log, from, finished) = match log {
-                Some(log) => {
-                    let _ = (&log).write_all(header.as_bytes());
-                    let from = log.metadata().map(|m| m.len()).unwrap_or(0);
-                    let finished = process::run(spec, &log, stop, |_| {}).await;
-                    (log, from, finished)
-                }
-                None => {
-                    let path = ctx.layout.log(&ctx.run_id, &def.id);
-                    process::run_opening_log(spec, path, header, stop, |_| {})
-                        .await
-                        .map_err(cannot_log)?
-                }
-            };
-            let finished = finished.map_err(|e| format!("could not run the command: {e}"))?;
-            redact_log_since(ctx, task, &log, from);
-            log_line!(
-                log,
-                "── command: {} after {} ──",
-                finished.describe(),
-                crate::fmt_duration(finished.elapsed)
-            );
-            return Ok(AttemptEnd {
-                finished,
-                agent: None,
-            });
-        }
-    };
-    let log = match log {
-        Some(log) => log,
-        None => open_log(ctx, task).map_err(cannot_log)?,
-    };
-    log_line!(
-        log,
-        "── attempt {n} · {} · in {} · agent {} ──",
-        crate::rfc3339(now_ms()),
-        cwd.display(),
-        profile.name
-    );
-    let mut prompt = prompt.unwrap_or_default();
-    if n > 1 && def.worktree {
-        // The handoff note ends with what the worktree holds now.
-        let c = ctx.clone();
-        let path = cwd.clone();
-        // Commits an earlier attempt left on the task's branch count too: the work they hold
-        // is done and must not be done again (a crash can come between commit and landing).
-        let changes = tokio::task::spawn_blocking(move || {
-            let branch = task_branch(&c.task_branches, &c.tasks[task].id);
-            let own = c
-                .repo
-                .log_subjects(&format!("{}..{branch}", c.integration))?;
-            let mut text: String = own
-                .iter()
-                .map(|(sha, subject)| {
-                    format!("committed {} {subject}\n", &sha[..sha.len().min(12)])
-                })
-                .collect();
-            text.push_str(&c.repo.worktree_changes(&path)?);
-            Ok::<_, fleet_git::GitError>(text)
-        })
-        .await;
-        if let Ok(Ok(changes)) = changes
-            && !changes.trim().is_empty()
-        {
-            prompt.push_str(&format!(
-                "\n## Changes in the working tree so far\n\n```\n{}\n```\n",
-                changes.trim_end()
-            ));
-        }
-    }
-    // One home per task, made afresh for each attempt, except when this attempt continues the
-    // previous one's session: then it is left as that attempt left it. (Same path, because
-    // CLIs record absolute paths into their home — codex cannot find a moved thread.)
-    let home = ctx.layout.agent_home(&ctx.run_id, &def.id);
-    let mut resume_session = None;
-    if let Some((session, from)) = &resume
-        && *from + 1 == n
-        && home.is_dir()
-    {
-        resume_session = Some(session.as_str());
-        log_line!(log, "   continuing the session {session} of attempt {from}");
-    } else if let Some((session, _)) = &resume {
-        log_line!(log, "   session {session} is gone: starting afresh");
-    }
-    let transcript = ctx.layout.transcript(&ctx.run_id, &def.id, n);
-    // The handoff quotes check output and the worktree's changes: whatever a secret got into.
-    let prompt = ctx.redactor.clean_string(prompt);
-    let policy = policy_enforce::attempt_policy(ctx, task, n, &cwd).await;
-    let run = agent::AgentRun {
-        profile,
-        prompt: &prompt,
-        workdir: &cwd,
-        home: &home,
-        transcript: &transcript,
-        log: &log,
-        timeout: def.timeout,
-        kill_grace: ctx.kill_grace,
-        resume_session,
-        extra_env: &env,
-        secrets: &agent::secret_values(&profile.secrets),
-        redactor: &ctx.redactor,
-        mcp: ctx.mcp.as_ref(),
-        policy: Some(&policy),
-    };
-    let tx = ctx.tx.clone();
-    let (finished, end) = agent::run(run, ctx.stop.clone(), |events| {
-        let _ = tx.send(Msg::Agent { task, events });
-    })
-    .await?;
-    log_line!(
-        log,
-        "── agent: {}{} ({}) after {} ──",
-        end.outcome.class.as_str(),
-        end.outcome
-            .detail
-            .as_deref()
-            .map(|d| format!(": {d}"))
-            .unwrap_or_default(),
-        finished.describe(),
-        crate::fmt_duration(finished.elapsed)
-    );
-    Ok(AttemptEnd {
-        finished,
-        agent: Some(end),
     })
 }
 
