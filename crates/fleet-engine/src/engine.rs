@@ -9,7 +9,7 @@
 use crate::agent;
 use crate::fix_loop::{self, AccountBook};
 use crate::journal::Journal;
-use crate::layout::{self, StateDir, integration_branch, task_branch};
+use crate::layout::{self, StateDir, integration_branch};
 use crate::lessons::Memory;
 use crate::log_maker::LogMaker;
 use crate::plan::{AgentProfile, Plan, TaskAction, TaskDef};
@@ -40,6 +40,7 @@ macro_rules! log_line {
 
 mod attempt;
 mod finish;
+mod merge_queue;
 #[path = "policy_enforce.rs"]
 pub mod policy_enforce;
 mod recorder;
@@ -1287,46 +1288,6 @@ impl Coordinator {
         }
     }
 
-    /// The merge queue: lands passed tasks one at a time, in the order they passed (FIFO).
-    /// A task whose branch does not contain the integration tip is first rebased onto it and
-    /// re-checked (tasks with checks), so what lands was checked as it lands; a conflict
-    /// becomes a rework attempt for agent tasks (the conflict in its prompt) and fails a
-    /// command task. Landing is a compare-and-swap merge that never lands a commit twice.
-    fn start_merge(&mut self) {
-        if self.merging {
-            return;
-        }
-        let Some(&i) = self.merge_queue.front() else {
-            return;
-        };
-        // A task with checks may need them run again (after a rebase): that takes a slot, so
-        // it waits for one like any task does.
-        if !self.plan.tasks[i].checks.is_empty() && self.active >= self.plan.concurrency {
-            return;
-        }
-        self.merge_queue.pop_front();
-        self.merging = true;
-        self.busy += 1;
-        let ctx = self.ctx.clone();
-        let tip = self.rows[i].commit_sha.clone();
-        let id = self.plan.tasks[i].id.clone();
-        let recheck = !self.plan.tasks[i].checks.is_empty();
-        let rework = matches!(self.plan.tasks[i].action, TaskAction::Agent(_));
-        tokio::task::spawn_blocking(move || {
-            let result = merge_step(&ctx, &id, tip.clone(), recheck, rework).or_else(|first| {
-                // A git that died (with another Fleet, or killed as a ghost) may have left a
-                // lock the merge met: once such a lock is stale, repair and try once more.
-                std::thread::sleep(fleet_git::STALE_LOCK_AGE);
-                ctx.repo
-                    .repair(&ctx.layout.worktrees())
-                    .map_err(|e| format!("{first}; then the repair failed: {e}"))?;
-                merge_step(&ctx, &id, tip, recheck, rework)
-                    .map_err(|e| format!("{e} (also before a repair: {first})"))
-            });
-            let _ = ctx.tx.send(Msg::Merge { task: i, result });
-        });
-    }
-
     fn finish_attempt(
         &mut self,
         i: usize,
@@ -1530,237 +1491,132 @@ impl Coordinator {
                 .get_or_insert_with(|| std::time::Instant::now() + LEFTOVER_SWEEP_DELAY);
         }
         match msg {
-            Msg::Attempt { task, result } => {
-                self.busy -= 1;
-                match result {
-                    Err(err) => self.attempt_failed(task, "failed", None, err),
-                    Ok(end) if end.finished.stopped => self.interrupted(task),
-                    Ok(end) if end.succeeded() => {
-                        let def = &self.plan.tasks[task];
-                        if def.checks.is_empty() && !def.worktree {
-                            self.finish_attempt(task, "passed", end.finished.code, None);
-                            let t = self.run.attempt_passed(task);
-                            self.record(t);
-                        } else {
-                            // "checking" is committed before the checks run (see `launch`).
-                            let t = self.run.begin_checks(task);
-                            let n = t.attempt;
-                            self.record(vec![t]);
-                            self.launches.push(Launch::Finish {
-                                task,
-                                n,
-                                recheck: false,
-                            });
-                        }
-                    }
-                    Ok(end) => {
-                        let reason = end.describe();
-                        let outcome = match &end.agent {
-                            Some(a) => a.outcome.class.as_str(),
-                            None if end.finished.timed_out => "timed_out",
-                            None => "failed",
-                        };
-                        if let Some(a) = &end.agent {
-                            let n = self.run.task(task).attempts;
-                            if a.stalled {
-                                self.event(Some(task), Some(n), "attempt.stalled", json!({}));
-                            }
-                            if let Some(at) = a.outcome.resets_at {
-                                self.resets.insert(task, at);
-                                self.event(Some(task), Some(n), "attempt.rate_limited",
-                                    json!({"resets_at": crate::rfc3339(at * 1000), "class": outcome}));
-                            }
-                        }
-                        self.attempt_failed(task, outcome, end.finished.code, reason);
-                    }
-                }
-            }
+            Msg::Attempt { task, result } => self.attempt_ended(task, result),
             Msg::Agent { task, events } => {
                 self.observed_since
                     .get_or_insert_with(std::time::Instant::now);
                 self.agent_events(task, events)
             }
-            Msg::Cleaned { task, result } => {
-                self.busy -= 1;
-                if let Err(e) = result {
-                    append_log(
-                        &self.ctx,
+            Msg::Cleaned { task, result } => self.cleaned(task, result),
+            Msg::Finish { task, result } => self.finish_ended(task, result),
+            Msg::Merge { task, result } => self.merge_ended(task, result),
+        }
+    }
+
+    /// An attempt worker reported: checks next, or the attempt failed or was stopped.
+    fn attempt_ended(&mut self, task: usize, result: Result<AttemptEnd, String>) {
+        self.busy -= 1;
+        match result {
+            Err(err) => self.attempt_failed(task, "failed", None, err),
+            Ok(end) if end.finished.stopped => self.interrupted(task),
+            Ok(end) if end.succeeded() => {
+                let def = &self.plan.tasks[task];
+                if def.checks.is_empty() && !def.worktree {
+                    self.finish_attempt(task, "passed", end.finished.code, None);
+                    let t = self.run.attempt_passed(task);
+                    self.record(t);
+                } else {
+                    // "checking" is committed before the checks run (see `launch`).
+                    let t = self.run.begin_checks(task);
+                    let n = t.attempt;
+                    self.record(vec![t]);
+                    self.launches.push(Launch::Finish {
                         task,
-                        &format!("── could not remove the worktree: {e} (`fleet gc` will) ──\n"),
-                    );
+                        n,
+                        recheck: false,
+                    });
                 }
             }
-            Msg::Finish { task, result } => {
-                self.busy -= 1;
-                // A re-check after a rebase holds the merge queue until it ends; a pass lands
-                // next, ahead of the tasks that passed after it.
-                let was_rechecking = self.rechecking == Some(task);
-                if was_rechecking {
-                    self.rechecking = None;
-                    self.merging = false;
-                }
-                match result {
-                    FinishResult::Passed { tip } => {
-                        if !self.plan.tasks[task].checks.is_empty() {
-                            let n = self.run.task(task).attempts;
-                            self.event(Some(task), Some(n), "task.checks_passed", json!({}));
-                        }
-                        self.rows[task].commit_sha = tip;
-                        self.finish_attempt(task, "passed", Some(0), None);
-                        let t = self.run.attempt_passed(task);
-                        self.record(t);
-                        if self.run.plan(task).needs_merge {
-                            if was_rechecking {
-                                self.merge_queue.push_front(task);
-                            } else {
-                                self.merge_queue.push_back(task);
-                            }
-                        }
+            Ok(end) => {
+                let reason = end.describe();
+                let outcome = match &end.agent {
+                    Some(a) => a.outcome.class.as_str(),
+                    None if end.finished.timed_out => "timed_out",
+                    None => "failed",
+                };
+                if let Some(a) = &end.agent {
+                    let n = self.run.task(task).attempts;
+                    if a.stalled {
+                        self.event(Some(task), Some(n), "attempt.stalled", json!({}));
                     }
-                    FinishResult::CheckFailed {
-                        check,
-                        finished,
-                        output,
-                    } => {
-                        let reason = format!("check `{check}` {}", finished.describe());
-                        let n = self.run.task(task).attempts;
+                    if let Some(at) = a.outcome.resets_at {
+                        self.resets.insert(task, at);
                         self.event(
                             Some(task),
                             Some(n),
-                            "task.checks_failed",
-                            json!({"check": check, "exit_code": finished.code, "timed_out": finished.timed_out,
-                                   "output_tail": output}),
+                            "attempt.rate_limited",
+                            json!({"resets_at": crate::rfc3339(at * 1000), "class": outcome}),
                         );
-                        self.last_check.insert(task, (check, finished.code, output));
-                        self.attempt_failed(task, "checks_failed", finished.code, reason);
                     }
-                    FinishResult::NoChange => {
-                        let reason = "the agent reported success but changed nothing".to_string();
-                        self.attempt_failed(task, "no_change", None, reason);
-                    }
-                    FinishResult::Stopped => self.interrupted(task),
-                    FinishResult::Error(err) => self.attempt_failed(task, "failed", None, err),
                 }
+                self.attempt_failed(task, outcome, end.finished.code, reason);
             }
-            Msg::Merge { task, result } => {
-                self.busy -= 1;
-                self.merging = false;
-                match result {
-                    Ok(MergeStep::Landed(MergeOutcome::Merged { commit })) => {
-                        self.integration_tip = commit.clone();
-                        self.rows[task].merge_sha = Some(commit);
-                        let t = self.run.merged(task);
-                        self.record(t);
-                        self.remove_worktree(task);
-                    }
-                    Ok(MergeStep::Landed(MergeOutcome::AlreadyMerged)) => {
-                        // Landed before a crash (or changed nothing): record how it landed.
-                        let target = self.ctx.integration.clone();
-                        if let Ok(Some(tip)) = self.ctx.repo.branch_tip(&target) {
-                            self.integration_tip = tip;
-                        }
-                        if let Some(commit) = self.rows[task].commit_sha.clone() {
-                            self.rows[task].merge_sha =
-                                self.ctx.repo.find_merge(&target, &commit).ok().flatten();
-                        }
-                        if self.rows[task].merge_sha.is_none() {
-                            append_log(
-                                &self.ctx,
-                                task,
-                                &format!(
-                                    "── nothing to merge: {} already has all of this task's branch ──\n",
-                                    self.ctx.integration
-                                ),
-                            );
-                        }
-                        let t = self.run.merged(task);
-                        self.record(t);
-                        self.remove_worktree(task);
-                    }
-                    Ok(MergeStep::Rebased { tip, how }) => {
-                        append_log(
-                            &self.ctx,
-                            task,
-                            &format!(
-                                "── brought up to date with {} by {how} (work landed meanwhile); checking again ──\n",
-                                self.ctx.integration
-                            ),
-                        );
-                        let n = self.run.task(task).attempts;
-                        self.event(
-                            Some(task),
-                            Some(n),
-                            "task.rebased",
-                            json!({"onto": self.ctx.integration, "tip": tip, "how": how}),
-                        );
-                        self.rows[task].commit_sha = Some(tip);
-                        self.merging = true;
-                        self.rechecking = Some(task);
-                        let t = self.run.recheck(task);
-                        self.record(vec![t]);
-                        self.launches.push(Launch::Finish {
-                            task,
-                            n,
-                            recheck: true,
-                        });
-                    }
-                    Ok(MergeStep::Rework { files, onto }) => {
-                        let reason = format!("merge conflict in {}", files.join(", "));
-                        append_log(
-                            &self.ctx,
-                            task,
-                            &format!(
-                                "── {reason} with work landed meanwhile; a rework attempt resolves it ──\n"
-                            ),
-                        );
-                        self.event(
-                            Some(task),
-                            None,
-                            "task.merge_conflict",
-                            json!({"files": files, "rework": true}),
-                        );
-                        let note = format!(
-                            "Work that landed on `{}` meanwhile conflicts with this task's work in: {}.\n\
-                             The worktree holds that merge in progress ({} merged in, not yet committed); \
-                             the conflicting files contain git's conflict markers \
-                             (`<<<<<<<`, `=======`, `>>>>>>>`). Resolve every conflict so that both \
-                             changes' intentions hold, remove the markers, and make the checks pass. \
-                             Do not commit; Fleet commits and concludes the merge.",
-                            self.ctx.integration,
-                            files.join(", "),
-                            &onto[..onto.len().min(12)]
-                        );
-                        self.last_check.insert(
-                            task,
-                            (format!("merge with {}", self.ctx.integration), None, note),
-                        );
-                        let t = self.run.rework(task, &reason);
-                        self.record(vec![t]);
-                    }
-                    Ok(MergeStep::Landed(MergeOutcome::Conflict { files })) => {
-                        let reason = format!("merge conflict in {}", files.join(", "));
-                        append_log(
-                            &self.ctx,
-                            task,
-                            &format!("── {reason}; the integration branch is unchanged ──\n"),
-                        );
-                        self.event(
-                            Some(task),
-                            None,
-                            "task.merge_conflict",
-                            json!({"files": files}),
-                        );
-                        let t = self.run.merge_failed(task, &reason);
-                        self.record(t);
-                    }
-                    Err(err) => {
-                        let reason = format!("merge failed: {err}");
-                        append_log(&self.ctx, task, &format!("── {reason} ──\n"));
-                        let t = self.run.merge_failed(task, &reason);
-                        self.record(t);
+        }
+    }
+
+    /// A landed task's worktree was removed, or could not be.
+    fn cleaned(&mut self, task: usize, result: Result<(), String>) {
+        self.busy -= 1;
+        if let Err(e) = result {
+            append_log(
+                &self.ctx,
+                task,
+                &format!("── could not remove the worktree: {e} (`fleet gc` will) ──\n"),
+            );
+        }
+    }
+
+    /// A finish worker reported: the task passed (and queues to land), or its attempt failed.
+    fn finish_ended(&mut self, task: usize, result: FinishResult) {
+        self.busy -= 1;
+        // A re-check after a rebase holds the merge queue until it ends; a pass lands
+        // next, ahead of the tasks that passed after it.
+        let was_rechecking = self.rechecking == Some(task);
+        if was_rechecking {
+            self.rechecking = None;
+            self.merging = false;
+        }
+        match result {
+            FinishResult::Passed { tip } => {
+                if !self.plan.tasks[task].checks.is_empty() {
+                    let n = self.run.task(task).attempts;
+                    self.event(Some(task), Some(n), "task.checks_passed", json!({}));
+                }
+                self.rows[task].commit_sha = tip;
+                self.finish_attempt(task, "passed", Some(0), None);
+                let t = self.run.attempt_passed(task);
+                self.record(t);
+                if self.run.plan(task).needs_merge {
+                    if was_rechecking {
+                        self.merge_queue.push_front(task);
+                    } else {
+                        self.merge_queue.push_back(task);
                     }
                 }
             }
+            FinishResult::CheckFailed {
+                check,
+                finished,
+                output,
+            } => {
+                let reason = format!("check `{check}` {}", finished.describe());
+                let n = self.run.task(task).attempts;
+                self.event(
+                    Some(task),
+                    Some(n),
+                    "task.checks_failed",
+                    json!({"check": check, "exit_code": finished.code, "timed_out": finished.timed_out,
+                           "output_tail": output}),
+                );
+                self.last_check.insert(task, (check, finished.code, output));
+                self.attempt_failed(task, "checks_failed", finished.code, reason);
+            }
+            FinishResult::NoChange => {
+                let reason = "the agent reported success but changed nothing".to_string();
+                self.attempt_failed(task, "no_change", None, reason);
+            }
+            FinishResult::Stopped => self.interrupted(task),
+            FinishResult::Error(err) => self.attempt_failed(task, "failed", None, err),
         }
     }
 
@@ -1906,81 +1762,4 @@ fn lock_run(layout: &StateDir, run_id: &str) -> Result<File, EngineError> {
     file.set_len(0)?;
     write!(file, "{}", std::process::id())?;
     Ok(file)
-}
-
-/// One turn of the merge queue for task `id` whose work is at `tip` (see
-/// [`Coordinator::start_merge`]). Runs on the blocking pool.
-fn merge_step(
-    ctx: &Ctx,
-    id: &str,
-    tip: Option<String>,
-    recheck: bool,
-    rework: bool,
-) -> Result<MergeStep, fleet_git::GitError> {
-    let Some(tip) = tip else {
-        return Ok(MergeStep::Landed(MergeOutcome::AlreadyMerged));
-    };
-    let target = &ctx.integration;
-    let message = format!("fleet: merge task {id} (run {})", ctx.run_id);
-    let head = ctx.repo.branch_tip(target)?.unwrap_or_default();
-    let landed = ctx.repo.is_ancestor(&tip, &head)?;
-    let up_to_date = head.is_empty() || ctx.repo.is_ancestor(&head, &tip)?;
-    // Up to date, or nothing to re-check: a clean merge lands as is; a conflict goes back to
-    // the agent (agent tasks) or fails the task.
-    if landed || up_to_date || !recheck {
-        let outcome = ctx.repo.merge_into(target, &tip, &message)?;
-        return match outcome {
-            MergeOutcome::Conflict { .. } if rework => conflict_for_rework(ctx, id, &head),
-            other => Ok(MergeStep::Landed(other)),
-        };
-    }
-    // The integration branch moved since this task started.
-    let path = task_worktree(ctx, id, &tip)?;
-    if let fleet_git::RebaseOutcome::Rebased { tip } = ctx.repo.rebase_onto(&path, &head)? {
-        return Ok(MergeStep::Rebased { tip, how: "rebase" });
-    }
-    // Replaying the commits one by one conflicts — also when the branch holds an earlier
-    // conflict's resolution, which a rebase would undo. Merging may still go through.
-    let files = ctx.repo.merge_for_resolution(&path, &head)?;
-    if files.is_empty() {
-        let message = format!("fleet: bring task {id} up to date with {target}");
-        ctx.repo.commit_all(&path, &message)?;
-        let tip = ctx
-            .repo
-            .branch_tip(&task_branch(&ctx.task_branches, id))?
-            .unwrap_or(tip);
-        return Ok(MergeStep::Rebased { tip, how: "merge" });
-    }
-    if rework {
-        return Ok(MergeStep::Rework {
-            files,
-            onto: head.clone(),
-        });
-    }
-    ctx.repo.abort_in_progress(&path)?;
-    Ok(MergeStep::Landed(MergeOutcome::Conflict { files }))
-}
-
-/// Task `id`'s worktree, made again on its branch (or at `fallback` if the branch is gone)
-/// when a crash left it missing or half-made.
-fn task_worktree(ctx: &Ctx, id: &str, fallback: &str) -> Result<PathBuf, fleet_git::GitError> {
-    let path = ctx.layout.worktree(&ctx.run_id, id);
-    if !ctx.repo.is_complete_worktree(&path)? {
-        let branch = task_branch(&ctx.task_branches, id);
-        let tip = ctx.repo.branch_tip(&branch)?;
-        ctx.repo
-            .add_worktree(&path, &branch, tip.as_deref().unwrap_or(fallback))?;
-    }
-    Ok(path)
-}
-
-/// Leaves the merge of `onto` into task `id`'s worktree in progress, conflict markers and all,
-/// for a rework attempt.
-fn conflict_for_rework(ctx: &Ctx, id: &str, onto: &str) -> Result<MergeStep, fleet_git::GitError> {
-    let path = task_worktree(ctx, id, onto)?;
-    let files = ctx.repo.merge_for_resolution(&path, onto)?;
-    Ok(MergeStep::Rework {
-        files,
-        onto: onto.to_string(),
-    })
 }
