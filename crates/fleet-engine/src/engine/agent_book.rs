@@ -2,11 +2,11 @@
 //! giving up with the whole story), how an ended attempt is closed, and what it does to its
 //! account (spend, budget, cooldown, disablement).
 
-use super::{Coordinator, append_log, clock, task_row};
+use super::{Coordinator, append_log, task_row};
 use crate::fix_loop;
 use crate::now_ms;
 use crate::plan::TaskAction;
-use fleet_core::pool::{self, Choice, Next, Want};
+use fleet_core::pool::{self, Choice, Clock, Next, Want};
 use fleet_store::AttemptRow;
 use serde_json::json;
 
@@ -60,7 +60,7 @@ impl Coordinator {
     }
 
     /// The pool chose `profile` for task `i`: said in its events (a swap too) and its log.
-    fn chosen(&mut self, i: usize, profile: usize, why: String) -> Option<usize> {
+    pub(super) fn chosen(&mut self, i: usize, profile: usize, why: String) -> Option<usize> {
         let previous = self
             .past
             .get(&i)
@@ -86,7 +86,7 @@ impl Coordinator {
     }
 
     /// No profile may play task `i` before `until`: the task is deferred until then.
-    fn wait_for_pool(&mut self, i: usize, until: u64, why: String) -> Option<usize> {
+    pub(super) fn wait_for_pool(&mut self, i: usize, until: u64, why: String) -> Option<usize> {
         if self.run.task(i).not_before != until {
             self.run.defer(i, until);
             let rec = self.run.task(i).clone();
@@ -363,5 +363,13 @@ impl Coordinator {
                 self.record(t);
             }
         }
+    }
+}
+
+/// Now, with the local time zone (for accounts' windows and budget days).
+pub(super) fn clock() -> Clock {
+    Clock {
+        now: now_ms() as u64,
+        utc_offset_secs: chrono::Local::now().offset().local_minus_utc(),
     }
 }

@@ -2,19 +2,19 @@
 //! committed to the store in one transaction (secrets taken out), then appended to the journal
 //! and shown to the observer.
 
-use super::{Coordinator, task_row};
+use super::Coordinator;
 use crate::agent;
 use crate::plan::Plan;
 use crate::{EngineError, now_ms};
-use fleet_core::{TaskState, Transition};
-use fleet_store::{Batch, Event, NewEvent};
+use fleet_core::{TaskRecord, TaskState, Transition};
+use fleet_store::{Batch, Event, NewEvent, TaskRow};
 use serde_json::json;
 use std::collections::HashMap;
 
 /// Messages and tool calls of one attempt kept as events (the store grows with them): far
 /// above what a working agent says in one attempt (benchmark P4 keeps every event), so only an
 /// endless stream is cut.
-const MAX_OBSERVATIONS: u32 = 20_000;
+pub(super) const MAX_OBSERVATIONS: u32 = 20_000;
 
 impl Coordinator {
     pub(super) fn event(
@@ -343,6 +343,29 @@ pub(super) fn dedup_last<T, K: Eq + std::hash::Hash>(rows: &mut Vec<T>, key: imp
         keep
     });
 }
+pub(super) fn task_row(
+    run: &str,
+    idx: usize,
+    id: &str,
+    rec: &TaskRecord,
+    prev: Option<&TaskRow>,
+) -> TaskRow {
+    TaskRow {
+        run_id: run.to_string(),
+        idx: idx as u32,
+        id: id.to_string(),
+        state: rec.state.as_str().to_string(),
+        attempts: rec.attempts,
+        failures: rec.failures,
+        not_before: rec.not_before as i64,
+        reason: rec.reason.clone(),
+        commit_sha: prev.and_then(|p| p.commit_sha.clone()),
+        merge_sha: prev.and_then(|p| p.merge_sha.clone()),
+        started_at: prev.and_then(|p| p.started_at),
+        finished_at: prev.and_then(|p| p.finished_at),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::dedup_last;
