@@ -94,6 +94,17 @@ pub enum RunEnd {
     Interrupted,
 }
 
+impl RunEnd {
+    /// The run's state as stored (`runs.state`) and said in `run.finished`.
+    fn as_str(self) -> &'static str {
+        match self {
+            RunEnd::Passed => "passed",
+            RunEnd::Failed => "failed",
+            RunEnd::Interrupted => "interrupted",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RunReport {
     pub run_id: String,
@@ -171,6 +182,44 @@ impl AttemptEnd {
             ),
             None => format!("command {}", self.finished.describe()),
         }
+    }
+}
+
+/// How an attempt ended: what the coordinator's parts pass each other. Its text (stored in
+/// `attempts.outcome`, said in events) is made only at that edge, by [`AttemptOutcome::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AttemptOutcome {
+    /// Its command (and checks) passed.
+    Passed,
+    /// Its command failed, or the attempt could not run or be checked.
+    Failed,
+    /// Its command ran out of time.
+    TimedOut,
+    ChecksFailed,
+    /// The agent said it was done but the worktree holds no change.
+    NoChange,
+    /// Fleet was stopped while it ran.
+    Interrupted,
+    /// How the agent's CLI ended, as the agent's outcome classifies it.
+    Agent(fleet_agents::OutcomeClass),
+}
+
+impl AttemptOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Passed => "passed",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::TimedOut => "timed_out",
+            AttemptOutcome::ChecksFailed => "checks_failed",
+            AttemptOutcome::NoChange => "no_change",
+            AttemptOutcome::Interrupted => "interrupted",
+            AttemptOutcome::Agent(class) => class.as_str(),
+        }
+    }
+
+    /// The core's view of it (what the pool reasons with); `None` where the pool has none.
+    fn ending(self) -> Option<fleet_core::pool::Ending> {
+        crate::fix_loop::ending_of(self.as_str())
     }
 }
 

@@ -2,7 +2,7 @@
 //! giving up with the whole story), how an ended attempt is closed, and what it does to its
 //! account (spend, budget, cooldown, disablement).
 
-use super::{Coordinator, append_log, task_row};
+use super::{AttemptOutcome, Coordinator, append_log, task_row};
 use crate::fix_loop;
 use crate::now_ms;
 use crate::plan::TaskAction;
@@ -166,7 +166,7 @@ impl Coordinator {
     pub(super) fn finish_attempt(
         &mut self,
         i: usize,
-        outcome: &str,
+        outcome: AttemptOutcome,
         code: Option<i32>,
         detail: Option<String>,
     ) {
@@ -184,7 +184,7 @@ impl Coordinator {
             });
             self.session_usage.insert(i, total);
             a.finished_at = Some(now_ms());
-            a.outcome = outcome.to_string();
+            a.outcome = outcome.as_str().to_string();
             a.exit_code = code;
             a.detail = detail.clone();
             let n = a.n;
@@ -194,12 +194,13 @@ impl Coordinator {
                 Some(i),
                 Some(n),
                 "attempt.finished",
-                json!({"outcome": outcome, "exit_code": code, "detail": detail, "duration_ms": ms,
+                json!({"outcome": outcome.as_str(), "exit_code": code, "detail": detail, "duration_ms": ms,
                        "cost_usd": a.cost_usd, "tokens": a.input_tokens + a.output_tokens + a.cache_read_tokens + a.cache_write_tokens}),
             );
             self.account_after(i, &a);
             let (task, failure) = (&self.plan.tasks[i], self.last_check.get(&i));
             let commit = self.rows[i].commit_sha.as_ref();
+            let outcome = outcome.as_str();
             (self.memory).attempt_ended(&self.ctx.run_id, task, n, outcome, failure, commit);
             if let Some(last) = self
                 .past
@@ -332,7 +333,7 @@ impl Coordinator {
     pub(super) fn attempt_failed(
         &mut self,
         i: usize,
-        outcome: &str,
+        outcome: AttemptOutcome,
         code: Option<i32>,
         reason: String,
     ) {
@@ -349,7 +350,7 @@ impl Coordinator {
             ..Want::default()
         };
         let limits = a.limits;
-        let counted = fix_loop::ending_of(outcome).is_none_or(|e| e.is_agent_failure());
+        let counted = outcome.ending().is_none_or(|e| e.is_agent_failure());
         match self.next_for(i, &base, &limits, now) {
             Next::Retry { why, .. } => {
                 let t = self

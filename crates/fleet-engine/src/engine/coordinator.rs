@@ -2,7 +2,9 @@
 //! merge queue, then waits for a worker's report, a wake-up, a signal or a cancel. One method
 //! per kind of report; the run's end writes its state and summary.
 
-use super::{AttemptEnd, AttemptJob, Coordinator, FinishResult, Launch, Msg, RUN_TAG, RunEnd};
+use super::{
+    AttemptEnd, AttemptJob, AttemptOutcome, Coordinator, FinishResult, Launch, Msg, RUN_TAG, RunEnd,
+};
 use super::{RunReport, append_log, attempt_worker, finish_worker};
 use crate::fix_loop;
 use crate::plan::TaskAction;
@@ -355,12 +357,12 @@ impl Coordinator {
     pub(super) fn attempt_ended(&mut self, task: usize, result: Result<AttemptEnd, String>) {
         self.busy -= 1;
         match result {
-            Err(err) => self.attempt_failed(task, "failed", None, err),
+            Err(err) => self.attempt_failed(task, AttemptOutcome::Failed, None, err),
             Ok(end) if end.finished.stopped => self.interrupted(task),
             Ok(end) if end.succeeded() => {
                 let def = &self.plan.tasks[task];
                 if def.checks.is_empty() && !def.worktree {
-                    self.finish_attempt(task, "passed", end.finished.code, None);
+                    self.finish_attempt(task, AttemptOutcome::Passed, end.finished.code, None);
                     let t = self.run.attempt_passed(task);
                     self.record(t);
                 } else {
@@ -378,9 +380,9 @@ impl Coordinator {
             Ok(end) => {
                 let reason = end.describe();
                 let outcome = match &end.agent {
-                    Some(a) => a.outcome.class.as_str(),
-                    None if end.finished.timed_out => "timed_out",
-                    None => "failed",
+                    Some(a) => AttemptOutcome::Agent(a.outcome.class),
+                    None if end.finished.timed_out => AttemptOutcome::TimedOut,
+                    None => AttemptOutcome::Failed,
                 };
                 if let Some(a) = &end.agent {
                     let n = self.run.task(task).attempts;
@@ -393,7 +395,7 @@ impl Coordinator {
                             Some(task),
                             Some(n),
                             "attempt.rate_limited",
-                            json!({"resets_at": crate::rfc3339(at * 1000), "class": outcome}),
+                            json!({"resets_at": crate::rfc3339(at * 1000), "class": outcome.as_str()}),
                         );
                     }
                 }
@@ -431,7 +433,7 @@ impl Coordinator {
                     self.event(Some(task), Some(n), "task.checks_passed", json!({}));
                 }
                 self.rows[task].commit_sha = tip;
-                self.finish_attempt(task, "passed", Some(0), None);
+                self.finish_attempt(task, AttemptOutcome::Passed, Some(0), None);
                 let t = self.run.attempt_passed(task);
                 self.record(t);
                 if self.run.plan(task).needs_merge {
@@ -457,19 +459,26 @@ impl Coordinator {
                            "output_tail": output}),
                 );
                 self.last_check.insert(task, (check, finished.code, output));
-                self.attempt_failed(task, "checks_failed", finished.code, reason);
+                self.attempt_failed(task, AttemptOutcome::ChecksFailed, finished.code, reason);
             }
             FinishResult::NoChange => {
                 let reason = "the agent reported success but changed nothing".to_string();
-                self.attempt_failed(task, "no_change", None, reason);
+                self.attempt_failed(task, AttemptOutcome::NoChange, None, reason);
             }
             FinishResult::Stopped => self.interrupted(task),
-            FinishResult::Error(err) => self.attempt_failed(task, "failed", None, err),
+            FinishResult::Error(err) => {
+                self.attempt_failed(task, AttemptOutcome::Failed, None, err)
+            }
         }
     }
 
     pub(super) fn interrupted(&mut self, task: usize) {
-        self.finish_attempt(task, "interrupted", None, Some("fleet was stopped".into()));
+        self.finish_attempt(
+            task,
+            AttemptOutcome::Interrupted,
+            None,
+            Some("fleet was stopped".into()),
+        );
         append_log(
             &self.ctx,
             task,
@@ -503,11 +512,7 @@ impl Coordinator {
         } else {
             RunEnd::Failed
         };
-        let state = match end {
-            RunEnd::Passed => "passed",
-            RunEnd::Failed => "failed",
-            RunEnd::Interrupted => "interrupted",
-        };
+        let state = end.as_str();
         let counts: serde_json::Map<String, serde_json::Value> = TaskState::ALL
             .iter()
             .map(|s| (s.as_str().to_string(), json!(self.run.count(*s))))

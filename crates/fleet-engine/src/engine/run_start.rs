@@ -2,7 +2,10 @@
 //! state restored from the store, what a killed fleet left behind cleaned up), and the
 //! coordinator built for it.
 
-use super::{Coordinator, Ctx, EngineOptions, RUN_TAG, RunReport, append_log, clock, task_row};
+use super::{
+    AttemptOutcome, Coordinator, Ctx, EngineOptions, RUN_TAG, RunReport, append_log, clock,
+    task_row,
+};
 use super::{policy_enforce, run_redactor};
 use crate::fix_loop::AccountBook;
 use crate::journal::Journal;
@@ -488,7 +491,7 @@ impl Coordinator {
             if a.outcome != "running" {
                 continue;
             }
-            a.outcome = "interrupted".into();
+            a.outcome = AttemptOutcome::Interrupted.as_str().into();
             a.finished_at = Some(now);
             a.detail = Some("fleet stopped while the attempt ran".into());
             if let Some(i) = self.plan.tasks.iter().position(|t| t.id == a.task_id) {
@@ -504,7 +507,7 @@ impl Coordinator {
                     Some(i),
                     Some(a.n),
                     "attempt.finished",
-                    json!({"outcome": "interrupted"}),
+                    json!({"outcome": AttemptOutcome::Interrupted.as_str()}),
                 );
             }
             self.batch.attempts.push(a);
