@@ -71,43 +71,10 @@ impl Coordinator {
             self.rows[i] = row.clone();
             self.batch.tasks.push(row);
             if matches!(t.to, TaskState::Merged | TaskState::Failed) {
-                let (task, past) = (
-                    &self.plan.tasks[i],
-                    self.past.get(&i).map_or(&[][..], |v| v),
-                );
-                let (c, store) = (&self.ctx, &self.store);
-                let src = crate::task_traces::Source {
-                    store,
-                    repo: &c.repo,
-                    redactor: &c.redactor,
-                    run_id: &c.run_id,
-                };
-                self.memory.traces.ended(src, &self.rows[i], task, past);
-                if t.to == TaskState::Failed {
-                    self.memory.gave_up(task, t.reason.as_deref());
-                }
+                self.remember_end(&t);
             }
             let attempt = (t.attempt > 0).then_some(t.attempt);
-            let (kind, data) = match (t.from, t.to) {
-                (TaskState::Pending, TaskState::Ready) => ("task.ready", json!({})),
-                (_, TaskState::Running) => ("task.started", json!({})),
-                (_, TaskState::Checking) => (
-                    "task.checks_started",
-                    json!({"checks": self.plan.tasks[i].checks}),
-                ),
-                (from, TaskState::Ready) if from.is_active() => (
-                    "task.retrying",
-                    json!({"reason": t.reason, "not_before": crate::rfc3339(rec.not_before as i64)}),
-                ),
-                (_, TaskState::Passed) => {
-                    ("task.passed", json!({"commit": self.rows[i].commit_sha}))
-                }
-                (_, TaskState::Merged) => ("task.merged", json!({"merge": self.rows[i].merge_sha})),
-                (_, TaskState::Failed) => ("task.failed", json!({"reason": t.reason})),
-                (_, TaskState::Skipped) => ("task.skipped", json!({"reason": t.reason})),
-                (_, TaskState::Cancelled) => ("task.cancelled", json!({"reason": t.reason})),
-                (from, to) => ("task.state", json!({"from": from, "to": to})),
-            };
+            let (kind, data) = self.transition_event(&t, &rec);
             self.event(Some(i), attempt, kind, data);
             if is_final && self.run.is_satisfied(i) {
                 self.event(
@@ -117,6 +84,54 @@ impl Coordinator {
                     json!({"attempts": rec.attempts}),
                 );
             }
+        }
+    }
+
+    /// A task merged or failed: its trace is kept for the tasks after it, and a failure is
+    /// remembered as a lesson.
+    fn remember_end(&mut self, t: &Transition) {
+        let i = t.task;
+        let (task, past) = (
+            &self.plan.tasks[i],
+            self.past.get(&i).map_or(&[][..], |v| v),
+        );
+        let (c, store) = (&self.ctx, &self.store);
+        let src = crate::task_traces::Source {
+            store,
+            repo: &c.repo,
+            redactor: &c.redactor,
+            run_id: &c.run_id,
+        };
+        self.memory.traces.ended(src, &self.rows[i], task, past);
+        if t.to == TaskState::Failed {
+            self.memory.gave_up(task, t.reason.as_deref());
+        }
+    }
+
+    /// The event that says transition `t` (`rec`: the task's record after it).
+    fn transition_event(
+        &self,
+        t: &Transition,
+        rec: &TaskRecord,
+    ) -> (&'static str, serde_json::Value) {
+        let i = t.task;
+        match (t.from, t.to) {
+            (TaskState::Pending, TaskState::Ready) => ("task.ready", json!({})),
+            (_, TaskState::Running) => ("task.started", json!({})),
+            (_, TaskState::Checking) => (
+                "task.checks_started",
+                json!({"checks": self.plan.tasks[i].checks}),
+            ),
+            (from, TaskState::Ready) if from.is_active() => (
+                "task.retrying",
+                json!({"reason": t.reason, "not_before": crate::rfc3339(rec.not_before as i64)}),
+            ),
+            (_, TaskState::Passed) => ("task.passed", json!({"commit": self.rows[i].commit_sha})),
+            (_, TaskState::Merged) => ("task.merged", json!({"merge": self.rows[i].merge_sha})),
+            (_, TaskState::Failed) => ("task.failed", json!({"reason": t.reason})),
+            (_, TaskState::Skipped) => ("task.skipped", json!({"reason": t.reason})),
+            (_, TaskState::Cancelled) => ("task.cancelled", json!({"reason": t.reason})),
+            (from, to) => ("task.state", json!({"from": from, "to": to})),
         }
     }
 
@@ -196,40 +211,8 @@ impl Coordinator {
                         json!({"name": name, "ok": ok, "output": clipped}),
                     )
                 }
-                E::Usage(reported) => {
-                    let mut u = *reported;
-                    if let Some((_, left)) = self.usage_base.get_mut(&task) {
-                        u.take_out(left);
-                    }
-                    let u = &u;
-                    // Priced from the table; a cost the CLI reports itself takes precedence.
-                    let cost = price.map(|p| fleet_agents::price::cost(&p, u));
-                    let spend = self.spend.entry(task).or_default();
-                    spend.1 += cost.unwrap_or(0.0);
-                    let (reported, priced) = *spend;
-                    if let Some(a) = self.attempts.get_mut(&task) {
-                        a.cost_usd = if reported > 0.0 { reported } else { priced };
-                        a.input_tokens = a.input_tokens.saturating_add(u.input_tokens);
-                        a.output_tokens = a.output_tokens.saturating_add(u.output_tokens);
-                        a.cache_read_tokens =
-                            a.cache_read_tokens.saturating_add(u.cache_read_tokens);
-                        a.cache_write_tokens =
-                            a.cache_write_tokens.saturating_add(u.cache_write_tokens);
-                    }
-                    (
-                        "attempt.usage",
-                        json!({"usage": u, "cost_usd": cost, "priced": cost.is_some()}),
-                    )
-                }
-                E::Cost { usd } => {
-                    let spend = self.spend.entry(task).or_default();
-                    spend.0 += usd;
-                    let (reported, priced) = *spend;
-                    if let Some(a) = self.attempts.get_mut(&task) {
-                        a.cost_usd = if reported > 0.0 { reported } else { priced };
-                    }
-                    ("attempt.usage", json!({"cost_usd": usd, "reported": true}))
-                }
+                E::Usage(reported) => self.fold_usage(task, reported, price.as_ref()),
+                E::Cost { usd } => self.fold_cost(task, *usd),
                 E::Session { id } => {
                     if let Some(a) = self.attempts.get_mut(&task) {
                         if a.session_id.as_deref() == Some(id.as_str()) {
@@ -263,39 +246,81 @@ impl Coordinator {
                 }
                 E::Policy { kind, rule, detail } => {
                     let kind = format!("policy.{kind}");
-                    self.event(
-                        Some(task),
-                        Some(n),
-                        &kind,
-                        json!({"rule": rule, "detail": detail}),
-                    );
+                    let data = json!({"rule": rule, "detail": detail});
+                    self.event(Some(task), Some(n), &kind, data);
                     continue;
                 }
             };
-            if matches!(
+            let chatter = matches!(
                 e,
                 E::Message { .. } | E::ToolCall { .. } | E::ToolResult { .. }
-            ) {
-                // What an agent says is kept up to a point; what decides (usage, limits,
-                // errors) always is. The transcript keeps the output's head and tail.
-                let said = {
-                    let said = self.chatter.entry(task).or_default();
-                    *said += 1;
-                    *said
-                };
-                if said == MAX_OBSERVATIONS + 1 {
-                    let data = json!({"kept": MAX_OBSERVATIONS, "why": "the agent said more than the store keeps per attempt; the transcript has its start and end"});
-                    self.event(Some(task), Some(n), "attempt.output_cut", data);
-                }
-                if said > MAX_OBSERVATIONS {
-                    continue;
-                }
+            );
+            if chatter && !self.keep_chatter(task, n) {
+                continue;
             }
             self.event(Some(task), Some(n), kind, data);
         }
         if let Some(a) = self.attempts.get(&task) {
             self.batch.attempts.push(a.clone());
         }
+    }
+
+    /// Folds usage a running attempt's CLI reported into its attempt (tokens, and the cost
+    /// priced from the table); the event that says it.
+    fn fold_usage(
+        &mut self,
+        task: usize,
+        reported: &fleet_agents::Usage,
+        price: Option<&fleet_agents::price::Price>,
+    ) -> (&'static str, serde_json::Value) {
+        let mut u = *reported;
+        if let Some((_, left)) = self.usage_base.get_mut(&task) {
+            u.take_out(left);
+        }
+        let u = &u;
+        // Priced from the table; a cost the CLI reports itself takes precedence.
+        let cost = price.map(|p| fleet_agents::price::cost(p, u));
+        let spend = self.spend.entry(task).or_default();
+        spend.1 += cost.unwrap_or(0.0);
+        let (reported, priced) = *spend;
+        if let Some(a) = self.attempts.get_mut(&task) {
+            a.cost_usd = if reported > 0.0 { reported } else { priced };
+            a.input_tokens = a.input_tokens.saturating_add(u.input_tokens);
+            a.output_tokens = a.output_tokens.saturating_add(u.output_tokens);
+            a.cache_read_tokens = a.cache_read_tokens.saturating_add(u.cache_read_tokens);
+            a.cache_write_tokens = a.cache_write_tokens.saturating_add(u.cache_write_tokens);
+        }
+        (
+            "attempt.usage",
+            json!({"usage": u, "cost_usd": cost, "priced": cost.is_some()}),
+        )
+    }
+
+    /// Folds a cost the CLI reported itself into its attempt; the event that says it.
+    fn fold_cost(&mut self, task: usize, usd: f64) -> (&'static str, serde_json::Value) {
+        let spend = self.spend.entry(task).or_default();
+        spend.0 += usd;
+        let (reported, priced) = *spend;
+        if let Some(a) = self.attempts.get_mut(&task) {
+            a.cost_usd = if reported > 0.0 { reported } else { priced };
+        }
+        ("attempt.usage", json!({"cost_usd": usd, "reported": true}))
+    }
+
+    /// Counts one message or tool call of task `task`'s attempt `n`; `false` once it is past
+    /// what is kept. What an agent says is kept up to a point; what decides (usage, limits,
+    /// errors) always is. The transcript keeps the output's head and tail.
+    fn keep_chatter(&mut self, task: usize, n: u32) -> bool {
+        let said = {
+            let said = self.chatter.entry(task).or_default();
+            *said += 1;
+            *said
+        };
+        if said == MAX_OBSERVATIONS + 1 {
+            let data = json!({"kept": MAX_OBSERVATIONS, "why": "the agent said more than the store keeps per attempt; the transcript has its start and end"});
+            self.event(Some(task), Some(n), "attempt.output_cut", data);
+        }
+        said <= MAX_OBSERVATIONS
     }
 }
 
