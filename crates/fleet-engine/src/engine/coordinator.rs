@@ -215,29 +215,7 @@ impl Coordinator {
             let (text, ids) =
                 (self.memory).inject(&self.ctx.run_id, &self.plan.tasks[i], n, self.prompt_for(i));
             (prompt, lessons) = (Some(text), ids);
-            let previous = self.past.get(&i).and_then(|v| v.last());
-            let adapter = fleet_agents::adapter(&p.cli);
-            // The session lives in the task's kept home (gone after a crash of fleet itself).
-            let home = self
-                .ctx
-                .layout
-                .agent_home(&self.ctx.run_id, &self.plan.tasks[i].id);
-            resume = fix_loop::resume_from(previous, &p.name)
-                // ACP: the home is kept only where the agent offered session/load.
-                .filter(|_| {
-                    (p.acp || adapter.as_ref().is_some_and(|a| a.can_resume())) && home.is_dir()
-                })
-                .map(|(s, n)| (s.to_string(), n));
-            let spans = adapter.is_some_and(|a| a.usage_spans_resumed_session());
-            match (&resume, self.session_usage.get(&i)) {
-                (Some(_), Some(total)) if spans => {
-                    self.usage_base.insert(i, (*total, *total));
-                }
-                // What the session reported before is unknown (fleet was restarted): a resume
-                // would count it again, so start afresh.
-                (Some(_), None) if spans => resume = None,
-                _ => {}
-            }
+            resume = self.session_to_resume(i, pi);
             if let Some((session, _)) = &resume {
                 data["resume_session"] = json!(session);
             }
@@ -268,6 +246,37 @@ impl Coordinator {
             prompt,
             resume,
         });
+    }
+
+    /// The CLI session task `i`'s next attempt, played by profile `pi`, continues, and the
+    /// attempt that left it: the previous attempt's, when its profile is the same, its CLI
+    /// can resume and its home is still there.
+    fn session_to_resume(&mut self, i: usize, pi: usize) -> Option<(String, u32)> {
+        let p = &self.plan.pool.profiles[pi];
+        let previous = self.past.get(&i).and_then(|v| v.last());
+        let adapter = fleet_agents::adapter(&p.cli);
+        // The session lives in the task's kept home (gone after a crash of fleet itself).
+        let home = self
+            .ctx
+            .layout
+            .agent_home(&self.ctx.run_id, &self.plan.tasks[i].id);
+        let mut resume = fix_loop::resume_from(previous, &p.name)
+            // ACP: the home is kept only where the agent offered session/load.
+            .filter(|_| {
+                (p.acp || adapter.as_ref().is_some_and(|a| a.can_resume())) && home.is_dir()
+            })
+            .map(|(s, n)| (s.to_string(), n));
+        let spans = adapter.is_some_and(|a| a.usage_spans_resumed_session());
+        match (&resume, self.session_usage.get(&i)) {
+            (Some(_), Some(total)) if spans => {
+                self.usage_base.insert(i, (*total, *total));
+            }
+            // What the session reported before is unknown (fleet was restarted): a resume
+            // would count it again, so start afresh.
+            (Some(_), None) if spans => resume = None,
+            _ => {}
+        }
+        resume
     }
 
     /// The prompt of an agent task's next attempt: the task, then the handoff note.

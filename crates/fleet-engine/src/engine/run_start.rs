@@ -212,35 +212,9 @@ pub async fn resume(
             plan.tasks.len()
         )));
     }
-    let records = tasks
-        .iter()
-        .map(|t| {
-            Ok(TaskRecord {
-                state: TaskState::parse(&t.state)
-                    .ok_or_else(|| EngineError::Invalid(format!("unknown state {:?}", t.state)))?,
-                attempts: t.attempts,
-                failures: t.failures,
-                not_before: t.not_before.max(0) as u64,
-                reason: t.reason.clone(),
-            })
-        })
-        .collect::<Result<Vec<_>, EngineError>>()?;
+    let records = restore_records(&tasks)?;
     let run = Run::restore(graph, task_plans(&plan), records);
-    let integration = row.integration_branch.clone();
-    let tip = match repo.branch_tip(&integration)? {
-        Some(tip) => tip,
-        // Killed before the branch was made (see `start_in`), or it was deleted before
-        // anything landed on it: made again where it started, nothing is lost.
-        None if tasks.iter().all(|t| t.merge_sha.is_none()) => {
-            repo.set_branch(&integration, &row.base_sha)?;
-            row.base_sha.clone()
-        }
-        None => {
-            return Err(EngineError::Invalid(format!(
-                "integration branch {integration} is gone, with the work of the tasks that landed on it"
-            )));
-        }
-    };
+    let tip = integration_tip(&repo, &row, &tasks)?;
     // A run made before branch names carried the instance keeps its tasks' branches.
     let legacy = layout::legacy_task_branches(run_id);
     let branches = if repo.list_branches(&legacy)?.is_empty() {
@@ -266,6 +240,43 @@ pub async fn resume(
     let report = coord.drive().await?;
     learner.after(&report).await;
     Ok(report)
+}
+
+/// The stored tasks' records, as the core restores a run from.
+fn restore_records(tasks: &[TaskRow]) -> Result<Vec<TaskRecord>, EngineError> {
+    tasks
+        .iter()
+        .map(|t| {
+            Ok(TaskRecord {
+                state: TaskState::parse(&t.state)
+                    .ok_or_else(|| EngineError::Invalid(format!("unknown state {:?}", t.state)))?,
+                attempts: t.attempts,
+                failures: t.failures,
+                not_before: t.not_before.max(0) as u64,
+                reason: t.reason.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, EngineError>>()
+}
+
+/// Where a resumed run's integration branch is now: made again where it started when it is
+/// missing and nothing had landed on it yet.
+fn integration_tip(repo: &Repo, row: &RunRow, tasks: &[TaskRow]) -> Result<String, EngineError> {
+    let integration = &row.integration_branch;
+    Ok(match repo.branch_tip(integration)? {
+        Some(tip) => tip,
+        // Killed before the branch was made (see `start_in`), or it was deleted before
+        // anything landed on it: made again where it started, nothing is lost.
+        None if tasks.iter().all(|t| t.merge_sha.is_none()) => {
+            repo.set_branch(integration, &row.base_sha)?;
+            row.base_sha.clone()
+        }
+        None => {
+            return Err(EngineError::Invalid(format!(
+                "integration branch {integration} is gone, with the work of the tasks that landed on it"
+            )));
+        }
+    })
 }
 
 pub(super) fn join_errors(errors: &[fleet_config::ConfigError]) -> String {
@@ -468,50 +479,8 @@ impl Coordinator {
             self.ctx.repo.repair(&worktrees)?
         }
         .describe();
-        // A git command killed with us may have left its locks; we hold the run lock, so
-        // anything under this run's refs and worktrees is ours to clean.
-        let mut stale = Vec::new();
-        // Passed tasks count too: their merge (a rebase in their worktree) may have been cut.
-        for (i, def) in self.plan.tasks.iter().enumerate() {
-            if def.worktree && !self.run.is_final(i) {
-                let wt = self.ctx.layout.worktree(&self.ctx.run_id, &def.id);
-                stale.extend(
-                    self.ctx
-                        .repo
-                        .clear_stale_locks(Some(&wt), &self.ctx.task_branches)?,
-                );
-            }
-        }
-        stale.extend(
-            self.ctx
-                .repo
-                .clear_stale_locks(None, &self.ctx.integration)?,
-        );
-        for mut a in self.store.attempts(&self.ctx.run_id)? {
-            if a.outcome != "running" {
-                continue;
-            }
-            a.outcome = AttemptOutcome::Interrupted.as_str().into();
-            a.finished_at = Some(now);
-            a.detail = Some("fleet stopped while the attempt ran".into());
-            if let Some(i) = self.plan.tasks.iter().position(|t| t.id == a.task_id) {
-                append_log(
-                    &self.ctx,
-                    i,
-                    &format!(
-                        "── attempt {} interrupted: fleet stopped while it ran ──\n",
-                        a.n
-                    ),
-                );
-                self.event(
-                    Some(i),
-                    Some(a.n),
-                    "attempt.finished",
-                    json!({"outcome": AttemptOutcome::Interrupted.as_str()}),
-                );
-            }
-            self.batch.attempts.push(a);
-        }
+        let stale = self.clear_stale_locks()?;
+        self.close_interrupted_attempts(now)?;
         let stale: Vec<String> = stale.iter().map(|p| p.display().to_string()).collect();
         self.event(
             None,
@@ -543,5 +512,58 @@ impl Coordinator {
             }
         }
         self.flush()
+    }
+
+    /// Clears the locks a git command killed with the last fleet left: we hold the run lock,
+    /// so anything under this run's refs and worktrees is ours to clean.
+    fn clear_stale_locks(&self) -> Result<Vec<PathBuf>, EngineError> {
+        let mut stale = Vec::new();
+        // Passed tasks count too: their merge (a rebase in their worktree) may have been cut.
+        for (i, def) in self.plan.tasks.iter().enumerate() {
+            if def.worktree && !self.run.is_final(i) {
+                let wt = self.ctx.layout.worktree(&self.ctx.run_id, &def.id);
+                stale.extend(
+                    self.ctx
+                        .repo
+                        .clear_stale_locks(Some(&wt), &self.ctx.task_branches)?,
+                );
+            }
+        }
+        stale.extend(
+            self.ctx
+                .repo
+                .clear_stale_locks(None, &self.ctx.integration)?,
+        );
+        Ok(stale)
+    }
+
+    /// Closes the attempts that were running when the last fleet died: interrupted.
+    fn close_interrupted_attempts(&mut self, now: i64) -> Result<(), EngineError> {
+        for mut a in self.store.attempts(&self.ctx.run_id)? {
+            if a.outcome != "running" {
+                continue;
+            }
+            a.outcome = AttemptOutcome::Interrupted.as_str().into();
+            a.finished_at = Some(now);
+            a.detail = Some("fleet stopped while the attempt ran".into());
+            if let Some(i) = self.plan.tasks.iter().position(|t| t.id == a.task_id) {
+                append_log(
+                    &self.ctx,
+                    i,
+                    &format!(
+                        "── attempt {} interrupted: fleet stopped while it ran ──\n",
+                        a.n
+                    ),
+                );
+                self.event(
+                    Some(i),
+                    Some(a.n),
+                    "attempt.finished",
+                    json!({"outcome": AttemptOutcome::Interrupted.as_str()}),
+                );
+            }
+            self.batch.attempts.push(a);
+        }
+        Ok(())
     }
 }
