@@ -187,16 +187,7 @@ async fn run_agent(
     // previous one's session: then it is left as that attempt left it. (Same path, because
     // CLIs record absolute paths into their home — codex cannot find a moved thread.)
     let home = ctx.layout.agent_home(&ctx.run_id, &def.id);
-    let mut resume_session = None;
-    if let Some((session, from)) = &job.resume
-        && *from + 1 == n
-        && home.is_dir()
-    {
-        resume_session = Some(session.as_str());
-        log_line!(log, "   continuing the session {session} of attempt {from}");
-    } else if let Some((session, _)) = &job.resume {
-        log_line!(log, "   session {session} is gone: starting afresh");
-    }
+    let resume_session = continued_session(job.resume.as_ref(), n, &home, &log);
     let transcript = ctx.layout.transcript(&ctx.run_id, &def.id, n);
     // The handoff quotes check output and the worktree's changes: whatever a secret got into.
     let prompt = ctx.redactor.clean_string(prompt);
@@ -239,6 +230,24 @@ async fn run_agent(
         finished,
         agent: Some(end),
     })
+}
+
+/// The session this attempt continues: the one attempt `n - 1` left, if its home is still
+/// there. Said in the log either way.
+fn continued_session<'a>(
+    resume: Option<&'a (String, u32)>,
+    n: u32,
+    home: &std::path::Path,
+    log: &File,
+) -> Option<&'a str> {
+    let (session, from) = resume?;
+    if *from + 1 == n && home.is_dir() {
+        log_line!(log, "   continuing the session {session} of attempt {from}");
+        Some(session.as_str())
+    } else {
+        log_line!(log, "   session {session} is gone: starting afresh");
+        None
+    }
 }
 
 /// What task `task`'s worktree holds for a later attempt (trimmed), `None` if nothing or it
