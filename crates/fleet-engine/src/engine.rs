@@ -41,13 +41,8 @@ pub mod policy_enforce;
 mod recorder;
 mod run_start;
 
-use agent_book::clock;
-use attempt::{
-    append_log, attempt_worker, command_env, open_log, read_from, redact_log_since, task_env,
-    workdir, write_log_line,
-};
-use finish::finish_worker;
-use recorder::{run_redactor, task_row};
+// What `policy_enforce` takes of the attempt's helpers.
+use attempt::{open_log, read_from, redact_log_since, task_env, write_log_line};
 pub use run_start::{catch_up_journal, resume, start, start_in};
 
 /// Called with every event right after it is committed (progress display, tests).

@@ -2,7 +2,9 @@
 //! giving up with the whole story), how an ended attempt is closed, and what it does to its
 //! account (spend, budget, cooldown, disablement).
 
-use super::{AttemptOutcome, Coordinator, append_log, task_row};
+use super::attempt::append_log;
+use super::recorder::task_row;
+use super::{AttemptOutcome, Coordinator};
 use crate::fix_loop;
 use crate::now_ms;
 use crate::plan::TaskAction;
@@ -60,7 +62,7 @@ impl Coordinator {
     }
 
     /// The pool chose `profile` for task `i`: said in its events (a swap too) and its log.
-    pub(super) fn chosen(&mut self, i: usize, profile: usize, why: String) -> Option<usize> {
+    fn chosen(&mut self, i: usize, profile: usize, why: String) -> Option<usize> {
         let previous = self
             .past
             .get(&i)
@@ -86,7 +88,7 @@ impl Coordinator {
     }
 
     /// No profile may play task `i` before `until`: the task is deferred until then.
-    pub(super) fn wait_for_pool(&mut self, i: usize, until: u64, why: String) -> Option<usize> {
+    fn wait_for_pool(&mut self, i: usize, until: u64, why: String) -> Option<usize> {
         if self.run.task(i).not_before != until {
             self.run.defer(i, until);
             let rec = self.run.task(i).clone();
@@ -120,7 +122,7 @@ impl Coordinator {
     }
 
     /// What the task's attempts so far say about its next one.
-    pub(super) fn next_for(&self, i: usize, base: &Want, limits: &pool::Limits, now: i64) -> Next {
+    fn next_for(&self, i: usize, base: &Want, limits: &pool::Limits, now: i64) -> Next {
         let attempts: Vec<&AttemptRow> = self
             .past
             .get(&i)
@@ -143,7 +145,7 @@ impl Coordinator {
     }
 
     /// The reason a task fails with after its agents: the cause and every attempt.
-    pub(super) fn give_up_report(&self, i: usize, why: &str) -> String {
+    fn give_up_report(&self, i: usize, why: &str) -> String {
         let attempts = self.past.get(&i).map(|v| v.as_slice()).unwrap_or(&[]);
         let list: Vec<String> = attempts
             .iter()
@@ -248,7 +250,7 @@ impl Coordinator {
 
     /// Disabled accounts that come back before task `i` chooses: enabled by another process,
     /// or their rejected key was replaced (`fix_loop::AccountBook::reprobe_changed`).
-    pub(super) fn reprobe_accounts(&mut self, i: usize) {
+    fn reprobe_accounts(&mut self, i: usize) {
         let pool = self.plan.pool.clone();
         if let Err(e) = self.book.sync_enabled(&pool, &*self.store) {
             self.event(
@@ -266,7 +268,7 @@ impl Coordinator {
     }
 
     /// An ended agent attempt's effect on its account: spend, budget, cooldown, disablement.
-    pub(super) fn account_after(&mut self, i: usize, a: &AttemptRow) {
+    fn account_after(&mut self, i: usize, a: &AttemptRow) {
         let pool = self.plan.pool.clone();
         let pool = &*pool;
         let Some(acc) = a

@@ -30,7 +30,7 @@ pub(super) async fn attempt_worker(ctx: Arc<Ctx>, job: AttemptJob) {
     let _ = ctx.tx.send(Msg::Attempt { task, result });
 }
 
-pub(super) async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, String> {
+async fn run_attempt(ctx: &Arc<Ctx>, job: AttemptJob) -> Result<AttemptEnd, String> {
     let (task, def) = (job.task, &ctx.tasks[job.task]);
     let cwd = workdir(ctx, task);
     // The log is created off the event loop (creating a file can be slow): in the worktree's
@@ -379,7 +379,7 @@ pub(super) fn redact_log_since(ctx: &Ctx, task: usize, log: &File, from: u64) {
 
 /// How much of a command's output a task log keeps at its head and at its tail when the
 /// output is longer than twice that.
-pub(super) const LOG_KEEP: usize = 1 << 20;
+const LOG_KEEP: usize = 1 << 20;
 
 /// A file's bytes from `offset` on (lossy UTF-8), without the trailer line fleet wrote.
 pub(super) fn read_from(path: &std::path::Path, offset: u64) -> String {

@@ -2,10 +2,12 @@
 //! merge queue, then waits for a worker's report, a wake-up, a signal or a cancel. One method
 //! per kind of report; the run's end writes its state and summary.
 
+use super::RunReport;
+use super::attempt::{append_log, attempt_worker};
+use super::finish::finish_worker;
 use super::{
     AttemptEnd, AttemptJob, AttemptOutcome, Coordinator, FinishResult, Launch, Msg, RUN_TAG, RunEnd,
 };
-use super::{RunReport, append_log, attempt_worker, finish_worker};
 use crate::fix_loop;
 use crate::plan::TaskAction;
 use crate::process;
@@ -147,7 +149,7 @@ impl Coordinator {
     }
 
     /// Starts as many ready tasks as there are free slots (recorded, not yet launched).
-    pub(super) fn start_ready(&mut self) {
+    fn start_ready(&mut self) {
         if self.stopping {
             return;
         }
@@ -186,7 +188,7 @@ impl Coordinator {
     }
 
     /// Ready -> running for task `i`, played by `profile` for agent tasks.
-    pub(super) fn start_attempt(&mut self, i: usize, profile: Option<usize>, now: i64) {
+    fn start_attempt(&mut self, i: usize, profile: Option<usize>, now: i64) {
         let t = self.run.start(i);
         let n = t.attempt;
         self.record(vec![t]);
@@ -280,7 +282,7 @@ impl Coordinator {
     }
 
     /// The prompt of an agent task's next attempt: the task, then the handoff note.
-    pub(super) fn prompt_for(&self, i: usize) -> String {
+    fn prompt_for(&self, i: usize) -> String {
         let TaskAction::Agent(a) = &self.plan.tasks[i].action else {
             return String::new();
         };
@@ -343,7 +345,7 @@ impl Coordinator {
         }
     }
 
-    pub(super) fn handle(&mut self, msg: Msg) {
+    fn handle(&mut self, msg: Msg) {
         if matches!(msg, Msg::Attempt { .. } | Msg::Finish { .. }) {
             // Processes or checks ended: look for what they left running, soon.
             self.sweep_at
@@ -426,7 +428,7 @@ impl Coordinator {
     }
 
     /// A finish worker reported: the task passed (and queues to land), or its attempt failed.
-    pub(super) fn finish_ended(&mut self, task: usize, result: FinishResult) {
+    fn finish_ended(&mut self, task: usize, result: FinishResult) {
         self.busy -= 1;
         // A re-check after a rebase holds the merge queue until it ends; a pass lands
         // next, ahead of the tasks that passed after it.
@@ -586,7 +588,7 @@ pub(super) async fn external_stop(stop: &mut Option<watch::Receiver<bool>>) {
 }
 
 /// Writes via a temporary file and rename, so a reader never sees half a file.
-pub(super) fn write_atomic(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+fn write_atomic(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)

@@ -2,8 +2,8 @@
 //! no conflict markers, the run's policies), its checks in order, the secrets scan, and the
 //! commit of its work on the task's branch.
 
-use super::{Ctx, FinishResult, Msg, command_env, open_log, policy_enforce, read_from};
-use super::{redact_log_since, workdir, write_log_line};
+use super::attempt::{command_env, open_log, read_from, redact_log_since, workdir, write_log_line};
+use super::{Ctx, FinishResult, Msg, policy_enforce};
 use crate::fix_loop;
 use crate::layout::task_branch;
 use crate::plan::TaskAction;
@@ -17,7 +17,7 @@ pub(super) async fn finish_worker(ctx: Arc<Ctx>, task: usize, n: u32, recheck: b
     let _ = ctx.tx.send(Msg::Finish { task, result });
 }
 
-pub(super) async fn run_finish(ctx: &Arc<Ctx>, task: usize, n: u32, recheck: bool) -> FinishResult {
+async fn run_finish(ctx: &Arc<Ctx>, task: usize, n: u32, recheck: bool) -> FinishResult {
     let def = &ctx.tasks[task];
     let cwd = workdir(ctx, task);
     let log = match open_log(ctx, task) {
@@ -197,7 +197,7 @@ async fn commit_work(ctx: &Arc<Ctx>, task: usize, n: u32, log: &File) -> FinishR
 /// Scans what task `task` would commit for secrets: the values Fleet knows and the shapes of
 /// well-known credentials. A hit fails the attempt like a failing check (the agent is told
 /// where, never what), so nothing of it lands.
-pub(super) async fn secrets_in_change(
+async fn secrets_in_change(
     ctx: &Arc<Ctx>,
     task: usize,
     log: &File,

@@ -2,7 +2,8 @@
 //! they passed. A task whose branch is behind is rebased (or merged) onto the new tip and
 //! checked again first; a conflict becomes a rework attempt (agent tasks) or fails the task.
 
-use super::{Coordinator, Ctx, Launch, MergeStep, Msg, append_log};
+use super::attempt::append_log;
+use super::{Coordinator, Ctx, Launch, MergeStep, Msg};
 use crate::layout::task_branch;
 use crate::plan::TaskAction;
 use fleet_git::MergeOutcome;
@@ -179,7 +180,7 @@ impl Coordinator {
 
 /// One turn of the merge queue for task `id` whose work is at `tip` (see
 /// [`Coordinator::start_merge`]). Runs on the blocking pool.
-pub(super) fn merge_step(
+fn merge_step(
     ctx: &Ctx,
     id: &str,
     tip: Option<String>,
@@ -232,7 +233,7 @@ pub(super) fn merge_step(
 
 /// Task `id`'s worktree, made again on its branch (or at `fallback` if the branch is gone)
 /// when a crash left it missing or half-made.
-pub(super) fn task_worktree(
+fn task_worktree(
     ctx: &Ctx,
     id: &str,
     fallback: &str,
@@ -249,7 +250,7 @@ pub(super) fn task_worktree(
 
 /// Leaves the merge of `onto` into task `id`'s worktree in progress, conflict markers and all,
 /// for a rework attempt.
-pub(super) fn conflict_for_rework(
+fn conflict_for_rework(
     ctx: &Ctx,
     id: &str,
     onto: &str,

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 /// Messages and tool calls of one attempt kept as events (the store grows with them): far
 /// above what a working agent says in one attempt (benchmark P4 keeps every event), so only an
 /// endless stream is cut.
-pub(super) const MAX_OBSERVATIONS: u32 = 20_000;
+const MAX_OBSERVATIONS: u32 = 20_000;
 
 impl Coordinator {
     pub(super) fn event(
@@ -336,7 +336,7 @@ pub(super) fn run_redactor(
 }
 
 /// Takes secrets out of every text a batch writes: event data, attempt details, task reasons.
-pub(super) fn redact_batch(redactor: &fleet_secrets::Redactor, batch: &mut Batch) {
+fn redact_batch(redactor: &fleet_secrets::Redactor, batch: &mut Batch) {
     for e in &mut batch.events {
         redactor.clean_json(&mut e.data);
     }
@@ -353,7 +353,7 @@ pub(super) fn redact_batch(redactor: &fleet_secrets::Redactor, batch: &mut Batch
 }
 
 /// Keeps the last element for each key, in the order of those last elements.
-pub(super) fn dedup_last<T, K: Eq + std::hash::Hash>(rows: &mut Vec<T>, key: impl Fn(&T) -> K) {
+fn dedup_last<T, K: Eq + std::hash::Hash>(rows: &mut Vec<T>, key: impl Fn(&T) -> K) {
     if rows.len() < 2 {
         return;
     }

@@ -2,11 +2,10 @@
 //! state restored from the store, what a killed fleet left behind cleaned up), and the
 //! coordinator built for it.
 
-use super::{
-    AttemptOutcome, Coordinator, Ctx, EngineOptions, RUN_TAG, RunReport, append_log, clock,
-    task_row,
-};
-use super::{policy_enforce, run_redactor};
+use super::agent_book::clock;
+use super::attempt::append_log;
+use super::recorder::{run_redactor, task_row};
+use super::{AttemptOutcome, Coordinator, Ctx, EngineOptions, RUN_TAG, RunReport, policy_enforce};
 use crate::fix_loop::AccountBook;
 use crate::journal::Journal;
 use crate::layout::{self, StateDir, integration_branch};
@@ -124,7 +123,7 @@ pub async fn start_in(
 }
 
 /// The rows and events that create run `run_id` of `plan`.
-pub(super) fn run_records(
+fn run_records(
     plan: &Plan,
     repo: &Repo,
     run_id: &str,
@@ -279,7 +278,7 @@ fn integration_tip(repo: &Repo, row: &RunRow, tasks: &[TaskRow]) -> Result<Strin
     })
 }
 
-pub(super) fn join_errors(errors: &[fleet_config::ConfigError]) -> String {
+fn join_errors(errors: &[fleet_config::ConfigError]) -> String {
     errors
         .iter()
         .map(|e| e.to_string())
@@ -287,7 +286,7 @@ pub(super) fn join_errors(errors: &[fleet_config::ConfigError]) -> String {
         .join("\n")
 }
 
-pub(super) fn task_plans(plan: &Plan) -> Vec<TaskPlan> {
+fn task_plans(plan: &Plan) -> Vec<TaskPlan> {
     plan.tasks
         .iter()
         .map(|t| TaskPlan {
@@ -297,7 +296,7 @@ pub(super) fn task_plans(plan: &Plan) -> Vec<TaskPlan> {
         .collect()
 }
 
-pub(super) fn new_run_id(store: &dyn Store, name: &str) -> Result<String, EngineError> {
+fn new_run_id(store: &dyn Store, name: &str) -> Result<String, EngineError> {
     let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
     let base = format!("{name}-{stamp}");
     let mut id = base.clone();
@@ -327,7 +326,7 @@ pub fn catch_up_journal(
 }
 
 /// Holds an exclusive lock on the run for as long as the file is open.
-pub(super) fn lock_run(layout: &StateDir, run_id: &str) -> Result<File, EngineError> {
+fn lock_run(layout: &StateDir, run_id: &str) -> Result<File, EngineError> {
     use std::os::fd::AsRawFd;
     let mut file = OpenOptions::new()
         .create(true)
@@ -463,7 +462,7 @@ impl Coordinator {
 
     /// After a restart: ends leftover processes, closes interrupted attempts, puts their tasks
     /// back to ready and queues merges that had not been confirmed.
-    pub(super) fn recover(&mut self) -> Result<(), EngineError> {
+    fn recover(&mut self) -> Result<(), EngineError> {
         let now = now_ms();
         let mut ghosts = process::kill_tagged(RUN_TAG, &self.ctx.tag);
         if self.ctx.task_branches == layout::legacy_task_branches(&self.ctx.run_id) {
