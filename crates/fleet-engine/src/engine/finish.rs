@@ -197,11 +197,7 @@ async fn commit_work(ctx: &Arc<Ctx>, task: usize, n: u32, log: &File) -> FinishR
 /// Scans what task `task` would commit for secrets: the values Fleet knows and the shapes of
 /// well-known credentials. A hit fails the attempt like a failing check (the agent is told
 /// where, never what), so nothing of it lands.
-async fn secrets_in_change(
-    ctx: &Arc<Ctx>,
-    task: usize,
-    log: &File,
-) -> Option<FinishResult> {
+async fn secrets_in_change(ctx: &Arc<Ctx>, task: usize, log: &File) -> Option<FinishResult> {
     let c = ctx.clone();
     let path = workdir(ctx, task);
     let added = tokio::task::spawn_blocking(move || c.repo.added_lines(&path, &c.integration))

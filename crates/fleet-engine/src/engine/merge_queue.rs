@@ -233,11 +233,7 @@ fn merge_step(
 
 /// Task `id`'s worktree, made again on its branch (or at `fallback` if the branch is gone)
 /// when a crash left it missing or half-made.
-fn task_worktree(
-    ctx: &Ctx,
-    id: &str,
-    fallback: &str,
-) -> Result<PathBuf, fleet_git::GitError> {
+fn task_worktree(ctx: &Ctx, id: &str, fallback: &str) -> Result<PathBuf, fleet_git::GitError> {
     let path = ctx.layout.worktree(&ctx.run_id, id);
     if !ctx.repo.is_complete_worktree(&path)? {
         let branch = task_branch(&ctx.task_branches, id);
@@ -250,11 +246,7 @@ fn task_worktree(
 
 /// Leaves the merge of `onto` into task `id`'s worktree in progress, conflict markers and all,
 /// for a rework attempt.
-fn conflict_for_rework(
-    ctx: &Ctx,
-    id: &str,
-    onto: &str,
-) -> Result<MergeStep, fleet_git::GitError> {
+fn conflict_for_rework(ctx: &Ctx, id: &str, onto: &str) -> Result<MergeStep, fleet_git::GitError> {
     let path = task_worktree(ctx, id, onto)?;
     let files = ctx.repo.merge_for_resolution(&path, onto)?;
     Ok(MergeStep::Rework {
