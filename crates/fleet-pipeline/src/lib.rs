@@ -31,15 +31,22 @@ mod triage_agent;
 
 use fleet_config::{InstanceConfig, Library};
 use fleet_core::epic::{self, EpicState, Limits, Outcome, Stage};
-use fleet_engine::{EngineOptions, StateDir};
+use fleet_engine::EngineOptions;
 use fleet_store::{EpicRow, Event, NewEvent, ProjectRow, StageRow, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+// The epic's document lives in the core, below the read models; re-exported for the
+// pipeline's callers.
+pub use fleet_core::epic_data::{
+    Answer, Delivery, EpicData, EpicTask, PendingReply, QaRecord, ReviewRecord,
+};
 pub use fleet_deliver::ForgeError;
-pub use pr_life::PendingReply;
+/// The state directory a [`Pipeline`] works in (re-exported: callers build pipelines without
+/// naming the engine).
+pub use fleet_engine::StateDir;
 pub use stages::artifact_check;
 
 #[derive(Debug, thiserror::Error)]
@@ -79,72 +86,6 @@ pub type Result<T> = std::result::Result<T, PipelineError>;
 
 /// Called with every event the pipeline and its engine runs commit (progress display).
 pub type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
-
-/// One task of the epic's plan, across cycles.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct EpicTask {
-    pub id: String,
-    pub phase: String,
-    pub title: String,
-    pub role: String,
-    pub description: String,
-    pub depends_on: Vec<String>,
-    pub commands: Vec<String>,
-    pub statements: Vec<String>,
-    pub cycle: u32,
-    /// `planned`, then the engine's final state (`merged`, `failed`, `skipped`).
-    pub state: String,
-    pub run_id: Option<String>,
-    pub reason: Option<String>,
-}
-
-/// One review (or acceptance) verdict.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ReviewRecord {
-    pub cycle: u32,
-    /// `approve`, `reject`, or `rejected_by_person`.
-    pub verdict: String,
-    pub summary: String,
-    pub bugs: Vec<String>,
-    /// Whether Fleet's own run of every acceptance command passed.
-    pub checks_passed: bool,
-}
-
-/// What was delivered.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Delivery {
-    pub kind: String,
-    pub url: Option<String>,
-    pub number: Option<u64>,
-    pub pushed: Option<String>,
-    /// Highest review-comment id already turned into rework, per comment kind.
-    pub seen_review_comment: Option<u64>,
-    pub seen_conversation_comment: Option<u64>,
-    /// Highest review (verdict) id read: GitHub numbers reviews on their own.
-    pub seen_review_verdict: Option<u64>,
-    /// Change requests the current cycle works on; answered on the pull request after it.
-    pub pending_replies: Vec<PendingReply>,
-    /// The planner's "no change needed" answer, until the drive acts on it.
-    pub no_change: Option<String>,
-}
-
-/// One QA run on the deployed app.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct QaRecord {
-    pub cycle: u32,
-    pub url: String,
-    /// `pass` or `fail`.
-    pub verdict: String,
-    pub summary: String,
-    pub bugs: Vec<String>,
-    /// Fleet's own rendering of the page (headless chromium), when the project asks for it.
-    pub dom: Option<String>,
-    pub screenshot: Option<String>,
-}
 
 /// A project to register (`fleet project add`, `POST /api/v1/projects`).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -188,40 +129,6 @@ pub fn epic_branch(instance: &str, epic: &str) -> String {
 
 fn branch_delivery() -> String {
     "branch".into()
-}
-
-/// The epic's data column.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct EpicData {
-    pub machine: Option<EpicState>,
-    pub plan_summary: String,
-    pub architecture: String,
-    pub tasks: Vec<EpicTask>,
-    pub reviews: Vec<ReviewRecord>,
-    /// What the next plan must address (review bugs, a person's comment, failed tasks).
-    pub feedback: String,
-    pub delivery: Option<Delivery>,
-    /// How the request was routed (IMR).
-    pub routed_by: String,
-    pub matched: Option<String>,
-    /// The classifier agent was asked (when no rule matched and one is configured).
-    pub classified: bool,
-    /// A person's answers to the questions a blocked epic asked; they join the request every
-    /// later agent reads.
-    pub answers: Vec<Answer>,
-    /// Deploys: QA's reports on the deployed app, one per QA run.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub qa: Vec<QaRecord>,
-}
-
-/// A question Fleet asked about an epic, and what a person answered.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Answer {
-    pub stage: String,
-    pub question: String,
-    pub answer: String,
 }
 
 /// How a project delivers (the `delivery` JSON of its row).
@@ -1184,25 +1091,14 @@ fn stage_run_name(epic: &str, stage: Stage, m: &EpicState) -> String {
 }
 
 /// Why the epic stands where it does, for lists and details: the question of a blocked epic,
-/// the detail of the stage that failed or blocked it.
+/// the detail of the stage that failed it.
 pub fn reason(epic: &EpicRow, data: &EpicData) -> Option<String> {
-    if let Some(b) = data.machine.as_ref().and_then(|m| m.blocked.as_ref()) {
-        return Some(b.question.clone());
-    }
-    if epic.state == Stage::Failed.as_str() {
-        return epic.stages.last().and_then(|s| s.detail.clone());
-    }
-    None
+    let last_detail = epic.stages.last().and_then(|s| s.detail.as_deref());
+    fleet_core::epic_data::reason(&epic.state, data.blocked_question(), last_detail)
 }
 
-/// The epic's data column, read loudly: a column Fleet cannot read is never replaced by an
-/// empty default (accept, reject or cancel would then write that over the stored plan,
-/// reviews and delivery).
+/// The epic's data column, read loudly (see [`fleet_core::epic_data::decode`]).
 pub fn decode_data(epic: &EpicRow) -> Result<EpicData> {
-    serde_json::from_value(epic.data.clone()).map_err(|e| {
-        PipelineError::Other(format!(
-            "epic {}: its stored data cannot be read ({e}); nothing was changed",
-            epic.id
-        ))
-    })
+    fleet_core::epic_data::decode(&epic.id, &epic.data)
+        .map_err(|e| PipelineError::Other(e.to_string()))
 }
