@@ -74,6 +74,10 @@ pub enum PipelineError {
     /// Fleet was stopped while a stage's run was going; driving the epic again resumes it.
     #[error("interrupted during run {0}; `fleet task resume` continues")]
     Interrupted(String),
+    /// The driver lost the epic's lease (its renewals failed for too long, or another process
+    /// took it over): it stopped the epic's stage run and wrote nothing more of the epic.
+    #[error("epic {0}: {1}")]
+    LeaseLost(String, String),
     /// A forge refused or could not be reached (after retries, when it may pass): a token
     /// it rejected, a name already taken there (exit 5 at the CLI; 409 or 502 over HTTP).
     #[error("{0}")]
@@ -594,12 +598,12 @@ impl Pipeline {
     /// process (a `fleet serve`, another CLI) is working on it, waits for that to finish.
     pub async fn drive(&self, id: &str) -> Result<EpicRow> {
         let (store, name) = (self.store.clone(), epic_lease_name(id)?);
-        let _lease = tokio::task::spawn_blocking(move || {
+        let lease = tokio::task::spawn_blocking(move || {
             fleet_store::Lease::take(store, &name, EPIC_LEASE_TTL, EPIC_LEASE_POLL)
         })
         .await
         .map_err(|e| PipelineError::Other(e.to_string()))??;
-        self.drive_leased(id).await
+        self.drive_held(id, &lease).await
     }
 
     /// As [`Pipeline::drive`], but `Ok(None)` at once when another process is working on the
@@ -611,14 +615,57 @@ impl Pipeline {
         })
         .await
         .map_err(|e| PipelineError::Other(e.to_string()))??;
-        let Some(_lease) = lease else {
+        let Some(lease) = lease else {
             return Ok(None);
         };
-        self.drive_leased(id).await.map(Some)
+        self.drive_held(id, &lease).await.map(Some)
     }
 
-    async fn drive_leased(&self, id: &str) -> Result<EpicRow> {
+    /// Drives the epic while `lease` is held. Once it is lost the drive stops: the stage run
+    /// going is stopped (see [`Pipeline::engine_options`]), nothing more of the epic is written
+    /// (the new holder resumes it), and the error says why.
+    async fn drive_held(&self, id: &str, lease: &fleet_store::Lease) -> Result<EpicRow> {
+        let lease = lease.watch();
+        let driven = DRIVING
+            .scope(lease.clone(), self.drive_leased(id, &lease))
+            .await;
+        match driven {
+            // A stage run stopped for it ends as interrupted: the lost lease is the reason.
+            Err(PipelineError::Interrupted(_)) if lease.is_lost() => {
+                Err(self.lease_lost(id, &lease))
+            }
+            other => other,
+        }
+    }
+
+    /// Why the drive of epic `id` stopped, told as an event too (only an event: the epic's
+    /// document is the new holder's to write).
+    fn lease_lost(&self, id: &str, lease: &fleet_store::LeaseWatch) -> PipelineError {
+        let why = format!(
+            "this process ({}) lost the lease {} (its renewals failed for too long, or another \
+             process took it over); it stopped driving the epic, and whoever holds the lease now \
+             continues it",
+            lease.holder().as_str(),
+            lease.name()
+        );
+        let event = NewEvent {
+            at: now_ms(),
+            run_id: id.to_string(),
+            task: Some(id.to_string()),
+            attempt: None,
+            kind: "epic.lease_lost".into(),
+            data: json!({"lease": lease.name(), "holder": lease.holder().as_str(), "why": why}),
+        };
+        // The store may be what failed the renewals: the error below says it all the same.
+        let _ = self.record_events(vec![event]);
+        PipelineError::LeaseLost(id.to_string(), why)
+    }
+
+    async fn drive_leased(&self, id: &str, lease: &fleet_store::LeaseWatch) -> Result<EpicRow> {
         loop {
+            if !lease.still_held() {
+                return Err(self.lease_lost(id, lease));
+            }
             let (mut epic, mut data) = self.epic(id)?;
             let machine = data
                 .machine
@@ -639,7 +686,7 @@ impl Pipeline {
                 )];
                 epic.state = step.state.stage.as_str().into();
                 data.machine = Some(step.state);
-                self.saved(&mut epic, &data, ev)?;
+                self.saved(lease, &mut epic, &data, ev)?;
                 continue;
             }
             let project = self.project(&epic.project)?;
@@ -674,7 +721,7 @@ impl Pipeline {
                                "why": "the classifier named no known intent"}),
                     ));
                 }
-                if self.saved(&mut epic, &data, events)? {
+                if self.saved(lease, &mut epic, &data, events)? {
                     continue;
                 }
             }
@@ -700,7 +747,7 @@ impl Pipeline {
                     "epic.stage_started",
                     json!({"stage": stage.as_str(), "cycle": machine.cycle.max(1)}),
                 );
-                if self.saved(&mut epic, &data, vec![ev])? {
+                if self.saved(lease, &mut epic, &data, vec![ev])? {
                     continue;
                 }
             }
@@ -750,13 +797,24 @@ impl Pipeline {
             epic.state = step.state.stage.as_str().into();
             epic.cycle = step.state.cycle;
             data.machine = Some(step.state);
-            self.saved(&mut epic, &data, events)?;
+            self.saved(lease, &mut epic, &data, events)?;
         }
     }
 
-    /// [`Pipeline::save`] for the driving loop: `Ok(true)` when someone changed the epic
-    /// meanwhile (a cancellation, usually), so the loop reads it again and obeys.
-    fn saved(&self, epic: &mut EpicRow, data: &EpicData, events: Vec<NewEvent>) -> Result<bool> {
+    /// [`Pipeline::save`] for the driving loop, only while `lease` is held: `Ok(true)` when
+    /// someone changed the epic meanwhile (a cancellation, usually), so the loop reads it again
+    /// and obeys.
+    fn saved(
+        &self,
+        lease: &fleet_store::LeaseWatch,
+        epic: &mut EpicRow,
+        data: &EpicData,
+        events: Vec<NewEvent>,
+    ) -> Result<bool> {
+        // Read from the store, as the epic is: a write only the holder may make.
+        if !lease.still_held() {
+            return Err(self.lease_lost(&epic.id, lease));
+        }
         match self.save(epic, data, events) {
             Ok(()) => Ok(false),
             Err(PipelineError::Conflict(_)) => Ok(true),
@@ -949,12 +1007,14 @@ impl Pipeline {
     }
 
     /// The options of a stage run of `epic`. The guard watches the epic while the run goes:
-    /// when a person cancels it (here, or from another process), the run is stopped.
+    /// when a person cancels it (here, or from another process), or the drive that started
+    /// the run loses the epic's lease, the run is stopped.
     fn engine_options(&self, epic: &str) -> (EngineOptions, CancelWatch) {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let store = self.store.clone();
         let id = epic.to_string();
         let mut shutdown = self.shutdown.clone();
+        let lease = DRIVING.try_with(|l| l.clone()).ok();
         let watcher = tokio::spawn(async move {
             loop {
                 let stopping = async {
@@ -972,15 +1032,14 @@ impl Pipeline {
                         return;
                     }
                 }
-                let s = store.clone();
-                let i = id.clone();
-                let state = tokio::task::spawn_blocking(move || s.epic(&i))
-                    .await
-                    .ok()
-                    .and_then(|r| r.ok())
-                    .flatten()
-                    .map(|e| e.state);
-                if state.as_deref() == Some(Stage::Cancelled.as_str()) {
+                let (s, i, l) = (store.clone(), id.clone(), lease.clone());
+                let (state, held) = tokio::task::spawn_blocking(move || {
+                    let state = s.epic(&i).ok().flatten().map(|e| e.state);
+                    (state, l.is_none_or(|l| l.still_held()))
+                })
+                .await
+                .unwrap_or((None, true));
+                if state.as_deref() == Some(Stage::Cancelled.as_str()) || !held {
                     let _ = tx.send(true);
                     return;
                 }
@@ -1016,6 +1075,13 @@ impl Pipeline {
 /// holder dies, another machine takes it over after the TTL, this machine at once (see
 /// `fleet_store::Lease`).
 const EPIC_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+tokio::task_local! {
+    /// The lease of the epic the current task drives: every stage run started under it stops
+    /// once it is lost (`engine_options`). Task-local because stage runs are started deep in
+    /// `stages.rs`, `qa.rs` and `migrate.rs`; the lease would be one more argument to each.
+    static DRIVING: fleet_store::LeaseWatch;
+}
 
 /// How often a driver waiting for an epic's lease tries again.
 const EPIC_LEASE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
