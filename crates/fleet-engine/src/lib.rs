@@ -67,13 +67,9 @@ pub fn http_agent_base(url: &str) -> String {
     }
 }
 
-/// Wall-clock milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+/// Wall-clock milliseconds since the Unix epoch (the core's one clock, shared with the crates
+/// that do not depend on the engine).
+pub use fleet_core::clock::now_ms;
 
 /// `2026-11-21T06:45:00.123Z`
 pub fn rfc3339(ms: impl TryInto<i64>) -> String {

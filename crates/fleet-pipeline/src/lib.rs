@@ -31,15 +31,22 @@ mod triage_agent;
 
 use fleet_config::{InstanceConfig, Library};
 use fleet_core::epic::{self, EpicState, Limits, Outcome, Stage};
-use fleet_engine::{EngineOptions, StateDir};
+use fleet_engine::EngineOptions;
 use fleet_store::{EpicRow, Event, NewEvent, ProjectRow, StageRow, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+// The epic's document lives in the core, below the read models; re-exported for the
+// pipeline's callers.
+pub use fleet_core::epic_data::{
+    Answer, Delivery, EpicData, EpicTask, PendingReply, QaRecord, ReviewRecord,
+};
 pub use fleet_deliver::ForgeError;
-pub use pr_life::PendingReply;
+/// The state directory a [`Pipeline`] works in (re-exported: callers build pipelines without
+/// naming the engine).
+pub use fleet_engine::StateDir;
 pub use stages::artifact_check;
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +74,10 @@ pub enum PipelineError {
     /// Fleet was stopped while a stage's run was going; driving the epic again resumes it.
     #[error("interrupted during run {0}; `fleet task resume` continues")]
     Interrupted(String),
+    /// The driver lost the epic's lease (its renewals failed for too long, or another process
+    /// took it over): it stopped the epic's stage run and wrote nothing more of the epic.
+    #[error("epic {0}: {1}")]
+    LeaseLost(String, String),
     /// A forge refused or could not be reached (after retries, when it may pass): a token
     /// it rejected, a name already taken there (exit 5 at the CLI; 409 or 502 over HTTP).
     #[error("{0}")]
@@ -79,72 +90,6 @@ pub type Result<T> = std::result::Result<T, PipelineError>;
 
 /// Called with every event the pipeline and its engine runs commit (progress display).
 pub type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
-
-/// One task of the epic's plan, across cycles.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct EpicTask {
-    pub id: String,
-    pub phase: String,
-    pub title: String,
-    pub role: String,
-    pub description: String,
-    pub depends_on: Vec<String>,
-    pub commands: Vec<String>,
-    pub statements: Vec<String>,
-    pub cycle: u32,
-    /// `planned`, then the engine's final state (`merged`, `failed`, `skipped`).
-    pub state: String,
-    pub run_id: Option<String>,
-    pub reason: Option<String>,
-}
-
-/// One review (or acceptance) verdict.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ReviewRecord {
-    pub cycle: u32,
-    /// `approve`, `reject`, or `rejected_by_person`.
-    pub verdict: String,
-    pub summary: String,
-    pub bugs: Vec<String>,
-    /// Whether Fleet's own run of every acceptance command passed.
-    pub checks_passed: bool,
-}
-
-/// What was delivered.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Delivery {
-    pub kind: String,
-    pub url: Option<String>,
-    pub number: Option<u64>,
-    pub pushed: Option<String>,
-    /// Highest review-comment id already turned into rework, per comment kind.
-    pub seen_review_comment: Option<u64>,
-    pub seen_conversation_comment: Option<u64>,
-    /// Highest review (verdict) id read: GitHub numbers reviews on their own.
-    pub seen_review_verdict: Option<u64>,
-    /// Change requests the current cycle works on; answered on the pull request after it.
-    pub pending_replies: Vec<PendingReply>,
-    /// The planner's "no change needed" answer, until the drive acts on it.
-    pub no_change: Option<String>,
-}
-
-/// One QA run on the deployed app.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct QaRecord {
-    pub cycle: u32,
-    pub url: String,
-    /// `pass` or `fail`.
-    pub verdict: String,
-    pub summary: String,
-    pub bugs: Vec<String>,
-    /// Fleet's own rendering of the page (headless chromium), when the project asks for it.
-    pub dom: Option<String>,
-    pub screenshot: Option<String>,
-}
 
 /// A project to register (`fleet project add`, `POST /api/v1/projects`).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -188,40 +133,6 @@ pub fn epic_branch(instance: &str, epic: &str) -> String {
 
 fn branch_delivery() -> String {
     "branch".into()
-}
-
-/// The epic's data column.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct EpicData {
-    pub machine: Option<EpicState>,
-    pub plan_summary: String,
-    pub architecture: String,
-    pub tasks: Vec<EpicTask>,
-    pub reviews: Vec<ReviewRecord>,
-    /// What the next plan must address (review bugs, a person's comment, failed tasks).
-    pub feedback: String,
-    pub delivery: Option<Delivery>,
-    /// How the request was routed (IMR).
-    pub routed_by: String,
-    pub matched: Option<String>,
-    /// The classifier agent was asked (when no rule matched and one is configured).
-    pub classified: bool,
-    /// A person's answers to the questions a blocked epic asked; they join the request every
-    /// later agent reads.
-    pub answers: Vec<Answer>,
-    /// Deploys: QA's reports on the deployed app, one per QA run.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub qa: Vec<QaRecord>,
-}
-
-/// A question Fleet asked about an epic, and what a person answered.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Answer {
-    pub stage: String,
-    pub question: String,
-    pub answer: String,
 }
 
 /// How a project delivers (the `delivery` JSON of its row).
@@ -687,12 +598,12 @@ impl Pipeline {
     /// process (a `fleet serve`, another CLI) is working on it, waits for that to finish.
     pub async fn drive(&self, id: &str) -> Result<EpicRow> {
         let (store, name) = (self.store.clone(), epic_lease_name(id)?);
-        let _lease = tokio::task::spawn_blocking(move || {
+        let lease = tokio::task::spawn_blocking(move || {
             fleet_store::Lease::take(store, &name, EPIC_LEASE_TTL, EPIC_LEASE_POLL)
         })
         .await
         .map_err(|e| PipelineError::Other(e.to_string()))??;
-        self.drive_leased(id).await
+        self.drive_held(id, &lease).await
     }
 
     /// As [`Pipeline::drive`], but `Ok(None)` at once when another process is working on the
@@ -704,14 +615,57 @@ impl Pipeline {
         })
         .await
         .map_err(|e| PipelineError::Other(e.to_string()))??;
-        let Some(_lease) = lease else {
+        let Some(lease) = lease else {
             return Ok(None);
         };
-        self.drive_leased(id).await.map(Some)
+        self.drive_held(id, &lease).await.map(Some)
     }
 
-    async fn drive_leased(&self, id: &str) -> Result<EpicRow> {
+    /// Drives the epic while `lease` is held. Once it is lost the drive stops: the stage run
+    /// going is stopped (see [`Pipeline::engine_options`]), nothing more of the epic is written
+    /// (the new holder resumes it), and the error says why.
+    async fn drive_held(&self, id: &str, lease: &fleet_store::Lease) -> Result<EpicRow> {
+        let lease = lease.watch();
+        let driven = DRIVING
+            .scope(lease.clone(), self.drive_leased(id, &lease))
+            .await;
+        match driven {
+            // A stage run stopped for it ends as interrupted: the lost lease is the reason.
+            Err(PipelineError::Interrupted(_)) if lease.is_lost() => {
+                Err(self.lease_lost(id, &lease))
+            }
+            other => other,
+        }
+    }
+
+    /// Why the drive of epic `id` stopped, told as an event too (only an event: the epic's
+    /// document is the new holder's to write).
+    fn lease_lost(&self, id: &str, lease: &fleet_store::LeaseWatch) -> PipelineError {
+        let why = format!(
+            "this process ({}) lost the lease {} (its renewals failed for too long, or another \
+             process took it over); it stopped driving the epic, and whoever holds the lease now \
+             continues it",
+            lease.holder().as_str(),
+            lease.name()
+        );
+        let event = NewEvent {
+            at: now_ms(),
+            run_id: id.to_string(),
+            task: Some(id.to_string()),
+            attempt: None,
+            kind: "epic.lease_lost".into(),
+            data: json!({"lease": lease.name(), "holder": lease.holder().as_str(), "why": why}),
+        };
+        // The store may be what failed the renewals: the error below says it all the same.
+        let _ = self.record_events(vec![event]);
+        PipelineError::LeaseLost(id.to_string(), why)
+    }
+
+    async fn drive_leased(&self, id: &str, lease: &fleet_store::LeaseWatch) -> Result<EpicRow> {
         loop {
+            if !lease.still_held() {
+                return Err(self.lease_lost(id, lease));
+            }
             let (mut epic, mut data) = self.epic(id)?;
             let machine = data
                 .machine
@@ -732,7 +686,7 @@ impl Pipeline {
                 )];
                 epic.state = step.state.stage.as_str().into();
                 data.machine = Some(step.state);
-                self.saved(&mut epic, &data, ev)?;
+                self.saved(lease, &mut epic, &data, ev)?;
                 continue;
             }
             let project = self.project(&epic.project)?;
@@ -767,7 +721,7 @@ impl Pipeline {
                                "why": "the classifier named no known intent"}),
                     ));
                 }
-                if self.saved(&mut epic, &data, events)? {
+                if self.saved(lease, &mut epic, &data, events)? {
                     continue;
                 }
             }
@@ -793,7 +747,7 @@ impl Pipeline {
                     "epic.stage_started",
                     json!({"stage": stage.as_str(), "cycle": machine.cycle.max(1)}),
                 );
-                if self.saved(&mut epic, &data, vec![ev])? {
+                if self.saved(lease, &mut epic, &data, vec![ev])? {
                     continue;
                 }
             }
@@ -843,13 +797,24 @@ impl Pipeline {
             epic.state = step.state.stage.as_str().into();
             epic.cycle = step.state.cycle;
             data.machine = Some(step.state);
-            self.saved(&mut epic, &data, events)?;
+            self.saved(lease, &mut epic, &data, events)?;
         }
     }
 
-    /// [`Pipeline::save`] for the driving loop: `Ok(true)` when someone changed the epic
-    /// meanwhile (a cancellation, usually), so the loop reads it again and obeys.
-    fn saved(&self, epic: &mut EpicRow, data: &EpicData, events: Vec<NewEvent>) -> Result<bool> {
+    /// [`Pipeline::save`] for the driving loop, only while `lease` is held: `Ok(true)` when
+    /// someone changed the epic meanwhile (a cancellation, usually), so the loop reads it again
+    /// and obeys.
+    fn saved(
+        &self,
+        lease: &fleet_store::LeaseWatch,
+        epic: &mut EpicRow,
+        data: &EpicData,
+        events: Vec<NewEvent>,
+    ) -> Result<bool> {
+        // Read from the store, as the epic is: a write only the holder may make.
+        if !lease.still_held() {
+            return Err(self.lease_lost(&epic.id, lease));
+        }
         match self.save(epic, data, events) {
             Ok(()) => Ok(false),
             Err(PipelineError::Conflict(_)) => Ok(true),
@@ -1042,12 +1007,14 @@ impl Pipeline {
     }
 
     /// The options of a stage run of `epic`. The guard watches the epic while the run goes:
-    /// when a person cancels it (here, or from another process), the run is stopped.
+    /// when a person cancels it (here, or from another process), or the drive that started
+    /// the run loses the epic's lease, the run is stopped.
     fn engine_options(&self, epic: &str) -> (EngineOptions, CancelWatch) {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let store = self.store.clone();
         let id = epic.to_string();
         let mut shutdown = self.shutdown.clone();
+        let lease = DRIVING.try_with(|l| l.clone()).ok();
         let watcher = tokio::spawn(async move {
             loop {
                 let stopping = async {
@@ -1065,15 +1032,14 @@ impl Pipeline {
                         return;
                     }
                 }
-                let s = store.clone();
-                let i = id.clone();
-                let state = tokio::task::spawn_blocking(move || s.epic(&i))
-                    .await
-                    .ok()
-                    .and_then(|r| r.ok())
-                    .flatten()
-                    .map(|e| e.state);
-                if state.as_deref() == Some(Stage::Cancelled.as_str()) {
+                let (s, i, l) = (store.clone(), id.clone(), lease.clone());
+                let (state, held) = tokio::task::spawn_blocking(move || {
+                    let state = s.epic(&i).ok().flatten().map(|e| e.state);
+                    (state, l.is_none_or(|l| l.still_held()))
+                })
+                .await
+                .unwrap_or((None, true));
+                if state.as_deref() == Some(Stage::Cancelled.as_str()) || !held {
                     let _ = tx.send(true);
                     return;
                 }
@@ -1109,6 +1075,13 @@ impl Pipeline {
 /// holder dies, another machine takes it over after the TTL, this machine at once (see
 /// `fleet_store::Lease`).
 const EPIC_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+tokio::task_local! {
+    /// The lease of the epic the current task drives: every stage run started under it stops
+    /// once it is lost (`engine_options`). Task-local because stage runs are started deep in
+    /// `stages.rs`, `qa.rs` and `migrate.rs`; the lease would be one more argument to each.
+    static DRIVING: fleet_store::LeaseWatch;
+}
 
 /// How often a driver waiting for an epic's lease tries again.
 const EPIC_LEASE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
@@ -1184,25 +1157,14 @@ fn stage_run_name(epic: &str, stage: Stage, m: &EpicState) -> String {
 }
 
 /// Why the epic stands where it does, for lists and details: the question of a blocked epic,
-/// the detail of the stage that failed or blocked it.
+/// the detail of the stage that failed it.
 pub fn reason(epic: &EpicRow, data: &EpicData) -> Option<String> {
-    if let Some(b) = data.machine.as_ref().and_then(|m| m.blocked.as_ref()) {
-        return Some(b.question.clone());
-    }
-    if epic.state == Stage::Failed.as_str() {
-        return epic.stages.last().and_then(|s| s.detail.clone());
-    }
-    None
+    let last_detail = epic.stages.last().and_then(|s| s.detail.as_deref());
+    fleet_core::epic_data::reason(&epic.state, data.blocked_question(), last_detail)
 }
 
-/// The epic's data column, read loudly: a column Fleet cannot read is never replaced by an
-/// empty default (accept, reject or cancel would then write that over the stored plan,
-/// reviews and delivery).
+/// The epic's data column, read loudly (see [`fleet_core::epic_data::decode`]).
 pub fn decode_data(epic: &EpicRow) -> Result<EpicData> {
-    serde_json::from_value(epic.data.clone()).map_err(|e| {
-        PipelineError::Other(format!(
-            "epic {}: its stored data cannot be read ({e}); nothing was changed",
-            epic.id
-        ))
-    })
+    fleet_core::epic_data::decode(&epic.id, &epic.data)
+        .map_err(|e| PipelineError::Other(e.to_string()))
 }

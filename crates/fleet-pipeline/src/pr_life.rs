@@ -5,24 +5,13 @@
 //! Why here and not in `stages.rs`: these steps talk to the forge between stages (while the
 //! epic awaits acceptance) or right after one (delivery, a plan saying "no change needed").
 
-use crate::{EpicData, Pipeline, PipelineError, Result, ReviewRecord, stages};
+use crate::{EpicData, PendingReply, Pipeline, PipelineError, Result, ReviewRecord, stages};
 use fleet_core::epic::{self, Outcome, Stage, Step};
 use fleet_core::triage::{self, FLEET_MARKER, Verdict};
 use fleet_deliver::{CommentKind, Forge, PrState, ReviewComment};
 use fleet_store::{EpicRow, NewEvent, ProjectRow};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
-
-/// A change request being worked on: answered on the pull request once its cycle ends.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct PendingReply {
-    pub id: u64,
-    pub author: String,
-    pub body: String,
-    pub url: String,
-}
 
 fn forge_error(e: fleet_deliver::ForgeError) -> PipelineError {
     PipelineError::Other(e.to_string())

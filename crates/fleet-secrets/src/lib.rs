@@ -7,10 +7,12 @@
 //! [`Redactor`] therefore knows every configured secret's value (read once from Fleet's own
 //! environment), every variable whose name says it holds one (`*_TOKEN`, `*_API_KEY`, …),
 //! and the shapes of well-known credentials ([`token_shape`]) for values it was never told
-//! about.
+//! about. The same knowledge decides what a child process may see of Fleet's environment
+//! (`env`: the allow-lists that keep Fleet's keys from agents and checks).
 //!
-//! Must not know: where text goes, files, processes, configuration syntax.
+//! Must not know: where text goes, files, how processes are started, configuration syntax.
 
+pub mod env;
 mod shapes;
 
 pub use shapes::token_shape;

@@ -295,7 +295,7 @@ pub async fn notifier(
                             ),
                         };
                         NewEvent {
-                            at: fleet_engine::now_ms(),
+                            at: fleet_core::clock::now_ms(),
                             run_id: e.run_id.clone(),
                             task: e.task.clone(),
                             attempt: e.attempt,

@@ -240,7 +240,7 @@ async fn healthz(State(fleet): State<Fleet>) -> ApiResult {
     Ok((
         status,
         Json(json!({"ok": ok, "version": env!("CARGO_PKG_VERSION"),
-                     "up_secs": (fleet_engine::now_ms() - fleet.started_at) / 1000})),
+                     "up_secs": (fleet_core::clock::now_ms() - fleet.started_at) / 1000})),
     )
         .into_response())
 }
@@ -548,7 +548,7 @@ async fn agents(State(fleet): State<Fleet>, caller: Caller) -> ApiResult {
     let v = blocking(move || {
         let day = p
             .store
-            .attempts_since(fleet_engine::now_ms() - 24 * 3_600_000)?;
+            .attempts_since(fleet_core::clock::now_ms() - 24 * 3_600_000)?;
         // Profiles say which CLI and model play which roles; never their env (secrets).
         let profiles: Vec<Value> = p
             .instance

@@ -60,7 +60,7 @@ pub fn create_token(store: &dyn Store, name: &str, scope: Scope) -> Result<Strin
         name: name.to_string(),
         scope: scope.as_str().to_string(),
         hash: hash(&secret),
-        created_at: fleet_engine::now_ms(),
+        created_at: fleet_core::clock::now_ms(),
         revoked_at: None,
     })?;
     Ok(secret)

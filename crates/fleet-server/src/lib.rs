@@ -74,7 +74,7 @@ impl Fleet {
             events,
             work: Arc::new(tokio::sync::Notify::new()),
             public_url: public_url.trim_end_matches('/').to_string(),
-            started_at: fleet_engine::now_ms(),
+            started_at: fleet_core::clock::now_ms(),
             stop: watch::channel(false).0,
         }
     }

@@ -180,7 +180,7 @@ impl FleetMcp {
         }
         let store = self.pipeline.store.clone();
         let ev = NewEvent {
-            at: fleet_engine::now_ms(),
+            at: fleet_core::clock::now_ms(),
             run_id: attempt.run.clone(),
             task: Some(attempt.task.clone()),
             attempt: Some(attempt.n),

@@ -35,13 +35,6 @@ fn error(e: MemoryError) -> ApiError {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 async fn on_pool<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -85,7 +78,7 @@ async fn approve(
     let path = on_pool(move || {
         let home = p.layout.root().parent().unwrap_or(p.layout.root());
         open(&p)?
-            .approve(home, &id, name.as_deref(), now_ms())
+            .approve(home, &id, name.as_deref(), fleet_core::clock::now_ms())
             .map_err(error)
     })
     .await?;
@@ -107,6 +100,11 @@ async fn dismiss(
 ) -> Result<Response, ApiError> {
     caller.require(&fleet, Scope::Admin).await?;
     let p = fleet.pipeline.clone();
-    let l = on_pool(move || open(&p)?.dismiss(&id, now_ms()).map_err(error)).await?;
+    let l = on_pool(move || {
+        open(&p)?
+            .dismiss(&id, fleet_core::clock::now_ms())
+            .map_err(error)
+    })
+    .await?;
     Ok(Json(json!({"dismissed": l.id})).into_response())
 }

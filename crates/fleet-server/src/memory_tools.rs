@@ -45,13 +45,6 @@ fn open(p: &Pipeline) -> Result<MemoryDb, String> {
     .map_err(|e| e.to_string())
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 pub fn search(p: &Pipeline, q: MemorySearch) -> Result<Value, String> {
     if let Some(bad) = q
         .kinds
@@ -82,7 +75,7 @@ pub fn remember(
         }
         None => Scope::Instance,
     };
-    let now = now_ms();
+    let now = fleet_core::clock::now_ms();
     let (run, task, n) = match attempt {
         Some((run, task, n)) => (Some(run), Some(task), Some(n)),
         None => (None, None, None),

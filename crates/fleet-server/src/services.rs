@@ -79,7 +79,7 @@ async fn driver(
         if let Ok(Ok(page)) = candidates {
             // Oldest first: a person waiting longest is served first.
             for epic in page.epics.iter().rev() {
-                let now = fleet_engine::now_ms();
+                let now = fleet_core::clock::now_ms();
                 let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
                 if st.running.len() >= opts.epics {
                     break;
@@ -136,7 +136,7 @@ fn spawn_drive(
                     let (_, n) = st.backoff.get(&self.id).copied().unwrap_or((0, 0));
                     let wait = wait.unwrap_or(5_000i64 << n.min(6));
                     st.backoff
-                        .insert(self.id.clone(), (fleet_engine::now_ms() + wait, n + 1));
+                        .insert(self.id.clone(), (fleet_core::clock::now_ms() + wait, n + 1));
                 }
             }
             drop(st);

@@ -28,7 +28,7 @@ fn fleet(store: Arc<dyn Store>, hook: &str, dir: &std::path::Path) -> Fleet {
         location: fleet_config::Location { line: 1, col: 1 },
     });
     let pipeline = fleet_pipeline::Pipeline {
-        layout: fleet_engine::StateDir::new(dir.join(".fleet")),
+        layout: fleet_pipeline::StateDir::new(dir.join(".fleet")),
         store,
         instance,
         library: fleet_config::Library::load(None).unwrap(),

@@ -27,7 +27,7 @@ impl Server {
             .unwrap(),
         );
         let pipeline = fleet_pipeline::Pipeline {
-            layout: fleet_engine::StateDir::new(dir.path().join(".fleet")),
+            layout: fleet_pipeline::StateDir::new(dir.path().join(".fleet")),
             store,
             instance: fleet_config::InstanceConfig::empty(),
             library: fleet_config::Library::load(None).unwrap(),

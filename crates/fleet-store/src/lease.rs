@@ -9,7 +9,7 @@
 use crate::{Result, Store};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Who holds a lease: `host:pid:start:n`, unique per [`Lease`] (two leases taken by one
 /// process exclude each other, as two `flock`s on separate opens did).
@@ -67,12 +67,23 @@ fn process_start(pid: u32) -> Option<String> {
 
 /// A lease this process holds; renewed every third of its TTL, released when dropped.
 pub struct Lease {
+    watch: LeaseWatch,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    heartbeat: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What a holder knows of its lease, shareable with the tasks that act under it (the epic
+/// driver's stage runs): whether it may still act.
+#[derive(Clone)]
+pub struct LeaseWatch {
     store: Arc<dyn Store>,
     name: String,
     holder: LeaseHolder,
+    ttl: Duration,
     lost: Arc<AtomicBool>,
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    heartbeat: Option<std::thread::JoinHandle<()>>,
+    /// When the last renewal that succeeded was asked for, in ms after `since`.
+    renewed: Arc<AtomicU64>,
+    since: Instant,
 }
 
 impl Lease {
@@ -80,46 +91,108 @@ impl Lease {
     /// someone else holds it.
     pub fn try_take(store: Arc<dyn Store>, name: &str, ttl: Duration) -> Result<Option<Lease>> {
         let holder = LeaseHolder::this_process();
+        let since = Instant::now();
         if !take(&*store, name, &holder, ttl)? {
             return Ok(None);
         }
-        Ok(Some(Lease::held(store, name, holder, ttl)))
+        Ok(Some(Lease::held(store, name, holder, ttl, since)))
     }
 
     /// Takes the lease, waiting (polling every `poll`) while someone else holds it.
     pub fn take(store: Arc<dyn Store>, name: &str, ttl: Duration, poll: Duration) -> Result<Lease> {
         let holder = LeaseHolder::this_process();
-        while !take(&*store, name, &holder, ttl)? {
+        loop {
+            let since = Instant::now();
+            if take(&*store, name, &holder, ttl)? {
+                return Ok(Lease::held(store, name, holder, ttl, since));
+            }
             std::thread::sleep(poll);
         }
-        Ok(Lease::held(store, name, holder, ttl))
     }
 
-    fn held(store: Arc<dyn Store>, name: &str, holder: LeaseHolder, ttl: Duration) -> Lease {
-        let lost = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let heartbeat = {
-            let (store, name, holder) = (store.clone(), name.to_string(), holder.clone());
-            let (lost, stop) = (lost.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("fleet-lease".into())
-                .spawn(move || heartbeat(&*store, &name, &holder, ttl, &lost, &stop))
-                .expect("spawn the lease heartbeat")
-        };
-        Lease {
+    fn held(
+        store: Arc<dyn Store>,
+        name: &str,
+        holder: LeaseHolder,
+        ttl: Duration,
+        since: Instant,
+    ) -> Lease {
+        let watch = LeaseWatch {
             store,
             name: name.to_string(),
             holder,
-            lost,
+            ttl,
+            lost: Arc::new(AtomicBool::new(false)),
+            renewed: Arc::new(AtomicU64::new(0)),
+            since,
+        };
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let heartbeat = {
+            let (watch, stop) = (watch.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("fleet-lease".into())
+                .spawn(move || heartbeat(&watch, &stop))
+                .expect("spawn the lease heartbeat")
+        };
+        Lease {
+            watch,
             stop,
             heartbeat: Some(heartbeat),
         }
     }
 
-    /// Whether the lease was lost (it expired and someone else took it): the holder must stop
-    /// acting on what it guards.
+    /// Whether the lease is lost: someone else took it, or no renewal has succeeded for so
+    /// long that it may have expired before the next one. The holder must stop acting on what
+    /// it guards.
     pub fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::Relaxed)
+        self.watch.is_lost()
+    }
+
+    pub fn holder(&self) -> &LeaseHolder {
+        &self.watch.holder
+    }
+
+    /// A handle on this lease for the tasks acting under it.
+    pub fn watch(&self) -> LeaseWatch {
+        self.watch.clone()
+    }
+}
+
+impl LeaseWatch {
+    /// See [`Lease::is_lost`]. Judged without asking the store: a holder whose renewals have
+    /// failed for two thirds of the TTL (the store unreachable, say) gives the lease up while
+    /// a third of it is left, time enough to stop before another process may take it over.
+    pub fn is_lost(&self) -> bool {
+        if self.lost.load(Ordering::Relaxed) {
+            return true;
+        }
+        let renewed = Duration::from_millis(self.renewed.load(Ordering::Relaxed));
+        if self.since.elapsed().saturating_sub(renewed) >= self.ttl * 2 / 3 {
+            self.lost.store(true, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// Whether this process still holds the lease, asking the store: before a write that only
+    /// the holder may make, and while acting under it. `false` once it is lost (it is never
+    /// held again); a store that cannot answer leaves the judgement to [`LeaseWatch::is_lost`].
+    pub fn still_held(&self) -> bool {
+        if self.is_lost() {
+            return false;
+        }
+        match self.store.lease(&self.name) {
+            Ok(Some(row)) if row.holder == self.holder.as_str() => true,
+            Ok(_) => {
+                self.lost.store(true, Ordering::Relaxed);
+                false
+            }
+            Err(_) => !self.is_lost(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     pub fn holder(&self) -> &LeaseHolder {
@@ -141,15 +214,8 @@ fn take(store: &dyn Store, name: &str, holder: &LeaseHolder, ttl: Duration) -> R
     }
 }
 
-fn heartbeat(
-    store: &dyn Store,
-    name: &str,
-    holder: &LeaseHolder,
-    ttl: Duration,
-    lost: &AtomicBool,
-    stop: &(Mutex<bool>, Condvar),
-) {
-    let every = ttl / 3;
+fn heartbeat(w: &LeaseWatch, stop: &(Mutex<bool>, Condvar)) {
+    let every = w.ttl / 3;
     let (flag, cv) = stop;
     let mut stopped = flag.lock().unwrap_or_else(|e| e.into_inner());
     loop {
@@ -160,11 +226,17 @@ fn heartbeat(
         if *stopped {
             return;
         }
-        // An error (the store unreachable for a moment) is tried again at the next beat: the
-        // lease is only lost when someone else took it.
-        if let Ok(false) = store.renew_lease(name, holder.as_str(), ttl) {
-            lost.store(true, Ordering::Relaxed);
-            return;
+        // Measured from before the call: the store's new expiry is at least a TTL after it.
+        let asked = w.since.elapsed().as_millis() as u64;
+        match w.store.renew_lease(&w.name, w.holder.as_str(), w.ttl) {
+            Ok(true) => w.renewed.store(asked, Ordering::Relaxed),
+            Ok(false) => {
+                w.lost.store(true, Ordering::Relaxed);
+                return;
+            }
+            // The store unreachable for a moment: tried again at the next beat; if that goes on,
+            // `is_lost` gives the lease up by the time.
+            Err(_) => {}
         }
     }
 }
@@ -177,6 +249,7 @@ impl Drop for Lease {
         if let Some(t) = self.heartbeat.take() {
             let _ = t.join();
         }
-        let _ = self.store.release_lease(&self.name, self.holder.as_str());
+        let w = &self.watch;
+        let _ = w.store.release_lease(&w.name, w.holder.as_str());
     }
 }

@@ -21,7 +21,7 @@ pub mod queue;
 mod sqlite;
 mod summary;
 
-pub use lease::{Lease, LeaseHolder};
+pub use lease::{Lease, LeaseHolder, LeaseWatch};
 pub use open::{StoreUrl, open};
 pub use postgres::PostgresStore;
 pub use queue::{Claim, Finish, QueueItem, QueueRow, RunnerAd, TaskQueue};

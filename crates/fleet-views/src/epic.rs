@@ -5,7 +5,7 @@
 
 use crate::{is_work, stage_of_run, tokens};
 use fleet_core::epic::Blocked;
-use fleet_pipeline::{Answer, EpicData, EpicTask, QaRecord, ReviewRecord};
+use fleet_core::epic_data::{self, Answer, EpicData, EpicTask, QaRecord, ReviewRecord};
 use fleet_store::{AttemptRow, EpicRow, Event, RunRow, Store, StoreError};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -299,7 +299,7 @@ fn view(
     let data = if epic.data.is_null() {
         EpicData::default()
     } else {
-        fleet_pipeline::decode_data(&epic).map_err(|e| StoreError::Corrupt(e.to_string()))?
+        epic_data::decode(&epic.id, &epic.data).map_err(|e| StoreError::Corrupt(e.to_string()))?
     };
     let runs = epic_runs(store, &epic)?;
     let mut rows: Vec<AttemptRow> = Vec::new();
@@ -460,7 +460,7 @@ fn view(
         branch: epic.branch.clone(),
     });
     Ok(Some(EpicView {
-        reason: fleet_pipeline::reason(&epic, &data),
+        reason: crate::reason(&epic, &data),
         blocked: data.machine.as_ref().and_then(|m| m.blocked.clone()),
         id: epic.id,
         project: epic.project,
@@ -611,13 +611,13 @@ pub fn list_rows(store: &dyn Store) -> Result<Vec<ListRow>, StoreError> {
 }
 
 /// A list row: why it is blocked (its question) or failed (its last stage's detail), as
-/// `fleet_pipeline::reason` says for a whole epic.
+/// [`crate::reason`] says for a whole epic.
 pub fn list_row(e: fleet_store::EpicSummary) -> ListRow {
-    let reason = e.blocked_question.or(if e.state == "failed" {
-        e.last_stage_detail
-    } else {
-        None
-    });
+    let reason = epic_data::reason(
+        &e.state,
+        e.blocked_question.as_deref(),
+        e.last_stage_detail.as_deref(),
+    );
     ListRow {
         id: e.id,
         project: e.project,

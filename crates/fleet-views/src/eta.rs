@@ -133,7 +133,7 @@ pub fn observed_task_secs(
         let epic = epic_of_run(&run).to_string();
         if !roles.contains_key(&epic) {
             let map = match store.epic(&epic)? {
-                Some(e) => fleet_pipeline::decode_data(&e)
+                Some(e) => fleet_core::epic_data::decode(&e.id, &e.data)
                     .map(|d| d.tasks.into_iter().map(|t| (t.id, t.role)).collect())
                     .unwrap_or_default(),
                 None => HashMap::new(),

@@ -11,12 +11,16 @@ pub use budget::budget;
 pub use epic::{AttemptView, EpicView, HistoryItem, ListRow, epic_view, list_rows};
 pub use outcomes::{Outcomes, outcomes};
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+pub use fleet_core::clock::now_ms;
+
+/// Why the epic stands where it does, for lists and details: the question of a blocked epic,
+/// the detail of the stage that failed it.
+pub fn reason(
+    epic: &fleet_store::EpicRow,
+    data: &fleet_core::epic_data::EpicData,
+) -> Option<String> {
+    let last_detail = epic.stages.last().and_then(|s| s.detail.as_deref());
+    fleet_core::epic_data::reason(&epic.state, data.blocked_question(), last_detail)
 }
 
 /// `2026-11-21T06:45:00.123Z`

@@ -1,5 +1,5 @@
-//! `list_rows` (`fleet task ls`) reads the store's epic summaries: its reasons equal what the
-//! pipeline says for the whole epics (`fleet_pipeline::reason`) — a blocked epic's question, a
+//! `list_rows` (`fleet task ls`) reads the store's epic summaries: its reasons equal what is
+//! said for the whole epics (`fleet_views::reason`) — a blocked epic's question, a
 //! failed epic's last stage detail, nothing for the others.
 
 use fleet_core::epic::{Blocked, EpicState, Stage};
@@ -20,7 +20,7 @@ fn epic(id: &str, state: &str, created_at: i64) -> EpicRow {
 }
 
 #[test]
-fn list_rows_from_summaries_say_what_the_pipeline_says() {
+fn list_rows_from_summaries_say_what_the_whole_epics_say() {
     let store = SqliteStore::in_memory().unwrap();
     let mut blocked = epic("e1", "blocked", 1);
     let mut machine = EpicState::new(false, false);
@@ -28,7 +28,7 @@ fn list_rows_from_summaries_say_what_the_pipeline_says() {
         at: Stage::Plan,
         question: "Which database should the login use?".into(),
     });
-    let data = fleet_pipeline::EpicData {
+    let data = fleet_core::epic_data::EpicData {
         machine: Some(machine),
         ..Default::default()
     };
@@ -48,7 +48,7 @@ fn list_rows_from_summaries_say_what_the_pipeline_says() {
             ..StageRow::default()
         },
     ];
-    failed.data = serde_json::to_value(fleet_pipeline::EpicData::default()).unwrap();
+    failed.data = serde_json::to_value(fleet_core::epic_data::EpicData::default()).unwrap();
     let mut done = failed.clone();
     done.id = "e3".into();
     done.state = "done".into();
@@ -63,8 +63,8 @@ fn list_rows_from_summaries_say_what_the_pipeline_says() {
         .unwrap()
         .iter()
         .map(|e| {
-            let data = fleet_pipeline::decode_data(e).unwrap();
-            (e.id.clone(), fleet_pipeline::reason(e, &data))
+            let data = fleet_core::epic_data::decode(&e.id, &e.data).unwrap();
+            (e.id.clone(), fleet_views::reason(e, &data))
         })
         .collect();
     let got: Vec<(String, Option<String>)> = rows
