@@ -357,3 +357,86 @@ fn compacting_the_index_changes_no_result_and_the_count_survives_reopening() {
     let hits = db.search("webhook payment", &[], 2000).unwrap();
     assert_eq!(hits.len(), 400, "{}", hits.len());
 }
+
+#[test]
+fn an_unrelated_task_gets_no_lesson_that_only_shares_a_common_word() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(&dir);
+    let p = Policy::default();
+    let scope = Scope::Project("shop".into());
+    let mut ids = std::collections::BTreeMap::new();
+    for (area, line) in [
+        ("billing", "// SPDX-License-Identifier: MIT"),
+        ("api", "# owner: team-platform"),
+        ("storage", "# reviewed-by: dba"),
+        ("ui", "/* i18n: strings go through t() */"),
+    ] {
+        let mut l = lesson(
+            scope.clone(),
+            &format!("Every {area} module file must contain the line: {line}"),
+            area,
+            0,
+        );
+        l.applies_when.words = vec![area.into()];
+        ids.insert(area, db.add_lesson(l, 0, &p).unwrap().id);
+    }
+    // No "applies when": only its words can relate it to a task.
+    let migrations = db
+        .add_lesson(
+            lesson(
+                scope.clone(),
+                "Database migrations must be reversible: write the down step too.",
+                "m",
+                0,
+            ),
+            0,
+            &p,
+        )
+        .unwrap()
+        .id;
+    let recall = |text: &str| -> Vec<String> {
+        let ctx = TaskContext {
+            text: text.into(),
+            scopes: vec![Scope::Instance, scope.clone()],
+            role: Some("developer".into()),
+            ..TaskContext::default()
+        };
+        db.recall(&ctx, 0, &p)
+            .unwrap()
+            .into_iter()
+            .map(|l| l.id)
+            .collect()
+    };
+    // Every area lesson says "module"; only the billing one is about billing.
+    assert_eq!(
+        recall("Add the billing module t04 in t04.txt."),
+        vec![ids["billing"].clone()]
+    );
+    // One shared word ("write") is not a relation; two distinctive ones are.
+    assert_eq!(
+        recall("Write the release notes for version 2"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        recall("Add a reversible database migration for the users table"),
+        vec![migrations]
+    );
+}
+
+#[test]
+fn a_store_kept_open_finds_what_another_process_wrote_since_its_last_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let kept = open(&dir);
+    // The first search caches that no document holds "zebra".
+    assert!(kept.search("zebra stripes", &[], 10).unwrap().is_empty());
+    let mut other = open(&dir);
+    other
+        .put_document("report", "r1", "Zebra", "zebra stripes break the layout", 1)
+        .unwrap();
+    drop(other);
+    let hits = kept.search("zebra stripes", &[], 10).unwrap();
+    assert_eq!(
+        hits.iter().map(|h| h.key.as_str()).collect::<Vec<_>>(),
+        vec!["r1"]
+    );
+}
