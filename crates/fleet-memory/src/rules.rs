@@ -73,10 +73,18 @@ pub struct TaskContext {
 }
 
 /// The lowercase words (letters, digits, `_`) of at least 3 characters: what similarity and
-/// word triggers compare.
+/// the words a lesson and a task share compare.
 pub fn words(text: &str) -> BTreeSet<String> {
     text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
         .filter(|w| w.chars().count() >= 3)
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// The lowercase words (letters, digits, `_`) of any length: what word triggers compare.
+fn trigger_words(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
         .map(str::to_lowercase)
         .collect()
 }
@@ -135,11 +143,15 @@ pub fn relevance(l: &Lesson, ctx: &TaskContext, text_score: f64, now: Millis, p:
     if !w.paths.is_empty() && !ctx.paths.is_empty() && path_hits == 0 {
         return 0.0;
     }
-    let task_words = words(&ctx.text);
+    // A trigger is explicit, so its words count whatever their length ("ui", "db").
+    let task_words = trigger_words(&ctx.text);
     let word_hits = w
         .words
         .iter()
-        .filter(|t| words(t).iter().all(|x| task_words.contains(x)) && !words(t).is_empty())
+        .filter(|t| {
+            let t = trigger_words(t);
+            !t.is_empty() && t.iter().all(|x| task_words.contains(x))
+        })
         .count();
     let triggered = path_hits + word_hits;
     if triggered == 0 && text_score <= 0.0 {

@@ -412,6 +412,11 @@ fn an_unrelated_task_gets_no_lesson_that_only_shares_a_common_word() {
         recall("Add the billing module t04 in t04.txt."),
         vec![ids["billing"].clone()]
     );
+    // A trigger counts whatever its length.
+    assert_eq!(
+        recall("Add the ui module t07 in t07.txt."),
+        vec![ids["ui"].clone()]
+    );
     // One shared word ("write") is not a relation; two distinctive ones are.
     assert_eq!(
         recall("Write the release notes for version 2"),
