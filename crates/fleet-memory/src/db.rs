@@ -117,6 +117,10 @@ pub const SMALL_STORE: i64 = 1000;
 /// How many of the newest matching documents a search ranks.
 pub const RANK_WINDOW: i64 = 1000;
 
+/// The most documents the terms of one search may hold between them (the rarest term is
+/// always searched, however many hold it).
+pub const POSTINGS_BUDGET: i64 = 2000;
+
 /// The most documents of each kind kept: past it, the oldest (by when they were written) are
 /// dropped, so memory stays small however long an instance runs. A trace is at most 24 KiB
 /// and a decision log 32 KiB (their renderers), any document 64 KiB ([`MAX_DOCUMENT_BYTES`]);
@@ -607,6 +611,16 @@ impl MemoryDb {
         if kept.is_empty() {
             return Ok(Vec::new());
         }
+        // The rarest terms first, while the documents they are in add up to the budget: BM25
+        // counts every document of every term before it ranks the first, so this bounds a
+        // query's work; the terms left out are the commonest, which weigh least.
+        kept.sort_by_key(|(_, df)| *df);
+        let mut postings = 0;
+        kept.retain(|(_, df)| {
+            let within = postings == 0 || postings + df <= POSTINGS_BUDGET;
+            postings += df;
+            within
+        });
         let mut q = kept
             .iter()
             .map(|(t, _)| format!("\"{}\"", t.replace('"', "")))
