@@ -429,19 +429,38 @@ fn an_unrelated_task_gets_no_lesson_that_only_shares_a_common_word() {
 }
 
 #[test]
-fn a_store_kept_open_finds_what_another_process_wrote_since_its_last_search() {
+fn a_store_kept_open_ranks_by_the_counts_after_another_process_wrote() {
     let dir = tempfile::tempdir().unwrap();
-    let kept = open(&dir);
-    // The first search caches that no document holds "zebra".
-    assert!(kept.search("zebra stripes", &[], 10).unwrap().is_empty());
-    let mut other = open(&dir);
-    other
-        .put_document("report", "r1", "Zebra", "zebra stripes break the layout", 1)
+    let fill = |db: &mut MemoryDb, from: usize, n: usize, with_zeta: usize| {
+        let docs: Vec<(String, String)> = (from..from + n)
+            .map(|i| {
+                let zeta = if i - from < with_zeta { " zeta" } else { "" };
+                (format!("d{i}"), format!("filler text{zeta}"))
+            })
+            .collect();
+        db.put_documents(
+            docs.iter()
+                .map(|(k, b)| ("report", k.as_str(), "doc", b.as_str())),
+            1,
+        )
         .unwrap();
+    };
+    let mut kept = open(&dir);
+    // 1,000 documents, 60 of them with "zeta" (6%: too common to count next to a rarer term).
+    fill(&mut kept, 0, 999, 60);
+    kept.put_document("report", "eta", "eta", "the eta document", 1)
+        .unwrap();
+    let hits = kept.search("eta zeta", &[], 10).unwrap();
+    assert_eq!(hits.len(), 1, "zeta is common: only the eta document");
+    // Another process doubles the store: zeta is now 3%, rare enough to count.
+    let mut other = open(&dir);
+    fill(&mut other, 1000, 1000, 0);
     drop(other);
-    let hits = kept.search("zebra stripes", &[], 10).unwrap();
+    let hits = kept.search("eta zeta", &[], 10).unwrap();
     assert_eq!(
-        hits.iter().map(|h| h.key.as_str()).collect::<Vec<_>>(),
-        vec!["r1"]
+        hits.len(),
+        10,
+        "the kept store still counted 1,000 documents"
     );
+    assert_eq!(hits[0].key, "eta");
 }
