@@ -30,6 +30,9 @@ pub struct MemorySettings {
     /// the run passes, a retrospective learns from them and the run's change.
     pub rejection: Option<String>,
     pub clock: MemoryClock,
+    /// `memory.embeddings`: injection ranks lessons by BM25 fused with them (a fleet built
+    /// with the `embeddings` feature).
+    pub embeddings: Option<fleet_config::EmbeddingsConfig>,
 }
 
 impl Default for MemorySettings {
@@ -48,6 +51,7 @@ impl MemorySettings {
             retrospectives: c.enabled,
             rejection: None,
             clock: Arc::new(crate::now_ms),
+            embeddings: c.embeddings.clone(),
         }
     }
 
@@ -119,7 +123,11 @@ impl Memory {
         redactor: fleet_secrets::Redactor,
     ) -> Memory {
         let db = if settings.enabled {
-            MemoryDb::open(&memory_file(state_root), redactor)
+            let cfg = fleet_config::MemoryConfig {
+                embeddings: settings.embeddings.clone(),
+                ..fleet_config::MemoryConfig::default()
+            };
+            MemoryDb::open_configured(&memory_file(state_root), redactor, &cfg)
                 .map_err(|e| eprintln!("fleet: memory is off for this run: {e}"))
                 .ok()
         } else {

@@ -117,6 +117,10 @@ pub const SMALL_STORE: i64 = 1000;
 /// How many of the newest matching documents a search ranks.
 pub const RANK_WINDOW: i64 = 1000;
 
+/// The most documents the terms of one search may hold between them (the rarest term is
+/// always searched, however many hold it).
+pub const POSTINGS_BUDGET: i64 = 2000;
+
 /// The most documents of each kind kept: past it, the oldest (by when they were written) are
 /// dropped, so memory stays small however long an instance runs. A trace is at most 24 KiB
 /// and a decision log 32 KiB (their renderers), any document 64 KiB ([`MAX_DOCUMENT_BYTES`]);
@@ -168,6 +172,10 @@ pub struct MemoryDb {
     /// Documents per term, and documents in all, as of the last write: searches outnumber
     /// writes by far, and counting a common term's documents costs as much as a search.
     frequencies: std::cell::RefCell<(Option<i64>, std::collections::HashMap<String, i64>)>,
+    /// `PRAGMA data_version` when the frequencies were cached: it moves when another
+    /// connection (another process) commits, so a connection kept open for many searches
+    /// (the MCP server's) never ranks by counts from before someone else's write.
+    seen_version: std::cell::Cell<i64>,
     #[cfg(feature = "embeddings")]
     embedder: Option<embed::Embedder>,
     #[cfg(feature = "embeddings")]
@@ -193,6 +201,7 @@ impl MemoryDb {
             conn,
             redactor,
             frequencies: Default::default(),
+            seen_version: std::cell::Cell::new(-1),
             #[cfg(feature = "embeddings")]
             embedder: None,
             #[cfg(feature = "embeddings")]
@@ -554,6 +563,14 @@ impl MemoryDb {
         if terms.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
+        let version: i64 = self
+            .conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
+        if version != self.seen_version.get() {
+            self.wrote();
+            self.seen_version.set(version);
+        }
         let mut cache = self.frequencies.borrow_mut();
         let total = match cache.0 {
             Some(n) => n,
@@ -594,6 +611,16 @@ impl MemoryDb {
         if kept.is_empty() {
             return Ok(Vec::new());
         }
+        // The rarest terms first, while the documents they are in add up to the budget: BM25
+        // counts every document of every term before it ranks the first, so this bounds a
+        // query's work; the terms left out are the commonest, which weigh least.
+        kept.sort_by_key(|(_, df)| *df);
+        let mut postings = 0;
+        kept.retain(|(_, df)| {
+            let within = postings == 0 || postings + df <= POSTINGS_BUDGET;
+            postings += df;
+            within
+        });
         let mut q = kept
             .iter()
             .map(|(t, _)| format!("\"{}\"", t.replace('"', "")))
@@ -646,20 +673,30 @@ impl MemoryDb {
     }
 
     /// The lessons to put into an attempt's prompt, best first, under the policy's token cap.
+    ///
+    /// A lesson is a candidate when a trigger of its "applies when" fires (a path, a word), or
+    /// when it is related to the task's text: it holds enough of the task's distinctive words
+    /// ([`rules::words_match`]), or, with embeddings on, its meaning is close
+    /// ([`MIN_COSINE`]). Related lessons are ranked by BM25, fused with the embeddings'
+    /// ranking when they are on, scaled so the best is 1: a trigger (1 each) counts as much as
+    /// the best text match.
     pub fn recall(&self, ctx: &TaskContext, now: Millis, p: &Policy) -> Result<Vec<Lesson>> {
         let mut candidates = Vec::new();
         for s in &ctx.scopes {
             candidates.extend(live_in_scope(&self.conn, s)?);
         }
-        let text_scores: BTreeMap<String, f64> = self
-            .search(&ctx.text, &["lesson".into()], 200)?
-            .into_iter()
-            .map(|h| (h.key, h.score))
-            .collect();
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let text = self.lesson_ranking(&ctx.text)?;
+        let refs: Vec<&Lesson> = candidates.iter().collect();
+        let distinctive = rules::distinctive_words(&ctx.text, &refs);
         let scored = candidates
             .iter()
             .map(|l| {
-                let t = text_scores.get(&l.id).copied().unwrap_or(0.0);
+                let (score, close) = text.get(&l.id).copied().unwrap_or((0.0, false));
+                let related = close || rules::words_match(l, ctx, &distinctive);
+                let t = if related { score } else { 0.0 };
                 (l, rules::relevance(l, ctx, t, now, p))
             })
             .collect();
@@ -668,7 +705,42 @@ impl MemoryDb {
             .cloned()
             .collect())
     }
+
+    /// Each lesson's text score for a task (best 1), and whether its meaning is close (by
+    /// embeddings). BM25 alone without embeddings; fused with them by reciprocal rank.
+    fn lesson_ranking(&self, text: &str) -> Result<BTreeMap<String, (f64, bool)>> {
+        let bm25: Vec<(String, f64)> = self
+            .search_bm25(text, &["lesson".into()], 200)?
+            .into_iter()
+            .map(|(_, h)| (h.key, h.score))
+            .collect();
+        #[cfg(feature = "embeddings")]
+        if let Some(near) = self.lesson_similarities(text) {
+            let lists = vec![
+                bm25.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+                near.iter().map(|(k, _)| k.clone()).collect(),
+            ];
+            let fused = crate::fusion::reciprocal_rank_fusion(&lists, crate::fusion::RRF_K);
+            let best = fused.first().map_or(1.0, |f| f.1);
+            return Ok(fused
+                .into_iter()
+                .map(|(k, s)| {
+                    let close = near.iter().any(|(n, c)| *n == k && *c >= MIN_COSINE);
+                    (k, (s / best, close))
+                })
+                .collect());
+        }
+        let best = bm25.iter().map(|(_, s)| *s).fold(0.0, f64::max);
+        Ok(bm25
+            .into_iter()
+            .map(|(k, s)| (k, (if best > 0.0 { s / best } else { 0.0 }, false)))
+            .collect())
+    }
 }
+
+/// Cosine similarity of a task's text to a lesson from which the lesson is related to it by
+/// meaning (embeddings on), whatever words they share.
+pub const MIN_COSINE: f32 = 0.45;
 
 fn put_doc(
     conn: &Connection,

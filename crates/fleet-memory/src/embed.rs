@@ -205,6 +205,48 @@ impl MemoryDb {
         }
     }
 
+    /// Each live lesson's cosine similarity to `text`, best first (those above 0); `None`
+    /// when embeddings are off or `text` cannot be embedded (a warning): recall then ranks
+    /// by BM25 alone.
+    pub(super) fn lesson_similarities(&self, text: &str) -> Option<Vec<(String, f32)>> {
+        let e = self.embedder.as_ref()?;
+        let q = match e.embed(&[text.to_string()]) {
+            Ok(mut v) if v.len() == 1 => v.remove(0),
+            Ok(_) => return None,
+            Err(m) => {
+                self.warn(&m);
+                return None;
+            }
+        };
+        let rows: Result<Vec<(String, Vec<u8>)>> = (|| {
+            let mut st = self.conn.prepare_cached(
+                "SELECT d.key, e.vec FROM embeddings e JOIN documents d ON d.id = e.doc
+                 WHERE e.model = ?1 AND d.kind = 'lesson'",
+            )?;
+            let rows = st
+                .query_map([&e.model], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<std::result::Result<_, _>>()?;
+            Ok(rows)
+        })();
+        let rows = match rows {
+            Ok(r) => r,
+            Err(err) => {
+                self.warn(&err.to_string());
+                return None;
+            }
+        };
+        let mut near: Vec<(String, f32)> = rows
+            .into_iter()
+            .map(|(k, blob)| {
+                let c = fusion::cosine(&q, &fusion::from_blob(&blob));
+                (k, c)
+            })
+            .filter(|(_, c)| *c > 0.0)
+            .collect();
+        near.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Some(near)
+    }
+
     /// BM25 fused with cosine similarity, or BM25 alone (with a warning) when the query
     /// cannot be embedded.
     pub(super) fn fused(

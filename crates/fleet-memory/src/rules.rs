@@ -73,10 +73,18 @@ pub struct TaskContext {
 }
 
 /// The lowercase words (letters, digits, `_`) of at least 3 characters: what similarity and
-/// word triggers compare.
+/// the words a lesson and a task share compare.
 pub fn words(text: &str) -> BTreeSet<String> {
     text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
         .filter(|w| w.chars().count() >= 3)
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// The lowercase words (letters, digits, `_`) of any length: what word triggers compare.
+fn trigger_words(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
         .map(str::to_lowercase)
         .collect()
 }
@@ -135,17 +143,72 @@ pub fn relevance(l: &Lesson, ctx: &TaskContext, text_score: f64, now: Millis, p:
     if !w.paths.is_empty() && !ctx.paths.is_empty() && path_hits == 0 {
         return 0.0;
     }
-    let task_words = words(&ctx.text);
+    // A trigger is explicit, so its words count whatever their length ("ui", "db").
+    let task_words = trigger_words(&ctx.text);
     let word_hits = w
         .words
         .iter()
-        .filter(|t| words(t).iter().all(|x| task_words.contains(x)) && !words(t).is_empty())
+        .filter(|t| {
+            let t = trigger_words(t);
+            !t.is_empty() && t.iter().all(|x| task_words.contains(x))
+        })
         .count();
     let triggered = path_hits + word_hits;
     if triggered == 0 && text_score <= 0.0 {
         return 0.0;
     }
-    (triggered as f64 + text_score.max(0.0)) * effective_weight(l, now, p)
+    // A lesson written for this role or kind of task ranks above one written for any.
+    let fits = if explicitly_applies(l, ctx) { 0.5 } else { 0.0 };
+    (triggered as f64 + text_score.max(0.0) + fits) * effective_weight(l, now, p)
+}
+
+/// Words that say nothing about what a task or lesson is about.
+const FILLER: &[&str] = &[
+    "and", "are", "for", "from", "into", "that", "the", "this", "was", "with", "you", "your",
+];
+
+/// A lesson's words: its text's and its word triggers'.
+fn lesson_words(l: &Lesson) -> BTreeSet<String> {
+    let mut w = words(&l.text);
+    for t in &l.applies_when.words {
+        w.extend(words(t));
+    }
+    w
+}
+
+/// The task's words that tell the candidate lessons apart: held by at most half of them (a
+/// word every lesson holds, like "module" in four lessons about modules, matches them all and
+/// says nothing). With fewer than 3 candidates there are too few to tell: every word counts.
+pub fn distinctive_words(task_text: &str, candidates: &[&Lesson]) -> BTreeSet<String> {
+    let task: BTreeSet<String> = words(task_text)
+        .into_iter()
+        .filter(|w| !FILLER.contains(&w.as_str()))
+        .collect();
+    if candidates.len() < 3 {
+        return task;
+    }
+    let held: Vec<BTreeSet<String>> = candidates.iter().map(|l| lesson_words(l)).collect();
+    task.into_iter()
+        .filter(|w| held.iter().filter(|h| h.contains(w)).count() * 2 <= candidates.len())
+        .collect()
+}
+
+/// Whether the lesson names this task's role or kind (not merely allows any).
+pub fn explicitly_applies(l: &Lesson, ctx: &TaskContext) -> bool {
+    let named = |list: &[String], v: &Option<String>| {
+        v.as_ref().is_some_and(|v| list.iter().any(|x| x == v))
+    };
+    named(&l.applies_when.roles, &ctx.role) || named(&l.applies_when.kinds, &ctx.kind)
+}
+
+/// Whether a lesson that no trigger (path, word) fires for still matches the task's words
+/// well enough to be injected: it must hold two of the task's distinctive words (one when the
+/// lesson names the task's role or kind, or the task has only one). One shared common word
+/// was enough for BM25, which injected every lesson into every task.
+pub fn words_match(l: &Lesson, ctx: &TaskContext, distinctive: &BTreeSet<String>) -> bool {
+    let shared = lesson_words(l).intersection(distinctive).count();
+    let need = if explicitly_applies(l, ctx) { 1 } else { 2 };
+    shared > 0 && shared >= need.min(distinctive.len())
 }
 
 /// Estimated tokens of a text (4 characters each, rounded up).

@@ -357,3 +357,110 @@ fn compacting_the_index_changes_no_result_and_the_count_survives_reopening() {
     let hits = db.search("webhook payment", &[], 2000).unwrap();
     assert_eq!(hits.len(), 400, "{}", hits.len());
 }
+
+#[test]
+fn an_unrelated_task_gets_no_lesson_that_only_shares_a_common_word() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(&dir);
+    let p = Policy::default();
+    let scope = Scope::Project("shop".into());
+    let mut ids = std::collections::BTreeMap::new();
+    for (area, line) in [
+        ("billing", "// SPDX-License-Identifier: MIT"),
+        ("api", "# owner: team-platform"),
+        ("storage", "# reviewed-by: dba"),
+        ("ui", "/* i18n: strings go through t() */"),
+    ] {
+        let mut l = lesson(
+            scope.clone(),
+            &format!("Every {area} module file must contain the line: {line}"),
+            area,
+            0,
+        );
+        l.applies_when.words = vec![area.into()];
+        ids.insert(area, db.add_lesson(l, 0, &p).unwrap().id);
+    }
+    // No "applies when": only its words can relate it to a task.
+    let migrations = db
+        .add_lesson(
+            lesson(
+                scope.clone(),
+                "Database migrations must be reversible: write the down step too.",
+                "m",
+                0,
+            ),
+            0,
+            &p,
+        )
+        .unwrap()
+        .id;
+    let recall = |text: &str| -> Vec<String> {
+        let ctx = TaskContext {
+            text: text.into(),
+            scopes: vec![Scope::Instance, scope.clone()],
+            role: Some("developer".into()),
+            ..TaskContext::default()
+        };
+        db.recall(&ctx, 0, &p)
+            .unwrap()
+            .into_iter()
+            .map(|l| l.id)
+            .collect()
+    };
+    // Every area lesson says "module"; only the billing one is about billing.
+    assert_eq!(
+        recall("Add the billing module t04 in t04.txt."),
+        vec![ids["billing"].clone()]
+    );
+    // A trigger counts whatever its length.
+    assert_eq!(
+        recall("Add the ui module t07 in t07.txt."),
+        vec![ids["ui"].clone()]
+    );
+    // One shared word ("write") is not a relation; two distinctive ones are.
+    assert_eq!(
+        recall("Write the release notes for version 2"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        recall("Add a reversible database migration for the users table"),
+        vec![migrations]
+    );
+}
+
+#[test]
+fn a_store_kept_open_ranks_by_the_counts_after_another_process_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let fill = |db: &mut MemoryDb, from: usize, n: usize, with_zeta: usize| {
+        let docs: Vec<(String, String)> = (from..from + n)
+            .map(|i| {
+                let zeta = if i - from < with_zeta { " zeta" } else { "" };
+                (format!("d{i}"), format!("filler text{zeta}"))
+            })
+            .collect();
+        db.put_documents(
+            docs.iter()
+                .map(|(k, b)| ("report", k.as_str(), "doc", b.as_str())),
+            1,
+        )
+        .unwrap();
+    };
+    let mut kept = open(&dir);
+    // 1,000 documents, 60 of them with "zeta" (6%: too common to count next to a rarer term).
+    fill(&mut kept, 0, 999, 60);
+    kept.put_document("report", "eta", "eta", "the eta document", 1)
+        .unwrap();
+    let hits = kept.search("eta zeta", &[], 10).unwrap();
+    assert_eq!(hits.len(), 1, "zeta is common: only the eta document");
+    // Another process doubles the store: zeta is now 3%, rare enough to count.
+    let mut other = open(&dir);
+    fill(&mut other, 1000, 1000, 0);
+    drop(other);
+    let hits = kept.search("eta zeta", &[], 10).unwrap();
+    assert_eq!(
+        hits.len(),
+        10,
+        "the kept store still counted 1,000 documents"
+    );
+    assert_eq!(hits[0].key, "eta");
+}

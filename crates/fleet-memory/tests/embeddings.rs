@@ -133,3 +133,48 @@ fn a_missing_key_variable_is_a_warning_naming_the_variable() {
         "{warned:?}"
     );
 }
+
+#[test]
+fn injection_ranks_by_meaning_with_embeddings_and_keeps_unrelated_lessons_out() {
+    use fleet_memory::TaskContext;
+    let dir = tempfile::tempdir().unwrap();
+    let p = Policy::default();
+    let server = ModelServer::start();
+    let mut db = open(&dir)
+        .with_embeddings(&config(format!("{}/v1", server.url())))
+        .unwrap();
+    let target = db.add_lesson(lesson(LESSON), 1, &p).unwrap().id;
+    for (i, text) in [
+        "Format Rust code with rustfmt before committing",
+        "Release notes list every user visible change",
+        "Screenshots in the docs are PNG files under docs/img",
+    ]
+    .iter()
+    .enumerate()
+    {
+        db.add_lesson(lesson(text), 2 + i as i64, &p).unwrap();
+    }
+    let recall = |db: &MemoryDb, text: &str| -> Vec<String> {
+        let ctx = TaskContext {
+            text: text.into(),
+            scopes: vec![Scope::Instance],
+            ..TaskContext::default()
+        };
+        db.recall(&ctx, 10, &p)
+            .unwrap()
+            .into_iter()
+            .map(|l| l.id)
+            .collect()
+    };
+    // No word in common: only the embeddings relate the task to the lesson.
+    assert_eq!(recall(&db, QUERY), vec![target.clone()]);
+    // Nothing close in meaning, nor two distinctive words shared: nothing injected.
+    assert_eq!(
+        recall(&db, "Translate the login page into German"),
+        Vec::<String>::new()
+    );
+    assert!(db.embedding_warnings().is_empty());
+    drop(db);
+    // Without embeddings the same task finds nothing (BM25 has no word to match).
+    assert_eq!(recall(&open(&dir), QUERY), Vec::<String>::new());
+}

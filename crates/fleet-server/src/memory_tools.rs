@@ -45,6 +45,26 @@ fn open(p: &Pipeline) -> Result<MemoryDb, String> {
     .map_err(|e| e.to_string())
 }
 
+/// The store kept open between tool calls: opening `memory.db` costs more CPU than a search
+/// does (schema check, FTS5 set-up, a cold page cache and no cached term counts; M1 in
+/// docs/BENCHMARKS.md). Another process's writes are seen: the store checks
+/// `PRAGMA data_version` before each search.
+static KEPT: std::sync::Mutex<Option<(std::path::PathBuf, MemoryDb)>> = std::sync::Mutex::new(None);
+
+fn with_db<T>(
+    p: &Pipeline,
+    f: impl FnOnce(&mut MemoryDb) -> Result<T, String>,
+) -> Result<T, String> {
+    let path = p.layout.root().join("memory.db");
+    let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+    let db = match kept.take() {
+        Some((k, db)) if k == path => db,
+        _ => open(p)?,
+    };
+    let (_, db) = kept.insert((path, db));
+    f(db)
+}
+
 pub fn search(p: &Pipeline, q: MemorySearch) -> Result<Value, String> {
     if let Some(bad) = q
         .kinds
@@ -56,9 +76,11 @@ pub fn search(p: &Pipeline, q: MemorySearch) -> Result<Value, String> {
             fleet_memory::db::KINDS.join(", ")
         ));
     }
-    let hits = open(p)?
-        .search(&q.query, &q.kinds, q.limit.unwrap_or(10).min(50))
-        .map_err(|e| e.to_string())?;
+    let limit = q.limit.unwrap_or(10).min(50);
+    let hits = with_db(p, |db| {
+        db.search(&q.query, &q.kinds, limit)
+            .map_err(|e| e.to_string())
+    })?;
     Ok(json!({ "results": hits }))
 }
 
@@ -96,8 +118,9 @@ pub fn remember(
             at: now,
         },
     );
-    let added = open(p)?
-        .add_lesson(lesson, now, &Policy::default())
-        .map_err(|e| e.to_string())?;
+    let added = with_db(p, |db| {
+        db.add_lesson(lesson, now, &Policy::default())
+            .map_err(|e| e.to_string())
+    })?;
     serde_json::to_value(added).map_err(|e| e.to_string())
 }

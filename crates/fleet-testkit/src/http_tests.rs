@@ -790,3 +790,26 @@ fn builtin_scenarios_and_recording_file() {
     assert!(!lines.contains("sk-secret"));
     assert_eq!(server.scenarios(), ["429-b", "503x1-a", "ok-x"]);
 }
+
+#[test]
+fn count_prompt_reports_input_tokens_from_the_request_size() {
+    let server = server_with("c", Scenario::new().text("DONE").count_prompt());
+    let short = json!({"model": "m", "max_tokens": 10, "stream": false,
+                       "messages": [{"role": "user", "content": "hi"}]});
+    let long = json!({"model": "m", "max_tokens": 10, "stream": false,
+                      "messages": [{"role": "user", "content": "hi ".repeat(400)}]});
+    let tokens = |body: &Value| {
+        let m = post(&server, &format!("/s/c{MSG}"), body.clone()).json();
+        m["usage"]["input_tokens"].as_u64().unwrap()
+    };
+    let size = |body: &Value| serde_json::to_string(body).unwrap().len().div_ceil(4) as u64;
+    assert_eq!(tokens(&short), size(&short));
+    assert_eq!(tokens(&long), size(&long));
+    assert!(
+        tokens(&long) >= tokens(&short) + 299,
+        "1,198 more characters"
+    );
+    // The other counts stay as scripted.
+    let m = post(&server, &format!("/s/c{MSG}"), short).json();
+    assert_eq!(m["usage"]["output_tokens"], 20);
+}

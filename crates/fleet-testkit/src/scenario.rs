@@ -206,6 +206,11 @@ pub struct Scenario {
     /// Tokens reported with every reply (side calls included).
     #[serde(default = "default_usage")]
     pub usage: Usage,
+    /// Report `input_tokens` as the request's own size, ceil(characters of its JSON body / 4),
+    /// instead of `usage.input_tokens`: what a longer prompt (injected lessons, a retry's
+    /// handoff note) costs then shows in the spend a CLI reports.
+    #[serde(default)]
+    pub count_prompt: bool,
     /// Model name echoed in replies when the request names none.
     #[serde(default = "default_model")]
     pub model: String,
@@ -217,6 +222,7 @@ impl Default for Scenario {
             steps: Vec::new(),
             fault: None,
             usage: default_usage(),
+            count_prompt: false,
             model: default_model(),
         }
     }
@@ -290,6 +296,22 @@ impl Scenario {
     pub fn usage(mut self, usage: Usage) -> Scenario {
         self.usage = usage;
         self
+    }
+
+    /// Input tokens counted from each request's size (see [`Scenario::count_prompt`]).
+    pub fn count_prompt(mut self) -> Scenario {
+        self.count_prompt = true;
+        self
+    }
+
+    /// The usage to report for a request whose JSON body is `body`.
+    pub fn usage_for(&self, body: &serde_json::Value) -> Usage {
+        let mut u = self.usage;
+        if self.count_prompt {
+            let chars = serde_json::to_string(body).map_or(0, |t| t.chars().count());
+            u.input_tokens = chars.div_ceil(4) as u64;
+        }
+        u
     }
 
     pub fn model(mut self, model: impl Into<String>) -> Scenario {

@@ -249,7 +249,7 @@ impl Shared {
             .unwrap_or_else(|| slot.scenario.model.clone());
         let ctx = Ctx {
             model,
-            usage: slot.scenario.usage,
+            usage: slot.scenario.usage_for(&body),
             seq,
             now,
         };
