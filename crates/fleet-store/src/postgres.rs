@@ -11,7 +11,9 @@
 //! held until commit, so events are committed in seq order with no gaps, and a tail reading
 //! `seq > last` never skips an event another writer commits later (a `SEQUENCE` would hand out
 //! numbers that commit out of order). The cost: transactions that append events serialize on
-//! that row from the append to their commit.
+//! that row from the append to their commit, so the append is one statement and every
+//! writer's last before `COMMIT` (`insert_events`): the row is held for that statement and
+//! the commit (its WAL flush), while the rest of each transaction runs in parallel.
 
 use crate::{
     AccountRow, AttemptRow, Batch, EpicBrief, EpicPage, EpicQuery, EpicRow, Event, LeaseRow,
@@ -437,7 +439,12 @@ fn ensure_instance_id(c: &mut Client) -> Result<()> {
 }
 
 /// Appends events, numbered from the counter row (see the module's note), and notifies
-/// listeners at commit.
+/// listeners at commit. Callers make this their transaction's last statement: the counter
+/// row stays locked from here to the commit, and every other writer waits that long.
+///
+/// One statement (the counter, the rows and the notification) so the lock is held for one
+/// round trip plus the commit, not one per event: `query_one` with SQL text prepares it
+/// first, before the lock is taken.
 pub(crate) fn insert_events(
     tx: &mut postgres::Transaction<'_>,
     events: &[NewEvent],
@@ -446,37 +453,30 @@ pub(crate) fn insert_events(
         return Ok(Vec::new());
     }
     let n = events.len() as i64;
+    let at: Vec<i64> = events.iter().map(|e| e.at).collect();
+    let run: Vec<&str> = events.iter().map(|e| e.run_id.as_str()).collect();
+    let task: Vec<Option<&str>> = events.iter().map(|e| e.task.as_deref()).collect();
+    let attempt: Vec<Option<i64>> = events.iter().map(|e| e.attempt.map(i64::from)).collect();
+    let kind: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let data: Vec<String> = events.iter().map(|e| e.data.to_string()).collect();
     let last: i64 = tx
         .query_one(
-            "UPDATE event_seq SET last = last + $1 RETURNING last",
-            &[&n],
+            "WITH counter AS (
+                 UPDATE event_seq SET last = last + $1 RETURNING last
+             ), added AS (
+                 INSERT INTO events (seq, at, run_id, task, attempt, kind, data)
+                 SELECT counter.last - $1 + e.ord, e.at, e.run_id, e.task, e.attempt, e.kind,
+                        e.data
+                 FROM counter,
+                      unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[],
+                             $7::text[]) WITH ORDINALITY
+                          AS e(at, run_id, task, attempt, kind, data, ord)
+             )
+             SELECT last, pg_notify($8, last::text) FROM counter",
+            &[&n, &at, &run, &task, &attempt, &kind, &data, &CHANNEL],
         )?
         .get(0);
-    let first = last - n + 1;
-    let st = tx.prepare(
-        "INSERT INTO events (seq, at, run_id, task, attempt, kind, data)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )?;
-    let mut seqs = Vec::with_capacity(events.len());
-    for (i, e) in events.iter().enumerate() {
-        let seq = first + i as i64;
-        let attempt = e.attempt.map(i64::from);
-        tx.execute(
-            &st,
-            &[
-                &seq,
-                &e.at,
-                &e.run_id,
-                &e.task,
-                &attempt,
-                &e.kind,
-                &e.data.to_string(),
-            ],
-        )?;
-        seqs.push(seq as u64);
-    }
-    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &last.to_string()])?;
-    Ok(seqs)
+    Ok((last - n + 1..=last).map(|s| s as u64).collect())
 }
 
 fn task_args(t: &TaskRow) -> Params {
@@ -1296,6 +1296,73 @@ mod tests {
         until("the notification arrives", || {
             *a.wake.count.lock().unwrap() > before
         });
+    }
+
+    fn one_event(kind: &str) -> NewEvent {
+        NewEvent {
+            at: 1,
+            run_id: "r".into(),
+            task: None,
+            attempt: None,
+            kind: kind.into(),
+            data: serde_json::json!({}),
+        }
+    }
+
+    /// A writer has appended its event but not committed; another commits meanwhile. A reader
+    /// tailing `seq > last` must never be shown a seq while a smaller one is still to commit:
+    /// it would resume past it and never see it. What it saw mid-way must be a prefix of what
+    /// is there once both committed (fails with seqs from a `SEQUENCE`: the second writer's
+    /// larger seq is visible first).
+    #[test]
+    fn a_reader_never_sees_past_a_seq_still_to_commit() {
+        let db = TestDb::create();
+        let open = || Arc::new(PostgresStore::open(db.url()).unwrap());
+        let (slow, fast, reader) = (open(), open(), open());
+        let base = reader.newest_seq().unwrap();
+        let (appended_tx, appended) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        let held = std::thread::spawn(move || {
+            slow.in_transaction(move |tx| {
+                let seqs = insert_events(tx, &[one_event("slow")])?;
+                appended_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+                Ok(seqs)
+            })
+            .unwrap()
+        });
+        appended.recv().unwrap();
+        let other = std::thread::spawn(move || {
+            fast.commit(&Batch {
+                events: vec![one_event("fast")],
+                ..Batch::default()
+            })
+            .unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let midway: Vec<u64> = reader
+            .events(None, base, 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        go.send(()).unwrap();
+        let mut written = held.join().unwrap();
+        written.extend(other.join().unwrap());
+        written.sort();
+        let after: Vec<u64> = reader
+            .events(None, base, 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(after, written, "both events are there once both committed");
+        assert_eq!(
+            midway,
+            after[..midway.len()],
+            "what the reader saw mid-way is a prefix: it resumes after {midway:?} and would \
+             miss {after:?}'s others"
+        );
     }
 
     #[test]
