@@ -114,6 +114,10 @@ impl TaskQueue for PostgresStore {
     ) -> Result<Option<Claim>> {
         let ttl = ttl.as_millis() as i64;
         let max = i64::from(max_claims);
+        // The dependency check is per candidate, and every open entry is one (they are sorted
+        // before the LIMIT): it must cost nothing for tasks without dependencies and one key
+        // lookup per dependency otherwise. As a bare anti-join over the run's entries it made
+        // each claim O(tasks) and a run O(tasks²): 0.5 s a claim at 1,000 open tasks.
         self.in_transaction(|tx| {
             let row = tx.query_opt(
                 &format!(
@@ -123,10 +127,10 @@ impl TaskQueue for PostgresStore {
                                OR (q.state = 'claimed' AND q.expires_at <= {NOW_MS}
                                    AND q.claims < $4))
                           AND q.needs <@ $1::text[]
-                          AND NOT EXISTS (
-                              SELECT 1 FROM task_queue d
-                              WHERE d.run_id = q.run_id AND d.task_id = ANY(q.deps)
-                                AND d.state <> 'done')
+                          AND (cardinality(q.deps) = 0 OR NOT EXISTS (
+                              SELECT 1 FROM unnest(q.deps) dep
+                              WHERE (SELECT d.state FROM task_queue d
+                                     WHERE d.run_id = q.run_id AND d.task_id = dep) <> 'done'))
                         ORDER BY q.seq
                         LIMIT 1
                         FOR UPDATE OF q SKIP LOCKED)
