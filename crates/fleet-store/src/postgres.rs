@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+mod pages;
 mod summary;
 
 /// Migrations, applied in order; the index + 1 is the schema version (table `schema_version`).
@@ -140,6 +141,8 @@ CREATE TABLE leases (
     // Epic summaries for lists and outcomes (`crate::summary`).
     summary::MIGRATION,
     crate::postgres_queue::MIGRATION,
+    // Kept per-state counts of epics for the task list (`pages`).
+    pages::MIGRATION,
 ];
 
 /// The channel commits of events notify (payload: the newest seq).
@@ -477,6 +480,41 @@ pub(crate) fn insert_events(
         )?
         .get(0);
     Ok((last - n + 1..=last).map(|s| s as u64).collect())
+}
+
+/// An event batch as arrays, for [`events_ctes`]: the count, then `at`, `kind`, `data`.
+pub(crate) fn event_arrays(events: &[NewEvent]) -> (i64, Vec<i64>, Vec<String>, Vec<String>) {
+    (
+        events.len() as i64,
+        events.iter().map(|e| e.at).collect(),
+        events.iter().map(|e| e.kind.clone()).collect(),
+        events.iter().map(|e| e.data.to_string()).collect(),
+    )
+}
+
+/// For a write made in one statement (so in one round trip, committed on its own): CTEs that
+/// append its events, numbered from the counter row as [`insert_events`] does, and notify.
+/// `owner` names a CTE of zero or one row whose `run_id`, `task` and `attempt` stamp the
+/// events: with no row (the write changed nothing) the counter is not even locked. Binds
+/// `$p` to `$p + 3` to [`event_arrays`]; the statement must read `notified` (e.g.
+/// `(SELECT count(*) FROM notified)`) for the notification to be sent.
+pub(crate) fn events_ctes(owner: &str, p: usize) -> String {
+    let (at, kind, data) = (p + 1, p + 2, p + 3);
+    format!(
+        "counter AS (
+             UPDATE event_seq SET last = last + ${p}::bigint FROM {owner}
+             WHERE ${p}::bigint > 0 RETURNING last
+         ), added AS (
+             INSERT INTO events (seq, at, run_id, task, attempt, kind, data)
+             SELECT counter.last - ${p}::bigint + e.ord, e.at, o.run_id, o.task, o.attempt, e.kind,
+                    e.data
+             FROM counter, {owner} o,
+                  unnest(${at}::bigint[], ${kind}::text[], ${data}::text[]) WITH ORDINALITY
+                      AS e(at, kind, data, ord)
+         ), notified AS (
+             SELECT pg_notify('{CHANNEL}', last::text) FROM counter
+         )"
+    )
 }
 
 fn task_args(t: &TaskRow) -> Params {
@@ -1108,47 +1146,7 @@ impl Store for PostgresStore {
     }
 
     fn epic_page(&self, q: &EpicQuery) -> Result<EpicPage> {
-        let (filter, args) = epic_filter(q, false);
-        let counts = self.with(|c| {
-            let rows = c.query(
-                &format!("SELECT state, count(*) FROM epics {filter} GROUP BY state"),
-                &refs(&args),
-            )?;
-            counts(&rows)
-        })?;
-        let total: u64 = counts
-            .iter()
-            .filter(|(s, _)| q.states.is_empty() || q.states.contains(s))
-            .map(|(_, n)| *n)
-            .sum();
-        let (filter, mut args) = epic_filter(q, true);
-        args.push(Box::new(q.limit.min(i64::MAX as usize) as i64));
-        args.push(Box::new(q.offset.min(i64::MAX as usize) as i64));
-        let n = args.len();
-        let epics = self.query_rows(
-            &format!(
-                "SELECT id, project, request, state, cycle, created_at, updated_at
-                 FROM epics {filter} ORDER BY created_at DESC, id DESC LIMIT ${} OFFSET ${n}",
-                n - 1
-            ),
-            args,
-            |r| {
-                Ok(EpicBrief {
-                    id: r.try_get(0)?,
-                    project: r.try_get(1)?,
-                    request: r.try_get(2)?,
-                    state: r.try_get(3)?,
-                    cycle: narrow(r, 4)?,
-                    created_at: r.try_get(5)?,
-                    updated_at: r.try_get(6)?,
-                })
-            },
-        )?;
-        Ok(EpicPage {
-            total,
-            counts,
-            epics,
-        })
+        self.with(|c| pages::epic_page(c, q))
     }
 
     fn add_token(&self, t: &TokenRow) -> Result<()> {
@@ -1360,8 +1358,8 @@ mod tests {
         assert_eq!(
             midway,
             after[..midway.len()],
-            "what the reader saw mid-way is a prefix: it resumes after {midway:?} and would \
-             miss {after:?}'s others"
+            "the reader saw {midway:?} mid-way, not a prefix of {after:?}: resuming after it \
+             misses the rest"
         );
     }
 
