@@ -51,7 +51,7 @@ fn epic(i: usize, state: &str) -> EpicRow {
         "Rate limits",
     ];
     let doc = json!({
-        "id": format!("e{i}"), "project": if i % 3 == 0 { "api" } else { "shop" },
+        "id": format!("e{i}"), "project": if i.is_multiple_of(3) { "api" } else { "shop" },
         "request": format!("{} (#{i})", words[i % 5]), "state": state, "cycle": 1,
         "branch": format!("fleet/epics/e{i}"), "base_sha": "0".repeat(40), "intent": "feature",
         "roles": ["developer"], "stages": stages,
