@@ -156,6 +156,17 @@ const POLL_DEAF: Duration = Duration::from_millis(100);
 /// Idle connections kept for reuse; more are opened when needed and closed after use.
 const POOL_IDLE: usize = 8;
 
+/// Connections one handle has open at most: a call that finds them all in use waits for one.
+/// Unbounded, an overloaded server (every request on its own blocking thread) opened a new
+/// backend per request beyond the idle ones, and the forks and logins made it slower still.
+const POOL_MAX: usize = 16;
+
+/// The pooled connections and how many are open (idle or in use).
+struct Pool {
+    idle: Vec<Client>,
+    open: usize,
+}
+
 /// The server's clock in ms since the epoch: every holder of a lease is judged by one clock.
 pub(crate) const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
@@ -163,7 +174,9 @@ pub struct PostgresStore {
     url: String,
     /// The URL without its password, for messages.
     shown: String,
-    idle: Mutex<Vec<Client>>,
+    pool: Mutex<Pool>,
+    /// Signalled when a connection goes back to the pool or closes.
+    freed: Condvar,
     wake: Arc<Wake>,
     /// Started by the first wait for events: one-shot commands never need it.
     listener: std::sync::OnceLock<Listener>,
@@ -309,34 +322,66 @@ impl PostgresStore {
         Ok(PostgresStore {
             url,
             shown,
-            idle: Mutex::new(vec![client]),
+            pool: Mutex::new(Pool {
+                idle: vec![client],
+                open: 1,
+            }),
+            freed: Condvar::new(),
             wake: Arc::new(Wake::default()),
             listener: std::sync::OnceLock::new(),
         })
     }
 
-    /// Runs `f` on a pooled connection (a new one when none is idle); a connection that broke
-    /// is dropped rather than pooled.
+    /// Runs `f` on a pooled connection (a new one when none is idle and fewer than
+    /// [`POOL_MAX`] are open; else it waits for one); a connection that broke is dropped
+    /// rather than pooled.
     pub(crate) fn with<T: Send>(
         &self,
         f: impl FnOnce(&mut Client) -> Result<T> + Send,
     ) -> Result<T> {
         off_runtime(|| {
-            let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let pooled = {
+                let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    if let Some(c) = pool.idle.pop() {
+                        break Some(c);
+                    }
+                    if pool.open < POOL_MAX {
+                        pool.open += 1;
+                        break None;
+                    }
+                    pool = self.freed.wait(pool).unwrap_or_else(|e| e.into_inner());
+                }
+            };
             let mut client = match pooled {
                 Some(c) if !c.is_closed() => c,
-                _ => Client::connect(&self.url, NoTls)
-                    .map_err(|e| StoreError::Unreachable(self.shown.clone(), e.to_string()))?,
+                _ => match Client::connect(&self.url, NoTls) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.give_back(None);
+                        return Err(StoreError::Unreachable(self.shown.clone(), e.to_string()));
+                    }
+                },
             };
             let out = f(&mut client);
-            if !client.is_closed() {
-                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-                if idle.len() < POOL_IDLE {
-                    idle.push(client);
-                }
-            }
+            self.give_back(Some(client).filter(|c| !c.is_closed()));
             out
         })
+    }
+
+    /// Returns a connection to the pool (kept if fewer than [`POOL_IDLE`] are idle), or
+    /// counts one closed (`None`: it broke or never opened).
+    fn give_back(&self, client: Option<Client>) {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        match client {
+            Some(c) if pool.idle.len() < POOL_IDLE => pool.idle.push(c),
+            closing => {
+                pool.open -= 1;
+                drop(pool);
+                drop(closing);
+            }
+        }
+        self.freed.notify_one();
     }
 
     /// Runs `f` in a transaction: committed if it succeeds, rolled back (by dropping) if not.
@@ -401,7 +446,8 @@ impl PostgresStore {
 impl Drop for PostgresStore {
     /// Closing a connection blocks on its runtime too: off any Tokio runtime, as every call.
     fn drop(&mut self) {
-        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(|e| e.into_inner()));
+        let pool = self.pool.get_mut().unwrap_or_else(|e| e.into_inner());
+        let idle = std::mem::take(&mut pool.idle);
         off_runtime(move || drop(idle));
     }
 }
@@ -1361,6 +1407,43 @@ mod tests {
             "the reader saw {midway:?} mid-way, not a prefix of {after:?}: resuming after it \
              misses the rest"
         );
+    }
+
+    /// Many calls at once share at most `POOL_MAX` connections (the others wait) instead of
+    /// each opening its own.
+    #[test]
+    fn calls_at_once_share_a_bounded_pool() {
+        let db = TestDb::create();
+        let store = Arc::new(PostgresStore::open(db.url()).unwrap());
+        let calls: Vec<_> = (0..40)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    store
+                        .with(|c| Ok(c.execute("SELECT pg_sleep(0.1)", &[])?))
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut watcher = Client::connect(db.url(), NoTls).unwrap();
+        let mut most = 0;
+        for _ in 0..20 {
+            let n: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            most = most.max(n);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for c in calls {
+            c.join().unwrap();
+        }
+        assert!(most > 1, "the calls ran at once ({most} connections)");
+        assert!(most <= POOL_MAX as i64, "{most} connections open at once");
     }
 
     #[test]
