@@ -29,6 +29,7 @@ and psql.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -97,7 +98,7 @@ def main():
     url = ADMIN.rsplit("/", 1)[0] + "/" + name
     psql(ADMIN, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     psql(ADMIN, f"CREATE DATABASE {name}")
-    server = None
+    server, home = None, None
     try:
         psql(ADMIN, f"ALTER DATABASE {name} SET synchronous_commit = off")
         t = time.time()
@@ -130,6 +131,8 @@ def main():
             server.terminate()
             server.wait(timeout=30)
         psql(ADMIN, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        if home:
+            shutil.rmtree(home, ignore_errors=True)
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                           capture_output=True, text=True).stdout.strip()
     worst = max(r["p99_ms"] for k, r in runs if k == "tasks list")
