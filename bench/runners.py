@@ -10,7 +10,11 @@
   RQ2  400 `workspace: none` tasks of `sleep 0.2`: 1 runner vs 4 runners (concurrency 1 each),
        wall time from the first claim to the last task done.
 
-Usage: python3 bench/runners.py [--quick] [--no-build]   (writes bench/results/runners.md)
+Usage: python3 bench/runners.py [--quick] [--no-build] [--base FLEET_BINARY]
+       (writes bench/results/runners.md). `--base` adds, to RQ1, the same cases with another
+       `fleet` binary (e.g. one built before a change), alternating with this one's.
+Each case also reports the runners' CPU time per task (user + system, from wait4) and the
+load average: the machine may be shared, and then wall time measures waiting for a core.
 Needs PostgreSQL at FLEET_TEST_PG_URL (default postgres://postgres@127.0.0.1:5432/postgres)
 and psql. Debug binaries: a release build of the whole workspace is not made here.
 """
@@ -71,8 +75,9 @@ def project(tmp, tasks, command):
     return work
 
 
-def fleet_case(runners, tasks, command, tag):
-    """Starts `runners` runners, queues the runbook, waits; returns the run's events."""
+def fleet_case(runners, tasks, command, tag, fleet=FLEET):
+    """Starts `runners` runners, queues the runbook, waits; returns the run's events and the
+    runners' CPU seconds (user + system)."""
     name = fresh_db(tag)
     url = db_url(name)
     tmp = Path(tempfile.mkdtemp(prefix="fleet-runners-"))
@@ -83,9 +88,9 @@ def fleet_case(runners, tasks, command, tag):
         home.mkdir()
         (home / "fleet.yaml").write_text(f"store: {url}\n")
         # Migrate once before the runners start (they would wait on the advisory lock).
-        subprocess.run([str(FLEET), "runs"], env=dict(os.environ, FLEET_HOME=str(home)),
+        subprocess.run([str(fleet), "runs"], env=dict(os.environ, FLEET_HOME=str(home)),
                        check=True, capture_output=True)
-        procs = [subprocess.Popen([str(FLEET), "runner", "--store", url, "--workspace",
+        procs = [subprocess.Popen([str(fleet), "runner", "--store", url, "--workspace",
                                    str(tmp / f"ws{i}"), "--concurrency", "1"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                  for i in range(runners)]
@@ -93,13 +98,16 @@ def fleet_case(runners, tasks, command, tag):
         while int(psql(url, "SELECT count(*) FROM runners").strip() or 0) < runners:
             assert time.time() < deadline, "runners did not advertise"
             time.sleep(0.05)
-        out = subprocess.run([str(FLEET), "run", "-q", "--on-runners", str(work / "runbook.yaml")],
+        out = subprocess.run([str(fleet), "run", "-q", "--on-runners", str(work / "runbook.yaml")],
                              env=dict(os.environ, FLEET_HOME=str(home)), capture_output=True, text=True)
         assert out.returncode == 0, out.stdout + out.stderr
         for p in procs:
             p.send_signal(signal.SIGTERM)
+        cpu = 0.0
         for p in procs:
-            p.wait(timeout=60)
+            _, status, usage = os.wait4(p.pid, 0)
+            p.returncode = os.waitstatus_to_exitcode(status)
+            cpu += usage.ru_utime + usage.ru_stime
         rows = psql(url, "SELECT task, kind, at FROM events WHERE kind IN ('task.started', 'task.done')")
         started, done = {}, {}
         for line in rows.splitlines():
@@ -109,7 +117,7 @@ def fleet_case(runners, tasks, command, tag):
         for f in (tmp / "starts").iterdir():
             starts[f.name] = int(f.read_text().strip()) / 1e6  # ns -> ms
         assert len(done) == tasks, f"{len(done)} of {tasks} done"
-        return started, done, starts
+        return started, done, starts, cpu
     finally:
         drop_db(name)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -132,8 +140,13 @@ def floor_case(threads, tasks, tag):
         drop_db(name)
 
 
+def load():
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def main():
     quick = "--quick" in sys.argv
+    base = Path(sys.argv[sys.argv.index("--base") + 1]) if "--base" in sys.argv else None
     if "--no-build" not in sys.argv:
         subprocess.run(["cargo", "build", "-q", "-p", "fleet"], cwd=ROOT, check=True)
         subprocess.run(["cargo", "build", "-q", "-p", "fleet-store", "--example", "claim_floor"],
@@ -144,25 +157,36 @@ def main():
               f"Fleet `{head}`, {os.cpu_count()} CPUs, debug build)", ""]
     n1 = 200 if quick else 1000
     report += [f"## RQ1 — {n1} instant tasks: runners vs a minimal SKIP LOCKED loop", "",
-               "| runners | floor tasks/s | Fleet tasks/s | Fleet / floor | floor claim p50 / p99 (ms) "
-               "| Fleet claim-to-start p50 / p99 (ms) |", "|---|---|---|---|---|---|"]
+               "| runners | fleet | floor tasks/s | Fleet tasks/s | Fleet / floor "
+               "| floor claim p50 / p99 (ms) | Fleet claim-to-start p50 / p99 (ms) "
+               "| runners' CPU ms / task | load 1/5/15 min |",
+               "|---|---|---|---|---|---|---|---|---|"]
+    fleets = [("this", FLEET)] + ([("base", base)] if base else [])
     for n in (1, 2, 4):
-        f_tp, f50, f99 = floor_case(n, n1, f"floor{n}")
-        started, done, starts = fleet_case(n, n1, "date +%s%N > STARTS/$FLEET_TASK", f"rq1_{n}")
-        span = (max(done.values()) - min(started.values())) / 1000
-        tp = n1 / span
-        lat = [starts[t] - started[t] for t in started if t in starts]
-        report.append(f"| {n} | {f_tp:.0f} | {tp:.0f} | {tp / f_tp:.2f} | {f50:.2f} / {f99:.2f} "
-                      f"| {pct(lat, 0.5):.2f} / {pct(lat, 0.99):.2f} |")
-        print(report[-1], flush=True)
+        for label, binary in fleets:
+            before = load()
+            f_tp, f50, f99 = floor_case(n, n1, f"floor{n}")
+            started, done, starts, cpu = fleet_case(
+                n, n1, "date +%s%N > STARTS/$FLEET_TASK", f"rq1_{n}", binary)
+            span = (max(done.values()) - min(started.values())) / 1000
+            tp = n1 / span
+            lat = [starts[t] - started[t] for t in started if t in starts]
+            report.append(f"| {n} | {label} | {f_tp:.0f} | {tp:.0f} | {tp / f_tp:.2f} "
+                          f"| {f50:.2f} / {f99:.2f} "
+                          f"| {pct(lat, 0.5):.2f} / {pct(lat, 0.99):.2f} "
+                          f"| {cpu * 1000 / n1:.1f} | {before} → {load()} |")
+            print(report[-1], flush=True)
     n2 = 100 if quick else 400
     report += ["", f"## RQ2 — {n2} tasks of `sleep 0.2`: 1 vs 4 runners (concurrency 1)", "",
-               "| runners | wall, first claim to last done (s) | ideal (s) |", "|---|---|---|"]
+               "| runners | wall, first claim to last done (s) | ideal (s) "
+               "| runners' CPU ms / task | load 1/5/15 min |", "|---|---|---|---|---|"]
     walls = {}
     for n in (1, 4):
-        started, done, _ = fleet_case(n, n2, "sleep 0.2", f"rq2_{n}")
+        before = load()
+        started, done, _, cpu = fleet_case(n, n2, "sleep 0.2", f"rq2_{n}")
         walls[n] = (max(done.values()) - min(started.values())) / 1000
-        report.append(f"| {n} | {walls[n]:.2f} | {n2 * 0.2 / n:.1f} |")
+        report.append(f"| {n} | {walls[n]:.2f} | {n2 * 0.2 / n:.1f} | {cpu * 1000 / n2:.1f} "
+                      f"| {before} → {load()} |")
         print(report[-1], flush=True)
     report += ["", f"Speed-up 1 → 4 runners: **{walls[1] / walls[4]:.2f}x**"]
     text = "\n".join(report) + "\n"

@@ -524,6 +524,37 @@ fn epic_pages(store: &dyn Store) {
     assert_eq!(find("100%"), ["p0"]);
     assert!(find("_x%").is_empty());
     assert_eq!(find("P1"), ["p1"]);
+    // A later page of a filtered list is the same rows as a slice of one long page, a page
+    // past the end is empty, and the counts follow a task that moves.
+    let page = |limit: usize, offset: usize| -> (Vec<String>, u64) {
+        let p = store
+            .epic_page(&EpicQuery {
+                states: vec!["implement".into()],
+                limit,
+                offset,
+                ..EpicQuery::default()
+            })
+            .unwrap();
+        (p.epics.into_iter().map(|e| e.id).collect(), p.total)
+    };
+    let (long, total) = page(10, 0);
+    assert_eq!(total, 3);
+    assert_eq!(page(1, 1).0, long[1..2]);
+    assert_eq!(page(2, 1).0, long[1..3]);
+    assert_eq!(page(10, 3), (vec![], 3), "past the end");
+    let moved = EpicRow {
+        id: "p0".into(),
+        project: "api".into(),
+        request: "Fix the 100% CPU_bug".into(),
+        state: "done".into(),
+        created_at: 100,
+        updated_at: 101,
+        ..EpicRow::default()
+    };
+    store.save_epic(&moved, &[]).unwrap();
+    let counts = store.epic_page(&EpicQuery::default()).unwrap().counts;
+    assert_eq!(counts.get("review"), None, "{counts:?}");
+    assert_eq!(counts.get("done"), Some(&2), "{counts:?}");
 }
 
 fn tokens_and_meta(store: &dyn Store) {

@@ -11,7 +11,9 @@
 //! held until commit, so events are committed in seq order with no gaps, and a tail reading
 //! `seq > last` never skips an event another writer commits later (a `SEQUENCE` would hand out
 //! numbers that commit out of order). The cost: transactions that append events serialize on
-//! that row from the append to their commit.
+//! that row from the append to their commit, so the append is one statement and every
+//! writer's last before `COMMIT` (`insert_events`): the row is held for that statement and
+//! the commit (its WAL flush), while the rest of each transaction runs in parallel.
 
 use crate::{
     AccountRow, AttemptRow, Batch, EpicBrief, EpicPage, EpicQuery, EpicRow, Event, LeaseRow,
@@ -23,6 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+mod pages;
 mod summary;
 
 /// Migrations, applied in order; the index + 1 is the schema version (table `schema_version`).
@@ -138,6 +141,8 @@ CREATE TABLE leases (
     // Epic summaries for lists and outcomes (`crate::summary`).
     summary::MIGRATION,
     crate::postgres_queue::MIGRATION,
+    // Kept per-state counts of epics for the task list (`pages`).
+    pages::MIGRATION,
 ];
 
 /// The channel commits of events notify (payload: the newest seq).
@@ -151,6 +156,17 @@ const POLL_DEAF: Duration = Duration::from_millis(100);
 /// Idle connections kept for reuse; more are opened when needed and closed after use.
 const POOL_IDLE: usize = 8;
 
+/// Connections one handle has open at most: a call that finds them all in use waits for one.
+/// Unbounded, an overloaded server (every request on its own blocking thread) opened a new
+/// backend per request beyond the idle ones, and the forks and logins made it slower still.
+const POOL_MAX: usize = 16;
+
+/// The pooled connections and how many are open (idle or in use).
+struct Pool {
+    idle: Vec<Client>,
+    open: usize,
+}
+
 /// The server's clock in ms since the epoch: every holder of a lease is judged by one clock.
 pub(crate) const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
@@ -158,7 +174,9 @@ pub struct PostgresStore {
     url: String,
     /// The URL without its password, for messages.
     shown: String,
-    idle: Mutex<Vec<Client>>,
+    pool: Mutex<Pool>,
+    /// Signalled when a connection goes back to the pool or closes.
+    freed: Condvar,
     wake: Arc<Wake>,
     /// Started by the first wait for events: one-shot commands never need it.
     listener: std::sync::OnceLock<Listener>,
@@ -304,34 +322,66 @@ impl PostgresStore {
         Ok(PostgresStore {
             url,
             shown,
-            idle: Mutex::new(vec![client]),
+            pool: Mutex::new(Pool {
+                idle: vec![client],
+                open: 1,
+            }),
+            freed: Condvar::new(),
             wake: Arc::new(Wake::default()),
             listener: std::sync::OnceLock::new(),
         })
     }
 
-    /// Runs `f` on a pooled connection (a new one when none is idle); a connection that broke
-    /// is dropped rather than pooled.
+    /// Runs `f` on a pooled connection (a new one when none is idle and fewer than
+    /// [`POOL_MAX`] are open; else it waits for one); a connection that broke is dropped
+    /// rather than pooled.
     pub(crate) fn with<T: Send>(
         &self,
         f: impl FnOnce(&mut Client) -> Result<T> + Send,
     ) -> Result<T> {
         off_runtime(|| {
-            let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let pooled = {
+                let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    if let Some(c) = pool.idle.pop() {
+                        break Some(c);
+                    }
+                    if pool.open < POOL_MAX {
+                        pool.open += 1;
+                        break None;
+                    }
+                    pool = self.freed.wait(pool).unwrap_or_else(|e| e.into_inner());
+                }
+            };
             let mut client = match pooled {
                 Some(c) if !c.is_closed() => c,
-                _ => Client::connect(&self.url, NoTls)
-                    .map_err(|e| StoreError::Unreachable(self.shown.clone(), e.to_string()))?,
+                _ => match Client::connect(&self.url, NoTls) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.give_back(None);
+                        return Err(StoreError::Unreachable(self.shown.clone(), e.to_string()));
+                    }
+                },
             };
             let out = f(&mut client);
-            if !client.is_closed() {
-                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-                if idle.len() < POOL_IDLE {
-                    idle.push(client);
-                }
-            }
+            self.give_back(Some(client).filter(|c| !c.is_closed()));
             out
         })
+    }
+
+    /// Returns a connection to the pool (kept if fewer than [`POOL_IDLE`] are idle), or
+    /// counts one closed (`None`: it broke or never opened).
+    fn give_back(&self, client: Option<Client>) {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        match client {
+            Some(c) if pool.idle.len() < POOL_IDLE => pool.idle.push(c),
+            closing => {
+                pool.open -= 1;
+                drop(pool);
+                drop(closing);
+            }
+        }
+        self.freed.notify_one();
     }
 
     /// Runs `f` in a transaction: committed if it succeeds, rolled back (by dropping) if not.
@@ -396,7 +446,8 @@ impl PostgresStore {
 impl Drop for PostgresStore {
     /// Closing a connection blocks on its runtime too: off any Tokio runtime, as every call.
     fn drop(&mut self) {
-        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(|e| e.into_inner()));
+        let pool = self.pool.get_mut().unwrap_or_else(|e| e.into_inner());
+        let idle = std::mem::take(&mut pool.idle);
         off_runtime(move || drop(idle));
     }
 }
@@ -437,7 +488,12 @@ fn ensure_instance_id(c: &mut Client) -> Result<()> {
 }
 
 /// Appends events, numbered from the counter row (see the module's note), and notifies
-/// listeners at commit.
+/// listeners at commit. Callers make this their transaction's last statement: the counter
+/// row stays locked from here to the commit, and every other writer waits that long.
+///
+/// One statement (the counter, the rows and the notification) so the lock is held for one
+/// round trip plus the commit, not one per event: `query_one` with SQL text prepares it
+/// first, before the lock is taken.
 pub(crate) fn insert_events(
     tx: &mut postgres::Transaction<'_>,
     events: &[NewEvent],
@@ -446,37 +502,65 @@ pub(crate) fn insert_events(
         return Ok(Vec::new());
     }
     let n = events.len() as i64;
+    let at: Vec<i64> = events.iter().map(|e| e.at).collect();
+    let run: Vec<&str> = events.iter().map(|e| e.run_id.as_str()).collect();
+    let task: Vec<Option<&str>> = events.iter().map(|e| e.task.as_deref()).collect();
+    let attempt: Vec<Option<i64>> = events.iter().map(|e| e.attempt.map(i64::from)).collect();
+    let kind: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let data: Vec<String> = events.iter().map(|e| e.data.to_string()).collect();
     let last: i64 = tx
         .query_one(
-            "UPDATE event_seq SET last = last + $1 RETURNING last",
-            &[&n],
+            "WITH counter AS (
+                 UPDATE event_seq SET last = last + $1 RETURNING last
+             ), added AS (
+                 INSERT INTO events (seq, at, run_id, task, attempt, kind, data)
+                 SELECT counter.last - $1 + e.ord, e.at, e.run_id, e.task, e.attempt, e.kind,
+                        e.data
+                 FROM counter,
+                      unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[],
+                             $7::text[]) WITH ORDINALITY
+                          AS e(at, run_id, task, attempt, kind, data, ord)
+             )
+             SELECT last, pg_notify($8, last::text) FROM counter",
+            &[&n, &at, &run, &task, &attempt, &kind, &data, &CHANNEL],
         )?
         .get(0);
-    let first = last - n + 1;
-    let st = tx.prepare(
-        "INSERT INTO events (seq, at, run_id, task, attempt, kind, data)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )?;
-    let mut seqs = Vec::with_capacity(events.len());
-    for (i, e) in events.iter().enumerate() {
-        let seq = first + i as i64;
-        let attempt = e.attempt.map(i64::from);
-        tx.execute(
-            &st,
-            &[
-                &seq,
-                &e.at,
-                &e.run_id,
-                &e.task,
-                &attempt,
-                &e.kind,
-                &e.data.to_string(),
-            ],
-        )?;
-        seqs.push(seq as u64);
-    }
-    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &last.to_string()])?;
-    Ok(seqs)
+    Ok((last - n + 1..=last).map(|s| s as u64).collect())
+}
+
+/// An event batch as arrays, for [`events_ctes`]: the count, then `at`, `kind`, `data`.
+pub(crate) fn event_arrays(events: &[NewEvent]) -> (i64, Vec<i64>, Vec<String>, Vec<String>) {
+    (
+        events.len() as i64,
+        events.iter().map(|e| e.at).collect(),
+        events.iter().map(|e| e.kind.clone()).collect(),
+        events.iter().map(|e| e.data.to_string()).collect(),
+    )
+}
+
+/// For a write made in one statement (so in one round trip, committed on its own): CTEs that
+/// append its events, numbered from the counter row as [`insert_events`] does, and notify.
+/// `owner` names a CTE of zero or one row whose `run_id`, `task` and `attempt` stamp the
+/// events: with no row (the write changed nothing) the counter is not even locked. Binds
+/// `$p` to `$p + 3` to [`event_arrays`]; the statement must read `notified` (e.g.
+/// `(SELECT count(*) FROM notified)`) for the notification to be sent.
+pub(crate) fn events_ctes(owner: &str, p: usize) -> String {
+    let (at, kind, data) = (p + 1, p + 2, p + 3);
+    format!(
+        "counter AS (
+             UPDATE event_seq SET last = last + ${p}::bigint FROM {owner}
+             WHERE ${p}::bigint > 0 RETURNING last
+         ), added AS (
+             INSERT INTO events (seq, at, run_id, task, attempt, kind, data)
+             SELECT counter.last - ${p}::bigint + e.ord, e.at, o.run_id, o.task, o.attempt, e.kind,
+                    e.data
+             FROM counter, {owner} o,
+                  unnest(${at}::bigint[], ${kind}::text[], ${data}::text[]) WITH ORDINALITY
+                      AS e(at, kind, data, ord)
+         ), notified AS (
+             SELECT pg_notify('{CHANNEL}', last::text) FROM counter
+         )"
+    )
 }
 
 fn task_args(t: &TaskRow) -> Params {
@@ -1108,47 +1192,7 @@ impl Store for PostgresStore {
     }
 
     fn epic_page(&self, q: &EpicQuery) -> Result<EpicPage> {
-        let (filter, args) = epic_filter(q, false);
-        let counts = self.with(|c| {
-            let rows = c.query(
-                &format!("SELECT state, count(*) FROM epics {filter} GROUP BY state"),
-                &refs(&args),
-            )?;
-            counts(&rows)
-        })?;
-        let total: u64 = counts
-            .iter()
-            .filter(|(s, _)| q.states.is_empty() || q.states.contains(s))
-            .map(|(_, n)| *n)
-            .sum();
-        let (filter, mut args) = epic_filter(q, true);
-        args.push(Box::new(q.limit.min(i64::MAX as usize) as i64));
-        args.push(Box::new(q.offset.min(i64::MAX as usize) as i64));
-        let n = args.len();
-        let epics = self.query_rows(
-            &format!(
-                "SELECT id, project, request, state, cycle, created_at, updated_at
-                 FROM epics {filter} ORDER BY created_at DESC, id DESC LIMIT ${} OFFSET ${n}",
-                n - 1
-            ),
-            args,
-            |r| {
-                Ok(EpicBrief {
-                    id: r.try_get(0)?,
-                    project: r.try_get(1)?,
-                    request: r.try_get(2)?,
-                    state: r.try_get(3)?,
-                    cycle: narrow(r, 4)?,
-                    created_at: r.try_get(5)?,
-                    updated_at: r.try_get(6)?,
-                })
-            },
-        )?;
-        Ok(EpicPage {
-            total,
-            counts,
-            epics,
-        })
+        self.with(|c| pages::epic_page(c, q))
     }
 
     fn add_token(&self, t: &TokenRow) -> Result<()> {
@@ -1296,6 +1340,110 @@ mod tests {
         until("the notification arrives", || {
             *a.wake.count.lock().unwrap() > before
         });
+    }
+
+    fn one_event(kind: &str) -> NewEvent {
+        NewEvent {
+            at: 1,
+            run_id: "r".into(),
+            task: None,
+            attempt: None,
+            kind: kind.into(),
+            data: serde_json::json!({}),
+        }
+    }
+
+    /// A writer has appended its event but not committed; another commits meanwhile. A reader
+    /// tailing `seq > last` must never be shown a seq while a smaller one is still to commit:
+    /// it would resume past it and never see it. What it saw mid-way must be a prefix of what
+    /// is there once both committed (fails with seqs from a `SEQUENCE`: the second writer's
+    /// larger seq is visible first).
+    #[test]
+    fn a_reader_never_sees_past_a_seq_still_to_commit() {
+        let db = TestDb::create();
+        let open = || Arc::new(PostgresStore::open(db.url()).unwrap());
+        let (slow, fast, reader) = (open(), open(), open());
+        let base = reader.newest_seq().unwrap();
+        let (appended_tx, appended) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        let held = std::thread::spawn(move || {
+            slow.in_transaction(move |tx| {
+                let seqs = insert_events(tx, &[one_event("slow")])?;
+                appended_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+                Ok(seqs)
+            })
+            .unwrap()
+        });
+        appended.recv().unwrap();
+        let other = std::thread::spawn(move || {
+            fast.commit(&Batch {
+                events: vec![one_event("fast")],
+                ..Batch::default()
+            })
+            .unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let midway: Vec<u64> = reader
+            .events(None, base, 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        go.send(()).unwrap();
+        let mut written = held.join().unwrap();
+        written.extend(other.join().unwrap());
+        written.sort();
+        let after: Vec<u64> = reader
+            .events(None, base, 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(after, written, "both events are there once both committed");
+        assert_eq!(
+            midway,
+            after[..midway.len()],
+            "the reader saw {midway:?} mid-way, not a prefix of {after:?}: resuming after it \
+             misses the rest"
+        );
+    }
+
+    /// Many calls at once share at most `POOL_MAX` connections (the others wait) instead of
+    /// each opening its own.
+    #[test]
+    fn calls_at_once_share_a_bounded_pool() {
+        let db = TestDb::create();
+        let store = Arc::new(PostgresStore::open(db.url()).unwrap());
+        let calls: Vec<_> = (0..40)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    store
+                        .with(|c| Ok(c.execute("SELECT pg_sleep(0.1)", &[])?))
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut watcher = Client::connect(db.url(), NoTls).unwrap();
+        let mut most = 0;
+        for _ in 0..20 {
+            let n: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            most = most.max(n);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for c in calls {
+            c.join().unwrap();
+        }
+        assert!(most > 1, "the calls ran at once ({most} connections)");
+        assert!(most <= POOL_MAX as i64, "{most} connections open at once");
     }
 
     #[test]

@@ -104,10 +104,11 @@ fn postgres_opening_a_database_from_before_the_summaries_summarizes_its_epics() 
     };
     store(&db).save_epic(&epic, &[]).unwrap();
     // Back to the schema before the summaries (version 1; the runners' queue, version 3,
-    // came after them), as an older Fleet left it.
+    // and the kept epic counts, version 4, came after them), as an older Fleet left it.
     let mut c = postgres::Client::connect(db.url(), postgres::NoTls).unwrap();
     c.batch_execute(
         "DROP TABLE epic_summaries; DROP TABLE task_queue; DROP TABLE runners; \
+         DROP FUNCTION epic_counts_follow() CASCADE; DROP TABLE epic_counts; \
          UPDATE schema_version SET version = 1",
     )
     .unwrap();
