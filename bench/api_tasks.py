@@ -21,9 +21,9 @@ Seeding runs with `synchronous_commit = off` for the database (setup speed only:
 what is stored); it is reset, then the database is vacuumed and analyzed (as autovacuum would
 after a bulk load) before `fleet serve` starts.
 
-Usage: python3 bench/api_tasks.py [--tasks N] [--secs S] [--rate R] [--no-build]
+Usage: python3 bench/api_tasks.py [--tasks N] [--secs S] [--rate R] [--no-build] [--release]
        (--rate: the list's and the floor's rate, default 200)
-       (writes bench/results/api_tasks.md). Debug binaries.
+       (writes bench/results/api_tasks.md). Debug binaries unless --release.
 Needs PostgreSQL at FLEET_TEST_PG_URL (default postgres://postgres@127.0.0.1:5432/postgres)
 and psql.
 """
@@ -39,9 +39,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = os.environ.get("FLEET_TEST_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-FLEET = ROOT / "target/debug/fleet"
-SEED = ROOT / "target/debug/examples/seed_epics"
-LOAD = ROOT / "target/debug/fleet-http-load"
+# `--release`: optimized binaries (what a deployment runs); debug ones otherwise.
+PROFILE = "release" if "--release" in sys.argv else "debug"
+FLEET = ROOT / f"target/{PROFILE}/fleet"
+SEED = ROOT / f"target/{PROFILE}/examples/seed_epics"
+LOAD = ROOT / f"target/{PROFILE}/fleet-http-load"
 RATE = 200
 
 
@@ -93,7 +95,8 @@ def main():
     if "--no-build" not in sys.argv:
         for what in (["-p", "fleet"], ["-p", "fleet-store", "--example", "seed_epics"],
                      ["-p", "fleet-testkit", "--bin", "fleet-http-load"]):
-            subprocess.run(["cargo", "build", "-q", *what], cwd=ROOT, check=True)
+            release = ["--release"] if PROFILE == "release" else []
+            subprocess.run(["cargo", "build", "-q", *release, *what], cwd=ROOT, check=True)
     name = f"fleet_bench_api_{os.getpid()}"
     url = ADMIN.rsplit("/", 1)[0] + "/" + name
     psql(ADMIN, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -138,7 +141,7 @@ def main():
     worst = max(r["p99_ms"] for k, r in runs if k == "tasks list")
     lines = [f"# API task list over {n:,} tasks on PostgreSQL "
              f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, Fleet `{head}`, "
-             f"{os.cpu_count()} CPUs, debug build)", "",
+             f"{os.cpu_count()} CPUs, {PROFILE} build)", "",
              f"Seeded through the store in {seed_s:.0f} s. Open loop, {secs // 2} s per run, "
              f"{rate} req/s ({SEARCH_RATE} for the search). Worst tasks-list p99: "
              f"**{worst:.2f} ms** (target <= 20 ms at {RATE} req/s).",
