@@ -253,3 +253,115 @@ fn runners_play_agent_tasks_with_fixes_and_swaps_sharing_cooldowns() {
         let _ = wait_until(r, Instant::now() + Duration::from_secs(30));
     }
 }
+
+/// `runners: true`: an epic's stages (research, plan, implement, review and its fix cycle)
+/// are queued for two runners instead of run by the process driving the epic; the driver
+/// waits through the store and brings each run's branch home, and the epic reaches
+/// acceptance with every planned file on its branch.
+#[test]
+fn an_epic_runs_its_stages_on_runners_when_the_instance_says_so() {
+    let db = TestDb::create();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let server = support::epics::scripted_server();
+    let profile = |name: &str, role: &str| {
+        format!(
+            "  {name}:\n    cli: http\n    model: scripted-{role}\n    roles: [{role}]\n    base_url: \"{}\"\n    stall_timeout: 30s\n",
+            server.base_url(role)
+        )
+    };
+    let yaml = format!(
+        "store: {}\nrunners: true\nagents:\n{}{}{}{}{}",
+        db.url(),
+        profile("researcher-http", "researcher"),
+        profile("planner-http", "planner"),
+        profile("dev-http", "developer"),
+        profile("reviewer-http", "reviewer"),
+        profile("architect-http", "architect"),
+    );
+    git(root, &["init", "-q", "--bare", "-b", "main", "origin.git"]);
+    git(root, &["clone", "-q", "origin.git", "shop"]);
+    let repo = root.join("shop");
+    std::fs::write(repo.join("README.md"), "# shop\n").unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "init"]);
+    git(&repo, &["push", "-q", "origin", "main"]);
+    let mut runners = Runners(
+        (0..2)
+            .map(|i| {
+                let home = instance(&root.join(format!("runner{i}-home")), &yaml);
+                Command::new(FLEET)
+                    .args(["runner", "--lease-ttl", "5", "--workspace"])
+                    .arg(root.join(format!("runner{i}")))
+                    .env("FLEET_HOME", &home)
+                    .stdout(std::fs::File::create(root.join(format!("runner{i}.out"))).unwrap())
+                    .stderr(std::fs::File::create(root.join(format!("runner{i}.err"))).unwrap())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    let home = instance(&root.join("home"), &yaml);
+    let fleet = |args: &[&str]| {
+        let out = Command::new(FLEET)
+            .args(args)
+            .current_dir(&repo)
+            .env("FLEET_HOME", &home)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let logs: String = (0..2)
+            .map(|i| {
+                std::fs::read_to_string(root.join(format!("runner{i}.err"))).unwrap_or_default()
+            })
+            .collect();
+        assert!(
+            out.status.success(),
+            "fleet {args:?}: {text}\n{}\nrunners:\n{logs}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let repo_arg = repo.display().to_string();
+    fleet(&[
+        "project",
+        "add",
+        "shop",
+        "--repo",
+        &repo_arg,
+        "--check",
+        "test -s README.md",
+    ]);
+    let out = fleet(&[
+        "task",
+        "add",
+        "Add the a, b and c files to the shop",
+        "--project",
+        "shop",
+    ]);
+    assert!(out.contains("epic e1 awaiting_acceptance"), "{out}");
+
+    // Every stage run of the epic went through the queue, and each agent task was a sub-run
+    // played on a runner.
+    let store = PostgresStore::open(db.url()).unwrap();
+    let runs = store.runs().unwrap();
+    let stage_runs: Vec<_> = runs.iter().filter(|r| r.name.starts_with("e1-")).collect();
+    assert!(stage_runs.len() >= 6, "{runs:?}");
+    for r in &stage_runs {
+        let queued = store.queue().unwrap().queued(&r.id).unwrap();
+        assert!(!queued.is_empty(), "stage run {} ran on runners", r.id);
+        assert_eq!(r.state, "passed", "{r:?}");
+    }
+    let subs = runs.iter().filter(|r| r.name.ends_with("-c1")).count();
+    assert!(subs >= 8, "sub-runs: {runs:?}");
+    // The epic's branch holds what the plan and the review's fix asked for.
+    let branch = support::fleet_branch(&repo, "epics", "e1");
+    for f in ["a.txt", "b.txt", "c.txt", "fix-review.txt"] {
+        git(&repo, &["cat-file", "-e", &format!("{branch}:{f}")]);
+    }
+    for r in runners.0.iter_mut() {
+        // SAFETY: kill(2) on a child of this test.
+        unsafe { libc::kill(r.id() as i32, libc::SIGTERM) };
+        let _ = wait_until(r, Instant::now() + Duration::from_secs(30));
+    }
+}
