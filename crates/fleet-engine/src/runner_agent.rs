@@ -223,7 +223,9 @@ fn one_task_plan(s: &SubRun<'_>) -> Result<Plan, EngineError> {
         allowed_tools: a.allowed_tools.clone(),
     };
     Ok(Plan {
-        name: format!("{}-c{}", s.claim.task_id, s.claim.n),
+        // Named after the outer run: an epic's views and budgets find a stage run's attempts
+        // by the `<epic>-` prefix of run names, and the stage by the run id's second part.
+        name: format!("{}.{}-c{}", s.claim.run_id, s.claim.task_id, s.claim.n),
         runbook_path: s.dir.join(".fleet-runner-order"),
         // Kept as the run's runbook text: a sub-run is not resumed from it (a dead runner's
         // task is claimed and redone as a new sub-run).

@@ -345,15 +345,30 @@ fn an_epic_runs_its_stages_on_runners_when_the_instance_says_so() {
     // played on a runner.
     let store = PostgresStore::open(db.url()).unwrap();
     let runs = store.runs().unwrap();
-    let stage_runs: Vec<_> = runs.iter().filter(|r| r.name.starts_with("e1-")).collect();
+    // (A sub-run is named `<outer run id>.<task>-c<claim>`.)
+    let stage_runs: Vec<_> = runs
+        .iter()
+        .filter(|r| r.name.starts_with("e1-") && !r.name.contains('.'))
+        .collect();
     assert!(stage_runs.len() >= 6, "{runs:?}");
     for r in &stage_runs {
         let queued = store.queue().unwrap().queued(&r.id).unwrap();
         assert!(!queued.is_empty(), "stage run {} ran on runners", r.id);
         assert_eq!(r.state, "passed", "{r:?}");
     }
-    let subs = runs.iter().filter(|r| r.name.ends_with("-c1")).count();
-    assert!(subs >= 8, "sub-runs: {runs:?}");
+    let subs: Vec<_> = runs.iter().filter(|r| r.name.ends_with("-c1")).collect();
+    assert!(subs.len() >= 8, "sub-runs: {runs:?}");
+    // Sub-runs are named after their stage run, so the epic's view counts their attempts.
+    assert!(subs.iter().all(|r| r.name.starts_with("e1-")), "{subs:?}");
+    let show: serde_json::Value =
+        serde_json::from_str(&fleet(&["task", "show", "e1", "--json"])).unwrap();
+    let attempts = show["attempts"].as_array().unwrap();
+    assert!(attempts.len() >= subs.len(), "{show}");
+    assert!(
+        attempts.iter().any(|a| a["profile"] == "dev-http"),
+        "{attempts:?}"
+    );
+    assert!(show["total"]["tokens"].as_u64().unwrap() > 0, "{show}");
     // The epic's branch holds what the plan and the review's fix asked for.
     let branch = support::fleet_branch(&repo, "epics", "e1");
     for f in ["a.txt", "b.txt", "c.txt", "fix-review.txt"] {
