@@ -97,8 +97,6 @@ pub(crate) struct SubRun<'a> {
 
 /// Runs the task as a one-task run of the engine in the clone; see the module's note.
 pub(crate) async fn play(s: SubRun<'_>) -> Result<SubRunEnd, EngineError> {
-    let repo = fleet_git::Repo::open(s.dir)?;
-    let base = repo.resolve("HEAD")?;
     let plan = one_task_plan(&s)?;
     // The outer task names its sub-run as soon as the sub-run's first event is committed.
     let named = Arc::new(OnceLock::new());
@@ -141,32 +139,45 @@ pub(crate) async fn play(s: SubRun<'_>) -> Result<SubRunEnd, EngineError> {
         memory,
     };
     let layout = StateDir::new(s.state);
-    let store = s.store.clone();
-    // The engine's loop gets a thread and a runtime of its own: the runner's slots share one
-    // thread, and the coordinator's future is not required to be `Send`.
+    let (store, dir, task) = (
+        s.store.clone(),
+        s.dir.to_path_buf(),
+        s.claim.task_id.clone(),
+    );
+    // The engine's loop, and every git and store call around it, get a thread and a runtime
+    // of their own: the runner's slots and claim heartbeats share one thread, which must not
+    // wait on them (a missed heartbeat loses the claim), and the coordinator's future is not
+    // required to be `Send`.
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
-        .name(format!("sub-run {}", s.claim.task_id))
+        .name(format!("sub-run {task}"))
         .spawn(move || {
-            let ran = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(EngineError::from)
-                .and_then(|rt| rt.block_on(crate::start_in(repo, base, layout, store, plan, opts)));
-            let _ = tx.send(ran);
+            let ended = (|| {
+                let repo = fleet_git::Repo::open(&dir)?;
+                let base = repo.resolve("HEAD")?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let report = rt.block_on(crate::start_in(
+                    repo.clone(),
+                    base.clone(),
+                    layout,
+                    store.clone(),
+                    plan,
+                    opts,
+                ))?;
+                Ok(match report.end {
+                    RunEnd::Interrupted => SubRunEnd::Stopped,
+                    RunEnd::Failed => SubRunEnd::Failed(failure(&*store, &report.run_id, &task)),
+                    RunEnd::Passed => {
+                        let tip = repo.branch_tip(&report.integration_branch)?;
+                        SubRunEnd::Passed(tip.filter(|t| *t != base))
+                    }
+                })
+            })();
+            let _ = tx.send(ended);
         })?;
-    let report = rx.await.map_err(std::io::Error::other)??;
-    let sub = &report.run_id;
-    match report.end {
-        RunEnd::Interrupted => Ok(SubRunEnd::Stopped),
-        RunEnd::Failed => Ok(SubRunEnd::Failed(failure(&*s.store, sub, &s.claim.task_id))),
-        RunEnd::Passed => {
-            let repo = fleet_git::Repo::open(s.dir)?;
-            let head = repo.resolve("HEAD")?;
-            let tip = repo.branch_tip(&report.integration_branch)?;
-            Ok(SubRunEnd::Passed(tip.filter(|t| *t != head)))
-        }
-    }
+    rx.await.map_err(std::io::Error::other)?
 }
 
 /// Why the sub-run's task failed, as its row says.
