@@ -95,27 +95,29 @@ async fn wait(
         .store
         .run(run_id)?
         .ok_or_else(|| PipelineError::Other(format!("run {run_id} vanished")))?;
-    fetch_home(repo, url, &row.integration_branch)
+    fetch_home(repo, url, run_id, &row.integration_branch)
 }
 
 /// Sets the local branch to the remote's: the stage reads its artifact there and the next
 /// stage (or the delivery) starts from it.
-fn fetch_home(repo: &Path, url: &str, branch: &str) -> Result<()> {
+fn fetch_home(repo: &Path, url: &str, run_id: &str, branch: &str) -> Result<()> {
+    // Through a ref of this run's own, not FETCH_HEAD: drivers of other epics fetch into the
+    // same repository at the same time, and FETCH_HEAD is one file for all of them. Not into
+    // the branch directly either: it may be checked out in a worktree, and git refuses that.
+    let own = format!("refs/fleet/fetched/{run_id}");
     git(
         repo,
         &[
             "fetch",
             "--quiet",
+            "--no-write-fetch-head",
             "--end-of-options",
             url,
-            &format!("refs/heads/{branch}"),
+            &format!("+refs/heads/{branch}:{own}"),
         ],
     )?;
-    // `update-ref`, not a fetch into the branch: it may be checked out in a worktree.
-    git(
-        repo,
-        &["update-ref", &format!("refs/heads/{branch}"), "FETCH_HEAD"],
-    )?;
+    git(repo, &["update-ref", &format!("refs/heads/{branch}"), &own])?;
+    git(repo, &["update-ref", "-d", &own])?;
     Ok(())
 }
 
