@@ -46,6 +46,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "forge",
     "memory",
     "review_runs",
+    "runners",
 ];
 pub(crate) const SERVER_KEYS: &[&str] = &["bind", "public_url"];
 pub(crate) const PROFILE_KEYS: &[&str] = &[
@@ -105,6 +106,9 @@ pub struct InstanceConfig {
     pub memory: crate::MemoryConfig,
     /// `review_runs:`: Fleet reviews its own runs when they end, when configured.
     pub review_runs: Option<crate::review_runs::ReviewRuns>,
+    /// `runners:`: an epic's stage runs are queued for `fleet runner` workers (a shared
+    /// store is needed) instead of run in the process that drives the epic.
+    pub runners: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,6 +243,7 @@ impl InstanceConfig {
             forge: None,
             memory: crate::MemoryConfig::default(),
             review_runs: None,
+            runners: false,
         }
     }
 
@@ -324,6 +329,18 @@ pub fn parse_instance(path: &Path, text: &str) -> Result<InstanceConfig, Vec<Con
                 "forge" => cfg.forge = crate::forge::forge(&mut d, value),
                 "memory" => cfg.memory = crate::memory::memory(&mut d, value),
                 "review_runs" => cfg.review_runs = crate::review_runs::decode(&mut d, value),
+                "runners" => {
+                    if let Some(on) = crate::policies::boolean(&mut d, value, "runners") {
+                        if on && !postgres_named(&root) {
+                            d.error(
+                                value.loc,
+                                "`runners: true` needs `store: postgres://…`: runners share no \
+                                 file with this instance, only the store",
+                            );
+                        }
+                        cfg.runners = on;
+                    }
+                }
                 _ => unreachable!("fields() keeps known keys only"),
             }
         }
@@ -362,6 +379,14 @@ pub fn parse_instance(path: &Path, text: &str) -> Result<InstanceConfig, Vec<Con
         d.errors.sort_by_key(ConfigError::location);
         Err(d.errors)
     }
+}
+
+/// Whether `store:` names PostgreSQL (whatever order the keys are written in).
+fn postgres_named(root: &Node) -> bool {
+    root.get("store").is_some_and(|n| match &n.value {
+        Value::Scalar { text, .. } => text.starts_with("postgres"),
+        _ => false,
+    })
 }
 
 fn routing_classifier_at(root: &Node) -> Option<Location> {
@@ -707,6 +732,18 @@ accounts:
         );
         assert_eq!(bob.daily_budget_usd, Some(10.5));
         assert_eq!(cfg.bind, "127.0.0.1:7420");
+    }
+
+    #[test]
+    fn runners_need_a_shared_store() {
+        let p = Path::new("fleet.yaml");
+        assert!(!parse_instance(p, "store: sqlite\n").unwrap().runners);
+        let on = "runners: true\nstore: postgres://fleet@db/fleet\n";
+        assert!(parse_instance(p, on).unwrap().runners);
+        let errs = parse_instance(p, "runners: true\n").unwrap_err();
+        assert!(errs[0].message.contains("postgres://"), "{errs:?}");
+        let errs = parse_instance(p, "runners: yes please\n").unwrap_err();
+        assert!(errs[0].message.contains("true or false"), "{errs:?}");
     }
 
     #[test]

@@ -134,7 +134,7 @@ fn rule(d: &mut Decoder<'_>, node: &Node) -> Option<PolicyRule> {
     (d.errors.len() == before).then_some(rule)
 }
 
-fn boolean(d: &mut Decoder<'_>, node: &Node, key: &str) -> Option<bool> {
+pub(crate) fn boolean(d: &mut Decoder<'_>, node: &Node, key: &str) -> Option<bool> {
     match &node.value {
         Value::Scalar {
             text,

@@ -23,6 +23,7 @@ pub mod process;
 pub mod remote;
 mod retrospective;
 pub mod runner;
+mod runner_agent;
 pub mod signals;
 mod spawn;
 pub mod summary;

@@ -93,7 +93,7 @@ impl AgentPool {
     }
 
     /// The profile `name`, adding the default profile of a bare CLI name on first use.
-    fn resolve(&mut self, name: &str) -> Option<usize> {
+    pub fn resolve(&mut self, name: &str) -> Option<usize> {
         self.find(name)
             .or_else(|| {
                 fleet_agents::adapter(name)

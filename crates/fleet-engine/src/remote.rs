@@ -8,10 +8,12 @@
 //! only watches the queue until every task ended, fails the tasks whose runners kept dying,
 //! and records how the run ended. A coordinator that dies loses nothing; the runners go on.
 //!
-//! Shell tasks only in this build: an agent task is refused at submit (a runner would need
-//! the pool and accounts of `engine.rs`, which is being split).
+//! An agent task travels as an [`AgentOrder`]: which profile or role plays it and what it is
+//! asked. Its queue entry needs `agent:<profile>` or `role:<role>`, so only runners whose own
+//! `fleet.yaml` offers that claim it; the runner does the whole Do -> Check -> Fix loop as a
+//! one-task sub-run of the engine against the shared store (see `runner_agent.rs`).
 
-use crate::plan::{Plan, TaskAction};
+use crate::plan::{AgentTask, Plan, TaskAction, TaskDef};
 use crate::{EngineError, layout, now_ms};
 use fleet_store::{Batch, NewEvent, QueueItem, RunRow, RunStateChange, Store, TaskRow};
 use serde::{Deserialize, Serialize};
@@ -40,6 +42,56 @@ pub struct TaskOrder {
     pub remote: String,
     pub integration: String,
     pub task_branch: String,
+    /// An agent task: `run` is empty and this says who plays it and what they are asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentOrder>,
+}
+
+/// What a runner needs to play an agent task with its own profiles and accounts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentOrder {
+    /// The profile (or bare CLI) the runbook named, resolved in the runner's `fleet.yaml`.
+    pub agent: Option<String>,
+    /// Profiles with any of these roles may play it too.
+    pub roles: Vec<String>,
+    pub prompt: String,
+    pub max_attempts: u32,
+    pub escalate_after: u32,
+    pub budget_usd: Option<f64>,
+    pub retries: u32,
+    pub retry_backoff_ms: u64,
+    pub max_time_ms: Option<u64>,
+    pub allowed_paths: Vec<String>,
+    pub allowed_tools: Vec<String>,
+}
+
+impl AgentOrder {
+    fn of(t: &TaskDef, a: &AgentTask, pool: &crate::plan::AgentPool) -> AgentOrder {
+        AgentOrder {
+            agent: a.pinned.map(|i| pool.profiles[i].name.clone()),
+            roles: a.roles.clone(),
+            prompt: a.prompt.clone(),
+            max_attempts: a.limits.max_attempts,
+            escalate_after: a.limits.escalate_after,
+            budget_usd: a.limits.budget_usd,
+            retries: t.retry.retries,
+            retry_backoff_ms: t.retry.backoff_base_ms,
+            max_time_ms: t.max_time.map(|d| d.as_millis() as u64),
+            allowed_paths: t.allowed_paths.clone(),
+            allowed_tools: t.allowed_tools.clone(),
+        }
+    }
+
+    /// What a runner must offer to claim it: the named profile, else one of the roles.
+    /// (A queue entry needs all of its needs, so a task open to several roles asks for the
+    /// first: runners are set up per role.)
+    pub fn needs(&self) -> Vec<String> {
+        match (&self.agent, self.roles.first()) {
+            (Some(name), _) => vec![format!("agent:{name}")],
+            (None, Some(role)) => vec![format!("role:{role}")],
+            (None, None) => vec!["agent:?".into()],
+        }
+    }
 }
 
 /// A run handed to runners.
@@ -67,16 +119,6 @@ pub fn submit(
         .ok_or_else(|| EngineError::Invalid(NO_QUEUE.into()))?;
     let graph = fleet_core::graph::validate(&plan.nodes)
         .map_err(|e| EngineError::Invalid(format!("the task graph is invalid: {e:?}")))?;
-    if let Some(t) = plan
-        .tasks
-        .iter()
-        .find(|t| matches!(t.action, TaskAction::Agent(_)))
-    {
-        return Err(EngineError::Invalid(format!(
-            "task {:?} is an agent task: runners play shell tasks only in this build",
-            t.id
-        )));
-    }
     let instance = layout::instance_id(store)?;
     let run_id = new_run_id(store, &plan.name)?;
     let integration = plan
@@ -114,8 +156,14 @@ pub fn submit(
     )];
     for (idx, &n) in leaves.iter().enumerate() {
         let t = &plan.tasks[n];
-        let TaskAction::Shell(command) = &t.action else {
-            continue;
+        let (command, agent) = match &t.action {
+            TaskAction::Shell(c) => (c.clone(), None),
+            TaskAction::Agent(a) => (String::new(), Some(AgentOrder::of(t, a, &plan.pool))),
+            TaskAction::Group => continue,
+        };
+        let needs = match &agent {
+            Some(a) => a.needs(),
+            None => vec!["sh".into()],
         };
         let mut deps: Vec<String> = Vec::new();
         for &d in graph.deps(n) {
@@ -127,7 +175,13 @@ pub fn submit(
         deps.dedup();
         let order = TaskOrder {
             run: command.clone(),
-            workspace: if t.worktree { "git" } else { "none" }.into(),
+            // An agent works in a clone of the repository whatever its workspace says.
+            workspace: if t.worktree || agent.is_some() {
+                "git"
+            } else {
+                "none"
+            }
+            .into(),
             checks: t.checks.clone(),
             timeout_ms: t.timeout.map(|d| d.as_millis() as u64),
             env: t.env.clone(),
@@ -135,6 +189,7 @@ pub fn submit(
             remote: remote.to_string(),
             integration: integration.clone(),
             task_branch: layout::task_branch(&branches, &t.id),
+            agent,
         };
         rows.push(TaskRow {
             run_id: run_id.clone(),
@@ -154,13 +209,14 @@ pub fn submit(
             &run_id,
             Some(&t.id),
             "task.created",
-            json!({"runs": command, "checks": t.checks, "worktree": t.worktree, "deps": deps}),
+            json!({"runs": t.describe(), "checks": t.checks, "worktree": t.worktree, "deps": deps,
+                   "needs": needs}),
         ));
         items.push(QueueItem {
             run_id: run_id.clone(),
             task_id: t.id.clone(),
             deps,
-            needs: vec!["sh".into()],
+            needs,
             spec: serde_json::to_value(&order).map_err(std::io::Error::other)?,
         });
     }

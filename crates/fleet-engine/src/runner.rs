@@ -18,6 +18,8 @@
 
 use crate::process::{self, CommandSpec};
 use crate::remote::{MAX_CLAIMS, NO_QUEUE, TaskOrder};
+pub use crate::runner_agent::AgentSetup;
+use crate::runner_agent::{SubRun, SubRunEnd};
 use crate::{EngineError, now_ms};
 use fleet_store::{Claim, Finish, Lease, LeaseHolder, NewEvent, RunnerAd, Store};
 use serde_json::json;
@@ -45,6 +47,8 @@ pub struct RunnerOptions {
     /// How often an idle runner looks at the queue when no event woke it (lease expiries
     /// announce themselves with no event).
     pub idle_poll: Duration,
+    /// The profiles and accounts agent tasks are played with; none: shell tasks only.
+    pub agents: Option<AgentSetup>,
 }
 
 /// What a runner did before it stopped.
@@ -66,11 +70,13 @@ impl RunnerTally {
     }
 }
 
-/// What this runner offers: `sh` (every runner runs shell commands), its CLIs and labels.
-pub fn offers(clis: &[String], labels: &[String]) -> Vec<String> {
+/// What this runner offers: `sh` (every runner runs shell commands), its CLIs and labels,
+/// and with agents the profiles and roles it can play ([`AgentSetup::offers`]).
+pub fn offers(clis: &[String], labels: &[String], agents: Option<&AgentSetup>) -> Vec<String> {
     let mut o = vec!["sh".to_string()];
     o.extend(clis.iter().map(|c| format!("cli:{c}")));
     o.extend(labels.iter().map(|l| format!("label:{l}")));
+    o.extend(agents.map(|a| a.offers(clis)).unwrap_or_default());
     o
 }
 
@@ -85,7 +91,7 @@ pub async fn serve(
     }
     let ad = RunnerAd {
         name: LeaseHolder::this_process().as_str().to_string(),
-        offers: offers(&opts.clis, &opts.labels),
+        offers: offers(&opts.clis, &opts.labels, opts.agents.as_ref()),
         concurrency: opts.concurrency.max(1),
     };
     blocking({
@@ -356,6 +362,9 @@ impl Slot {
                 .await
                 .map_err(std::io::Error::other)??;
         }
+        if let Some(agent) = &order.agent {
+            return self.play_agent(claim, order, agent, dir, stop).await;
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -401,23 +410,72 @@ impl Slot {
             let Some(sha) = repo.commit_all(&dir, &msg)? else {
                 return Ok(None);
             };
-            // Forced: a redo replaces what a dead runner may have pushed.
-            git(
-                &dir,
-                &[
-                    "push",
-                    "--quiet",
-                    "--force",
-                    "origin",
-                    &format!("HEAD:refs/heads/{}", order.task_branch),
-                ],
-            )?;
+            push_task_branch(&dir, &sha, &order.task_branch)?;
             Ok(Some(sha))
         })
         .await
         .map_err(std::io::Error::other)??;
         Ok(Worked::Passed { commit })
     }
+
+    /// An agent task: a one-task sub-run of the engine in the clone (`runner_agent.rs`).
+    async fn play_agent(
+        &self,
+        claim: &Claim,
+        order: &TaskOrder,
+        agent: &crate::remote::AgentOrder,
+        dir: &Path,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Worked, EngineError> {
+        let Some(setup) = &self.opts.agents else {
+            return Ok(Worked::Failed(
+                "this runner has no agents (it was started without an instance)".into(),
+            ));
+        };
+        let state = self.opts.workspace.join("state");
+        let end = crate::runner_agent::play(SubRun {
+            store: self.store.clone(),
+            setup,
+            claim,
+            order,
+            agent,
+            dir,
+            state: &state,
+            runner: &self.ad.name,
+            kill_grace: self.opts.kill_grace,
+            stop,
+        })
+        .await?;
+        match end {
+            SubRunEnd::Stopped => Ok(Worked::Stopped),
+            SubRunEnd::Failed(reason) => Ok(Worked::Failed(reason)),
+            SubRunEnd::Passed(None) => Ok(Worked::Passed { commit: None }),
+            SubRunEnd::Passed(Some(tip)) => {
+                let (dir, branch) = (dir.to_path_buf(), order.task_branch.clone());
+                let t = tip.clone();
+                tokio::task::spawn_blocking(move || push_task_branch(&dir, &t, &branch))
+                    .await
+                    .map_err(std::io::Error::other)??;
+                Ok(Worked::Passed { commit: Some(tip) })
+            }
+        }
+    }
+}
+
+/// Pushes the task's work as its branch on the remote. Forced: a redo replaces what a dead
+/// runner may have pushed.
+fn push_task_branch(dir: &Path, sha: &str, branch: &str) -> Result<(), EngineError> {
+    git(
+        dir,
+        &[
+            "push",
+            "--quiet",
+            "--force",
+            "origin",
+            &format!("{sha}:refs/heads/{branch}"),
+        ],
+    )?;
+    Ok(())
 }
 
 fn failed(reason: &str) -> Finish {
@@ -636,6 +694,7 @@ mod tests {
             remote: root.join("remote.git").display().to_string(),
             integration: "fleet/runs/i/r1".into(),
             task_branch: "fleet/tasks/i/r1/a".into(),
+            agent: None,
         };
         let q = store.queue().unwrap();
         q.enqueue(

@@ -23,6 +23,7 @@ mod limits;
 mod memory_edge;
 pub mod migrate;
 mod new_project;
+mod on_runners;
 mod pr_life;
 mod preflight;
 mod qa;

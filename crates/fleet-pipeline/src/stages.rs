@@ -274,9 +274,19 @@ async fn run_fixing(
     let instance = with_project_policies(p, &epic.project);
     if let Some(row) = p.store.runs()?.into_iter().find(|r| r.name == name) {
         if !matches!(row.state.as_str(), "passed" | "failed" | "cancelled") {
-            let (opts, _watch) = p.engine_options(&epic.id);
-            fleet_engine::resume(p.layout.clone(), p.store.clone(), &row.id, &instance, opts)
-                .await?;
+            let (mut opts, _watch) = p.engine_options(&epic.id);
+            if crate::on_runners::is_remote(p, &row.id) {
+                let repo = Path::new(&row.repo);
+                let repo = match p.store.project(&epic.project)? {
+                    Some(project) => std::path::PathBuf::from(project.path),
+                    None => repo.to_path_buf(),
+                };
+                crate::on_runners::resume(p, &epic.project, &repo, &row.id, opts.stop.take())
+                    .await?;
+            } else {
+                fleet_engine::resume(p.layout.clone(), p.store.clone(), &row.id, &instance, opts)
+                    .await?;
+            }
         }
         return finished(p, &row.id);
     }
@@ -303,6 +313,10 @@ async fn run_fixing(
     })?;
     plan.integration = integration.map(str::to_string);
     let (mut opts, _watch) = p.engine_options(&epic.id);
+    if crate::on_runners::enabled(p) {
+        let id = crate::on_runners::start(p, &epic.project, plan, opts.stop.take()).await?;
+        return finished(p, &id);
+    }
     opts.memory.rejection = rejection;
     let report = fleet_engine::start(p.layout.clone(), p.store.clone(), plan, opts).await?;
     finished(p, &report.run_id)

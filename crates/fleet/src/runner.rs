@@ -5,7 +5,7 @@
 use crate::{InvalidInput, exit, state_store};
 use fleet_engine::layout::StateDir;
 use fleet_engine::remote;
-use fleet_engine::runner::{RunnerOptions, serve};
+use fleet_engine::runner::{AgentSetup, RunnerOptions, serve};
 use fleet_store::{Durability, Store};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -78,11 +78,16 @@ pub fn runner(home: Option<PathBuf>, args: RunnerArgs) -> anyhow::Result<u8> {
         .map_err(|e| InvalidInput(format!("--workspace {}: {e}", args.workspace.display())))?;
     std::fs::create_dir_all(&workspace)
         .map_err(|e| InvalidInput(format!("--workspace {}: {e}", workspace.display())))?;
+    // The instance's profiles and accounts play agent tasks; with no fleet.yaml, none.
+    let clis = installed_clis();
+    let instance = crate::load_instance(home.as_deref())?;
+    let agents = (!instance.agents.is_empty()).then(|| AgentSetup::new(instance, &clis));
     let opts = RunnerOptions {
         workspace,
         concurrency: args.concurrency.max(1),
         labels: args.labels,
-        clis: installed_clis(),
+        clis,
+        agents,
         lease_ttl: secs(args.lease_ttl).max(Duration::from_millis(300)),
         grace: secs(args.grace),
         kill_grace: secs(args.kill_grace),
@@ -92,7 +97,7 @@ pub fn runner(home: Option<PathBuf>, args: RunnerArgs) -> anyhow::Result<u8> {
         "fleet runner: pid {}, concurrency {}, offers {}, workspace {}",
         std::process::id(),
         opts.concurrency,
-        fleet_engine::runner::offers(&opts.clis, &opts.labels).join(" "),
+        fleet_engine::runner::offers(&opts.clis, &opts.labels, opts.agents.as_ref()).join(" "),
         opts.workspace.display()
     );
     let rt = crate::runtime()?;

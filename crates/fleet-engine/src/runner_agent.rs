@@ -1,0 +1,257 @@
+//! An agent task on a runner: the whole Do -> Check -> Fix loop, agent swaps included, done by
+//! the engine itself as a one-task sub-run in the runner's fresh clone.
+//!
+//! The sub-run is an ordinary run of the shared store (its attempts, events and the accounts'
+//! cooldowns and budgets are rows every runner and API replica reads), so a rate limit one
+//! runner met moves the next task of any runner off that account, and `fleet status` shows
+//! the attempts. The profiles and accounts are the runner's own (`fleet.yaml` of its
+//! instance); the order names a profile or a role, and the runner only claimed it because it
+//! offers that (`agent:<profile>`, `role:<role>`).
+//!
+//! The sub-run lands the task in the clone, on its own integration branch; the runner then
+//! pushes that tip as the task's branch and lands it on the remote like a shell task's commit
+//! (merge lease, compare-and-swap push, `Fleet-Task:` trailer). The outer task gets a
+//! `task.sub_run` event naming the sub-run.
+
+use crate::layout::StateDir;
+use crate::plan::{AgentPool, AgentTask, Plan, TaskAction, TaskDef};
+use crate::remote::{AgentOrder, TaskOrder};
+use crate::{EngineError, EngineOptions, RunEnd, now_ms};
+use fleet_config::InstanceConfig;
+use fleet_core::pool::Limits;
+use fleet_core::{NodeSpec, RetryPolicy};
+use fleet_store::{Batch, Claim, NewEvent, Store};
+use serde_json::json;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What a runner plays agents with: its instance's profiles, accounts, policies and memory.
+#[derive(Debug, Clone)]
+pub struct AgentSetup {
+    pub instance: Arc<InstanceConfig>,
+    /// Profiles whose CLI is installed here (or needs none: `http`, `command`).
+    pub playable: Vec<String>,
+}
+
+impl AgentSetup {
+    /// The profiles of `instance` this machine can launch, given the CLIs installed on it.
+    pub fn new(instance: InstanceConfig, clis: &[String]) -> AgentSetup {
+        let playable = instance
+            .agents
+            .iter()
+            .filter(|p| {
+                matches!(p.cli.as_str(), "http" | "command" | "acp") || clis.contains(&p.cli)
+            })
+            .map(|p| p.name.clone())
+            .collect();
+        AgentSetup {
+            instance: Arc::new(instance),
+            playable,
+        }
+    }
+
+    /// `agent:<profile>` and `role:<role>` of every playable profile, `agent:<cli>` of every
+    /// installed CLI (a runbook's bare `agent: claude`) and `agent:http`.
+    pub fn offers(&self, clis: &[String]) -> Vec<String> {
+        let mut o = Vec::new();
+        for p in &self.instance.agents {
+            if !self.playable.contains(&p.name) {
+                continue;
+            }
+            o.push(format!("agent:{}", p.name));
+            o.extend(p.roles.iter().map(|r| format!("role:{r}")));
+        }
+        o.extend(clis.iter().map(|c| format!("agent:{c}")));
+        o.push("agent:http".into());
+        o.sort();
+        o.dedup();
+        o
+    }
+}
+
+/// How the sub-run ended, for the runner.
+pub(crate) enum SubRunEnd {
+    /// Passed; the commit holding the task's work (none if it changed nothing).
+    Passed(Option<String>),
+    Failed(String),
+    Stopped,
+}
+
+/// Everything [`play`] needs from the runner's claim.
+pub(crate) struct SubRun<'a> {
+    pub store: Arc<dyn Store>,
+    pub setup: &'a AgentSetup,
+    pub claim: &'a Claim,
+    pub order: &'a TaskOrder,
+    pub agent: &'a AgentOrder,
+    /// The runner's fresh clone, on the task branch at the integration tip.
+    pub dir: &'a Path,
+    /// The runner's state directory for sub-runs (logs, worktrees, journals).
+    pub state: &'a Path,
+    pub runner: &'a str,
+    pub kill_grace: Duration,
+    pub stop: watch::Receiver<bool>,
+}
+
+/// Runs the task as a one-task run of the engine in the clone; see the module's note.
+pub(crate) async fn play(s: SubRun<'_>) -> Result<SubRunEnd, EngineError> {
+    let plan = one_task_plan(&s)?;
+    // The outer task names its sub-run as soon as the sub-run's first event is committed.
+    let named = Arc::new(OnceLock::new());
+    let observer: crate::Observer = Box::new({
+        let (store, named) = (s.store.clone(), named.clone());
+        let (run, task, n, runner) = (
+            s.claim.run_id.clone(),
+            s.claim.task_id.clone(),
+            s.claim.n,
+            s.runner.to_string(),
+        );
+        move |e: &fleet_store::Event| {
+            if named.set(e.run_id.clone()).is_ok() {
+                let ev = NewEvent {
+                    at: now_ms(),
+                    run_id: run.clone(),
+                    task: Some(task.clone()),
+                    attempt: None,
+                    kind: "task.sub_run".into(),
+                    data: json!({"sub_run": e.run_id, "claim": n, "runner": runner}),
+                };
+                // A lost note is not worth failing the task for; the sub-run's own rows stay.
+                let _ = store.commit(&Batch {
+                    events: vec![ev],
+                    ..Batch::default()
+                });
+            }
+        }
+    });
+    let instance = &s.setup.instance;
+    let mut memory = crate::lessons::MemorySettings::from_config(&instance.memory);
+    // A retrospective would hold the claim (and the merge behind it) while an agent reflects.
+    memory.retrospectives = false;
+    let opts = EngineOptions {
+        kill_grace: s.kill_grace,
+        observer: Some(observer),
+        mcp: None,
+        stop: Some(s.stop.clone()),
+        redactor: fleet_secrets::Redactor::from_process_env(&instance.secret_names()),
+        memory,
+    };
+    let layout = StateDir::new(s.state);
+    let (store, dir, task) = (
+        s.store.clone(),
+        s.dir.to_path_buf(),
+        s.claim.task_id.clone(),
+    );
+    // The engine's loop, and every git and store call around it, get a thread and a runtime
+    // of their own: the runner's slots and claim heartbeats share one thread, which must not
+    // wait on them (a missed heartbeat loses the claim), and the coordinator's future is not
+    // required to be `Send`.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("sub-run {task}"))
+        .spawn(move || {
+            let ended = (|| {
+                let repo = fleet_git::Repo::open(&dir)?;
+                let base = repo.resolve("HEAD")?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let report = rt.block_on(crate::start_in(
+                    repo.clone(),
+                    base.clone(),
+                    layout,
+                    store.clone(),
+                    plan,
+                    opts,
+                ))?;
+                Ok(match report.end {
+                    RunEnd::Interrupted => SubRunEnd::Stopped,
+                    RunEnd::Failed => SubRunEnd::Failed(failure(&*store, &report.run_id, &task)),
+                    RunEnd::Passed => {
+                        let tip = repo.branch_tip(&report.integration_branch)?;
+                        SubRunEnd::Passed(tip.filter(|t| *t != base))
+                    }
+                })
+            })();
+            let _ = tx.send(ended);
+        })?;
+    rx.await.map_err(std::io::Error::other)?
+}
+
+/// Why the sub-run's task failed, as its row says.
+fn failure(store: &dyn Store, sub: &str, task: &str) -> String {
+    let reason = store
+        .tasks(sub)
+        .ok()
+        .and_then(|rows| rows.into_iter().find(|r| r.id == task))
+        .and_then(|r| r.reason);
+    format!(
+        "sub-run {sub} failed: {}",
+        reason.unwrap_or_else(|| "see its events".into())
+    )
+}
+
+/// The plan of the sub-run: the one task, with the runner's profiles.
+fn one_task_plan(s: &SubRun<'_>) -> Result<Plan, EngineError> {
+    let a = s.agent;
+    let mut pool = AgentPool::from_instance(&s.setup.instance);
+    let pinned = match &a.agent {
+        Some(name) => Some(pool.resolve(name).ok_or_else(|| {
+            EngineError::Invalid(format!(
+                "this runner has no agent {name:?} (its fleet.yaml changed since it claimed)"
+            ))
+        })?),
+        None => None,
+    };
+    let task = TaskDef {
+        id: s.claim.task_id.clone(),
+        action: TaskAction::Agent(Box::new(AgentTask {
+            pinned,
+            roles: a.roles.clone(),
+            prompt: a.prompt.clone(),
+            limits: Limits {
+                max_attempts: a.max_attempts,
+                escalate_after: a.escalate_after,
+                budget_usd: a.budget_usd,
+                deadline: None,
+            },
+        })),
+        checks: s.order.checks.clone(),
+        timeout: s.order.timeout_ms.map(Duration::from_millis),
+        worktree: true,
+        env: s.order.env.clone(),
+        pass_env: s.order.pass_env.clone(),
+        retry: RetryPolicy {
+            retries: a.retries,
+            backoff_base_ms: a.retry_backoff_ms,
+            backoff_factor: 2,
+            backoff_max_ms: a.retry_backoff_ms.saturating_mul(32).max(1),
+        },
+        max_time: a.max_time_ms.map(Duration::from_millis),
+        allowed_paths: a.allowed_paths.clone(),
+        allowed_tools: a.allowed_tools.clone(),
+    };
+    Ok(Plan {
+        // Named after the outer run: an epic's views and budgets find a stage run's attempts
+        // by the `<epic>-` prefix of run names, and the stage by the run id's second part.
+        name: format!("{}.{}-c{}", s.claim.run_id, s.claim.task_id, s.claim.n),
+        runbook_path: s.dir.join(".fleet-runner-order"),
+        // Kept as the run's runbook text: a sub-run is not resumed from it (a dead runner's
+        // task is claimed and redone as a new sub-run).
+        source: format!(
+            "# task {} of run {}, claim {}, played by runner {}\n",
+            s.claim.task_id, s.claim.run_id, s.claim.n, s.runner
+        ),
+        repo: s.dir.to_path_buf(),
+        base: None,
+        integration: None,
+        concurrency: 1,
+        report: None,
+        nodes: vec![NodeSpec::leaf(s.claim.task_id.clone(), &[])],
+        tasks: vec![task],
+        pool: Arc::new(pool),
+        policies: s.setup.instance.policies.clone(),
+    })
+}
