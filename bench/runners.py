@@ -16,7 +16,7 @@ Usage: python3 bench/runners.py [--quick] [--no-build] [--base FLEET_BINARY]
 Each case also reports the runners' CPU time per task (user + system, from wait4) and the
 load average: the machine may be shared, and then wall time measures waiting for a core.
 Needs PostgreSQL at FLEET_TEST_PG_URL (default postgres://postgres@127.0.0.1:5432/postgres)
-and psql. Debug binaries: a release build of the whole workspace is not made here.
+and psql. Debug binaries unless `--release`.
 """
 import json
 import os
@@ -31,8 +31,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = os.environ.get("FLEET_TEST_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-FLEET = ROOT / "target/debug/fleet"
-FLOOR = ROOT / "target/debug/examples/claim_floor"
+# `--release`: optimized binaries (what a deployment runs); debug ones otherwise.
+PROFILE = "release" if "--release" in sys.argv else "debug"
+FLEET = ROOT / f"target/{PROFILE}/fleet"
+FLOOR = ROOT / f"target/{PROFILE}/examples/claim_floor"
 
 
 def db_url(name):
@@ -148,13 +150,14 @@ def main():
     quick = "--quick" in sys.argv
     base = Path(sys.argv[sys.argv.index("--base") + 1]) if "--base" in sys.argv else None
     if "--no-build" not in sys.argv:
-        subprocess.run(["cargo", "build", "-q", "-p", "fleet"], cwd=ROOT, check=True)
-        subprocess.run(["cargo", "build", "-q", "-p", "fleet-store", "--example", "claim_floor"],
-                       cwd=ROOT, check=True)
+        release = ["--release"] if PROFILE == "release" else []
+        subprocess.run(["cargo", "build", "-q", *release, "-p", "fleet"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "-q", *release, "-p", "fleet-store", "--example",
+                        "claim_floor"], cwd=ROOT, check=True)
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                           capture_output=True, text=True).stdout.strip()
     report = [f"# fleet runner benchmarks ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-              f"Fleet `{head}`, {os.cpu_count()} CPUs, debug build)", ""]
+              f"Fleet `{head}`, {os.cpu_count()} CPUs, {PROFILE} build)", ""]
     n1 = 200 if quick else 1000
     report += [f"## RQ1 — {n1} instant tasks: runners vs a minimal SKIP LOCKED loop", "",
                "| runners | fleet | floor tasks/s | Fleet tasks/s | Fleet / floor "
