@@ -7,6 +7,8 @@
        first claim to last task done) and claim-to-start latency p50/p99 (Fleet: from the
        runner starting its claim to the task's command running; floor: from starting the claim
        to its commit).
+       Beside it, the same floor running, for each task, the command Fleet's task runs
+       (`sh -c 'date +%s%N > …'`): what any runner must spend on a shell task's own process.
   RQ2  400 `workspace: none` tasks of `sleep 0.2`: 1 runner vs 4 runners (concurrency 1 each),
        wall time from the first claim to the last task done.
 
@@ -130,10 +132,11 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(len(xs) * p))]
 
 
-def floor_case(threads, tasks, tag):
+def floor_case(threads, tasks, tag, command=None):
     name = fresh_db(tag)
     try:
-        out = subprocess.run([str(FLOOR), db_url(name), str(tasks), str(threads)],
+        out = subprocess.run([str(FLOOR), db_url(name), str(tasks), str(threads),
+                              *([command] if command else [])],
                              check=True, capture_output=True, text=True)
         d = json.loads(out.stdout)
         lat = [x / 1000 for x in d["latency_us"]]
@@ -161,20 +164,24 @@ def main():
     n1 = 200 if quick else 1000
     report += [f"## RQ1 — {n1} instant tasks: runners vs a minimal SKIP LOCKED loop", "",
                "| runners | fleet | floor tasks/s | Fleet tasks/s | Fleet / floor "
+               "| floor + the task's process, tasks/s | Fleet / that floor "
                "| floor claim p50 / p99 (ms) | Fleet claim-to-start p50 / p99 (ms) "
                "| runners' CPU ms / task | load 1/5/15 min |",
-               "|---|---|---|---|---|---|---|---|---|"]
+               "|---|---|---|---|---|---|---|---|---|---|---|"]
     fleets = [("this", FLEET)] + ([("base", base)] if base else [])
     for n in (1, 2, 4):
         for label, binary in fleets:
             before = load()
             f_tp, f50, f99 = floor_case(n, n1, f"floor{n}")
+            # The same loop running what Fleet's task runs (its command, through sh -c).
+            p_tp, _, _ = floor_case(n, n1, f"floorp{n}", "date +%s%N > /dev/null")
             started, done, starts, cpu = fleet_case(
                 n, n1, "date +%s%N > STARTS/$FLEET_TASK", f"rq1_{n}", binary)
             span = (max(done.values()) - min(started.values())) / 1000
             tp = n1 / span
             lat = [starts[t] - started[t] for t in started if t in starts]
             report.append(f"| {n} | {label} | {f_tp:.0f} | {tp:.0f} | {tp / f_tp:.2f} "
+                          f"| {p_tp:.0f} | {tp / p_tp:.2f} "
                           f"| {f50:.2f} / {f99:.2f} "
                           f"| {pct(lat, 0.5):.2f} / {pct(lat, 0.99):.2f} "
                           f"| {cpu * 1000 / n1:.1f} | {before} → {load()} |")

@@ -3,7 +3,11 @@
 //! done, nothing else (no leases, no events, no processes). Prints one JSON line: the wall time
 //! and every claim's latency (from starting to claim to the claim's commit, in µs).
 //!
-//! `cargo run -p fleet-store --example claim_floor -- URL TASKS THREADS`
+//! With a fourth argument, each claimed task also runs that command through `sh -c` before it
+//! is marked done: the least any runner must do for a shell task, a floor that spends what a
+//! task's own process costs.
+//!
+//! `cargo run -p fleet-store --example claim_floor -- URL TASKS THREADS [COMMAND]`
 
 use postgres::{Client, NoTls};
 use std::time::Instant;
@@ -15,6 +19,7 @@ fn main() {
         args[2].parse::<i64>().unwrap(),
         args[3].parse::<usize>().unwrap(),
     );
+    let command = args.get(4).cloned();
     let mut c = Client::connect(&url, NoTls).unwrap();
     c.batch_execute(
         "DROP TABLE IF EXISTS floor_q;
@@ -32,6 +37,7 @@ fn main() {
         let hs: Vec<_> = (0..threads)
             .map(|i| {
                 let url = url.clone();
+                let command = command.clone();
                 s.spawn(move || {
                     let mut c = Client::connect(&url, NoTls).unwrap();
                     let me = format!("floor{i}");
@@ -52,6 +58,13 @@ fn main() {
                         let Some(row) = row else { break };
                         lat.push(t.elapsed().as_micros());
                         let id: i64 = row.get(0);
+                        if let Some(cmd) = &command {
+                            let ran = std::process::Command::new("sh")
+                                .args(["-c", cmd])
+                                .status()
+                                .unwrap();
+                            assert!(ran.success(), "{cmd}: {ran}");
+                        }
                         c.execute("UPDATE floor_q SET state = 'done' WHERE id = $1", &[&id])
                             .unwrap();
                     }
