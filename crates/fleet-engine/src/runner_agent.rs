@@ -98,6 +98,12 @@ pub(crate) struct SubRun<'a> {
 /// Runs the task as a one-task run of the engine in the clone; see the module's note.
 pub(crate) async fn play(s: SubRun<'_>) -> Result<SubRunEnd, EngineError> {
     let plan = one_task_plan(&s)?;
+    if s.claim.n > 1 {
+        let (store, claim, runner) = (s.store.clone(), s.claim.clone(), s.runner.to_string());
+        tokio::task::spawn_blocking(move || close_abandoned(&*store, &claim, &runner))
+            .await
+            .map_err(std::io::Error::other)??;
+    }
     // The outer task names its sub-run as soon as the sub-run's first event is committed.
     let named = Arc::new(OnceLock::new());
     let observer: crate::Observer = Box::new({
@@ -180,6 +186,51 @@ pub(crate) async fn play(s: SubRun<'_>) -> Result<SubRunEnd, EngineError> {
     rx.await.map_err(std::io::Error::other)?
 }
 
+/// The name of the sub-run claim `n` of `claim`'s task plays.
+fn sub_run_name(claim: &Claim, n: u32) -> String {
+    format!("{}.{}-c{}", claim.run_id, claim.task_id, n)
+}
+
+/// Closes the sub-runs of this task's earlier claims that still say `running`: their runner
+/// stopped beating (the claim expired, which is why this one exists), so nothing will ever end
+/// them, and `fleet status` would show a run working for ever. They end `interrupted`, with a
+/// `run.interrupted` event saying which claim redoes the task.
+fn close_abandoned(store: &dyn Store, claim: &Claim, runner: &str) -> Result<(), EngineError> {
+    for n in 1..claim.n {
+        let name = sub_run_name(claim, n);
+        for run in store.runs_named(&name)? {
+            if run.name != name || run.state != "running" {
+                continue;
+            }
+            let at = now_ms();
+            store.commit(&Batch {
+                run_state: Some(fleet_store::RunStateChange {
+                    run_id: run.id.clone(),
+                    state: "interrupted".into(),
+                    at,
+                    finished_at: None,
+                }),
+                events: vec![NewEvent {
+                    at,
+                    run_id: run.id.clone(),
+                    task: None,
+                    attempt: None,
+                    kind: "run.interrupted".into(),
+                    data: json!({
+                        "result": "interrupted",
+                        "reason": format!(
+                            "its runner stopped renewing claim {n}; claim {} on runner {runner} redoes the task",
+                            claim.n
+                        ),
+                    }),
+                }],
+                ..Batch::default()
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// Why the sub-run's task failed, as its row says.
 fn failure(store: &dyn Store, sub: &str, task: &str) -> String {
     let reason = store
@@ -236,7 +287,7 @@ fn one_task_plan(s: &SubRun<'_>) -> Result<Plan, EngineError> {
     Ok(Plan {
         // Named after the outer run: an epic's views and budgets find a stage run's attempts
         // by the `<epic>-` prefix of run names, and the stage by the run id's second part.
-        name: format!("{}.{}-c{}", s.claim.run_id, s.claim.task_id, s.claim.n),
+        name: sub_run_name(s.claim, s.claim.n),
         runbook_path: s.dir.join(".fleet-runner-order"),
         // Kept as the run's runbook text: a sub-run is not resumed from it (a dead runner's
         // task is claimed and redone as a new sub-run).

@@ -380,3 +380,139 @@ fn an_epic_runs_its_stages_on_runners_when_the_instance_says_so() {
         let _ = wait_until(r, Instant::now() + Duration::from_secs(30));
     }
 }
+
+/// A runner `kill -9`ed while it plays an agent task: another runner claims the task after the
+/// lease expires and redoes it as a new sub-run; the dead runner's sub-run, which nothing else
+/// would ever end, is closed as `interrupted` with the reason, and the task lands once.
+#[test]
+fn a_dead_runners_sub_run_is_closed_when_another_runner_redoes_its_task() {
+    let db = TestDb::create();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let marks = root.join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let server = ModelServer::start();
+    // The first claim's agent works for a long while (its runner dies meanwhile); the redo's
+    // agent writes the file at once.
+    let m = marks.display();
+    server.add_scenario(
+        "dev-fast",
+        Scenario::new()
+            .shell(format!(
+                "if [ -e {m}/slow.tried ]; then echo done > slow.txt; \
+                 else touch {m}/slow.tried; sleep 20; echo done > slow.txt; fi"
+            ))
+            .text("Done.")
+            .usage(Usage::new(1000, 100)),
+    );
+    let yaml = fleet_yaml(db.url(), &server);
+    let remote = root.join("remote.git");
+    git(root, &["init", "-q", "--bare", "-b", "main", "remote.git"]);
+    git(root, &["clone", "-q", remote.to_str().unwrap(), "proj"]);
+    let work = root.join("proj");
+    std::fs::write(work.join("README.md"), "a dead runner\n").unwrap();
+    std::fs::write(
+        work.join("runbook.yaml"),
+        "name: dead-runner\ntasks:\n  - id: slow\n    agent: dev-fast\n    prompt: \"Write slow.txt\"\n    checks: [\"test -s slow.txt\"]\n",
+    )
+    .unwrap();
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "seed"]);
+    git(&work, &["push", "-q", "origin", "main"]);
+
+    let runner = |i: usize| {
+        let home = instance(&root.join(format!("runner{i}-home")), &yaml);
+        Command::new(FLEET)
+            .args(["runner", "--store", db.url(), "--lease-ttl", "2"])
+            .arg("--workspace")
+            .arg(root.join(format!("runner{i}")))
+            .env("FLEET_HOME", &home)
+            .stdout(std::fs::File::create(root.join(format!("runner{i}.out"))).unwrap())
+            .stderr(std::fs::File::create(root.join(format!("runner{i}.err"))).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let mut runners = Runners(vec![runner(0)]);
+    let home = instance(&root.join("home"), &yaml);
+    let coordinator = Command::new(FLEET)
+        .args(["run", "--on-runners"])
+        .arg(work.join("runbook.yaml"))
+        .env("FLEET_HOME", &home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // The first sub-run is working: its agent is in its long shell call.
+    let store = PostgresStore::open(db.url()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        let running = store.runs().unwrap().into_iter().find(|r| {
+            r.name.starts_with("dead-runner-")
+                && r.name.ends_with(".slow-c1")
+                && r.state == "running"
+        });
+        if let Some(r) = running
+            && marks.join("slow.tried").exists()
+        {
+            break r.id;
+        }
+        assert!(Instant::now() < deadline, "the first sub-run never started");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    runners.0[0].kill().unwrap();
+    runners.0[0].wait().unwrap();
+    runners.0.push(runner(1));
+
+    let out = coordinator.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("1 done, 0 failed"), "{stdout}");
+
+    // The dead runner's sub-run is closed, saying why; the redo's sub-run passed.
+    let closed = store.run(&first).unwrap().unwrap();
+    assert_eq!(closed.state, "interrupted", "{closed:?}");
+    let why: Vec<_> = store
+        .events(Some(&first), 0, 10_000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "run.interrupted")
+        .collect();
+    assert_eq!(why.len(), 1, "{why:?}");
+    assert!(
+        why[0].data["reason"]
+            .as_str()
+            .unwrap()
+            .contains("claim 2 on runner"),
+        "{why:?}"
+    );
+    let redo: Vec<_> = store
+        .runs()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.name.ends_with(".slow-c2"))
+        .collect();
+    assert_eq!(redo.len(), 1, "{redo:?}");
+    assert_eq!(redo[0].state, "passed", "{redo:?}");
+    // Landed once on the remote.
+    let run = store
+        .runs()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.name == "dead-runner")
+        .unwrap();
+    let log = git(
+        &remote,
+        &["log", "--format=%B%x00", &run.integration_branch],
+    );
+    assert_eq!(
+        log.matches(&format!("Fleet-Task: {}/slow", run.id)).count(),
+        1,
+        "{log}"
+    );
+}
