@@ -43,6 +43,7 @@ mod run_start;
 
 // What `policy_enforce` takes of the attempt's helpers.
 use attempt::{open_log, read_from, redact_log_since, task_env, write_log_line};
+pub(crate) use run_start::new_run_id;
 pub use run_start::{catch_up_journal, resume, start, start_in};
 
 /// Called with every event right after it is committed (progress display, tests).

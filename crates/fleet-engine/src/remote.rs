@@ -120,7 +120,7 @@ pub fn submit(
     let graph = fleet_core::graph::validate(&plan.nodes)
         .map_err(|e| EngineError::Invalid(format!("the task graph is invalid: {e:?}")))?;
     let instance = layout::instance_id(store)?;
-    let run_id = new_run_id(store, &plan.name)?;
+    let run_id = crate::engine::new_run_id(store, &plan.name)?;
     let integration = plan
         .integration
         .clone()
@@ -329,18 +329,6 @@ fn event(run: &str, task: Option<&str>, kind: &str, data: serde_json::Value) -> 
         kind: kind.into(),
         data,
     }
-}
-
-fn new_run_id(store: &dyn Store, name: &str) -> Result<String, EngineError> {
-    let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
-    let base = format!("{name}-{stamp}");
-    let mut id = base.clone();
-    let mut n = 2;
-    while store.run(&id)?.is_some() {
-        id = format!("{base}-{n}");
-        n += 1;
-    }
-    Ok(id)
 }
 
 /// `https://user:token@host/x.git` as `https://user@host/x.git`: events and rows are read by

@@ -296,7 +296,8 @@ fn task_plans(plan: &Plan) -> Vec<TaskPlan> {
         .collect()
 }
 
-fn new_run_id(store: &dyn Store, name: &str) -> Result<String, EngineError> {
+/// A new run's id: its name and the local time, made unique in the store.
+pub(crate) fn new_run_id(store: &dyn Store, name: &str) -> Result<String, EngineError> {
     let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
     let base = format!("{name}-{stamp}");
     let mut id = base.clone();
