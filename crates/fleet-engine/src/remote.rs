@@ -345,9 +345,7 @@ pub fn without_password(url: &str) -> String {
 
 /// Creates `branch` on `remote` at `sha`; refused (not forced) if it exists elsewhere.
 fn push_branch(repo: &Path, remote: &str, sha: &str, branch: &str) -> Result<(), EngineError> {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(repo)
+    let out = fleet_git::command(repo)
         .args(["push", "--quiet", "--end-of-options", remote])
         .arg(format!("{sha}:refs/heads/{branch}"))
         .output()?;

@@ -549,11 +549,7 @@ fn prepare(dir: &Path, logs: &Path, order: &TaskOrder, git_ws: bool) -> Result<(
 
 /// Runs git in `dir`; its stdout, or an error with its stderr.
 fn git(dir: &Path, args: &[&str]) -> Result<String, EngineError> {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()?;
+    let out = fleet_git::command(dir).args(args).output()?;
     if !out.status.success() {
         return Err(EngineError::Invalid(format!(
             "git {}: {}",

@@ -290,6 +290,10 @@ enum ProjectCommand {
         /// agent deploys to a test environment and reports the URL (.fleet-out/deploy.json).
         #[arg(long)]
         deploy_command: Option<String>,
+        /// Deploys: an environment variable of Fleet's the deploy command may see (repeat for
+        /// more; e.g. the deploy tool's token). It sees nothing else of Fleet's secrets.
+        #[arg(long = "deploy-pass-env", value_name = "NAME")]
+        deploy_pass_env: Vec<String>,
         /// The bible (bibles/<name>.md) the project follows.
         #[arg(long)]
         bible: Option<String>,
@@ -757,6 +761,7 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
                     token_env,
                     remote,
                     deploy_command,
+                    deploy_pass_env,
                     bible,
                     qa,
                     qa_browser,
@@ -774,6 +779,7 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
                         token_env,
                         remote,
                         deploy_command,
+                        deploy_pass_env,
                         bible,
                         qa: (qa || qa_browser).then_some(fleet_pipeline::QaSpec {
                             browser: qa_browser,

@@ -123,9 +123,7 @@ pub fn run_on_runners(
         return Ok(exit::UNAVAILABLE);
     }
     let stop = fleet_engine::signals::stop_watch();
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(repo)
+    let out = fleet_git::command(repo)
         .args(["remote", "get-url", "origin"])
         .output()?;
     let origin = String::from_utf8_lossy(&out.stdout).trim().to_string();
