@@ -143,6 +143,7 @@ CREATE TABLE leases (
     crate::postgres_queue::MIGRATION,
     // Kept per-state counts of epics for the task list (`pages`).
     pages::MIGRATION,
+    crate::postgres_queue::OPEN_BY_RUN,
 ];
 
 /// The channel commits of events notify (payload: the newest seq).

@@ -1068,6 +1068,9 @@ fn resume_run(home: Option<PathBuf>, run: &str, flags: RunFlags) -> anyhow::Resu
     let mcp = found.as_deref().and_then(|h| mcp_server(h).ok());
     let instance = load_instance(found.as_deref())?;
     let (layout, store) = open_existing_state(home)?;
+    if runner::is_on_runners(&*store, run) {
+        return runner::resume_on_runners(&*store, run);
+    }
     let total = store.tasks(run)?.len();
     let rt = runtime()?;
     let progress = progress::Progress::new(flags.quiet, total);
