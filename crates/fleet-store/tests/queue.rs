@@ -26,3 +26,15 @@ fn postgres_concurrent_claims_take_each_task_once() {
 fn sqlite_has_no_queue() {
     queue::has_no_queue(&SqliteStore::in_memory().unwrap());
 }
+
+#[test]
+fn postgres_needs_of_alternatives_are_met_by_any() {
+    let db = TestDb::create();
+    queue::any_of_needs(&*pg(&db));
+}
+
+#[test]
+fn postgres_cancelled_runs_are_not_claimed_and_their_holders_learn_it() {
+    let db = TestDb::create();
+    queue::cancel(&*pg(&db));
+}
