@@ -357,3 +357,49 @@ fn one_task_plan(s: &SubRun<'_>) -> Result<Plan, EngineError> {
         policies: s.setup.instance.policies.clone(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(agents: &str) -> AgentSetup {
+        let yaml = format!("agents:\n{agents}");
+        let instance = fleet_config::parse_instance(Path::new("fleet.yaml"), &yaml).unwrap();
+        AgentSetup::new(instance, &[])
+    }
+
+    fn order(agent: Option<&str>, roles: &[&str]) -> AgentOrder {
+        AgentOrder {
+            agent: agent.map(str::to_string),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            prompt: "p".into(),
+            max_attempts: 1,
+            escalate_after: 1,
+            budget_usd: None,
+            retries: 0,
+            retry_backoff_ms: 0,
+            max_time_ms: None,
+            allowed_paths: vec![],
+            allowed_tools: vec![],
+        }
+    }
+
+    /// As the engine's pool: the pinned profile, or a profile with any of the roles.
+    #[test]
+    fn a_runner_claims_a_task_it_can_play_by_any_of_its_roles() {
+        let offers = |s: &AgentSetup| crate::runner::offers(&[], &[], Some(s));
+        let tester = setup("  qa:\n    cli: http\n    roles: [tester]\n");
+        let docs = setup("  docs:\n    cli: http\n    roles: [docs]\n");
+        let lead = setup("  lead:\n    cli: http\n    roles: [docs-lead]\n");
+        let pinned = order(Some("lead"), &["developer", "tester"]).needs();
+        assert!(fleet_store::meets(&offers(&tester), &pinned));
+        assert!(fleet_store::meets(&offers(&lead), &pinned));
+        assert!(!fleet_store::meets(&offers(&docs), &pinned));
+        let by_role = order(None, &["reviewer", "docs"]).needs();
+        assert!(fleet_store::meets(&offers(&docs), &by_role));
+        assert!(!fleet_store::meets(&offers(&tester), &by_role));
+        // A runner without the pinned profile plays it by a role; with neither, it cannot.
+        assert!(tester.plays_a_role(&["developer".into(), "tester".into()]));
+        assert!(!docs.plays_a_role(&["developer".into(), "tester".into()]));
+    }
+}
