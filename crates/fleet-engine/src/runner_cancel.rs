@@ -19,7 +19,7 @@ use tokio::sync::watch;
 const PAGE: usize = 500;
 /// The least time between two reads of the run's events: a busy store wakes every watcher
 /// for every event anywhere, and a cancellation need not be seen faster than this.
-const GAP: Duration = Duration::from_millis(200);
+const GAP: Duration = Duration::from_millis(500);
 
 /// Raised once the watched claim's task is cancelled; stops watching when dropped.
 pub(crate) struct Watcher {

@@ -175,6 +175,10 @@ fn cancelling_an_epic_stops_its_task_on_a_runner_and_lands_nothing() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    eprintln!(
+        "the slow task's process ended {:?} after the cancel",
+        cancelled_at.elapsed()
+    );
     // The runner ends the claim as cancelled.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
