@@ -273,7 +273,7 @@ impl Slot {
         {
             tally.cancelled += 1;
             beat.abort();
-            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await;
+            self.retros.start(&claim, false, dir).await;
             return Ok(());
         }
         let outcome = match worked {
