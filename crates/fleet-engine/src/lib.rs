@@ -24,6 +24,8 @@ pub mod remote;
 mod retrospective;
 pub mod runner;
 mod runner_agent;
+mod runner_cancel;
+mod runner_retro;
 pub mod signals;
 mod spawn;
 pub mod summary;

@@ -82,15 +82,17 @@ impl AgentOrder {
         }
     }
 
-    /// What a runner must offer to claim it: the named profile, else one of the roles.
-    /// (A queue entry needs all of its needs, so a task open to several roles asks for the
-    /// first: runners are set up per role.)
+    /// What a runner must offer to claim it: one need whose alternatives (`|`) are the named
+    /// profile and each of the roles. As in the engine's pool (`fleet_core::pool::choose`), a
+    /// profile plays the task if it is the pinned one or has any of the roles, so a runner may
+    /// claim it if it offers any of them.
     pub fn needs(&self) -> Vec<String> {
-        match (&self.agent, self.roles.first()) {
-            (Some(name), _) => vec![format!("agent:{name}")],
-            (None, Some(role)) => vec![format!("role:{role}")],
-            (None, None) => vec!["agent:?".into()],
+        let mut any: Vec<String> = self.agent.iter().map(|a| format!("agent:{a}")).collect();
+        any.extend(self.roles.iter().map(|r| format!("role:{r}")));
+        if any.is_empty() {
+            any.push("agent:?".into());
         }
+        vec![any.join(fleet_store::ANY_OF)]
     }
 }
 
@@ -243,12 +245,25 @@ pub struct RemoteEnd {
     pub done: usize,
     pub failed: Vec<(String, String)>,
     pub skipped: usize,
+    /// Tasks ended by [`cancel`] (the run was cancelled; [`cancel`] recorded its end).
+    pub cancelled: usize,
 }
 
 impl RemoteEnd {
     pub fn passed(&self) -> bool {
-        self.failed.is_empty() && self.skipped == 0
+        self.failed.is_empty() && self.skipped == 0 && self.cancelled == 0
     }
+}
+
+/// Cancels a run on runners: its queued tasks are never claimed, the runners holding its
+/// claimed ones stop them (their processes ended, nothing landed) when they learn it, and the
+/// run ends `cancelled`. Returns the tasks cancelled; none (and nothing written) when the run
+/// had ended.
+pub fn cancel(store: &dyn Store, run_id: &str, reason: &str) -> Result<Vec<String>, EngineError> {
+    let queue = store
+        .queue()
+        .ok_or_else(|| EngineError::Invalid(NO_QUEUE.into()))?;
+    Ok(queue.cancel_run(run_id, reason, now_ms(), &[])?)
 }
 
 /// Waits until every task of the run ended (woken by the runners' events; the lease expiries
@@ -269,10 +284,12 @@ pub fn wait(
         let scanned = std::time::Instant::now();
         queue.fail_exhausted(MAX_CLAIMS, now_ms())?;
         let rows = queue.queued(run_id)?;
-        if rows
-            .iter()
-            .all(|r| matches!(r.state.as_str(), "done" | "failed" | "skipped"))
-        {
+        if rows.iter().all(|r| {
+            matches!(
+                r.state.as_str(),
+                "done" | "failed" | "skipped" | "cancelled"
+            )
+        }) {
             let end = RemoteEnd {
                 done: rows.iter().filter(|r| r.state == "done").count(),
                 failed: rows
@@ -281,9 +298,13 @@ pub fn wait(
                     .map(|r| (r.task_id.clone(), r.detail.clone().unwrap_or_default()))
                     .collect(),
                 skipped: rows.iter().filter(|r| r.state == "skipped").count(),
+                cancelled: rows.iter().filter(|r| r.state == "cancelled").count(),
             };
-            // Ended here, or already by the runner that ended its last task: once either way.
-            queue.close_run_if_ended(run_id, now_ms())?;
+            // Ended here, or already by the runner that ended its last task: once either
+            // way. A cancelled run's end was recorded by whoever cancelled it.
+            if end.cancelled == 0 {
+                queue.close_run_if_ended(run_id, now_ms())?;
+            }
             return Ok(Some(end));
         }
         if stopped() {

@@ -13,6 +13,9 @@
 //! `Fleet-Task: <run>/<task>` trailer, and a task whose trailer is already on the branch (its
 //! first runner merged, then died before saying so) is not merged again: merged exactly once.
 //!
+//! A task whose run is cancelled is stopped the same way, lands nothing, and its claim ends
+//! cancelled (`runner_cancel.rs`).
+//!
 //! A stop signal drains: no new claims; running tasks get `grace` to finish, then their
 //! commands are ended and the tasks handed back (claimable at once by another runner).
 
@@ -59,6 +62,8 @@ pub struct RunnerTally {
     pub handed_back: u32,
     /// Claims that ran out while this runner worked (another runner redoes them).
     pub lost: u32,
+    /// Claims whose run was cancelled while this runner held them (stopped, nothing landed).
+    pub cancelled: u32,
 }
 
 impl RunnerTally {
@@ -67,6 +72,7 @@ impl RunnerTally {
         self.failed += o.failed;
         self.handed_back += o.handed_back;
         self.lost += o.lost;
+        self.cancelled += o.cancelled;
     }
 }
 
@@ -122,6 +128,7 @@ pub async fn serve(
             }
         }
     });
+    let retros = Arc::new(crate::runner_retro::Retros::default());
     let slots: Vec<_> = (0..ad.concurrency)
         .map(|_| {
             let slot = Slot {
@@ -129,6 +136,7 @@ pub async fn serve(
                 ad: ad.clone(),
                 opts: opts.clone(),
                 kill: kill_rx.clone(),
+                retros: retros.clone(),
             };
             tokio::spawn(slot.run(stop.clone()))
         })
@@ -144,6 +152,7 @@ pub async fn serve(
     }
     drain.abort();
     beat.abort();
+    retros.abandon();
     let name = ad.name.clone();
     let _ = blocking(move || queue_of(&*store).retire(&name)).await;
     match first_error {
@@ -172,6 +181,7 @@ struct Slot {
     ad: RunnerAd,
     opts: RunnerOptions,
     kill: watch::Receiver<bool>,
+    retros: Arc<crate::runner_retro::Retros>,
 }
 
 /// How a task's work ended on this runner.
@@ -221,6 +231,7 @@ impl Slot {
     }
 
     async fn work(&self, claim: Claim, tally: &mut RunnerTally) -> Result<(), EngineError> {
+        let done_before = tally.done;
         let order: TaskOrder = match serde_json::from_value(claim.spec.clone()) {
             Ok(o) => o,
             Err(e) => {
@@ -246,7 +257,12 @@ impl Slot {
                 }
             }
         });
-        let cmd_stop = either(self.kill.clone(), lost_rx.clone());
+        let cancel =
+            crate::runner_cancel::Watcher::start(self.store.clone(), &claim, self.opts.lease_ttl);
+        let cmd_stop = either(
+            either(self.kill.clone(), lost_rx.clone()),
+            cancel.receiver(),
+        );
         let dir = self
             .opts
             .workspace
@@ -255,6 +271,15 @@ impl Slot {
             .join(format!("{}.{}", claim.task_id, claim.n));
         let worked = self.execute(&claim, &order, &dir, cmd_stop).await;
         let lost = *lost_rx.borrow();
+        // Cancelled: its processes were ended (or it finished meanwhile); nothing lands.
+        if (lost || cancel.raised())
+            && crate::runner_cancel::end(self.store.clone(), &claim, &self.ad.name).await?
+        {
+            tally.cancelled += 1;
+            beat.abort();
+            self.retros.start(&claim, false, dir).await;
+            return Ok(());
+        }
         let outcome = match worked {
             _ if lost => {
                 tally.lost += 1;
@@ -316,8 +341,10 @@ impl Slot {
             }
         };
         beat.abort();
-        // The workspace was this claim's alone; the log stays.
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await;
+        // The workspace was this claim's alone (removed once a retrospective of the task, if
+        // any, read it); the log stays.
+        let landed = tally.done > done_before;
+        self.retros.start(&claim, landed, dir).await;
         result
     }
 
@@ -457,6 +484,7 @@ impl Slot {
             runner: &self.ad.name,
             kill_grace: self.opts.kill_grace,
             stop,
+            retros: &self.retros,
         })
         .await?;
         match end {

@@ -12,10 +12,15 @@
 //! pushes that tip as the task's branch and lands it on the remote like a shell task's commit
 //! (merge lease, compare-and-swap push, `Fleet-Task:` trailer). The outer task gets a
 //! `task.sub_run` event naming the sub-run.
+//!
+//! Its agents get the instance's MCP server (`fleet mcp` of the runner's home, against the
+//! same store), and its retrospectives run once the claim ended (`runner_retro.rs`).
 
 use crate::layout::StateDir;
 use crate::plan::{AgentPool, AgentTask, Plan, TaskAction, TaskDef};
 use crate::remote::{AgentOrder, TaskOrder};
+use crate::retrospective::Learner;
+use crate::runner_retro::{Pending, Retros};
 use crate::{EngineError, EngineOptions, RunEnd, now_ms};
 use fleet_config::InstanceConfig;
 use fleet_core::pool::Limits;
@@ -33,6 +38,12 @@ pub struct AgentSetup {
     pub instance: Arc<InstanceConfig>,
     /// Profiles whose CLI is installed here (or needs none: `http`, `command`).
     pub playable: Vec<String>,
+    /// Fleet's MCP server of the instance (`fleet mcp`), given to the agents of sub-runs as
+    /// to those of a run in this process; none, no Fleet tools.
+    pub mcp: Option<fleet_agents::McpServer>,
+    /// The instance's state directory (`.fleet` of its home), whose memory retrospectives
+    /// write lessons to; none: the runner's own state directory.
+    pub memory_state: Option<std::path::PathBuf>,
 }
 
 impl AgentSetup {
@@ -49,7 +60,17 @@ impl AgentSetup {
         AgentSetup {
             instance: Arc::new(instance),
             playable,
+            mcp: None,
+            memory_state: None,
         }
+    }
+
+    /// Whether a playable profile has one of `roles`.
+    fn plays_a_role(&self, roles: &[String]) -> bool {
+        self.instance
+            .agents
+            .iter()
+            .any(|p| self.playable.contains(&p.name) && p.roles.iter().any(|r| roles.contains(r)))
     }
 
     /// `agent:<profile>` and `role:<role>` of every playable profile, `agent:<cli>` of every
@@ -93,6 +114,8 @@ pub(crate) struct SubRun<'a> {
     pub runner: &'a str,
     pub kill_grace: Duration,
     pub stop: watch::Receiver<bool>,
+    /// Where a retrospective of the task waits for the claim to end.
+    pub retros: &'a Retros,
 }
 
 /// Runs the task as a one-task run of the engine in the clone; see the module's note.
@@ -133,18 +156,23 @@ pub(crate) async fn play(s: SubRun<'_>) -> Result<SubRunEnd, EngineError> {
         }
     });
     let instance = &s.setup.instance;
-    let mut memory = crate::lessons::MemorySettings::from_config(&instance.memory);
-    // A retrospective would hold the claim (and the merge behind it) while an agent reflects.
-    memory.retrospectives = false;
+    let memory = crate::lessons::MemorySettings::from_config(&instance.memory);
     let opts = EngineOptions {
         kill_grace: s.kill_grace,
         observer: Some(observer),
-        mcp: None,
+        // The instance's `fleet mcp`, as for a run in this process.
+        mcp: s.setup.mcp.clone(),
         stop: Some(s.stop.clone()),
         redactor: fleet_secrets::Redactor::from_process_env(&instance.secret_names()),
         memory,
     };
     let layout = StateDir::new(s.state);
+    // Lessons go where the instance keeps its memory, as after a run in this process.
+    let learning = s
+        .setup
+        .memory_state
+        .clone()
+        .map_or(layout.clone(), StateDir::new);
     let (store, dir, task) = (
         s.store.clone(),
         s.dir.to_path_buf(),
@@ -158,9 +186,14 @@ pub(crate) async fn play(s: SubRun<'_>) -> Result<SubRunEnd, EngineError> {
     std::thread::Builder::new()
         .name(format!("sub-run {task}"))
         .spawn(move || {
-            let ended = (|| {
+            let mut opts = opts;
+            let ended = (|| -> Result<(SubRunEnd, Option<Pending>), EngineError> {
                 let repo = fleet_git::Repo::open(&dir)?;
                 let base = repo.resolve("HEAD")?;
+                let learner = Learner::new(&repo, &base, &learning, &store, &plan, &opts);
+                // A retrospective inside would hold the claim (and the merge behind it) while
+                // an agent reflects: it runs after the claim ended (`runner_retro.rs`).
+                opts.memory.retrospectives = false;
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
@@ -173,17 +206,27 @@ pub(crate) async fn play(s: SubRun<'_>) -> Result<SubRunEnd, EngineError> {
                     opts,
                 ))?;
                 Ok(match report.end {
-                    RunEnd::Interrupted => SubRunEnd::Stopped,
-                    RunEnd::Failed => SubRunEnd::Failed(failure(&*store, &report.run_id, &task)),
+                    RunEnd::Interrupted => (SubRunEnd::Stopped, None),
+                    RunEnd::Failed => (
+                        SubRunEnd::Failed(failure(&*store, &report.run_id, &task)),
+                        None,
+                    ),
                     RunEnd::Passed => {
                         let tip = repo.branch_tip(&report.integration_branch)?;
-                        SubRunEnd::Passed(tip.filter(|t| *t != base))
+                        let learn =
+                            (!report.troubles.is_empty()).then_some(Pending { learner, report });
+                        (SubRunEnd::Passed(tip.filter(|t| *t != base)), learn)
                     }
                 })
             })();
             let _ = tx.send(ended);
         })?;
-    rx.await.map_err(std::io::Error::other)?
+    let (end, learn) = rx.await.map_err(std::io::Error::other)??;
+    if let Some(p) = learn {
+        s.retros
+            .keep(&s.claim.run_id, &s.claim.task_id, s.claim.n, p);
+    }
+    Ok(end)
 }
 
 /// The name of the sub-run claim `n` of `claim`'s task plays.
@@ -248,12 +291,20 @@ fn failure(store: &dyn Store, sub: &str, task: &str) -> String {
 fn one_task_plan(s: &SubRun<'_>) -> Result<Plan, EngineError> {
     let a = s.agent;
     let mut pool = AgentPool::from_instance(&s.setup.instance);
+    // The runner claimed the task because it offers the named profile or one of the roles
+    // (any of them, as the engine's pool picks): without the profile, its roles' profiles
+    // play it.
     let pinned = match &a.agent {
-        Some(name) => Some(pool.resolve(name).ok_or_else(|| {
-            EngineError::Invalid(format!(
-                "this runner has no agent {name:?} (its fleet.yaml changed since it claimed)"
-            ))
-        })?),
+        Some(name) => match pool.resolve(name) {
+            Some(i) => Some(i),
+            None if s.setup.plays_a_role(&a.roles) => None,
+            None => {
+                return Err(EngineError::Invalid(format!(
+                    "this runner has no agent {name:?} nor one of the roles {:?} (its fleet.yaml changed since it claimed)",
+                    a.roles
+                )));
+            }
+        },
         None => None,
     };
     let task = TaskDef {
@@ -305,4 +356,50 @@ fn one_task_plan(s: &SubRun<'_>) -> Result<Plan, EngineError> {
         pool: Arc::new(pool),
         policies: s.setup.instance.policies.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(agents: &str) -> AgentSetup {
+        let yaml = format!("agents:\n{agents}");
+        let instance = fleet_config::parse_instance(Path::new("fleet.yaml"), &yaml).unwrap();
+        AgentSetup::new(instance, &[])
+    }
+
+    fn order(agent: Option<&str>, roles: &[&str]) -> AgentOrder {
+        AgentOrder {
+            agent: agent.map(str::to_string),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            prompt: "p".into(),
+            max_attempts: 1,
+            escalate_after: 1,
+            budget_usd: None,
+            retries: 0,
+            retry_backoff_ms: 0,
+            max_time_ms: None,
+            allowed_paths: vec![],
+            allowed_tools: vec![],
+        }
+    }
+
+    /// As the engine's pool: the pinned profile, or a profile with any of the roles.
+    #[test]
+    fn a_runner_claims_a_task_it_can_play_by_any_of_its_roles() {
+        let offers = |s: &AgentSetup| crate::runner::offers(&[], &[], Some(s));
+        let tester = setup("  qa:\n    cli: http\n    roles: [tester]\n");
+        let docs = setup("  docs:\n    cli: http\n    roles: [docs]\n");
+        let lead = setup("  lead:\n    cli: http\n    roles: [docs-lead]\n");
+        let pinned = order(Some("lead"), &["developer", "tester"]).needs();
+        assert!(fleet_store::meets(&offers(&tester), &pinned));
+        assert!(fleet_store::meets(&offers(&lead), &pinned));
+        assert!(!fleet_store::meets(&offers(&docs), &pinned));
+        let by_role = order(None, &["reviewer", "docs"]).needs();
+        assert!(fleet_store::meets(&offers(&docs), &by_role));
+        assert!(!fleet_store::meets(&offers(&tester), &by_role));
+        // A runner without the pinned profile plays it by a role; with neither, it cannot.
+        assert!(tester.plays_a_role(&["developer".into(), "tester".into()]));
+        assert!(!docs.plays_a_role(&["developer".into(), "tester".into()]));
+    }
 }

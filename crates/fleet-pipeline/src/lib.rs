@@ -969,6 +969,8 @@ impl Pipeline {
             json!({"reason": "cancelled by a person"}),
         )];
         self.save(&mut epic, &data, ev)?;
+        // A stage on runners goes on there unless its run is cancelled too.
+        on_runners::cancel_runs(self, id)?;
         Ok(epic)
     }
 

@@ -8,9 +8,9 @@
 //! next stage starts from it — as after a run in this process.
 //!
 //! A driver that dies loses nothing: the runners go on, and the next driver finds the run by
-//! its name and waits again. Cancelling the epic stops the waiting; tasks already claimed are
-//! finished by their runners (their work lands on the run's own branch, which the epic then
-//! never reads).
+//! its name and waits again. Cancelling the epic stops the waiting and cancels the epic's runs
+//! on runners ([`cancel_runs`]): their queued tasks are never claimed, and the runners holding
+//! the others stop them, landing nothing.
 
 use crate::{Pipeline, PipelineError, Result};
 use fleet_engine::Plan;
@@ -57,6 +57,22 @@ pub(crate) fn is_remote(p: &Pipeline, run_id: &str) -> bool {
         .queue()
         .and_then(|q| q.queued(run_id).ok())
         .is_some_and(|rows| !rows.is_empty())
+}
+
+/// Cancels the epic's runs on runners that have not ended (from any process: the driver may
+/// be elsewhere). Returns how many tasks were cancelled.
+pub(crate) fn cancel_runs(p: &Pipeline, epic: &str) -> Result<usize> {
+    if p.store.queue().is_none() {
+        return Ok(0);
+    }
+    let mut n = 0;
+    // Stage runs are named `<epic>-<stage>-…`; a sub-run of one has no queue entries.
+    for run in p.store.runs_named(&format!("{epic}-"))? {
+        if run.state == "running" && is_remote(p, &run.id) {
+            n += remote::cancel(&*p.store, &run.id, &format!("epic {epic} was cancelled"))?.len();
+        }
+    }
+    Ok(n)
 }
 
 /// Waits for a run on runners of the project to end, then brings its branch home.

@@ -4,7 +4,7 @@
 //!
 //! The run's `tasks` rows (what the API and the CLI show) follow the queue in the same
 //! transactions: `running` when claimed, `merged`/`passed`/`failed`/`skipped` when it ends,
-//! `ready` when handed back.
+//! `ready` when handed back, `cancelled` when its run is cancelled.
 
 use crate::postgres::{NOW_MS, PostgresStore, event_arrays, events_ctes, insert_events};
 use crate::queue::{Claim, Finish, QueueItem, QueueRow, RunEnded, RunnerAd, TaskQueue};
@@ -167,6 +167,8 @@ impl TaskQueue for PostgresStore {
     ) -> Result<Option<Claim>> {
         let ttl = ttl.as_millis() as i64;
         let max = i64::from(max_claims);
+        // A need of alternatives (`a|b`, `crate::ANY_OF`) is met by any of them; plain needs
+        // are met by the one containment test, before the alternatives are looked at.
         // The dependency check is per candidate, and every open entry is one (they are sorted
         // before the LIMIT): it must cost nothing for tasks without dependencies and one key
         // lookup per dependency otherwise. As a bare anti-join over the run's entries it made
@@ -185,7 +187,9 @@ impl TaskQueue for PostgresStore {
                         WHERE (q.state = 'queued'
                                OR (q.state = 'claimed' AND q.expires_at <= {NOW_MS}
                                    AND q.claims < $4))
-                          AND q.needs <@ $1::text[]
+                          AND (q.needs <@ $1::text[] OR NOT EXISTS (
+                              SELECT 1 FROM unnest(q.needs) need
+                              WHERE NOT (string_to_array(need, '|') && $1::text[])))
                           AND (cardinality(q.deps) = 0 OR NOT EXISTS (
                               SELECT 1 FROM unnest(q.deps) dep
                               WHERE (SELECT d.state FROM task_queue d
@@ -435,6 +439,93 @@ impl TaskQueue for PostgresStore {
                 }],
             )?;
             Ok(Some(tally))
+        })
+    }
+
+    fn cancel_run(
+        &self,
+        run_id: &str,
+        reason: &str,
+        at: i64,
+        events: &[NewEvent],
+    ) -> Result<Vec<String>> {
+        self.in_transaction(|tx| {
+            // A claimed entry keeps its holder: its heartbeat and finish now fail, and it ends
+            // the claim with `end_cancelled`.
+            let mut rows = tx.query(
+                "UPDATE task_queue SET state = 'cancelled', detail = $2, expires_at = NULL
+                 WHERE run_id = $1 AND state IN ('queued', 'claimed')
+                 RETURNING task_id, holder, claims",
+                &[&run_id, &reason],
+            )?;
+            // RETURNING follows the rows' physical order: the events go in task order.
+            rows.sort_by_key(|r| r.get::<_, String>(0));
+            if rows.is_empty() {
+                return Ok(Vec::new());
+            }
+            let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            tx.execute(
+                "UPDATE tasks SET state = 'cancelled', reason = $3, finished_at = $4
+                 WHERE run_id = $1 AND id = ANY($2)",
+                &[&run_id, &ids, &reason, &at],
+            )?;
+            let mut all = Vec::with_capacity(rows.len() + events.len());
+            for r in &rows {
+                let holder: Option<String> = r.get(1);
+                let claims = r.get::<_, i64>(2) as u32;
+                all.push(NewEvent {
+                    at,
+                    run_id: run_id.to_string(),
+                    task: Some(r.get(0)),
+                    attempt: holder.as_ref().map(|_| claims),
+                    kind: "task.cancelled".into(),
+                    data: json!({"reason": reason, "runner": holder}),
+                });
+            }
+            all.extend(events.iter().map(|e| NewEvent {
+                run_id: run_id.to_string(),
+                ..e.clone()
+            }));
+            // The run ends in the same transaction: nobody may see it with every entry ended
+            // and still running (and end it a second time as failed).
+            let ended = tx.execute(
+                "UPDATE runs SET state = 'cancelled', updated_at = $2, finished_at = $2
+                 WHERE id = $1 AND state = 'running'",
+                &[&run_id, &at],
+            )?;
+            if ended == 1 {
+                all.push(NewEvent {
+                    at,
+                    run_id: run_id.to_string(),
+                    task: None,
+                    attempt: None,
+                    kind: "run.finished".into(),
+                    data: json!({"state": "cancelled", "reason": reason, "cancelled": ids.len()}),
+                });
+            }
+            insert_events(tx, &all)?;
+            Ok(ids)
+        })
+    }
+
+    fn end_cancelled(&self, claim: &Claim, events: &[NewEvent]) -> Result<bool> {
+        self.in_transaction(|tx| {
+            let n = tx.execute(
+                "UPDATE task_queue SET holder = NULL
+                 WHERE run_id = $1 AND task_id = $2 AND holder = $3 AND claims = $4
+                   AND state = 'cancelled'",
+                &[
+                    &claim.run_id,
+                    &claim.task_id,
+                    &claim.holder,
+                    &i64::from(claim.n),
+                ],
+            )?;
+            if n != 1 {
+                return Ok(false);
+            }
+            insert_events(tx, &stamped(events, &claim.run_id, &claim.task_id, claim.n))?;
+            Ok(true)
         })
     }
 

@@ -16,6 +16,16 @@ use crate::{NewEvent, Result};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+/// Joins the alternatives of one need: a runner offering any of them meets it.
+pub const ANY_OF: &str = "|";
+
+/// Whether `offers` meet `needs` (see [`QueueItem::needs`]): what a backend's claim decides.
+pub fn meets(offers: &[String], needs: &[String]) -> bool {
+    needs
+        .iter()
+        .all(|n| n.split(ANY_OF).any(|alt| offers.iter().any(|o| o == alt)))
+}
+
 /// One task to be run by a runner.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueueItem {
@@ -23,7 +33,8 @@ pub struct QueueItem {
     pub task_id: String,
     /// Tasks of the same run that must be `done` before this one may be claimed.
     pub deps: Vec<String>,
-    /// What a runner must offer to claim it (`sh`, `cli:claude`, `label:gpu`, …).
+    /// What a runner must offer to claim it (`sh`, `cli:claude`, `label:gpu`, …): every entry,
+    /// and an entry of alternatives joined by [`ANY_OF`] (`role:dev|role:ops`) by any one of them.
     pub needs: Vec<String>,
     /// What to do, as the coordinator described it (opaque to the store).
     pub spec: serde_json::Value,
@@ -34,7 +45,8 @@ pub struct QueueItem {
 pub struct RunnerAd {
     /// Unique per process (a [`crate::LeaseHolder`] name).
     pub name: String,
-    /// What it can play: every `needs` entry of an item it claims is one of these.
+    /// What it can play: every `needs` entry of an item it claims is one of these (or has an
+    /// alternative that is).
     pub offers: Vec<String>,
     pub concurrency: u32,
 }
@@ -65,7 +77,8 @@ pub struct Finish {
 pub struct QueueRow {
     pub run_id: String,
     pub task_id: String,
-    /// `queued`, `claimed`, `done`, `failed`, `skipped`.
+    /// `queued`, `claimed`, `done`, `failed`, `skipped`, `cancelled` (a cancelled entry that
+    /// was claimed keeps its holder until the holder ends it: [`TaskQueue::end_cancelled`]).
     pub state: String,
     pub holder: Option<String>,
     /// Claims so far (a hand-back does not count).
@@ -117,6 +130,23 @@ pub trait TaskQueue: Send + Sync {
     /// calls (the runner that ended its last task, the process waiting for it, a sweep).
     /// `None` when it did not end it now (entries still open, or already ended).
     fn close_run_if_ended(&self, run_id: &str, at: i64) -> Result<Option<RunEnded>>;
+    /// Cancels a run's entries that have not ended: queued and claimed ones become `cancelled`
+    /// (never claimable again; a claimed one keeps its holder, whose heartbeat and finish now
+    /// fail, so it learns it), their `tasks` rows too, with a `task.cancelled` event each
+    /// (`reason`, and the holder of a claimed one) and `events`; the run, if still running,
+    /// ends `cancelled` (`run.finished`) in the same transaction. Returns the tasks cancelled:
+    /// none when the run had ended (and nothing is written).
+    fn cancel_run(
+        &self,
+        run_id: &str,
+        reason: &str,
+        at: i64,
+        events: &[NewEvent],
+    ) -> Result<Vec<String>>;
+    /// The holder of a cancelled claim ends it (after stopping its work, landing nothing):
+    /// `true`, with `events`, when `claim` was cancelled while held; `false` otherwise (it was
+    /// lost to another runner, or is not cancelled).
+    fn end_cancelled(&self, claim: &Claim, events: &[NewEvent]) -> Result<bool>;
     /// A run's queue entries, by task id.
     fn queued(&self, run_id: &str) -> Result<Vec<QueueRow>>;
     /// Records (or refreshes) a runner's advertisement until `ttl` from now.

@@ -33,3 +33,15 @@ fn postgres_runs_close_once() {
     let stores: Vec<Arc<dyn Store>> = (0..4).map(|_| pg(&db)).collect();
     queue::runs_close_once(&stores);
 }
+
+#[test]
+fn postgres_needs_of_alternatives_are_met_by_any() {
+    let db = TestDb::create();
+    queue::any_of_needs(&*pg(&db));
+}
+
+#[test]
+fn postgres_cancelled_runs_are_not_claimed_and_their_holders_learn_it() {
+    let db = TestDb::create();
+    queue::cancel(&*pg(&db));
+}

@@ -1058,7 +1058,7 @@ fn run_file(state: StateChoice, file: &Path, flags: RunFlags) -> anyhow::Result<
 
 /// Fleet's MCP server of the instance at `home`, for the agents a run launches: `fleet mcp`
 /// needs an instance (fleet.yaml) to find its store.
-fn mcp_server(home: &Path) -> anyhow::Result<fleet_agents::McpServer> {
+pub(crate) fn mcp_server(home: &Path) -> anyhow::Result<fleet_agents::McpServer> {
     Ok(fleet_pipeline::mcp_server(&std::env::current_exe()?, home))
 }
 

@@ -91,7 +91,25 @@ pub fn runner(home: Option<PathBuf>, args: RunnerArgs) -> anyhow::Result<u8> {
     // The instance's profiles and accounts play agent tasks; with no fleet.yaml, none.
     let clis = installed_clis();
     let instance = crate::load_instance(home.as_deref())?;
-    let agents = (!instance.agents.is_empty()).then(|| AgentSetup::new(instance, &clis));
+    // Agents get the instance's `fleet mcp` (and retrospectives its memory) when it works on
+    // the store this runner does: its fleet.yaml's, or the same `--store`.
+    let same_store = match (&args.store, &instance.store) {
+        (None, _) => true,
+        (Some(url), fleet_config::StoreConfig::Postgres(own)) => url == own,
+        (Some(_), fleet_config::StoreConfig::Sqlite) => false,
+    };
+    let shared_home = home.as_deref().filter(|_| same_store);
+    if home.is_some() && !same_store && !instance.agents.is_empty() {
+        eprintln!(
+            "fleet runner: agents get no Fleet MCP tools: the instance's fleet.yaml names another store than --store"
+        );
+    }
+    let agents = (!instance.agents.is_empty()).then(|| {
+        let mut setup = AgentSetup::new(instance, &clis);
+        setup.mcp = shared_home.and_then(|h| crate::mcp_server(h).ok());
+        setup.memory_state = shared_home.map(|h| h.join(".fleet"));
+        setup
+    });
     let opts = RunnerOptions {
         workspace,
         concurrency: args.concurrency.max(1),
@@ -113,8 +131,8 @@ pub fn runner(home: Option<PathBuf>, args: RunnerArgs) -> anyhow::Result<u8> {
     let rt = crate::runtime()?;
     let tally = rt.block_on(serve(store, opts, stop))?;
     println!(
-        "fleet runner: stopped: {} done, {} failed, {} handed back, {} lost to other runners",
-        tally.done, tally.failed, tally.handed_back, tally.lost
+        "fleet runner: stopped: {} done, {} failed, {} handed back, {} lost to other runners, {} cancelled",
+        tally.done, tally.failed, tally.handed_back, tally.lost, tally.cancelled
     );
     Ok(exit::PASSED)
 }
@@ -188,6 +206,13 @@ fn wait_for(
         );
         return Ok(exit::INTERRUPTED);
     };
+    if end.cancelled > 0 {
+        println!(
+            "run {} cancelled: {} done, {} cancelled",
+            run_id, end.done, end.cancelled
+        );
+        return Ok(exit::INTERRUPTED);
+    }
     for (task, reason) in &end.failed {
         println!("  failed {task}: {reason}");
     }

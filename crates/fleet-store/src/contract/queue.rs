@@ -298,3 +298,116 @@ pub fn runs_close_once(stores: &[Arc<dyn Store>]) {
         assert_eq!(finished, 1, "{id}: one run.finished");
     }
 }
+
+/// A need of alternatives (`role:a|role:b`) is met by a runner offering any one of them, and
+/// only by such a runner; plain needs stay all-of.
+pub fn any_of_needs(store: &dyn Store) {
+    let q = store.queue().expect("this backend has a queue");
+    q.enqueue(
+        &[
+            item("n1", "either", &[], &["agent:dev-a|role:dev|role:ops"]),
+            item("n1", "both", &[], &["role:dev", "label:gpu"]),
+        ],
+        &[],
+    )
+    .unwrap();
+    let neither = runner("r-none", &["sh", "role:qa", "agent:dev-b", "label:gpu"]);
+    assert!(claim(q, &neither).is_none(), "no alternative is offered");
+    let ops = runner("r-ops", &["sh", "role:ops"]);
+    let got = claim(q, &ops).expect("role:ops is one of the alternatives");
+    assert_eq!(got.task_id, "either");
+    assert!(
+        claim(q, &ops).is_none(),
+        "`both` needs role:dev and label:gpu"
+    );
+    let dev = runner("r-dev", &["role:dev"]);
+    assert!(claim(q, &dev).is_none(), "`both` needs the label too");
+    let full = runner("r-full", &["role:dev", "label:gpu"]);
+    assert_eq!(claim(q, &full).unwrap().task_id, "both");
+    let offers = |o: &[&str]| o.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let needs = offers(&["agent:dev-a|role:dev"]);
+    assert!(crate::meets(&offers(&["role:dev"]), &needs));
+    assert!(!crate::meets(&offers(&["role:de"]), &needs));
+}
+
+/// Cancelling a run: queued entries are never claimed, a claimed one's holder finds its claim
+/// gone (heartbeat and finish fail) and ends it as cancelled, `task.cancelled` once per task,
+/// and a second cancel changes nothing.
+pub fn cancel(store: &dyn Store) {
+    let q = store.queue().expect("this backend has a queue");
+    q.enqueue(
+        &[
+            item("k1", "a", &[], &["sh"]),
+            item("k1", "b", &["a"], &["sh"]),
+            item("k1", "c", &[], &["sh"]),
+            item("k2", "other", &[], &["label:none"]),
+        ],
+        &[],
+    )
+    .unwrap();
+    let r = runner("r1", &["sh"]);
+    let a = claim(q, &r).expect("a is ready");
+    assert_eq!(a.task_id, "a");
+    let mut cancelled = q
+        .cancel_run("k1", "cancelled by a person", 7, &[ev("run.cancelling")])
+        .unwrap();
+    cancelled.sort();
+    assert_eq!(cancelled, ["a", "b", "c"]);
+    assert!(claim(q, &r).is_none(), "nothing of k1 is claimable");
+    assert!(!q.heartbeat(&a, LONG).unwrap(), "the holder learns it");
+    assert!(!q.finish(&a, &done(), &[ev("task.done")]).unwrap());
+    assert!(!q.hand_back(&a, &[]).unwrap());
+    assert!(q.end_cancelled(&a, &[ev("task.stopped")]).unwrap());
+    assert!(!q.end_cancelled(&a, &[]).unwrap(), "ended once");
+    let rows = q.queued("k1").unwrap();
+    let states: Vec<(&str, &str, Option<&str>)> = rows
+        .iter()
+        .map(|r| (r.task_id.as_str(), r.state.as_str(), r.holder.as_deref()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("a", "cancelled", None),
+            ("b", "cancelled", None),
+            ("c", "cancelled", None)
+        ]
+    );
+    assert_eq!(rows[1].detail.as_deref(), Some("cancelled by a person"));
+    assert!(
+        q.cancel_run("k1", "again", 8, &[ev("run.cancelling")])
+            .unwrap()
+            .is_empty(),
+        "an ended run has nothing to cancel"
+    );
+    assert_eq!(
+        q.queued("k2").unwrap()[0].state,
+        "queued",
+        "other runs stay"
+    );
+    let events = store.events(Some("k1"), 0, 100).unwrap();
+    let cancels: Vec<(Option<&str>, Option<u32>)> = events
+        .iter()
+        .filter(|e| e.kind == "task.cancelled")
+        .map(|e| (e.task.as_deref(), e.attempt))
+        .collect();
+    assert_eq!(
+        cancels,
+        [(Some("a"), Some(1)), (Some("b"), None), (Some("c"), None)]
+    );
+    assert_eq!(
+        events.iter().filter(|e| e.kind == "run.cancelling").count(),
+        1
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "task.stopped" && e.attempt == Some(1)),
+        "{events:?}"
+    );
+    assert!(!events.iter().any(|e| e.kind == "task.done"));
+    let cancelled_a = events
+        .iter()
+        .find(|e| e.kind == "task.cancelled" && e.task.as_deref() == Some("a"))
+        .unwrap();
+    assert_eq!(cancelled_a.data["runner"], "r1");
+}
