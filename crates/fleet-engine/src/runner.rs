@@ -426,6 +426,7 @@ impl Slot {
             log_path: &self.log_path(claim),
             env: &env,
             redactor: &redactor,
+            runner: &self.ad.name,
             kill_grace: self.opts.kill_grace,
             stop,
         })

@@ -38,6 +38,8 @@ pub(crate) struct ShellTask<'a> {
     /// The commands' environment; `FLEET_ATTEMPT` is set per attempt ([`attempt_number`]).
     pub env: &'a BTreeMap<String, String>,
     pub redactor: &'a Redactor,
+    /// This runner's name, in the events it writes.
+    pub runner: &'a str,
     pub kill_grace: Duration,
     pub stop: watch::Receiver<bool>,
 }
@@ -122,6 +124,13 @@ pub(crate) async fn run(t: ShellTask<'_>) -> Result<ShellEnd, EngineError> {
             _ = tokio::time::sleep(Duration::from_millis(delay)) => {}
             _ = stop.wait_for(|s| *s) => return Ok(ShellEnd::Stopped),
         }
+        // As a local run's next attempt (the claim's own start was its first).
+        note(
+            &t,
+            "task.started",
+            json!({"runner": t.runner, "try": k + 1}),
+        )
+        .await;
     }
     unreachable!("the retry policy ends the loop")
 }
@@ -261,4 +270,35 @@ async fn note(t: &ShellTask<'_>, kind: &str, mut data: serde_json::Value) {
         })
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row queued before the retry fields existed still parses: no retries.
+    #[test]
+    fn an_order_queued_before_retries_parses_with_none() {
+        let old = json!({"run": "true", "workspace": "none", "checks": [], "timeout_ms": null,
+                         "env": {}, "pass_env": [], "remote": "r", "integration": "i",
+                         "task_branch": "t"});
+        let order: TaskOrder = serde_json::from_value(old).unwrap();
+        assert_eq!((order.retries, order.retry_backoff_ms), (0, 0));
+        assert_eq!(retry_policy(&order).next_delay(1), None);
+    }
+
+    /// Tries count on across claims: claim 2 of a task with 2 retries starts at 4.
+    #[test]
+    fn attempt_numbers_grow_across_tries_and_claims() {
+        let with_two: Vec<u32> = [(1, 1), (1, 3), (2, 1), (3, 2)]
+            .iter()
+            .map(|&(n, k)| attempt_number(n, 2, k))
+            .collect();
+        assert_eq!(with_two, [1, 3, 4, 8]);
+        assert_eq!(
+            attempt_number(2, 0, 1),
+            2,
+            "a redo without retries is attempt 2"
+        );
+    }
 }

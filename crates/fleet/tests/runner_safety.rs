@@ -216,6 +216,15 @@ fn retries_are_honoured_on_runners_as_locally() {
         (retried("flaky"), retried("gated"), retried("hopeless")),
         (1, 1, 1)
     );
+    // Each try starts as a local attempt does; a failed check says which, as locally.
+    let of = |kind: &str, task: &str| {
+        events
+            .iter()
+            .filter(|e| e.kind == kind && e.task.as_deref() == Some(task))
+            .count()
+    };
+    assert_eq!(of("task.started", "flaky"), 2);
+    assert_eq!(of("task.checks_failed", "gated"), 1);
     let int = c.store.run(&run).unwrap().unwrap().integration_branch;
     assert_eq!(git(&c.remote, &["show", &format!("{int}:ok.txt")]), "ok\n");
 }
