@@ -52,6 +52,10 @@ pub struct TaskOrder {
     /// The first retry's wait (`retry_backoff:`), doubling per retry up to 32 times it.
     #[serde(default)]
     pub retry_backoff_ms: u64,
+    /// The `protected_paths` of the queueing instance's `policies:`, as (rule, patterns): a
+    /// shell task's change touching one fails and is put back, as locally. Older rows: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protected_paths: Vec<(String, Vec<String>)>,
 }
 
 /// What a runner needs to play an agent task with its own profiles and accounts.
@@ -139,6 +143,14 @@ pub fn submit(
         .clone()
         .unwrap_or_else(|| layout::integration_branch(&instance, &run_id));
     let branches = layout::task_branches(&instance, &run_id);
+    // As a local run: Fleet never writes a branch a policy protects.
+    crate::engine::policy_enforce::refuse_protected_branch(plan, &integration)?;
+    let protected_paths: Vec<(String, Vec<String>)> = plan
+        .policies
+        .iter()
+        .filter(|r| !r.protected_paths.is_empty())
+        .map(|r| (r.name.clone(), r.protected_paths.clone()))
+        .collect();
     push_branch(repo, remote, base_sha, &integration)?;
 
     let now = now_ms();
@@ -205,6 +217,7 @@ pub fn submit(
             agent,
             retries: t.retry.retries,
             retry_backoff_ms: t.retry.backoff_base_ms,
+            protected_paths: protected_paths.clone(),
         };
         rows.push(TaskRow {
             run_id: run_id.clone(),

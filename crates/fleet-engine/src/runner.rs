@@ -736,6 +736,7 @@ mod tests {
             agent: None,
             retries: 0,
             retry_backoff_ms: 0,
+            protected_paths: vec![],
         };
         let q = store.queue().unwrap();
         q.enqueue(

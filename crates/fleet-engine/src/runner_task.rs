@@ -1,7 +1,8 @@
 //! A shell task on a runner, with the protections the local engine gives one: its output in
 //! the task log without secrets and capped (`log_clean`, as the engine's attempts), its
 //! retries with the runbook's backoff and the engine's events (`task.checks_failed`,
-//! `task.retrying`), and the secrets scan of the change before anything is committed (the
+//! `task.retrying`), the queueing instance's protected paths (`policy.protected`, as
+//! `policy_enforce.rs`), and the secrets scan of the change before anything is committed (the
 //! check "no secrets in the change", as `engine/finish.rs`).
 //!
 //! Retries happen inside the one claim, in the same workspace, as the engine's attempts reuse
@@ -13,6 +14,7 @@ use crate::process::{self, CommandSpec, Finished};
 use crate::remote::TaskOrder;
 use crate::{EngineError, now_ms};
 use fleet_core::RetryPolicy;
+use fleet_core::policy::{ProtectedPaths, violations};
 use fleet_secrets::Redactor;
 use fleet_store::{Batch, Claim, NewEvent, Store};
 use serde_json::json;
@@ -160,6 +162,9 @@ async fn attempt(t: &ShellTask<'_>, log: &File, k: u32) -> Result<Tried, EngineE
     if !ran.success() {
         return Ok(Tried::Failed(ran.describe()));
     }
+    if let Some(failed) = protected_paths(t, log).await? {
+        return Ok(failed);
+    }
     let total = t.order.checks.len();
     for (i, check) in t.order.checks.iter().enumerate() {
         let _ = writeln!(
@@ -212,6 +217,74 @@ async fn run_logged(
     let ran = process::run(spec, log, t.stop.clone(), |_| {}).await?;
     clean_log_since(t.log_path, log, from, t.redactor);
     Ok(ran)
+}
+
+/// A change touching a path the queueing instance's policies protect fails, its paths put
+/// back as where the task forked (the engine's `policy_enforce::protected_paths`), so nothing
+/// of it lands and a retry starts without it.
+async fn protected_paths(t: &ShellTask<'_>, log: &File) -> Result<Option<Tried>, EngineError> {
+    if t.order.protected_paths.is_empty() || t.order.workspace != "git" {
+        return Ok(None);
+    }
+    let mut rules = Vec::new();
+    for (rule, patterns) in &t.order.protected_paths {
+        match ProtectedPaths::new(rule, patterns) {
+            Ok(r) => rules.push(r),
+            Err(e) => return Ok(Some(Tried::Failed(format!("policy `{rule}`: {e}")))),
+        }
+    }
+    let (dir, base) = (t.dir.to_path_buf(), t.order.integration.clone());
+    let found = tokio::task::spawn_blocking(move || {
+        let repo = fleet_git::Repo::open(&dir)?;
+        let found = violations(&rules, &repo.paths_changed(&dir, &base)?);
+        if !found.is_empty() {
+            let fork = repo.fork_point(&dir, &base)?;
+            let paths: Vec<String> = found.iter().map(|v| v.path.clone()).collect();
+            repo.restore_paths(&dir, &fork, &paths)?;
+        }
+        Ok::<_, fleet_git::GitError>(found)
+    })
+    .await
+    .map_err(std::io::Error::other)?;
+    let found = match found {
+        Ok(found) if found.is_empty() => return Ok(None),
+        Ok(found) => found,
+        Err(e) => {
+            let reason = format!("cannot check the change against protected paths: {e}");
+            return Ok(Some(Tried::Failed(reason)));
+        }
+    };
+    for v in &found {
+        let detail = format!("{} (pattern `{}`): put back", v.path, v.pattern);
+        note(
+            t,
+            "policy.protected",
+            json!({"rule": v.rule, "detail": detail}),
+        )
+        .await;
+    }
+    let lines: Vec<String> = found
+        .iter()
+        .map(|v| {
+            format!(
+                "{} is protected by policy `{}` (pattern `{}`)",
+                v.path, v.rule, v.pattern
+            )
+        })
+        .collect();
+    let output = format!(
+        "the change touches protected paths, so it cannot land:\n{}\nFleet put them back as \
+         they are on the integration branch; do the task without changing them.",
+        lines.join("\n")
+    );
+    let _ = writeln!(&*log, "── {output} ──");
+    let mut names: Vec<&str> = found.iter().map(|v| v.rule.as_str()).collect();
+    names.dedup();
+    Ok(Some(Tried::CheckFailed {
+        check: format!("policy `{}`: protected paths", names.join("`, `")),
+        finished: Finished::failed_check(),
+        output,
+    }))
 }
 
 /// What the task would commit, scanned for secrets (the engine's check of the same name): a

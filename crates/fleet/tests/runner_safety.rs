@@ -33,6 +33,11 @@ struct Cluster {
 
 impl Cluster {
     fn new() -> Cluster {
+        Cluster::with_config("")
+    }
+
+    /// With `extra` appended to the queueing instance's fleet.yaml.
+    fn with_config(extra: &str) -> Cluster {
         let db = TestDb::create();
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
@@ -45,7 +50,11 @@ impl Cluster {
         git(&work, &["push", "-q", "origin", "main"]);
         let home = root.join("home");
         std::fs::create_dir_all(&home).unwrap();
-        std::fs::write(home.join("fleet.yaml"), format!("store: {}\n", db.url())).unwrap();
+        std::fs::write(
+            home.join("fleet.yaml"),
+            format!("store: {}\n{extra}", db.url()),
+        )
+        .unwrap();
         let store: Arc<dyn Store> = Arc::new(PostgresStore::open(db.url()).unwrap());
         let runner = Command::new(FLEET)
             .args(["runner", "--store", db.url(), "--workspace"])
@@ -75,6 +84,12 @@ impl Cluster {
         let out = self.fleet(&["run", "--on-runners", file.to_str().unwrap()]);
         let run = self.store.runs().unwrap()[0].id.clone();
         (out, run)
+    }
+
+    fn runbook(&self, runbook: &str) -> String {
+        let file = self.work.join("runbook.yaml");
+        std::fs::write(&file, runbook).unwrap();
+        file.display().to_string()
     }
 
     fn fleet(&self, args: &[&str]) -> Output {
@@ -281,4 +296,40 @@ fn a_runner_log_is_capped_and_its_end_reaches_the_store() {
     let human = text(&c.fleet(&["status", &run]).stdout);
     assert!(!human.contains("summary.md"), "{human}");
     assert!(human.contains("fleet logs"), "{human}");
+}
+
+#[test]
+fn policies_hold_on_runners_as_locally() {
+    // A protected path: the change touching it fails and never reaches the remote.
+    let c =
+        Cluster::with_config("policies:\n  - name: keep-out\n    protected_paths: [migrations/]\n");
+    let (out, run) = c.run(
+        "name: guarded\ntasks:
+  - id: touch
+    command: \"mkdir -p migrations && echo x > migrations/1.sql && echo ok > ok.txt\"
+",
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("failed touch: check `policy `keep-out`: protected paths` exit 1"),
+        "{stdout}"
+    );
+    let events = c.events_text(&run);
+    assert!(events.contains("policy.protected"), "{events}");
+    let pushed = git(&c.remote, &["log", "--all", "--name-only", "--format="]);
+    assert!(!pushed.contains("migrations/1.sql"), "{pushed}");
+
+    // A protected integration branch: refused before anything is queued, as a local run is.
+    let c = Cluster::with_config(
+        "policies:\n  - name: runs\n    protected_branches: [\"fleet/runs/*/*\"]\n",
+    );
+    let file = c.runbook("name: refused\ntasks:\n  - id: a\n    command: \"true\"\n");
+    let out = c.fleet(&["run", "--on-runners", &file]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("protected by policy `runs`"),
+        "{out:?}"
+    );
+    assert!(c.store.runs().unwrap().is_empty());
 }
