@@ -324,40 +324,9 @@ impl Slot {
         mut end: Finish,
         tally: &mut RunnerTally,
     ) -> Result<(), EngineError> {
-        // What the store keeps is read by people and the API: secrets out, as a local run's.
         let redactor = self.redactor();
-        if let Some(d) = end.detail.take() {
-            end.detail = Some(redactor.clean_string(d));
-        }
-        let mut events = Vec::new();
-        if let Some(m) = &end.merge_sha {
-            events.push(event("task.merged", json!({"merge": m})));
-        }
-        let mut data = match end.state.as_str() {
-            "done" => json!({"runner": self.ad.name}),
-            _ => json!({"reason": end.detail, "runner": self.ad.name}),
-        };
-        // The log stays on this machine; its end goes to the store, so `fleet logs` and the
-        // API show it from anywhere.
-        let path = self.log_path(claim);
-        let (tail_path, tail) = (path.clone(), LOG_TAIL);
-        let tail = tokio::task::spawn_blocking(move || {
-            crate::log_clean::tail_of(&tail_path, tail.0, tail.1)
-        })
-        .await
-        .ok()
-        .flatten();
-        if let Some(tail) = tail {
-            data["log_path"] = json!(path);
-            data["log_tail"] = json!(tail);
-        }
-        redactor.clean_json(&mut data);
-        let kind = if end.state == "done" {
-            "task.done"
-        } else {
-            "task.failed"
-        };
-        events.push(event(kind, data));
+        let log = self.log_path(claim);
+        let events = crate::runner_task::end_events(&mut end, &self.ad.name, log, &redactor).await;
         let is_done = end.state == "done";
         let (store, c) = (self.store.clone(), claim.clone());
         if blocking(move || queue_of(&*store).finish(&c, &end, &events)).await? {
@@ -599,9 +568,6 @@ fn git(dir: &Path, args: &[&str]) -> Result<String, EngineError> {
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
-
-/// How much of a task's log its end event carries: lines, bytes.
-const LOG_TAIL: (usize, usize) = (100, 8000);
 
 /// Tries to push the integration branch this many times before giving up on a task.
 const LAND_TRIES: u32 = 20;

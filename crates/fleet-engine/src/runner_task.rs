@@ -16,12 +16,12 @@ use crate::{EngineError, now_ms};
 use fleet_core::RetryPolicy;
 use fleet_core::policy::{ProtectedPaths, violations};
 use fleet_secrets::Redactor;
-use fleet_store::{Batch, Claim, NewEvent, Store};
+use fleet_store::{Batch, Claim, Finish, NewEvent, Store};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -321,6 +321,60 @@ async fn secrets_in_change(t: &ShellTask<'_>, log: &File) -> Result<Tried, Engin
         finished: Finished::failed_check(),
         output,
     })
+}
+
+/// How much of a task's log its end event carries: lines, bytes.
+const LOG_TAIL: (usize, usize) = (100, 8000);
+
+/// The events that end a claim (`task.merged` if it landed, then `task.done` or
+/// `task.failed`), with `end`'s reason redacted: what the store keeps is read by people and
+/// the API, as a local run's. The log stays on the runner; its redacted tail rides on the end
+/// event, so `fleet logs` and the API show it from anywhere.
+pub(crate) async fn end_events(
+    end: &mut Finish,
+    runner: &str,
+    log: PathBuf,
+    redactor: &Redactor,
+) -> Vec<NewEvent> {
+    if let Some(d) = end.detail.take() {
+        end.detail = Some(redactor.clean_string(d));
+    }
+    let mut events = Vec::new();
+    if let Some(m) = &end.merge_sha {
+        events.push(end_event("task.merged", json!({"merge": m})));
+    }
+    let done = end.state == "done";
+    let mut data = match done {
+        true => json!({"runner": runner}),
+        false => json!({"reason": end.detail, "runner": runner}),
+    };
+    let path = log.clone();
+    let tail = tokio::task::spawn_blocking(move || {
+        crate::log_clean::tail_of(&path, LOG_TAIL.0, LOG_TAIL.1)
+    })
+    .await
+    .ok()
+    .flatten();
+    if let Some(tail) = tail {
+        data["log_path"] = json!(log);
+        data["log_tail"] = json!(tail);
+    }
+    redactor.clean_json(&mut data);
+    let kind = if done { "task.done" } else { "task.failed" };
+    events.push(end_event(kind, data));
+    events
+}
+
+/// An event the queue stamps with the claim's run, task and number.
+fn end_event(kind: &str, data: serde_json::Value) -> NewEvent {
+    NewEvent {
+        at: now_ms(),
+        run_id: String::new(),
+        task: None,
+        attempt: None,
+        kind: kind.into(),
+        data,
+    }
 }
 
 /// An event of the claim's task, committed now (redacted). A lost note is not worth failing
