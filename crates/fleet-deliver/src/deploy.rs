@@ -53,8 +53,8 @@ const KEEP_BYTES: usize = 1 << 20;
 /// How much of the end of the output is reported.
 const TAIL_CHARS: usize = 4000;
 
-/// Runs `sh -c command` in `cwd`, with `env` added to the inherited environment and standard
-/// input closed, in a process group of its own. Stdout and stderr go to one pipe, so their
+/// Runs `sh -c command` in `cwd`, with exactly `env` as its environment (nothing inherited:
+/// the caller passes what the command may see) and standard input closed, in a process group of its own. Stdout and stderr go to one pipe, so their
 /// order is kept. When the shell exits, whatever it left running in its group is killed; when
 /// `timeout` passes first, the whole group is killed and [`DeployError::TimedOut`] returned.
 ///
@@ -84,6 +84,7 @@ where
     cmd.arg("-c")
         .arg(command)
         .current_dir(cwd)
+        .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(writer)

@@ -4,7 +4,15 @@ use std::time::{Duration, Instant};
 
 use fleet_deliver::{DeployError, deploy};
 
-const NO_ENV: [(&str, &str); 0] = [];
+/// What every deploy here sees: where programs are (the command sees nothing it is not given).
+fn env(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = vec![(
+        "PATH".to_string(),
+        std::env::var("PATH").unwrap_or_default(),
+    )];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    env
+}
 
 /// Whether process `pid` is gone (or a zombie waiting to be reaped: it runs no more).
 fn dead(pid: u32) -> bool {
@@ -37,7 +45,7 @@ echo "done" >&2"#;
     let d = deploy(
         cmd,
         dir.path(),
-        [("TARGET_ENV", "staging")],
+        env(&[("TARGET_ENV", "staging")]),
         Duration::from_secs(20),
     )
     .await
@@ -68,7 +76,7 @@ async fn a_url_on_stderr_last_wins() {
     let d = deploy(
         "echo http://first.example; echo 'live at https://second.example/x' >&2",
         dir.path(),
-        NO_ENV,
+        env(&[]),
         Duration::from_secs(20),
     )
     .await
@@ -82,7 +90,7 @@ async fn no_url_is_an_error_with_the_output() {
     let err = deploy(
         "echo 'uploaded 3 files'; echo 'all good' >&2",
         dir.path(),
-        NO_ENV,
+        env(&[]),
         Duration::from_secs(20),
     )
     .await
@@ -100,7 +108,7 @@ async fn a_failing_command_is_an_error_even_with_a_url() {
     let err = deploy(
         "echo https://half.example; echo 'quota exceeded' >&2; exit 3",
         dir.path(),
-        NO_ENV,
+        env(&[]),
         Duration::from_secs(20),
     )
     .await
@@ -131,7 +139,7 @@ async fn a_timeout_kills_the_whole_process_group() {
     let err = deploy(
         "sleep 300 & echo $! > bg.pid; echo 'waiting for https://never.example'; sleep 300",
         dir.path(),
-        NO_ENV,
+        env(&[]),
         Duration::from_millis(800),
     )
     .await
@@ -172,7 +180,7 @@ async fn what_a_successful_command_leaves_running_does_not_hold_the_result() {
     let d = deploy(
         "sleep 300 & echo $! > bg.pid; echo https://app.example",
         dir.path(),
-        NO_ENV,
+        env(&[]),
         Duration::from_secs(60),
     )
     .await
@@ -198,7 +206,7 @@ async fn secrets_from_the_environment_do_not_reach_the_error() {
     let err = deploy(
         "echo \"using token $DEPLOY_TOKEN\"; exit 1",
         dir.path(),
-        [("DEPLOY_TOKEN", secret)],
+        env(&[("DEPLOY_TOKEN", secret)]),
         Duration::from_secs(20),
     )
     .await
@@ -213,7 +221,7 @@ async fn a_missing_directory_cannot_start() {
     let err = deploy(
         "echo https://x.example",
         std::path::Path::new("/nonexistent/fleet-deploy"),
-        NO_ENV,
+        env(&[]),
         Duration::from_secs(5),
     )
     .await
@@ -232,7 +240,7 @@ async fn stdin_is_closed() {
     let d = deploy(
         "cat; echo https://app.example",
         dir.path(),
-        NO_ENV,
+        env(&[]),
         Duration::from_secs(10),
     )
     .await
@@ -246,7 +254,7 @@ async fn dropping_the_deploy_kills_the_group() {
     let fut = deploy(
         "sleep 300 & echo $! > bg.pid; sleep 300",
         dir.path(),
-        NO_ENV,
+        env(&[]),
         Duration::from_secs(600),
     );
     // Abandon the deploy after a moment, as a cancelled caller would.
@@ -260,5 +268,25 @@ async fn dropping_the_deploy_kills_the_group() {
     assert!(
         wait_dead(pid),
         "the background sleep {pid} survived the cancelled deploy"
+    );
+}
+
+#[tokio::test]
+async fn the_command_sees_only_the_environment_it_is_given() {
+    // Cargo sets CARGO_MANIFEST_DIR in this test's own environment; the deploy is not given it.
+    assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+    let dir = tempfile::tempdir().unwrap();
+    let d = deploy(
+        "echo \"inherited=[$CARGO_MANIFEST_DIR] given=[$GIVEN]\"; echo https://ok.example/",
+        dir.path(),
+        env(&[("GIVEN", "yes")]),
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
+    assert!(
+        d.output_tail.contains("inherited=[] given=[yes]"),
+        "{}",
+        d.output_tail
     );
 }

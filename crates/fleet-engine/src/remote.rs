@@ -15,7 +15,7 @@
 
 use crate::plan::{AgentTask, Plan, TaskAction, TaskDef};
 use crate::{EngineError, layout, now_ms};
-use fleet_store::{Batch, NewEvent, QueueItem, RunRow, RunStateChange, Store, TaskRow};
+use fleet_store::{NewEvent, QueueItem, RunRow, Store, TaskRow};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::Path;
@@ -314,7 +314,8 @@ pub fn wait(
                     .collect(),
                 skipped: rows.iter().filter(|r| r.state == "skipped").count(),
             };
-            record_end(store, run_id, &end)?;
+            // Ended here, or already by the runner that ended its last task: once either way.
+            queue.close_run_if_ended(run_id, now_ms())?;
             return Ok(Some(end));
         }
         if stopped() {
@@ -330,25 +331,20 @@ pub fn wait(
     }
 }
 
-fn record_end(store: &dyn Store, run_id: &str, end: &RemoteEnd) -> Result<(), EngineError> {
-    let now = now_ms();
-    let state = if end.passed() { "passed" } else { "failed" };
-    store.commit(&Batch {
-        run_state: Some(RunStateChange {
-            run_id: run_id.to_string(),
-            state: state.into(),
-            at: now,
-            finished_at: Some(now),
-        }),
-        events: vec![event(
-            run_id,
-            None,
-            "run.finished",
-            json!({"state": state, "done": end.done, "failed": end.failed.len(),
-                   "skipped": end.skipped}),
-        )],
-        ..Batch::default()
-    })?;
+/// Ends the runs that ended while nobody waited for them: tasks whose runners died too often
+/// are failed (their dependents skipped), and every run whose entries all ended gets its end
+/// once. Runners call it when idle, so a run whose `fleet run --on-runners` went away still
+/// ends.
+pub fn sweep(store: &dyn Store) -> Result<(), EngineError> {
+    let queue = store
+        .queue()
+        .ok_or_else(|| EngineError::Invalid(NO_QUEUE.into()))?;
+    let mut runs = queue.fail_exhausted(MAX_CLAIMS, now_ms())?;
+    runs.sort();
+    runs.dedup();
+    for run in runs {
+        queue.close_run_if_ended(&run, now_ms())?;
+    }
     Ok(())
 }
 
@@ -377,9 +373,7 @@ pub fn without_password(url: &str) -> String {
 
 /// Creates `branch` on `remote` at `sha`; refused (not forced) if it exists elsewhere.
 fn push_branch(repo: &Path, remote: &str, sha: &str, branch: &str) -> Result<(), EngineError> {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(repo)
+    let out = fleet_git::command(repo)
         .args(["push", "--quiet", "--end-of-options", remote])
         .arg(format!("{sha}:refs/heads/{branch}"))
         .output()?;

@@ -205,6 +205,10 @@ impl Slot {
             })
             .await?;
             let Some(claim) = claim else {
+                // Idle: end what ended with nobody waiting for it. A failed sweep is tried at
+                // the next idle turn.
+                let store = self.store.clone();
+                let _ = tokio::task::spawn_blocking(move || crate::remote::sweep(&*store)).await;
                 let (store, poll) = (self.store.clone(), self.opts.idle_poll);
                 tokio::select! {
                     newest = blocking(move || store.wait_for_events(seen, poll)) => seen = newest?,
@@ -329,7 +333,16 @@ impl Slot {
         let events = crate::runner_task::end_events(&mut end, &self.ad.name, log, &redactor).await;
         let is_done = end.state == "done";
         let (store, c) = (self.store.clone(), claim.clone());
-        if blocking(move || queue_of(&*store).finish(&c, &end, &events)).await? {
+        // Its last task ended: the run ends now, whether or not anyone waits for it.
+        let ended = blocking(move || {
+            let q = queue_of(&*store);
+            let finished = q.finish(&c, &end, &events)?;
+            if finished {
+                q.close_run_if_ended(&c.run_id, now_ms())?;
+            }
+            Ok::<_, fleet_store::StoreError>(finished)
+        });
+        if ended.await? {
             if is_done {
                 tally.done += 1;
             } else {
@@ -554,11 +567,7 @@ fn prepare(dir: &Path, logs: &Path, order: &TaskOrder, git_ws: bool) -> Result<(
 
 /// Runs git in `dir`; its stdout, or an error with its stderr.
 fn git(dir: &Path, args: &[&str]) -> Result<String, EngineError> {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()?;
+    let out = fleet_git::command(dir).args(args).output()?;
     if !out.status.success() {
         return Err(EngineError::Invalid(format!(
             "git {}: {}",

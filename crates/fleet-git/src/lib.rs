@@ -50,19 +50,6 @@ pub enum GitError {
 /// Result type of this crate.
 pub type Result<T> = std::result::Result<T, GitError>;
 
-/// Environment variables that would redirect git to another repository,
-/// worktree or index if leaked from a parent process (e.g. a git hook).
-const LEAKY_ENV: &[&str] = &[
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_COMMON_DIR",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_NAMESPACE",
-    "GIT_PREFIX",
-];
-
 /// Identity used for every commit Fleet creates.
 const IDENTITY_ENV: &[(&str, &str)] = &[
     ("GIT_AUTHOR_NAME", "Fleet"),
@@ -75,6 +62,21 @@ const IDENTITY_ENV: &[(&str, &str)] = &[
 /// branch moved between reading it and updating it.
 const MERGE_RETRIES: usize = 3;
 
+/// `git -C dir` as Fleet runs every git command: from the environment of
+/// [`fleet_secrets::env::git_env`] (git runs the repository's hooks, which must not see Fleet's
+/// keys; and a `GIT_DIR` inherited from a parent git would point it at another repository),
+/// committing as Fleet, never signing.
+pub fn command(dir: &Path) -> Command {
+    let mut cmd = Command::new("git");
+    cmd.arg("-C")
+        .arg(dir)
+        .args(["-c", "commit.gpgsign=false"])
+        .env_clear()
+        .envs(fleet_secrets::env::git_env())
+        .envs(IDENTITY_ENV.iter().copied());
+    cmd
+}
+
 /// One git invocation being built.
 struct Git {
     cmd: Command,
@@ -83,14 +85,8 @@ struct Git {
 
 impl Git {
     fn new(dir: &Path) -> Git {
-        let mut cmd = Command::new("git");
-        cmd.arg("-C").arg(dir).args(["-c", "commit.gpgsign=false"]);
-        for var in LEAKY_ENV {
-            cmd.env_remove(var);
-        }
-        cmd.envs(IDENTITY_ENV.iter().copied());
         Git {
-            cmd,
+            cmd: command(dir),
             display: format!("git -C {}", dir.display()),
         }
     }

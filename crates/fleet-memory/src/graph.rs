@@ -19,9 +19,14 @@ pub enum GraphError {
     Store(#[from] fleet_store::StoreError),
     #[error(transparent)]
     Memory(#[from] crate::db::MemoryError),
-    /// Bad input: the line (1-based) and what is wrong with it.
-    #[error("line {line}: {message}")]
-    Line { line: usize, message: String },
+    /// Bad input: the line and column (1-based; the column when known) and what is wrong
+    /// with it. Shown as `LINE:COL: message`, so `FILE:` before it makes the usual position.
+    #[error("{line}:{}{message}", column.map(|c| format!("{c}: ")).unwrap_or_else(|| " ".into()))]
+    Line {
+        line: usize,
+        column: Option<usize>,
+        message: String,
+    },
     #[error("{0}")]
     NotEmpty(String),
 }
@@ -90,18 +95,51 @@ pub fn to_jsonl(lines: &[Line]) -> String {
     s
 }
 
-/// Parses an export; every bad line is reported with its number.
+/// Parses an export; a bad line is reported with its number and column, and an object that
+/// appears twice (ids are unique in an export) with both lines.
 pub fn parse_jsonl(text: &str) -> Result<Vec<Line>, GraphError> {
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| GraphError::Line {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (i, text) in text.lines().enumerate() {
+        if text.trim().is_empty() {
+            continue;
+        }
+        let line: Line = serde_json::from_str(text).map_err(|e| GraphError::Line {
+            line: i + 1,
+            column: (e.column() > 0).then_some(e.column()),
+            message: without_position(&e),
+        })?;
+        if let Some(first) = seen.insert(line.key(), i + 1) {
+            return Err(GraphError::Line {
                 line: i + 1,
-                message: e.to_string(),
-            })
-        })
-        .collect()
+                column: None,
+                message: format!("{} is already on line {first}", line.key()),
+            });
+        }
+        out.push(line);
+    }
+    Ok(out)
+}
+
+/// serde_json's message without its own " at line L column C" (the caller says where).
+fn without_position(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let tail = format!(" at line {} column {}", e.line(), e.column());
+    text.strip_suffix(&tail).unwrap_or(&text).to_string()
+}
+
+impl Line {
+    /// What the line is, by its stable id: `lesson L3`, `task run-1/a`, `attempt run-1/a#2`.
+    fn key(&self) -> String {
+        match self {
+            Line::Project(p) => format!("project {}", p.name),
+            Line::Epic(e) => format!("epic {}", e.id),
+            Line::Run(r) => format!("run {}", r.id),
+            Line::Task(t) => format!("task {}/{}", t.row.run_id, t.row.id),
+            Line::Attempt(a) => format!("attempt {}/{}#{}", a.run_id, a.task_id, a.n),
+            Line::Lesson(l) => format!("lesson {}", l.id),
+        }
+    }
 }
 
 /// Rebuilds the graph into an instance that has no project, epic, run or lesson yet. A task
@@ -132,6 +170,7 @@ pub fn import(store: &dyn Store, memory: &mut MemoryDb, lines: &[Line]) -> Resul
         let Some(entry) = runs.get_mut(run_id.as_str()) else {
             return Err(GraphError::Line {
                 line: i + 1,
+                column: None,
                 message: format!("{missing} of run {run_id:?}, which the file does not hold"),
             });
         };

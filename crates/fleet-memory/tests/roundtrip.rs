@@ -221,7 +221,9 @@ fn export_import_round_trips_1000_tasks_exactly() {
 fn a_bad_line_is_reported_by_number_and_nothing_is_written() {
     let text = "{\"type\":\"project\",\"name\":\"web\"}\n{\"type\":\"task\",\"run_id\":\"nope\"\n";
     match graph::parse_jsonl(text) {
-        Err(graph::GraphError::Line { line, .. }) => assert_eq!(line, 2),
+        Err(graph::GraphError::Line { line, column, .. }) => {
+            assert_eq!((line, column), (2, Some(30)))
+        }
         other => panic!("{other:?}"),
     }
     // A task of a run the file does not hold: refused before the project is written.

@@ -111,6 +111,9 @@ pub struct NewProject {
     pub token_env: Option<String>,
     pub remote: Option<String>,
     pub deploy_command: Option<String>,
+    /// Deploys with a command: the names of Fleet's environment variables it may see besides
+    /// the command environment every check gets (the deploy tool's token, say).
+    pub deploy_pass_env: Vec<String>,
     pub bible: Option<String>,
     /// Deploys: a QA agent tests the deployed app before a person is asked to accept.
     pub qa: Option<QaSpec>,
@@ -130,6 +133,32 @@ pub struct QaSpec {
 /// repository.
 pub fn epic_branch(instance: &str, epic: &str) -> String {
     format!("fleet/epics/{instance}/{epic}")
+}
+
+/// The names a deploy command may see: environment variable names, and only with a command
+/// (an agent that deploys gets its own environment, not these).
+fn check_pass_env(names: &[String], has_command: bool) -> Result<()> {
+    if !names.is_empty() && !has_command {
+        return Err(PipelineError::Invalid(
+            "--deploy-pass-env needs a --deploy-command (a DevOps agent that deploys sees only \
+             its own profile's environment)"
+                .into(),
+        ));
+    }
+    for name in names {
+        let mut chars = name.chars();
+        let valid = chars
+            .next()
+            .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+            && chars.all(|c| c == '_' || c.is_ascii_alphanumeric());
+        if !valid {
+            return Err(PipelineError::Invalid(format!(
+                "--deploy-pass-env {name:?}: expected an environment variable name \
+                 (letters, digits and _, not starting with a digit)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn branch_delivery() -> String {
@@ -154,6 +183,10 @@ pub struct DeliverySpec {
     /// Deploys: the command; the last URL it prints is the result. `None`: a DevOps agent
     /// deploys and reports the address (`.fleet-out/deploy.json`).
     pub command: Option<String>,
+    /// Deploys with a command: what it may see of Fleet's environment besides the command
+    /// environment (`--deploy-pass-env`); nothing else of Fleet's keys reaches it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pass_env: Vec<String>,
     /// Deploys: QA tests the deployed app (also on when some profile plays `qa`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub qa: Option<QaSpec>,
@@ -287,6 +320,13 @@ impl Pipeline {
     pub fn add_project(&self, p: NewProject) -> Result<ProjectRow> {
         fleet_core::validate_id(&p.name)
             .map_err(|e| PipelineError::Invalid(format!("project name {:?}: {e}", p.name)))?;
+        if !p.deploy_pass_env.is_empty() && p.delivery != "deploy" {
+            return Err(PipelineError::Invalid(format!(
+                "--deploy-pass-env is for deploy projects with a --deploy-command; this one \
+                 delivers as {:?}",
+                p.delivery
+            )));
+        }
         let delivery = match p.delivery.as_str() {
             "branch" => json!({"kind": "branch", "remote": p.remote}),
             "pull_request" | "pr" => {
@@ -316,7 +356,11 @@ impl Pipeline {
                        "token_env": p.token_env, "remote": p.remote.clone().unwrap_or_else(|| "origin".into())})
             }
             // Without a command, a DevOps agent deploys and reports the address.
-            "deploy" => json!({"kind": "deploy", "command": p.deploy_command, "qa": p.qa}),
+            "deploy" => {
+                check_pass_env(&p.deploy_pass_env, p.deploy_command.is_some())?;
+                json!({"kind": "deploy", "command": p.deploy_command, "qa": p.qa,
+                       "pass_env": p.deploy_pass_env})
+            }
             other => {
                 return Err(PipelineError::Invalid(format!(
                     "--delivery {other:?}: expected branch, pull_request or deploy"

@@ -14,7 +14,6 @@ use fleet_config::ForgeSpec;
 use fleet_deliver::{ForgeError, ForgeKind, NewRepository, RepositoryRequest, Token};
 use fleet_store::ProjectRow;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 /// Tries of a forge call or push that may pass by itself (5xx, network, rate limit).
@@ -203,16 +202,8 @@ fn init_repo(dir: &Path, readme: &str) -> Result<()> {
 
 /// Runs `git -C dir ARGS` in Fleet's command environment.
 fn git(dir: &Path, args: &[&str]) -> Result<()> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
+    let out = fleet_git::command(dir)
         .args(args)
-        .env_clear()
-        .envs(fleet_engine::process::command_env(&[]))
-        .env("GIT_AUTHOR_NAME", "Fleet")
-        .env("GIT_AUTHOR_EMAIL", "fleet@localhost")
-        .env("GIT_COMMITTER_NAME", "Fleet")
-        .env("GIT_COMMITTER_EMAIL", "fleet@localhost")
         .output()
         .map_err(|e| PipelineError::Other(format!("{}: {e}", dir.display())))?;
     if !out.status.success() {

@@ -16,7 +16,6 @@ use crate::{Pipeline, PipelineError, Result};
 use fleet_engine::Plan;
 use fleet_engine::remote;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -149,9 +148,7 @@ fn remote_url(p: &Pipeline, project: &str, repo: &Path) -> Result<String> {
 }
 
 fn git(dir: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
+    let out = fleet_git::command(dir)
         .args(args)
         .output()
         .map_err(|e| PipelineError::Other(format!("cannot run git: {e}")))?;

@@ -5,7 +5,7 @@
 use crate::{DeliverySpec, Pipeline};
 use fleet_store::ProjectRow;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// How long a remote may take to answer `git ls-remote`.
@@ -25,12 +25,8 @@ pub(crate) fn delivery_remote(delivery: &serde_json::Value) -> Option<String> {
 /// `timeout`; otherwise what went wrong. Git runs with Fleet's secrets scrubbed from its
 /// environment and may never prompt (a prompt would hang a server).
 pub(crate) fn unreachable(repo: &Path, remote: &str, timeout: Duration) -> Option<String> {
-    let mut child = match Command::new("git")
-        .arg("-C")
-        .arg(repo)
+    let mut child = match fleet_git::command(repo)
         .args(["ls-remote", "--heads", "--", remote])
-        .env_clear()
-        .envs(fleet_engine::process::command_env(&[]))
         .env("GIT_TERMINAL_PROMPT", "0")
         .env(
             "GIT_SSH_COMMAND",

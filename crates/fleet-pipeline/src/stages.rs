@@ -1068,7 +1068,7 @@ async fn deliver(
                     ))),
                 };
             };
-            let mut result = deploy_retried(p, epic, &repo, &command, &tip).await?;
+            let mut result = deploy_retried(p, epic, &repo, &spec, &command, &tip).await?;
             // A deploy that keeps failing goes to a DevOps agent with its output (when one
             // is configured); what it fixes lands on the epic's branch, then Fleet deploys again.
             let mut handed = None;
@@ -1082,7 +1082,7 @@ async fn deliver(
                     let tip = repo.branch_tip(&epic.branch)?.ok_or_else(|| {
                         PipelineError::Other(format!("branch {} is gone", epic.branch))
                     })?;
-                    result = deploy_retried(p, epic, &repo, &command, &tip).await?;
+                    result = deploy_retried(p, epic, &repo, &spec, &command, &tip).await?;
                 }
             }
             match result {
@@ -1135,6 +1135,7 @@ async fn deploy_retried(
     p: &Pipeline,
     epic: &EpicRow,
     repo: &fleet_git::Repo,
+    spec: &DeliverySpec,
     command: &str,
     tip: &str,
 ) -> Result<std::result::Result<fleet_deliver::Deployed, fleet_deliver::DeployError>> {
@@ -1148,7 +1149,8 @@ async fn deploy_retried(
         let r = fleet_deliver::deploy(
             command,
             &path,
-            std::iter::empty::<(String, String)>(),
+            // Agents wrote the code the command builds and runs: Fleet's keys stay out.
+            fleet_secrets::env::command_env(&spec.pass_env),
             std::time::Duration::from_secs(1800),
         )
         .await;

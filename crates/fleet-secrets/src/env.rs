@@ -73,3 +73,36 @@ pub fn command_env(pass: &[String]) -> BTreeMap<String, String> {
     }
     env
 }
+
+/// What git may see besides [`command_env`]'s: how it reaches remotes (the ssh agent, the ssh
+/// command, an askpass program) and where its configuration is. Git runs the repository's
+/// hooks with its own environment, and a hook is code Fleet did not write (an agent may even
+/// have written it), so Fleet's keys and tokens stay out of git's environment too.
+/// `GIT_DIR`, `GIT_WORK_TREE` and the like are left out on purpose: inherited from a parent
+/// git (Fleet started by a hook), they would point every command at another repository.
+const GIT_KEEP: &[&str] = &[
+    "SSH_AUTH_SOCK",
+    "GIT_SSH",
+    "GIT_SSH_COMMAND",
+    "GIT_SSH_VARIANT",
+    "GIT_ASKPASS",
+    "SSH_ASKPASS",
+    "GIT_TERMINAL_PROMPT",
+    "GIT_CONFIG_GLOBAL",
+    "GIT_CONFIG_SYSTEM",
+    "GIT_CONFIG_NOSYSTEM",
+    "GIT_EXEC_PATH",
+    "GIT_TEMPLATE_DIR",
+];
+
+/// The environment every git command Fleet runs starts from: [`command_env`] with nothing
+/// passed by name, plus [`GIT_KEEP`]'s variables (never one whose name says it holds a secret).
+pub fn git_env() -> BTreeMap<String, String> {
+    let mut env = command_env(&[]);
+    for (k, v) in std::env::vars() {
+        if GIT_KEEP.contains(&k.as_str()) && !crate::looks_like_secret_name(&k) {
+            env.insert(k, v);
+        }
+    }
+    env
+}

@@ -121,7 +121,7 @@ fn git_diff(repo: &str, base: &str, branch: &str) -> Result<(String, bool), ApiE
     }
     let out = std::process::Command::new("git")
         .env_clear()
-        .envs(fleet_secrets::env::command_env(&[]))
+        .envs(fleet_secrets::env::git_env())
         .args([
             "-C",
             repo,

@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn run_row(id: &str, created_at: i64) -> RunRow {
+pub(crate) fn run_row(id: &str, created_at: i64) -> RunRow {
     RunRow {
         id: id.into(),
         name: "demo".into(),

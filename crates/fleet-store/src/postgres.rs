@@ -143,6 +143,7 @@ CREATE TABLE leases (
     crate::postgres_queue::MIGRATION,
     // Kept per-state counts of epics for the task list (`pages`).
     pages::MIGRATION,
+    crate::postgres_queue::OPEN_BY_RUN,
 ];
 
 /// The channel commits of events notify (payload: the newest seq).
@@ -264,10 +265,26 @@ fn listen(url: &str, wake: &Wake, stop: &AtomicBool) {
 }
 
 fn backend(e: postgres::Error) -> StoreError {
-    match e.as_db_error() {
-        Some(db) => StoreError::Backend(format!("{}: {}", db.code().code(), db.message())),
-        None => StoreError::Backend(e.to_string()),
+    StoreError::Backend(reason(&e))
+}
+
+/// What went wrong, in the server's words when it answered (`database "x" does not exist`)
+/// and with the cause when it did not (`connection refused`): the client's own `Display`
+/// says only "db error" or "error connecting to server".
+pub(crate) fn reason(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {}", db.code().code(), db.message());
     }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 impl From<postgres::Error> for StoreError {
@@ -313,7 +330,7 @@ impl PostgresStore {
         let url = url.to_string();
         let client = off_runtime(|| {
             let mut c = Client::connect(&url, NoTls)
-                .map_err(|e| StoreError::Unreachable(shown.clone(), e.to_string()))?;
+                .map_err(|e| StoreError::Unreachable(shown.clone(), reason(&e)))?;
             migrate(&mut c)?;
             summary::backfill(&mut c)?;
             ensure_instance_id(&mut c)?;
@@ -359,7 +376,7 @@ impl PostgresStore {
                     Ok(c) => c,
                     Err(e) => {
                         self.give_back(None);
-                        return Err(StoreError::Unreachable(self.shown.clone(), e.to_string()));
+                        return Err(StoreError::Unreachable(self.shown.clone(), reason(&e)));
                     }
                 },
             };

@@ -7,7 +7,7 @@
 //! `ready` when handed back.
 
 use crate::postgres::{NOW_MS, PostgresStore, event_arrays, events_ctes, insert_events};
-use crate::queue::{Claim, Finish, QueueItem, QueueRow, RunnerAd, TaskQueue};
+use crate::queue::{Claim, Finish, QueueItem, QueueRow, RunEnded, RunnerAd, TaskQueue};
 use crate::{NewEvent, Result, StoreError};
 use postgres::Transaction;
 use serde_json::json;
@@ -37,6 +37,12 @@ CREATE TABLE runners (
     concurrency BIGINT NOT NULL,
     expires_at BIGINT NOT NULL
 );
+"#;
+
+/// Finds a run's open entries without reading its ended ones: a run closes when its last
+/// entry ends, and the runner that ended it asks at once.
+pub(crate) const OPEN_BY_RUN: &str = r#"
+CREATE INDEX task_queue_open_by_run ON task_queue (run_id) WHERE state IN ('queued', 'claimed');
 "#;
 
 /// Events a queue change writes get the claim's run, task and number.
@@ -329,7 +335,7 @@ impl TaskQueue for PostgresStore {
         })
     }
 
-    fn fail_exhausted(&self, max_claims: u32, at: i64) -> Result<usize> {
+    fn fail_exhausted(&self, max_claims: u32, at: i64) -> Result<Vec<String>> {
         let max = i64::from(max_claims);
         self.in_transaction(|tx| {
             let rows = tx.query(
@@ -369,7 +375,66 @@ impl TaskQueue for PostgresStore {
                 }
             }
             insert_events(tx, &events)?;
-            Ok(rows.len())
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+    }
+
+    fn close_run_if_ended(&self, run_id: &str, at: i64) -> Result<Option<RunEnded>> {
+        let run = run_id.to_string();
+        self.in_transaction(|tx| {
+            // The open-entries probe first, without a lock: most calls end here.
+            let open = tx.query_one(
+                "SELECT EXISTS (SELECT 1 FROM task_queue
+                                WHERE run_id = $1 AND state IN ('queued', 'claimed'))",
+                &[&run],
+            )?;
+            if open.get::<_, bool>(0) {
+                return Ok(None);
+            }
+            // The run's row, locked: of two closers, the second finds it ended.
+            let state = tx.query_opt("SELECT state FROM runs WHERE id = $1 FOR UPDATE", &[&run])?;
+            if state.map(|r| r.get::<_, String>(0)).as_deref() != Some("running") {
+                return Ok(None);
+            }
+            let rows = tx.query(
+                "SELECT state, count(*) FROM task_queue WHERE run_id = $1 GROUP BY state",
+                &[&run],
+            )?;
+            let count = |s: &str| {
+                rows.iter()
+                    .filter(|r| r.get::<_, String>(0) == s)
+                    .map(|r| r.get::<_, i64>(1) as usize)
+                    .sum::<usize>()
+            };
+            let total: usize = rows.iter().map(|r| r.get::<_, i64>(1) as usize).sum();
+            // Re-read under the lock: an entry handed back meanwhile keeps the run open.
+            if total == 0 || count("queued") + count("claimed") > 0 {
+                return Ok(None);
+            }
+            let done = count("done");
+            let tally = RunEnded {
+                state: if done == total { "passed" } else { "failed" }.into(),
+                done,
+                failed: count("failed"),
+                skipped: count("skipped"),
+            };
+            tx.execute(
+                "UPDATE runs SET state = $2, updated_at = $3, finished_at = $3 WHERE id = $1",
+                &[&run, &tally.state, &at],
+            )?;
+            insert_events(
+                tx,
+                &[NewEvent {
+                    at,
+                    run_id: run.clone(),
+                    task: None,
+                    attempt: None,
+                    kind: "run.finished".into(),
+                    data: json!({"state": tally.state, "done": tally.done,
+                                 "failed": tally.failed, "skipped": tally.skipped}),
+                }],
+            )?;
+            Ok(Some(tally))
         })
     }
 

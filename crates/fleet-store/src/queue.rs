@@ -74,6 +74,16 @@ pub struct QueueRow {
     pub merge_sha: Option<String>,
 }
 
+/// How a run on runners ended, by its entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunEnded {
+    /// `passed` or `failed`.
+    pub state: String,
+    pub done: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
 /// The queue's operations (see the module's note).
 pub trait TaskQueue: Send + Sync {
     /// Adds a run's tasks (all of them, in one transaction) with their events.
@@ -100,8 +110,13 @@ pub trait TaskQueue: Send + Sync {
     fn hand_back(&self, claim: &Claim, events: &[NewEvent]) -> Result<bool>;
     /// Fails the claimed tasks whose lease ran out after `max_claims` claims (nobody may
     /// claim them again), with a `task.failed` event each and their dependents skipped.
-    /// Returns how many.
-    fn fail_exhausted(&self, max_claims: u32, at: i64) -> Result<usize>;
+    /// Returns the runs they belong to (a run may appear more than once).
+    fn fail_exhausted(&self, max_claims: u32, at: i64) -> Result<Vec<String>>;
+    /// Ends run `run_id` if it is still `running` and every entry of it has ended: `passed`
+    /// when all are done, else `failed`, with one `run.finished` event — exactly once whoever
+    /// calls (the runner that ended its last task, the process waiting for it, a sweep).
+    /// `None` when it did not end it now (entries still open, or already ended).
+    fn close_run_if_ended(&self, run_id: &str, at: i64) -> Result<Option<RunEnded>>;
     /// A run's queue entries, by task id.
     fn queued(&self, run_id: &str) -> Result<Vec<QueueRow>>;
     /// Records (or refreshes) a runner's advertisement until `ttl` from now.

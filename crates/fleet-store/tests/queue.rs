@@ -26,3 +26,10 @@ fn postgres_concurrent_claims_take_each_task_once() {
 fn sqlite_has_no_queue() {
     queue::has_no_queue(&SqliteStore::in_memory().unwrap());
 }
+
+#[test]
+fn postgres_runs_close_once() {
+    let db = TestDb::create();
+    let stores: Vec<Arc<dyn Store>> = (0..4).map(|_| pg(&db)).collect();
+    queue::runs_close_once(&stores);
+}

@@ -380,10 +380,7 @@ fn smoke_test(p: &AgentProfile) -> anyhow::Result<serde_json::Value> {
     let dir = tempfile::tempdir()?;
     let repo = dir.path().join("repo");
     std::fs::create_dir(&repo)?;
-    std::process::Command::new("git")
-        .args(["init", "-q"])
-        .current_dir(&repo)
-        .status()?;
+    fleet_git::command(&repo).args(["init", "-q"]).status()?;
     let prompt = "Reply with the single word OK. Do not use any tools.";
     let log = std::fs::File::create(dir.path().join("log"))?;
     let env = std::collections::BTreeMap::new();

@@ -5,7 +5,6 @@
 use crate::exit;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 pub const RUNBOOK: &str = r#"# The fleet demo runbook: a tiny calculator built by ten tasks.
 name: demo
@@ -76,9 +75,7 @@ tasks:
 "#;
 
 fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
+    let out = fleet_git::command(dir)
         .args(args)
         .env("GIT_AUTHOR_NAME", "Fleet demo")
         .env("GIT_AUTHOR_EMAIL", "demo@fleet.local")

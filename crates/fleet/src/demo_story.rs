@@ -15,7 +15,6 @@ use anyhow::Context;
 use fleet_testkit::{Fault, ModelServer, Scenario, Usage};
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The sentence the demo submits.
 pub const REQUEST: &str = "Build a tiny calculator: add and multiply two numbers";
@@ -51,9 +50,7 @@ impl Layout {
 }
 
 fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
+    let out = fleet_git::command(dir)
         .args(args)
         .env("GIT_AUTHOR_NAME", "Fleet demo")
         .env("GIT_AUTHOR_EMAIL", "demo@fleet.local")
@@ -248,6 +245,7 @@ fn create(l: &Layout, fleet_yaml: &str) -> anyhow::Result<()> {
             token_env: None,
             remote: Some("origin".into()),
             deploy_command: None,
+            deploy_pass_env: Vec::new(),
             bible: None,
             qa: None,
         },

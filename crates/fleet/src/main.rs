@@ -291,6 +291,10 @@ enum ProjectCommand {
         /// agent deploys to a test environment and reports the URL (.fleet-out/deploy.json).
         #[arg(long)]
         deploy_command: Option<String>,
+        /// Deploys: an environment variable of Fleet's the deploy command may see (repeat for
+        /// more; e.g. the deploy tool's token). It sees nothing else of Fleet's secrets.
+        #[arg(long = "deploy-pass-env", value_name = "NAME")]
+        deploy_pass_env: Vec<String>,
         /// The bible (bibles/<name>.md) the project follows.
         #[arg(long)]
         bible: Option<String>,
@@ -758,6 +762,7 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
                     token_env,
                     remote,
                     deploy_command,
+                    deploy_pass_env,
                     bible,
                     qa,
                     qa_browser,
@@ -775,6 +780,7 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
                         token_env,
                         remote,
                         deploy_command,
+                        deploy_pass_env,
                         bible,
                         qa: (qa || qa_browser).then_some(fleet_pipeline::QaSpec {
                             browser: qa_browser,
@@ -1071,6 +1077,9 @@ fn resume_run(home: Option<PathBuf>, run: &str, flags: RunFlags) -> anyhow::Resu
     let mcp = found.as_deref().and_then(|h| mcp_server(h).ok());
     let instance = load_instance(found.as_deref())?;
     let (layout, store) = open_existing_state(home)?;
+    if runner::is_on_runners(&*store, run) {
+        return runner::resume_on_runners(&*store, run);
+    }
     let total = store.tasks(run)?.len();
     let rt = runtime()?;
     let progress = progress::Progress::new(flags.quiet, total);

@@ -92,12 +92,27 @@ fn now_ms() -> i64 {
 /// The instance's memory file, every write through the one redactor.
 pub fn open(home: &Path) -> anyhow::Result<MemoryDb> {
     let instance = crate::load_instance(Some(home))?;
-    let redactor = fleet_secrets::Redactor::from_process_env(&instance.secret_names());
     Ok(MemoryDb::open_configured(
         &home.join(".fleet").join("memory.db"),
-        redactor,
+        redactor(home)?,
         &instance.memory,
     )?)
+}
+
+/// The instance's one redactor: its configured secrets and the environment's.
+fn redactor(home: &Path) -> anyhow::Result<fleet_secrets::Redactor> {
+    let instance = crate::load_instance(Some(home))?;
+    Ok(fleet_secrets::Redactor::from_process_env(
+        &instance.secret_names(),
+    ))
+}
+
+/// `text` with every secret the redactor knows replaced, line by line (a replacement holds no
+/// quote or backslash, so each JSON line stays JSON).
+fn redact_lines(redactor: &fleet_secrets::Redactor, text: &str) -> String {
+    text.lines()
+        .map(|l| redactor.clean(l).into_owned() + "\n")
+        .collect()
 }
 
 fn invalid(e: MemoryError) -> anyhow::Error {
@@ -263,6 +278,9 @@ pub fn run(home: Option<PathBuf>, command: MemoryCommand) -> anyhow::Result<u8> 
         MemoryCommand::Import { file } => {
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| InvalidInput(format!("{}: {e}", file.display())))?;
+            // A file from elsewhere goes through the one redactor like every other write:
+            // a token pasted into a lesson or a runbook must not land in this instance.
+            let text = redact_lines(&redactor(&home)?, &text);
             let lines = graph::parse_jsonl(&text).map_err(|e| match e {
                 GraphError::Line { .. } => InvalidInput(format!("{}:{e}", file.display())).into(),
                 other => graph_error(other),

@@ -339,10 +339,7 @@ fn bundle(
         }
     }
     let git = |args: &[&str]| -> anyhow::Result<()> {
-        let status = std::process::Command::new("git")
-            .arg("-C")
-            .arg(&work)
-            .args(["-c", "user.name=fleet", "-c", "user.email=fleet@localhost"])
+        let status = fleet_git::command(&work)
             .args(args)
             .stdout(std::process::Stdio::null())
             .status()?;

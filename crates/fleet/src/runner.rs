@@ -69,6 +69,16 @@ fn installed_clis() -> Vec<String> {
 pub fn runner(home: Option<PathBuf>, args: RunnerArgs) -> anyhow::Result<u8> {
     let stop = fleet_engine::signals::stop_watch();
     let home = crate::find_home(home, &std::env::current_dir()?);
+    // Refused before opening: opening a SQLite URL would leave a new file behind.
+    if let Some(url) = &args.store
+        && let Ok(fleet_store::StoreUrl::Sqlite(_)) = fleet_store::StoreUrl::parse(url)
+    {
+        eprintln!(
+            "fleet: error: --store {url}: runners need a store shared by several machines \
+             (`postgres://…`); a SQLite file has no task queue"
+        );
+        return Ok(exit::UNAVAILABLE);
+    }
     let store = open_shared(home.as_deref(), args.store.as_deref())?;
     if store.queue().is_none() {
         eprintln!("fleet: error: {}", remote::NO_QUEUE);
@@ -124,9 +134,7 @@ pub fn run_on_runners(
         return Ok(exit::UNAVAILABLE);
     }
     let stop = fleet_engine::signals::stop_watch();
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(repo)
+    let out = fleet_git::command(repo)
         .args(["remote", "get-url", "origin"])
         .output()?;
     let origin = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -140,20 +148,44 @@ pub fn run_on_runners(
     let sub = remote::submit(&*store, plan, repo, &origin, base_sha, redactor)?;
     if !quiet {
         println!(
-            "run {}: {} tasks queued for runners; they land on {} at {}",
+            "run {}: {} queued for runners; they land on {} at {}",
             sub.run_id,
-            sub.tasks,
+            match sub.tasks {
+                1 => "1 task".to_string(),
+                n => format!("{n} tasks"),
+            },
             sub.integration,
             remote::without_password(&origin)
         );
     }
-    let end = remote::wait(&*store, &sub.run_id, Duration::from_secs(1), || {
-        *stop.borrow()
-    })?;
+    wait_for(&*store, &sub.run_id, stop)
+}
+
+/// Whether `run_id` was queued for runners (`fleet run --resume` then waits for it again).
+pub fn is_on_runners(store: &dyn Store, run_id: &str) -> bool {
+    store
+        .queue()
+        .and_then(|q| q.queued(run_id).ok())
+        .is_some_and(|rows| !rows.is_empty())
+}
+
+/// `fleet run --resume RUN` of a run on runners: nothing to redo here (the runners have it),
+/// so this waits for its end again and reports it — at once if it ended meanwhile.
+pub fn resume_on_runners(store: &dyn Store, run_id: &str) -> anyhow::Result<u8> {
+    wait_for(store, run_id, fleet_engine::signals::stop_watch())
+}
+
+/// Waits for the run's end (or a stop signal) and reports it.
+fn wait_for(
+    store: &dyn Store,
+    run_id: &str,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<u8> {
+    let end = remote::wait(store, run_id, Duration::from_secs(1), || *stop.borrow())?;
     let Some(end) = end else {
         println!(
-            "run {}: stopped waiting; the runners go on with it",
-            sub.run_id
+            "run {run_id}: stopped waiting; the runners go on with it \
+             (`fleet run --resume {run_id}` waits again)"
         );
         return Ok(exit::INTERRUPTED);
     };
@@ -162,7 +194,7 @@ pub fn run_on_runners(
     }
     println!(
         "run {} {}: {} done, {} failed, {} skipped",
-        sub.run_id,
+        run_id,
         if end.passed() { "passed" } else { "failed" },
         end.done,
         end.failed.len(),

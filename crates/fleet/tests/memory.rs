@@ -192,8 +192,44 @@ fn export_then_import_rebuilds_the_graph_into_an_empty_instance() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("bad.jsonl:line 1"),
+        String::from_utf8_lossy(&out.stderr).contains("bad.jsonl:1: missing field `id`"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // An object twice: refused with both lines, nothing imported.
+    let lesson = text
+        .lines()
+        .find(|l| l.contains("\"type\":\"lesson\""))
+        .unwrap();
+    std::fs::write(home.join("twice.jsonl"), format!("{lesson}\n{lesson}\n")).unwrap();
+    let out = fleet(
+        fresh.path(),
+        &[
+            "memory",
+            "import",
+            home.join("twice.jsonl").to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("twice.jsonl:2: lesson ") && err.contains("is already on line 1"),
+        "{err}"
+    );
+    // A token in a file from elsewhere is redacted like any other write.
+    let token = "ghp_abcdefghijklmnopqrstuvwxyz0123456789";
+    let with_token = lesson.replace("Quote shell variables.", &format!("Push with {token}."));
+    assert_ne!(with_token, lesson);
+    std::fs::write(home.join("token.jsonl"), format!("{with_token}\n")).unwrap();
+    ok(
+        fresh.path(),
+        &[
+            "memory",
+            "import",
+            home.join("token.jsonl").to_str().unwrap(),
+        ],
+    );
+    let listed = ok(fresh.path(), &["memory", "ls", "--json"]);
+    assert!(!listed.contains(token), "{listed}");
+    assert!(listed.contains("Push with [redacted"), "{listed}");
 }

@@ -40,19 +40,76 @@ fn a_deploy_project_records_the_url_its_deploy_command_printed() {
          checks: [\"test -s README.md\"]\n---\nInternal apps for the sales team.\n",
     )
     .unwrap();
+    // The deploy runs code agents wrote: it sees the variable it is given, none of Fleet's keys.
+    let seen = inst.home.join("deploy-env.txt");
+    let command = format!(
+        "env > {} && test -s a.txt && test -s fix-review.txt && echo \"preview ready: http://127.0.0.1:8099/site/$(git rev-parse --short HEAD)\"",
+        seen.display()
+    );
     inst.ok(&[
-        "project", "add", "site", "--bible", "internal", "--repo", inst.repo.to_str().unwrap(), "--delivery", "deploy",
-        "--deploy-command",
-        "test -s a.txt && test -s fix-review.txt && echo \"preview ready: http://127.0.0.1:8099/site/$(git rev-parse --short HEAD)\"",
-    ]);
-    let out = inst.ok(&[
-        "task",
+        "project",
         "add",
-        "Design and build a landing page with a, b and c",
-        "--project",
         "site",
+        "--bible",
+        "internal",
+        "--repo",
+        inst.repo.to_str().unwrap(),
+        "--delivery",
+        "deploy",
+        "--deploy-command",
+        &command,
+        "--deploy-pass-env",
+        "SITE_DEPLOY_TOKEN",
     ]);
+    // Names only, and only for a deploy command: anything else is refused, nothing stored.
+    let repo = inst.repo.to_str().unwrap();
+    for (args, says) in [
+        (
+            &["--deploy-pass-env", "SITE_DEPLOY_TOKEN"][..],
+            "for deploy projects",
+        ),
+        (
+            &["--delivery", "deploy", "--deploy-pass-env", "X"],
+            "needs a --deploy-command",
+        ),
+        (
+            &[
+                "--delivery",
+                "deploy",
+                "--deploy-command",
+                "true",
+                "--deploy-pass-env",
+                "1X",
+            ],
+            "expected an environment variable name",
+        ),
+    ] {
+        let out = inst.fleet(&[&["project", "add", "bad", "--repo", repo][..], args].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let out = inst
+        .command(&[
+            "task",
+            "add",
+            "Design and build a landing page with a, b and c",
+            "--project",
+            "site",
+        ])
+        .env("SITE_DEPLOY_TOKEN", "site-deploy-0123456789")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.contains("epic e1 awaiting_acceptance"), "{out}");
+    let env = std::fs::read_to_string(&seen).unwrap();
+    assert!(
+        env.contains("SITE_DEPLOY_TOKEN=site-deploy-0123456789"),
+        "{env}"
+    );
+    for key in ["sk-ant-oat01-test-secret-0001", TOKEN, "FLEET_HOME"] {
+        assert!(!env.contains(key), "the deploy saw {key}:\n{env}");
+    }
     let show = inst.show("e1");
     assert_eq!(show["intent"], "new_app", "routed by the built-in rules");
     // The request asks for design: an architecture note comes before the plan and reaches it.

@@ -84,10 +84,32 @@ fn an_unreachable_store_is_an_error_with_exit_4_and_no_fallback() {
         err.contains("cannot reach the store at postgres://postgres@127.0.0.1:1/fleet"),
         "{err}"
     );
+    // The cause, not only the client's "error connecting to server".
+    assert!(err.contains("refused"), "{err}");
     assert!(
         !home.join(".fleet/fleet.db").exists(),
         "fell back to SQLite"
     );
     let out = fleet(&repo, &["runs"]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_database_that_does_not_exist_is_named_in_the_error() {
+    let db = TestDb::create();
+    let url = db
+        .url()
+        .replace(db.name(), &format!("{}_missing", db.name()));
+    let (_dir, _home, repo) = instance(&url);
+    let out = fleet(&repo, &["runs"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    // The server's own words, not the client's bare "db error".
+    assert!(
+        err.contains(&format!(
+            "database \"{}_missing\" does not exist",
+            db.name()
+        )),
+        "{err}"
+    );
 }

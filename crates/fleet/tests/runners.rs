@@ -357,3 +357,103 @@ fn a_runner_on_sqlite_refuses_with_exit_5() {
     assert!(err.contains("postgres://"), "{err}");
     assert!(err.contains("SQLite"), "{err}");
 }
+
+#[test]
+fn a_sqlite_store_url_is_refused_with_exit_5_before_any_file_is_made() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("x.db");
+    let out = Command::new(FLEET)
+        .args(["runner", "--store", &format!("sqlite://{}", db.display())])
+        .arg("--workspace")
+        .arg(tmp.path().join("ws"))
+        .env_remove("FLEET_HOME")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("--store sqlite://"), "{err}");
+    assert!(!db.exists(), "refusing made {}", db.display());
+}
+
+/// A run on runners whose `fleet run --on-runners` went away (killed) still ends: the runner
+/// that ends its last task ends the run, once; `fleet run --resume RUN` then reports it.
+#[test]
+fn a_run_whose_waiter_died_still_ends_and_resume_reports_it() {
+    let pg = TestDb::create();
+    let tmp = tempfile::tempdir().unwrap();
+    let marks = tmp.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let (_remote, work) = project(tmp.path(), &marks);
+    std::fs::write(
+        work.join("small.yaml"),
+        format!(
+            "name: orphan\ntasks:\n  - id: a\n    command: \"while [ ! -e {}/go ]; do sleep 0.05; done; echo a > a.txt\"\n  - id: b\n    depends_on: [a]\n    command: \"echo b > b.txt\"\n",
+            marks.display()
+        ),
+    )
+    .unwrap();
+    let store = PostgresStore::open(pg.url()).unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("fleet.yaml"), format!("store: {}\n", pg.url())).unwrap();
+    let mut waiter = Command::new(FLEET)
+        .args(["run", "--on-runners"])
+        .arg(work.join("small.yaml"))
+        .env("FLEET_HOME", &home)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let runners = Runners {
+        children: vec![spawn_runner(
+            pg.url(),
+            &tmp.path().join("ws"),
+            &tmp.path().join("runner.log"),
+        )],
+        marks: marks.clone(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        let runs = store.runs().unwrap();
+        if let Some(r) = runs.first()
+            && claim_of(&store, &r.id, "a").is_some()
+        {
+            break r.id.clone();
+        }
+        assert!(Instant::now() < deadline, "task a was never claimed");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    waiter.kill().unwrap();
+    waiter.wait().unwrap();
+    std::fs::write(marks.join("go"), "").unwrap();
+    let ended = Instant::now() + Duration::from_secs(30);
+    while store.run(&run).unwrap().unwrap().state == "running" {
+        assert!(
+            Instant::now() < ended,
+            "the run never ended without its waiter"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(store.run(&run).unwrap().unwrap().state, "passed");
+    let resumed = Command::new(FLEET)
+        .args(["run", "--resume", &run])
+        .env("FLEET_HOME", &home)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&resumed.stdout);
+    assert_eq!(
+        resumed.status.code(),
+        Some(0),
+        "{out}{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert!(out.contains(&format!("run {run} passed: 2 done")), "{out}");
+    let finished = store
+        .events(Some(&run), 0, 10_000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "run.finished")
+        .count();
+    assert_eq!(finished, 1, "the run ended once, whoever saw it end");
+    drop(runners);
+}

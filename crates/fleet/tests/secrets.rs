@@ -53,6 +53,20 @@ impl Instance {
         }
         git(&repo, &["init", "-q", "-b", "main"]);
         git(&repo, &["commit", "-q", "--allow-empty", "-m", "init"]);
+        // The repository's hooks run inside Fleet's git commands (a worktree's checkout, a
+        // commit): code Fleet did not write, which prints the environment it gets.
+        let hooks = tmp.path().join("hooks");
+        std::fs::create_dir_all(&hooks).unwrap();
+        for hook in ["post-checkout", "pre-commit", "post-commit"] {
+            let file = repo.join(".git/hooks").join(hook);
+            std::fs::write(
+                &file,
+                format!("#!/bin/sh\nenv >> {}/{hook}.env\n", hooks.display()),
+            )
+            .unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         let agent = tmp.path().join("agent.sh");
         std::fs::write(&agent, AGENT).unwrap();
         std::fs::write(
@@ -233,6 +247,17 @@ fn planted_secrets_never_leave_the_environment() {
         places.push((format!("fleet {}", read.join(" ")), out.stdout));
     }
     places.extend(served(&inst));
+    let hooks = files(&inst.tmp.path().join("hooks"));
+    assert!(
+        hooks.len() >= 2,
+        "the repository's hooks did not run: {:?}",
+        hooks.iter().map(|(p, _)| p).collect::<Vec<_>>()
+    );
+    places.extend(
+        hooks
+            .into_iter()
+            .map(|(p, b)| (format!("a git hook's environment ({})", p.display()), b)),
+    );
     let mut leaks = Vec::new();
     for (name, value) in CANARIES {
         for (place, bytes) in &places {

@@ -170,7 +170,7 @@ pub fn queue(store: &dyn Store) {
         .unwrap()
         .expect("x is ready");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while q.fail_exhausted(1, 5).unwrap() == 0 {
+    while q.fail_exhausted(1, 5).unwrap().is_empty() {
         assert!(Instant::now() < deadline, "x never failed");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -215,4 +215,86 @@ pub fn concurrent_claims(stores: &[Arc<dyn Store>]) {
     let unique: BTreeSet<&String> = all.iter().copied().collect();
     assert_eq!(all.len(), 60, "every task claimed once: {claimed:?}");
     assert_eq!(unique.len(), 60);
+}
+
+/// A run ends once its every entry ended — passed when all are done, else failed — exactly
+/// once whoever asks, with one `run.finished` event; never while an entry is open.
+pub fn runs_close_once(stores: &[Arc<dyn Store>]) {
+    let store = &*stores[0];
+    let q = store.queue().expect("this backend has a queue");
+    for run in ["ok", "bad"] {
+        store.create_run(&super::run_row(run, 1), &[], &[]).unwrap();
+        q.enqueue(
+            &[
+                item(run, "a", &[], &["sh"]),
+                item(run, "b", &["a"], &["sh"]),
+            ],
+            &[],
+        )
+        .unwrap();
+    }
+    assert_eq!(q.close_run_if_ended("ok", 5).unwrap(), None, "entries open");
+    let r = runner("r1", &["sh"]);
+    let a = claim(q, &r).unwrap();
+    assert!(q.finish(&a, &done(), &[]).unwrap());
+    assert_eq!(
+        q.close_run_if_ended(&a.run_id, 5).unwrap(),
+        None,
+        "b is open"
+    );
+    // `bad`'s `a` fails; its `b` is skipped: that run's entries all ended.
+    let (mut ok_b, mut bad_a) = (None, None);
+    while let Some(c) = claim(q, &r) {
+        match (c.run_id.as_str(), c.task_id.as_str()) {
+            ("ok", "b") => ok_b = Some(c),
+            ("bad", "a") => bad_a = Some(c),
+            other => panic!("claimed {other:?}"),
+        }
+    }
+    let failed = Finish {
+        state: "failed".into(),
+        detail: Some("exit 1".into()),
+        merge_sha: None,
+    };
+    assert!(q.finish(&bad_a.unwrap(), &failed, &[]).unwrap());
+    // Every store handle at once: one ends it.
+    let ends: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = stores
+            .iter()
+            .map(|st| s.spawn(move || st.queue().unwrap().close_run_if_ended("bad", 6).unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ended: Vec<_> = ends.into_iter().flatten().collect();
+    assert_eq!(ended.len(), 1, "ended once: {ended:?}");
+    assert_eq!(
+        (
+            ended[0].state.as_str(),
+            ended[0].done,
+            ended[0].failed,
+            ended[0].skipped
+        ),
+        ("failed", 0, 1, 1)
+    );
+    assert_eq!(store.run("bad").unwrap().unwrap().state, "failed");
+    assert_eq!(store.run("ok").unwrap().unwrap().state, "running");
+    assert!(q.finish(&ok_b.unwrap(), &done(), &[]).unwrap());
+    let ok = q.close_run_if_ended("ok", 7).unwrap().expect("ended now");
+    assert_eq!((ok.state.as_str(), ok.done), ("passed", 2));
+    assert_eq!(
+        q.close_run_if_ended("ok", 8).unwrap(),
+        None,
+        "already ended"
+    );
+    let run = store.run("ok").unwrap().unwrap();
+    assert_eq!((run.state.as_str(), run.finished_at), ("passed", Some(7)));
+    for id in ["ok", "bad"] {
+        let finished = store
+            .events(Some(id), 0, 1000)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "run.finished")
+            .count();
+        assert_eq!(finished, 1, "{id}: one run.finished");
+    }
 }
