@@ -45,6 +45,17 @@ pub struct TaskOrder {
     /// An agent task: `run` is empty and this says who plays it and what they are asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentOrder>,
+    /// A shell task's `retries:`: attempts after the first that fails, done within the claim
+    /// (an agent task's are in its [`AgentOrder`]). Absent in rows queued before it: none.
+    #[serde(default)]
+    pub retries: u32,
+    /// The first retry's wait (`retry_backoff:`), doubling per retry up to 32 times it.
+    #[serde(default)]
+    pub retry_backoff_ms: u64,
+    /// The `protected_paths` of the queueing instance's `policies:`, as (rule, patterns): a
+    /// shell task's change touching one fails and is put back, as locally. Older rows: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protected_paths: Vec<(String, Vec<String>)>,
 }
 
 /// What a runner needs to play an agent task with its own profiles and accounts.
@@ -109,12 +120,18 @@ pub const NO_QUEUE: &str = "runners need a store shared by several machines: set
 
 /// Enqueues `plan` for runners that clone `remote`; `base_sha` must be a commit the local
 /// repository `repo` has (it is pushed to the remote as the integration branch).
+///
+/// `redactor` takes secrets out of the run's events, as the engine's does for a local run.
+/// The queue entries keep the commands as written: runners run them, and only runners read
+/// an entry's order (no event, API answer or export shows it), as only `--resume` reads the
+/// runbook a run row keeps.
 pub fn submit(
     store: &dyn Store,
     plan: &Plan,
     repo: &Path,
     remote: &str,
     base_sha: &str,
+    redactor: &fleet_secrets::Redactor,
 ) -> Result<Submitted, EngineError> {
     let queue = store
         .queue()
@@ -128,6 +145,14 @@ pub fn submit(
         .clone()
         .unwrap_or_else(|| layout::integration_branch(&instance, &run_id));
     let branches = layout::task_branches(&instance, &run_id);
+    // As a local run: Fleet never writes a branch a policy protects.
+    crate::engine::policy_enforce::refuse_protected_branch(plan, &integration)?;
+    let protected_paths: Vec<(String, Vec<String>)> = plan
+        .policies
+        .iter()
+        .filter(|r| !r.protected_paths.is_empty())
+        .map(|r| (r.name.clone(), r.protected_paths.clone()))
+        .collect();
     push_branch(repo, remote, base_sha, &integration)?;
 
     let now = now_ms();
@@ -192,6 +217,9 @@ pub fn submit(
             integration: integration.clone(),
             task_branch: layout::task_branch(&branches, &t.id),
             agent,
+            retries: t.retry.retries,
+            retry_backoff_ms: t.retry.backoff_base_ms,
+            protected_paths: protected_paths.clone(),
         };
         rows.push(TaskRow {
             run_id: run_id.clone(),
@@ -221,6 +249,10 @@ pub fn submit(
             needs,
             spec: serde_json::to_value(&order).map_err(std::io::Error::other)?,
         });
+    }
+    // The same door as a local run's records (`run_start.rs`): what people read is redacted.
+    for e in &mut events {
+        redactor.clean_json(&mut e.data);
     }
     store.create_run(&row, &rows, &events)?;
     queue.enqueue(

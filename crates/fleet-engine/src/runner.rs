@@ -19,10 +19,11 @@
 //! A stop signal drains: no new claims; running tasks get `grace` to finish, then their
 //! commands are ended and the tasks handed back (claimable at once by another runner).
 
-use crate::process::{self, CommandSpec};
+use crate::process;
 use crate::remote::{MAX_CLAIMS, NO_QUEUE, TaskOrder};
 pub use crate::runner_agent::AgentSetup;
 use crate::runner_agent::{SubRun, SubRunEnd};
+use crate::runner_task::{ShellEnd, ShellTask};
 use crate::{EngineError, now_ms};
 use fleet_store::{Claim, Finish, Lease, LeaseHolder, NewEvent, RunnerAd, Store};
 use serde_json::json;
@@ -351,17 +352,12 @@ impl Slot {
     async fn finish(
         &self,
         claim: &Claim,
-        end: Finish,
+        mut end: Finish,
         tally: &mut RunnerTally,
     ) -> Result<(), EngineError> {
-        let mut events = Vec::new();
-        if let Some(m) = &end.merge_sha {
-            events.push(event("task.merged", json!({"merge": m})));
-        }
-        events.push(match end.state.as_str() {
-            "done" => event("task.done", json!({"runner": self.ad.name})),
-            _ => event("task.failed", json!({"reason": end.detail})),
-        });
+        let redactor = self.redactor();
+        let log = self.log_path(claim);
+        let events = crate::runner_task::end_events(&mut end, &self.ad.name, log, &redactor).await;
         let is_done = end.state == "done";
         let (store, c) = (self.store.clone(), claim.clone());
         // Its last task ended: the run ends now, whether or not anyone waits for it.
@@ -385,6 +381,27 @@ impl Slot {
         Ok(())
     }
 
+    /// A shell task's log on this runner: one per claim, its attempts appended.
+    fn log_path(&self, claim: &Claim) -> PathBuf {
+        self.opts
+            .workspace
+            .join("logs")
+            .join(&claim.run_id)
+            .join(format!("{}.{}.log", claim.task_id, claim.n))
+    }
+
+    /// Secrets this runner knows: its instance's configured ones and every variable of its
+    /// environment whose name says it holds one (what the engine's redactor knows locally).
+    fn redactor(&self) -> fleet_secrets::Redactor {
+        let names = self
+            .opts
+            .agents
+            .as_ref()
+            .map(|a| a.instance.secret_names())
+            .unwrap_or_default();
+        fleet_secrets::Redactor::from_process_env(&names)
+    }
+
     /// Prepares a clean workspace, runs the command and its checks, commits and pushes the
     /// task branch.
     async fn execute(
@@ -405,40 +422,28 @@ impl Slot {
         if let Some(agent) = &order.agent {
             return self.play_agent(claim, order, agent, dir, stop).await;
         }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(logs.join(format!("{}.{}.log", claim.task_id, claim.n)))?;
         let mut env = process::command_env(&order.pass_env);
         env.extend(order.env.clone());
         env.insert("FLEET_RUN".into(), claim.run_id.clone());
         env.insert("FLEET_TASK".into(), claim.task_id.clone());
-        env.insert("FLEET_ATTEMPT".into(), claim.n.to_string());
-        let spec = |command| CommandSpec {
-            command,
-            cwd: dir,
+        let redactor = self.redactor();
+        let ended = crate::runner_task::run(ShellTask {
+            store: self.store.clone(),
+            claim,
+            order,
+            dir,
+            log_path: &self.log_path(claim),
             env: &env,
-            timeout: order.timeout_ms.map(Duration::from_millis),
+            redactor: &redactor,
+            runner: &self.ad.name,
             kill_grace: self.opts.kill_grace,
-        };
-        let ran = process::run(spec(&order.run), &log, stop.clone(), |_| {}).await?;
-        if ran.stopped {
-            return Ok(Worked::Stopped);
-        }
-        if !ran.success() {
-            return Ok(Worked::Failed(ran.describe()));
-        }
-        for check in &order.checks {
-            let ran = process::run(spec(check), &log, stop.clone(), |_| {}).await?;
-            if ran.stopped {
-                return Ok(Worked::Stopped);
-            }
-            if !ran.success() {
-                return Ok(Worked::Failed(format!(
-                    "check {check:?} failed: {}",
-                    ran.describe()
-                )));
-            }
+            stop,
+        })
+        .await?;
+        match ended {
+            ShellEnd::Passed => {}
+            ShellEnd::Stopped => return Ok(Worked::Stopped),
+            ShellEnd::Failed(reason) => return Ok(Worked::Failed(reason)),
         }
         if !git_ws {
             return Ok(Worked::Passed { commit: None });
@@ -732,6 +737,9 @@ mod tests {
             integration: "fleet/runs/i/r1".into(),
             task_branch: "fleet/tasks/i/r1/a".into(),
             agent: None,
+            retries: 0,
+            retry_backoff_ms: 0,
+            protected_paths: vec![],
         };
         let q = store.queue().unwrap();
         q.enqueue(

@@ -44,9 +44,12 @@ pub(crate) async fn start(
     };
     let store = p.store.clone();
     let (root, u) = (plan.repo.clone(), url.clone());
-    let sub = tokio::task::spawn_blocking(move || remote::submit(&*store, &plan, &root, &u, &base))
-        .await
-        .map_err(|e| PipelineError::Other(e.to_string()))??;
+    let redactor = fleet_secrets::Redactor::from_process_env(&p.instance.secret_names());
+    let sub = tokio::task::spawn_blocking(move || {
+        remote::submit(&*store, &plan, &root, &u, &base, &redactor)
+    })
+    .await
+    .map_err(|e| PipelineError::Other(e.to_string()))??;
     wait(p, &sub.run_id, repo.root(), &url, stop).await?;
     Ok(sub.run_id)
 }

@@ -70,12 +70,18 @@ pub fn task_log(
         .into());
     }
     let path = layout.log(&row.id, task);
+    if !path.exists() && crate::remote_logs::on_runners(store, run)? {
+        return runner_log(store, run, task, follow);
+    }
     let mut offset = 0u64;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    print_new(&path, &mut offset, &mut out)?;
+    let mut printed = print_new(&path, &mut offset, &mut out)?;
     if !follow {
-        return Ok(exit::PASSED);
+        return match printed {
+            true => Ok(exit::PASSED),
+            false => no_log(store, run, task, &path),
+        };
     }
     loop {
         let state = store
@@ -86,12 +92,90 @@ pub fn task_log(
         let run_state = store.run(run)?.map(|r| r.state).unwrap_or_default();
         let finished = state.as_deref().is_none_or(task_done) || run_done(&run_state);
         let grew = print_new(&path, &mut offset, &mut out)?;
+        printed |= grew;
         if finished && !grew {
-            return Ok(exit::PASSED);
+            return match printed {
+                true => Ok(exit::PASSED),
+                false => no_log(store, run, task, &path),
+            };
         }
         if !grew {
             std::thread::sleep(POLL);
         }
+    }
+}
+
+/// A local task with nothing in its log: says why (exit 1) rather than print nothing.
+fn no_log(store: &dyn Store, run: &str, task: &str, path: &Path) -> anyhow::Result<u8> {
+    let state = store
+        .tasks(run)?
+        .into_iter()
+        .find(|t| t.id == task)
+        .map(|t| t.state)
+        .unwrap_or_default();
+    let why = match state.as_str() {
+        "pending" | "ready" => "it has not started yet".to_string(),
+        "skipped" | "cancelled" => format!("it was {state} before it ran"),
+        _ if path.exists() => "its command printed nothing".to_string(),
+        _ => format!("{} is not on this machine", path.display()),
+    };
+    eprintln!("fleet: task {task} of run {run} has no log to show: {why}");
+    Ok(exit::FAILED)
+}
+
+/// A task of a run on runners: its log is on the runner that played it; the store has its
+/// end (the end event's `log_tail`), shown here once the task ended. `-f` waits for it.
+fn runner_log(store: &dyn Store, run: &str, task: &str, follow: bool) -> anyhow::Result<u8> {
+    let mut said_waiting = false;
+    loop {
+        let logs = crate::remote_logs::remote_logs(store, run)?;
+        let log = logs.get(task).cloned().unwrap_or_default();
+        if let Some(tail) = &log.tail {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            writeln!(
+                out,
+                "── the end of the log ({}; the store keeps its last lines) ──",
+                log.place()
+            )?;
+            writeln!(out, "{tail}")?;
+            out.flush()?;
+            return Ok(exit::PASSED);
+        }
+        let state = store
+            .tasks(run)?
+            .into_iter()
+            .find(|t| t.id == task)
+            .map(|t| t.state)
+            .unwrap_or_default();
+        let ended = log.ended || task_done(&state) || state == "passed";
+        if ended || !follow {
+            let why = match (log.runner.is_some(), ended) {
+                (false, _) if state == "skipped" => {
+                    "it was skipped before any runner ran it".to_string()
+                }
+                (false, _) => "no runner has claimed it yet".to_string(),
+                (true, false) => format!(
+                    "it is running on {}; the log's end comes to the store when it ends (`-f` waits for it)",
+                    log.place()
+                ),
+                (true, true) => format!(
+                    "it ended ({state}) without a log in the store (an agent task's log is its sub-run's; a runner that died leaves its log on {})",
+                    log.place()
+                ),
+            };
+            eprintln!(
+                "fleet: task {task} of run {run} ran on runners and has no log to show: {why}"
+            );
+            return Ok(exit::FAILED);
+        }
+        if !said_waiting {
+            eprintln!(
+                "fleet: task {task} of run {run} runs on runners: waiting for its end to show its log"
+            );
+            said_waiting = true;
+        }
+        std::thread::sleep(POLL);
     }
 }
 

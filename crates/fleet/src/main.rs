@@ -13,6 +13,7 @@ mod local_time;
 mod logs;
 mod memory;
 mod progress;
+mod remote_logs;
 mod review_run;
 mod runner;
 mod serve;
@@ -1026,7 +1027,15 @@ fn run_file(state: StateChoice, file: &Path, flags: RunFlags) -> anyhow::Result<
     let layout = StateDir::new(root);
     let store = open_store(&layout, flags.fsync)?;
     if flags.on_runners {
-        return runner::run_on_runners(store, &plan, repo.root(), &base_sha, flags.quiet);
+        let redactor = fleet_secrets::Redactor::from_process_env(&secret_names);
+        return runner::run_on_runners(
+            store,
+            &plan,
+            repo.root(),
+            &base_sha,
+            flags.quiet,
+            &redactor,
+        );
     }
     let rt = runtime()?;
     let progress = progress::Progress::new(flags.quiet, plan.tasks.len());

@@ -259,6 +259,12 @@ pub fn run(home: Option<PathBuf>, command: MemoryCommand) -> anyhow::Result<u8> 
         MemoryCommand::Export { out } => {
             let store = crate::epics::store(&home)?;
             let text = graph::to_jsonl(&graph::export(&*store, &db).map_err(graph_error)?);
+            // An export is made to be shared: secrets out, as at every other sink. (A run
+            // keeps its runbook verbatim in the store for `--resume`; its exported copy does
+            // not need to run.)
+            let instance = crate::load_instance(Some(&home))?;
+            let redactor = fleet_secrets::Redactor::from_process_env(&instance.secret_names());
+            let text = redactor.clean_string(text);
             match out {
                 // Written beside and renamed: a reader never sees half an export.
                 Some(path) => {

@@ -145,6 +145,7 @@ pub fn run_on_runners(
     repo: &Path,
     base_sha: &str,
     quiet: bool,
+    redactor: &fleet_secrets::Redactor,
 ) -> anyhow::Result<u8> {
     if store.queue().is_none() {
         eprintln!("fleet: error: {}", remote::NO_QUEUE);
@@ -162,7 +163,7 @@ pub fn run_on_runners(
         ))
         .into());
     }
-    let sub = remote::submit(&*store, plan, repo, &origin, base_sha)?;
+    let sub = remote::submit(&*store, plan, repo, &origin, base_sha, redactor)?;
     if !quiet {
         println!(
             "run {}: {} queued for runners; they land on {} at {}",

@@ -118,10 +118,31 @@ pub fn status(
     let _ = fleet_engine::catch_up_journal(layout, store, &row);
     let tasks = store.tasks(&row.id)?;
     let attempts = store.attempts(&row.id)?;
+    // A run on runners has no summary or log files here: its logs are on the runners, their
+    // ends in the store.
+    let remote = match crate::remote_logs::on_runners(store, &row.id)? {
+        true => Some(crate::remote_logs::remote_logs(store, &row.id)?),
+        false => None,
+    };
+    let log_of = |task: &str| match &remote {
+        None => json!({"path": layout.log(&row.id, task)}),
+        Some(logs) => {
+            let l = logs.get(task).cloned().unwrap_or_default();
+            json!({"runner": l.runner, "claim": l.claim, "path_on_runner": l.path,
+                   "tail_in_store": l.tail.is_some()})
+        }
+    };
     if json {
         let mut out = run_json(&row, &tasks);
-        out["summary"] = json!(layout.summary(&row.id));
-        out["logs"] = json!(layout.logs_dir(&row.id));
+        out["executor"] = json!(if remote.is_some() { "runners" } else { "local" });
+        out["summary"] = match remote {
+            Some(_) => serde_json::Value::Null,
+            None => json!(layout.summary(&row.id)),
+        };
+        out["logs"] = match remote {
+            Some(_) => serde_json::Value::Null,
+            None => json!(layout.logs_dir(&row.id)),
+        };
         out["task_list"] = json!(tasks
             .iter()
             .map(|t| json!({
@@ -134,7 +155,11 @@ pub fn status(
                 "merge": t.merge_sha,
                 "started_at": t.started_at.map(rfc3339),
                 "finished_at": t.finished_at.map(rfc3339),
-                "log": layout.log(&row.id, &t.id),
+                "log": match remote {
+                    Some(_) => serde_json::Value::Null,
+                    None => json!(layout.log(&row.id, &t.id)),
+                },
+                "log_at": log_of(&t.id),
                 "attempt_list": attempts.iter().filter(|a| a.task_id == t.id).map(|a| json!({
                     "n": a.n, "outcome": a.outcome, "exit_code": a.exit_code, "detail": a.detail,
                     "started_at": rfc3339(a.started_at), "finished_at": a.finished_at.map(rfc3339),
@@ -150,7 +175,13 @@ pub fn status(
     println!("branch   {}", row.integration_branch);
     println!("runbook  {}", row.runbook_path);
     println!("time     {}", wall(&row));
-    println!("summary  {}", layout.summary(&row.id).display());
+    match &remote {
+        None => println!("summary  {}", layout.summary(&row.id).display()),
+        Some(_) => println!(
+            "logs     on the runners that played the tasks; `fleet logs {} TASK` shows a log's end from the store",
+            row.id
+        ),
+    }
     println!();
     println!("{:<28} {:<10} {:>8}  NOTES", "TASK", "STATE", "ATTEMPTS");
     for t in &tasks {
@@ -161,6 +192,11 @@ pub fn status(
             t.attempts,
             t.reason.as_deref().unwrap_or("")
         );
+        if let Some(l) = remote.as_ref().and_then(|r| r.get(&t.id))
+            && l.runner.is_some()
+        {
+            println!("    log: {}", l.place());
+        }
         // Who played each agent attempt, on what model, at what spend.
         for a in attempts
             .iter()

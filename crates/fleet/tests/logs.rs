@@ -111,3 +111,34 @@ fn logs_follow_a_running_task_and_end_when_it_ends() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A task with no log (skipped before it ran) is not shown as an empty success: the command
+/// says why, on stderr, and exits 1.
+#[test]
+fn logs_of_a_task_without_a_log_say_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path();
+    git(repo, &["init", "-q", "-b", "main"]);
+    git(repo, &["commit", "-q", "--allow-empty", "-m", "init"]);
+    std::fs::write(
+        repo.join("runbook.yaml"),
+        "name: skip\ntasks:\n  - id: broken\n    workspace: none\n    command: \"echo no; exit 4\"\n  - id: after\n    depends_on: [broken]\n    workspace: none\n    command: \"true\"\n",
+    )
+    .unwrap();
+    let run = fleet(repo)
+        .args(["run", "runbook.yaml", "--quiet"])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    let runs = fleet(repo).args(["runs", "--json"]).output().unwrap();
+    let runs: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();
+    let id = runs[0]["id"].as_str().unwrap();
+    let out = fleet(repo).args(["logs", id, "after"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no log") && err.contains("skipped"), "{err}");
+    let shown = fleet(repo).args(["logs", id, "broken"]).output().unwrap();
+    assert_eq!(shown.status.code(), Some(0), "{shown:?}");
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("no\n"));
+}

@@ -338,48 +338,11 @@ pub(super) fn append_log(ctx: &Ctx, task: usize, text: &str) {
 }
 
 /// Rewrites what a command appended to its log since `from` without secrets, if it printed
-/// any (the command writes the file itself, so this is the first point Fleet sees it).
+/// any (see [`crate::log_clean`]).
 pub(super) fn redact_log_since(ctx: &Ctx, task: usize, log: &File, from: u64) {
-    use std::io::{Read, Seek, SeekFrom};
-    if log.metadata().map_or(true, |m| m.len() <= from) {
-        return; // It printed nothing (most commands): no file to open.
-    }
     let path = ctx.layout.log(&ctx.run_id, &ctx.tasks[task].id);
-    let Ok(mut reader) = File::open(&path) else {
-        return;
-    };
-    if reader.seek(SeekFrom::Start(from)).is_err() {
-        return;
-    }
-    let mut bytes = Vec::new();
-    if reader.read_to_end(&mut bytes).is_err() {
-        return;
-    }
-    let mut text = String::from_utf8_lossy(&bytes);
-    let cut = bytes.len() > 2 * LOG_KEEP;
-    if cut {
-        let (head, tail) = (
-            String::from_utf8_lossy(&bytes[..LOG_KEEP]),
-            String::from_utf8_lossy(&bytes[bytes.len() - LOG_KEEP..]),
-        );
-        let cut = bytes.len() - 2 * LOG_KEEP;
-        text = std::borrow::Cow::Owned(format!(
-            "{head}\n[… {cut} bytes of output cut: the first and last {} kept …]\n{tail}",
-            LOG_KEEP
-        ));
-    }
-    let clean = ctx.redactor.clean(&text);
-    if cut || matches!(clean, std::borrow::Cow::Owned(_)) {
-        // The log is opened for appending: cut it back, then write the clean text.
-        if log.set_len(from).is_ok() {
-            let _ = (&*log).write_all(clean.as_bytes());
-        }
-    }
+    crate::log_clean::clean_log_since(&path, log, from, &ctx.redactor);
 }
-
-/// How much of a command's output a task log keeps at its head and at its tail when the
-/// output is longer than twice that.
-const LOG_KEEP: usize = 1 << 20;
 
 /// A file's bytes from `offset` on (lossy UTF-8), without the trailer line fleet wrote.
 pub(super) fn read_from(path: &std::path::Path, offset: u64) -> String {
