@@ -9,8 +9,8 @@
 //! overflow a cap.
 
 use crate::db::{
-    Backend, Hit, MemoryError, POSTINGS_BUDGET, RANK_WINDOW, Result, Tx, WriteFn, keep_terms,
-    lesson_doc, lesson_title, parse_lesson, passage, query_terms, scaled,
+    Backend, Hit, MemoryError, RANK_WINDOW, Result, Tx, WriteFn, keep_terms, lesson_doc,
+    lesson_title, parse_lesson, passage, query_terms, scaled,
 };
 use crate::lesson::{Lesson, Millis, Scope};
 use fleet_store::pg::{connect, off_runtime, without_password};
@@ -22,6 +22,10 @@ use std::sync::Mutex;
 const MIGRATION_LOCK: i64 = 7046873913;
 /// Held by every memory write that reads before it writes: one writer at a time.
 const WRITE_LOCK: i64 = 7046873914;
+
+/// A write of at least this many documents refreshes the statistics search reads term
+/// frequencies from (autovacuum would, later).
+const ANALYZE_AFTER: usize = 500;
 
 /// Ranks: a title match (`A`) counts twice a body match (`B`), as on SQLite.
 const WEIGHTS: &str = "'{0.1, 0.2, 0.5, 1.0}'";
@@ -134,24 +138,29 @@ impl PgMemory {
         })
     }
 
-    /// The terms the search uses (see [`keep_terms`]), each with how many documents hold it,
-    /// counted by the GIN index up to the most that could matter.
+    /// The terms the search uses (see [`keep_terms`]), each with how many documents hold it
+    /// as the planner's statistics of the `tsvector` column tell (its most common lexemes and
+    /// their frequencies): counting a common term's documents costs as much as the search.
+    /// A term not among them is rarer than all of them (`-1`: kept). The statistics are
+    /// refreshed by autovacuum, by `compact`, and after any large write ([`ANALYZE_AFTER`]).
     fn terms(c: &mut Client, terms: Vec<String>) -> Result<Vec<(String, i64)>> {
-        let total: i64 = c
-            .query_one("SELECT n FROM memory_document_count", &[])?
-            .get(0);
-        // Past this many, a term is common (or over the budget alone) whatever its count.
-        let cap = ((total as f64 * crate::db::COMMON_TERM) as i64).max(POSTINGS_BUDGET) + 1;
-        let quoted: Vec<String> = terms.iter().map(|t| format!("'{t}'")).collect();
         let rows = c.query(
-            "SELECT (SELECT count(*) FROM (
-                 SELECT 1 FROM memory_documents WHERE tsv @@ to_tsquery('simple', t) LIMIT $2
-             ) d) FROM unnest($1::text[]) WITH ORDINALITY AS u(t, i) ORDER BY i",
-            &[&quoted, &cap],
+            "WITH s AS (
+                 SELECT most_common_elems::text::text[] AS e, most_common_elem_freqs AS f
+                 FROM pg_stats WHERE schemaname = current_schema()
+                    AND tablename = 'memory_documents' AND attname = 'tsv')
+             SELECT (SELECT n FROM memory_document_count),
+                    (SELECT f[array_position(e, u.t)] FROM s)::float8
+             FROM unnest($1::text[]) WITH ORDINALITY AS u(t, i) ORDER BY i",
+            &[&terms],
         )?;
+        let total: i64 = rows.first().map_or(0, |r| r.get(0));
         let counted = terms
             .into_iter()
-            .zip(rows.iter().map(|r| r.get::<_, i64>(0)))
+            .zip(rows.iter().map(|r| {
+                r.get::<_, Option<f64>>(1)
+                    .map_or(-1, |f| (f * total as f64).round() as i64)
+            }))
             .collect();
         Ok(keep_terms(counted, total))
     }
@@ -173,16 +182,19 @@ impl PgMemory {
             .collect::<Vec<_>>()
             .join(" | ");
         let kinds: Vec<String> = kinds.to_vec();
+        // Ranked in the window itself (no second lookup per match); only the best `limit`
+        // are read whole.
         let rows = c.query(
             &format!(
                 "WITH q AS (SELECT to_tsquery('simple', $1) AS q),
-                 w AS (SELECT d.id FROM memory_documents d, q
+                 w AS (SELECT d.id, d.tsv FROM memory_documents d, q
                        WHERE d.tsv @@ q.q AND (cardinality($2::text[]) = 0 OR d.kind = ANY($2))
-                       ORDER BY d.id DESC LIMIT $4)
-                 SELECT d.kind, d.key, d.title, d.body,
-                        ts_rank_cd({WEIGHTS}, d.tsv, q.q)::float8 AS score
-                 FROM w JOIN memory_documents d ON d.id = w.id, q
-                 ORDER BY score DESC, d.id DESC LIMIT $3"
+                       ORDER BY d.id DESC LIMIT $4),
+                 top AS (SELECT w.id, ts_rank_cd({WEIGHTS}, w.tsv, q.q)::float8 AS score
+                         FROM w, q ORDER BY score DESC, w.id DESC LIMIT $3)
+                 SELECT d.kind, d.key, d.title, d.body, top.score
+                 FROM top JOIN memory_documents d ON d.id = top.id
+                 ORDER BY top.score DESC, top.id DESC"
             ),
             &[&q, &kinds, &(limit as i64), &RANK_WINDOW],
         )?;
@@ -262,8 +274,13 @@ impl Backend for PgMemory {
         self.with(|c| {
             let mut tx = c.transaction()?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
-            f(&mut PgTx(&mut tx))?;
+            let mut t = PgTx(&mut tx, 0);
+            f(&mut t)?;
+            let written = t.1;
             tx.commit()?;
+            if written >= ANALYZE_AFTER {
+                c.batch_execute("ANALYZE memory_documents")?;
+            }
             Ok(())
         })
     }
@@ -373,8 +390,8 @@ impl Backend for PgMemory {
     }
 }
 
-/// A write transaction holding [`WRITE_LOCK`].
-struct PgTx<'a, 'b>(&'a mut postgres::Transaction<'b>);
+/// A write transaction holding [`WRITE_LOCK`], and how many documents it wrote.
+struct PgTx<'a, 'b>(&'a mut postgres::Transaction<'b>, usize);
 
 impl Tx for PgTx<'_, '_> {
     fn live(&mut self, scope: Option<&Scope>) -> Result<Vec<Lesson>> {
@@ -462,6 +479,7 @@ impl Tx for PgTx<'_, '_> {
                 at = excluded.at",
             &[&kind, &key, &title, &body, &at],
         )?;
+        self.1 += 1;
         Ok(())
     }
 
