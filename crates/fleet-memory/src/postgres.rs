@@ -27,6 +27,11 @@ const WRITE_LOCK: i64 = 7046873914;
 /// frequencies from (autovacuum would, later).
 const ANALYZE_AFTER: usize = 500;
 
+/// How many of the newest matches PostgreSQL ranks: fewer than SQLite's [`RANK_WINDOW`],
+/// because ranking is what a search costs there (each match's `tsvector` is detoasted and
+/// its positions walked: ~30 µs a row on the loaded benchmark machine, docs/BENCHMARKS.md M1).
+const PG_RANK_WINDOW: i64 = if RANK_WINDOW < 200 { RANK_WINDOW } else { 200 };
+
 /// Ranks: a title match (`A`) counts twice a body match (`B`), as on SQLite.
 const WEIGHTS: &str = "'{0.1, 0.2, 0.5, 1.0}'";
 
@@ -165,7 +170,7 @@ impl PgMemory {
         Ok(keep_terms(counted, total))
     }
 
-    /// The newest [`RANK_WINDOW`] documents matching any kept term, ranked by `ts_rank_cd`.
+    /// The newest [`PG_RANK_WINDOW`] documents matching any kept term, ranked by `ts_rank_cd`.
     fn ranked(c: &mut Client, query: &str, kinds: &[String], limit: usize) -> Result<Vec<Hit>> {
         let terms = query_terms(query);
         if terms.is_empty() || limit == 0 {
@@ -196,7 +201,7 @@ impl PgMemory {
                  FROM top JOIN memory_documents d ON d.id = top.id
                  ORDER BY top.score DESC, top.id DESC"
             ),
-            &[&q, &kinds, &(limit as i64), &RANK_WINDOW],
+            &[&q, &kinds, &(limit as i64), &PG_RANK_WINDOW],
         )?;
         let words: Vec<&str> = kept.iter().map(|(t, _)| t.as_str()).collect();
         Ok(rows
