@@ -3,8 +3,9 @@
 //! trouble a task went through, kept for the retrospective that runs after the run
 //! (`retrospective.rs`).
 //!
-//! Memory never stops a run: a memory file that cannot be opened or written leaves the run
-//! going without lessons, with a line in the task's log saying why.
+//! Memory never stops a run: a memory store that cannot be opened or written leaves the run
+//! going without lessons, with a line in the task's log saying why. Where memory lives is
+//! decided in one place, [`open_memory`]: it follows the store.
 
 use crate::plan::{TaskAction, TaskDef};
 use fleet_memory::{MemoryDb, Millis, Policy, Scope, TaskContext};
@@ -110,24 +111,39 @@ pub(crate) struct Memory {
     pub(crate) traces: crate::task_traces::Traces,
 }
 
-/// Where an instance's memory lives, beside its store.
+/// Where an instance's memory file lives, beside its SQLite store.
 pub fn memory_file(state_root: &Path) -> std::path::PathBuf {
     state_root.join("memory.db")
+}
+
+/// Opens the memory of the instance whose state is in `state_root` and whose store is
+/// `store`: the same PostgreSQL database when the store is one (every runner and replica
+/// shares it), else `memory.db` beside the SQLite file. Every part of the engine that opens
+/// memory does it here. An unreachable database is an error, never a fallback to a file.
+pub fn open_memory(
+    state_root: &Path,
+    store: &dyn fleet_store::Store,
+    settings: &MemorySettings,
+    redactor: fleet_secrets::Redactor,
+) -> Result<MemoryDb, fleet_memory::MemoryError> {
+    let cfg = fleet_config::MemoryConfig {
+        embeddings: settings.embeddings.clone(),
+        ..fleet_config::MemoryConfig::default()
+    };
+    let at = fleet_memory::Location::of_open_store(state_root, store);
+    MemoryDb::open_configured(&at, redactor, &cfg)
 }
 
 impl Memory {
     pub(crate) fn open(
         state_root: &Path,
+        store: &dyn fleet_store::Store,
         repo_root: &Path,
         settings: MemorySettings,
         redactor: fleet_secrets::Redactor,
     ) -> Memory {
         let db = if settings.enabled {
-            let cfg = fleet_config::MemoryConfig {
-                embeddings: settings.embeddings.clone(),
-                ..fleet_config::MemoryConfig::default()
-            };
-            MemoryDb::open_configured(&memory_file(state_root), redactor, &cfg)
+            open_memory(state_root, store, &settings, redactor)
                 .map_err(|e| eprintln!("fleet: memory is off for this run: {e}"))
                 .ok()
         } else {

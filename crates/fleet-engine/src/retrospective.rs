@@ -9,7 +9,7 @@
 //! through the one redactor.
 
 use crate::engine::{EngineOptions, RunReport};
-use crate::lessons::{MemorySettings, Trouble, memory_file};
+use crate::lessons::{MemorySettings, Trouble, open_memory};
 use crate::plan::{AgentPool, AgentTask, Plan, TaskAction, TaskDef};
 use crate::{EngineError, StateDir};
 use fleet_core::NodeSpec;
@@ -89,8 +89,13 @@ impl Learner {
         if !self.settings.enabled {
             return;
         }
-        let path = memory_file(self.layout.root());
-        let mut db = match MemoryDb::open(&path, self.redactor.clone()) {
+        let opened = open_memory(
+            self.layout.root(),
+            &*self.store,
+            &self.settings,
+            self.redactor.clone(),
+        );
+        let mut db = match opened {
             Ok(db) => db,
             Err(e) => return eprintln!("fleet: memory upkeep skipped: {e}"),
         };

@@ -1,10 +1,13 @@
 //! Benchmark M1: knowledge search latency over 100,000 entries (lessons, skills, traces,
-//! decision logs, context, reports) in a real SQLite file. Prints one JSON object.
+//! decision logs, context, reports) in a real SQLite file and in a real PostgreSQL database,
+//! side by side in one run. Prints one JSON object, a section per backend.
 //!
 //! `cargo run --release -p fleet-memory --example search_bench -- [ENTRIES] [QUERIES]`
+//! (`FLEET_BENCH_BACKENDS=sqlite` or `=postgres` for one only.)
 //!
 //! Wall-clock and thread-CPU percentiles, for a connection kept open and for one opened per
-//! query (as the CLI and the MCP tool do), with the machine's load average before and after.
+//! query (as the CLI and the MCP tool do), with the machine's load average before and after. On
+//! PostgreSQL the server's CPU per query (its backend's, from /proc) is given too.
 
 use fleet_memory::rules::Policy;
 use fleet_memory::{AppliesWhen, Lesson, MemoryDb, Provenance, Scope};
@@ -159,19 +162,136 @@ fn percentiles(v: &mut [f64]) -> serde_json::Value {
                        "max": r(v[v.len() - 1])})
 }
 
+/// One backend to measure: how to open a handle, the corpus's size on disk, and (PostgreSQL)
+/// the CPU its server process spent so far, in ms.
+struct Case {
+    name: &'static str,
+    open: Box<dyn Fn() -> MemoryDb>,
+    size: Box<dyn Fn() -> u64>,
+    server_cpu_ms: Box<dyn Fn() -> f64>,
+    /// Run when measured: drops a database made for the run.
+    cleanup: Box<dyn Fn()>,
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let entries: usize = args.next().map(|a| a.parse().unwrap()).unwrap_or(100_000);
     let queries: usize = args.next().map(|a| a.parse().unwrap()).unwrap_or(2_000);
-    let load_before = loadavg();
     let dir = tempfile::tempdir().unwrap();
-    // FLEET_BENCH_DB names a file to keep: a second run with the same arguments reuses the
-    // corpus it holds (the same one: the generator is deterministic) instead of loading it.
+    let backends = std::env::var("FLEET_BENCH_BACKENDS").unwrap_or("sqlite,postgres".into());
+    let mut out = serde_json::Map::new();
+    out.insert("entries".into(), entries.into());
+    out.insert("queries".into(), queries.into());
+    out.insert(
+        "cpus".into(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+            .into(),
+    );
+    for name in backends.split(',') {
+        let case = match name {
+            "sqlite" => sqlite_case(&dir),
+            "postgres" => postgres_case(),
+            other => panic!("unknown backend {other} (sqlite, postgres)"),
+        };
+        out.insert(name.into(), measure(&case, entries, queries));
+        (case.cleanup)();
+    }
+    println!("{}", serde_json::Value::Object(out));
+}
+
+/// FLEET_BENCH_DB names a file to keep: a second run with the same arguments reuses the
+/// corpus it holds (the same one: the generator is deterministic) instead of loading it.
+fn sqlite_case(dir: &tempfile::TempDir) -> Case {
     let path = match std::env::var_os("FLEET_BENCH_DB") {
         Some(p) => std::path::PathBuf::from(p),
         None => dir.path().join("memory.db"),
     };
-    let mut db = MemoryDb::open(&path, Redactor::new([])).unwrap();
+    let (p1, p2) = (path.clone(), path);
+    Case {
+        name: "sqlite",
+        open: Box::new(move || MemoryDb::open(&p1, Redactor::new([])).unwrap()),
+        size: Box::new(move || {
+            std::fs::metadata(&p2).unwrap().len()
+                + std::fs::metadata(p2.with_extension("db-wal"))
+                    .map(|m| m.len())
+                    .unwrap_or(0)
+        }),
+        server_cpu_ms: Box::new(|| 0.0),
+        cleanup: Box::new(|| {}),
+    }
+}
+
+/// The database FLEET_BENCH_PG_URL names (kept: a second run reuses its corpus), else a
+/// fresh one on the server FLEET_TEST_PG_URL names (default 127.0.0.1:5432, trust auth).
+/// The server runs on this machine: its backend's CPU is read from /proc.
+fn postgres_case() -> Case {
+    let mut made = None;
+    let url = match std::env::var("FLEET_BENCH_PG_URL") {
+        Ok(u) => u,
+        Err(_) => {
+            let admin = std::env::var("FLEET_TEST_PG_URL")
+                .unwrap_or("postgres://postgres@127.0.0.1:5432/postgres".into());
+            let name = format!("fleet_m1_{}", std::process::id());
+            let mut c = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+            c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+            let base = admin[..admin.rfind('/').unwrap()].to_string();
+            made = Some((admin, name.clone()));
+            format!("{base}/{name}")
+        }
+    };
+    let tagged = format!(
+        "{url}{}application_name=fleet_m1_bench",
+        if url.contains('?') { "&" } else { "?" }
+    );
+    let (u1, u2, u3) = (tagged.clone(), url.clone(), url);
+    Case {
+        name: "postgres",
+        open: Box::new(move || MemoryDb::open_postgres(&u1, Redactor::new([])).unwrap()),
+        size: Box::new(move || {
+            let mut c = postgres::Client::connect(&u2, postgres::NoTls).unwrap();
+            let n: i64 = c
+                .query_one(
+                    "SELECT pg_total_relation_size('memory_documents')
+                          + pg_total_relation_size('memory_lessons')",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            n as u64
+        }),
+        server_cpu_ms: Box::new(move || {
+            let mut c = postgres::Client::connect(&u3, postgres::NoTls).unwrap();
+            let pids: Vec<i32> = c
+                .query(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'fleet_m1_bench'",
+                    &[],
+                )
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            // Nanoseconds on a CPU, first field of schedstat (the backend is one process).
+            pids.iter()
+                .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/schedstat")).ok())
+                .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+                .sum::<f64>()
+                / 1e6
+        }),
+        cleanup: Box::new(move || {
+            if let Some((admin, name)) = &made {
+                let mut c = postgres::Client::connect(admin, postgres::NoTls).unwrap();
+                c.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+                    .unwrap();
+            }
+        }),
+    }
+}
+
+fn measure(case: &Case, entries: usize, queries: usize) -> serde_json::Value {
+    let load_before = loadavg();
+    let mut db = (case.open)();
     let mut rng = Rng(0x9E3779B97F4A7C15);
     let tail = Vocabulary::new(20_000);
     let kinds = ["skill", "trace", "decision", "context", "report"];
@@ -231,10 +351,7 @@ fn main() {
         db.compact().unwrap();
     }
     let load_s = load.elapsed().as_secs_f64();
-    let size = std::fs::metadata(&path).unwrap().len()
-        + std::fs::metadata(path.with_extension("db-wal"))
-            .map(|m| m.len())
-            .unwrap_or(0);
+    let size = (case.size)();
 
     // Warm the page cache as a long-running server would have it.
     for _ in 0..50 {
@@ -256,12 +373,15 @@ fn main() {
     // 1. One connection kept open, as a long-running process holds it.
     let mut times = Vec::with_capacity(queries);
     let mut cpu_times = Vec::with_capacity(queries);
+    let mut server_times = Vec::with_capacity(queries);
     let mut total_hits = 0usize;
     for (q, kinds) in &qs {
+        let server = (case.server_cpu_ms)();
         let (t, cpu) = (Instant::now(), thread_cpu_ms());
         let hits = db.search(q, kinds, 10).unwrap();
         times.push(t.elapsed().as_secs_f64() * 1000.0);
         cpu_times.push(thread_cpu_ms() - cpu);
+        server_times.push((case.server_cpu_ms)() - server);
         total_hits += hits.len();
     }
     let lessons_live = db.lessons(false).unwrap().len();
@@ -276,7 +396,7 @@ fn main() {
     let mut both_cpu = Vec::with_capacity(queries);
     for (q, kinds) in &qs {
         let (t, cpu) = (Instant::now(), thread_cpu_ms());
-        let db = MemoryDb::open(&path, Redactor::new([])).unwrap();
+        let db = (case.open)();
         let opened = t.elapsed().as_secs_f64() * 1000.0;
         let t2 = Instant::now();
         db.search(q, kinds, 10).unwrap();
@@ -286,21 +406,18 @@ fn main() {
         both_times.push(t.elapsed().as_secs_f64() * 1000.0);
         both_cpu.push(thread_cpu_ms() - cpu);
     }
-    println!(
-        "{}",
-        serde_json::json!({
-            "entries": entries,
+    serde_json::json!({
+            "backend": case.name,
             "lessons": lessons_live,
-            "queries": queries,
             "reused_corpus": reused,
             "compacted": std::env::var_os("FLEET_BENCH_NO_COMPACT").is_none(),
             "load_s": (load_s * 100.0).round() / 100.0,
             "db_mb": (size as f64 / 1e6 * 10.0).round() / 10.0,
-            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "loadavg_before": load_before,
             "loadavg_after": loadavg(),
             "warm_wall_ms": percentiles(&mut times),
             "warm_cpu_ms": percentiles(&mut cpu_times),
+            "warm_server_cpu_ms": percentiles(&mut server_times),
             "open_per_query": {
                 "open_wall_ms": percentiles(&mut open_times),
                 "search_wall_ms": percentiles(&mut cold_times),
@@ -308,6 +425,5 @@ fn main() {
                 "total_cpu_ms": percentiles(&mut both_cpu),
             },
             "mean_hits": total_hits as f64 / queries as f64,
-        })
-    );
+    })
 }

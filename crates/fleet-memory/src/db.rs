@@ -1,99 +1,31 @@
-//! The memory's own SQLite file (`.fleet/memory.db`): lessons, injections and searchable
-//! documents, with an FTS5 index ranked by BM25.
+//! The memory store, whichever database holds it: the embedded SQLite file `memory.db` beside
+//! the instance's state (`sqlite.rs`), or tables in the instance's PostgreSQL store
+//! (`postgres.rs`) so that every runner and API replica shares one memory.
 //!
-//! Its own file, not tables in `fleet.db`: memory is meant to outlive and travel between
-//! instances (copy one file, or export it), its writes never contend with the scheduler's
-//! commits on the run log's WAL, and its schema versions move independently of the store's.
+//! What a write does (redact, bound, merge a near-duplicate, keep a scope under its cap, weigh
+//! an outcome, the upkeep pass) is decided here once, inside one exclusive write transaction
+//! that each backend provides ([`Backend::write`]); the backends only store, index and rank.
 
 use crate::lesson::{Lesson, Millis, Scope};
 use crate::rules::{self, Policy, TaskContext, Upkeep};
 use fleet_secrets::Redactor;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::time::Duration;
-
-#[cfg(feature = "embeddings")]
-#[path = "embed.rs"]
-mod embed;
+use std::path::{Path, PathBuf};
 
 /// Longest lesson text accepted: lessons are advice, not documents.
 pub const MAX_LESSON_CHARS: usize = 2000;
 /// Longer documents are cut here (with a note saying so) before they are stored.
 pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
 
-const MIGRATIONS: &[&str] = &[
-    r#"
-CREATE TABLE lessons (
-    id TEXT PRIMARY KEY,
-    scope TEXT NOT NULL,
-    archived INTEGER NOT NULL,
-    created_at INTEGER NOT NULL,
-    doc TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX lessons_live ON lessons(archived, scope);
-CREATE TABLE injections (
-    lesson TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    task TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    at INTEGER NOT NULL,
-    passed INTEGER,
-    PRIMARY KEY (run_id, task, attempt, lesson)
-) WITHOUT ROWID;
-CREATE INDEX injections_by_lesson ON injections(lesson);
-CREATE TABLE documents (
-    id INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL,
-    key TEXT NOT NULL,
-    title TEXT NOT NULL,
-    body TEXT NOT NULL,
-    at INTEGER NOT NULL,
-    UNIQUE (kind, key)
-);
-CREATE VIRTUAL TABLE search USING fts5(
-    title, body, kind, content='documents', content_rowid='id',
-    tokenize='unicode61 remove_diacritics 2'
-);
--- Titles count twice: `ORDER BY rank` uses this, which FTS5 evaluates fastest.
--- The kind is indexed so that a search of some kinds is one more term, not a join; it
--- weighs nothing.
-INSERT INTO search(search, rank) VALUES ('rank', 'bm25(2.0, 1.0, 0.0)');
--- How many documents hold each term: a query drops terms too common to rank by.
-CREATE VIRTUAL TABLE search_terms USING fts5vocab(search, 'row');
-CREATE TRIGGER documents_ai AFTER INSERT ON documents BEGIN
-    INSERT INTO search(rowid, title, body, kind) VALUES (new.id, new.title, new.body, new.kind);
-END;
-CREATE TRIGGER documents_ad AFTER DELETE ON documents BEGIN
-    INSERT INTO search(search, rowid, title, body, kind)
-        VALUES ('delete', old.id, old.title, old.body, old.kind);
-END;
-CREATE TRIGGER documents_au AFTER UPDATE ON documents BEGIN
-    INSERT INTO search(search, rowid, title, body, kind)
-        VALUES ('delete', old.id, old.title, old.body, old.kind);
-    INSERT INTO search(rowid, title, body, kind) VALUES (new.id, new.title, new.body, new.kind);
-END;
-"#,
-    r#"
--- How many documents there are, kept by triggers: a search needs it (to tell common terms),
--- and counting 100,000 rows in every process that opens the file is a cold read of the
--- whole (kind, key) index.
-CREATE TABLE document_count (n INTEGER NOT NULL);
-INSERT INTO document_count SELECT count(*) FROM documents;
-CREATE TRIGGER documents_count_ai AFTER INSERT ON documents BEGIN
-    UPDATE document_count SET n = n + 1;
-END;
-CREATE TRIGGER documents_count_ad AFTER DELETE ON documents BEGIN
-    UPDATE document_count SET n = n - 1;
-END;
-"#,
-];
-
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
     #[error("memory database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("memory database error (PostgreSQL): {0}")]
+    Postgres(String),
+    #[error("memory store {0} is unreachable: {1}")]
+    Unreachable(String, String),
     #[error("stored memory is corrupt: {0}")]
     Corrupt(String),
     #[error("{0}")]
@@ -144,6 +76,10 @@ pub fn document_cap(kind: &str) -> i64 {
 /// What is searchable besides lessons.
 pub const KINDS: &[&str] = &["lesson", "skill", "trace", "decision", "context", "report"];
 
+/// Cosine similarity of a task's text to a lesson from which the lesson is related to it by
+/// meaning (embeddings on), whatever words they share.
+pub const MIN_COSINE: f32 = 0.45;
+
 /// One search result, best first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hit {
@@ -152,7 +88,8 @@ pub struct Hit {
     pub title: String,
     /// The matching passage, matches in `[...]`.
     pub snippet: String,
-    /// BM25, higher is better (SQLite's is negated so that lower is better; this is not).
+    /// Higher is better: BM25 on SQLite (negated from SQLite's lower-is-better),
+    /// `ts_rank_cd` on PostgreSQL, the fused score with embeddings. Compare within one search.
     pub score: f64,
 }
 
@@ -166,58 +103,141 @@ pub struct Added {
     pub archived: Vec<String>,
 }
 
+/// Where an instance's memory lives: it follows the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// The embedded file (`memory.db` beside `fleet.db`).
+    File(PathBuf),
+    /// The instance's PostgreSQL store (`store: postgres://…`): shared by every process on it.
+    Postgres(String),
+}
+
+impl Location {
+    /// The memory of an instance whose state directory is `state_root` and whose store is
+    /// `store`: that PostgreSQL database, or `memory.db` beside the SQLite store.
+    pub fn of_store(state_root: &Path, store: &fleet_store::StoreUrl) -> Location {
+        match store {
+            fleet_store::StoreUrl::Sqlite(_) => Location::File(state_root.join("memory.db")),
+            fleet_store::StoreUrl::Postgres(url) => Location::Postgres(url.clone()),
+        }
+    }
+
+    /// As [`Location::of_store`], from an open store handle.
+    pub fn of_open_store(state_root: &Path, store: &dyn fleet_store::Store) -> Location {
+        match store.postgres_url() {
+            Some(url) => Location::Postgres(url.to_string()),
+            None => Location::File(state_root.join("memory.db")),
+        }
+    }
+
+    /// For messages: the file, or the database URL without its password.
+    pub fn shown(&self) -> String {
+        match self {
+            Location::File(p) => p.display().to_string(),
+            Location::Postgres(url) => fleet_store::pg::without_password(url),
+        }
+    }
+}
+
+/// The statements of one exclusive write transaction: a backend holds every other writer
+/// off until it commits (SQLite `BEGIN IMMEDIATE`, a PostgreSQL advisory lock), so what is
+/// read here is still true when what is decided from it is written.
+pub(crate) trait Tx {
+    /// Live lessons of `scope` oldest first (`None`: every live lesson, by id).
+    fn live(&mut self, scope: Option<&Scope>) -> Result<Vec<Lesson>>;
+    fn get(&mut self, id: &str) -> Result<Option<Lesson>>;
+    /// Writes a lesson's row and its searchable document (live lessons only are searchable).
+    fn put(&mut self, l: &Lesson) -> Result<()>;
+    fn delete(&mut self, id: &str) -> Result<()>;
+    /// The lessons injected into an attempt whose outcome is not recorded yet, by id.
+    fn unsettled(&mut self, run_id: &str, task: &str, attempt: u32) -> Result<Vec<String>>;
+    fn settle(&mut self, run_id: &str, task: &str, attempt: u32, passed: bool) -> Result<()>;
+    /// Stores (or replaces) a document already redacted and bounded.
+    fn put_doc(&mut self, kind: &str, key: &str, title: &str, body: &str, at: Millis)
+    -> Result<()>;
+    /// Drops the oldest documents of `kind` past `cap`; their keys.
+    fn trim_kind(&mut self, kind: &str, cap: i64) -> Result<Vec<String>>;
+}
+
+/// The write function a backend runs inside its transaction.
+pub(crate) type WriteFn<'a> = dyn FnMut(&mut dyn Tx) -> Result<()> + Send + 'a;
+
+/// What a database must do for memory: store, index, rank. `Send`: a store moves between
+/// threads with the run that holds it.
+pub(crate) trait Backend: Send {
+    /// Runs `f` in one exclusive write transaction, committed when it succeeds.
+    fn write(&mut self, f: &mut WriteFn<'_>) -> Result<()>;
+    fn lesson(&self, id: &str) -> Result<Option<Lesson>>;
+    /// Live or archived lessons oldest first; `None`: every lesson by id.
+    fn lessons(&self, archived: Option<bool>) -> Result<Vec<Lesson>>;
+    fn live_in_scope(&self, scope: &Scope) -> Result<Vec<Lesson>>;
+    fn record_injection(
+        &mut self,
+        lessons: &[String],
+        run_id: &str,
+        task: &str,
+        attempt: u32,
+        now: Millis,
+    ) -> Result<()>;
+    fn injections(
+        &self,
+        run_id: &str,
+        task: &str,
+        attempt: u32,
+    ) -> Result<Vec<(String, Option<bool>)>>;
+    fn document(&self, kind: &str, key: &str) -> Result<Option<(String, String)>>;
+    /// Ranked search, as [`MemoryDb::search`] says.
+    fn search(&self, query: &str, kinds: &[String], limit: usize) -> Result<Vec<Hit>>;
+    /// Each lesson's text score for a task (best 1), and whether its meaning is close.
+    fn lesson_ranking(&self, text: &str) -> Result<BTreeMap<String, (f64, bool)>>;
+    fn compact(&mut self) -> Result<()>;
+    #[cfg(feature = "embeddings")]
+    fn enable_embeddings(&mut self, cfg: &fleet_config::EmbeddingsConfig) -> Result<()>;
+    #[cfg(feature = "embeddings")]
+    fn embedding_warnings(&self) -> Vec<String>;
+}
+
 pub struct MemoryDb {
-    conn: Connection,
+    backend: Box<dyn Backend>,
     redactor: Redactor,
-    /// Documents per term, and documents in all, as of the last write: searches outnumber
-    /// writes by far, and counting a common term's documents costs as much as a search.
-    frequencies: std::cell::RefCell<(Option<i64>, std::collections::HashMap<String, i64>)>,
-    /// `PRAGMA data_version` when the frequencies were cached: it moves when another
-    /// connection (another process) commits, so a connection kept open for many searches
-    /// (the MCP server's) never ranks by counts from before someone else's write.
-    seen_version: std::cell::Cell<i64>,
-    #[cfg(feature = "embeddings")]
-    embedder: Option<embed::Embedder>,
-    #[cfg(feature = "embeddings")]
-    embed_warnings: std::cell::RefCell<Vec<String>>,
 }
 
 impl MemoryDb {
+    /// The embedded SQLite file at `path` (created with its directory when missing).
     pub fn open(path: &Path, redactor: Redactor) -> Result<MemoryDb> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| MemoryError::Invalid(format!("{}: {e}", dir.display())))?;
-        }
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // Pages are read through a mapping of the file (the OS's page cache), not copied into
-        // each connection's own cache with a system call per page: a process that opens the
-        // file for one search (the CLI, the MCP tool) starts with that cache cold.
-        let _mapped: i64 = conn.query_row("PRAGMA mmap_size = 268435456", [], |r| r.get(0))?;
-        migrate(&conn)?;
+        let backend = crate::sqlite::SqliteMemory::open(path, redactor.clone())?;
         Ok(MemoryDb {
-            conn,
+            backend: Box::new(backend),
             redactor,
-            frequencies: Default::default(),
-            seen_version: std::cell::Cell::new(-1),
-            #[cfg(feature = "embeddings")]
-            embedder: None,
-            #[cfg(feature = "embeddings")]
-            embed_warnings: Default::default(),
         })
+    }
+
+    /// Memory in the PostgreSQL database at `url` (its tables created or upgraded). An
+    /// unreachable server is [`MemoryError::Unreachable`], never a fallback to a file.
+    pub fn open_postgres(url: &str, redactor: Redactor) -> Result<MemoryDb> {
+        let backend = crate::postgres::PgMemory::open(url)?;
+        Ok(MemoryDb {
+            backend: Box::new(backend),
+            redactor,
+        })
+    }
+
+    pub fn open_at(at: &Location, redactor: Redactor) -> Result<MemoryDb> {
+        match at {
+            Location::File(path) => MemoryDb::open(path, redactor),
+            Location::Postgres(url) => MemoryDb::open_postgres(url, redactor),
+        }
     }
 
     /// Opens the store as `fleet.yaml`'s `memory:` section says: with `embeddings` set, search
     /// fuses them in (a build without the feature refuses the key; `fleet-config` already does
     /// at load).
     pub fn open_configured(
-        path: &Path,
+        at: &Location,
         redactor: Redactor,
         cfg: &fleet_config::MemoryConfig,
     ) -> Result<MemoryDb> {
-        let db = MemoryDb::open(path, redactor)?;
+        let db = MemoryDb::open_at(at, redactor)?;
         match &cfg.embeddings {
             None => Ok(db),
             #[cfg(feature = "embeddings")]
@@ -229,125 +249,67 @@ impl MemoryDb {
         }
     }
 
-    /// After a committed write: documents without a vector get one (embeddings on only).
-    fn embed_new(&self) {
-        #[cfg(feature = "embeddings")]
-        self.backfill();
+    /// Turns the embeddings on (SQLite memory only) and embeds what has no vector yet, as far
+    /// as the endpoint answers.
+    #[cfg(feature = "embeddings")]
+    pub fn with_embeddings(mut self, cfg: &fleet_config::EmbeddingsConfig) -> Result<MemoryDb> {
+        self.backend.enable_embeddings(cfg)?;
+        Ok(self)
+    }
+
+    /// Warnings given since the store was opened (each also printed on stderr).
+    #[cfg(feature = "embeddings")]
+    pub fn embedding_warnings(&self) -> Vec<String> {
+        self.backend.embedding_warnings()
     }
 
     /// Adds a lesson (redacted, bounded). A near-duplicate of a live lesson of its scope is
     /// merged into it instead; then the scope is brought back under its cap.
-    pub fn add_lesson(&mut self, mut lesson: Lesson, now: Millis, p: &Policy) -> Result<Added> {
-        self.wrote();
-        lesson.text = self.redactor.clean_string(lesson.text.trim().to_string());
-        if lesson.text.is_empty() {
-            return Err(MemoryError::Invalid("a lesson needs a text".into()));
-        }
-        if lesson.text.chars().count() > MAX_LESSON_CHARS {
-            return Err(MemoryError::Invalid(format!(
-                "a lesson is at most {MAX_LESSON_CHARS} characters; this one has {}",
-                lesson.text.chars().count()
-            )));
-        }
-        for t in lesson.applies_when.words.iter_mut() {
-            *t = self.redactor.clean_string(std::mem::take(t));
-        }
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let scope_lessons = live_in_scope(&tx, &lesson.scope)?;
-        let twin = scope_lessons
-            .iter()
-            .filter(|l| rules::similarity(&l.text, &lesson.text) >= p.duplicate_at)
-            .min_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        let mut added = Added {
-            id: lesson.id.clone(),
-            merged_into: None,
-            archived: Vec::new(),
-        };
-        if let Some(twin) = twin {
-            let mut keep = twin.clone();
-            rules::merge(&mut keep, &lesson);
-            put_lesson(&tx, &keep)?;
-            added.merged_into = Some(keep.id.clone());
-        } else {
-            if get_lesson(&tx, &lesson.id)?.is_some() {
-                return Err(MemoryError::Invalid(format!(
-                    "lesson {} already exists",
-                    lesson.id
-                )));
-            }
-            put_lesson(&tx, &lesson)?;
-            let mut all = scope_lessons;
-            all.push(lesson);
-            for id in rules::over_cap(&all, now, p) {
-                let mut l = all.iter().find(|l| l.id == id).cloned().expect("listed");
-                l.archived_at = Some(now);
-                l.archived_why = Some(format!(
-                    "scope {} over its cap of {}",
-                    l.scope.key(),
-                    p.scope_cap
-                ));
-                put_lesson(&tx, &l)?;
-                added.archived.push(id);
-            }
-        }
-        tx.commit()?;
-        self.embed_new();
-        Ok(added)
-    }
-
-    /// Forgets the cached term frequencies: the documents changed.
-    fn wrote(&self) {
-        *self.frequencies.borrow_mut() = Default::default();
+    pub fn add_lesson(&mut self, lesson: Lesson, now: Millis, p: &Policy) -> Result<Added> {
+        let lesson = clean_lesson(&self.redactor, lesson)?;
+        let mut added = None;
+        self.backend.write(&mut |tx| {
+            added = Some(add_in(tx, &lesson, now, p)?);
+            Ok(())
+        })?;
+        Ok(added.expect("the write ran"))
     }
 
     pub fn lesson(&self, id: &str) -> Result<Option<Lesson>> {
-        get_lesson(&self.conn, id)
+        self.backend.lesson(id)
     }
 
     /// Live lessons (or archived ones), oldest first.
     pub fn lessons(&self, archived: bool) -> Result<Vec<Lesson>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT doc FROM lessons WHERE archived = ?1 ORDER BY created_at, id")?;
-        let docs = st
-            .query_map([archived as i64], |r| r.get::<_, String>(0))?
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        docs.iter().map(|d| parse_lesson(d)).collect()
+        self.backend.lessons(Some(archived))
     }
 
     /// Every lesson, archived included, by id (export).
     pub fn all_lessons(&self) -> Result<Vec<Lesson>> {
-        let mut st = self.conn.prepare("SELECT doc FROM lessons ORDER BY id")?;
-        let docs = st
-            .query_map([], |r| r.get::<_, String>(0))?
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        docs.iter().map(|d| parse_lesson(d)).collect()
+        self.backend.lessons(None)
     }
 
     /// Stores a lesson exactly as given (import): no merging, no caps.
     pub fn restore_lesson(&mut self, lesson: &Lesson) -> Result<()> {
-        self.wrote();
-        let tx = self.conn.transaction()?;
-        put_lesson(&tx, lesson)?;
-        tx.commit()?;
-        self.embed_new();
-        Ok(())
+        self.backend.write(&mut |tx| tx.put(lesson))
     }
 
     /// Archives a lesson at a person's word; it stays listed under `--archived`.
     pub fn forget(&mut self, id: &str, now: Millis) -> Result<Lesson> {
-        self.wrote();
-        let tx = self.conn.transaction()?;
-        let mut l = get_lesson(&tx, id)?.ok_or_else(|| MemoryError::NoLesson(id.into()))?;
-        if l.archived_at.is_none() {
-            l.archived_at = Some(now);
-            l.archived_why = Some("forgotten by a person".into());
-            put_lesson(&tx, &l)?;
-        }
-        tx.commit()?;
-        Ok(l)
+        let mut out = None;
+        self.backend.write(&mut |tx| {
+            let mut l = tx
+                .get(id)?
+                .ok_or_else(|| MemoryError::NoLesson(id.into()))?;
+            if l.archived_at.is_none() {
+                l.archived_at = Some(now);
+                l.archived_why = Some("forgotten by a person".into());
+                tx.put(&l)?;
+            }
+            out = Some(l);
+            Ok(())
+        })?;
+        Ok(out.expect("the write ran"))
     }
 
     /// Records that these lessons were put into an attempt's prompt.
@@ -359,16 +321,8 @@ impl MemoryDb {
         attempt: u32,
         now: Millis,
     ) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        for id in lessons {
-            tx.execute(
-                "INSERT OR IGNORE INTO injections (lesson, run_id, task, attempt, at, passed)
-                 VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
-                params![id, run_id, task, attempt, now],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.backend
+            .record_injection(lessons, run_id, task, attempt, now)
     }
 
     /// The attempt ended: every lesson injected into it learns whether it passed (once: a
@@ -382,33 +336,20 @@ impl MemoryDb {
         now: Millis,
         p: &Policy,
     ) -> Result<Vec<String>> {
-        self.wrote();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let ids: Vec<String> = {
-            let mut st = tx.prepare(
-                "SELECT lesson FROM injections
-                 WHERE run_id = ?1 AND task = ?2 AND attempt = ?3 AND passed IS NULL
-                 ORDER BY lesson",
-            )?;
-            st.query_map(params![run_id, task, attempt], |r| r.get(0))?
-                .collect::<std::result::Result<_, _>>()?
-        };
-        for id in &ids {
-            if let Some(mut l) = get_lesson(&tx, id)? {
-                rules::record_outcome(&mut l, passed, now, p);
-                put_lesson(&tx, &l)?;
+        let mut out = Vec::new();
+        self.backend.write(&mut |tx| {
+            let ids = tx.unsettled(run_id, task, attempt)?;
+            for id in &ids {
+                if let Some(mut l) = tx.get(id)? {
+                    rules::record_outcome(&mut l, passed, now, p);
+                    tx.put(&l)?;
+                }
             }
-        }
-        tx.execute(
-            "UPDATE injections SET passed = ?4
-             WHERE run_id = ?1 AND task = ?2 AND attempt = ?3 AND passed IS NULL",
-            params![run_id, task, attempt, passed as i64],
-        )?;
-        tx.commit()?;
-        self.embed_new();
-        Ok(ids)
+            tx.settle(run_id, task, attempt, passed)?;
+            out = ids;
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// Which lessons an attempt got, and whether it then passed (`None` while it runs).
@@ -418,66 +359,38 @@ impl MemoryDb {
         task: &str,
         attempt: u32,
     ) -> Result<Vec<(String, Option<bool>)>> {
-        let mut st = self.conn.prepare(
-            "SELECT lesson, passed FROM injections
-             WHERE run_id = ?1 AND task = ?2 AND attempt = ?3 ORDER BY lesson",
-        )?;
-        let rows = st
-            .query_map(params![run_id, task, attempt], |r| {
-                Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.map(|v| v != 0)))
-            })?
-            .collect::<std::result::Result<_, _>>()?;
-        Ok(rows)
+        self.backend.injections(run_id, task, attempt)
     }
 
     /// The maintenance pass (merge, archive, cap, propose) over every live lesson, in one
-    /// transaction.
+    /// transaction; then the index is compacted.
     pub fn upkeep(&mut self, now: Millis, p: &Policy) -> Result<Upkeep> {
-        self.wrote();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut live = {
-            let mut st = tx.prepare("SELECT doc FROM lessons WHERE archived = 0 ORDER BY id")?;
-            let docs = st
-                .query_map([], |r| r.get::<_, String>(0))?
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            docs.iter()
-                .map(|d| parse_lesson(d))
-                .collect::<Result<Vec<_>>>()?
-        };
-        let before: BTreeMap<String, Lesson> =
-            live.iter().map(|l| (l.id.clone(), l.clone())).collect();
-        let done = rules::upkeep(&mut live, now, p);
-        for m in &done.merges {
-            delete_lesson(&tx, &m.dup)?;
-        }
-        for l in &live {
-            if before.get(&l.id) != Some(l) {
-                put_lesson(&tx, l)?;
+        let mut out = None;
+        self.backend.write(&mut |tx| {
+            let mut live = tx.live(None)?;
+            let before: BTreeMap<String, Lesson> =
+                live.iter().map(|l| (l.id.clone(), l.clone())).collect();
+            let done = rules::upkeep(&mut live, now, p);
+            for m in &done.merges {
+                tx.delete(&m.dup)?;
             }
-        }
-        tx.commit()?;
+            for l in &live {
+                if before.get(&l.id) != Some(l) {
+                    tx.put(l)?;
+                }
+            }
+            out = Some(done);
+            Ok(())
+        })?;
         self.compact()?;
-        self.embed_new();
-        Ok(done)
+        Ok(out.expect("the write ran"))
     }
 
-    /// Merges the search index's segments into one. Every write adds a segment and FTS5's
-    /// automerge leaves several per level, each of which a query must look every term up in:
-    /// over 100,000 entries loaded in batches, merging them cut a search's CPU time by a third
-    /// to a half (docs/BENCHMARKS.md, M1).
+    /// Tidies the search index (SQLite: merges FTS5's segments, docs/BENCHMARKS.md M1;
+    /// PostgreSQL: folds the GIN index's pending list in and refreshes the statistics).
     /// Part of [`MemoryDb::upkeep`]; seconds over 100,000 entries, so not on every write.
     pub fn compact(&mut self) -> Result<()> {
-        self.conn
-            .execute("INSERT INTO search(search) VALUES ('optimize')", [])?;
-        // The merge rewrote the index into the WAL: copied back and emptied, readers find
-        // every page in the file again instead of looking each up in the WAL's index first.
-        // Busy (another process reading) is fine: its next checkpoint does it.
-        let _ = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-        Ok(())
+        self.backend.compact()
     }
 
     /// Stores (or replaces) a searchable document: a skill, trace, decision log, project
@@ -502,10 +415,7 @@ impl MemoryDb {
         docs: impl IntoIterator<Item = (&'a str, &'a str, &'a str, &'a str)>,
         at: Millis,
     ) -> Result<Vec<String>> {
-        self.wrote();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut clean = Vec::new();
         let mut kinds = std::collections::BTreeSet::new();
         for (kind, key, title, body) in docs {
             if !KINDS.contains(&kind) || kind == "lesson" {
@@ -513,163 +423,44 @@ impl MemoryDb {
                     "unknown document kind {kind:?} (one of skill, trace, decision, context, report)"
                 )));
             }
-            kinds.insert(kind.to_string());
-            put_doc(&tx, &self.redactor, kind, key, title, body, at)?;
+            kinds.insert(kind);
+            let (title, body) = clean_document(&self.redactor, title, body);
+            clean.push((kind, key, title, body));
         }
         let mut dropped = Vec::new();
-        for kind in kinds {
-            dropped.extend(trim_kind(&tx, &kind, document_cap(&kind))?);
-        }
-        tx.commit()?;
-        self.embed_new();
+        self.backend.write(&mut |tx| {
+            dropped.clear();
+            for (kind, key, title, body) in &clean {
+                tx.put_doc(kind, key, title, body, at)?;
+            }
+            for kind in &kinds {
+                dropped.extend(tx.trim_kind(kind, document_cap(kind))?);
+            }
+            Ok(())
+        })?;
         Ok(dropped)
     }
 
     pub fn document(&self, kind: &str, key: &str) -> Result<Option<(String, String)>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT title, body FROM documents WHERE kind = ?1 AND key = ?2",
-                params![kind, key],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?)
+        self.backend.document(kind, key)
     }
 
-    /// Ranked full-text search (BM25) over live lessons and documents, optionally of some
-    /// kinds only. Any text is a valid query: it is split into words, each matched as a
-    /// term, any of them matching. Terms held by more than [`COMMON_TERM`] of the documents
-    /// are left out when the query has a rarer one (as Elasticsearch's common-terms query
-    /// does): BM25 gives them little weight, and scoring every document that holds them is
-    /// what would make a query slow. When every term is that common, the rarest is used.
-    /// BM25 ranks the newest [`RANK_WINDOW`] matching documents (all of them when fewer
-    /// match): the work per query is bounded whatever the store's size, and when a word is
-    /// everywhere, what is recent is what matters.
+    /// Ranked full-text search over live lessons and documents, optionally of some kinds
+    /// only. Any text is a valid query: it is split into words, each matched as a term, any
+    /// of them matching. Terms held by more than [`COMMON_TERM`] of the documents are left
+    /// out when the query has a rarer one (as Elasticsearch's common-terms query does): they
+    /// weigh little, and scoring every document that holds them is what would make a query
+    /// slow. When every term is that common, the rarest is used. The newest [`RANK_WINDOW`]
+    /// matching documents are ranked (all of them when fewer match): the work per query is
+    /// bounded whatever the store's size, and when a word is everywhere, what is recent is
+    /// what matters. SQLite ranks by BM25 (FTS5), PostgreSQL by `ts_rank_cd` over a GIN-indexed
+    /// `tsvector`; titles weigh more than bodies in both.
     ///
-    /// With embeddings on (feature `embeddings` and `memory.embeddings`), this ranking is
-    /// fused by reciprocal rank with the documents' cosine similarity to the query, and
+    /// With embeddings on (feature `embeddings` and `memory.embeddings`, SQLite), this ranking
+    /// is fused by reciprocal rank with the documents' cosine similarity to the query, and
     /// [`Hit::score`] is the fused score.
     pub fn search(&self, query: &str, kinds: &[String], limit: usize) -> Result<Vec<Hit>> {
-        #[cfg(feature = "embeddings")]
-        let hits = self.fused(query, kinds, limit)?;
-        #[cfg(not(feature = "embeddings"))]
-        let hits = self.search_bm25(query, kinds, limit)?;
-        Ok(hits.into_iter().map(|(_, h)| h).collect())
-    }
-
-    /// The BM25 ranking [`Self::search`] describes, with each hit's document row id.
-    fn search_bm25(&self, query: &str, kinds: &[String], limit: usize) -> Result<Vec<(i64, Hit)>> {
-        let terms = query_terms(query);
-        if terms.is_empty() || limit == 0 {
-            return Ok(Vec::new());
-        }
-        let version: i64 = self
-            .conn
-            .prepare_cached("PRAGMA data_version")?
-            .query_row([], |r| r.get(0))?;
-        if version != self.seen_version.get() {
-            self.wrote();
-            self.seen_version.set(version);
-        }
-        let mut cache = self.frequencies.borrow_mut();
-        let total = match cache.0 {
-            Some(n) => n,
-            None => {
-                let n: i64 = self
-                    .conn
-                    .query_row("SELECT n FROM document_count", [], |r| r.get(0))?;
-                cache.0 = Some(n);
-                n
-            }
-        };
-        let mut counted = Vec::with_capacity(terms.len());
-        for t in terms {
-            let df = match cache.1.get(&t) {
-                Some(df) => *df,
-                None => {
-                    let mut st = self
-                        .conn
-                        .prepare_cached("SELECT doc FROM search_terms WHERE term = ?1")?;
-                    // A term the index spells differently (diacritics) has no row: kept.
-                    let df: i64 = st.query_row([&t], |r| r.get(0)).optional()?.unwrap_or(-1);
-                    cache.1.insert(t.clone(), df);
-                    df
-                }
-            };
-            if df != 0 {
-                counted.push((t, df.max(0)));
-            }
-        }
-        drop(cache);
-        let mut kept: Vec<&(String, i64)> = counted
-            .iter()
-            .filter(|(_, df)| total < SMALL_STORE || (*df as f64) <= total as f64 * COMMON_TERM)
-            .collect();
-        if kept.is_empty() {
-            kept.extend(counted.iter().min_by_key(|(_, df)| *df));
-        }
-        if kept.is_empty() {
-            return Ok(Vec::new());
-        }
-        // The rarest terms first, while the documents they are in add up to the budget: BM25
-        // counts every document of every term before it ranks the first, so this bounds a
-        // query's work; the terms left out are the commonest, which weigh least.
-        kept.sort_by_key(|(_, df)| *df);
-        let mut postings = 0;
-        kept.retain(|(_, df)| {
-            let within = postings == 0 || postings + df <= POSTINGS_BUDGET;
-            postings += df;
-            within
-        });
-        let mut q = kept
-            .iter()
-            .map(|(t, _)| format!("\"{}\"", t.replace('"', "")))
-            .collect::<Vec<_>>()
-            .join(" OR ");
-        // Words match titles and bodies, never the kind column.
-        q = format!("{{title body}} : ({q})");
-        if !kinds.is_empty() {
-            let list: Vec<String> = kinds
-                .iter()
-                .map(|k| format!("\"{}\"", k.replace('"', "")))
-                .collect();
-            q = format!("{q} AND kind : ({})", list.join(" OR "));
-        }
-        let mut st = self.conn.prepare_cached(
-            "SELECT rowid, -rank FROM (
-                 SELECT rowid, rank FROM search WHERE search MATCH ?1
-                 ORDER BY rowid DESC LIMIT ?3)
-             ORDER BY rank LIMIT ?2",
-        )?;
-        let ranked: Vec<(i64, f64)> = st
-            .query_map(params![q, limit as i64, RANK_WINDOW], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?
-            .collect::<std::result::Result<_, _>>()?;
-        // The passage is cut here from the stored text, not by FTS5's `snippet()`: that reads
-        // every query term's whole index list again for each hit.
-        let words: Vec<&str> = kept.iter().map(|(t, _)| t.as_str()).collect();
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT kind, key, title, body FROM documents WHERE id = ?1")?;
-        let mut hits = Vec::with_capacity(ranked.len());
-        for (rowid, score) in ranked {
-            let (kind, key, title, body): (String, String, String, String) = st
-                .query_row([rowid], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })?;
-            hits.push((
-                rowid,
-                Hit {
-                    snippet: passage(&body, &words),
-                    kind,
-                    key,
-                    title,
-                    score,
-                },
-            ));
-        }
-        Ok(hits)
+        self.backend.search(query, kinds, limit)
     }
 
     /// The lessons to put into an attempt's prompt, best first, under the policy's token cap.
@@ -677,18 +468,18 @@ impl MemoryDb {
     /// A lesson is a candidate when a trigger of its "applies when" fires (a path, a word), or
     /// when it is related to the task's text: it holds enough of the task's distinctive words
     /// ([`rules::words_match`]), or, with embeddings on, its meaning is close
-    /// ([`MIN_COSINE`]). Related lessons are ranked by BM25, fused with the embeddings'
-    /// ranking when they are on, scaled so the best is 1: a trigger (1 each) counts as much as
-    /// the best text match.
+    /// ([`MIN_COSINE`]). Related lessons are ranked by the text search, fused with the
+    /// embeddings' ranking when they are on, scaled so the best is 1: a trigger (1 each)
+    /// counts as much as the best text match.
     pub fn recall(&self, ctx: &TaskContext, now: Millis, p: &Policy) -> Result<Vec<Lesson>> {
         let mut candidates = Vec::new();
         for s in &ctx.scopes {
-            candidates.extend(live_in_scope(&self.conn, s)?);
+            candidates.extend(self.backend.live_in_scope(s)?);
         }
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
-        let text = self.lesson_ranking(&ctx.text)?;
+        let text = self.backend.lesson_ranking(&ctx.text)?;
         let refs: Vec<&Lesson> = candidates.iter().collect();
         let distinctive = rules::distinctive_words(&ctx.text, &refs);
         let scored = candidates
@@ -705,52 +496,72 @@ impl MemoryDb {
             .cloned()
             .collect())
     }
-
-    /// Each lesson's text score for a task (best 1), and whether its meaning is close (by
-    /// embeddings). BM25 alone without embeddings; fused with them by reciprocal rank.
-    fn lesson_ranking(&self, text: &str) -> Result<BTreeMap<String, (f64, bool)>> {
-        let bm25: Vec<(String, f64)> = self
-            .search_bm25(text, &["lesson".into()], 200)?
-            .into_iter()
-            .map(|(_, h)| (h.key, h.score))
-            .collect();
-        #[cfg(feature = "embeddings")]
-        if let Some(near) = self.lesson_similarities(text) {
-            let lists = vec![
-                bm25.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
-                near.iter().map(|(k, _)| k.clone()).collect(),
-            ];
-            let fused = crate::fusion::reciprocal_rank_fusion(&lists, crate::fusion::RRF_K);
-            let best = fused.first().map_or(1.0, |f| f.1);
-            return Ok(fused
-                .into_iter()
-                .map(|(k, s)| {
-                    let close = near.iter().any(|(n, c)| *n == k && *c >= MIN_COSINE);
-                    (k, (s / best, close))
-                })
-                .collect());
-        }
-        let best = bm25.iter().map(|(_, s)| *s).fold(0.0, f64::max);
-        Ok(bm25
-            .into_iter()
-            .map(|(k, s)| (k, (if best > 0.0 { s / best } else { 0.0 }, false)))
-            .collect())
-    }
 }
 
-/// Cosine similarity of a task's text to a lesson from which the lesson is related to it by
-/// meaning (embeddings on), whatever words they share.
-pub const MIN_COSINE: f32 = 0.45;
+/// Adding a lesson inside a write transaction: merge into the oldest near-duplicate of its
+/// scope, or insert it and archive what the scope's cap no longer holds.
+fn add_in(tx: &mut dyn Tx, lesson: &Lesson, now: Millis, p: &Policy) -> Result<Added> {
+    let scope_lessons = tx.live(Some(&lesson.scope))?;
+    let twin = scope_lessons
+        .iter()
+        .filter(|l| rules::similarity(&l.text, &lesson.text) >= p.duplicate_at)
+        .min_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    let mut added = Added {
+        id: lesson.id.clone(),
+        merged_into: None,
+        archived: Vec::new(),
+    };
+    if let Some(twin) = twin {
+        let mut keep = twin.clone();
+        rules::merge(&mut keep, lesson);
+        tx.put(&keep)?;
+        added.merged_into = Some(keep.id.clone());
+        return Ok(added);
+    }
+    if tx.get(&lesson.id)?.is_some() {
+        return Err(MemoryError::Invalid(format!(
+            "lesson {} already exists",
+            lesson.id
+        )));
+    }
+    tx.put(lesson)?;
+    let mut all = scope_lessons;
+    all.push(lesson.clone());
+    for id in rules::over_cap(&all, now, p) {
+        let mut l = all.iter().find(|l| l.id == id).cloned().expect("listed");
+        l.archived_at = Some(now);
+        l.archived_why = Some(format!(
+            "scope {} over its cap of {}",
+            l.scope.key(),
+            p.scope_cap
+        ));
+        tx.put(&l)?;
+        added.archived.push(id);
+    }
+    Ok(added)
+}
 
-fn put_doc(
-    conn: &Connection,
-    redactor: &Redactor,
-    kind: &str,
-    key: &str,
-    title: &str,
-    body: &str,
-    at: Millis,
-) -> Result<()> {
+/// A lesson as it may be stored: redacted, trimmed, not empty, not too long.
+fn clean_lesson(redactor: &Redactor, mut lesson: Lesson) -> Result<Lesson> {
+    lesson.text = redactor.clean_string(lesson.text.trim().to_string());
+    if lesson.text.is_empty() {
+        return Err(MemoryError::Invalid("a lesson needs a text".into()));
+    }
+    if lesson.text.chars().count() > MAX_LESSON_CHARS {
+        return Err(MemoryError::Invalid(format!(
+            "a lesson is at most {MAX_LESSON_CHARS} characters; this one has {}",
+            lesson.text.chars().count()
+        )));
+    }
+    for t in lesson.applies_when.words.iter_mut() {
+        *t = redactor.clean_string(std::mem::take(t));
+    }
+    Ok(lesson)
+}
+
+/// A document's title and body as they may be stored: redacted, the body cut at
+/// [`MAX_DOCUMENT_BYTES`] with a note saying so.
+fn clean_document(redactor: &Redactor, title: &str, body: &str) -> (String, String) {
     let mut body = redactor.clean(body).into_owned();
     if body.len() > MAX_DOCUMENT_BYTES {
         let mut cut = MAX_DOCUMENT_BYTES;
@@ -760,36 +571,62 @@ fn put_doc(
         body.truncate(cut);
         body.push_str("\n\n[cut: longer than 64 KiB]");
     }
-    let title = redactor.clean(title);
-    conn.execute(
-        "INSERT INTO documents (kind, key, title, body, at) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (kind, key) DO UPDATE SET title = ?3, body = ?4, at = ?5",
-        params![kind, key, title, body, at],
-    )?;
-    Ok(())
+    (redactor.clean(title).into_owned(), body)
 }
 
-/// Drops the oldest documents of `kind` past `cap`; their keys.
-fn trim_kind(conn: &Connection, kind: &str, cap: i64) -> Result<Vec<String>> {
-    let n: i64 = conn.query_row(
-        "SELECT count(*) FROM documents WHERE kind = ?1",
-        [kind],
-        |r| r.get(0),
-    )?;
-    if n <= cap {
-        return Ok(Vec::new());
+/// The searchable title of a lesson: its triggers (words, paths, roles, kinds).
+pub(crate) fn lesson_title(l: &Lesson) -> String {
+    let w = &l.applies_when;
+    [
+        w.words.join(" "),
+        w.paths.join(" "),
+        w.roles.join(" "),
+        w.kinds.join(" "),
+    ]
+    .join(" ")
+    .trim()
+    .to_string()
+}
+
+/// The terms a search uses, rarest first, from the query's terms with how many documents
+/// hold each (`-1`: unknown, kept) out of `total`: terms in no document go; terms too
+/// common go when a rarer one is left (else the rarest stays); then the rarest while
+/// the documents they hold add up to [`POSTINGS_BUDGET`].
+pub(crate) fn keep_terms(counted: Vec<(String, i64)>, total: i64) -> Vec<(String, i64)> {
+    let counted: Vec<(String, i64)> = counted
+        .into_iter()
+        .filter(|(_, df)| *df != 0)
+        .map(|(t, df)| (t, df.max(0)))
+        .collect();
+    let mut kept: Vec<(String, i64)> = counted
+        .iter()
+        .filter(|(_, df)| total < SMALL_STORE || (*df as f64) <= total as f64 * COMMON_TERM)
+        .cloned()
+        .collect();
+    if kept.is_empty() {
+        kept.extend(counted.iter().min_by_key(|(_, df)| *df).cloned());
     }
-    let keys: Vec<String> = {
-        let mut st =
-            conn.prepare("SELECT key FROM documents WHERE kind = ?1 ORDER BY at, id LIMIT ?2")?;
-        st.query_map(params![kind, n - cap], |r| r.get(0))?
-            .collect::<std::result::Result<_, _>>()?
-    };
-    let mut del = conn.prepare_cached("DELETE FROM documents WHERE kind = ?1 AND key = ?2")?;
-    for k in &keys {
-        del.execute(params![kind, k])?;
-    }
-    Ok(keys)
+    // The rarest terms first, while the documents they are in add up to the budget: ranking
+    // counts every document of every term before it ranks the first, so this bounds a
+    // query's work; the terms left out are the commonest, which weigh least.
+    kept.sort_by_key(|(_, df)| *df);
+    let mut postings = 0;
+    kept.retain(|(_, df)| {
+        let within = postings == 0 || postings + df <= POSTINGS_BUDGET;
+        postings += df;
+        within
+    });
+    kept
+}
+
+/// Text scores scaled so that the best is 1 (no lesson is close by meaning without
+/// embeddings).
+pub(crate) fn scaled(ranked: Vec<(String, f64)>) -> BTreeMap<String, (f64, bool)> {
+    let best = ranked.iter().map(|(_, s)| *s).fold(0.0, f64::max);
+    ranked
+        .into_iter()
+        .map(|(k, s)| (k, (if best > 0.0 { s / best } else { 0.0 }, false)))
+        .collect()
 }
 
 /// Words too common to say anything about relevance.
@@ -799,7 +636,7 @@ const STOPWORDS: &[&str] = &[
 ];
 
 /// The query's words, lowercase, without stopwords and repeats, at most 32: each becomes a
-/// quoted FTS5 term, so `"`, `NEAR(`, `*` and `-` in a query are text, never syntax.
+/// quoted term, so `"`, `NEAR(`, `*`, `-`, `|` and `!` in a query are text, never syntax.
 pub fn query_terms(text: &str) -> Vec<String> {
     let lower = text.to_lowercase();
     let mut seen = std::collections::BTreeSet::new();
@@ -844,88 +681,10 @@ pub fn passage(body: &str, terms: &[&str]) -> String {
     out.join(" ")
 }
 
-fn parse_lesson(doc: &str) -> Result<Lesson> {
+pub(crate) fn parse_lesson(doc: &str) -> Result<Lesson> {
     serde_json::from_str(doc).map_err(|e| MemoryError::Corrupt(format!("lesson: {e}")))
 }
 
-fn get_lesson(conn: &Connection, id: &str) -> Result<Option<Lesson>> {
-    let doc: Option<String> = conn
-        .query_row("SELECT doc FROM lessons WHERE id = ?1", [id], |r| r.get(0))
-        .optional()?;
-    doc.map(|d| parse_lesson(&d)).transpose()
-}
-
-fn live_in_scope(conn: &Connection, scope: &Scope) -> Result<Vec<Lesson>> {
-    let mut st = conn.prepare_cached(
-        "SELECT doc FROM lessons WHERE archived = 0 AND scope = ?1 ORDER BY created_at, id",
-    )?;
-    let docs = st
-        .query_map([scope.key()], |r| r.get::<_, String>(0))?
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    docs.iter().map(|d| parse_lesson(d)).collect()
-}
-
-/// Writes a lesson's row and its searchable document (live lessons only are searchable).
-fn put_lesson(conn: &Connection, l: &Lesson) -> Result<()> {
-    let doc = serde_json::to_string(l).expect("lessons serialize");
-    conn.execute(
-        "INSERT INTO lessons (id, scope, archived, created_at, doc) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (id) DO UPDATE SET scope = ?2, archived = ?3, created_at = ?4, doc = ?5",
-        params![
-            l.id,
-            l.scope.key(),
-            l.is_archived() as i64,
-            l.created_at,
-            doc
-        ],
-    )?;
-    if l.is_archived() {
-        conn.execute(
-            "DELETE FROM documents WHERE kind = 'lesson' AND key = ?1",
-            [&l.id],
-        )?;
-    } else {
-        let w = &l.applies_when;
-        let title = [
-            w.words.join(" "),
-            w.paths.join(" "),
-            w.roles.join(" "),
-            w.kinds.join(" "),
-        ]
-        .join(" ");
-        conn.execute(
-            "INSERT INTO documents (kind, key, title, body, at) VALUES ('lesson', ?1, ?2, ?3, ?4)
-             ON CONFLICT (kind, key) DO UPDATE SET title = ?2, body = ?3, at = ?4",
-            params![l.id, title.trim(), l.text, l.created_at],
-        )?;
-    }
-    Ok(())
-}
-
-fn delete_lesson(conn: &Connection, id: &str) -> Result<()> {
-    conn.execute("DELETE FROM lessons WHERE id = ?1", [id])?;
-    conn.execute(
-        "DELETE FROM documents WHERE kind = 'lesson' AND key = ?1",
-        [id],
-    )?;
-    Ok(())
-}
-
-fn migrate(conn: &Connection) -> Result<()> {
-    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let known = MIGRATIONS.len() as i64;
-    if found > known {
-        return Err(MemoryError::TooNew { found, known });
-    }
-    if found == known {
-        return Ok(());
-    }
-    let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
-    let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    for sql in &MIGRATIONS[found.min(known) as usize..] {
-        tx.execute_batch(sql)?;
-    }
-    tx.pragma_update(None, "user_version", known)?;
-    tx.commit()?;
-    Ok(())
+pub(crate) fn lesson_doc(l: &Lesson) -> String {
+    serde_json::to_string(l).expect("lessons serialize")
 }

@@ -4,10 +4,11 @@
 //!
 //! Never required, never in the way: an endpoint that fails costs a warning, not a write
 //! (documents are stored first, their vectors after, outside the transaction) and not a
-//! search (it falls back to BM25 alone). A child module of `db` so it can reach the store's
+//! search (it falls back to BM25 alone). A child module of `sqlite` so it can reach the store's
 //! connection without widening its API.
 
-use super::{Hit, MemoryDb, MemoryError, Result, passage, query_terms};
+use super::SqliteMemory;
+use crate::db::{Hit, MemoryError, Result, passage, query_terms};
 use crate::fusion;
 use fleet_config::EmbeddingsConfig;
 use rusqlite::params;
@@ -137,11 +138,11 @@ impl Embedder {
     }
 }
 
-impl MemoryDb {
+impl SqliteMemory {
     /// Turns the embeddings on for this store (creating their table and triggers in
     /// `memory.db` the first time) and embeds what has no vector yet, as far as the endpoint
     /// answers.
-    pub fn with_embeddings(mut self, cfg: &EmbeddingsConfig) -> Result<MemoryDb> {
+    pub(super) fn with_embeddings(&mut self, cfg: &EmbeddingsConfig) -> Result<()> {
         self.conn.execute_batch(SCHEMA)?;
         self.embedder = Some(Embedder {
             url: format!("{}/embeddings", cfg.base_url.trim_end_matches('/')),
@@ -149,12 +150,7 @@ impl MemoryDb {
             key_env: cfg.key_env.clone(),
         });
         self.backfill();
-        Ok(self)
-    }
-
-    /// Warnings given since the store was opened (each also printed on stderr).
-    pub fn embedding_warnings(&self) -> Vec<String> {
-        self.embed_warnings.borrow().clone()
+        Ok(())
     }
 
     fn warn(&self, what: &str) {

@@ -21,6 +21,7 @@ pub mod audit;
 mod devops_deploy;
 mod limits;
 mod memory_edge;
+pub use memory_edge::{memory_location, open_memory};
 pub mod migrate;
 mod new_project;
 mod on_runners;

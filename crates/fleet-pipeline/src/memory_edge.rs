@@ -22,12 +22,20 @@ const MAX_EVENTS: usize = 200_000;
 const SHOWN_TRACES: usize = 10;
 const MAX_HISTORY_CHARS: usize = 4000;
 
+/// Opens the instance's memory as `fleet.yaml`'s `memory:` says, where it lives: the
+/// instance's PostgreSQL store when it has one (shared by every replica and runner), else
+/// `memory.db` beside the SQLite store. The server's memory tools and API open it here too.
+pub fn open_memory(p: &Pipeline) -> fleet_memory::db::Result<MemoryDb> {
+    MemoryDb::open_configured(&memory_location(p), p.redactor(), &p.instance.memory)
+}
+
+/// Where the instance's memory lives (see [`open_memory`]).
+pub fn memory_location(p: &Pipeline) -> fleet_memory::Location {
+    fleet_memory::Location::of_open_store(p.layout.root(), &*p.store)
+}
+
 fn memory(p: &Pipeline) -> Option<MemoryDb> {
-    match MemoryDb::open_configured(
-        &p.layout.root().join("memory.db"),
-        p.redactor(),
-        &p.instance.memory,
-    ) {
+    match open_memory(p) {
         Ok(db) => Some(db),
         Err(e) => {
             eprintln!("fleet: memory: {e}");
@@ -322,7 +330,7 @@ pub(crate) fn commit_export(p: &Pipeline, epic: &EpicRow, project: &ProjectRow) 
     let Some(path) = p.instance.project_limits(&project.name).memory_export else {
         return Ok(());
     };
-    let db = MemoryDb::open(&p.layout.root().join("memory.db"), p.redactor())
+    let db = MemoryDb::open_at(&memory_location(p), p.redactor())
         .map_err(|e| PipelineError::Other(format!("memory export: {e}")))?;
     let lines = fleet_memory::graph::export(&*p.store, &db)
         .map_err(|e| PipelineError::Other(format!("memory export: {e}")))?;

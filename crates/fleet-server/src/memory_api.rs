@@ -21,9 +21,13 @@ pub fn routes() -> Router<Fleet> {
         .route("/api/v1/memory/proposals/{id}/dismiss", post(dismiss))
 }
 
-fn open(p: &Pipeline) -> Result<MemoryDb, ApiError> {
-    let redactor = fleet_secrets::Redactor::from_process_env(&p.instance.secret_names());
-    MemoryDb::open(&p.layout.root().join("memory.db"), redactor).map_err(error)
+/// Runs `f` on the server's one memory handle (kept between requests, shared with the MCP
+/// tools): memory follows the store, so on PostgreSQL every replica reads the same lessons.
+fn with_db<T>(
+    p: &Pipeline,
+    f: impl FnOnce(&mut MemoryDb) -> Result<T, MemoryError>,
+) -> Result<T, ApiError> {
+    crate::memory_tools::with_memory(p, error, |db| f(db).map_err(error))
 }
 
 fn error(e: MemoryError) -> ApiError {
@@ -46,7 +50,7 @@ async fn on_pool<T: Send + 'static>(
 async fn list(State(fleet): State<Fleet>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(&fleet, Scope::Read).await?;
     let p = fleet.pipeline.clone();
-    let proposals = on_pool(move || open(&p)?.proposals().map_err(error)).await?;
+    let proposals = on_pool(move || with_db(&p, |db| db.proposals())).await?;
     Ok(Json(json!({"proposals": proposals})).into_response())
 }
 
@@ -77,9 +81,9 @@ async fn approve(
     let p = fleet.pipeline.clone();
     let path = on_pool(move || {
         let home = p.layout.root().parent().unwrap_or(p.layout.root());
-        open(&p)?
-            .approve(home, &id, name.as_deref(), fleet_core::clock::now_ms())
-            .map_err(error)
+        with_db(&p, |db| {
+            db.approve(home, &id, name.as_deref(), fleet_core::clock::now_ms())
+        })
     })
     .await?;
     Ok((
@@ -100,11 +104,6 @@ async fn dismiss(
 ) -> Result<Response, ApiError> {
     caller.require(&fleet, Scope::Admin).await?;
     let p = fleet.pipeline.clone();
-    let l = on_pool(move || {
-        open(&p)?
-            .dismiss(&id, fleet_core::clock::now_ms())
-            .map_err(error)
-    })
-    .await?;
+    let l = on_pool(move || with_db(&p, |db| db.dismiss(&id, fleet_core::clock::now_ms()))).await?;
     Ok(Json(json!({"dismissed": l.id})).into_response())
 }

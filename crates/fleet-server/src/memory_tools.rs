@@ -1,7 +1,8 @@
-//! The MCP tools `memory_search` and `remember` over the instance's `.fleet/memory.db`.
+//! The MCP tools `memory_search` and `remember` over the instance's memory (`.fleet/memory.db`,
+//! or the PostgreSQL store when the instance has one).
 
 use fleet_memory::rules::Policy;
-use fleet_memory::{AppliesWhen, Lesson, MemoryDb, Provenance, Scope};
+use fleet_memory::{AppliesWhen, Lesson, MemoryDb, MemoryError, Provenance, Scope};
 use fleet_pipeline::Pipeline;
 use rmcp::schemars;
 use serde::Deserialize;
@@ -34,35 +35,46 @@ pub struct Remember {
     pub words: Vec<String>,
 }
 
-fn open(p: &Pipeline) -> Result<MemoryDb, String> {
+fn open(p: &Pipeline) -> Result<MemoryDb, MemoryError> {
     let redactor = fleet_secrets::Redactor::from_process_env(&p.instance.secret_names());
     // With `memory.embeddings` (and the feature) configured, agents' searches fuse them in.
     MemoryDb::open_configured(
-        &p.layout.root().join("memory.db"),
+        &fleet_pipeline::memory_location(p),
         redactor,
         &p.instance.memory,
     )
-    .map_err(|e| e.to_string())
 }
 
-/// The store kept open between tool calls: opening `memory.db` costs more CPU than a search
-/// does (schema check, FTS5 set-up, a cold page cache and no cached term counts; M1 in
-/// docs/BENCHMARKS.md). Another process's writes are seen: the store checks
-/// `PRAGMA data_version` before each search.
-static KEPT: std::sync::Mutex<Option<(std::path::PathBuf, MemoryDb)>> = std::sync::Mutex::new(None);
+/// The store kept open between calls (these tools, and the memory API): opening `memory.db`
+/// costs more CPU than a search does (schema check, FTS5 set-up, a cold page cache and no
+/// cached term counts; M1 in docs/BENCHMARKS.md), and on PostgreSQL a connection and login.
+/// Another process's writes are seen: the SQLite store checks `PRAGMA data_version` before
+/// each search, and PostgreSQL is read afresh by every statement.
+static KEPT: std::sync::Mutex<Option<(fleet_memory::Location, MemoryDb)>> =
+    std::sync::Mutex::new(None);
+
+/// Runs `f` on the kept memory handle (opened first when there is none, or it is of another
+/// place); `failed` turns a failure to open into the caller's error.
+pub(crate) fn with_memory<T, E>(
+    p: &Pipeline,
+    failed: impl FnOnce(MemoryError) -> E,
+    f: impl FnOnce(&mut MemoryDb) -> Result<T, E>,
+) -> Result<T, E> {
+    let at = fleet_pipeline::memory_location(p);
+    let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+    let db = match kept.take() {
+        Some((k, db)) if k == at => db,
+        _ => open(p).map_err(failed)?,
+    };
+    let (_, db) = kept.insert((at, db));
+    f(db)
+}
 
 fn with_db<T>(
     p: &Pipeline,
     f: impl FnOnce(&mut MemoryDb) -> Result<T, String>,
 ) -> Result<T, String> {
-    let path = p.layout.root().join("memory.db");
-    let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
-    let db = match kept.take() {
-        Some((k, db)) if k == path => db,
-        _ => open(p)?,
-    };
-    let (_, db) = kept.insert((path, db));
-    f(db)
+    with_memory(p, |e| e.to_string(), f)
 }
 
 pub fn search(p: &Pipeline, q: MemorySearch) -> Result<Value, String> {

@@ -15,6 +15,7 @@
 pub mod contract;
 mod lease;
 mod open;
+pub mod pg;
 mod postgres;
 mod postgres_queue;
 pub mod queue;
@@ -256,6 +257,12 @@ pub trait Store: Send + Sync {
     /// The queue `fleet runner` workers claim tasks from; `None` for a backend on one machine
     /// (SQLite), where a run's own process runs its tasks.
     fn queue(&self) -> Option<&dyn TaskQueue> {
+        None
+    }
+    /// The URL of the PostgreSQL database holding this store (password included: it is for
+    /// connecting, never for messages); `None` for SQLite. What else lives beside the state
+    /// (memory) follows it there.
+    fn postgres_url(&self) -> Option<&str> {
         None
     }
     /// Takes the lease `name` for `holder` until `ttl` from now, if it is free, expired, or

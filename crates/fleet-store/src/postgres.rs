@@ -15,6 +15,7 @@
 //! writer's last before `COMMIT` (`insert_events`): the row is held for that statement and
 //! the commit (its WAL flush), while the rest of each transaction runs in parallel.
 
+use crate::pg::{off_runtime, without_password};
 use crate::{
     AccountRow, AttemptRow, Batch, EpicBrief, EpicPage, EpicQuery, EpicRow, Event, LeaseRow,
     NewEvent, ProjectRow, Result, RunRow, Store, StoreError, TaskRow, TokenRow, Totals,
@@ -290,27 +291,6 @@ pub(crate) fn reason(e: &postgres::Error) -> String {
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> StoreError {
         backend(e)
-    }
-}
-
-/// `postgres://user:secret@host/db` shown as `postgres://user@host/db`.
-fn without_password(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}{}{}", &url[..s + 3], user, &url[at..])
-        }
-        _ => url.to_string(),
-    }
-}
-
-/// Runs `f` off any Tokio runtime: the client's own runtime cannot start inside another.
-fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    if tokio::runtime::Handle::try_current().is_ok() {
-        std::thread::scope(|s| s.spawn(f).join().expect("store call panicked"))
-    } else {
-        f()
     }
 }
 
@@ -835,6 +815,10 @@ fn counts(rows: &[Row]) -> Result<std::collections::BTreeMap<String, u64>> {
 impl Store for PostgresStore {
     fn queue(&self) -> Option<&dyn crate::TaskQueue> {
         Some(self)
+    }
+
+    fn postgres_url(&self) -> Option<&str> {
+        Some(&self.url)
     }
 
     fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {

@@ -89,14 +89,19 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The instance's memory file, every write through the one redactor.
+/// The instance's memory, every write through the one redactor: where its store is
+/// (`store: postgres://…` shares it with every process on that database), else the file
+/// `.fleet/memory.db`. An unreachable database is an error (exit 4), never a local file.
 pub fn open(home: &Path) -> anyhow::Result<MemoryDb> {
     let instance = crate::load_instance(Some(home))?;
-    Ok(MemoryDb::open_configured(
-        &home.join(".fleet").join("memory.db"),
-        redactor(home)?,
-        &instance.memory,
-    )?)
+    let at = match &instance.store {
+        fleet_config::StoreConfig::Sqlite => {
+            fleet_memory::Location::File(home.join(".fleet").join("memory.db"))
+        }
+        fleet_config::StoreConfig::Postgres(url) => fleet_memory::Location::Postgres(url.clone()),
+    };
+    MemoryDb::open_configured(&at, redactor(home)?, &instance.memory)
+        .map_err(|e| anyhow::Error::new(e).context(format!("cannot open memory at {}", at.shown())))
 }
 
 /// The instance's one redactor: its configured secrets and the environment's.

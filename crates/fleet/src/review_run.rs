@@ -139,7 +139,7 @@ pub fn run(home: Option<PathBuf>, target: &str) -> anyhow::Result<u8> {
             .and_then(|e| store.epic(e).ok().flatten())
             .map(|e| e.project);
         text.push_str(&match remember(&home, target, project, &lessons) {
-            Ok(n) => format!("lessons: {n} added to memory (.fleet/memory.db)\n"),
+            Ok(n) => format!("lessons: {n} added to memory\n"),
             Err(e) => format!("lessons: not added: {e}\n"),
         });
     }

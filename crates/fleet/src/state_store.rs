@@ -45,7 +45,8 @@ pub fn open(layout: &StateDir, fsync: bool) -> anyhow::Result<Arc<dyn Store>> {
         .map_err(|e| anyhow::Error::new(e).context(format!("cannot open {shown}")))
 }
 
-/// Whether an error is the store's own (unreachable, unknown, too new): exit 4.
+/// Whether an error is the store's own (unreachable, unknown, too new), or memory's in the
+/// store's database: exit 4.
 pub fn is_store_failure(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         matches!(
@@ -55,6 +56,9 @@ pub fn is_store_failure(err: &anyhow::Error) -> bool {
                     | fleet_store::StoreError::UnknownScheme(_)
                     | fleet_store::StoreError::TooNew { .. }
             )
+        ) || matches!(
+            e.downcast_ref::<fleet_memory::MemoryError>(),
+            Some(fleet_memory::MemoryError::Unreachable(..))
         )
     })
 }

@@ -403,6 +403,7 @@ impl Coordinator {
         });
         let memory = Memory::open(
             layout_root,
+            &*store,
             &ctx.repo_root,
             opts.memory.clone(),
             ctx.redactor.clone(),
