@@ -279,3 +279,38 @@ fn planted_secrets_never_leave_the_environment() {
     );
     drop(inst.tmp);
 }
+
+/// A command written with a literal token (a mistake, but a common one): the task runs it as
+/// written, and neither its log nor the commit that lands it shows the token.
+#[test]
+fn a_literal_token_in_a_command_stays_out_of_logs_and_history() {
+    let inst = Instance::new();
+    let token = "ghp_abcdefghijklmnopqrstuvwxyz0123456789";
+    std::fs::write(
+        inst.repo.join("runbook.yaml"),
+        format!(
+            "name: literal\ntasks:\n  - id: t\n    command: \"test {token} = {token} && echo ran > out.txt\"\n"
+        ),
+    )
+    .unwrap();
+    let run = inst.fleet(&["run", "runbook.yaml"]);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let history = git_history(&inst.repo);
+    assert!(contains(&history, "ran"), "the task's work landed");
+    let mut places: Vec<(String, Vec<u8>)> = files(&inst.home.join(".fleet"))
+        .into_iter()
+        .filter(|(p, _)| p.extension().is_some_and(|e| e == "log"))
+        .map(|(p, b)| (p.display().to_string(), b))
+        .collect();
+    assert!(!places.is_empty(), "no task log");
+    places.push(("git history".into(), history));
+    for (place, bytes) in &places {
+        assert!(!contains(bytes, token), "the token is in {place}");
+    }
+}

@@ -115,11 +115,12 @@ async fn run_command(
         TaskAction::Shell(c) => c.as_str(),
         _ => "true",
     };
-    let header = format!(
+    // The command as written may hold a literal token: the log shows it redacted.
+    let header = ctx.redactor.clean_string(format!(
         "── attempt {n} · {} · in {} ──\n$ {command}\n",
         crate::rfc3339(now_ms()),
         cwd.display()
-    );
+    ));
     let spec = CommandSpec {
         command,
         cwd,

@@ -165,12 +165,13 @@ async fn run_checks(
 async fn commit_work(ctx: &Arc<Ctx>, task: usize, n: u32, log: &File) -> FinishResult {
     let def = &ctx.tasks[task];
     let c = ctx.clone();
-    let message = format!(
+    // The command as written may hold a literal token; git history keeps what it is given.
+    let message = ctx.redactor.clean_string(format!(
         "fleet: task {} (run {})\n\n$ {}\nattempt {n}",
         def.id,
         ctx.run_id,
         def.describe()
-    );
+    ));
     let committed = tokio::task::spawn_blocking(move || {
         let def = &c.tasks[task];
         let path = c.layout.worktree(&c.run_id, &def.id);
