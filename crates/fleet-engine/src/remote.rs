@@ -113,6 +113,25 @@ pub struct Submitted {
     pub run_id: String,
     pub integration: String,
     pub tasks: usize,
+    /// What each queued task needs of a runner, by task id.
+    pub needs: Vec<(String, Vec<String>)>,
+}
+
+/// The queued tasks no live runner can play, each with what it needs: they wait (silently,
+/// were nobody told) until a runner that offers it starts.
+pub fn unplayable(
+    store: &dyn Store,
+    needs: &[(String, Vec<String>)],
+) -> Result<Vec<(String, Vec<String>)>, EngineError> {
+    let queue = store
+        .queue()
+        .ok_or_else(|| EngineError::Invalid(NO_QUEUE.into()))?;
+    let live = queue.runners()?;
+    Ok(needs
+        .iter()
+        .filter(|(_, n)| !live.iter().any(|r| fleet_store::meets(&r.offers, n)))
+        .cloned()
+        .collect())
 }
 
 /// Why a store cannot take a run for runners: it has no queue (SQLite).
@@ -268,6 +287,10 @@ pub fn submit(
         run_id,
         integration,
         tasks: items.len(),
+        needs: items
+            .iter()
+            .map(|i| (i.task_id.clone(), i.needs.clone()))
+            .collect(),
     })
 }
 

@@ -180,6 +180,7 @@ pub fn router(fleet: Fleet) -> Router {
         .merge(crate::board::routes())
         .merge(crate::audits::routes())
         .merge(crate::memory_api::routes())
+        .merge(crate::runners_api::routes())
         .merge(
             Router::new()
                 .nest_service("/mcp", mcp)

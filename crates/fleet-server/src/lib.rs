@@ -21,6 +21,7 @@ mod intake;
 pub mod mcp;
 mod memory_api;
 mod memory_tools;
+mod runners_api;
 pub mod report;
 pub mod services;
 mod store_watch;

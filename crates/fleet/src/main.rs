@@ -96,6 +96,14 @@ enum Command {
     /// Claim and do tasks of runs queued with `fleet run --on-runners`, from the shared store
     /// (PostgreSQL), until SIGTERM; then finish or hand back running tasks within --grace.
     Runner(runner::RunnerArgs),
+    /// List the live runners of the shared store (PostgreSQL) and what each offers.
+    Runners {
+        /// The shared store (`postgres://…`); default: the instance's fleet.yaml `store:`.
+        #[arg(long, env = "FLEET_STORE")]
+        store: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// List runs, newest first.
     Runs {
         #[arg(long)]
@@ -650,6 +658,7 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
             }
         }
         Command::Runner(args) => runner::runner(cli.home, args),
+        Command::Runners { store, json } => runner::list(cli.home, store.as_deref(), json),
         Command::Runs { json } => {
             let (_, store) = open_existing_state(cli.home)?;
             views::runs(&*store, json)?;

@@ -176,7 +176,42 @@ pub fn run_on_runners(
             remote::without_password(&origin)
         );
     }
+    // Said at once (on stderr, even with --quiet): a task nobody can play would otherwise
+    // wait without a word until a runner that offers what it needs starts.
+    for (task, needs) in remote::unplayable(&*store, &sub.needs)? {
+        eprintln!(
+            "fleet: task {task} needs {}, which no live runner offers; it waits until one does \
+             (fleet runners lists them)",
+            needs.join(" and ")
+        );
+    }
     wait_for(&*store, &sub.run_id, stop)
+}
+
+/// `fleet runners`: the live runners of the shared store, what each offers.
+pub fn list(home: Option<PathBuf>, store_url: Option<&str>, json: bool) -> anyhow::Result<u8> {
+    let home = crate::find_home(home, &std::env::current_dir()?);
+    let store = open_shared(home.as_deref(), store_url)?;
+    let Some(queue) = store.queue() else {
+        eprintln!("fleet: error: {}", remote::NO_QUEUE);
+        return Ok(exit::UNAVAILABLE);
+    };
+    let runners = queue.runners()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&runners)?);
+    } else if runners.is_empty() {
+        println!("no live runner (start one with fleet runner --workspace DIR)");
+    } else {
+        for r in &runners {
+            println!(
+                "{}  concurrency {}  offers {}",
+                r.name,
+                r.concurrency,
+                r.offers.join(" ")
+            );
+        }
+    }
+    Ok(exit::PASSED)
 }
 
 /// Whether `run_id` was queued for runners (`fleet run --resume` then waits for it again).

@@ -457,3 +457,72 @@ fn a_run_whose_waiter_died_still_ends_and_resume_reports_it() {
     assert_eq!(finished, 1, "the run ended once, whoever saw it end");
     drop(runners);
 }
+
+/// `fleet runners` lists the live runners and what each offers; a run with a task no live
+/// runner can play says so at once, instead of waiting without a word.
+#[test]
+fn runners_are_listed_and_a_task_nobody_can_play_is_named() {
+    let pg = TestDb::create();
+    let tmp = tempfile::tempdir().unwrap();
+    let marks = tmp.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let (_remote, work) = project(tmp.path(), &marks);
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("fleet.yaml"), format!("store: {}\n", pg.url())).unwrap();
+    let listed = || -> serde_json::Value {
+        let out = Command::new(FLEET)
+            .args(["runners", "--json"])
+            .env("FLEET_HOME", &home)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(listed(), serde_json::json!([]), "no runner yet");
+    let _runners = Runners {
+        children: vec![spawn_runner(
+            pg.url(),
+            &tmp.path().join("ws"),
+            &tmp.path().join("runner.log"),
+        )],
+        marks: marks.clone(),
+    };
+    let runner = wait_for(30, "the runner to advertise", || {
+        listed().as_array().and_then(|a| a.first().cloned())
+    });
+    assert!(
+        runner["offers"].as_array().unwrap().contains(&"sh".into()),
+        "{runner}"
+    );
+    std::fs::write(
+        work.join("agent.yaml"),
+        "name: nobody\ntasks:\n  - id: ask\n    agent: claude\n    prompt: \"Say hello.\"\n",
+    )
+    .unwrap();
+    let mut waiter = Command::new(FLEET)
+        .args(["run", "--on-runners"])
+        .arg(work.join("agent.yaml"))
+        .env("FLEET_HOME", &home)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = waiter.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let said = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the run said nothing about its task nobody can play");
+    waiter.kill().unwrap();
+    waiter.wait().unwrap();
+    assert!(
+        said.contains("task ask needs agent:claude, which no live runner offers"),
+        "{said}"
+    );
+}

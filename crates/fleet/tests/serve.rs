@@ -412,6 +412,7 @@ fn the_api_submits_lists_details_rejects_and_accepts_with_live_events_that_resum
         "/api/v1/projects",
         "/api/v1/projects/{name}",
         "/api/v1/runs",
+        "/api/v1/runners",
         "/api/v1/agents",
         "/api/v1/accounts",
         "/api/v1/budgets",
