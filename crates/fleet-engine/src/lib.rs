@@ -24,6 +24,7 @@ pub mod remote;
 mod retrospective;
 pub mod runner;
 mod runner_agent;
+mod runner_ahead;
 pub mod signals;
 mod spawn;
 pub mod summary;

@@ -24,7 +24,7 @@ mod summary;
 pub use lease::{Lease, LeaseHolder, LeaseWatch};
 pub use open::{StoreUrl, open};
 pub use postgres::PostgresStore;
-pub use queue::{Claim, Finish, QueueItem, QueueRow, RunEnded, RunnerAd, TaskQueue};
+pub use queue::{Claim, Finish, NextClaim, QueueItem, QueueRow, RunEnded, RunnerAd, TaskQueue};
 pub use sqlite::{Durability, SqliteStore};
 pub use summary::{AttemptTallies, EpicSummary, ProfileTally, RunTally, summarize};
 
