@@ -25,6 +25,7 @@ pub mod remote;
 mod retrospective;
 pub mod runner;
 mod runner_agent;
+mod runner_ahead;
 mod runner_cancel;
 mod runner_retro;
 mod runner_task;

@@ -13,19 +13,19 @@
 //! `Fleet-Task: <run>/<task>` trailer, and a task whose trailer is already on the branch (its
 //! first runner merged, then died before saying so) is not merged again: merged exactly once.
 //!
-//! A task whose run is cancelled is stopped the same way, lands nothing, and its claim ends
-//! cancelled (`runner_cancel.rs`).
-//!
 //! A stop signal drains: no new claims; running tasks get `grace` to finish, then their
 //! commands are ended and the tasks handed back (claimable at once by another runner).
+//! A task whose run is cancelled is stopped the same way, lands nothing, and its claim ends
+//! cancelled (`runner_cancel.rs`).
 
 use crate::process;
 use crate::remote::{MAX_CLAIMS, NO_QUEUE, TaskOrder};
 pub use crate::runner_agent::AgentSetup;
 use crate::runner_agent::{SubRun, SubRunEnd};
+use crate::runner_ahead::{self, Ahead, Allowance, Held};
 use crate::runner_task::{ShellEnd, ShellTask};
 use crate::{EngineError, now_ms};
-use fleet_store::{Claim, Finish, Lease, LeaseHolder, NewEvent, RunnerAd, Store};
+use fleet_store::{Claim, Finish, Lease, LeaseHolder, NewEvent, NextClaim, RunnerAd, Store};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -53,6 +53,9 @@ pub struct RunnerOptions {
     pub idle_poll: Duration,
     /// The profiles and accounts agent tasks are played with; none: shell tasks only.
     pub agents: Option<AgentSetup>,
+    /// How long a task claimed ahead may wait behind the current one before it is handed
+    /// back (see `runner_ahead.rs`); zero: never claim ahead.
+    pub claim_ahead: Duration,
 }
 
 /// What a runner did before it stopped.
@@ -68,7 +71,7 @@ pub struct RunnerTally {
 }
 
 impl RunnerTally {
-    fn add(&mut self, o: &RunnerTally) {
+    pub(crate) fn add(&mut self, o: &RunnerTally) {
         self.done += o.done;
         self.failed += o.failed;
         self.handed_back += o.handed_back;
@@ -129,16 +132,18 @@ pub async fn serve(
             }
         }
     });
+    let allowance = Allowance::default();
     let retros = Arc::new(crate::runner_retro::Retros::default());
     let slots: Vec<_> = (0..ad.concurrency)
         .map(|_| {
-            let slot = Slot {
+            let slot = Arc::new(Slot {
                 store: store.clone(),
                 ad: ad.clone(),
                 opts: opts.clone(),
                 kill: kill_rx.clone(),
+                allowance: allowance.clone(),
                 retros: retros.clone(),
-            };
+            });
             tokio::spawn(slot.run(stop.clone()))
         })
         .collect();
@@ -162,12 +167,12 @@ pub async fn serve(
     }
 }
 
-fn queue_of(store: &dyn Store) -> &dyn fleet_store::TaskQueue {
+pub(crate) fn queue_of(store: &dyn Store) -> &dyn fleet_store::TaskQueue {
     store.queue().expect("checked when the runner started")
 }
 
 /// The store is blocking: its calls go to the blocking pool.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> fleet_store::Result<T> + Send + 'static,
 ) -> Result<T, EngineError> {
     tokio::task::spawn_blocking(f)
@@ -176,12 +181,14 @@ async fn blocking<T: Send + 'static>(
         .map_err(EngineError::from)
 }
 
-/// One task at a time; a runner has `concurrency` of these.
+/// One task at a time (and at most one claimed ahead, see `runner_ahead.rs`); a runner has
+/// `concurrency` of these.
 struct Slot {
     store: Arc<dyn Store>,
     ad: RunnerAd,
     opts: RunnerOptions,
     kill: watch::Receiver<bool>,
+    allowance: Allowance,
     retros: Arc<crate::runner_retro::Retros>,
 }
 
@@ -195,121 +202,198 @@ enum Worked {
     Stopped,
 }
 
+/// What is left to write of a task once its work is over.
+enum Ending {
+    Finish(Finish),
+    /// Its command was stopped: give it back.
+    HandBack,
+    /// The claim ran out meanwhile: another runner has it, nothing to write.
+    Lost,
+    /// Its run was cancelled: stopped, nothing landed, the claim already ended cancelled.
+    Cancelled,
+}
+
 impl Slot {
-    async fn run(self, mut stop: watch::Receiver<bool>) -> Result<RunnerTally, EngineError> {
+    /// Claims and works until `stop`. A task's end and the slot's next claim are one store
+    /// write; after a quick task ([`runner_ahead::QUICK_SHARE`]) the next task is claimed while the
+    /// current one runs, and starts as soon as it ends, its predecessor's end written
+    /// meanwhile together with the claim of the one after.
+    async fn run(
+        self: Arc<Self>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<RunnerTally, EngineError> {
         let mut tally = RunnerTally::default();
         let store = self.store.clone();
         let mut seen = blocking(move || store.newest_seq()).await?;
-        while !*stop.borrow_and_update() {
-            let started = NewEvent {
-                at: now_ms(),
-                run_id: String::new(),
-                task: None,
-                attempt: None,
-                kind: "task.started".into(),
-                data: json!({"runner": self.ad.name}),
-            };
-            let (store, ad, ttl) = (self.store.clone(), self.ad.clone(), self.opts.lease_ttl);
-            let claim = blocking(move || {
-                queue_of(&*store).claim(&ad, ttl, MAX_CLAIMS, std::slice::from_ref(&started))
-            })
-            .await?;
-            let Some(claim) = claim else {
-                // Idle: end what ended with nobody waiting for it. A failed sweep is tried at
-                // the next idle turn.
-                let store = self.store.clone();
-                let _ = tokio::task::spawn_blocking(move || crate::remote::sweep(&*store)).await;
-                let (store, poll) = (self.store.clone(), self.opts.idle_poll);
-                tokio::select! {
-                    newest = blocking(move || store.wait_for_events(seen, poll)) => seen = newest?,
-                    _ = stop.changed() => {}
+        let mut ahead = Ahead::new(self.allowance.clone());
+        let mut next: Option<Held> = None;
+        let mut quick = false;
+        loop {
+            if *stop.borrow_and_update() {
+                if let Some(h) = next.take() {
+                    self.give_back(h).await;
                 }
-                continue;
+                self.give_back_ahead(&mut ahead, &mut tally).await?;
+                break;
+            }
+            let current = match next.take() {
+                Some(h) => h,
+                None => match self.clone().claim().await?.1 {
+                    Some(h) => h,
+                    None => {
+                        // Idle: end what ended with nobody waiting for it. A failed sweep is
+                        // tried at the next idle turn.
+                        let store = self.store.clone();
+                        let _ = tokio::task::spawn_blocking(move || crate::remote::sweep(&*store))
+                            .await;
+                        let (store, poll) = (self.store.clone(), self.opts.idle_poll);
+                        tokio::select! {
+                            newest = blocking(move || store.wait_for_events(seen, poll)) => seen = newest?,
+                            _ = stop.changed() => {}
+                        }
+                        continue;
+                    }
+                },
             };
-            self.work(claim, &mut tally).await?;
+            if quick && ahead.may_claim() {
+                ahead.fly(tokio::spawn(self.clone().claim()), true);
+            }
+            let began = std::time::Instant::now();
+            let ending = self
+                .work_watching(&current, &mut stop, &mut ahead, &mut tally)
+                .await?;
+            quick = began.elapsed() < self.opts.claim_ahead / runner_ahead::QUICK_SHARE;
+            let stopping = *stop.borrow();
+            match ahead.settle(&mut tally).await? {
+                Some(ready) => {
+                    // The next task starts now; this one's end is written meanwhile.
+                    let more = quick && !stopping;
+                    let write = self.clone().record(current, ending, more);
+                    ahead.fly(tokio::spawn(write), more);
+                    next = Some(ready);
+                }
+                None => {
+                    let (t, claimed) = self.clone().record(current, ending, !stopping).await?;
+                    tally.add(&t);
+                    next = claimed;
+                }
+            }
         }
         Ok(tally)
     }
 
-    async fn work(&self, claim: Claim, tally: &mut RunnerTally) -> Result<(), EngineError> {
-        let done_before = tally.done;
+    /// Claims a task for this slot (in the shape of a write in flight: nothing to tally).
+    async fn claim(self: Arc<Self>) -> Result<(RunnerTally, Option<Held>), EngineError> {
+        let started = self.started_event();
+        let (store, ad, ttl) = (self.store.clone(), self.ad.clone(), self.opts.lease_ttl);
+        let claim = blocking(move || {
+            queue_of(&*store).claim(&ad, ttl, MAX_CLAIMS, std::slice::from_ref(&started))
+        })
+        .await?;
+        Ok((RunnerTally::default(), claim.map(|c| self.hold(c))))
+    }
+
+    fn hold(&self, claim: Claim) -> Held {
+        Held::new(self.store.clone(), claim, self.opts.lease_ttl)
+    }
+
+    fn started_event(&self) -> NewEvent {
+        event("task.started", json!({"runner": self.ad.name}))
+    }
+
+    /// [`Slot::work`], giving back what is claimed ahead as soon as the runner is told to stop
+    /// or the current task outlives [`RunnerOptions::claim_ahead`].
+    async fn work_watching(
+        &self,
+        held: &Held,
+        stop: &mut watch::Receiver<bool>,
+        ahead: &mut Ahead,
+        tally: &mut RunnerTally,
+    ) -> Result<Ending, EngineError> {
+        let work = self.work(held);
+        tokio::pin!(work);
+        let hold_until = tokio::time::Instant::now() + self.opts.claim_ahead;
+        let mut stop_seen = *stop.borrow();
+        loop {
+            tokio::select! {
+                ending = &mut work => return ending,
+                changed = stop.changed(), if !stop_seen => {
+                    stop_seen = changed.is_err() || *stop.borrow();
+                    if stop_seen {
+                        self.give_back_ahead(ahead, tally).await?;
+                    }
+                }
+                _ = tokio::time::sleep_until(hold_until), if ahead.holds_claim() => {
+                    self.give_back_ahead(ahead, tally).await?;
+                }
+            }
+        }
+    }
+
+    /// Gives back the task claimed ahead, if any (once the write in flight is over).
+    async fn give_back_ahead(
+        &self,
+        ahead: &mut Ahead,
+        tally: &mut RunnerTally,
+    ) -> Result<(), EngineError> {
+        if let Some(h) = ahead.settle(tally).await? {
+            self.give_back(h).await;
+        }
+        ahead.release();
+        Ok(())
+    }
+
+    /// Hands back a claim that never started: claimable at once, and counted nowhere (not a
+    /// claim of the task, not in the tally). A failure leaves it to run out.
+    async fn give_back(&self, held: Held) {
+        let ev = event("task.handed_back", json!({"runner": self.ad.name}));
+        let (store, c) = (self.store.clone(), held.claim.clone());
+        let _ = blocking(move || queue_of(&*store).hand_back(&c, &[ev])).await;
+    }
+
+    async fn work(&self, held: &Held) -> Result<Ending, EngineError> {
+        let claim = &held.claim;
         let order: TaskOrder = match serde_json::from_value(claim.spec.clone()) {
             Ok(o) => o,
             Err(e) => {
                 let reason = format!("the queued order is not one this runner reads: {e}");
-                self.finish(&claim, failed(&reason), tally).await?;
-                return Ok(());
+                return Ok(Ending::Finish(failed(&reason)));
             }
         };
-        let (lost_tx, lost_rx) = watch::channel(false);
-        let beat = tokio::spawn({
-            let (store, claim, ttl) = (self.store.clone(), claim.clone(), self.opts.lease_ttl);
-            async move {
-                loop {
-                    tokio::time::sleep(ttl / 3).await;
-                    let (store, claim) = (store.clone(), claim.clone());
-                    // An error (the store away for a moment) is tried at the next beat.
-                    if let Ok(false) =
-                        blocking(move || queue_of(&*store).heartbeat(&claim, ttl)).await
-                    {
-                        let _ = lost_tx.send(true);
-                        return;
-                    }
-                }
-            }
-        });
+        let lost_rx = held.lost.clone();
         let cancel =
-            crate::runner_cancel::Watcher::start(self.store.clone(), &claim, self.opts.lease_ttl);
+            crate::runner_cancel::Watcher::start(self.store.clone(), claim, self.opts.lease_ttl);
         let cmd_stop = either(
             either(self.kill.clone(), lost_rx.clone()),
             cancel.receiver(),
         );
-        let dir = self
-            .opts
-            .workspace
-            .join("tasks")
-            .join(&claim.run_id)
-            .join(format!("{}.{}", claim.task_id, claim.n));
-        let worked = self.execute(&claim, &order, &dir, cmd_stop).await;
+        let dir = self.task_dir(claim);
+        let worked = self.execute(claim, &order, &dir, cmd_stop).await;
         let lost = *lost_rx.borrow();
         // Cancelled: its processes were ended (or it finished meanwhile); nothing lands.
         if (lost || cancel.raised())
-            && crate::runner_cancel::end(self.store.clone(), &claim, &self.ad.name).await?
+            && crate::runner_cancel::end(self.store.clone(), claim, &self.ad.name).await?
         {
-            tally.cancelled += 1;
-            beat.abort();
-            self.retros.start(&claim, false, dir).await;
-            return Ok(());
+            // Its workspace goes the way of every other (after a pending retrospective's
+            // drop, in `record`).
+            if !self.retros.pending(claim) {
+                let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await;
+            }
+            return Ok(Ending::Cancelled);
         }
         let outcome = match worked {
-            _ if lost => {
-                tally.lost += 1;
-                beat.abort();
-                return Ok(());
-            }
+            _ if lost => return Ok(Ending::Lost),
             Err(e) => Worked::Failed(format!("the runner could not do it: {e}")),
             Ok(w) => w,
         };
-        let result = match outcome {
-            Worked::Stopped => {
-                let ev = event("task.handed_back", json!({"runner": self.ad.name}));
-                let (store, c) = (self.store.clone(), claim.clone());
-                if blocking(move || queue_of(&*store).hand_back(&c, &[ev])).await? {
-                    tally.handed_back += 1;
-                } else {
-                    tally.lost += 1;
-                }
-                Ok(())
-            }
-            Worked::Failed(reason) => self.finish(&claim, failed(&reason), tally).await,
-            Worked::Passed { commit: None } => {
-                let end = Finish {
-                    state: "done".into(),
-                    detail: None,
-                    merge_sha: None,
-                };
-                self.finish(&claim, end, tally).await
-            }
+        let ending = match outcome {
+            Worked::Stopped => Ending::HandBack,
+            Worked::Failed(reason) => Ending::Finish(failed(&reason)),
+            Worked::Passed { commit: None } => Ending::Finish(Finish {
+                state: "done".into(),
+                detail: None,
+                merge_sha: None,
+            }),
             Worked::Passed {
                 commit: Some(commit),
             } => {
@@ -325,60 +409,125 @@ impl Slot {
                         .await
                         .map_err(std::io::Error::other)?;
                 match landed {
-                    Ok(Some(merge)) => {
-                        let end = Finish {
-                            state: "done".into(),
-                            detail: None,
-                            merge_sha: Some(merge),
-                        };
-                        self.finish(&claim, end, tally).await
-                    }
-                    Ok(None) => {
-                        tally.lost += 1;
-                        Ok(())
-                    }
-                    Err(reason) => self.finish(&claim, failed(&reason), tally).await,
+                    Ok(Some(merge)) => Ending::Finish(Finish {
+                        state: "done".into(),
+                        detail: None,
+                        merge_sha: Some(merge),
+                    }),
+                    Ok(None) => Ending::Lost,
+                    Err(reason) => Ending::Finish(failed(&reason)),
                 }
             }
         };
-        beat.abort();
-        // The workspace was this claim's alone (removed once a retrospective of the task, if
-        // any, read it); the log stays.
-        let landed = tally.done > done_before;
-        self.retros.start(&claim, landed, dir).await;
-        result
+        // The workspace was this claim's alone; the log stays. An empty one (a task without
+        // a workspace) goes at once, without a trip to the blocking pool. One a retrospective
+        // will read goes after it (`record`).
+        let read_later = self.retros.pending(claim);
+        if read_later {
+            // Left for the retrospective.
+        } else if order.workspace == "git" {
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await;
+        } else if std::fs::remove_dir(&dir).is_err() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Ok(ending)
     }
 
-    async fn finish(
-        &self,
-        claim: &Claim,
-        mut end: Finish,
-        tally: &mut RunnerTally,
-    ) -> Result<(), EngineError> {
+    /// Writes `ending` of `held`; with `claim_next`, claims the slot's next task too (with a
+    /// done task's end, in the same statement). The tally of what was written and the claim.
+    async fn record(
+        self: Arc<Self>,
+        held: Held,
+        ending: Ending,
+        claim_next: bool,
+    ) -> Result<(RunnerTally, Option<Held>), EngineError> {
+        let mut tally = RunnerTally::default();
+        let end = match ending {
+            Ending::Lost => {
+                tally.lost += 1;
+                None
+            }
+            Ending::Cancelled => {
+                tally.cancelled += 1;
+                None
+            }
+            Ending::HandBack => {
+                let ev = event("task.handed_back", json!({"runner": self.ad.name}));
+                let (store, c) = (self.store.clone(), held.claim.clone());
+                if blocking(move || queue_of(&*store).hand_back(&c, &[ev])).await? {
+                    tally.handed_back += 1;
+                } else {
+                    tally.lost += 1;
+                }
+                None
+            }
+            Ending::Finish(end) => Some(end),
+        };
+        let Some(mut end) = end else {
+            self.after_end(&held.claim, false).await;
+            drop(held);
+            if !claim_next {
+                return Ok((tally, None));
+            }
+            let (_, claimed) = self.clone().claim().await?;
+            return Ok((tally, claimed));
+        };
         let redactor = self.redactor();
-        let log = self.log_path(claim);
+        let log = self.log_path(&held.claim);
         let events = crate::runner_task::end_events(&mut end, &self.ad.name, log, &redactor).await;
         let is_done = end.state == "done";
-        let (store, c) = (self.store.clone(), claim.clone());
-        // Its last task ended: the run ends now, whether or not anyone waits for it.
-        let ended = blocking(move || {
+        let started = self.started_event();
+        let (store, c, ad, ttl) = (
+            self.store.clone(),
+            held.claim.clone(),
+            self.ad.clone(),
+            self.opts.lease_ttl,
+        );
+        let (ended, claimed) = blocking(move || {
             let q = queue_of(&*store);
-            let finished = q.finish(&c, &end, &events)?;
-            if finished {
+            let (ended, claimed) = if claim_next {
+                let next = NextClaim {
+                    runner: &ad,
+                    ttl,
+                    max_claims: MAX_CLAIMS,
+                    events: std::slice::from_ref(&started),
+                };
+                q.finish_and_claim(&c, &end, &events, next)?
+            } else {
+                (q.finish(&c, &end, &events)?, None)
+            };
+            // Its last task ended: the run ends now, whether or not anyone waits for it.
+            if ended {
                 q.close_run_if_ended(&c.run_id, now_ms())?;
             }
-            Ok::<_, fleet_store::StoreError>(finished)
-        });
-        if ended.await? {
-            if is_done {
-                tally.done += 1;
-            } else {
-                tally.failed += 1;
-            }
-        } else {
-            tally.lost += 1;
+            Ok((ended, claimed))
+        })
+        .await?;
+        self.after_end(&held.claim, ended && is_done).await;
+        drop(held);
+        match (ended, is_done) {
+            (true, true) => tally.done += 1,
+            (true, false) => tally.failed += 1,
+            (false, _) => tally.lost += 1,
         }
-        Ok(())
+        Ok((tally, claimed.map(|c| self.hold(c))))
+    }
+
+    /// A claim's clone (or empty directory) under the runner's workspace.
+    fn task_dir(&self, claim: &Claim) -> PathBuf {
+        self.opts
+            .workspace
+            .join("tasks")
+            .join(&claim.run_id)
+            .join(format!("{}.{}", claim.task_id, claim.n))
+    }
+
+    /// Once a claim's end is written: a retrospective of its task (an agent task that failed
+    /// then passed) runs in the background if it `landed`, then its clone goes.
+    async fn after_end(&self, claim: &Claim, landed: bool) {
+        if self.retros.pending(claim) {
+            self.retros.start(claim, landed, self.task_dir(claim)).await;
+        }
     }
 
     /// A shell task's log on this runner: one per claim, its attempts appended.
@@ -413,11 +562,14 @@ impl Slot {
     ) -> Result<Worked, EngineError> {
         let logs = self.opts.workspace.join("logs").join(&claim.run_id);
         let git_ws = order.workspace == "git";
-        {
+        if git_ws {
             let (dir, logs, order) = (dir.to_path_buf(), logs.clone(), order.clone());
             tokio::task::spawn_blocking(move || prepare(&dir, &logs, &order, git_ws))
                 .await
                 .map_err(std::io::Error::other)??;
+        } else {
+            // Two directories: not worth a trip to the blocking pool and back.
+            prepare(dir, &logs, order, false)?;
         }
         if let Some(agent) = &order.agent {
             return self.play_agent(claim, order, agent, dir, stop).await;
@@ -581,7 +733,10 @@ fn prepare(dir: &Path, logs: &Path, order: &TaskOrder, git_ws: bool) -> Result<(
         &[
             "clone",
             "--quiet",
-            "--no-hardlinks",
+            // A remote on this machine is read through git's transport, not by copying its
+            // objects directory: that copy races pushes to it (a push's quarantine directory,
+            // copied half-way, vanishes when the push ends: "failed to copy file").
+            "--no-local",
             "--branch",
             &order.integration,
             "--end-of-options",

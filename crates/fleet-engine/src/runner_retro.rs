@@ -44,6 +44,12 @@ impl Retros {
         map.insert(key(run, task, n), p);
     }
 
+    /// Whether a retrospective waits for `claim`'s end (its sub-run kept one).
+    pub(crate) fn pending(&self, claim: &fleet_store::Claim) -> bool {
+        let map = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        map.contains_key(&key(&claim.run_id, &claim.task_id, claim.n))
+    }
+
     /// The claim ended: its retrospective runs in the background if the task `landed` (else
     /// it is dropped), and `dir`, the task's clone it reads, is removed after it. Without
     /// one, `dir` is removed now.

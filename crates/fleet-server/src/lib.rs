@@ -21,8 +21,8 @@ mod intake;
 pub mod mcp;
 mod memory_api;
 mod memory_tools;
-mod runners_api;
 pub mod report;
+mod runners_api;
 pub mod services;
 mod store_watch;
 

@@ -25,7 +25,9 @@ mod summary;
 pub use lease::{Lease, LeaseHolder, LeaseWatch};
 pub use open::{StoreUrl, open};
 pub use postgres::PostgresStore;
-pub use queue::{ANY_OF, Claim, Finish, QueueItem, QueueRow, RunEnded, RunnerAd, TaskQueue, meets};
+pub use queue::{
+    ANY_OF, Claim, Finish, NextClaim, QueueItem, QueueRow, RunEnded, RunnerAd, TaskQueue, meets,
+};
 pub use sqlite::{Durability, SqliteStore};
 pub use summary::{AttemptTallies, EpicSummary, ProfileTally, RunTally, summarize};
 

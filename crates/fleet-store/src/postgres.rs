@@ -148,7 +148,7 @@ CREATE TABLE leases (
 ];
 
 /// The channel commits of events notify (payload: the newest seq).
-const CHANNEL: &str = "fleet_events";
+pub(crate) const CHANNEL: &str = "fleet_events";
 
 /// How often a waiter for events reads the database itself, while the listener is connected
 /// (a fallback: a notification wakes it at once) and while it is not.

@@ -6,8 +6,8 @@
 //! transactions: `running` when claimed, `merged`/`passed`/`failed`/`skipped` when it ends,
 //! `ready` when handed back, `cancelled` when its run is cancelled.
 
-use crate::postgres::{NOW_MS, PostgresStore, event_arrays, events_ctes, insert_events};
-use crate::queue::{Claim, Finish, QueueItem, QueueRow, RunEnded, RunnerAd, TaskQueue};
+use crate::postgres::{CHANNEL, NOW_MS, PostgresStore, event_arrays, events_ctes, insert_events};
+use crate::queue::{Claim, Finish, NextClaim, QueueItem, QueueRow, RunEnded, RunnerAd, TaskQueue};
 use crate::{NewEvent, Result, StoreError};
 use postgres::Transaction;
 use serde_json::json;
@@ -79,6 +79,19 @@ fn skip_dependents(tx: &mut Transaction<'_>, run: &str, task: &str) -> Result<Ve
     Ok(ids)
 }
 
+/// The claim in `row`'s columns `i` to `i + 3` (run, task, claims, spec).
+fn claim_of(row: &postgres::Row, i: usize, runner: &RunnerAd) -> Result<Claim> {
+    let spec: String = row.get(i + 3);
+    Ok(Claim {
+        run_id: row.get(i),
+        task_id: row.get(i + 1),
+        n: row.get::<_, i64>(i + 2) as u32,
+        holder: runner.name.clone(),
+        spec: serde_json::from_str(&spec)
+            .map_err(|e| StoreError::Corrupt(format!("queued task spec: {e}")))?,
+    })
+}
+
 /// The `tasks` row's state for a finished queue entry.
 fn task_state(end: &Finish) -> &'static str {
     match (end.state.as_str(), &end.merge_sha) {
@@ -86,6 +99,56 @@ fn task_state(end: &Finish) -> &'static str {
         ("done", None) => "passed",
         _ => "failed",
     }
+}
+
+/// The CTEs of a claim (`pick`, `claimed`, `running`), binding `$p` to `$p + 4` to the
+/// runner's offers, its name, the TTL (ms), the claim limit and the start time. `after_end`: in
+/// [`PostgresStore::finish_and_claim`]'s statement, where `$1`/`$2` name the task the `ended`
+/// CTE ends as done: that task is not a candidate, and counts as done for its dependents (the
+/// statement's snapshot still shows it claimed).
+fn claim_ctes(p: usize, after_end: bool) -> String {
+    let (offers, name, ttl, max, started) = (p, p + 1, p + 2, p + 3, p + 4);
+    let (not_ended, ended_done) = if after_end {
+        (
+            "AND NOT (q.run_id = $1 AND q.task_id = $2)",
+            "AND NOT (q.run_id = $1 AND dep = $2 AND EXISTS (SELECT 1 FROM ended))",
+        )
+    } else {
+        ("", "")
+    };
+    // A need of alternatives (`a|b`, `crate::ANY_OF`) is met by any of them; plain needs
+    // are met by the one containment test, before the alternatives are looked at.
+    // The dependency check is per candidate, and every open entry is one (they are sorted
+    // before the LIMIT): it must cost nothing for tasks without dependencies and one key
+    // lookup per dependency otherwise. As a bare anti-join over the run's entries it made
+    // each claim O(tasks) and a run O(tasks²): 0.5 s a claim at 1,000 open tasks.
+    format!(
+        "pick AS (
+            SELECT q.run_id, q.task_id FROM task_queue q
+            WHERE (q.state = 'queued'
+                   OR (q.state = 'claimed' AND q.expires_at <= {NOW_MS} AND q.claims < ${max}))
+              AND (q.needs <@ ${offers}::text[] OR NOT EXISTS (
+                  SELECT 1 FROM unnest(q.needs) need
+                  WHERE NOT (string_to_array(need, '|') && ${offers}::text[]))) {not_ended}
+              AND (cardinality(q.deps) = 0 OR NOT EXISTS (
+                  SELECT 1 FROM unnest(q.deps) dep
+                  WHERE (SELECT d.state FROM task_queue d
+                         WHERE d.run_id = q.run_id AND d.task_id = dep) <> 'done'
+                    {ended_done}))
+            ORDER BY q.seq
+            LIMIT 1
+            FOR UPDATE OF q SKIP LOCKED
+         ), claimed AS (
+            UPDATE task_queue t SET state = 'claimed', holder = ${name},
+               expires_at = {NOW_MS} + ${ttl}, claims = t.claims + 1
+            FROM pick WHERE t.run_id = pick.run_id AND t.task_id = pick.task_id
+            RETURNING t.run_id, t.task_id, t.claims, t.spec
+         ), running AS (
+            UPDATE tasks SET state = 'running', attempts = c.claims,
+               started_at = COALESCE(tasks.started_at, ${started}::bigint)
+            FROM claimed c WHERE tasks.run_id = c.run_id AND tasks.id = c.task_id
+         )"
+    )
 }
 
 impl PostgresStore {
@@ -135,6 +198,101 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// [`TaskQueue::finish_and_claim`] of a task that is done: the end, the next claim and
+    /// both event batches in one statement (one round trip, one commit). The events are
+    /// numbered as one batch from the counter row, the end's first.
+    fn finish_done_and_claim(
+        &self,
+        claim: &Claim,
+        end: &Finish,
+        events: &[NewEvent],
+        next: NextClaim<'_>,
+    ) -> Result<(bool, Option<Claim>)> {
+        let all: Vec<(i32, &NewEvent)> = events
+            .iter()
+            .map(|e| (0, e))
+            .chain(next.events.iter().map(|e| (1, e)))
+            .collect();
+        let at: Vec<i64> = all.iter().map(|(_, e)| e.at).collect();
+        let kind: Vec<String> = all.iter().map(|(_, e)| e.kind.clone()).collect();
+        let data: Vec<String> = all.iter().map(|(_, e)| e.data.to_string()).collect();
+        let which: Vec<i32> = all.iter().map(|(w, _)| *w).collect();
+        let finished = events.first().map_or(0, |e| e.at);
+        let started = next.events.first().map_or(0, |e| e.at);
+        let (attempt, ttl) = (i64::from(claim.n), next.ttl.as_millis() as i64);
+        let max = i64::from(next.max_claims);
+        let row = self.with(|c| {
+            Ok(c.query_one(
+                &format!(
+                    "WITH ended AS (
+                        UPDATE task_queue SET state = $5, detail = $6, merge_sha = $7,
+                           holder = NULL, expires_at = NULL
+                        WHERE run_id = $1 AND task_id = $2 AND holder = $3 AND claims = $4
+                          AND state = 'claimed'
+                        RETURNING run_id, task_id, claims
+                     ), marked AS (
+                        UPDATE tasks SET state = $8, merge_sha = $7, reason = $6,
+                           finished_at = $9
+                        FROM ended WHERE tasks.run_id = ended.run_id AND tasks.id = ended.task_id
+                     ), {}, owners AS (
+                        SELECT 0 AS k, run_id, task_id AS task, claims AS attempt FROM ended
+                        UNION ALL
+                        SELECT 1, run_id, task_id, claims FROM claimed
+                     ), evs AS (
+                        SELECT o.run_id, o.task, o.attempt, e.at, e.kind, e.data,
+                               row_number() OVER (ORDER BY o.k, e.ord) AS ord
+                        FROM owners o
+                        JOIN unnest($15::bigint[], $16::text[], $17::text[], $18::int[])
+                             WITH ORDINALITY AS e(at, kind, data, which, ord)
+                             ON e.which = o.k
+                     ), counter AS (
+                        UPDATE event_seq SET last = last + (SELECT count(*) FROM evs)
+                        WHERE EXISTS (SELECT 1 FROM evs) RETURNING last
+                     ), added AS (
+                        INSERT INTO events (seq, at, run_id, task, attempt, kind, data)
+                        SELECT counter.last - (SELECT count(*) FROM evs) + evs.ord, evs.at,
+                               evs.run_id, evs.task, evs.attempt, evs.kind, evs.data
+                        FROM counter, evs
+                     ), notified AS (
+                        SELECT pg_notify('{CHANNEL}', last::text) FROM counter
+                     )
+                     SELECT c.run_id, c.task_id, c.claims, c.spec,
+                            (SELECT count(*) FROM ended), (SELECT count(*) FROM notified)
+                     FROM (SELECT 1) one LEFT JOIN claimed c ON true",
+                    claim_ctes(10, true)
+                ),
+                &[
+                    &claim.run_id,
+                    &claim.task_id,
+                    &claim.holder,
+                    &attempt,
+                    &end.state,
+                    &end.detail,
+                    &end.merge_sha,
+                    &task_state(end),
+                    &finished,
+                    &next.runner.offers,
+                    &next.runner.name,
+                    &ttl,
+                    &max,
+                    &started,
+                    &at,
+                    &kind,
+                    &data,
+                    &which,
+                ],
+            )?)
+        })?;
+        let ended = row.get::<_, i64>(4) == 1;
+        let claimed = match row.get::<_, Option<String>>(0) {
+            Some(_) => Some(claim_of(&row, 0, next.runner)?),
+            None => None,
+        };
+        Ok((ended, claimed))
+    }
+}
+
 impl TaskQueue for PostgresStore {
     fn enqueue(&self, items: &[QueueItem], events: &[NewEvent]) -> Result<()> {
         self.in_transaction(|tx| {
@@ -167,12 +325,6 @@ impl TaskQueue for PostgresStore {
     ) -> Result<Option<Claim>> {
         let ttl = ttl.as_millis() as i64;
         let max = i64::from(max_claims);
-        // A need of alternatives (`a|b`, `crate::ANY_OF`) is met by any of them; plain needs
-        // are met by the one containment test, before the alternatives are looked at.
-        // The dependency check is per candidate, and every open entry is one (they are sorted
-        // before the LIMIT): it must cost nothing for tasks without dependencies and one key
-        // lookup per dependency otherwise. As a bare anti-join over the run's entries it made
-        // each claim O(tasks) and a run O(tasks²): 0.5 s a claim at 1,000 open tasks.
         // One statement, committed on its own: the claim, the task's row and the events in one
         // round trip (each round trip is a wait for the database to be scheduled, and a
         // loaded machine makes those long); the counter row is locked only when a task was
@@ -182,35 +334,12 @@ impl TaskQueue for PostgresStore {
         let row = self.with(|c| {
             Ok(c.query_opt(
                 &format!(
-                    "WITH pick AS (
-                        SELECT q.run_id, q.task_id FROM task_queue q
-                        WHERE (q.state = 'queued'
-                               OR (q.state = 'claimed' AND q.expires_at <= {NOW_MS}
-                                   AND q.claims < $4))
-                          AND (q.needs <@ $1::text[] OR NOT EXISTS (
-                              SELECT 1 FROM unnest(q.needs) need
-                              WHERE NOT (string_to_array(need, '|') && $1::text[])))
-                          AND (cardinality(q.deps) = 0 OR NOT EXISTS (
-                              SELECT 1 FROM unnest(q.deps) dep
-                              WHERE (SELECT d.state FROM task_queue d
-                                     WHERE d.run_id = q.run_id AND d.task_id = dep) <> 'done'))
-                        ORDER BY q.seq
-                        LIMIT 1
-                        FOR UPDATE OF q SKIP LOCKED
-                     ), claimed AS (
-                        UPDATE task_queue t SET state = 'claimed', holder = $2,
-                           expires_at = {NOW_MS} + $3, claims = t.claims + 1
-                        FROM pick WHERE t.run_id = pick.run_id AND t.task_id = pick.task_id
-                        RETURNING t.run_id, t.task_id, t.claims, t.spec
-                     ), running AS (
-                        UPDATE tasks SET state = 'running', attempts = c.claims,
-                           started_at = COALESCE(tasks.started_at, $5::bigint)
-                        FROM claimed c WHERE tasks.run_id = c.run_id AND tasks.id = c.task_id
-                     ), owner AS (
+                    "WITH {}, owner AS (
                         SELECT run_id, task_id AS task, claims AS attempt FROM claimed
                      ), {}
                      SELECT run_id, task_id, claims, spec, (SELECT count(*) FROM notified)
                      FROM claimed",
+                    claim_ctes(1, false),
                     events_ctes("owner", 6)
                 ),
                 &[
@@ -227,15 +356,7 @@ impl TaskQueue for PostgresStore {
             )?)
         })?;
         let Some(row) = row else { return Ok(None) };
-        let spec: String = row.get(3);
-        Ok(Some(Claim {
-            run_id: row.get(0),
-            task_id: row.get(1),
-            n: row.get::<_, i64>(2) as u32,
-            holder: runner.name.clone(),
-            spec: serde_json::from_str(&spec)
-                .map_err(|e| StoreError::Corrupt(format!("queued task spec: {e}")))?,
-        }))
+        claim_of(&row, 0, runner).map(Some)
     }
 
     fn heartbeat(&self, claim: &Claim, ttl: Duration) -> Result<bool> {
@@ -311,6 +432,22 @@ impl TaskQueue for PostgresStore {
             insert_events(tx, &all)?;
             Ok(true)
         })
+    }
+
+    fn finish_and_claim(
+        &self,
+        claim: &Claim,
+        end: &Finish,
+        events: &[NewEvent],
+        next: NextClaim<'_>,
+    ) -> Result<(bool, Option<Claim>)> {
+        if end.state != "done" {
+            // A failure skips dependents (several statements): no gain in sharing its commit.
+            let ended = self.finish(claim, end, events)?;
+            let claimed = self.claim(next.runner, next.ttl, next.max_claims, next.events)?;
+            return Ok((ended, claimed));
+        }
+        self.finish_done_and_claim(claim, end, events, next)
     }
 
     fn hand_back(&self, claim: &Claim, events: &[NewEvent]) -> Result<bool> {

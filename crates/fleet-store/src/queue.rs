@@ -72,6 +72,16 @@ pub struct Finish {
     pub merge_sha: Option<String>,
 }
 
+/// The claim [`TaskQueue::finish_and_claim`] makes after ending one: as [`TaskQueue::claim`]'s
+/// arguments.
+#[derive(Debug, Clone, Copy)]
+pub struct NextClaim<'a> {
+    pub runner: &'a RunnerAd,
+    pub ttl: Duration,
+    pub max_claims: u32,
+    pub events: &'a [NewEvent],
+}
+
 /// A queue entry as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueueRow {
@@ -118,6 +128,22 @@ pub trait TaskQueue: Send + Sync {
     /// Ends the claim with its outcome and events; `false`, and nothing written, when the
     /// claim is no longer this one's.
     fn finish(&self, claim: &Claim, end: &Finish, events: &[NewEvent]) -> Result<bool>;
+    /// [`TaskQueue::finish`], then [`TaskQueue::claim`] of the next task for a runner whose
+    /// slot the end frees: `(ended, claimed)`. A backend may do both in one transaction (one
+    /// commit, one round trip, instead of two); then the task just ended counts as done for
+    /// the claim's dependency check, as it would for a claim after the commit. The claim is
+    /// made whether or not the end was still this claim's.
+    fn finish_and_claim(
+        &self,
+        claim: &Claim,
+        end: &Finish,
+        events: &[NewEvent],
+        next: NextClaim<'_>,
+    ) -> Result<(bool, Option<Claim>)> {
+        let ended = self.finish(claim, end, events)?;
+        let claimed = self.claim(next.runner, next.ttl, next.max_claims, next.events)?;
+        Ok((ended, claimed))
+    }
     /// Gives the task back unfinished (a draining runner): claimable again at once, and the
     /// claim not counted; `false` when it was no longer this claim's.
     fn hand_back(&self, claim: &Claim, events: &[NewEvent]) -> Result<bool>;

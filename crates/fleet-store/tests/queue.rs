@@ -16,6 +16,12 @@ fn postgres_queue() {
 }
 
 #[test]
+fn postgres_finish_and_claim() {
+    let db = TestDb::create();
+    queue::finish_and_claim(&*pg(&db));
+}
+
+#[test]
 fn postgres_concurrent_claims_take_each_task_once() {
     let db = TestDb::create();
     let stores: Vec<Arc<dyn Store>> = (0..4).map(|_| pg(&db)).collect();

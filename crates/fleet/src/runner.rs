@@ -34,6 +34,10 @@ pub struct RunnerArgs {
     /// Seconds between SIGTERM and SIGKILL when a task's processes are ended.
     #[arg(long, default_value_t = 5.0)]
     kill_grace: f64,
+    /// After a task shorter than a fifth of this, the next one is claimed while the current
+    /// one runs; seconds it may wait for its turn before it is handed back. 0: never.
+    #[arg(long, default_value_t = 0.25)]
+    claim_ahead: f64,
 }
 
 fn secs(s: f64) -> Duration {
@@ -120,6 +124,7 @@ pub fn runner(home: Option<PathBuf>, args: RunnerArgs) -> anyhow::Result<u8> {
         grace: secs(args.grace),
         kill_grace: secs(args.kill_grace),
         idle_poll: Duration::from_secs(1),
+        claim_ahead: secs(args.claim_ahead),
     };
     println!(
         "fleet runner: pid {}, concurrency {}, offers {}, workspace {}",

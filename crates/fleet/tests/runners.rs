@@ -512,7 +512,10 @@ fn runners_are_listed_and_a_task_nobody_can_play_is_named() {
     let stderr = waiter.stderr.take().unwrap();
     std::thread::spawn(move || {
         use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             let _ = tx.send(line);
         }
     });

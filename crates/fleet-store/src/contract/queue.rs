@@ -1,7 +1,7 @@
 //! The task queue's contract ([`crate::TaskQueue`]), for backends that have one, and what a
 //! backend without one must do (say so, not pretend).
 
-use crate::{Claim, Finish, NewEvent, QueueItem, RunnerAd, Store, TaskQueue};
+use crate::{Claim, Finish, NewEvent, NextClaim, QueueItem, RunnerAd, Store, TaskQueue};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -184,6 +184,133 @@ pub fn queue(store: &dyn Store) {
     assert_eq!(q.runners().unwrap(), [plain.clone(), gpu.clone()]);
     q.retire("r1").unwrap();
     assert_eq!(q.runners().unwrap(), [gpu]);
+}
+
+fn next<'a>(r: &'a RunnerAd, events: &'a [NewEvent]) -> NextClaim<'a> {
+    NextClaim {
+        runner: r,
+        ttl: LONG,
+        max_claims: 3,
+        events,
+    }
+}
+
+/// Ending a task and claiming the next at once: the task just ended counts as done for its
+/// dependents, is never claimed again by the same call (even with its lease run out), a lost
+/// claim still frees the slot for a claim, a failure skips dependents as `finish` does, and
+/// both batches of events are written, stamped, the end's first.
+pub fn finish_and_claim(store: &dyn Store) {
+    let q = store.queue().expect("this backend has a queue");
+    q.enqueue(
+        &[
+            item("fc", "a", &[], &[]),
+            item("fc", "b", &["a"], &[]),
+            item("fc", "c", &[], &[]),
+            item("fc", "d", &["b"], &[]),
+            item("fc", "e", &[], &[]),
+        ],
+        &[],
+    )
+    .unwrap();
+    let r = runner("r1", &[]);
+    let started = [ev("task.started")];
+    let a = claim(q, &r).expect("a is ready");
+    assert_eq!(a.task_id, "a");
+    let (ended, b) = q
+        .finish_and_claim(&a, &done(), &[ev("task.done")], next(&r, &started))
+        .unwrap();
+    assert!(ended);
+    let b = b.expect("b, whose dependency just ended, comes first");
+    assert_eq!((b.task_id.as_str(), b.n, b.holder.as_str()), ("b", 1, "r1"));
+    assert!(q.heartbeat(&b, LONG).unwrap(), "the claim is live");
+
+    // An end that is no longer this claim's writes nothing, and the slot still claims.
+    let (ended, c) = q
+        .finish_and_claim(&a, &done(), &[ev("task.done")], next(&r, &started))
+        .unwrap();
+    assert!(!ended, "a claim ends once");
+    let c = c.expect("c is ready");
+    assert_eq!(c.task_id, "c");
+
+    // A failure skips what depends on it; the claim goes on to the next ready task.
+    let failed = Finish {
+        state: "failed".into(),
+        detail: Some("exit 1".into()),
+        merge_sha: None,
+    };
+    let (ended, e) = q
+        .finish_and_claim(&b, &failed, &[ev("task.failed")], next(&r, &started))
+        .unwrap();
+    assert!(ended);
+    let e = e.expect("e is ready; d was skipped");
+    assert_eq!(e.task_id, "e");
+
+    // A claim whose lease ran out (nobody took it meanwhile) is ended, not claimed again by
+    // the call that ends it.
+    let short = RunnerAd {
+        name: "r2".into(),
+        ..r.clone()
+    };
+    assert!(q.finish(&e, &done(), &[]).unwrap());
+    q.enqueue(&[item("fc2", "x", &[], &[])], &[]).unwrap();
+    let x = q
+        .claim(&short, Duration::from_millis(1), 3, &[])
+        .unwrap()
+        .expect("x is ready");
+    std::thread::sleep(Duration::from_millis(20));
+    let (ended, none) = q
+        .finish_and_claim(&x, &done(), &[], next(&short, &started))
+        .unwrap();
+    let (ended2, nothing) = q
+        .finish_and_claim(&c, &done(), &[ev("task.done")], next(&r, &started))
+        .unwrap();
+    assert!(ended && ended2);
+    assert_eq!((none, nothing), (None, None), "nothing left to claim");
+
+    let rows = q.queued("fc").unwrap();
+    let states: Vec<(&str, &str, u32)> = rows
+        .iter()
+        .map(|r| (r.task_id.as_str(), r.state.as_str(), r.claims))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("a", "done", 1),
+            ("b", "failed", 1),
+            ("c", "done", 1),
+            ("d", "skipped", 0),
+            ("e", "done", 1)
+        ]
+    );
+    assert_eq!(q.queued("fc2").unwrap()[0].state, "done");
+    assert_eq!(q.queued("fc2").unwrap()[0].claims, 1);
+
+    // Every event once, stamped with its own claim, the end's before the claim's.
+    let events = store.events(Some("fc"), 0, 100).unwrap();
+    let kinds: Vec<(&str, Option<&str>, Option<u32>)> = events
+        .iter()
+        .map(|e| (e.kind.as_str(), e.task.as_deref(), e.attempt))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("task.started", Some("a"), Some(1)),
+            ("task.done", Some("a"), Some(1)),
+            ("task.started", Some("b"), Some(1)),
+            ("task.started", Some("c"), Some(1)),
+            ("task.failed", Some("b"), Some(1)),
+            ("task.skipped", Some("d"), None),
+            ("task.started", Some("e"), Some(1)),
+            ("task.done", Some("c"), Some(1)),
+        ]
+    );
+    let seqs: Vec<u64> = store
+        .events(None, 0, 1000)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "dense");
 }
 
 /// Several handles claiming at once: every task is claimed exactly once.
