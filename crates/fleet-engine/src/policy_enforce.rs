@@ -133,7 +133,7 @@ pub(super) async fn attempt_policy(
     }
     let script = hook_script(ctx, task, n, cwd);
     let c = ctx.clone();
-    let written = tokio::task::spawn_blocking(move || {
+    let written = fleet_store::pg::spawn_blocking(move || {
         use std::os::unix::fs::OpenOptionsExt;
         let dir = policy_dir(&c);
         std::fs::create_dir_all(&dir)?;
@@ -248,7 +248,7 @@ pub(super) async fn refs_before(ctx: &Arc<Ctx>) -> Option<Vec<(String, String)>>
         return None;
     }
     let c = ctx.clone();
-    tokio::task::spawn_blocking(move || protected_tips(&c))
+    fleet_store::pg::spawn_blocking(move || protected_tips(&c))
         .await
         .ok()
         .flatten()
@@ -289,7 +289,7 @@ pub(super) async fn after_attempt(
         return result; // No hook and no branch to guard: nothing to look at.
     }
     let c = ctx.clone();
-    let joined = tokio::task::spawn_blocking(move || {
+    let joined = fleet_store::pg::spawn_blocking(move || {
         // No hook log: the hook never ran (no edit was made).
         let reported = std::fs::read_to_string(hook_log(&c, task)).unwrap_or_default();
         let moved = before
@@ -438,7 +438,8 @@ pub(super) async fn check_change(
         if rule.revert {
             let c = ctx.clone();
             let path = cwd.to_path_buf();
-            let undone = tokio::task::spawn_blocking(move || c.repo.discard_changes(&path)).await;
+            let undone =
+                fleet_store::pg::spawn_blocking(move || c.repo.discard_changes(&path)).await;
             if let Ok(Ok(())) = undone {
                 events.push(event(
                     "reverted",
@@ -484,7 +485,7 @@ async fn protected_paths(
     }
     let c = ctx.clone();
     let path = cwd.to_path_buf();
-    let found = tokio::task::spawn_blocking(move || {
+    let found = fleet_store::pg::spawn_blocking(move || {
         let changed = c.repo.paths_changed(&path, &c.integration)?;
         let found = violations(&c.policy.protected, &changed);
         if !found.is_empty() {

@@ -214,7 +214,7 @@ pub async fn run_opening_log(
     let log = match open_with_header(&log_path, &header, false) {
         Ok(log) => log,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            tokio::task::spawn_blocking(move || open_with_header(&log_path, &header, true))
+            fleet_store::pg::spawn_blocking(move || open_with_header(&log_path, &header, true))
                 .await
                 .map_err(std::io::Error::other)??
         }

@@ -175,7 +175,7 @@ pub(crate) fn queue_of(store: &dyn Store) -> &dyn fleet_store::TaskQueue {
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> fleet_store::Result<T> + Send + 'static,
 ) -> Result<T, EngineError> {
-    tokio::task::spawn_blocking(f)
+    fleet_store::pg::spawn_blocking(f)
         .await
         .map_err(std::io::Error::other)?
         .map_err(EngineError::from)
@@ -244,8 +244,9 @@ impl Slot {
                         // Idle: end what ended with nobody waiting for it. A failed sweep is
                         // tried at the next idle turn.
                         let store = self.store.clone();
-                        let _ = tokio::task::spawn_blocking(move || crate::remote::sweep(&*store))
-                            .await;
+                        let _ =
+                            fleet_store::pg::spawn_blocking(move || crate::remote::sweep(&*store))
+                                .await;
                         let (store, poll) = (self.store.clone(), self.opts.idle_poll);
                         tokio::select! {
                             newest = blocking(move || store.wait_for_events(seen, poll)) => seen = newest?,
@@ -377,7 +378,8 @@ impl Slot {
             // Its workspace goes the way of every other (after a pending retrospective's
             // drop, in `record`).
             if !self.retros.pending(claim) {
-                let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await;
+                let _ =
+                    fleet_store::pg::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await;
             }
             return Ok(Ending::Cancelled);
         }
@@ -405,7 +407,7 @@ impl Slot {
                     self.opts.lease_ttl,
                 );
                 let landed =
-                    tokio::task::spawn_blocking(move || land(store, &c, &o, &d, &commit, ttl))
+                    fleet_store::pg::spawn_blocking(move || land(store, &c, &o, &d, &commit, ttl))
                         .await
                         .map_err(std::io::Error::other)?;
                 match landed {
@@ -426,7 +428,7 @@ impl Slot {
         if read_later {
             // Left for the retrospective.
         } else if order.workspace == "git" {
-            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await;
+            let _ = fleet_store::pg::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await;
         } else if std::fs::remove_dir(&dir).is_err() {
             let _ = std::fs::remove_dir_all(&dir);
         }
@@ -564,7 +566,7 @@ impl Slot {
         let git_ws = order.workspace == "git";
         if git_ws {
             let (dir, logs, order) = (dir.to_path_buf(), logs.clone(), order.clone());
-            tokio::task::spawn_blocking(move || prepare(&dir, &logs, &order, git_ws))
+            fleet_store::pg::spawn_blocking(move || prepare(&dir, &logs, &order, git_ws))
                 .await
                 .map_err(std::io::Error::other)??;
         } else {
@@ -601,7 +603,7 @@ impl Slot {
             return Ok(Worked::Passed { commit: None });
         }
         let (dir, order, claim) = (dir.to_path_buf(), order.clone(), claim.clone());
-        let commit = tokio::task::spawn_blocking(move || -> Result<_, EngineError> {
+        let commit = fleet_store::pg::spawn_blocking(move || -> Result<_, EngineError> {
             let repo = fleet_git::Repo::open(&dir)?;
             let msg = format!("fleet: task {} (claim {})", claim.task_id, claim.n);
             let Some(sha) = repo.commit_all(&dir, &msg)? else {
@@ -651,7 +653,7 @@ impl Slot {
             SubRunEnd::Passed(Some(tip)) => {
                 let (dir, branch) = (dir.to_path_buf(), order.task_branch.clone());
                 let t = tip.clone();
-                tokio::task::spawn_blocking(move || push_task_branch(&dir, &t, &branch))
+                fleet_store::pg::spawn_blocking(move || push_task_branch(&dir, &t, &branch))
                     .await
                     .map_err(std::io::Error::other)??;
                 Ok(Worked::Passed { commit: Some(tip) })

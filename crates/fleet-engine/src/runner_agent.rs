@@ -123,7 +123,7 @@ pub(crate) async fn play(s: SubRun<'_>) -> Result<SubRunEnd, EngineError> {
     let plan = one_task_plan(&s)?;
     if s.claim.n > 1 {
         let (store, claim, runner) = (s.store.clone(), s.claim.clone(), s.runner.to_string());
-        tokio::task::spawn_blocking(move || close_abandoned(&*store, &claim, &runner))
+        fleet_store::pg::spawn_blocking(move || close_abandoned(&*store, &claim, &runner))
             .await
             .map_err(std::io::Error::other)??;
     }

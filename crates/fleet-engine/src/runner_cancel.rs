@@ -20,6 +20,10 @@ const PAGE: usize = 500;
 /// The least time between two reads of the run's events: a busy store wakes every watcher
 /// for every event anywhere, and a cancellation need not be seen faster than this.
 const GAP: Duration = Duration::from_millis(500);
+/// How long a task runs before its watcher first reads the store: a task over sooner (the
+/// common case of a busy queue of quick tasks) costs the store no read for its cancellation,
+/// and a cancel is seen at most this much later.
+const FIRST_LOOK: Duration = Duration::from_millis(100);
 
 /// Raised once the watched claim's task is cancelled; stops watching when dropped.
 pub(crate) struct Watcher {
@@ -35,11 +39,12 @@ impl Watcher {
         let (run, task, poll) = (claim.run_id.clone(), claim.task_id.clone(), ttl / 3);
         let claim = claim.clone();
         let task = tokio::spawn(async move {
+            tokio::time::sleep(FIRST_LOOK).await;
             // Where to read from: the newest event now, then one heartbeat, which fails if
             // the claim was cancelled (or lost) before this point.
             let first = {
                 let (store, claim) = (store.clone(), claim.clone());
-                tokio::task::spawn_blocking(move || {
+                fleet_store::pg::spawn_blocking(move || {
                     let seen = store.newest_seq()?;
                     let held = match store.queue() {
                         Some(q) => q.heartbeat(&claim, ttl)?,
@@ -61,7 +66,7 @@ impl Watcher {
             loop {
                 let (store, run, task) = (store.clone(), run.clone(), task.clone());
                 let looked =
-                    tokio::task::spawn_blocking(move || look(&*store, &run, &task, seen, poll))
+                    fleet_store::pg::spawn_blocking(move || look(&*store, &run, &task, seen, poll))
                         .await;
                 match looked {
                     Ok(Ok((_, true))) => {
@@ -138,7 +143,7 @@ pub(crate) async fn end(
         data: json!({"runner": runner, "why": "its run was cancelled; nothing of it landed"}),
     };
     let claim = claim.clone();
-    let ended = tokio::task::spawn_blocking(move || match store.queue() {
+    let ended = fleet_store::pg::spawn_blocking(move || match store.queue() {
         Some(q) => q.end_cancelled(&claim, &[ev]),
         None => Ok(false),
     })

@@ -59,7 +59,7 @@ impl Retros {
             map.remove(&key(&claim.run_id, &claim.task_id, claim.n))
         };
         let Some(p) = pending.filter(|_| landed) else {
-            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await;
+            let _ = fleet_store::pg::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await;
             return;
         };
         let running = self.running.clone();

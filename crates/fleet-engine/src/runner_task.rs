@@ -234,7 +234,7 @@ async fn protected_paths(t: &ShellTask<'_>, log: &File) -> Result<Option<Tried>,
         }
     }
     let (dir, base) = (t.dir.to_path_buf(), t.order.integration.clone());
-    let found = tokio::task::spawn_blocking(move || {
+    let found = fleet_store::pg::spawn_blocking(move || {
         let repo = fleet_git::Repo::open(&dir)?;
         let found = violations(&rules, &repo.paths_changed(&dir, &base)?);
         if !found.is_empty() {
@@ -291,7 +291,7 @@ async fn protected_paths(t: &ShellTask<'_>, log: &File) -> Result<Option<Tried>,
 /// hit fails the attempt, saying where and never what, so nothing of it is pushed.
 async fn secrets_in_change(t: &ShellTask<'_>, log: &File) -> Result<Tried, EngineError> {
     let (dir, base) = (t.dir.to_path_buf(), t.order.integration.clone());
-    let added = tokio::task::spawn_blocking(move || {
+    let added = fleet_store::pg::spawn_blocking(move || {
         fleet_git::Repo::open(&dir).and_then(|r| r.added_lines(&dir, &base))
     })
     .await
@@ -349,7 +349,7 @@ pub(crate) async fn end_events(
         false => json!({"reason": end.detail, "runner": runner}),
     };
     let path = log.clone();
-    let tail = tokio::task::spawn_blocking(move || {
+    let tail = fleet_store::pg::spawn_blocking(move || {
         crate::log_clean::tail_of(&path, LOG_TAIL.0, LOG_TAIL.1)
     })
     .await
@@ -390,7 +390,7 @@ async fn note(t: &ShellTask<'_>, kind: &str, mut data: serde_json::Value) {
         data,
     };
     let store = t.store.clone();
-    let _ = tokio::task::spawn_blocking(move || {
+    let _ = fleet_store::pg::spawn_blocking(move || {
         store.commit(&Batch {
             events: vec![ev],
             ..Batch::default()

@@ -93,7 +93,7 @@ impl Traces {
             src.redactor.clone(),
             row.clone(),
         );
-        self.writing.push(tokio::task::spawn_blocking(move || {
+        self.writing.push(fleet_store::pg::spawn_blocking(move || {
             let events: Vec<_> = match store.events(Some(&run.id), 0, MAX_EVENTS) {
                 Ok(e) => e
                     .into_iter()

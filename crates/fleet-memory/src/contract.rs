@@ -405,6 +405,37 @@ pub fn common_terms_are_judged_on_what_every_writer_wrote(open: Open<'_>) {
     assert_eq!(hits[0].key, "eta");
 }
 
+/// A term in many older documents and in none of the newest is still found: a search may
+/// look among the newest documents first (PostgreSQL bounds its window there when a term is
+/// common), never only there.
+pub fn a_common_term_only_in_older_documents_is_found(open: Open<'_>) {
+    let mut db = plain(open);
+    // 1,800 older documents with "alpha", then 700 newer ones without it.
+    let docs: Vec<(String, &str)> = (0..2500)
+        .map(|i| {
+            (
+                format!("d{i:04}"),
+                if i < 1800 {
+                    "alpha filler"
+                } else {
+                    "beta filler"
+                },
+            )
+        })
+        .collect();
+    db.put_documents(
+        docs.iter().map(|(k, b)| ("report", k.as_str(), "doc", *b)),
+        1,
+    )
+    .unwrap();
+    db.compact().unwrap();
+    let hits = db.search("alpha", &[], 10).unwrap();
+    assert_eq!(hits.len(), 10, "{hits:?}");
+    assert!(hits.iter().all(|h| h.key.as_str() < "d1800"), "{hits:?}");
+    let hits = db.search("alpha", &["report".into()], 10).unwrap();
+    assert_eq!(hits.len(), 10, "restricted to the kind: {hits:?}");
+}
+
 /// `fleet memory export` then `import` into an empty memory: the same lessons, archived
 /// included, byte for byte.
 pub fn export_import_round_trips(from: Open<'_>, into: Open<'_>) {

@@ -15,7 +15,7 @@ use crate::db::{
 use crate::lesson::{Lesson, Millis, Scope};
 use fleet_store::pg::{connect, off_runtime, without_password};
 use postgres::{Client, GenericClient};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 /// Held by every memory migration (the store's own is 7046873912).
@@ -32,6 +32,10 @@ const ANALYZE_AFTER: usize = 500;
 /// its positions walked: ~30 µs a row on the loaded benchmark machine, docs/BENCHMARKS.md M1).
 const PG_RANK_WINDOW: i64 = if RANK_WINDOW < 200 { RANK_WINDOW } else { 200 };
 
+/// How many times more recent documents a search reads than a window's worth of matches at
+/// the terms' frequency would need: matches are not spread evenly.
+const RECENT_SLACK: i64 = 2;
+
 /// Ranks: a title match (`A`) counts twice a body match (`B`), as on SQLite.
 const WEIGHTS: &str = "'{0.1, 0.2, 0.5, 1.0}'";
 
@@ -43,8 +47,9 @@ const WORDS_OF: &str = "regexp_replace($TEXT, '[^[:alnum:]]+', ' ', 'g')";
 fn migrations() -> Vec<String> {
     let title = WORDS_OF.replace("$TEXT", "title");
     let body = WORDS_OF.replace("$TEXT", "body");
-    vec![format!(
-        r#"
+    vec![
+        format!(
+            r#"
 CREATE TABLE memory_lessons (
     id TEXT PRIMARY KEY,
     scope TEXT NOT NULL,
@@ -97,7 +102,10 @@ END $$;
 CREATE TRIGGER memory_documents_count AFTER INSERT OR DELETE ON memory_documents
     FOR EACH ROW EXECUTE FUNCTION memory_documents_count();
 "#
-    )]
+        ),
+        // A search restricted to one kind finds that kind's newest documents in order.
+        "CREATE INDEX memory_documents_kind_id ON memory_documents (kind, id);".to_string(),
+    ]
 }
 
 impl From<postgres::Error> for MemoryError {
@@ -113,19 +121,33 @@ pub(crate) struct PgMemory {
     url: String,
     /// One connection per handle (a handle is one process's, or one request's, memory); a
     /// broken one is replaced at the next call.
-    client: Mutex<Option<Client>>,
+    session: Mutex<Option<Session>>,
+}
+
+/// A connection (its statements prepared once), with the term statistics searches read.
+struct Session {
+    client: fleet_store::pg::Conn,
+    stats: Option<TermStats>,
+}
+
+/// The planner's statistics of the `tsvector` column: its most common lexemes, each with the
+/// share of documents holding it; read again only when the table was analyzed since (its
+/// estimated row count moved). The count of documents itself is read at every search.
+struct TermStats {
+    analyzed_rows: f32,
+    common: HashMap<String, f64>,
 }
 
 impl Drop for PgMemory {
     /// Closing a connection blocks on the client's own runtime: off any Tokio runtime, as
     /// every call (a sub-run drops its memory on its runtime's thread).
     fn drop(&mut self) {
-        let client = self
-            .client
+        let session = self
+            .session
             .get_mut()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        off_runtime(move || drop(client));
+        off_runtime(move || drop(session));
     }
 }
 
@@ -139,57 +161,103 @@ impl PgMemory {
         })?;
         Ok(PgMemory {
             url: url.to_string(),
-            client: Mutex::new(Some(client)),
+            session: Mutex::new(Some(Session::new(client))),
         })
     }
 
     /// Runs `f` on the connection, off any Tokio runtime, reconnecting first if it broke.
-    fn with<T: Send>(&self, f: impl FnOnce(&mut Client) -> Result<T> + Send) -> Result<T> {
-        let mut guard = self.client.lock().unwrap_or_else(|e| e.into_inner());
-        let slot: &mut Option<Client> = &mut guard;
+    fn with_session<T: Send>(&self, f: impl FnOnce(&mut Session) -> Result<T> + Send) -> Result<T> {
+        let mut guard = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        let slot: &mut Option<Session> = &mut guard;
         let url = &self.url;
         off_runtime(move || {
-            if slot.as_ref().is_none_or(Client::is_closed) {
-                *slot = Some(connect_memory(url)?);
+            if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
+                *slot = Some(Session::new(connect_memory(url)?));
             }
             f(slot.as_mut().expect("connected"))
         })
     }
 
-    /// The terms the search uses (see [`keep_terms`]), each with how many documents hold it
-    /// as the planner's statistics of the `tsvector` column tell (its most common lexemes and
-    /// their frequencies): counting a common term's documents costs as much as the search.
-    /// A term not among them is rarer than all of them (`-1`: kept). The statistics are
-    /// refreshed by autovacuum, by `compact`, and after any large write ([`ANALYZE_AFTER`]).
-    fn terms(c: &mut Client, terms: Vec<String>) -> Result<Vec<(String, i64)>> {
-        let rows = c.query(
-            "WITH s AS (
-                 SELECT most_common_elems::text::text[] AS e, most_common_elem_freqs AS f
-                 FROM pg_stats WHERE schemaname = current_schema()
-                    AND tablename = 'memory_documents' AND attname = 'tsv')
-             SELECT (SELECT n FROM memory_document_count),
-                    (SELECT f[array_position(e, u.t)] FROM s)::float8
-             FROM unnest($1::text[]) WITH ORDINALITY AS u(t, i) ORDER BY i",
-            &[&terms],
+    fn with<T: Send>(
+        &self,
+        f: impl FnOnce(&mut fleet_store::pg::Conn) -> Result<T> + Send,
+    ) -> Result<T> {
+        self.with_session(|c| f(&mut c.client))
+    }
+}
+
+impl Session {
+    fn new(client: fleet_store::pg::Conn) -> Session {
+        Session {
+            client,
+            stats: None,
+        }
+    }
+
+    /// How many documents there are now, and the term statistics, read again when the
+    /// table was analyzed since they were (reading them costs a few milliseconds: the most
+    /// common lexemes are an array of up to 1,000).
+    fn stats(&mut self) -> Result<(i64, &TermStats)> {
+        let row = self.client.query_one(
+            "SELECT (SELECT n FROM memory_document_count), c.reltuples
+             FROM pg_class c WHERE c.oid = 'memory_documents'::regclass",
+            &[],
         )?;
-        let total: i64 = rows.first().map_or(0, |r| r.get(0));
+        let (total, analyzed_rows): (i64, f32) = (row.get(0), row.get(1));
+        if self
+            .stats
+            .as_ref()
+            .is_none_or(|s| s.analyzed_rows != analyzed_rows)
+        {
+            // No row before the first analysis; no arrays when no lexeme is common.
+            let row = self.client.query_opt(
+                "SELECT most_common_elems::text::text[], most_common_elem_freqs FROM pg_stats
+                 WHERE schemaname = current_schema() AND tablename = 'memory_documents'
+                   AND attname = 'tsv'",
+                &[],
+            )?;
+            let elems: Option<Vec<String>> = row.as_ref().and_then(|r| r.get(0));
+            let freqs: Option<Vec<f32>> = row.as_ref().and_then(|r| r.get(1));
+            let common = elems
+                .unwrap_or_default()
+                .into_iter()
+                .zip(freqs.unwrap_or_default().into_iter().map(f64::from))
+                .collect();
+            self.stats = Some(TermStats {
+                analyzed_rows,
+                common,
+            });
+        }
+        Ok((total, self.stats.as_ref().expect("read")))
+    }
+
+    /// The terms the search uses (see [`keep_terms`]), each with how many documents hold it
+    /// as the statistics tell (counting a common term's documents costs as much as the
+    /// search), and how many documents there are. A term not among the most common is rarer
+    /// than all of them (`-1`: kept). The statistics are refreshed by autovacuum, by
+    /// `compact`, and after any large write ([`ANALYZE_AFTER`]).
+    fn terms(&mut self, terms: Vec<String>) -> Result<(Vec<(String, i64)>, i64)> {
+        let (total, stats) = self.stats()?;
         let counted = terms
             .into_iter()
-            .zip(rows.iter().map(|r| {
-                r.get::<_, Option<f64>>(1)
-                    .map_or(-1, |f| (f * total as f64).round() as i64)
-            }))
+            .map(|t| {
+                let df = stats
+                    .common
+                    .get(&t)
+                    .map_or(-1, |f| (f * total as f64).round() as i64);
+                (t, df)
+            })
             .collect();
-        Ok(keep_terms(counted, total))
+        Ok((keep_terms(counted, total), total))
     }
 
     /// The newest [`PG_RANK_WINDOW`] documents matching any kept term, ranked by `ts_rank_cd`.
-    fn ranked(c: &mut Client, query: &str, kinds: &[String], limit: usize) -> Result<Vec<Hit>> {
+    fn ranked(&mut self, query: &str, kinds: &[String], limit: usize) -> Result<Vec<Hit>> {
         let terms = query_terms(query);
         if terms.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        let kept = PgMemory::terms(c, terms)?;
+        let (kept, total) = self.terms(terms)?;
         if kept.is_empty() {
             return Ok(Vec::new());
         }
@@ -200,22 +268,12 @@ impl PgMemory {
             .collect::<Vec<_>>()
             .join(" | ");
         let kinds: Vec<String> = kinds.to_vec();
-        // Ranked in the window itself (no second lookup per match); only the best `limit`
-        // are read whole.
-        let rows = c.query(
-            &format!(
-                "WITH q AS (SELECT to_tsquery('simple', $1) AS q),
-                 w AS (SELECT d.id, d.tsv FROM memory_documents d, q
-                       WHERE d.tsv @@ q.q AND (cardinality($2::text[]) = 0 OR d.kind = ANY($2))
-                       ORDER BY d.id DESC LIMIT $4),
-                 top AS (SELECT w.id, ts_rank_cd({WEIGHTS}, w.tsv, q.q)::float8 AS score
-                         FROM w, q ORDER BY score DESC, w.id DESC LIMIT $3)
-                 SELECT d.kind, d.key, d.title, d.body, top.score
-                 FROM top JOIN memory_documents d ON d.id = top.id
-                 ORDER BY top.score DESC, top.id DESC"
-            ),
-            &[&q, &kinds, &(limit as i64), &PG_RANK_WINDOW],
-        )?;
+        let recent = recent_span(&kept, &kinds, total);
+        let mut rows = self.window(&q, &kinds, limit, recent)?;
+        if recent.is_some() && rows.len() < limit {
+            // Fewer matches among the recent documents than the estimate said: all of them.
+            rows = self.window(&q, &kinds, limit, None)?;
+        }
         let words: Vec<&str> = kept.iter().map(|(t, _)| t.as_str()).collect();
         Ok(rows
             .iter()
@@ -228,9 +286,67 @@ impl PgMemory {
             })
             .collect())
     }
+
+    /// The best `limit` of the newest [`PG_RANK_WINDOW`] matches among the newest `recent`
+    /// documents of the kind searched (`None`: all), ranked in the window itself (no second
+    /// lookup per match); only the best are read whole.
+    fn window(
+        &mut self,
+        q: &str,
+        kinds: &[String],
+        limit: usize,
+        recent: Option<i64>,
+    ) -> Result<Vec<postgres::Row>> {
+        // Planned for its parameters each time (`Conn::open`): with no kind, the first
+        // index's newest ids; with one, the kind's own (`memory_documents_kind_id`).
+        let (bound, span) = match recent {
+            Some(n) => (
+                "AND d.id >= COALESCE((SELECT k.id FROM memory_documents k
+                     WHERE cardinality($2::text[]) = 0 OR k.kind = ($2::text[])[1]
+                     ORDER BY k.id DESC OFFSET $5 LIMIT 1), 0)",
+                n,
+            ),
+            // The same parameters either way; `$5` is then unused.
+            None => ("AND $5::bigint IS NOT NULL", 0),
+        };
+        Ok(self.client.query(
+            &format!(
+                "WITH q AS (SELECT to_tsquery('simple', $1) AS q),
+                 w AS (SELECT d.id, d.tsv FROM memory_documents d, q
+                       WHERE d.tsv @@ q.q AND (cardinality($2::text[]) = 0 OR d.kind = ANY($2))
+                         {bound}
+                       ORDER BY d.id DESC LIMIT $4),
+                 top AS (SELECT w.id, ts_rank_cd({WEIGHTS}, w.tsv, q.q)::float8 AS score
+                         FROM w, q ORDER BY score DESC, w.id DESC LIMIT $3)
+                 SELECT d.kind, d.key, d.title, d.body, top.score
+                 FROM top JOIN memory_documents d ON d.id = top.id
+                 ORDER BY top.score DESC, top.id DESC"
+            ),
+            &[&q, &kinds, &(limit as i64), &PG_RANK_WINDOW, &span],
+        )?)
+    }
 }
 
-fn connect_memory(url: &str) -> Result<Client> {
+/// How many of the newest documents (of the kind searched) likely hold the newest
+/// [`PG_RANK_WINDOW`] matches, when that is worth saying (`None`: all of them). The index
+/// yields matches in no order, so the window of the newest is sorted out of all of them:
+/// for a term in a fifth of 100,000 documents, 20,000 rows read for 200 kept. Reading
+/// only [`RECENT_SLACK`] times the span that holds a window's worth of matches at the
+/// terms' frequency reads a few hundred. Several kinds: no bound (their newest ids are
+/// not found in order by one index scan).
+fn recent_span(kept: &[(String, i64)], kinds: &[String], total: i64) -> Option<i64> {
+    let postings: i64 = kept.iter().map(|(_, df)| (*df).max(0)).sum();
+    let wanted = PG_RANK_WINDOW * RECENT_SLACK;
+    // Finding where the span starts reads the span's ids (an index, in order): past a
+    // quarter of the documents, that costs more than reading every match.
+    if kinds.len() > 1 || postings <= 4 * wanted || total <= 0 {
+        return None;
+    }
+    let span = (wanted as f64 * total as f64 / postings as f64).ceil() as i64;
+    (span < total).then_some(span)
+}
+
+fn connect_memory(url: &str) -> Result<fleet_store::pg::Conn> {
     connect(url).map_err(|e| match e {
         fleet_store::StoreError::Unreachable(shown, why) => MemoryError::Unreachable(shown, why),
         other => MemoryError::Unreachable(without_password(url), other.to_string()),
@@ -304,7 +420,7 @@ impl Backend for PgMemory {
     }
 
     fn lesson(&self, id: &str) -> Result<Option<Lesson>> {
-        self.with(|c| get_lesson(c, id))
+        self.with(|c| get_lesson(&mut **c, id))
     }
 
     fn lessons(&self, archived: Option<bool>) -> Result<Vec<Lesson>> {
@@ -325,7 +441,7 @@ impl Backend for PgMemory {
     }
 
     fn live_in_scope(&self, scope: &Scope) -> Result<Vec<Lesson>> {
-        self.with(|c| live_in_scope(c, scope))
+        self.with(|c| live_in_scope(&mut **c, scope))
     }
 
     fn record_injection(
@@ -376,7 +492,7 @@ impl Backend for PgMemory {
     }
 
     fn search(&self, query: &str, kinds: &[String], limit: usize) -> Result<Vec<Hit>> {
-        self.with(|c| PgMemory::ranked(c, query, kinds, limit))
+        self.with_session(|c| c.ranked(query, kinds, limit))
     }
 
     fn lesson_ranking(&self, text: &str) -> Result<BTreeMap<String, (f64, bool)>> {

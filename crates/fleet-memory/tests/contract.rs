@@ -58,6 +58,11 @@ fn common_terms_are_judged_on_what_every_writer_wrote() {
 }
 
 #[test]
+fn a_common_term_only_in_older_documents_is_found() {
+    both(contract::a_common_term_only_in_older_documents_is_found);
+}
+
+#[test]
 fn concurrent_writers_lose_nothing_and_never_overflow_a_cap() {
     both(contract::concurrent_writers);
 }

@@ -236,7 +236,7 @@ pub async fn run(
     // audit`, the schedule of this or another `fleet serve`): a lease in the store.
     let lease_name = format!("audit/{}/{}", spec.name, project.name);
     let store = p.store.clone();
-    let lease = tokio::task::spawn_blocking(move || {
+    let lease = fleet_store::pg::spawn_blocking(move || {
         fleet_store::Lease::try_take(store, &lease_name, AUDIT_LEASE_TTL)
     })
     .await
@@ -347,7 +347,7 @@ pub async fn run(
     // known requests are read and the new ones submitted under one lease per project.
     let store = p.store.clone();
     let submit_lease = format!("audit-submit/{}", project.name);
-    let _submitting = tokio::task::spawn_blocking(move || {
+    let _submitting = fleet_store::pg::spawn_blocking(move || {
         fleet_store::Lease::take(store, &submit_lease, AUDIT_LEASE_TTL, SUBMIT_POLL)
     })
     .await

@@ -644,7 +644,7 @@ impl Pipeline {
     /// process (a `fleet serve`, another CLI) is working on it, waits for that to finish.
     pub async fn drive(&self, id: &str) -> Result<EpicRow> {
         let (store, name) = (self.store.clone(), epic_lease_name(id)?);
-        let lease = tokio::task::spawn_blocking(move || {
+        let lease = fleet_store::pg::spawn_blocking(move || {
             fleet_store::Lease::take(store, &name, EPIC_LEASE_TTL, EPIC_LEASE_POLL)
         })
         .await
@@ -656,7 +656,7 @@ impl Pipeline {
     /// epic (the server's driver skips it).
     pub async fn try_drive(&self, id: &str) -> Result<Option<EpicRow>> {
         let (store, name) = (self.store.clone(), epic_lease_name(id)?);
-        let lease = tokio::task::spawn_blocking(move || {
+        let lease = fleet_store::pg::spawn_blocking(move || {
             fleet_store::Lease::try_take(store, &name, EPIC_LEASE_TTL)
         })
         .await
@@ -1081,7 +1081,7 @@ impl Pipeline {
                     }
                 }
                 let (s, i, l) = (store.clone(), id.clone(), lease.clone());
-                let (state, held) = tokio::task::spawn_blocking(move || {
+                let (state, held) = fleet_store::pg::spawn_blocking(move || {
                     let state = s.epic(&i).ok().flatten().map(|e| e.state);
                     (state, l.is_none_or(|l| l.still_held()))
                 })

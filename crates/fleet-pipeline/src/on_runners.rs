@@ -45,7 +45,7 @@ pub(crate) async fn start(
     let store = p.store.clone();
     let (root, u) = (plan.repo.clone(), url.clone());
     let redactor = fleet_secrets::Redactor::from_process_env(&p.instance.secret_names());
-    let sub = tokio::task::spawn_blocking(move || {
+    let sub = fleet_store::pg::spawn_blocking(move || {
         remote::submit(&*store, &plan, &root, &u, &base, &redactor)
     })
     .await
@@ -99,7 +99,7 @@ async fn wait(
 ) -> Result<()> {
     let store = p.store.clone();
     let id = run_id.to_string();
-    let ended = tokio::task::spawn_blocking(move || {
+    let ended = fleet_store::pg::spawn_blocking(move || {
         remote::wait(&*store, &id, POLL, || {
             stop.as_ref().is_some_and(|s| *s.borrow())
         })

@@ -220,7 +220,7 @@ pub async fn notifier(
     // news). A store that cannot answer is asked again: guessing could skip or repeat.
     let mut cursor: u64 = loop {
         let s = store.clone();
-        match tokio::task::spawn_blocking(move || -> Result<u64, StoreError> {
+        match fleet_store::pg::spawn_blocking(move || -> Result<u64, StoreError> {
             match s.meta(CURSOR)? {
                 Some(v) => v.parse().map_err(|_| {
                     StoreError::Corrupt(format!("{CURSOR} is not a sequence number: {v:?}"))
@@ -247,30 +247,32 @@ pub async fn notifier(
     loop {
         wake.borrow_and_update();
         let s = store.clone();
-        let events = match tokio::task::spawn_blocking(move || s.events(None, cursor, 200)).await {
-            Ok(Ok(ev)) => ev,
-            _ => Vec::new(),
-        };
+        let events =
+            match fleet_store::pg::spawn_blocking(move || s.events(None, cursor, 200)).await {
+                Ok(Ok(ev)) => ev,
+                _ => Vec::new(),
+            };
         let mut failed = false;
         let mut moved = false;
         for e in &events {
             let f = fleet.clone();
             let e2 = e.clone();
-            let note = match tokio::task::spawn_blocking(move || notification_for(&f, &e2)).await {
-                Ok(Ok(n)) => n,
-                Ok(Err(err)) => {
-                    eprintln!(
-                        "fleet serve: notifications: event {}: {err}; trying again",
-                        e.seq
-                    );
-                    failed = true;
-                    break;
-                }
-                Err(err) => {
-                    eprintln!("fleet serve: notifications: event {}: {err}", e.seq);
-                    None
-                }
-            };
+            let note =
+                match fleet_store::pg::spawn_blocking(move || notification_for(&f, &e2)).await {
+                    Ok(Ok(n)) => n,
+                    Ok(Err(err)) => {
+                        eprintln!(
+                            "fleet serve: notifications: event {}: {err}; trying again",
+                            e.seq
+                        );
+                        failed = true;
+                        break;
+                    }
+                    Err(err) => {
+                        eprintln!("fleet serve: notifications: event {}: {err}", e.seq);
+                        None
+                    }
+                };
             if let Some(n) = note {
                 let targets: Vec<&Channel> = channels
                     .list
@@ -309,7 +311,7 @@ pub async fn notifier(
                 cursor = e.seq;
                 let s = store.clone();
                 let c = cursor.to_string();
-                if let Ok(Ok(seqs)) = tokio::task::spawn_blocking(move || {
+                if let Ok(Ok(seqs)) = fleet_store::pg::spawn_blocking(move || {
                     s.set_meta(CURSOR, &c)?;
                     s.commit(&Batch {
                         events: records,
@@ -331,7 +333,7 @@ pub async fn notifier(
             // Events that told nobody anything: the cursor is saved once per batch.
             let s = store.clone();
             let c = cursor.to_string();
-            let _ = tokio::task::spawn_blocking(move || s.set_meta(CURSOR, &c)).await;
+            let _ = fleet_store::pg::spawn_blocking(move || s.set_meta(CURSOR, &c)).await;
         }
         if events.len() == 200 && !failed {
             continue;

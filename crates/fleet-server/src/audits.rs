@@ -22,7 +22,7 @@ pub fn routes() -> Router<Fleet> {
 async fn list(State(fleet): State<Fleet>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(&fleet, Scope::Read).await?;
     let p = fleet.pipeline.clone();
-    let v = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+    let v = fleet_store::pg::spawn_blocking(move || -> Result<Value, ApiError> {
         let mut history = fleet_pipeline::audit::history(&p)?;
         history.reverse();
         history.truncate(HISTORY_MAX);

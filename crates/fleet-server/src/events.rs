@@ -59,7 +59,7 @@ pub async fn stream(
     // and no later event skipped. Text that is not a number is refused above (400).
     let newest = {
         let store = fleet.store().clone();
-        tokio::task::spawn_blocking(move || newest(&*store))
+        fleet_store::pg::spawn_blocking(move || newest(&*store))
             .await
             .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??
     };
@@ -104,7 +104,7 @@ pub async fn stream(
             let store = c.fleet.store().clone();
             let (after, run) = (c.after, c.run.clone());
             let batch =
-                tokio::task::spawn_blocking(move || store.events(run.as_deref(), after, BATCH))
+                fleet_store::pg::spawn_blocking(move || store.events(run.as_deref(), after, BATCH))
                     .await;
             match batch {
                 Ok(Ok(batch)) if !batch.is_empty() => {

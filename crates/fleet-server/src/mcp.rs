@@ -122,7 +122,7 @@ fn failed(msg: impl Into<String>) -> Result<CallToolResult, ErrorData> {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
-    tokio::task::spawn_blocking(f)
+    fleet_store::pg::spawn_blocking(f)
         .await
         .map_err(|e| e.to_string())?
 }

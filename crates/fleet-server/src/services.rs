@@ -68,7 +68,7 @@ async fn driver(
             return;
         }
         let store = fleet.store().clone();
-        let candidates = tokio::task::spawn_blocking(move || {
+        let candidates = fleet_store::pg::spawn_blocking(move || {
             store.epic_page(&EpicQuery {
                 states: WORKING.iter().map(|s| s.to_string()).collect(),
                 limit: 1000,
@@ -203,7 +203,7 @@ pub async fn pr_watcher(
     let mut stop = stop;
     loop {
         let store = fleet.store().clone();
-        let waiting = tokio::task::spawn_blocking(move || {
+        let waiting = fleet_store::pg::spawn_blocking(move || {
             store.epic_page(&EpicQuery {
                 states: vec!["awaiting_acceptance".into()],
                 limit: 1000,

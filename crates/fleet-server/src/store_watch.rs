@@ -19,7 +19,8 @@ pub(crate) async fn watch(fleet: Fleet, mut stop: tokio::sync::watch::Receiver<b
         }
         let after = *fleet.events.borrow();
         let store = fleet.store().clone();
-        let waited = tokio::task::spawn_blocking(move || store.wait_for_events(after, WAIT)).await;
+        let waited =
+            fleet_store::pg::spawn_blocking(move || store.wait_for_events(after, WAIT)).await;
         match waited {
             Ok(Ok(newest)) => {
                 // Newer than what this process published: someone else wrote. (Own commits

@@ -16,9 +16,40 @@ pub fn without_password(url: &str) -> String {
     }
 }
 
+thread_local! {
+    /// On a thread of Tokio's blocking pool that [`spawn_blocking`] ran work on: the runtime
+    /// whose pool it is. Such a thread is inside that runtime's context but never drives it,
+    /// so the client may block on its own runtime there (as `Handle::block_on` may) with no
+    /// thread of its own — unless a runtime started on it is running (another id then).
+    static BLOCKING_POOL_OF: std::cell::Cell<Option<tokio::runtime::Id>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// `tokio::task::spawn_blocking`, marking the pool's thread as one where a store call needs
+/// no thread of its own ([`off_runtime`]): a runner or server doing store calls per task or
+/// request would otherwise start and join an OS thread for each.
+pub fn spawn_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    tokio::task::spawn_blocking(move || {
+        // A blocking-pool thread stays one, of one runtime, for its life: never undone.
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            BLOCKING_POOL_OF.set(Some(h.id()));
+        }
+        f()
+    })
+}
+
 /// Runs `f` off any Tokio runtime: the client's own runtime cannot start inside another.
+/// Outside any runtime, or on a thread of its blocking pool ([`spawn_blocking`]), it runs
+/// here; on a runtime's own thread, or under a runtime started on a pool thread, on a thread
+/// started for it.
 pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    if tokio::runtime::Handle::try_current().is_ok() {
+    let here = match tokio::runtime::Handle::try_current() {
+        Err(_) => true,
+        Ok(h) => BLOCKING_POOL_OF.get() == Some(h.id()),
+    };
+    if !here {
         std::thread::scope(|s| s.spawn(f).join().expect("store call panicked"))
     } else {
         f()
@@ -27,7 +58,101 @@ pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 
 /// A connection to `url` (call it off any runtime, see [`off_runtime`]); unreachable:
 /// [`StoreError::Unreachable`] naming the URL without its password.
-pub fn connect(url: &str) -> Result<Client, StoreError> {
-    Client::connect(url, NoTls)
-        .map_err(|e| StoreError::Unreachable(without_password(url), e.to_string()))
+pub fn connect(url: &str) -> Result<Conn, StoreError> {
+    Conn::open(url).map_err(|e| StoreError::Unreachable(without_password(url), e.to_string()))
+}
+
+/// The most statements a [`Conn`] keeps prepared; past it, it forgets them all and starts
+/// again (every statement Fleet sends is one of a few hundred fixed texts: a bound, not a
+/// working size).
+const MAX_PREPARED: usize = 512;
+
+/// A connection that prepares each statement text once and reuses it: a statement sent as
+/// text is parsed, planned and described by the server every time, and costs a second round
+/// trip. Queries through [`Conn::query`] and its kin are cached; anything else reaches the
+/// [`Client`] underneath (transactions, batches), uncached.
+pub struct Conn {
+    client: Client,
+    prepared: std::collections::HashMap<String, postgres::Statement>,
+}
+
+type Params<'a> = &'a [&'a (dyn postgres::types::ToSql + Sync)];
+
+impl Conn {
+    /// Connects to `url`. Its statements are planned for their parameters at each run: a
+    /// plan made once for any parameters (what PostgreSQL settles on after five runs of a
+    /// prepared statement) reads a whole table backwards for a search whose terms the
+    /// index finds in a few hundred rows (docs/BENCHMARKS.md M1). What is saved is the parse,
+    /// the analysis and a round trip.
+    pub fn open(url: &str) -> Result<Conn, postgres::Error> {
+        let mut client = Client::connect(url, NoTls)?;
+        client.batch_execute("SET plan_cache_mode = force_custom_plan")?;
+        Ok(Conn::new(client))
+    }
+
+    /// A connection made elsewhere (planned as its session says).
+    pub fn new(client: Client) -> Conn {
+        Conn {
+            client,
+            prepared: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The statement of `sql`, prepared at its first use on this connection.
+    pub fn statement(&mut self, sql: &str) -> Result<postgres::Statement, postgres::Error> {
+        if let Some(s) = self.prepared.get(sql) {
+            return Ok(s.clone());
+        }
+        if self.prepared.len() >= MAX_PREPARED {
+            self.prepared.clear();
+        }
+        let s = self.client.prepare(sql)?;
+        self.prepared.insert(sql.to_string(), s.clone());
+        Ok(s)
+    }
+
+    pub fn query(
+        &mut self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Vec<postgres::Row>, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.client.query(&s, params)
+    }
+
+    pub fn query_one(
+        &mut self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<postgres::Row, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.client.query_one(&s, params)
+    }
+
+    pub fn query_opt(
+        &mut self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Option<postgres::Row>, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.client.query_opt(&s, params)
+    }
+
+    pub fn execute(&mut self, sql: &str, params: Params<'_>) -> Result<u64, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.client.execute(&s, params)
+    }
+}
+
+impl std::ops::Deref for Conn {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
 }

@@ -15,7 +15,7 @@
 //! writer's last before `COMMIT` (`insert_events`): the row is held for that statement and
 //! the commit (its WAL flush), while the rest of each transaction runs in parallel.
 
-use crate::pg::{off_runtime, without_password};
+use crate::pg::{Conn, off_runtime, without_password};
 use crate::{
     AccountRow, AttemptRow, Batch, EpicBrief, EpicPage, EpicQuery, EpicRow, Event, LeaseRow,
     NewEvent, ProjectRow, Result, RunRow, Store, StoreError, TaskRow, TokenRow, Totals,
@@ -165,7 +165,7 @@ const POOL_MAX: usize = 16;
 
 /// The pooled connections and how many are open (idle or in use).
 struct Pool {
-    idle: Vec<Client>,
+    idle: Vec<Conn>,
     open: usize,
 }
 
@@ -309,8 +309,8 @@ impl PostgresStore {
         let shown = without_password(url);
         let url = url.to_string();
         let client = off_runtime(|| {
-            let mut c = Client::connect(&url, NoTls)
-                .map_err(|e| StoreError::Unreachable(shown.clone(), reason(&e)))?;
+            let mut c =
+                Conn::open(&url).map_err(|e| StoreError::Unreachable(shown.clone(), reason(&e)))?;
             migrate(&mut c)?;
             summary::backfill(&mut c)?;
             ensure_instance_id(&mut c)?;
@@ -332,10 +332,7 @@ impl PostgresStore {
     /// Runs `f` on a pooled connection (a new one when none is idle and fewer than
     /// [`POOL_MAX`] are open; else it waits for one); a connection that broke is dropped
     /// rather than pooled.
-    pub(crate) fn with<T: Send>(
-        &self,
-        f: impl FnOnce(&mut Client) -> Result<T> + Send,
-    ) -> Result<T> {
+    pub(crate) fn with<T: Send>(&self, f: impl FnOnce(&mut Conn) -> Result<T> + Send) -> Result<T> {
         off_runtime(|| {
             let pooled = {
                 let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
@@ -352,7 +349,7 @@ impl PostgresStore {
             };
             let mut client = match pooled {
                 Some(c) if !c.is_closed() => c,
-                _ => match Client::connect(&self.url, NoTls) {
+                _ => match Conn::open(&self.url) {
                     Ok(c) => c,
                     Err(e) => {
                         self.give_back(None);
@@ -368,7 +365,7 @@ impl PostgresStore {
 
     /// Returns a connection to the pool (kept if fewer than [`POOL_IDLE`] are idle), or
     /// counts one closed (`None`: it broke or never opened).
-    fn give_back(&self, client: Option<Client>) {
+    fn give_back(&self, client: Option<Conn>) {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         match client {
             Some(c) if pool.idle.len() < POOL_IDLE => pool.idle.push(c),
@@ -1176,11 +1173,11 @@ impl Store for PostgresStore {
     }
 
     fn epic_summaries(&self) -> Result<Vec<crate::EpicSummary>> {
-        self.with(summary::read_all)
+        self.with(|c| summary::read_all(c))
     }
 
     fn attempt_tallies(&self) -> Result<crate::AttemptTallies> {
-        self.with(summary::tallies)
+        self.with(|c| summary::tallies(c))
     }
 
     fn epics(&self) -> Result<Vec<EpicRow>> {

@@ -522,16 +522,20 @@ impl TaskQueue for PostgresStore {
 
     fn close_run_if_ended(&self, run_id: &str, at: i64) -> Result<Option<RunEnded>> {
         let run = run_id.to_string();
-        self.in_transaction(|tx| {
-            // The open-entries probe first, without a lock: most calls end here.
-            let open = tx.query_one(
+        // The open-entries probe first, on its own (no transaction, no lock, a prepared
+        // statement): most calls end here.
+        let open = self.with(|c| {
+            Ok(c.query_one(
                 "SELECT EXISTS (SELECT 1 FROM task_queue
                                 WHERE run_id = $1 AND state IN ('queued', 'claimed'))",
                 &[&run],
-            )?;
-            if open.get::<_, bool>(0) {
-                return Ok(None);
-            }
+            )?
+            .get::<_, bool>(0))
+        })?;
+        if open {
+            return Ok(None);
+        }
+        self.in_transaction(|tx| {
             // The run's row, locked: of two closers, the second finds it ended.
             let state = tx.query_opt("SELECT state FROM runs WHERE id = $1 FOR UPDATE", &[&run])?;
             if state.map(|r| r.get::<_, String>(0)).as_deref() != Some("running") {

@@ -116,3 +116,87 @@ fn postgres_opening_a_database_from_before_the_summaries_summarizes_its_epics() 
     assert_eq!(summaries, [fleet_store::summarize(&epic)]);
     assert_eq!(summaries[0].delivered_at, Some(9));
 }
+
+/// A store call from Tokio's blocking pool (`fleet_store::pg::spawn_blocking`) runs on the
+/// pool's thread, with no OS thread started per call; under a runtime started on such a
+/// thread, and on a runtime's own thread, on a thread of its own (the client's runtime cannot
+/// start inside a running one). Every call really goes to the server.
+#[test]
+fn store_calls_on_the_blocking_pool_start_no_thread() {
+    use fleet_store::pg::{off_runtime, spawn_blocking};
+    use std::thread::{ThreadId, current};
+    let db = TestDb::create();
+    let store = store(&db);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let s = store.clone();
+        let (pool, ran): (ThreadId, ThreadId) = spawn_blocking(move || {
+            s.newest_seq().unwrap();
+            (current().id(), off_runtime(|| current().id()))
+        })
+        .await
+        .unwrap();
+        assert_eq!(pool, ran, "on the blocking pool: no thread of its own");
+
+        let s = store.clone();
+        let (pool, ran) = spawn_blocking(move || {
+            let inner = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let pool = current().id();
+            inner.block_on(async {
+                s.newest_seq().unwrap();
+                (pool, off_runtime(|| current().id()))
+            })
+        })
+        .await
+        .unwrap();
+        assert_ne!(
+            pool, ran,
+            "under a runtime started on a pool thread: a thread of its own"
+        );
+
+        store.newest_seq().unwrap();
+        let worker = current().id();
+        assert_ne!(
+            worker,
+            off_runtime(|| current().id()),
+            "on a worker: a thread of its own"
+        );
+    });
+}
+
+/// A statement text is prepared once per connection and reused (the server parses it once:
+/// its prepared statement counts every run), and its results are those of the text sent each
+/// time; a connection opened by Fleet plans it for its parameters at every run.
+#[test]
+fn a_connection_prepares_each_statement_once() {
+    let db = TestDb::create();
+    let mut c = fleet_store::pg::Conn::open(db.url()).unwrap();
+    for n in 1..=3i64 {
+        let row = c.query_one("SELECT $1::bigint + 1", &[&n]).unwrap();
+        assert_eq!(row.get::<_, i64>(0), n + 1);
+    }
+    let runs = |c: &mut fleet_store::pg::Conn| -> Vec<(i64, i64)> {
+        c.query(
+            "SELECT custom_plans, generic_plans FROM pg_prepared_statements
+             WHERE NOT from_sql AND statement = 'SELECT $1::bigint + 1'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+    };
+    assert_eq!(runs(&mut c), vec![(3, 0)], "one statement, run three times");
+    for n in 4..=7i64 {
+        c.query_one("SELECT $1::bigint + 1", &[&n]).unwrap();
+    }
+    // Past five runs PostgreSQL would settle on a generic plan; this connection never does.
+    assert_eq!(runs(&mut c), vec![(7, 0)]);
+}

@@ -66,7 +66,7 @@ async fn prepare_worktree(
     let c = ctx.clone();
     let path = cwd.to_path_buf();
     let tip = job.tip.clone();
-    let (opened, made) = tokio::task::spawn_blocking(move || {
+    let (opened, made) = fleet_store::pg::spawn_blocking(move || {
         let opened = open_log(&c, task);
         if opened.is_err() {
             return (opened, Ok(false));
@@ -257,7 +257,7 @@ fn continued_session<'a>(
 async fn worktree_so_far(ctx: &Arc<Ctx>, task: usize, cwd: &std::path::Path) -> Option<String> {
     let c = ctx.clone();
     let path = cwd.to_path_buf();
-    let changes = tokio::task::spawn_blocking(move || {
+    let changes = fleet_store::pg::spawn_blocking(move || {
         let branch = task_branch(&c.task_branches, &c.tasks[task].id);
         let own = c
             .repo

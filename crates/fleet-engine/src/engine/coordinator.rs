@@ -94,9 +94,11 @@ impl Coordinator {
         }
         // Nothing an attempt started outlives the run, a `setsid` daemon included.
         let tag = self.ctx.tag.clone();
-        tokio::task::spawn_blocking(move || process::kill_leftovers(RUN_TAG, &tag, |_, _| false))
-            .await
-            .map_err(std::io::Error::other)?;
+        fleet_store::pg::spawn_blocking(move || {
+            process::kill_leftovers(RUN_TAG, &tag, |_, _| false)
+        })
+        .await
+        .map_err(std::io::Error::other)?;
         // The run is not recorded as ended before its branch exists.
         if let Some(making) = self.branch.take() {
             making.await.map_err(std::io::Error::other)??;
@@ -129,7 +131,7 @@ impl Coordinator {
             })
             .collect();
         let tag = self.ctx.tag.clone();
-        tokio::task::spawn_blocking(move || {
+        fleet_store::pg::spawn_blocking(move || {
             process::kill_leftovers(RUN_TAG, &tag, |task, attempt| {
                 match (over_below.get(task), attempt.parse::<u32>()) {
                     (Some(below), Ok(n)) => n >= *below,
@@ -504,7 +506,7 @@ impl Coordinator {
         let ctx = self.ctx.clone();
         let path = ctx.layout.worktree(&ctx.run_id, &self.plan.tasks[task].id);
         self.busy += 1;
-        tokio::task::spawn_blocking(move || {
+        fleet_store::pg::spawn_blocking(move || {
             let result = if path.exists() {
                 ctx.repo.remove_worktree(&path).map_err(|e| e.to_string())
             } else {

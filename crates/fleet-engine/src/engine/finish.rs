@@ -69,7 +69,7 @@ async fn changed_nothing(
     let c = ctx.clone();
     let path = cwd.to_path_buf();
     let base = ctx.integration.clone();
-    match tokio::task::spawn_blocking(move || c.repo.has_changes(&path, &base)).await {
+    match fleet_store::pg::spawn_blocking(move || c.repo.has_changes(&path, &base)).await {
         Ok(Ok(false)) => {
             log_line!(log, "── the agent changed nothing ──");
             Some(FinishResult::NoChange)
@@ -89,7 +89,7 @@ async fn conflict_markers_left(
 ) -> Option<FinishResult> {
     let c = ctx.clone();
     let path = cwd.to_path_buf();
-    let left = tokio::task::spawn_blocking(move || {
+    let left = fleet_store::pg::spawn_blocking(move || {
         let files = c.repo.unmerged_files(&path)?;
         Ok::<_, fleet_git::GitError>(c.repo.files_with_conflict_markers(&path, &files))
     })
@@ -172,7 +172,7 @@ async fn commit_work(ctx: &Arc<Ctx>, task: usize, n: u32, log: &File) -> FinishR
         ctx.run_id,
         def.describe()
     ));
-    let committed = tokio::task::spawn_blocking(move || {
+    let committed = fleet_store::pg::spawn_blocking(move || {
         let def = &c.tasks[task];
         let path = c.layout.worktree(&c.run_id, &def.id);
         c.repo.commit_all(&path, &message)?;
@@ -201,7 +201,7 @@ async fn commit_work(ctx: &Arc<Ctx>, task: usize, n: u32, log: &File) -> FinishR
 async fn secrets_in_change(ctx: &Arc<Ctx>, task: usize, log: &File) -> Option<FinishResult> {
     let c = ctx.clone();
     let path = workdir(ctx, task);
-    let added = tokio::task::spawn_blocking(move || c.repo.added_lines(&path, &c.integration))
+    let added = fleet_store::pg::spawn_blocking(move || c.repo.added_lines(&path, &c.integration))
         .await
         .map_err(|e| e.to_string())
         .and_then(|r| r.map_err(|e| e.to_string()));

@@ -36,7 +36,7 @@ impl Coordinator {
         let id = self.plan.tasks[i].id.clone();
         let recheck = !self.plan.tasks[i].checks.is_empty();
         let rework = matches!(self.plan.tasks[i].action, TaskAction::Agent(_));
-        tokio::task::spawn_blocking(move || {
+        fleet_store::pg::spawn_blocking(move || {
             let result = merge_step(&ctx, &id, tip.clone(), recheck, rework).or_else(|first| {
                 // A git that died (with another Fleet, or killed as a ghost) may have left a
                 // lock the merge met: once such a lock is stale, repair and try once more.

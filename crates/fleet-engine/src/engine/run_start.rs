@@ -105,7 +105,7 @@ pub async fn start_in(
         None
     } else {
         let (repo, base) = (repo.clone(), base.clone());
-        Some(tokio::task::spawn_blocking(move || {
+        Some(fleet_store::pg::spawn_blocking(move || {
             repo.set_branch(&integration, &base)
         }))
     };
