@@ -1,5 +1,6 @@
 //! Connecting to PostgreSQL the way the store does, for the store and for what shares its
-//! database (memory): one URL form, one way to hide its password, one way off a Tokio runtime.
+//! database (memory): one URL form, one way to hide its password, one kind of connection
+//! (`Conn`: statements prepared once, planned per run), one way off a Tokio runtime.
 
 use crate::StoreError;
 use postgres::{Client, NoTls};

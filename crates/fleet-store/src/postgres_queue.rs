@@ -151,6 +151,20 @@ fn claim_ctes(p: usize, after_end: bool) -> String {
     )
 }
 
+/// The CTEs ending a done task's claim (`ended`: the queue row, if the claim is still this
+/// one's) and marking its `tasks` row (`marked`), binding `$1`–`$9`: run, task, holder, claim
+/// number, queue state, detail, merge commit, task state, end time.
+const ENDED: &str = "WITH ended AS (
+        UPDATE task_queue SET state = $5, detail = $6, merge_sha = $7,
+           holder = NULL, expires_at = NULL
+        WHERE run_id = $1 AND task_id = $2 AND holder = $3 AND claims = $4
+          AND state = 'claimed'
+        RETURNING run_id, task_id, claims
+     ), marked AS (
+        UPDATE tasks SET state = $8, merge_sha = $7, reason = $6, finished_at = $9
+        FROM ended WHERE tasks.run_id = ended.run_id AND tasks.id = ended.task_id
+     ),";
+
 impl PostgresStore {
     /// `finish` of a task that is done (nothing depending on it is skipped): one statement,
     /// one round trip, as `claim`.
@@ -161,17 +175,7 @@ impl PostgresStore {
         let row = self.with(|c| {
             Ok(c.query_one(
                 &format!(
-                    "WITH ended AS (
-                        UPDATE task_queue SET state = $5, detail = $6, merge_sha = $7,
-                           holder = NULL, expires_at = NULL
-                        WHERE run_id = $1 AND task_id = $2 AND holder = $3 AND claims = $4
-                          AND state = 'claimed'
-                        RETURNING run_id, task_id, claims
-                     ), marked AS (
-                        UPDATE tasks SET state = $8, merge_sha = $7, reason = $6,
-                           finished_at = $9
-                        FROM ended WHERE tasks.run_id = ended.run_id AND tasks.id = ended.task_id
-                     ), owner AS (
+                    "{ENDED} owner AS (
                         SELECT run_id, task_id AS task, claims AS attempt FROM ended
                      ), {}
                      SELECT (SELECT count(*) FROM ended), (SELECT count(*) FROM notified)",
@@ -196,9 +200,7 @@ impl PostgresStore {
         })?;
         Ok(row.get::<_, i64>(0) == 1)
     }
-}
 
-impl PostgresStore {
     /// [`TaskQueue::finish_and_claim`] of a task that is done: the end, the next claim and
     /// both event batches in one statement (one round trip, one commit). The events are
     /// numbered as one batch from the counter row, the end's first.
@@ -225,17 +227,7 @@ impl PostgresStore {
         let row = self.with(|c| {
             Ok(c.query_one(
                 &format!(
-                    "WITH ended AS (
-                        UPDATE task_queue SET state = $5, detail = $6, merge_sha = $7,
-                           holder = NULL, expires_at = NULL
-                        WHERE run_id = $1 AND task_id = $2 AND holder = $3 AND claims = $4
-                          AND state = 'claimed'
-                        RETURNING run_id, task_id, claims
-                     ), marked AS (
-                        UPDATE tasks SET state = $8, merge_sha = $7, reason = $6,
-                           finished_at = $9
-                        FROM ended WHERE tasks.run_id = ended.run_id AND tasks.id = ended.task_id
-                     ), {}, owners AS (
+                    "{ENDED} {}, owners AS (
                         SELECT 0 AS k, run_id, task_id AS task, claims AS attempt FROM ended
                         UNION ALL
                         SELECT 1, run_id, task_id, claims FROM claimed

@@ -16,6 +16,7 @@ mod support;
 use support::epics::{Instance, scripted_server};
 use support::git;
 use support::kill::wait_until;
+use support::runners::{Runners, pid_of, sigterm};
 use support::server::{Http, Served, wait_for};
 
 use fleet_store::contract::pg::TestDb;
@@ -92,50 +93,24 @@ fn home(dir: PathBuf, yaml: &str) -> PathBuf {
     dir
 }
 
-struct Runners {
-    children: Vec<Child>,
-    marks: PathBuf,
-}
-
-impl Runners {
-    fn spawn(&mut self, root: &Path, yaml: &str) -> usize {
-        let i = self.children.len();
-        let h = home(root.join(format!("runner{i}-home")), yaml);
-        let child = Command::new(FLEET)
-            .args([
-                "runner",
-                "--lease-ttl",
-                &TTL_SECS.to_string(),
-                "--grace",
-                "60",
-            ])
-            .arg("--workspace")
-            .arg(root.join(format!("runner{i}")))
-            .env("FLEET_HOME", &h)
-            .stdout(std::fs::File::create(root.join(format!("runner{i}.out"))).unwrap())
-            .stderr(std::fs::File::create(root.join(format!("runner{i}.err"))).unwrap())
-            .spawn()
-            .unwrap();
-        self.children.push(child);
-        i
-    }
-}
-
-impl Drop for Runners {
-    fn drop(&mut self) {
-        for mark in ["go-slow", "go-drained"] {
-            let _ = std::fs::write(self.marks.join(mark), "");
-        }
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn sigterm(pid: u32) {
-    // SAFETY: kill(2) on a child of this test.
-    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+/// A runner with its own home on the cluster's store (`yaml`) and its own workspace root.
+fn spawn_runner(root: &Path, i: usize, yaml: &str) -> Child {
+    let h = home(root.join(format!("runner{i}-home")), yaml);
+    Command::new(FLEET)
+        .args([
+            "runner",
+            "--lease-ttl",
+            &TTL_SECS.to_string(),
+            "--grace",
+            "60",
+        ])
+        .arg("--workspace")
+        .arg(root.join(format!("runner{i}")))
+        .env("FLEET_HOME", &h)
+        .stdout(std::fs::File::create(root.join(format!("runner{i}.out"))).unwrap())
+        .stderr(std::fs::File::create(root.join(format!("runner{i}.err"))).unwrap())
+        .spawn()
+        .unwrap()
 }
 
 /// Reads an SSE stream in the background: the seq of every event, until dropped.
@@ -172,10 +147,6 @@ impl Drop for SseReader {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-fn pid_of(holder: &str) -> u32 {
-    holder.split(':').nth(1).unwrap().parse().unwrap()
 }
 
 fn claim_of(store: &dyn Store, run: &str, task: &str) -> Option<(String, u32, String)> {
@@ -247,13 +218,11 @@ fn a_full_cluster_lands_every_task_once_through_kill_and_drain() {
     let sse_a = SseReader::open(&http, format!("{}/api/v1/events?after=0", ra.url));
     let sse_b = SseReader::open(&http, format!("{}/api/v1/events?after=0", rb.url));
 
-    let mut runners = Runners {
-        children: Vec::new(),
-        marks: marks.clone(),
-    };
-    for _ in 0..3 {
-        runners.spawn(root, &yaml);
-    }
+    let mut runners = Runners::new(
+        (0..3).map(|i| spawn_runner(root, i, &yaml)).collect(),
+        &marks,
+        &["go-slow", "go-drained"],
+    );
     let coordinator = Command::new(FLEET)
         .args(["run", "--on-runners"])
         .arg(repo.join("runbook.yaml"))
@@ -301,7 +270,8 @@ fn a_full_cluster_lands_every_task_once_through_kill_and_drain() {
     runners.children[killed].kill().unwrap();
     let killed_at = Instant::now();
     runners.children[killed].wait().unwrap();
-    runners.spawn(root, &yaml);
+    let next = runners.children.len();
+    runners.children.push(spawn_runner(root, next, &yaml));
     let (_, _, redo_holder) = wait_for(TTL_SECS + 30, "slow to be claimed again", || {
         claim_of(&*store, &run, "slow").filter(|c| c.1 == 2 && c.0 == "claimed")
     });
@@ -324,7 +294,8 @@ fn a_full_cluster_lands_every_task_once_through_kill_and_drain() {
     assert!(status.success(), "drained runner: {status:?}");
     let out = std::fs::read_to_string(root.join(format!("runner{drained}.out"))).unwrap();
     assert!(out.contains("0 failed, 0 handed back"), "{out}");
-    runners.spawn(root, &yaml);
+    let next = runners.children.len();
+    runners.children.push(spawn_runner(root, next, &yaml));
     std::fs::write(marks.join("go-slow"), "").unwrap();
 
     let out = coordinator.wait_with_output().unwrap();

@@ -11,29 +11,20 @@ mod support;
 use support::epics::Instance;
 use support::git;
 use support::kill::wait_until;
+use support::runners::{Runners, pid_of, sigterm, spawn_runner};
 use support::server::{Http, Served, wait_for};
 
 use fleet_store::contract::pg::TestDb;
 use fleet_store::{PostgresStore, Store};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const FLEET: &str = env!("CARGO_BIN_EXE_fleet");
 const TTL_SECS: u64 = 2;
-
-fn spawn_runner(db: &str, workspace: &Path, log: &Path) -> Child {
-    Command::new(FLEET)
-        .args(["runner", "--store", db, "--workspace"])
-        .arg(workspace)
-        .args(["--lease-ttl", &TTL_SECS.to_string(), "--grace", "60"])
-        .env_remove("FLEET_HOME")
-        .stdout(std::fs::File::create(log).unwrap())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
-}
+/// The marks the runbooks' held tasks wait for, written when a test ends however it ends.
+const RELEASES: &[&str] = &["go-slow", "go-drained"];
 
 /// A project: a bare repository as its remote, and a clone with the runbook whose `origin`
 /// is that remote.
@@ -84,30 +75,6 @@ fn project(root: &Path, marks: &Path) -> (PathBuf, PathBuf) {
     git(&work, &["commit", "--quiet", "-m", "seed"]);
     git(&work, &["push", "--quiet", "origin", "main"]);
     (remote, work)
-}
-
-/// The runner processes; on a failed assertion, killed (and their tasks' waits released) so
-/// nothing outlives the test.
-struct Runners {
-    children: Vec<Child>,
-    marks: PathBuf,
-}
-
-impl Drop for Runners {
-    fn drop(&mut self) {
-        for mark in ["go-slow", "go-drained"] {
-            let _ = std::fs::write(self.marks.join(mark), "");
-        }
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn sigterm(pid: u32) {
-    // SAFETY: kill(2) on a child of this test.
-    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
 }
 
 /// Reads an SSE stream in the background: the seq of every event, until dropped.
@@ -164,11 +131,6 @@ fn replica(db: &str, work: &Path, remote: &Path) -> Instance {
     }
 }
 
-/// The pid in a runner's lease holder name (`host:pid:start:n`).
-fn pid_of(holder: &str) -> u32 {
-    holder.split(':').nth(1).unwrap().parse().unwrap()
-}
-
 fn claim_of(store: &dyn Store, run: &str, task: &str) -> Option<(String, u32, String)> {
     store
         .queue()
@@ -202,15 +164,17 @@ fn runners_survive_kill_and_drain_and_land_every_task_once() {
     let sse_a = SseReader::open(&http, format!("{}/api/v1/events?after=0", ra.url));
     let sse_b = SseReader::open(&http, format!("{}/api/v1/events?after=0", rb.url));
 
-    let mut guard = Runners {
-        children: (0..3)
+    let mut guard = Runners::new(
+        (0..3)
             .map(|i| {
                 let ws = tmp.path().join(format!("runner{i}"));
-                spawn_runner(db.url(), &ws, &tmp.path().join(format!("runner{i}.out")))
+                let log = tmp.path().join(format!("runner{i}.out"));
+                spawn_runner(db.url(), &ws, &log, TTL_SECS, &[])
             })
             .collect(),
-        marks: marks.clone(),
-    };
+        &marks,
+        RELEASES,
+    );
     let runners = &mut guard.children;
     let coordinator = Command::new(FLEET)
         .args(["run", "--on-runners"])
@@ -404,14 +368,17 @@ fn a_run_whose_waiter_died_still_ends_and_resume_reports_it() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let runners = Runners {
-        children: vec![spawn_runner(
+    let runners = Runners::new(
+        vec![spawn_runner(
             pg.url(),
             &tmp.path().join("ws"),
             &tmp.path().join("runner.log"),
+            TTL_SECS,
+            &[],
         )],
-        marks: marks.clone(),
-    };
+        &marks,
+        RELEASES,
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     let run = loop {
         let runs = store.runs().unwrap();
@@ -480,14 +447,17 @@ fn runners_are_listed_and_a_task_nobody_can_play_is_named() {
         serde_json::from_slice(&out.stdout).unwrap()
     };
     assert_eq!(listed(), serde_json::json!([]), "no runner yet");
-    let _runners = Runners {
-        children: vec![spawn_runner(
+    let _runners = Runners::new(
+        vec![spawn_runner(
             pg.url(),
             &tmp.path().join("ws"),
             &tmp.path().join("runner.log"),
+            TTL_SECS,
+            &[],
         )],
-        marks: marks.clone(),
-    };
+        &marks,
+        RELEASES,
+    );
     let runner = wait_for(30, "the runner to advertise", || {
         listed().as_array().and_then(|a| a.first().cloned())
     });

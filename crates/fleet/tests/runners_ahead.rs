@@ -11,30 +11,17 @@
 mod support;
 use support::git;
 use support::kill::wait_until;
+use support::runners::{Runners, pid_of, spawn_runner};
 use support::server::wait_for;
 
 use fleet_store::contract::pg::TestDb;
 use fleet_store::{PostgresStore, QueueRow, Store};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const FLEET: &str = env!("CARGO_BIN_EXE_fleet");
 const TTL_SECS: u64 = 2;
-
-fn spawn_runner(db: &str, workspace: &Path, log: &Path) -> Child {
-    Command::new(FLEET)
-        .args(["runner", "--store", db, "--workspace"])
-        .arg(workspace)
-        .args(["--lease-ttl", &TTL_SECS.to_string(), "--grace", "60"])
-        // Long enough that only the stop or the kill ends the claim ahead here.
-        .args(["--claim-ahead", "600"])
-        .env_remove("FLEET_HOME")
-        .stdout(std::fs::File::create(log).unwrap())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
-}
 
 /// A project whose runbook has `workspace: none` tasks only (all quick but the two holds).
 fn project(root: &Path, marks: &Path) -> std::path::PathBuf {
@@ -71,24 +58,6 @@ fn project(root: &Path, marks: &Path) -> std::path::PathBuf {
     work
 }
 
-/// Runner processes killed on a failed assertion, and the holds released.
-struct Guard {
-    children: Vec<Child>,
-    marks: std::path::PathBuf,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        for mark in ["go1", "go2"] {
-            let _ = std::fs::write(self.marks.join(mark), "");
-        }
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// `task`'s queue entry (none until the run's tasks are queued).
 fn entry(store: &dyn Store, run: &str, task: &str) -> Option<QueueRow> {
     let rows = store.queue().unwrap().queued(run).unwrap();
@@ -97,11 +66,6 @@ fn entry(store: &dyn Store, run: &str, task: &str) -> Option<QueueRow> {
 
 fn row(store: &dyn Store, run: &str, task: &str) -> QueueRow {
     entry(store, run, task).unwrap()
-}
-
-/// The pid in a runner's lease holder name (`host:pid:start:n`).
-fn pid_of(holder: &str) -> u32 {
-    holder.split(':').nth(1).unwrap().parse().unwrap()
 }
 
 /// `task` claimed (claim `n`) by the runner `pid`.
@@ -127,12 +91,12 @@ fn a_claim_ahead_is_handed_back_on_stop_and_redone_after_a_kill() {
             db.url(),
             &tmp.path().join(format!("ws{i}")),
             &tmp.path().join(format!("runner{i}.out")),
+            TTL_SECS,
+            // Long enough that only the stop or the kill ends the claim ahead here.
+            &["--claim-ahead", "600"],
         )
     };
-    let mut guard = Guard {
-        children: vec![runner(0)],
-        marks: marks.clone(),
-    };
+    let mut guard = Runners::new(vec![runner(0)], &marks, &["go1", "go2"]);
     let coordinator = Command::new(FLEET)
         .args(["run", "--on-runners"])
         .arg(work.join("runbook.yaml"))

@@ -2,6 +2,7 @@
 
 pub mod epics;
 pub mod kill;
+pub mod runners;
 pub mod scripted;
 pub mod server;
 
