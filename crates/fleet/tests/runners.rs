@@ -11,7 +11,7 @@ mod support;
 use support::epics::Instance;
 use support::git;
 use support::kill::wait_until;
-use support::runners::{Runners, pid_of, sigterm, spawn_runner};
+use support::runners::{Runners, pid_of, run_on_runners, sigterm, spawn_runner};
 use support::server::{Http, Served, wait_for};
 
 use fleet_store::contract::pg::TestDb;
@@ -176,14 +176,7 @@ fn runners_survive_kill_and_drain_and_land_every_task_once() {
         RELEASES,
     );
     let runners = &mut guard.children;
-    let coordinator = Command::new(FLEET)
-        .args(["run", "--on-runners"])
-        .arg(work.join("runbook.yaml"))
-        .env("FLEET_HOME", &home)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let coordinator = run_on_runners(&work.join("runbook.yaml"), &home);
 
     let run = wait_for(30, "the run to be queued", || {
         store.runs().unwrap().first().map(|r| r.id.clone())

@@ -11,16 +11,14 @@
 mod support;
 use support::git;
 use support::kill::wait_until;
-use support::runners::{Runners, pid_of, spawn_runner};
+use support::runners::{Runners, pid_of, run_on_runners, spawn_runner};
 use support::server::wait_for;
 
 use fleet_store::contract::pg::TestDb;
 use fleet_store::{PostgresStore, QueueRow, Store};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const FLEET: &str = env!("CARGO_BIN_EXE_fleet");
 const TTL_SECS: u64 = 2;
 
 /// A project whose runbook has `workspace: none` tasks only (all quick but the two holds).
@@ -97,14 +95,7 @@ fn a_claim_ahead_is_handed_back_on_stop_and_redone_after_a_kill() {
         )
     };
     let mut guard = Runners::new(vec![runner(0)], &marks, &["go1", "go2"]);
-    let coordinator = Command::new(FLEET)
-        .args(["run", "--on-runners"])
-        .arg(work.join("runbook.yaml"))
-        .env("FLEET_HOME", &home)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let coordinator = run_on_runners(&work.join("runbook.yaml"), &home);
     let run = wait_for(30, "the run to be queued", || {
         store.runs().unwrap().first().map(|r| r.id.clone())
     });

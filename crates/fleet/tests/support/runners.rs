@@ -29,6 +29,18 @@ pub fn spawn_runner(
         .unwrap()
 }
 
+/// `fleet run --on-runners RUNBOOK` for the instance at `home`, its output piped.
+pub fn run_on_runners(runbook: &Path, home: &Path) -> Child {
+    Command::new(FLEET)
+        .args(["run", "--on-runners"])
+        .arg(runbook)
+        .env("FLEET_HOME", home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// The processes a test started; when dropped, `releases` are written in `marks` (the files
 /// its held tasks wait for), then each process is killed and reaped.
 pub struct Runners {
