@@ -338,12 +338,19 @@ pub fn wait(
     loop {
         let scanned = std::time::Instant::now();
         queue.fail_exhausted(MAX_CLAIMS, now_ms())?;
-        let rows = queue.queued(run_id)?;
-        if rows.iter().all(|r| {
-            matches!(
-                r.state.as_str(),
-                "done" | "failed" | "skipped" | "cancelled"
-            )
+        // The entries themselves only once none is open: reading them all at every look
+        // would cost a run of many tasks more than its runners' claims do.
+        let rows = match queue.has_open_entries(run_id)? {
+            true => None,
+            false => Some(queue.queued(run_id)?),
+        };
+        if let Some(rows) = rows.filter(|rows| {
+            rows.iter().all(|r| {
+                matches!(
+                    r.state.as_str(),
+                    "done" | "failed" | "skipped" | "cancelled"
+                )
+            })
         }) {
             let end = RemoteEnd {
                 done: rows.iter().filter(|r| r.state == "done").count(),

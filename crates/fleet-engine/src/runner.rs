@@ -25,6 +25,7 @@ use crate::runner_agent::{SubRun, SubRunEnd};
 use crate::runner_ahead::{self, Ahead, Allowance, Held};
 use crate::runner_task::{ShellEnd, ShellTask};
 use crate::{EngineError, now_ms};
+use fleet_secrets::Redactor;
 use fleet_store::{Claim, Finish, Lease, LeaseHolder, NewEvent, NextClaim, RunnerAd, Store};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -134,6 +135,10 @@ pub async fn serve(
     });
     let allowance = Allowance::default();
     let retros = Arc::new(crate::runner_retro::Retros::default());
+    let secret_names = (opts.agents.as_ref())
+        .map(|a| a.instance.secret_names())
+        .unwrap_or_default();
+    let redactor = Arc::new(Redactor::from_process_env(&secret_names));
     let slots: Vec<_> = (0..ad.concurrency)
         .map(|_| {
             let slot = Arc::new(Slot {
@@ -143,6 +148,7 @@ pub async fn serve(
                 kill: kill_rx.clone(),
                 allowance: allowance.clone(),
                 retros: retros.clone(),
+                redactor: redactor.clone(),
             });
             tokio::spawn(slot.run(stop.clone()))
         })
@@ -190,6 +196,16 @@ struct Slot {
     kill: watch::Receiver<bool>,
     allowance: Allowance,
     retros: Arc<crate::runner_retro::Retros>,
+    /// Secrets this runner knows: its instance's configured ones and every variable of its
+    /// environment whose name says it holds one (what the engine's redactor knows locally).
+    redactor: Arc<Redactor>,
+}
+
+/// A finished task's end being written on the blocking pool ([`Slot::write_end`]): whether
+/// it ended (the claim was still this runner's) and the next task claimed with it.
+struct EndWrite {
+    job: tokio::task::JoinHandle<fleet_store::Result<(bool, Option<Claim>)>>,
+    is_done: bool,
 }
 
 /// How a task's work ended on this runner.
@@ -437,55 +453,38 @@ impl Slot {
 
     /// Writes `ending` of `held`; with `claim_next`, claims the slot's next task too (with a
     /// done task's end, in the same statement). The tally of what was written and the claim.
-    async fn record(
+    ///
+    /// A task's end starts on its way to the store now, on the blocking pool, not when the
+    /// returned future is first polled: on the runtime's one thread that would wait until the
+    /// next task's command was started, and the write is what that task's successor waits for.
+    fn record(
         self: Arc<Self>,
         held: Held,
         ending: Ending,
         claim_next: bool,
-    ) -> Result<(RunnerTally, Option<Held>), EngineError> {
-        let mut tally = RunnerTally::default();
-        let end = match ending {
-            Ending::Lost => {
-                tally.lost += 1;
-                None
-            }
-            Ending::Cancelled => {
-                tally.cancelled += 1;
-                None
-            }
-            Ending::HandBack => {
-                let ev = event("task.handed_back", json!({"runner": self.ad.name}));
-                let (store, c) = (self.store.clone(), held.claim.clone());
-                if blocking(move || queue_of(&*store).hand_back(&c, &[ev])).await? {
-                    tally.handed_back += 1;
-                } else {
-                    tally.lost += 1;
-                }
-                None
-            }
-            Ending::Finish(end) => Some(end),
+    ) -> impl Future<Output = Result<(RunnerTally, Option<Held>), EngineError>> + Send + 'static
+    {
+        let writing = match ending {
+            Ending::Finish(end) => Ok(self.write_end(&held.claim, end, claim_next)),
+            other => Err(other),
         };
-        let Some(mut end) = end else {
-            self.after_end(&held.claim, false).await;
-            drop(held);
-            if !claim_next {
-                return Ok((tally, None));
-            }
-            let (_, claimed) = self.clone().claim().await?;
-            return Ok((tally, claimed));
-        };
-        let redactor = self.redactor();
-        let log = self.log_path(&held.claim);
-        let events = crate::runner_task::end_events(&mut end, &self.ad.name, log, &redactor).await;
+        self.recorded(held, writing, claim_next)
+    }
+
+    /// Starts writing a finished task's end (and claiming the next with it): the events,
+    /// the statement, and the run's end if it was the run's last task. Whether it was done.
+    fn write_end(&self, claim: &Claim, mut end: Finish, claim_next: bool) -> EndWrite {
         let is_done = end.state == "done";
         let started = self.started_event();
         let (store, c, ad, ttl) = (
             self.store.clone(),
-            held.claim.clone(),
+            claim.clone(),
             self.ad.clone(),
             self.opts.lease_ttl,
         );
-        let (ended, claimed) = blocking(move || {
+        let (redactor, log) = (self.redactor.clone(), self.log_path(claim));
+        let job = fleet_store::pg::spawn_blocking(move || {
+            let events = crate::runner_task::end_events(&mut end, &ad.name, &log, &redactor);
             let q = queue_of(&*store);
             let (ended, claimed) = if claim_next {
                 let next = NextClaim {
@@ -498,16 +497,60 @@ impl Slot {
             } else {
                 (q.finish(&c, &end, &events)?, None)
             };
-            // Its last task ended: the run ends now, whether or not anyone waits for it.
-            if ended {
+            // Its last task ended: the run ends now, whether or not anyone waits for it. A
+            // task of the same run claimed with the end is open: this was not the last (its
+            // own end asks again), and the store need not be asked.
+            let next_in_run = claimed.as_ref().is_some_and(|n| n.run_id == c.run_id);
+            if ended && !next_in_run {
                 q.close_run_if_ended(&c.run_id, now_ms())?;
             }
             Ok((ended, claimed))
-        })
-        .await?;
-        self.after_end(&held.claim, ended && is_done).await;
+        });
+        EndWrite { job, is_done }
+    }
+
+    /// [`Slot::record`] once its write, if any, is under way.
+    async fn recorded(
+        self: Arc<Self>,
+        held: Held,
+        writing: Result<EndWrite, Ending>,
+        claim_next: bool,
+    ) -> Result<(RunnerTally, Option<Held>), EngineError> {
+        let mut tally = RunnerTally::default();
+        let write = match writing {
+            Ok(write) => write,
+            Err(ending) => {
+                match ending {
+                    Ending::Lost => tally.lost += 1,
+                    Ending::Cancelled => tally.cancelled += 1,
+                    Ending::HandBack => {
+                        let ev = event("task.handed_back", json!({"runner": self.ad.name}));
+                        let (store, c) = (self.store.clone(), held.claim.clone());
+                        if blocking(move || queue_of(&*store).hand_back(&c, &[ev])).await? {
+                            tally.handed_back += 1;
+                        } else {
+                            tally.lost += 1;
+                        }
+                    }
+                    Ending::Finish(_) => unreachable!("a finish is written by `write_end`"),
+                }
+                self.after_end(&held.claim, false).await;
+                drop(held);
+                if !claim_next {
+                    return Ok((tally, None));
+                }
+                let (_, claimed) = self.clone().claim().await?;
+                return Ok((tally, claimed));
+            }
+        };
+        let (ended, claimed) = write
+            .job
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(EngineError::from)?;
+        self.after_end(&held.claim, ended && write.is_done).await;
         drop(held);
-        match (ended, is_done) {
+        match (ended, write.is_done) {
             (true, true) => tally.done += 1,
             (true, false) => tally.failed += 1,
             (false, _) => tally.lost += 1,
@@ -541,18 +584,6 @@ impl Slot {
             .join(format!("{}.{}.log", claim.task_id, claim.n))
     }
 
-    /// Secrets this runner knows: its instance's configured ones and every variable of its
-    /// environment whose name says it holds one (what the engine's redactor knows locally).
-    fn redactor(&self) -> fleet_secrets::Redactor {
-        let names = self
-            .opts
-            .agents
-            .as_ref()
-            .map(|a| a.instance.secret_names())
-            .unwrap_or_default();
-        fleet_secrets::Redactor::from_process_env(&names)
-    }
-
     /// Prepares a clean workspace, runs the command and its checks, commits and pushes the
     /// task branch.
     async fn execute(
@@ -580,7 +611,7 @@ impl Slot {
         env.extend(order.env.clone());
         env.insert("FLEET_RUN".into(), claim.run_id.clone());
         env.insert("FLEET_TASK".into(), claim.task_id.clone());
-        let redactor = self.redactor();
+        let redactor = &*self.redactor;
         let ended = crate::runner_task::run(ShellTask {
             store: self.store.clone(),
             claim,
@@ -588,7 +619,7 @@ impl Slot {
             dir,
             log_path: &self.log_path(claim),
             env: &env,
-            redactor: &redactor,
+            redactor,
             runner: &self.ad.name,
             kill_grace: self.opts.kill_grace,
             stop,

@@ -21,7 +21,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -330,10 +330,10 @@ const LOG_TAIL: (usize, usize) = (100, 8000);
 /// `task.failed`), with `end`'s reason redacted: what the store keeps is read by people and
 /// the API, as a local run's. The log stays on the runner; its redacted tail rides on the end
 /// event, so `fleet logs` and the API show it from anywhere.
-pub(crate) async fn end_events(
+pub(crate) fn end_events(
     end: &mut Finish,
     runner: &str,
-    log: PathBuf,
+    log: &Path,
     redactor: &Redactor,
 ) -> Vec<NewEvent> {
     if let Some(d) = end.detail.take() {
@@ -348,14 +348,7 @@ pub(crate) async fn end_events(
         true => json!({"runner": runner}),
         false => json!({"reason": end.detail, "runner": runner}),
     };
-    let path = log.clone();
-    let tail = fleet_store::pg::spawn_blocking(move || {
-        crate::log_clean::tail_of(&path, LOG_TAIL.0, LOG_TAIL.1)
-    })
-    .await
-    .ok()
-    .flatten();
-    if let Some(tail) = tail {
+    if let Some(tail) = crate::log_clean::tail_of(log, LOG_TAIL.0, LOG_TAIL.1) {
         data["log_path"] = json!(log);
         data["log_tail"] = json!(tail);
     }

@@ -75,20 +75,34 @@ const MAX_PREPARED: usize = 512;
 pub struct Conn {
     client: Client,
     prepared: std::collections::HashMap<String, postgres::Statement>,
+    /// How its session plans prepared statements; `None`: as the server's settings say.
+    planning: Option<Planning>,
+}
+
+/// How PostgreSQL plans a connection's prepared statements (its `plan_cache_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Planning {
+    /// For the parameters of each run (`force_custom_plan`). A plan made once for any
+    /// parameters (what PostgreSQL settles on after five runs) reads a whole table backwards
+    /// for a search whose terms the index finds in a few hundred rows (docs/BENCHMARKS.md M1):
+    /// what depends on its parameters is planned for them.
+    PerRun,
+    /// Once for any parameters when that plan costs no more than planning each run
+    /// (PostgreSQL's own rule, `auto`): for statements whose plan is the same whatever their
+    /// parameters, like the queue's claims and ends by key, where planning each run cost more
+    /// than running it (docs/BENCHMARKS.md, issue 19).
+    Cached,
 }
 
 type Params<'a> = &'a [&'a (dyn postgres::types::ToSql + Sync)];
 
 impl Conn {
-    /// Connects to `url`. Its statements are planned for their parameters at each run: a
-    /// plan made once for any parameters (what PostgreSQL settles on after five runs of a
-    /// prepared statement) reads a whole table backwards for a search whose terms the
-    /// index finds in a few hundred rows (docs/BENCHMARKS.md M1). What is saved is the parse,
+    /// Connects to `url`, planning [`Planning::PerRun`]. What preparing saves is the parse,
     /// the analysis and a round trip.
     pub fn open(url: &str) -> Result<Conn, postgres::Error> {
-        let mut client = Client::connect(url, NoTls)?;
-        client.batch_execute("SET plan_cache_mode = force_custom_plan")?;
-        Ok(Conn::new(client))
+        let mut conn = Conn::new(Client::connect(url, NoTls)?);
+        conn.plan(Planning::PerRun)?;
+        Ok(conn)
     }
 
     /// A connection made elsewhere (planned as its session says).
@@ -96,7 +110,26 @@ impl Conn {
         Conn {
             client,
             prepared: std::collections::HashMap::new(),
+            planning: None,
         }
+    }
+
+    /// How its statements are planned from now on (a round trip only when that changes).
+    pub fn plan(&mut self, planning: Planning) -> Result<(), postgres::Error> {
+        if self.planning != Some(planning) {
+            self.planning = None;
+            self.client.batch_execute(match planning {
+                Planning::PerRun => "SET plan_cache_mode = force_custom_plan",
+                Planning::Cached => "SET plan_cache_mode = auto",
+            })?;
+            self.planning = Some(planning);
+        }
+        Ok(())
+    }
+
+    /// How its statements are planned, if Fleet set it.
+    pub fn planning(&self) -> Option<Planning> {
+        self.planning
     }
 
     /// The statement of `sql`, prepared at its first use on this connection.

@@ -15,7 +15,7 @@
 //! writer's last before `COMMIT` (`insert_events`): the row is held for that statement and
 //! the commit (its WAL flush), while the rest of each transaction runs in parallel.
 
-use crate::pg::{Conn, off_runtime, without_password};
+use crate::pg::{Conn, Planning, off_runtime, without_password};
 use crate::{
     AccountRow, AttemptRow, Batch, EpicBrief, EpicPage, EpicQuery, EpicRow, Event, LeaseRow,
     NewEvent, ProjectRow, Result, RunRow, Store, StoreError, TaskRow, TokenRow, Totals,
@@ -333,11 +333,25 @@ impl PostgresStore {
     /// [`POOL_MAX`] are open; else it waits for one); a connection that broke is dropped
     /// rather than pooled.
     pub(crate) fn with<T: Send>(&self, f: impl FnOnce(&mut Conn) -> Result<T> + Send) -> Result<T> {
+        self.with_planning(Planning::PerRun, f)
+    }
+
+    /// [`PostgresStore::with`] on a connection planning as `planning` says: an idle one that
+    /// already does if there is one, else one switched to it.
+    pub(crate) fn with_planning<T: Send>(
+        &self,
+        planning: Planning,
+        f: impl FnOnce(&mut Conn) -> Result<T> + Send,
+    ) -> Result<T> {
         off_runtime(|| {
             let pooled = {
                 let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
                 loop {
-                    if let Some(c) = pool.idle.pop() {
+                    let same = (pool.idle.iter()).rposition(|c| c.planning() == Some(planning));
+                    if let Some(c) = same
+                        .map(|i| pool.idle.remove(i))
+                        .or_else(|| pool.idle.pop())
+                    {
                         break Some(c);
                     }
                     if pool.open < POOL_MAX {
@@ -357,7 +371,10 @@ impl PostgresStore {
                     }
                 },
             };
-            let out = f(&mut client);
+            let out = client
+                .plan(planning)
+                .map_err(StoreError::from)
+                .and_then(|()| f(&mut client));
             self.give_back(Some(client).filter(|c| !c.is_closed()));
             out
         })
@@ -1303,6 +1320,84 @@ mod tests {
             assert!(Instant::now() < deadline, "{what}: not within 20 s");
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// The generic and custom plans PostgreSQL made for the prepared statement containing
+    /// `text`, on the pooled connection planning as `planning` says.
+    fn plans(store: &PostgresStore, planning: Planning, text: &str) -> (i64, i64) {
+        store
+            .with_planning(planning, |c| {
+                let row = c.query_one(
+                    "SELECT coalesce(sum(generic_plans), 0)::bigint,
+                            coalesce(sum(custom_plans), 0)::bigint
+                     FROM pg_prepared_statements WHERE strpos(statement, $1) > 0",
+                    &[&text],
+                )?;
+                Ok((row.get(0), row.get(1)))
+            })
+            .unwrap()
+    }
+
+    /// The queue's hot statements (a done task's end with the next claim, here) settle on one
+    /// plan for any parameters: planned for each run they cost more to plan than to run. A
+    /// statement whose plan depends on its parameters is still planned for each run.
+    #[test]
+    fn the_queues_statements_are_planned_once_the_rest_per_run() {
+        use crate::queue::{Finish, NextClaim, QueueItem, RunnerAd};
+        let db = TestDb::create();
+        let store = PostgresStore::open(db.url()).unwrap();
+        let q = store.queue().unwrap();
+        store
+            .create_run(&crate::contract::run_row("r", 1), &[], &[])
+            .unwrap();
+        let items: Vec<QueueItem> = (0..12)
+            .map(|i| QueueItem {
+                run_id: "r".into(),
+                task_id: format!("t{i:02}"),
+                deps: vec![],
+                needs: vec!["sh".into()],
+                spec: serde_json::json!({}),
+            })
+            .collect();
+        q.enqueue(&items, &[]).unwrap();
+        let runner = RunnerAd {
+            name: "r1".into(),
+            offers: vec!["sh".into()],
+            concurrency: 1,
+        };
+        let ttl = Duration::from_secs(30);
+        let done = Finish {
+            state: "done".into(),
+            detail: None,
+            merge_sha: None,
+        };
+        let mut held = q.claim(&runner, ttl, 3, &[]).unwrap();
+        let mut ends = 0;
+        while let Some(c) = held {
+            let next = NextClaim {
+                runner: &runner,
+                ttl,
+                max_claims: 3,
+                events: &[],
+            };
+            let (ended, claimed) = q.finish_and_claim(&c, &done, &[], next).unwrap();
+            assert!(ended);
+            ends += 1;
+            held = claimed;
+        }
+        assert_eq!(ends, 12);
+        let (generic, custom) = plans(&store, Planning::Cached, "WITH ended AS");
+        assert_eq!(generic + custom, 12, "one plan per end");
+        assert!(
+            generic > 0,
+            "ends planned once: {generic} generic, {custom} custom"
+        );
+        for _ in 0..12 {
+            store.run("r").unwrap();
+        }
+        let (generic, custom) = plans(&store, Planning::PerRun, "FROM runs WHERE id");
+        assert!(custom >= 12, "the run read planned per run: {custom}");
+        assert_eq!(generic, 0, "never one plan for any run id");
     }
 
     /// Another handle's commit reaches this one as a notification (polling never bumps the

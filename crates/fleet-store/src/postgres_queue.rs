@@ -6,6 +6,7 @@
 //! transactions: `running` when claimed, `merged`/`passed`/`failed`/`skipped` when it ends,
 //! `ready` when handed back, `cancelled` when its run is cancelled.
 
+use crate::pg::Planning;
 use crate::postgres::{CHANNEL, NOW_MS, PostgresStore, event_arrays, events_ctes, insert_events};
 use crate::queue::{Claim, Finish, NextClaim, QueueItem, QueueRow, RunEnded, RunnerAd, TaskQueue};
 use crate::{NewEvent, Result, StoreError};
@@ -172,7 +173,7 @@ impl PostgresStore {
         let (n_events, at, kind, data) = event_arrays(events);
         let finished = events.first().map_or(0, |e| e.at);
         let attempt = i64::from(claim.n);
-        let row = self.with(|c| {
+        let row = self.with_planning(Planning::Cached, |c| {
             Ok(c.query_one(
                 &format!(
                     "{ENDED} owner AS (
@@ -224,7 +225,7 @@ impl PostgresStore {
         let started = next.events.first().map_or(0, |e| e.at);
         let (attempt, ttl) = (i64::from(claim.n), next.ttl.as_millis() as i64);
         let max = i64::from(next.max_claims);
-        let row = self.with(|c| {
+        let row = self.with_planning(Planning::Cached, |c| {
             Ok(c.query_one(
                 &format!(
                     "{ENDED} {}, owners AS (
@@ -323,7 +324,7 @@ impl TaskQueue for PostgresStore {
         // claimed, and from there to the commit.
         let (n_events, at, kind, data) = event_arrays(events);
         let started = events.first().map_or(0, |e| e.at);
-        let row = self.with(|c| {
+        let row = self.with_planning(Planning::Cached, |c| {
             Ok(c.query_opt(
                 &format!(
                     "WITH {}, owner AS (
@@ -353,7 +354,7 @@ impl TaskQueue for PostgresStore {
 
     fn heartbeat(&self, claim: &Claim, ttl: Duration) -> Result<bool> {
         let ttl = ttl.as_millis() as i64;
-        self.with(|c| {
+        self.with_planning(Planning::Cached, |c| {
             let n = c.execute(
                 &format!(
                     "UPDATE task_queue SET expires_at = {NOW_MS} + $5
@@ -512,19 +513,23 @@ impl TaskQueue for PostgresStore {
         })
     }
 
-    fn close_run_if_ended(&self, run_id: &str, at: i64) -> Result<Option<RunEnded>> {
-        let run = run_id.to_string();
-        // The open-entries probe first, on its own (no transaction, no lock, a prepared
-        // statement): most calls end here.
-        let open = self.with(|c| {
+    fn has_open_entries(&self, run_id: &str) -> Result<bool> {
+        // By the partial index of open entries (`OPEN_BY_RUN`), on its own: no transaction,
+        // no lock, a prepared statement.
+        self.with_planning(Planning::Cached, |c| {
             Ok(c.query_one(
                 "SELECT EXISTS (SELECT 1 FROM task_queue
                                 WHERE run_id = $1 AND state IN ('queued', 'claimed'))",
-                &[&run],
+                &[&run_id],
             )?
             .get::<_, bool>(0))
-        })?;
-        if open {
+        })
+    }
+
+    fn close_run_if_ended(&self, run_id: &str, at: i64) -> Result<Option<RunEnded>> {
+        let run = run_id.to_string();
+        // The open-entries probe first: most calls end here.
+        if self.has_open_entries(run_id)? {
             return Ok(None);
         }
         self.in_transaction(|tx| {

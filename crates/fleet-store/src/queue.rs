@@ -151,6 +151,10 @@ pub trait TaskQueue: Send + Sync {
     /// claim them again), with a `task.failed` event each and their dependents skipped.
     /// Returns the runs they belong to (a run may appear more than once).
     fn fail_exhausted(&self, max_claims: u32, at: i64) -> Result<Vec<String>>;
+    /// Whether run `run_id` has an entry that has not ended (queued or claimed), found
+    /// without reading its ended ones: what a process waiting for a run asks a few times a
+    /// second, however many tasks the run has.
+    fn has_open_entries(&self, run_id: &str) -> Result<bool>;
     /// Ends run `run_id` if it is still `running` and every entry of it has ended: `passed`
     /// when all are done, else `failed`, with one `run.finished` event — exactly once whoever
     /// calls (the runner that ended its last task, the process waiting for it, a sweep).

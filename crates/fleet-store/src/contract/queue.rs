@@ -361,6 +361,11 @@ pub fn runs_close_once(stores: &[Arc<dyn Store>]) {
         .unwrap();
     }
     assert_eq!(q.close_run_if_ended("ok", 5).unwrap(), None, "entries open");
+    assert!(q.has_open_entries("ok").unwrap(), "queued entries are open");
+    assert!(
+        !q.has_open_entries("none").unwrap(),
+        "a run without entries"
+    );
     let r = runner("r1", &["sh"]);
     let a = claim(q, &r).unwrap();
     assert!(q.finish(&a, &done(), &[]).unwrap());
@@ -394,6 +399,10 @@ pub fn runs_close_once(stores: &[Arc<dyn Store>]) {
     });
     let ended: Vec<_> = ends.into_iter().flatten().collect();
     assert_eq!(ended.len(), 1, "ended once: {ended:?}");
+    assert!(
+        !q.has_open_entries("bad").unwrap(),
+        "failed and skipped are ended"
+    );
     assert_eq!(
         (
             ended[0].state.as_str(),
@@ -405,7 +414,9 @@ pub fn runs_close_once(stores: &[Arc<dyn Store>]) {
     );
     assert_eq!(store.run("bad").unwrap().unwrap().state, "failed");
     assert_eq!(store.run("ok").unwrap().unwrap().state, "running");
+    assert!(q.has_open_entries("ok").unwrap(), "a claimed entry is open");
     assert!(q.finish(&ok_b.unwrap(), &done(), &[]).unwrap());
+    assert!(!q.has_open_entries("ok").unwrap(), "every entry done");
     let ok = q.close_run_if_ended("ok", 7).unwrap().expect("ended now");
     assert_eq!((ok.state.as_str(), ok.done), ("passed", 2));
     assert_eq!(
