@@ -140,8 +140,9 @@ pub async fn serve(
         .unwrap_or_default();
     let redactor = Arc::new(Redactor::from_process_env(&secret_names));
     let slots: Vec<_> = (0..ad.concurrency)
-        .map(|_| {
+        .map(|index| {
             let slot = Arc::new(Slot {
+                index,
                 store: store.clone(),
                 ad: ad.clone(),
                 opts: opts.clone(),
@@ -165,6 +166,9 @@ pub async fn serve(
     drain.abort();
     beat.abort();
     retros.abandon();
+    for index in 0..ad.concurrency {
+        let _ = std::fs::remove_dir_all(empty_dir(&opts.workspace, &ad.name, index));
+    }
     let name = ad.name.clone();
     let _ = blocking(move || queue_of(&*store).retire(&name)).await;
     match first_error {
@@ -190,6 +194,8 @@ pub(crate) async fn blocking<T: Send + 'static>(
 /// One task at a time (and at most one claimed ahead, see `runner_ahead.rs`); a runner has
 /// `concurrency` of these.
 struct Slot {
+    /// Which of the runner's slots (0 to its concurrency).
+    index: u32,
     store: Arc<dyn Store>,
     ad: RunnerAd,
     opts: RunnerOptions,
@@ -384,7 +390,11 @@ impl Slot {
             either(self.kill.clone(), lost_rx.clone()),
             cancel.receiver(),
         );
-        let dir = self.task_dir(claim);
+        let in_empty_dir = works_in_empty_dir(&order);
+        let dir = match in_empty_dir {
+            true => empty_dir(&self.opts.workspace, &self.ad.name, self.index),
+            false => self.task_dir(claim),
+        };
         let worked = self.execute(claim, &order, &dir, cmd_stop).await;
         let lost = *lost_rx.borrow();
         // Cancelled: its processes were ended (or it finished meanwhile); nothing lands.
@@ -393,7 +403,7 @@ impl Slot {
         {
             // Its workspace goes the way of every other (after a pending retrospective's
             // drop, in `record`).
-            if !self.retros.pending(claim) {
+            if !in_empty_dir && !self.retros.pending(claim) {
                 let _ =
                     fleet_store::pg::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await;
             }
@@ -438,11 +448,12 @@ impl Slot {
             }
         };
         // The workspace was this claim's alone; the log stays. An empty one (a task without
-        // a workspace) goes at once, without a trip to the blocking pool. One a retrospective
-        // will read goes after it (`record`).
+        // a workspace) goes at once, without a trip to the blocking pool; the slot's empty
+        // directory stays, emptied before its next task. One a retrospective will read goes
+        // after it (`record`).
         let read_later = self.retros.pending(claim);
-        if read_later {
-            // Left for the retrospective.
+        if read_later || in_empty_dir {
+            // Left for the retrospective, or for the slot's next task.
         } else if order.workspace == "git" {
             let _ = fleet_store::pg::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await;
         } else if std::fs::remove_dir(&dir).is_err() {
@@ -600,6 +611,9 @@ impl Slot {
             fleet_store::pg::spawn_blocking(move || prepare(&dir, &logs, &order, git_ws))
                 .await
                 .map_err(std::io::Error::other)??;
+        } else if works_in_empty_dir(order) {
+            std::fs::create_dir_all(&logs)?;
+            emptied(dir)?;
         } else {
             // Two directories: not worth a trip to the blocking pool and back.
             prepare(dir, &logs, order, false)?;
@@ -745,6 +759,33 @@ fn either(mut a: watch::Receiver<bool>, mut b: watch::Receiver<bool>) -> watch::
         }
     });
     rx
+}
+
+/// Whether a task works in its slot's one empty directory ([`empty_dir`]): a shell task
+/// without a workspace. A directory made and removed for each such task cost a file system
+/// without a journal more at every later file creation (it skips inodes freed in the last
+/// seconds, one by one; docs/BENCHMARKS.md, issue 19).
+fn works_in_empty_dir(order: &TaskOrder) -> bool {
+    order.workspace != "git" && order.agent.is_none()
+}
+
+/// A slot's directory for tasks without a workspace, named for the runner process and slot:
+/// never another's, even under a workspace root two runners were wrongly given.
+fn empty_dir(workspace: &Path, runner: &str, index: u32) -> PathBuf {
+    workspace
+        .join("tasks")
+        .join(format!(".empty-{runner}-{index}"))
+}
+
+/// `dir`, existing and empty: what an earlier task left in it is removed.
+fn emptied(dir: &Path) -> std::io::Result<()> {
+    match std::fs::read_dir(dir).map(|mut entries| entries.next().is_none()) {
+        Ok(true) => return Ok(()),
+        Ok(false) => std::fs::remove_dir_all(dir)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(dir)
 }
 
 /// A clean workspace: whatever an earlier claim of this runner left is removed first.

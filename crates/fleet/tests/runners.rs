@@ -492,3 +492,72 @@ fn runners_are_listed_and_a_task_nobody_can_play_is_named() {
         "{said}"
     );
 }
+
+/// Tasks without a workspace share their slot's one directory (not one made and removed per
+/// task), and each still starts in an empty one: what an earlier task left there, files and
+/// directories, is gone before the next starts. A runner that stops removes its directory.
+#[test]
+fn tasks_without_a_workspace_each_start_in_an_empty_directory() {
+    let pg = TestDb::create();
+    let tmp = tempfile::tempdir().unwrap();
+    let marks = tmp.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let (_remote, work) = project(tmp.path(), &marks);
+    // Each task fails unless its directory is empty, then leaves a file and a tree in it.
+    let step = "[ -z \\\"$(ls -A)\\\" ] && pwd >> PWDS && touch left-$FLEET_TASK && mkdir -p sub/deeper && touch sub/deeper/x";
+    let mut runbook = String::from("name: empty\ntasks:\n");
+    for (i, id) in ["a", "b", "c", "d"].iter().enumerate() {
+        runbook.push_str(&format!(
+            "  - id: {id}\n    workspace: none\n    command: \"{}\"\n",
+            step.replace("PWDS", &marks.join("pwds").display().to_string())
+        ));
+        if i > 0 {
+            runbook.push_str(&format!("    depends_on: [{}]\n", ["a", "b", "c"][i - 1]));
+        }
+    }
+    std::fs::write(work.join("empty.yaml"), runbook).unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("fleet.yaml"), format!("store: {}\n", pg.url())).unwrap();
+    let ws = tmp.path().join("ws");
+    let mut runners = Runners::new(
+        vec![spawn_runner(
+            pg.url(),
+            &ws,
+            &tmp.path().join("runner.log"),
+            TTL_SECS,
+            &["--concurrency", "1"],
+        )],
+        &marks,
+        RELEASES,
+    );
+    let out = run_on_runners(&work.join("empty.yaml"), &home)
+        .wait_with_output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("passed: 4 done"), "{text}");
+    let pwds = std::fs::read_to_string(marks.join("pwds")).unwrap();
+    let dirs: std::collections::BTreeSet<&str> = pwds.lines().collect();
+    assert_eq!(pwds.lines().count(), 4, "{pwds}");
+    assert_eq!(dirs.len(), 1, "one directory for the slot's tasks: {pwds}");
+    let slot_dir = PathBuf::from(*dirs.first().unwrap());
+    assert!(slot_dir.starts_with(&ws), "{}", slot_dir.display());
+    assert!(
+        slot_dir.join("left-d").exists(),
+        "the last task's files stay"
+    );
+    assert!(
+        !slot_dir.join("left-c").exists(),
+        "removed before d started"
+    );
+    let runner = &mut runners.children[0];
+    sigterm(runner.id());
+    assert!(runner.wait().unwrap().success());
+    assert!(!slot_dir.exists(), "a stopped runner removes its directory");
+}
