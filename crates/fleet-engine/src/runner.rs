@@ -482,8 +482,8 @@ impl Slot {
         self.recorded(held, writing, claim_next)
     }
 
-    /// Starts writing a finished task's end (and claiming the next with it): the events,
-    /// the statement, and the run's end if it was the run's last task. Whether it was done.
+    /// Starts writing a finished task's end (and claiming the next with it) on the blocking
+    /// pool, at once: the events, the statement, and the run's end if it was its last task.
     fn write_end(&self, claim: &Claim, mut end: Finish, claim_next: bool) -> EndWrite {
         let is_done = end.state == "done";
         let started = self.started_event();
