@@ -8,7 +8,8 @@
        runner starting its claim to the task's command running; floor: from starting the claim
        to its commit).
        Beside it, the same floor running, for each task, the command Fleet's task runs
-       (`sh -c 'date +%s%N > …'`): what any runner must spend on a shell task's own process.
+       (`sh -c "date '+<task> %s%N' >> <file>"`, the line Fleet's claim-to-start latency is
+       read from): what any runner must spend on a shell task's own process.
   RQ2  400 `workspace: none` tasks of `sleep 0.2`: 1 runner vs 4 runners (concurrency 1 each),
        wall time from the first claim to the last task done.
 
@@ -87,7 +88,6 @@ def fleet_case(runners, tasks, command, tag, fleet=FLEET):
     tmp = Path(tempfile.mkdtemp(prefix="fleet-runners-"))
     try:
         work = project(tmp, tasks, command.replace("STARTS", str(tmp / "starts")))
-        (tmp / "starts").mkdir()
         home = tmp / "home"
         home.mkdir()
         (home / "fleet.yaml").write_text(f"store: {url}\n")
@@ -118,13 +118,22 @@ def fleet_case(runners, tasks, command, tag, fleet=FLEET):
             task, kind, at = line.split("|")
             (started if kind == "task.started" else done)[task] = int(at)
         starts = {}
-        for f in (tmp / "starts").iterdir():
-            starts[f.name] = int(f.read_text().strip()) / 1e6  # ns -> ms
+        if (tmp / "starts").exists():
+            for line in (tmp / "starts").read_text().splitlines():
+                task, ns = line.split()
+                starts[task] = int(ns) / 1e6  # ns -> ms
         assert len(done) == tasks, f"{len(done)} of {tasks} done"
         return started, done, starts, cpu
     finally:
         drop_db(name)
-        shutil.rmtree(tmp, ignore_errors=True)
+        LEFT.append(tmp)
+
+
+# Every case's files are removed when the benchmark ends, not after the case: on a file system
+# without a journal (this machine's ext4), creating a file looks past every inode deleted in
+# the last minutes (ext4's `recently_deleted`), so one case's clean-up slowed the next ones'
+# file creations (Fleet's task logs) by up to 2x, more the later the case ran.
+LEFT = []
 
 
 def pct(xs, p):
@@ -147,6 +156,9 @@ def floor_case(threads, tasks, tag, command=None):
 
 def load():
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+SINK = tempfile.mkstemp(prefix="fleet-floor-starts-")[1]
 
 
 def main():
@@ -174,9 +186,10 @@ def main():
             before = load()
             f_tp, f50, f99 = floor_case(n, n1, f"floor{n}")
             # The same loop running what Fleet's task runs (its command, through sh -c).
-            p_tp, _, _ = floor_case(n, n1, f"floorp{n}", "date +%s%N > /dev/null")
+            # Both append a line to a file: the floor's to one it never reads.
+            p_tp, _, _ = floor_case(n, n1, f"floorp{n}", f"date '+t %s%N' >> {SINK}")
             started, done, starts, cpu = fleet_case(
-                n, n1, "date +%s%N > STARTS/$FLEET_TASK", f"rq1_{n}", binary)
+                n, n1, "date \"+$FLEET_TASK %s%N\" >> STARTS", f"rq1_{n}", binary)
             span = (max(done.values()) - min(started.values())) / 1000
             tp = n1 / span
             lat = [starts[t] - started[t] for t in started if t in starts]
@@ -199,6 +212,9 @@ def main():
                       f"| {before} → {load()} |")
         print(report[-1], flush=True)
     report += ["", f"Speed-up 1 → 4 runners: **{walls[1] / walls[4]:.2f}x**"]
+    for tmp in LEFT:
+        shutil.rmtree(tmp, ignore_errors=True)
+    os.unlink(SINK)
     text = "\n".join(report) + "\n"
     out = ROOT / "bench/results"
     out.mkdir(exist_ok=True)
