@@ -12,6 +12,7 @@ pub mod acp_session;
 pub mod agent;
 mod capped;
 pub mod engine;
+pub mod files;
 pub mod fix_loop;
 pub mod http_agent;
 pub mod journal;

@@ -111,8 +111,8 @@ impl Traces {
                 diff_stat: stat.as_deref(),
             };
             let body = redactor.clean_string(trace::render(&t));
-            if let Err(e) = write_atomic(&path, &body) {
-                eprintln!("fleet: trace of {}: {}: {e}", row.id, path.display());
+            if let Err(e) = crate::files::write_whole_making_dirs(&path, body.as_bytes()) {
+                eprintln!("fleet: trace of {}: {e}", row.id);
             }
         }));
     }
@@ -185,17 +185,6 @@ fn diff_stat(repo: &fleet_git::Repo, base: &str, task: &TaskRow) -> Option<Strin
             .trim()
             .to_string(),
     )
-}
-
-/// Whole or not at all, through a name of this process's own (the pipeline writes the same
-/// path with its own temporary name).
-fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension(format!("md.{}.engine.tmp", std::process::id()));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! error is the stage's.)
 
 use crate::{EpicData, Pipeline, PipelineError, Result};
+use fleet_engine::files::write_whole_making_dirs;
 use fleet_memory::context::{self, ContextStamp, Refresh};
 use fleet_memory::{MemoryDb, decisions, trace};
 use fleet_store::{EpicRow, ProjectRow, RunRow};
@@ -42,16 +43,6 @@ fn memory(p: &Pipeline) -> Option<MemoryDb> {
             None
         }
     }
-}
-
-/// Writes `text` at `path` whole or not at all (a reader never sees half a file).
-fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("md.tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
 }
 
 /// The prompt or command of each task of a stage run, from the runbook it ran (JSON: the
@@ -114,8 +105,8 @@ fn write_traces(p: &Pipeline, run: &RunRow) -> Result<()> {
         };
         let body = redactor.clean_string(trace::render(&t));
         let rel = trace::relative_path(&run.id, &task.id);
-        write_atomic(&p.layout.root().join(&rel), &body)
-            .map_err(|e| PipelineError::Other(format!("{rel}: {e}")))?;
+        write_whole_making_dirs(&p.layout.root().join(&rel), body.as_bytes())
+            .map_err(|e| PipelineError::Other(e.to_string()))?;
         if let Some(db) = db.as_mut() {
             let title = format!("trace {} of {}: {}", task.id, run.name, trace::summary(&t));
             let dropped = db
@@ -176,8 +167,8 @@ fn write_decisions(p: &Pipeline, epic: &EpicRow) -> Result<()> {
     }
     let body = p.redactor().clean_string(decisions::render(epic, &events));
     let rel = decisions::relative_path(&epic.id);
-    write_atomic(&p.layout.root().join(&rel), &body)
-        .map_err(|e| PipelineError::Other(format!("{rel}: {e}")))?;
+    write_whole_making_dirs(&p.layout.root().join(&rel), body.as_bytes())
+        .map_err(|e| PipelineError::Other(e.to_string()))?;
     if let Some(mut db) = memory(p) {
         let title = format!(
             "decision log of {} ({}): {}",
@@ -300,16 +291,19 @@ pub(crate) fn context_written(
     commit: &str,
 ) -> Result<()> {
     let text = p.redactor().clean_string(text.to_string());
-    write_atomic(path, &text).map_err(|e| PipelineError::Other(e.to_string()))?;
+    write_whole_making_dirs(path, text.as_bytes())
+        .map_err(|e| PipelineError::Other(e.to_string()))?;
     let now = fleet_engine::now_ms();
     let stamp = ContextStamp {
         commit: commit.to_string(),
         at: now,
     };
     let stamp_path = p.layout.root().join(context::stamp_path(project));
-    write_atomic(
+    write_whole_making_dirs(
         &stamp_path,
-        &serde_json::to_string(&stamp).expect("stamps serialize"),
+        serde_json::to_string(&stamp)
+            .expect("stamps serialize")
+            .as_bytes(),
     )
     .map_err(|e| PipelineError::Other(e.to_string()))?;
     if let Some(mut db) = memory(p) {

@@ -271,11 +271,22 @@ pub fn run(home: Option<PathBuf>, command: MemoryCommand) -> anyhow::Result<u8> 
             let redactor = fleet_secrets::Redactor::from_process_env(&instance.secret_names());
             let text = redactor.clean_string(text);
             match out {
-                // Written beside and renamed: a reader never sees half an export.
+                // A reader never sees half an export.
                 Some(path) => {
-                    let tmp = path.with_extension("jsonl.tmp");
-                    std::fs::write(&tmp, &text)?;
-                    std::fs::rename(&tmp, &path)?;
+                    fleet_engine::files::write_whole(&path, text.as_bytes()).map_err(|e| {
+                        use std::io::ErrorKind as K;
+                        match e.kind() {
+                            K::NotFound
+                            | K::PermissionDenied
+                            | K::NotADirectory
+                            | K::IsADirectory
+                            | K::ReadOnlyFilesystem
+                            | K::InvalidInput => {
+                                anyhow::Error::new(InvalidInput(format!("--out {e}")))
+                            }
+                            _ => e.into(),
+                        }
+                    })?
                 }
                 None => print!("{text}"),
             }

@@ -125,7 +125,8 @@ pub fn run(home: Option<PathBuf>, target: &str) -> anyhow::Result<u8> {
             .read_file(&report.integration_branch, &format!(".fleet-out/{doc}"))?
             .ok_or_else(|| anyhow::anyhow!("the review passed without .fleet-out/{doc}"))?;
         let path = out.join(doc);
-        std::fs::write(&path, redactor.clean(&text).as_bytes())?;
+        // Whole or not at all: a kill mid-write leaves the previous review's document.
+        fleet_engine::files::write_whole(&path, redactor.clean(&text).as_bytes())?;
         written.push(path);
     }
     let mut text = format!("review of {target}: run {} passed\n", report.run_id);

@@ -154,6 +154,16 @@ fn export_then_import_rebuilds_the_graph_into_an_empty_instance() {
     let home = dir.path();
     ok(home, &["memory", "add", "Quote shell variables.", "--json"]);
     let file = home.join("graph.jsonl");
+    // Into a directory that does not exist: exit 2, the path named, nothing made.
+    let nowhere = home.join("no-such-dir").join("graph.jsonl");
+    let out = fleet(home, &["memory", "export", "-o", nowhere.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("--out {}: ", nowhere.display())),
+        "{err}"
+    );
+    assert!(!home.join("no-such-dir").exists());
     ok(home, &["memory", "export", "-o", file.to_str().unwrap()]);
     let text = std::fs::read_to_string(&file).unwrap();
     let lines: Vec<Value> = text

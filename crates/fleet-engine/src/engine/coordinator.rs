@@ -557,12 +557,12 @@ impl Coordinator {
         let attempts = self.store.attempts(&self.ctx.run_id)?;
         let text = summary::render(&self.row, &self.rows, &attempts, &self.ctx.layout, now);
         let summary_path = self.ctx.layout.summary(&self.ctx.run_id);
-        write_atomic(&summary_path, &text)?;
+        crate::files::write_whole(&summary_path, text.as_bytes())?;
         if let Some(report) = &self.plan.report {
             if let Some(dir) = report.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            write_atomic(report, &text)?;
+            crate::files::write_whole(report, text.as_bytes())?;
         }
         Ok(RunReport {
             run_id: self.ctx.run_id.clone(),
@@ -587,11 +587,4 @@ pub(super) async fn external_stop(stop: &mut Option<watch::Receiver<bool>>) {
         }
         None => std::future::pending().await,
     }
-}
-
-/// Writes via a temporary file and rename, so a reader never sees half a file.
-fn write_atomic(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
 }
