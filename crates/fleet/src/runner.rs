@@ -92,6 +92,8 @@ pub fn runner(home: Option<PathBuf>, args: RunnerArgs) -> anyhow::Result<u8> {
         .map_err(|e| InvalidInput(format!("--workspace {}: {e}", args.workspace.display())))?;
     std::fs::create_dir_all(&workspace)
         .map_err(|e| InvalidInput(format!("--workspace {}: {e}", workspace.display())))?;
+    // Held until this function returns (or the process dies): the root is this runner's alone.
+    let held = fleet_engine::runner_workspace::hold(&workspace)?;
     // The instance's profiles and accounts play agent tasks; with no fleet.yaml, none.
     let clis = installed_clis();
     let instance = crate::load_instance(home.as_deref())?;
@@ -133,8 +135,27 @@ pub fn runner(home: Option<PathBuf>, args: RunnerArgs) -> anyhow::Result<u8> {
         fleet_engine::runner::offers(&opts.clis, &opts.labels, opts.agents.as_ref()).join(" "),
         opts.workspace.display()
     );
+    if let Some(reason) = &held.unlocked {
+        println!(
+            "fleet runner: cannot lock the workspace ({reason}): what a killed runner left in it \
+             is not removed, and a second runner given it would not be refused"
+        );
+    }
+    if held.leftovers > 0 {
+        println!(
+            "fleet runner: removed {} task {} a runner that died left in {}",
+            held.leftovers,
+            if held.leftovers == 1 {
+                "directory"
+            } else {
+                "directories"
+            },
+            opts.workspace.join("tasks").display()
+        );
+    }
     let rt = crate::runtime()?;
     let tally = rt.block_on(serve(store, opts, stop))?;
+    drop(held);
     println!(
         "fleet runner: stopped: {} done, {} failed, {} handed back, {} lost to other runners, {} cancelled",
         tally.done, tally.failed, tally.handed_back, tally.lost, tally.cancelled

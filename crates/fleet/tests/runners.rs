@@ -196,6 +196,9 @@ fn runners_survive_kill_and_drain_and_land_every_task_once() {
     runners[killed].kill().unwrap();
     let killed_at = Instant::now();
     runners[killed].wait().unwrap();
+    let killed_root = tmp.path().join(format!("runner{killed}"));
+    let left_clone = killed_root.join("tasks").join(&run).join("slow.1");
+    assert!(left_clone.join(".git").exists(), "{}", left_clone.display());
     // Its task is claimed again by another runner once the lease ran out: claim 2.
     let (_, _, redo_holder) = wait_for(TTL_SECS + 20, "slow to be claimed again", || {
         claim_of(&*store, &run, "slow").filter(|c| c.1 == 2 && c.0 == "claimed")
@@ -289,6 +292,48 @@ fn runners_survive_kill_and_drain_and_land_every_task_once() {
     }
     ra.stop();
     rb.stop();
+
+    // A runner on a live runner's root is refused; one on the killed runner's root removes
+    // the clone it left.
+    let live = (0..3).find(|&i| i != killed && i != drained).unwrap();
+    let mut second = Command::new(FLEET)
+        .args(["runner", "--store", db.url(), "--workspace"])
+        .arg(tmp.path().join(format!("runner{live}")))
+        .env_remove("FLEET_HOME")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_until(&mut second, Instant::now() + Duration::from_secs(30));
+    if status.is_none() {
+        let _ = second.kill();
+        panic!("a second runner on a live runner's workspace was not refused");
+    }
+    let out = second.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let live_pid = runners[live].id();
+    assert!(
+        err.contains(&format!("in use by another runner (pid {live_pid})")),
+        "{err}"
+    );
+    let mut again = spawn_runner(
+        db.url(),
+        &killed_root,
+        &tmp.path().join("again.out"),
+        TTL_SECS,
+        &[],
+    );
+    wait_for(30, "the killed runner's clone to be removed", || {
+        (!left_clone.exists()).then_some(())
+    });
+    sigterm(again.id());
+    assert!(wait_until(&mut again, Instant::now() + Duration::from_secs(30)).is_some());
+    let said = std::fs::read_to_string(tmp.path().join("again.out")).unwrap();
+    assert!(
+        said.contains("removed 1 task directory a runner that died left in"),
+        "{said}"
+    );
 
     for r in runners.iter_mut() {
         if r.try_wait().unwrap().is_some() {
