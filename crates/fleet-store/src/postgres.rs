@@ -20,132 +20,25 @@ use crate::{
     AccountRow, AttemptRow, Batch, EpicBrief, EpicPage, EpicQuery, EpicRow, Event, LeaseRow,
     NewEvent, ProjectRow, Result, RunRow, Store, StoreError, TaskRow, TokenRow, Totals,
 };
+use postgres::Row;
 use postgres::types::ToSql;
-use postgres::{Client, NoTls, Row};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+mod listen;
 mod pages;
+mod rows;
+mod schema;
 mod summary;
 
-/// Migrations, applied in order; the index + 1 is the schema version (table `schema_version`).
-/// Never edit a released one: append a new one.
-const MIGRATIONS: &[&str] = &[
-    r#"
-CREATE TABLE runs (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    runbook_path TEXT NOT NULL,
-    runbook_source TEXT NOT NULL,
-    repo TEXT NOT NULL,
-    base_sha TEXT NOT NULL,
-    integration_branch TEXT NOT NULL,
-    state TEXT NOT NULL,
-    created_at BIGINT NOT NULL,
-    updated_at BIGINT NOT NULL,
-    finished_at BIGINT
-);
-CREATE INDEX runs_by_name ON runs(name text_pattern_ops);
-CREATE TABLE tasks (
-    run_id TEXT NOT NULL REFERENCES runs(id),
-    idx BIGINT NOT NULL,
-    id TEXT NOT NULL,
-    state TEXT NOT NULL,
-    attempts BIGINT NOT NULL,
-    failures BIGINT NOT NULL,
-    not_before BIGINT NOT NULL,
-    reason TEXT,
-    commit_sha TEXT,
-    merge_sha TEXT,
-    started_at BIGINT,
-    finished_at BIGINT,
-    PRIMARY KEY (run_id, id)
-);
-CREATE TABLE attempts (
-    run_id TEXT NOT NULL REFERENCES runs(id),
-    task_id TEXT NOT NULL,
-    n BIGINT NOT NULL,
-    started_at BIGINT NOT NULL,
-    finished_at BIGINT,
-    pgid BIGINT,
-    exit_code BIGINT,
-    outcome TEXT NOT NULL,
-    detail TEXT,
-    profile TEXT,
-    cli TEXT,
-    model TEXT,
-    account TEXT,
-    session_id TEXT,
-    input_tokens BIGINT NOT NULL DEFAULT 0,
-    output_tokens BIGINT NOT NULL DEFAULT 0,
-    cache_read_tokens BIGINT NOT NULL DEFAULT 0,
-    cache_write_tokens BIGINT NOT NULL DEFAULT 0,
-    cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
-    PRIMARY KEY (run_id, task_id, n)
-);
-CREATE TABLE events (
-    seq BIGINT PRIMARY KEY,
-    at BIGINT NOT NULL,
-    run_id TEXT NOT NULL,
-    task TEXT,
-    attempt BIGINT,
-    kind TEXT NOT NULL,
-    data TEXT NOT NULL
-);
-CREATE INDEX events_by_run ON events(run_id, seq);
-CREATE TABLE event_seq (
-    one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
-    last BIGINT NOT NULL
-);
-INSERT INTO event_seq (one, last) VALUES (TRUE, 0);
-CREATE TABLE accounts (
-    name TEXT PRIMARY KEY,
-    cooldown_until BIGINT,
-    backoff_level BIGINT NOT NULL DEFAULT 0,
-    disabled TEXT,
-    updated_at BIGINT NOT NULL
-);
-CREATE TABLE projects (
-    name TEXT PRIMARY KEY,
-    doc TEXT NOT NULL
-);
-CREATE TABLE epics (
-    id TEXT PRIMARY KEY,
-    project TEXT NOT NULL,
-    state TEXT NOT NULL,
-    created_at BIGINT NOT NULL,
-    updated_at BIGINT NOT NULL,
-    doc TEXT NOT NULL,
-    request TEXT NOT NULL DEFAULT '',
-    cycle BIGINT NOT NULL DEFAULT 0
-);
-CREATE INDEX epics_by_created ON epics(created_at, id);
-CREATE INDEX epics_by_state ON epics(state, created_at, id);
-CREATE TABLE tokens (
-    name TEXT PRIMARY KEY,
-    scope TEXT NOT NULL,
-    hash TEXT NOT NULL UNIQUE,
-    created_at BIGINT NOT NULL,
-    revoked_at BIGINT
-);
-CREATE TABLE meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE leases (
-    name TEXT PRIMARY KEY,
-    holder TEXT NOT NULL,
-    expires_at BIGINT NOT NULL
-);
-"#,
-    // Epic summaries for lists and outcomes (`crate::summary`).
-    summary::MIGRATION,
-    crate::postgres_queue::MIGRATION,
-    // Kept per-state counts of epics for the task list (`pages`).
-    pages::MIGRATION,
-    crate::postgres_queue::OPEN_BY_RUN,
-];
+use listen::{Listener, Wake};
+use rows::{
+    ATTEMPT_COLUMNS, EVENT_COLUMNS, INSERT_TASK, RUN_COLUMNS, attempt_from_row, counts,
+    epic_filter, event_from_row, from_doc, narrow, run_from_row, task_args, task_from_row, to_doc,
+    token_from_row, upsert_account, upsert_attempt, upsert_task,
+};
+use schema::{ensure_instance_id, migrate};
 
 /// The channel commits of events notify (payload: the newest seq).
 pub(crate) const CHANNEL: &str = "fleet_events";
@@ -182,87 +75,6 @@ pub struct PostgresStore {
     wake: Arc<Wake>,
     /// Started by the first wait for events: one-shot commands never need it.
     listener: std::sync::OnceLock<Listener>,
-}
-
-/// What the listener tells waiters: a count bumped at every notification, and whether it is
-/// connected (else waiters poll faster).
-#[derive(Default)]
-struct Wake {
-    count: Mutex<u64>,
-    cv: Condvar,
-    listening: AtomicBool,
-}
-
-impl Wake {
-    fn bump(&self) {
-        *self.count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-        self.cv.notify_all();
-    }
-}
-
-/// The thread that LISTENs on its own connection; stopped when dropped.
-struct Listener {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Listener {
-    fn start(url: String, wake: Arc<Wake>) -> Listener {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("fleet-pg-listen".into())
-            .spawn(move || listen(&url, &wake, &flag))
-            .expect("spawn the listener thread");
-        Listener {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-/// LISTENs until stopped, reconnecting after a lost connection; every notification (and every
-/// reconnection, which may have missed some) wakes the waiters.
-fn listen(url: &str, wake: &Wake, stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
-        let mut client = match Client::connect(url, NoTls)
-            .and_then(|mut c| c.batch_execute(&format!("LISTEN {CHANNEL}")).map(|_| c))
-        {
-            Ok(c) => c,
-            Err(_) => {
-                std::thread::sleep(POLL_LISTENING);
-                continue;
-            }
-        };
-        wake.listening.store(true, Ordering::Relaxed);
-        wake.bump();
-        'connected: while !stop.load(Ordering::Relaxed) {
-            {
-                let mut notes = client.notifications();
-                let mut iter = notes.timeout_iter(Duration::from_millis(200));
-                loop {
-                    match postgres::fallible_iterator::FallibleIterator::next(&mut iter) {
-                        Ok(Some(_)) => wake.bump(),
-                        Ok(None) => break,
-                        Err(_) => break 'connected,
-                    }
-                }
-            }
-            if client.is_closed() {
-                break;
-            }
-        }
-        wake.listening.store(false, Ordering::Relaxed);
-    }
 }
 
 fn backend(e: postgres::Error) -> StoreError {
@@ -463,41 +275,6 @@ impl Drop for PostgresStore {
     }
 }
 
-fn migrate(c: &mut Client) -> Result<()> {
-    let known = MIGRATIONS.len() as i64;
-    let mut tx = c.transaction()?;
-    // One migrator at a time across all processes; the others wait here, then find it done.
-    tx.batch_execute(
-        "SELECT pg_advisory_xact_lock(7046873912);
-         CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)",
-    )?;
-    let found: i64 = match tx.query_opt("SELECT version FROM schema_version", &[])? {
-        Some(r) => r.get(0),
-        None => {
-            tx.execute("INSERT INTO schema_version (version) VALUES (0)", &[])?;
-            0
-        }
-    };
-    if found > known {
-        return Err(StoreError::TooNew { found, known });
-    }
-    for sql in &MIGRATIONS[found as usize..] {
-        tx.batch_execute(sql)?;
-    }
-    tx.execute("UPDATE schema_version SET version = $1", &[&known])?;
-    tx.commit()?;
-    Ok(())
-}
-
-fn ensure_instance_id(c: &mut Client) -> Result<()> {
-    c.execute(
-        "INSERT INTO meta (key, value) VALUES ($1, substr(md5(random()::text), 1, 8))
-         ON CONFLICT (key) DO NOTHING",
-        &[&crate::SqliteStore::INSTANCE_ID_KEY],
-    )?;
-    Ok(())
-}
-
 /// Appends events, numbered from the counter row (see the module's note), and notifies
 /// listeners at commit. Callers make this their transaction's last statement: the counter
 /// row stays locked from here to the commit, and every other writer waits that long.
@@ -572,258 +349,6 @@ pub(crate) fn events_ctes(owner: &str, p: usize) -> String {
              SELECT pg_notify('{CHANNEL}', last::text) FROM counter
          )"
     )
-}
-
-fn task_args(t: &TaskRow) -> Params {
-    vec![
-        Box::new(t.run_id.clone()),
-        Box::new(i64::from(t.idx)),
-        Box::new(t.id.clone()),
-        Box::new(t.state.clone()),
-        Box::new(i64::from(t.attempts)),
-        Box::new(i64::from(t.failures)),
-        Box::new(t.not_before),
-        Box::new(t.reason.clone()),
-        Box::new(t.commit_sha.clone()),
-        Box::new(t.merge_sha.clone()),
-        Box::new(t.started_at),
-        Box::new(t.finished_at),
-    ]
-}
-
-const INSERT_TASK: &str =
-    "INSERT INTO tasks (run_id, idx, id, state, attempts, failures, not_before, reason,
-                        commit_sha, merge_sha, started_at, finished_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
-
-fn upsert_task(tx: &mut postgres::Transaction<'_>, t: &TaskRow) -> Result<()> {
-    let args = task_args(t);
-    tx.execute(
-        &format!(
-            "{INSERT_TASK} ON CONFLICT (run_id, id) DO UPDATE SET idx = excluded.idx,
-                state = excluded.state, attempts = excluded.attempts,
-                failures = excluded.failures, not_before = excluded.not_before,
-                reason = excluded.reason, commit_sha = excluded.commit_sha,
-                merge_sha = excluded.merge_sha, started_at = excluded.started_at,
-                finished_at = excluded.finished_at"
-        ),
-        &refs(&args),
-    )?;
-    Ok(())
-}
-
-fn clamp(n: u64) -> i64 {
-    n.min(i64::MAX as u64) as i64
-}
-
-fn upsert_attempt(tx: &mut postgres::Transaction<'_>, a: &AttemptRow) -> Result<()> {
-    let args: Params = vec![
-        Box::new(a.run_id.clone()),
-        Box::new(a.task_id.clone()),
-        Box::new(i64::from(a.n)),
-        Box::new(a.started_at),
-        Box::new(a.finished_at),
-        Box::new(a.pgid.map(i64::from)),
-        Box::new(a.exit_code.map(i64::from)),
-        Box::new(a.outcome.clone()),
-        Box::new(a.detail.clone()),
-        Box::new(a.profile.clone()),
-        Box::new(a.cli.clone()),
-        Box::new(a.model.clone()),
-        Box::new(a.account.clone()),
-        Box::new(a.session_id.clone()),
-        Box::new(clamp(a.input_tokens)),
-        Box::new(clamp(a.output_tokens)),
-        Box::new(clamp(a.cache_read_tokens)),
-        Box::new(clamp(a.cache_write_tokens)),
-        Box::new(a.cost_usd),
-    ];
-    tx.execute(
-        "INSERT INTO attempts (run_id, task_id, n, started_at, finished_at, pgid, exit_code,
-                               outcome, detail, profile, cli, model, account, session_id,
-                               input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
-                               cost_usd)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
-         ON CONFLICT (run_id, task_id, n) DO UPDATE SET
-            started_at = excluded.started_at, finished_at = excluded.finished_at,
-            pgid = excluded.pgid, exit_code = excluded.exit_code,
-            outcome = excluded.outcome, detail = excluded.detail, profile = excluded.profile,
-            cli = excluded.cli, model = excluded.model, account = excluded.account,
-            session_id = excluded.session_id, input_tokens = excluded.input_tokens,
-            output_tokens = excluded.output_tokens, cache_read_tokens = excluded.cache_read_tokens,
-            cache_write_tokens = excluded.cache_write_tokens, cost_usd = excluded.cost_usd",
-        &refs(&args),
-    )?;
-    Ok(())
-}
-
-fn upsert_account(tx: &mut postgres::Transaction<'_>, a: &AccountRow) -> Result<()> {
-    tx.execute(
-        "INSERT INTO accounts (name, cooldown_until, backoff_level, disabled, updated_at)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (name) DO UPDATE SET cooldown_until = excluded.cooldown_until,
-            backoff_level = excluded.backoff_level, disabled = excluded.disabled,
-            updated_at = excluded.updated_at",
-        &[
-            &a.name,
-            &a.cooldown_until,
-            &i64::from(a.backoff_level),
-            &a.disabled,
-            &a.updated_at,
-        ],
-    )?;
-    Ok(())
-}
-
-/// A BIGINT column as a `u32`/`i32` field: out of range is corrupt data, not a panic.
-fn narrow<T: TryFrom<i64>>(r: &Row, i: usize) -> Result<T> {
-    let v: i64 = r.try_get(i)?;
-    T::try_from(v).map_err(|_| StoreError::Corrupt(format!("value {v} out of range")))
-}
-
-fn narrow_opt<T: TryFrom<i64>>(r: &Row, i: usize) -> Result<Option<T>> {
-    let v: Option<i64> = r.try_get(i)?;
-    v.map(|v| T::try_from(v).map_err(|_| StoreError::Corrupt(format!("value {v} out of range"))))
-        .transpose()
-}
-
-const ATTEMPT_COLUMNS: &str = "run_id, task_id, n, started_at, finished_at, pgid, exit_code, outcome, detail, \
-                               profile, cli, model, account, session_id, input_tokens, output_tokens, \
-                               cache_read_tokens, cache_write_tokens, cost_usd";
-
-fn attempt_from_row(r: &Row) -> Result<AttemptRow> {
-    Ok(AttemptRow {
-        run_id: r.try_get(0)?,
-        task_id: r.try_get(1)?,
-        n: narrow(r, 2)?,
-        started_at: r.try_get(3)?,
-        finished_at: r.try_get(4)?,
-        pgid: narrow_opt(r, 5)?,
-        exit_code: narrow_opt(r, 6)?,
-        outcome: r.try_get(7)?,
-        detail: r.try_get(8)?,
-        profile: r.try_get(9)?,
-        cli: r.try_get(10)?,
-        model: r.try_get(11)?,
-        account: r.try_get(12)?,
-        session_id: r.try_get(13)?,
-        input_tokens: narrow(r, 14)?,
-        output_tokens: narrow(r, 15)?,
-        cache_read_tokens: narrow(r, 16)?,
-        cache_write_tokens: narrow(r, 17)?,
-        cost_usd: r.try_get(18)?,
-    })
-}
-
-const RUN_COLUMNS: &str = "id, name, runbook_path, runbook_source, repo, base_sha, \
-                           integration_branch, state, created_at, updated_at, finished_at";
-
-fn run_from_row(r: &Row) -> Result<RunRow> {
-    Ok(RunRow {
-        id: r.try_get(0)?,
-        name: r.try_get(1)?,
-        runbook_path: r.try_get(2)?,
-        runbook_source: r.try_get(3)?,
-        repo: r.try_get(4)?,
-        base_sha: r.try_get(5)?,
-        integration_branch: r.try_get(6)?,
-        state: r.try_get(7)?,
-        created_at: r.try_get(8)?,
-        updated_at: r.try_get(9)?,
-        finished_at: r.try_get(10)?,
-    })
-}
-
-fn task_from_row(r: &Row) -> Result<TaskRow> {
-    Ok(TaskRow {
-        run_id: r.try_get(0)?,
-        idx: narrow(r, 1)?,
-        id: r.try_get(2)?,
-        state: r.try_get(3)?,
-        attempts: narrow(r, 4)?,
-        failures: narrow(r, 5)?,
-        not_before: r.try_get(6)?,
-        reason: r.try_get(7)?,
-        commit_sha: r.try_get(8)?,
-        merge_sha: r.try_get(9)?,
-        started_at: r.try_get(10)?,
-        finished_at: r.try_get(11)?,
-    })
-}
-
-const EVENT_COLUMNS: &str = "seq, at, run_id, task, attempt, kind, data";
-
-fn event_from_row(r: &Row) -> Result<Event> {
-    let seq: i64 = r.try_get(0)?;
-    let data: String = r.try_get(6)?;
-    Ok(Event {
-        seq: seq as u64,
-        at: r.try_get(1)?,
-        run_id: r.try_get(2)?,
-        task: r.try_get(3)?,
-        attempt: narrow_opt(r, 4)?,
-        kind: r.try_get(5)?,
-        data: serde_json::from_str(&data)
-            .map_err(|err| StoreError::Corrupt(format!("event {seq}: {err}")))?,
-    })
-}
-
-fn token_from_row(r: &Row) -> Result<TokenRow> {
-    Ok(TokenRow {
-        name: r.try_get(0)?,
-        scope: r.try_get(1)?,
-        hash: r.try_get(2)?,
-        created_at: r.try_get(3)?,
-        revoked_at: r.try_get(4)?,
-    })
-}
-
-fn from_doc<T: serde::de::DeserializeOwned>(what: &str, doc: &str) -> Result<T> {
-    serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
-}
-
-fn to_doc<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("rows serialize")
-}
-
-/// The WHERE clause shared by the page, its total and its counts.
-fn epic_filter(q: &EpicQuery, with_states: bool) -> (String, Params) {
-    let mut clauses: Vec<String> = Vec::new();
-    let mut args: Params = Vec::new();
-    if let Some(p) = &q.project {
-        args.push(Box::new(p.clone()));
-        clauses.push(format!("project = ${}", args.len()));
-    }
-    if let Some(t) = q.text.as_deref().filter(|t| !t.is_empty()) {
-        let escaped = t
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_");
-        args.push(Box::new(format!("%{escaped}%")));
-        let n = args.len();
-        clauses.push(format!(
-            "(id ILIKE ${n} ESCAPE '\\' OR request ILIKE ${n} ESCAPE '\\')"
-        ));
-    }
-    if with_states && !q.states.is_empty() {
-        args.push(Box::new(q.states.clone()));
-        clauses.push(format!("state = ANY(${})", args.len()));
-    }
-    let sql = if clauses.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", clauses.join(" AND "))
-    };
-    (sql, args)
-}
-
-fn counts(rows: &[Row]) -> Result<std::collections::BTreeMap<String, u64>> {
-    let mut m = std::collections::BTreeMap::new();
-    for r in rows {
-        let n: i64 = r.try_get(1)?;
-        m.insert(r.try_get::<_, String>(0)?, n as u64);
-    }
-    Ok(m)
 }
 
 impl Store for PostgresStore {
@@ -1518,7 +1043,7 @@ mod tests {
                 })
             })
             .collect();
-        let mut watcher = Client::connect(db.url(), NoTls).unwrap();
+        let mut watcher = postgres::Client::connect(db.url(), postgres::NoTls).unwrap();
         let mut most = 0;
         for _ in 0..20 {
             let n: i64 = watcher
