@@ -153,8 +153,16 @@ pub fn run(home: Option<PathBuf>, command: MemoryCommand) -> anyhow::Result<u8> 
             } else if hits.is_empty() {
                 println!("nothing found");
             } else {
+                // Shown relative to the best hit. Raw scores depend on the backend and the
+                // corpus: SQLite's BM25 weighs a word found in half the documents or more at
+                // ~0, so in a two-lesson memory every hit read 0.00. `--json` has them raw.
+                let best = hits.iter().map(|h| h.score).fold(0.0, f64::max);
                 for h in hits {
-                    println!("{:<8} {:<16} {:>6.2}  {}", h.kind, h.key, h.score, h.title);
+                    let relevance = if best > 0.0 { h.score / best } else { 1.0 };
+                    println!(
+                        "{:<8} {:<16} {:>6.2}  {}",
+                        h.kind, h.key, relevance, h.title
+                    );
                     println!("         {}", h.snippet.replace('\n', " "));
                 }
             }

@@ -148,6 +148,34 @@ fn lessons_are_added_merged_searched_forgotten_and_listed() {
     );
 }
 
+/// In a memory of two lessons, SQLite's BM25 gives every word that is in one of them a weight
+/// of ~0: the hits are shown relative to the best one, not as 0.00.
+#[test]
+fn search_shows_each_hit_relative_to_the_best() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    git(home, &["init", "--quiet"]);
+    ok(home, &["init", "."]);
+    ok(
+        home,
+        &["memory", "add", "Quote shell variables in deploy scripts."],
+    );
+    ok(
+        home,
+        &[
+            "memory",
+            "add",
+            "Run database migrations before the deploy.",
+        ],
+    );
+    let text = ok(home, &["memory", "search", "database migrations"]);
+    let first = text.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("lesson") && first.contains(" 1.00"),
+        "{text}"
+    );
+}
+
 #[test]
 fn export_then_import_rebuilds_the_graph_into_an_empty_instance() {
     let dir = instance_with_a_run();
