@@ -25,6 +25,9 @@ pub struct WorkspaceHold {
     /// How many task directories under `tasks/` an earlier runner left, removed when the root
     /// was taken.
     pub leftovers: usize,
+    /// What of it could not be removed, and why (a process of the dead runner's task that
+    /// still writes there): tried again when the next runner takes the root.
+    pub not_removed: Vec<String>,
     /// Why the root could not be locked (a file system without `flock`, some network ones):
     /// then nothing was removed and a second runner there would not be refused.
     pub unlocked: Option<String>,
@@ -40,7 +43,20 @@ pub fn hold(root: &Path) -> Result<WorkspaceHold, EngineError> {
         .read(true)
         .write(true)
         .open(&path)?;
-    match lock.try_lock() {
+    // Retried for a second: a descriptor is shared for a moment by a child forked before its
+    // `exec` closes it (any process of the holder's, or of this one), and a runner stopped a
+    // moment ago may still be exiting.
+    let mut tries = 0;
+    let locked = loop {
+        match lock.try_lock() {
+            Err(TryLockError::WouldBlock) if tries < 20 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => break other,
+        }
+    };
+    match locked {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
             let mut holder = String::new();
@@ -58,6 +74,7 @@ pub fn hold(root: &Path) -> Result<WorkspaceHold, EngineError> {
             return Ok(WorkspaceHold {
                 _lock: lock,
                 leftovers: 0,
+                not_removed: Vec::new(),
                 unlocked: Some(format!("{}: {e}", path.display())),
             });
         }
@@ -66,38 +83,44 @@ pub fn hold(root: &Path) -> Result<WorkspaceHold, EngineError> {
     lock.set_len(0)?;
     lock.rewind()?;
     write!(lock, "{}", std::process::id())?;
-    let leftovers = remove_leftovers(&root.join("tasks"))?;
+    let (leftovers, not_removed) = remove_leftovers(&root.join("tasks"));
     Ok(WorkspaceHold {
         _lock: lock,
         leftovers,
+        not_removed,
         unlocked: None,
     })
 }
 
-/// Removes every entry of `tasks`; how many task directories there were (a claim's clone under
-/// its run's directory, or a slot's empty directory).
-fn remove_leftovers(tasks: &Path) -> Result<usize, EngineError> {
+/// Removes every entry of `tasks`: how many task directories there were (a claim's clone
+/// under its run's directory, or a slot's empty directory), and what could not be removed.
+/// Best effort: a leftover that resists must not keep the runner from starting.
+fn remove_leftovers(tasks: &Path) -> (usize, Vec<String>) {
+    let (mut removed, mut failed) = (0, Vec::new());
     let entries = match std::fs::read_dir(tasks) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e.into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (0, failed),
+        Err(e) => return (0, vec![format!("{}: {e}", tasks.display())]),
     };
-    let mut removed = 0;
-    for entry in entries {
-        let entry = entry?;
+    for entry in entries.flatten() {
         let path = entry.path();
-        if !entry.file_type()?.is_dir() {
-            std::fs::remove_file(&path)?;
-            continue;
-        }
-        let slot_dir = entry.file_name().to_string_lossy().starts_with(".empty-");
-        removed += match slot_dir {
-            true => 1,
-            false => std::fs::read_dir(&path)?.count(),
+        let is_dir = path.is_dir() && !path.is_symlink();
+        let gone = match is_dir {
+            true => {
+                let slot_dir = entry.file_name().to_string_lossy().starts_with(".empty-");
+                removed += match slot_dir {
+                    true => 1,
+                    false => std::fs::read_dir(&path).map_or(1, |d| d.count()),
+                };
+                std::fs::remove_dir_all(&path)
+            }
+            false => std::fs::remove_file(&path),
         };
-        std::fs::remove_dir_all(&path)?;
+        if let Err(e) = gone {
+            failed.push(format!("{}: {e}", path.display()));
+        }
     }
-    Ok(removed)
+    (removed, failed)
 }
 
 /// Whether a task works in its slot's one empty directory ([`empty_dir`]): a shell task
@@ -202,5 +225,63 @@ mod tests {
         drop(first);
         let again = hold(root.path()).unwrap();
         assert_eq!(again.leftovers, 0);
+        assert!(again.not_removed.is_empty());
+    }
+
+    /// A leftover that cannot be removed is named, and the root is still taken.
+    #[test]
+    fn a_leftover_that_resists_does_not_keep_the_runner_from_starting() {
+        let root = tempfile::tempdir().unwrap();
+        let run = root.path().join("tasks/run-1");
+        std::fs::create_dir_all(run.join("build.1")).unwrap();
+        let stuck = run.join("build.1/out");
+        std::fs::write(&stuck, "x").unwrap();
+        let _undo = Resisting::make(&stuck);
+        assert!(
+            std::fs::remove_file(&stuck).is_err(),
+            "the file could be removed"
+        );
+        let held = hold(root.path()).unwrap();
+        assert_eq!(held.not_removed.len(), 1, "{:?}", held.not_removed);
+        assert!(
+            held.not_removed[0].contains("run-1"),
+            "{:?}",
+            held.not_removed
+        );
+    }
+
+    /// A file that cannot be unlinked while this lives: immutable for root (`chattr +i`, which
+    /// root's privileges do not override), in a read-only directory for anyone else.
+    struct Resisting(std::path::PathBuf);
+
+    impl Resisting {
+        fn make(file: &Path) -> Resisting {
+            use std::os::unix::fs::PermissionsExt;
+            if unsafe { libc::geteuid() } == 0 {
+                let ok = std::process::Command::new("chattr")
+                    .arg("+i")
+                    .arg(file)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(ok, "chattr +i {}", file.display());
+            } else {
+                let dir = file.parent().unwrap();
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+            }
+            Resisting(file.to_path_buf())
+        }
+    }
+
+    impl Drop for Resisting {
+        fn drop(&mut self) {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.0)
+                .status();
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+            }
+        }
     }
 }

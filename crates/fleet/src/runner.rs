@@ -141,6 +141,9 @@ pub fn runner(home: Option<PathBuf>, args: RunnerArgs) -> anyhow::Result<u8> {
              is not removed, and a second runner given it would not be refused"
         );
     }
+    for what in &held.not_removed {
+        println!("fleet runner: could not remove what a runner that died left: {what}");
+    }
     if held.leftovers > 0 {
         println!(
             "fleet runner: removed {} task {} a runner that died left in {}",
