@@ -49,6 +49,9 @@ pub enum StoreError {
     /// A store URL this build does not know (`sqlite:PATH` and `postgres://…` are known).
     #[error("unknown store {0:?}: expected `sqlite`, `sqlite:PATH` or `postgres://…`")]
     UnknownScheme(String),
+    /// A store URL of a known kind with a parameter Fleet reads set wrong.
+    #[error("invalid store URL: {0}")]
+    InvalidUrl(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("the database was written by a newer fleet (schema {found}, this build knows {known})")]

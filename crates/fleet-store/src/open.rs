@@ -25,6 +25,7 @@ impl StoreUrl {
             return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            crate::pg::split_url(url).map_err(StoreError::InvalidUrl)?;
             return Ok(StoreUrl::Postgres(url.to_string()));
         }
         Err(StoreUrl::unknown(url))

@@ -17,6 +17,43 @@ pub fn without_password(url: &str) -> String {
     }
 }
 
+/// Fleet's own parameter of a `postgres://` store URL, never passed to the server: who sets
+/// how a connection plans its prepared statements. `fleet` (the default): Fleet does, per call
+/// (`SET plan_cache_mode`, see [`Planning`]). `server`: never set, the server's or the role's
+/// setting holds — for a transaction pooler (PgBouncer), where a `SET` would stay on the server
+/// connection for its next client.
+pub const PLANNING_PARAM: &str = "fleet_planning";
+
+/// `url` as the client library reads it (without [`PLANNING_PARAM`]) and whether Fleet sets
+/// the planning; `Err` names a value that is neither `fleet` nor `server`.
+pub fn split_url(url: &str) -> Result<(String, bool), String> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), true));
+    };
+    let (mut sets, mut kept) = (true, Vec::new());
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key != PLANNING_PARAM {
+            kept.push(pair);
+            continue;
+        }
+        sets = match value {
+            "fleet" => true,
+            "server" => false,
+            other => {
+                return Err(format!(
+                    "{PLANNING_PARAM}={other}: expected `{PLANNING_PARAM}=fleet` (the default) \
+                     or `{PLANNING_PARAM}=server`"
+                ));
+            }
+        };
+    }
+    match kept.is_empty() {
+        true => Ok((base.to_string(), sets)),
+        false => Ok((format!("{base}?{}", kept.join("&")), sets)),
+    }
+}
+
 thread_local! {
     /// On a thread of Tokio's blocking pool that [`spawn_blocking`] ran work on: the runtime
     /// whose pool it is. Such a thread is inside that runtime's context but never drives it,
@@ -60,6 +97,7 @@ pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 /// A connection to `url` (call it off any runtime, see [`off_runtime`]); unreachable:
 /// [`StoreError::Unreachable`] naming the URL without its password.
 pub fn connect(url: &str) -> Result<Conn, StoreError> {
+    split_url(url).map_err(StoreError::InvalidUrl)?;
     Conn::open(url).map_err(|e| StoreError::Unreachable(without_password(url), e.to_string()))
 }
 
@@ -77,6 +115,8 @@ pub struct Conn {
     prepared: std::collections::HashMap<String, postgres::Statement>,
     /// How its session plans prepared statements; `None`: as the server's settings say.
     planning: Option<Planning>,
+    /// Whether [`Conn::plan`] sets it (not with `fleet_planning=server`, [`PLANNING_PARAM`]).
+    sets_planning: bool,
 }
 
 /// How PostgreSQL plans a connection's prepared statements (its `plan_cache_mode`).
@@ -97,10 +137,14 @@ pub enum Planning {
 type Params<'a> = &'a [&'a (dyn postgres::types::ToSql + Sync)];
 
 impl Conn {
-    /// Connects to `url`, planning [`Planning::PerRun`]. What preparing saves is the parse,
-    /// the analysis and a round trip.
+    /// Connects to `url`, planning [`Planning::PerRun`] (unless the URL leaves planning to the
+    /// server, [`PLANNING_PARAM`]). What preparing saves is the parse, the analysis and a round
+    /// trip. A URL whose `fleet_planning` is invalid reaches the client as it is, which refuses
+    /// it (callers check it first: [`split_url`]).
     pub fn open(url: &str) -> Result<Conn, postgres::Error> {
-        let mut conn = Conn::new(Client::connect(url, NoTls)?);
+        let (client_url, sets) = split_url(url).unwrap_or_else(|_| (url.to_string(), true));
+        let mut conn = Conn::new(Client::connect(&client_url, NoTls)?);
+        conn.sets_planning = sets;
         conn.plan(Planning::PerRun)?;
         Ok(conn)
     }
@@ -111,12 +155,13 @@ impl Conn {
             client,
             prepared: std::collections::HashMap::new(),
             planning: None,
+            sets_planning: true,
         }
     }
 
     /// How its statements are planned from now on (a round trip only when that changes).
     pub fn plan(&mut self, planning: Planning) -> Result<(), postgres::Error> {
-        if self.planning != Some(planning) {
+        if self.sets_planning && self.planning != Some(planning) {
             self.planning = None;
             self.client.batch_execute(match planning {
                 Planning::PerRun => "SET plan_cache_mode = force_custom_plan",

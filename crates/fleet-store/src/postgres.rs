@@ -118,6 +118,7 @@ impl PostgresStore {
     /// Connects to `url` (`postgres://user@host:port/db`), creates or upgrades the schema, and
     /// starts listening for other processes' commits. Unreachable: [`StoreError::Unreachable`].
     pub fn open(url: &str) -> Result<PostgresStore> {
+        crate::pg::split_url(url).map_err(StoreError::InvalidUrl)?;
         let shown = without_password(url);
         let url = url.to_string();
         let client = off_runtime(|| {
@@ -1074,5 +1075,70 @@ mod tests {
             without_password("postgres://fleet@db/fleet"),
             "postgres://fleet@db/fleet"
         );
+    }
+
+    /// `fleet_planning=server`: Fleet never sets how statements are planned, the session keeps
+    /// what the server says (here the database's setting, as `ALTER ROLE … SET` would give a
+    /// pooler's server connections); by default Fleet sets it per call.
+    #[test]
+    fn planning_left_to_the_server_is_never_set() {
+        let db = TestDb::create();
+        let mut admin = crate::pg::connect(db.url()).unwrap();
+        admin
+            .batch_execute(
+                "DO $$ BEGIN EXECUTE format(
+                     'ALTER DATABASE %I SET plan_cache_mode = force_generic_plan',
+                     current_database()); END $$",
+            )
+            .unwrap();
+        drop(admin);
+        let mode = |store: &PostgresStore, planning: Planning| -> String {
+            store
+                .with_planning(planning, |c| {
+                    Ok(c.query_one("SHOW plan_cache_mode", &[])?.get(0))
+                })
+                .unwrap()
+        };
+        let server = PostgresStore::open(&format!("{}?fleet_planning=server", db.url())).unwrap();
+        assert_eq!(mode(&server, Planning::PerRun), "force_generic_plan");
+        assert_eq!(mode(&server, Planning::Cached), "force_generic_plan");
+        // Reads and writes work as ever.
+        assert!(server.runs().unwrap().is_empty());
+        let fleet = PostgresStore::open(db.url()).unwrap();
+        assert_eq!(mode(&fleet, Planning::PerRun), "force_custom_plan");
+        assert_eq!(mode(&fleet, Planning::Cached), "auto");
+
+        let bad = format!("{}?fleet_planning=sometimes", db.url());
+        let err = PostgresStore::open(&bad)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("fleet_planning=sometimes: expected"), "{err}");
+        let err = crate::open(&bad, crate::Durability::Process)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("invalid store URL"), "{err}");
+    }
+
+    #[test]
+    fn fleet_planning_is_taken_out_of_the_url_the_client_reads() {
+        let url = "postgres://u@h/db?application_name=x&fleet_planning=server&sslmode=disable";
+        assert_eq!(
+            crate::pg::split_url(url).unwrap(),
+            (
+                "postgres://u@h/db?application_name=x&sslmode=disable".to_string(),
+                false
+            )
+        );
+        assert_eq!(
+            crate::pg::split_url("postgres://u@h/db?fleet_planning=fleet").unwrap(),
+            ("postgres://u@h/db".to_string(), true)
+        );
+        assert_eq!(
+            crate::pg::split_url("postgres://u@h/db").unwrap(),
+            ("postgres://u@h/db".to_string(), true)
+        );
+        assert!(crate::pg::split_url("postgres://u@h/db?fleet_planning").is_err());
     }
 }

@@ -54,6 +54,7 @@ pub fn is_store_failure(err: &anyhow::Error) -> bool {
             Some(
                 fleet_store::StoreError::Unreachable(..)
                     | fleet_store::StoreError::UnknownScheme(_)
+                    | fleet_store::StoreError::InvalidUrl(_)
                     | fleet_store::StoreError::TooNew { .. }
             )
         ) || matches!(
