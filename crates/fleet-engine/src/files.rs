@@ -1,8 +1,9 @@
-//! Files Fleet writes for people and for its other processes to read (summaries, traces,
-//! review documents, exports): whole or not at all.
+//! Files with a contract: those Fleet writes for people and for its other processes to read
+//! (summaries, traces, review documents, exports), whole or not at all; and lock files that
+//! say which process holds them.
 
-use std::fs::OpenOptions;
-use std::io::{self, Write};
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +63,47 @@ pub fn write_whole_making_dirs(path: &Path, bytes: &[u8]) -> io::Result<()> {
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
     }
     write_whole(path, bytes)
+}
+
+/// What [`lock_with_pid`] found.
+#[derive(Debug)]
+pub enum PidLock {
+    /// Held by this process for as long as the file is open (the kernel lets go however the
+    /// process ends).
+    Held(File),
+    /// Another process holds it: what it wrote there (its pid).
+    HeldBy(String),
+}
+
+/// Takes an exclusive `flock` on `path` (made if missing) and writes this process's pid in it.
+/// A holder is waited for up to `patience`: one that is exiting lets go in a moment, and a
+/// child forked by any process shares the lock's descriptor until its `exec` closes it.
+pub fn lock_with_pid(path: &Path, patience: std::time::Duration) -> io::Result<PidLock> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let since = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(TryLockError::WouldBlock) if since.elapsed() < patience => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                return Ok(PidLock::HeldBy(holder.trim().to_string()));
+            }
+            Err(TryLockError::Error(e)) => return Err(e),
+        }
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    write!(file, "{}", std::process::id())?;
+    Ok(PidLock::Held(file))
 }
 
 #[cfg(test)]

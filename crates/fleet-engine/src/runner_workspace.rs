@@ -8,10 +8,10 @@
 //! branch, or for a shell task without a workspace its slot's one directory, emptied.
 
 use crate::EngineError;
+use crate::files::{PidLock, lock_with_pid};
 use crate::remote::TaskOrder;
 use crate::runner_land::git;
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, Write};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// The lock file's name under the root; it holds the holder's pid, for the message to a
@@ -37,52 +37,30 @@ pub struct WorkspaceHold {
 pub fn hold(root: &Path) -> Result<WorkspaceHold, EngineError> {
     std::fs::create_dir_all(root)?;
     let path = root.join(LOCK);
-    let mut lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)?;
-    // Retried for a second: a descriptor is shared for a moment by a child forked before its
-    // `exec` closes it (any process of the holder's, or of this one), and a runner stopped a
-    // moment ago may still be exiting.
-    let mut tries = 0;
-    let locked = loop {
-        match lock.try_lock() {
-            Err(TryLockError::WouldBlock) if tries < 20 => {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            other => break other,
-        }
-    };
-    match locked {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = lock.read_to_string(&mut holder);
+    // A second: a runner stopped a moment ago may still be exiting.
+    let lock = match lock_with_pid(&path, std::time::Duration::from_secs(1)) {
+        Ok(PidLock::Held(file)) => file,
+        Ok(PidLock::HeldBy(holder)) => {
             return Err(EngineError::Invalid(format!(
-                "--workspace {} is in use by another runner (pid {}); give each runner its own",
-                root.display(),
-                holder.trim()
+                "--workspace {} is in use by another runner (pid {holder}); give each runner \
+                 its own",
+                root.display()
             )));
         }
-        Err(TryLockError::Error(e))
+        Err(e)
             if e.kind() == std::io::ErrorKind::Unsupported
                 || e.raw_os_error() == Some(libc::ENOLCK) =>
         {
+            let file = File::open(&path)?;
             return Ok(WorkspaceHold {
-                _lock: lock,
+                _lock: file,
                 leftovers: 0,
                 not_removed: Vec::new(),
                 unlocked: Some(format!("{}: {e}", path.display())),
             });
         }
-        Err(TryLockError::Error(e)) => return Err(e.into()),
-    }
-    lock.set_len(0)?;
-    lock.rewind()?;
-    write!(lock, "{}", std::process::id())?;
+        Err(e) => return Err(e.into()),
+    };
     let (leftovers, not_removed) = remove_leftovers(&root.join("tasks"));
     Ok(WorkspaceHold {
         _lock: lock,

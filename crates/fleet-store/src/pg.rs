@@ -97,8 +97,9 @@ pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 /// A connection to `url` (call it off any runtime, see [`off_runtime`]); unreachable:
 /// [`StoreError::Unreachable`] naming the URL without its password.
 pub fn connect(url: &str) -> Result<Conn, StoreError> {
-    split_url(url).map_err(StoreError::InvalidUrl)?;
-    Conn::open(url).map_err(|e| StoreError::Unreachable(without_password(url), e.to_string()))
+    let (client_url, sets_planning) = split_url(url).map_err(StoreError::InvalidUrl)?;
+    Conn::open(&client_url, sets_planning)
+        .map_err(|e| StoreError::Unreachable(without_password(url), e.to_string()))
 }
 
 /// The most statements a [`Conn`] keeps prepared; past it, it forgets them all and starts
@@ -137,14 +138,12 @@ pub enum Planning {
 type Params<'a> = &'a [&'a (dyn postgres::types::ToSql + Sync)];
 
 impl Conn {
-    /// Connects to `url`, planning [`Planning::PerRun`] (unless the URL leaves planning to the
-    /// server, [`PLANNING_PARAM`]). What preparing saves is the parse, the analysis and a round
-    /// trip. A URL whose `fleet_planning` is invalid reaches the client as it is, which refuses
-    /// it (callers check it first: [`split_url`]).
-    pub fn open(url: &str) -> Result<Conn, postgres::Error> {
-        let (client_url, sets) = split_url(url).unwrap_or_else(|_| (url.to_string(), true));
-        let mut conn = Conn::new(Client::connect(&client_url, NoTls)?);
-        conn.sets_planning = sets;
+    /// Connects to `client_url` (a store URL as the client reads it, [`split_url`]), planning
+    /// [`Planning::PerRun`] if `sets_planning`. What preparing saves is the parse, the
+    /// analysis and a round trip.
+    pub fn open(client_url: &str, sets_planning: bool) -> Result<Conn, postgres::Error> {
+        let mut conn = Conn::new(Client::connect(client_url, NoTls)?);
+        conn.sets_planning = sets_planning;
         conn.plan(Planning::PerRun)?;
         Ok(conn)
     }

@@ -67,6 +67,10 @@ pub(crate) const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000):
 
 pub struct PostgresStore {
     url: String,
+    /// The URL as the client library reads it ([`crate::pg::split_url`]).
+    client_url: String,
+    /// Whether Fleet sets how connections plan (`fleet_planning`, [`crate::pg::PLANNING_PARAM`]).
+    sets_planning: bool,
     /// The URL without its password, for messages.
     shown: String,
     pool: Mutex<Pool>,
@@ -118,12 +122,13 @@ impl PostgresStore {
     /// Connects to `url` (`postgres://user@host:port/db`), creates or upgrades the schema, and
     /// starts listening for other processes' commits. Unreachable: [`StoreError::Unreachable`].
     pub fn open(url: &str) -> Result<PostgresStore> {
-        crate::pg::split_url(url).map_err(StoreError::InvalidUrl)?;
+        let (client_url, sets_planning) =
+            crate::pg::split_url(url).map_err(StoreError::InvalidUrl)?;
         let shown = without_password(url);
         let url = url.to_string();
         let client = off_runtime(|| {
-            let mut c =
-                Conn::open(&url).map_err(|e| StoreError::Unreachable(shown.clone(), reason(&e)))?;
+            let mut c = Conn::open(&client_url, sets_planning)
+                .map_err(|e| StoreError::Unreachable(shown.clone(), reason(&e)))?;
             migrate(&mut c)?;
             summary::backfill(&mut c)?;
             ensure_instance_id(&mut c)?;
@@ -131,6 +136,8 @@ impl PostgresStore {
         })?;
         Ok(PostgresStore {
             url,
+            client_url,
+            sets_planning,
             shown,
             pool: Mutex::new(Pool {
                 idle: vec![client],
@@ -176,7 +183,7 @@ impl PostgresStore {
             };
             let mut client = match pooled {
                 Some(c) if !c.is_closed() => c,
-                _ => match Conn::open(&self.url) {
+                _ => match Conn::open(&self.client_url, self.sets_planning) {
                     Ok(c) => c,
                     Err(e) => {
                         self.give_back(None);
@@ -423,7 +430,7 @@ impl Store for PostgresStore {
 
     fn wait_for_events(&self, after: u64, timeout: Duration) -> Result<u64> {
         self.listener
-            .get_or_init(|| Listener::start(self.url.clone(), self.wake.clone()));
+            .get_or_init(|| Listener::start(self.client_url.clone(), self.wake.clone()));
         let deadline = Instant::now() + timeout;
         loop {
             // The count before the database: a notification between the two shows as a

@@ -177,7 +177,7 @@ fn store_calls_on_the_blocking_pool_start_no_thread() {
 #[test]
 fn a_connection_prepares_each_statement_once() {
     let db = TestDb::create();
-    let mut c = fleet_store::pg::Conn::open(db.url()).unwrap();
+    let mut c = fleet_store::pg::Conn::open(db.url(), true).unwrap();
     for n in 1..=3i64 {
         let row = c.query_one("SELECT $1::bigint + 1", &[&n]).unwrap();
         assert_eq!(row.get::<_, i64>(0), n + 1);

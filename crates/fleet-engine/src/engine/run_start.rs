@@ -21,8 +21,7 @@ use fleet_git::Repo;
 use fleet_store::{AttemptRow, Batch, NewEvent, RunRow, RunStateChange, Store, TaskRow};
 use serde_json::json;
 use std::collections::{HashMap, VecDeque};
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
@@ -328,33 +327,14 @@ pub fn catch_up_journal(
 
 /// Holds an exclusive lock on the run for as long as the file is open.
 fn lock_run(layout: &StateDir, run_id: &str) -> Result<File, EngineError> {
-    use std::os::fd::AsRawFd;
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(layout.lock(run_id))?;
     // A fleet killed a moment ago may still be exiting; its lock goes with it.
-    let mut tries = 0;
-    let rc = loop {
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc == 0 || tries == 60 {
-            break rc;
+    let patience = std::time::Duration::from_secs(3);
+    match crate::files::lock_with_pid(&layout.lock(run_id), patience)? {
+        crate::files::PidLock::Held(file) => Ok(file),
+        crate::files::PidLock::HeldBy(holder) => {
+            Err(EngineError::Locked(run_id.to_string(), holder))
         }
-        tries += 1;
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    if rc != 0 {
-        let holder = std::fs::read_to_string(layout.lock(run_id)).unwrap_or_default();
-        return Err(EngineError::Locked(
-            run_id.to_string(),
-            holder.trim().to_string(),
-        ));
     }
-    file.set_len(0)?;
-    write!(file, "{}", std::process::id())?;
-    Ok(file)
 }
 
 impl Coordinator {

@@ -56,10 +56,8 @@ impl Listener {
 /// LISTENs until stopped, reconnecting after a lost connection; every notification (and every
 /// reconnection, which may have missed some) wakes the waiters.
 fn listen(url: &str, wake: &Wake, stop: &AtomicBool) {
-    // Checked when the store opened.
-    let url = crate::pg::split_url(url).map_or_else(|_| url.to_string(), |(u, _)| u);
     while !stop.load(Ordering::Relaxed) {
-        let mut client = match Client::connect(&url, NoTls)
+        let mut client = match Client::connect(url, NoTls)
             .and_then(|mut c| c.batch_execute(&format!("LISTEN {CHANNEL}")).map(|_| c))
         {
             Ok(c) => c,
